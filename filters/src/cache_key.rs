@@ -1,0 +1,66 @@
+//! Cache key encoding.
+//!
+//! A cache key is built from several strings (remote name, artifact path,
+//! and later an `Accept` class). Joining them with a separator is ambiguous
+//! (`a:b` + `c` versus `a` + `b:c`), so every component is length-prefixed.
+
+/// Encodes `parts` as `len:part` pairs joined by `|`, which no two different
+/// part lists can share.
+pub fn encode(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        out.push_str(&part.len().to_string());
+        out.push(':');
+        out.push_str(part);
+    }
+    out
+}
+
+/// Splits a string made by [`encode`] back into its parts; `None` if it
+/// was not made by `encode`.
+pub fn decode(encoded: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut rest = encoded;
+    loop {
+        let (len, after) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let part = after.get(..len)?;
+        parts.push(part);
+        rest = &after[len..];
+        match rest.strip_prefix('|') {
+            Some(next) => rest = next,
+            None if rest.is_empty() => return Some(parts),
+            None => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode};
+
+    #[test]
+    fn separators_inside_parts_do_not_collide() {
+        assert_ne!(encode(&["a:b", "c"]), encode(&["a", "b:c"]));
+        assert_ne!(encode(&["a|1:b"]), encode(&["a", "b"]));
+        assert_ne!(encode(&["ab", ""]), encode(&["a", "b"]));
+    }
+
+    #[test]
+    fn decode_inverts_encode() {
+        for parts in [vec!["a:b", "c|d"], vec!["", ""], vec!["github", "x/y.tgz"]] {
+            assert_eq!(decode(&encode(&parts)).unwrap(), parts);
+        }
+        assert_eq!(decode("3:ab"), None);
+        assert_eq!(decode("1:a|"), None);
+        assert_eq!(decode("x"), None);
+    }
+
+    #[test]
+    fn encoding_is_stable() {
+        assert_eq!(encode(&["github", "x/y.tgz"]), "6:github|7:x/y.tgz");
+    }
+}

@@ -1,0 +1,29 @@
+//! Pure policy for artifactd: everything that decides *what* to do with a
+//! request, with no I/O, no async runtime and no Pingora.
+//!
+//! Keeping the decisions here means they are unit-tested in microseconds and
+//! the proxy's phase methods stay thin: they extract plain data, call into
+//! this crate and apply the verdict.
+//!
+//! # Layout
+//! - [`route`]: maps a request method and path onto a [`route::Route`].
+//! - [`path`]: validates the artifact path part of a URL before anything
+//!   touches storage or an upstream.
+//! - [`pattern`]: Python `re.search`-compatible pattern sets (a `RegexSet`
+//!   with a `fancy-regex` fallback for look-around).
+//! - [`policy`]: per-remote access control and immutable/mutable
+//!   classification, including the per-package default mutable patterns.
+//! - [`range`]: single byte ranges for responses artifactd writes itself.
+//! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
+
+pub mod cache_key;
+pub mod path;
+pub mod pattern;
+pub mod policy;
+pub mod range;
+pub mod route;
+
+pub use path::{validate_artifact_path, PathError};
+pub use pattern::{PatternError, PatternSet};
+pub use policy::{Access, ArtifactClass, Package, RemotePolicy};
+pub use route::{route, AdminRoute, Route};

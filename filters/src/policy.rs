@@ -1,0 +1,304 @@
+//! Per-remote access control and immutable/mutable classification.
+//!
+//! The model is the reference system's (seeds 003/004):
+//! - a path matching a *mutable* pattern (the remote's own plus the built-in
+//!   defaults of its package type) is always allowed and expires after
+//!   `mutable_ttl`;
+//! - otherwise a path matching an *immutable* pattern is allowed and kept
+//!   until flushed;
+//! - otherwise it is denied (403), unless the remote lists no immutable
+//!   patterns at all, in which case every path is allowed as immutable.
+
+use crate::pattern::{PatternError, PatternSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// The package format of a remote, which brings its default mutable patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Package {
+    Generic,
+    Docker,
+    Pypi,
+    Npm,
+    Helm,
+    Rpm,
+    Alpine,
+}
+
+impl Package {
+    /// Every package type, in the order the docs list them.
+    pub const ALL: [Package; 7] = [
+        Package::Generic,
+        Package::Docker,
+        Package::Pypi,
+        Package::Npm,
+        Package::Helm,
+        Package::Rpm,
+        Package::Alpine,
+    ];
+
+    /// The spelling used in `remotes.yaml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Package::Generic => "generic",
+            Package::Docker => "docker",
+            Package::Pypi => "pypi",
+            Package::Npm => "npm",
+            Package::Helm => "helm",
+            Package::Rpm => "rpm",
+            Package::Alpine => "alpine",
+        }
+    }
+
+    /// Built-in mutable patterns: metadata that changes in place upstream.
+    pub fn default_mutable_patterns(self) -> &'static [&'static str] {
+        match self {
+            Package::Generic | Package::Npm => &[],
+            Package::Alpine => &[r"APKINDEX\.tar\.gz$"],
+            Package::Rpm => &[
+                r"repomd\.xml(\.asc|\.key)?$",
+                r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
+                r"Packages\.gz$",
+            ],
+            // Tags move; digests do not. Look-ahead, so it uses the fallback engine.
+            Package::Docker => &[r"/manifests/(?!sha256:)[^/]+$", r"/tags/list$"],
+            Package::Pypi => &[r"(^|/)simple/"],
+            Package::Helm => &[r"index\.yaml$"],
+        }
+    }
+}
+
+impl fmt::Display for Package {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Package {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Package::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Package::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "unknown package type {s:?}, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// How long a cached artifact may be served without asking the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactClass {
+    /// Never changes once published: cached until flushed (or `immutable_ttl`).
+    Immutable,
+    /// Changes in place: revalidated after `mutable_ttl`. `user_defined` tells
+    /// a remote's own `mutable_patterns` apart from the package defaults.
+    Mutable { user_defined: bool },
+}
+
+/// The access decision for one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Allowed(ArtifactClass),
+    /// No pattern allows this path: answer 403 without contacting the upstream.
+    Denied,
+}
+
+/// A pattern list of a remote that failed to compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}[{}]: {source}", source.index)]
+pub struct PolicyError {
+    /// `immutable_patterns` or `mutable_patterns`.
+    pub field: &'static str,
+    #[source]
+    pub source: PatternError,
+}
+
+/// The compiled access and classification policy of one remote.
+#[derive(Debug, Clone)]
+pub struct RemotePolicy {
+    package: Package,
+    immutable: PatternSet,
+    user_mutable: PatternSet,
+    default_mutable: PatternSet,
+}
+
+impl RemotePolicy {
+    /// Compiles a remote's pattern lists; errors name the list and index.
+    pub fn new<S: AsRef<str>>(
+        package: Package,
+        immutable_patterns: &[S],
+        mutable_patterns: &[S],
+    ) -> Result<Self, PolicyError> {
+        let immutable = PatternSet::new(immutable_patterns).map_err(|source| PolicyError {
+            field: "immutable_patterns",
+            source,
+        })?;
+        let user_mutable = PatternSet::new(mutable_patterns).map_err(|source| PolicyError {
+            field: "mutable_patterns",
+            source,
+        })?;
+        let default_mutable = PatternSet::new(package.default_mutable_patterns())
+            .expect("built-in default patterns compile");
+        Ok(RemotePolicy {
+            package,
+            immutable,
+            user_mutable,
+            default_mutable,
+        })
+    }
+
+    /// The remote's package type.
+    pub fn package(&self) -> Package {
+        self.package
+    }
+
+    /// Decides access and class for a decoded artifact path.
+    pub fn classify(&self, path: &str) -> Access {
+        if self.user_mutable.is_match(path) {
+            return Access::Allowed(ArtifactClass::Mutable { user_defined: true });
+        }
+        if self.default_mutable.is_match(path) {
+            return Access::Allowed(ArtifactClass::Mutable {
+                user_defined: false,
+            });
+        }
+        if self.immutable.is_empty() || self.immutable.is_match(path) {
+            return Access::Allowed(ArtifactClass::Immutable);
+        }
+        Access::Denied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MUTABLE_USER: Access = Access::Allowed(ArtifactClass::Mutable { user_defined: true });
+    const MUTABLE_DEFAULT: Access = Access::Allowed(ArtifactClass::Mutable {
+        user_defined: false,
+    });
+    const IMMUTABLE: Access = Access::Allowed(ArtifactClass::Immutable);
+
+    fn policy(package: Package, immutable: &[&str], mutable: &[&str]) -> RemotePolicy {
+        RemotePolicy::new(package, immutable, mutable).unwrap()
+    }
+
+    #[test]
+    fn npm_look_ahead_example_classifies_tarballs_and_documents() {
+        let p = policy(Package::Npm, &["\\.tgz$"], &["^(?!.*\\.tgz$).*"]);
+        assert_eq!(p.classify("foo.tgz"), IMMUTABLE);
+        assert_eq!(p.classify("foo"), MUTABLE_USER);
+        assert_eq!(p.classify("left-pad/-/left-pad-1.3.0.tgz"), IMMUTABLE);
+    }
+
+    #[test]
+    fn unmatched_path_is_denied_when_immutable_patterns_exist() {
+        let p = policy(Package::Generic, &[r"lxc/incus/.*\.tar\.gz$"], &[]);
+        assert_eq!(p.classify("lxc/incus/releases/v1/incus.tar.gz"), IMMUTABLE);
+        assert_eq!(
+            p.classify("lxc/incus/releases/v1/incus.zip"),
+            Access::Denied
+        );
+    }
+
+    #[test]
+    fn no_immutable_patterns_allows_everything() {
+        let p = policy(Package::Generic, &[], &[]);
+        assert_eq!(p.classify("any/thing"), IMMUTABLE);
+    }
+
+    #[test]
+    fn mutable_wins_over_immutable_and_bypasses_acl() {
+        let p = policy(
+            Package::Generic,
+            &[r".*\.tgz$"],
+            &[r"index\.yaml$", r"latest\.tgz$"],
+        );
+        assert_eq!(p.classify("index.yaml"), MUTABLE_USER);
+        assert_eq!(p.classify("charts/latest.tgz"), MUTABLE_USER);
+        assert_eq!(p.classify("charts/a-1.0.tgz"), IMMUTABLE);
+    }
+
+    #[test]
+    fn package_defaults_are_mutable_without_configuration() {
+        let alpine = policy(Package::Alpine, &[r".*/x86_64/.*\.apk$"], &[]);
+        assert_eq!(
+            alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"),
+            MUTABLE_DEFAULT
+        );
+        assert_eq!(alpine.classify("v3.20/main/x86_64/musl-1.2.apk"), IMMUTABLE);
+        assert_eq!(
+            alpine.classify("v3.20/main/aarch64/musl-1.2.apk"),
+            Access::Denied
+        );
+
+        let rpm = policy(Package::Rpm, &[r".*/x86_64/.*\.rpm$"], &[]);
+        assert_eq!(
+            rpm.classify("9/BaseOS/x86_64/os/repodata/repomd.xml"),
+            MUTABLE_DEFAULT
+        );
+        assert_eq!(
+            rpm.classify("9/os/repodata/abc-primary.xml.gz"),
+            MUTABLE_DEFAULT
+        );
+        assert_eq!(
+            rpm.classify("9/os/repodata/abc-primary.sqlite.zst"),
+            MUTABLE_DEFAULT
+        );
+        assert_eq!(rpm.classify("9/os/x86_64/Packages/bash.rpm"), IMMUTABLE);
+
+        let docker = policy(Package::Docker, &[], &[]);
+        assert_eq!(
+            docker.classify("library/nginx/manifests/latest"),
+            MUTABLE_DEFAULT
+        );
+        assert_eq!(docker.classify("library/nginx/tags/list"), MUTABLE_DEFAULT);
+        assert_eq!(
+            docker.classify("library/nginx/manifests/sha256:abcd"),
+            IMMUTABLE
+        );
+        assert_eq!(
+            docker.classify("library/nginx/blobs/sha256:abcd"),
+            IMMUTABLE
+        );
+
+        let pypi = policy(Package::Pypi, &[r"packages/.*\.whl$"], &[]);
+        assert_eq!(pypi.classify("simple/requests/"), MUTABLE_DEFAULT);
+        assert_eq!(
+            pypi.classify("packages/ab/requests-2.0-py3-none-any.whl"),
+            IMMUTABLE
+        );
+
+        let helm = policy(Package::Helm, &[r"\.tgz$"], &[]);
+        assert_eq!(helm.classify("index.yaml"), MUTABLE_DEFAULT);
+        assert_eq!(helm.classify("vault-0.28.0.tgz"), IMMUTABLE);
+
+        let generic = policy(Package::Generic, &[r"\.deb$"], &[]);
+        assert_eq!(generic.classify("dists/stable/InRelease"), Access::Denied);
+    }
+
+    #[test]
+    fn every_package_default_compiles() {
+        for package in Package::ALL {
+            PatternSet::new(package.default_mutable_patterns()).unwrap();
+            assert_eq!(package.as_str().parse::<Package>().unwrap(), package);
+        }
+        assert!("maven".parse::<Package>().unwrap_err().contains("generic"));
+    }
+
+    #[test]
+    fn bad_pattern_names_field_and_index() {
+        let err = RemotePolicy::new(Package::Generic, &["ok"], &["fine", "(unclosed"]).unwrap_err();
+        assert_eq!(err.field, "mutable_patterns");
+        assert_eq!(
+            err.to_string().split(':').next().unwrap(),
+            "mutable_patterns[1]"
+        );
+    }
+}

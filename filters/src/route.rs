@@ -1,0 +1,170 @@
+//! Maps a request path onto what artifactd should do with it.
+//!
+//! Only the path is looked at here; methods are checked by the handler of
+//! each route, so that a wrong method gets 405 rather than 404.
+
+/// The administrative endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoute {
+    /// `GET /`: name, version and remotes.
+    Root,
+    /// `GET /health`: JSON status, including the storage check.
+    Health,
+    /// `GET /config`: the effective configuration, secrets redacted.
+    Config,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// `PUT /cache/flush[?remote=NAME]`.
+    Flush,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    Admin(AdminRoute),
+    /// `/api/v1/remote/{remote}/{path}` or the older `/api/{remote}/{path}`.
+    /// `raw_path` is still percent-encoded and not yet validated.
+    Artifact {
+        remote: &'a str,
+        raw_path: &'a str,
+    },
+    /// `GET /artifacts/{remote}`: the catalog's rows for one remote.
+    ArtifactList {
+        remote: &'a str,
+    },
+    NotFound,
+}
+
+const ARTIFACT_PREFIXES: [&str; 2] = ["/api/v1/remote/", "/api/"];
+
+/// Routes `path` (the URL path without its query string).
+///
+/// ```
+/// use filters::route::{route, Route};
+/// assert_eq!(
+///     route("/api/v1/remote/github/a/b.tgz"),
+///     Route::Artifact { remote: "github", raw_path: "a/b.tgz" }
+/// );
+/// ```
+pub fn route(path: &str) -> Route<'_> {
+    let admin = match path {
+        "/" => Some(AdminRoute::Root),
+        "/health" => Some(AdminRoute::Health),
+        "/config" => Some(AdminRoute::Config),
+        "/metrics" => Some(AdminRoute::Metrics),
+        "/cache/flush" => Some(AdminRoute::Flush),
+        _ => None,
+    };
+    if let Some(admin) = admin {
+        return Route::Admin(admin);
+    }
+    if let Some(remote) = path.strip_prefix("/artifacts/") {
+        if !remote.is_empty() && !remote.contains('/') {
+            return Route::ArtifactList { remote };
+        }
+    }
+    for prefix in ARTIFACT_PREFIXES {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            return match rest.split_once('/') {
+                Some((remote, raw_path)) if !remote.is_empty() => {
+                    Route::Artifact { remote, raw_path }
+                }
+                _ => Route::NotFound,
+            };
+        }
+    }
+    Route::NotFound
+}
+
+/// The first value of query parameter `name`, percent- and `+`-decoded.
+///
+/// ```
+/// assert_eq!(filters::route::query_param(Some("a=1&remote=my%2Dr"), "remote").as_deref(), Some("my-r"));
+/// ```
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| {
+            let value = value.replace('+', " ");
+            percent_encoding::percent_decode_str(&value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("remote=x"), "remote").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            query_param(Some("a&remote=a+b"), "remote").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(Some("remotes=x"), "remote"), None);
+        assert_eq!(query_param(None, "remote"), None);
+    }
+
+    #[test]
+    fn admin_routes() {
+        assert_eq!(route("/"), Route::Admin(AdminRoute::Root));
+        assert_eq!(route("/health"), Route::Admin(AdminRoute::Health));
+        assert_eq!(route("/config"), Route::Admin(AdminRoute::Config));
+        assert_eq!(route("/metrics"), Route::Admin(AdminRoute::Metrics));
+        assert_eq!(route("/cache/flush"), Route::Admin(AdminRoute::Flush));
+        assert_eq!(route("/healthz"), Route::NotFound);
+        assert_eq!(
+            route("/artifacts/github"),
+            Route::ArtifactList { remote: "github" }
+        );
+        assert_eq!(route("/artifacts/"), Route::NotFound);
+    }
+
+    #[test]
+    fn artifact_routes_new_and_old_layout() {
+        let expected = Route::Artifact {
+            remote: "github",
+            raw_path: "owner/repo/x.tgz",
+        };
+        assert_eq!(route("/api/v1/remote/github/owner/repo/x.tgz"), expected);
+        assert_eq!(route("/api/github/owner/repo/x.tgz"), expected);
+        assert_eq!(
+            route("/api/v1/remote/pypi/simple/"),
+            Route::Artifact {
+                remote: "pypi",
+                raw_path: "simple/"
+            }
+        );
+    }
+
+    #[test]
+    fn artifact_route_keeps_empty_and_absolute_paths_for_validation() {
+        assert_eq!(
+            route("/api/v1/remote/github/"),
+            Route::Artifact {
+                remote: "github",
+                raw_path: ""
+            }
+        );
+        assert_eq!(
+            route("/api/v1/remote/github//etc/passwd"),
+            Route::Artifact {
+                remote: "github",
+                raw_path: "/etc/passwd"
+            }
+        );
+    }
+
+    #[test]
+    fn incomplete_artifact_routes_are_not_found() {
+        assert_eq!(route("/api/v1/remote/github"), Route::NotFound);
+        assert_eq!(route("/api/v1/remote//x"), Route::NotFound);
+        assert_eq!(route("/v3/x"), Route::NotFound);
+    }
+}

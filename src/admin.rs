@@ -1,0 +1,165 @@
+//! The administrative endpoints: `/`, `/health`, `/config`, `/metrics` and
+//! `/cache/flush`.
+
+use crate::app::App;
+use crate::auth::bearer_allows;
+use crate::config::{Remote, RemoteKind};
+use crate::proxy::respond::Reply;
+use filters::AdminRoute;
+use http::{Method, StatusCode};
+use pingora::http::RequestHeader;
+use serde_json::json;
+
+/// Answers an admin request.
+pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply {
+    let read_only = matches!(
+        route,
+        AdminRoute::Root | AdminRoute::Health | AdminRoute::Config | AdminRoute::Metrics
+    );
+    let method_ok = if read_only {
+        req.method == Method::GET || req.method == Method::HEAD
+    } else {
+        req.method == Method::PUT || req.method == Method::POST
+    };
+    if !method_ok {
+        let allow = if read_only { "GET, HEAD" } else { "PUT" };
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"))
+            .header("allow", allow);
+    }
+    match route {
+        AdminRoute::Root => root(app),
+        AdminRoute::Health => health(app).await,
+        AdminRoute::Config => Reply::json(StatusCode::OK, &app.config.redacted()),
+        AdminRoute::Metrics => metrics(app),
+        AdminRoute::Flush => flush(app, req).await,
+    }
+}
+
+fn root(app: &App) -> Reply {
+    let remotes: Vec<_> = app
+        .config
+        .remotes
+        .values()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "type": match r.kind { RemoteKind::Remote => "remote", RemoteKind::Local => "local" },
+                "package": r.package.as_str(),
+                "check_mutable_updates": r.check_mutable_updates,
+                "quarantine_days": r.quarantine_days,
+            })
+        })
+        .collect();
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "name": "artifactd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "remotes": remotes,
+        }),
+    )
+}
+
+async fn health(app: &App) -> Reply {
+    let storage = app.storage.blobs().check_writable().await;
+    let catalog = app.catalog.clone();
+    let catalog_result = app
+        .background
+        .spawn(async move { catalog.ping().await })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let check = |result: Result<(), String>| match result {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let healthy = storage.is_ok() && catalog_result.is_ok();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.started.elapsed().as_secs(),
+        "remotes": app.config.remotes.len(),
+        "checks": {
+            "storage": check(storage.map_err(|e| e.to_string())),
+            "catalog": check(catalog_result),
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Reply::json(status, &body)
+}
+
+fn metrics(app: &App) -> Reply {
+    let mut reply = Reply::text(
+        StatusCode::OK,
+        app.metrics.render(app.catalog_writer.dropped()),
+    );
+    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    reply
+}
+
+async fn flush(app: &App, req: &RequestHeader) -> Reply {
+    if !bearer_allows(req, app.config.server.admin_token.as_deref()) {
+        return Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
+            .header("www-authenticate", "Bearer");
+    }
+    let remote = filters::route::query_param(req.uri.query(), "remote");
+    if let Some(name) = &remote {
+        match app.config.remotes.get(name) {
+            None => return Reply::text(StatusCode::NOT_FOUND, format!("unknown remote '{name}'")),
+            Some(r) if r.kind == RemoteKind::Local => {
+                return Reply::text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "'{name}' is a local repository, not a cache; delete files with DELETE"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    match app.storage.flush(remote.as_deref()).await {
+        Ok(deleted) => {
+            log::info!(
+                "cache flushed ({}): {deleted} objects",
+                remote.as_deref().unwrap_or("all remotes")
+            );
+            Reply::json(
+                StatusCode::OK,
+                &json!({"flushed": {"remote": remote, "objects_deleted": deleted}}),
+            )
+        }
+        Err(e) => Reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("flush failed: {e}"),
+        ),
+    }
+}
+
+/// `GET /artifacts/{remote}`: what the catalog records for a remote.
+pub async fn artifact_list(app: &App, remote: &Remote, req: &RequestHeader) -> Reply {
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET").header("allow", "GET, HEAD");
+    }
+    if !bearer_allows(req, app.config.server.admin_token.as_deref()) {
+        return Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
+            .header("www-authenticate", "Bearer");
+    }
+    let catalog = app.catalog.clone();
+    let name = remote.name.clone();
+    let rows = app
+        .background
+        .spawn(async move { catalog.list(&name).await })
+        .await;
+    match rows {
+        Ok(Ok(rows)) => Reply::json(
+            StatusCode::OK,
+            &json!({"remote": remote.name, "count": rows.len(), "artifacts": rows}),
+        ),
+        Ok(Err(e)) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => Reply::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,23 @@
+//! The shared application state every request sees, built once at start.
+
+use crate::catalog::{Catalog, CatalogWriter};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::CacheStorage;
+use pingora::cache::lock::CacheKeyLockImpl;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct App {
+    pub config: Config,
+    /// Leaked once at start: pingora requires `'static` storage and locks.
+    pub storage: &'static CacheStorage,
+    pub cache_lock: &'static CacheKeyLockImpl,
+    pub metrics: Metrics,
+    pub catalog: Arc<dyn Catalog>,
+    pub catalog_writer: Arc<CatalogWriter>,
+    /// The background runtime: catalog, deferred deletes, admin I/O that
+    /// must not depend on a request's runtime.
+    pub background: tokio::runtime::Handle,
+    pub started: Instant,
+}

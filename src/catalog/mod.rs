@@ -1,0 +1,173 @@
+//! The catalog: what is cached (remote, path, size, sha256, content type,
+//! fetched, last access), for listing, auditing and eviction.
+//!
+//! The catalog is never on the request path. Requests hand events to a
+//! [`CatalogWriter`] (a bounded channel, never blocking); a background task
+//! batches them into one transaction, coalescing access times, so a hit
+//! costs one channel send. If the channel is full the event is dropped and
+//! counted: the catalog is an index of the store, not the store itself.
+
+mod sqlite;
+
+pub use sqlite::SqliteCatalog;
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One catalog row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArtifactRow {
+    pub remote: String,
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub fetched_at: i64,
+    pub last_access: i64,
+    /// Uploaded to a local repository rather than cached from an upstream.
+    pub local: bool,
+}
+
+/// A change to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogEvent {
+    Stored(ArtifactRow),
+    Accessed {
+        remote: String,
+        path: String,
+        at: i64,
+    },
+    Removed {
+        remote: String,
+        path: String,
+    },
+    /// Cached (not uploaded) rows of one remote, or of all when `None`.
+    Flushed(Option<String>),
+}
+
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("catalog: {0}")]
+pub struct CatalogError(pub String);
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(e: sqlx::Error) -> Self {
+        CatalogError(e.to_string())
+    }
+}
+
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Applies a batch of events in one transaction.
+    async fn apply(&self, events: &[CatalogEvent]) -> CatalogResult<()>;
+    /// Rows of one remote, ordered by path.
+    async fn list(&self, remote: &str) -> CatalogResult<Vec<ArtifactRow>>;
+    /// Cheap liveness check.
+    async fn ping(&self) -> CatalogResult<()>;
+}
+
+const CHANNEL_CAPACITY: usize = 65_536;
+const MAX_BATCH: usize = 1024;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The request side of the catalog: fire-and-forget event submission.
+pub struct CatalogWriter {
+    tx: mpsc::Sender<CatalogEvent>,
+    dropped: AtomicU64,
+}
+
+impl CatalogWriter {
+    /// Starts the batching task on `runtime` and returns the submitting end.
+    pub fn spawn(catalog: Arc<dyn Catalog>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        runtime.spawn(run_batches(catalog, rx));
+        Arc::new(CatalogWriter {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues an event without waiting.
+    pub fn record(&self, event: CatalogEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events lost because the queue was full or the writer had stopped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn run_batches(catalog: Arc<dyn Catalog>, mut rx: mpsc::Receiver<CatalogEvent>) {
+    let mut buffer = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if rx.recv_many(&mut buffer, MAX_BATCH).await == 0 {
+            return;
+        }
+        // Let a burst accumulate so one transaction covers it.
+        tokio::time::sleep(FLUSH_INTERVAL).await;
+        while buffer.len() < MAX_BATCH && !rx.is_empty() {
+            let room = MAX_BATCH - buffer.len();
+            rx.recv_many(&mut buffer, room).await;
+        }
+        let batch = coalesce_accesses(std::mem::take(&mut buffer));
+        if let Err(e) = catalog.apply(&batch).await {
+            log::warn!("catalog batch of {} events failed: {e}", batch.len());
+        }
+    }
+}
+
+/// Keeps only the latest access per artifact, in place of the first one,
+/// so a hot object costs one row update per batch.
+fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
+    let mut latest: HashMap<(String, String), i64> = HashMap::new();
+    for event in &events {
+        if let CatalogEvent::Accessed { remote, path, at } = event {
+            let entry = latest.entry((remote.clone(), path.clone())).or_insert(*at);
+            *entry = (*entry).max(*at);
+        }
+    }
+    events
+        .into_iter()
+        .filter_map(|event| match event {
+            CatalogEvent::Accessed { remote, path, .. } => latest
+                .remove(&(remote.clone(), path.clone()))
+                .map(|at| CatalogEvent::Accessed { remote, path, at }),
+            other => Some(other),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(path: &str, at: i64) -> CatalogEvent {
+        CatalogEvent::Accessed {
+            remote: "r".into(),
+            path: path.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn accesses_coalesce_to_the_latest_per_artifact() {
+        let out = coalesce_accesses(vec![
+            access("a", 1),
+            access("b", 5),
+            access("a", 3),
+            CatalogEvent::Flushed(None),
+        ]);
+        assert_eq!(
+            out,
+            vec![access("a", 3), access("b", 5), CatalogEvent::Flushed(None)]
+        );
+    }
+}

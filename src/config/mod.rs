@@ -1,0 +1,98 @@
+//! Configuration: the server file plus `remotes.yaml`, loaded once at start.
+//!
+//! - [`server`]: `artifactd.yaml` and its `ARTIFACTD_*` environment overrides.
+//! - [`remotes`]: the reference system's `remotes.yaml`, compiled.
+//! - [`error`]: errors naming file, line, remote and field.
+//!
+//! [`Config::redacted`] is what `GET /config` shows: every password and token
+//! replaced by `***`.
+
+pub mod error;
+pub mod remotes;
+pub mod server;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use remotes::{Remote, RemoteKind, Upstream};
+pub use server::{CatalogUrl, ServerConfig, StateUrl, StorageUrl};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub remotes: BTreeMap<String, Arc<Remote>>,
+    /// Non-fatal findings (unknown keys, deprecated names), logged at start.
+    pub warnings: Vec<String>,
+    raw_server: server::RawServerConfig,
+    raw_remotes: remotes::RawRemotesFile,
+}
+
+const REDACTED: &str = "***";
+
+impl Config {
+    /// Loads the server config at `path` (environment overrides from the
+    /// process) and the `remotes.yaml` it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(path, &|name| std::env::var(name).ok())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let source = read(path)?;
+        let (raw_server, server) = server::parse_server_config(path, &source, env)?;
+        let remotes_source = read(&server.remotes_file)?;
+        let (raw_remotes, remotes, warnings) =
+            remotes::parse_remotes(&server.remotes_file, &remotes_source)?;
+        Ok(Config {
+            server,
+            remotes: remotes
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect(),
+            warnings,
+            raw_server,
+            raw_remotes,
+        })
+    }
+
+    /// The effective configuration as JSON with secrets replaced.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut server = self.raw_server.clone();
+        for token in [&mut server.tokens.write, &mut server.tokens.admin] {
+            if token.is_some() {
+                *token = Some(REDACTED.into());
+            }
+        }
+        let mut remotes = self.raw_remotes.clone();
+        for remote in remotes.remotes.values_mut() {
+            if remote.password.is_some() {
+                remote.password = Some(REDACTED.into());
+            }
+        }
+        serde_json::json!({
+            "server": server,
+            "resolved": {
+                "listen": self.server.listen,
+                "threads": self.server.threads,
+                "remotes_file": self.server.remotes_file,
+                "storage": format!("{:?}", self.server.storage),
+                "state": format!("{:?}", self.server.state),
+                "catalog": format!("{:?}", self.server.catalog),
+                "max_upload_bytes": self.server.max_upload_bytes,
+                "max_path_bytes": self.server.max_path_bytes,
+                "write_token_set": self.server.write_token.is_some(),
+                "admin_token_set": self.server.admin_token.is_some(),
+            },
+            "remotes": remotes.remotes,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))
+}

@@ -1,0 +1,310 @@
+//! `remotes.yaml`: the reference system's remote definitions, loaded
+//! unchanged (seeds 003/004), then compiled into [`Remote`]s.
+//!
+//! Parsing is two-stage, as in ripgrep's low/high args: [`RawRemote`] is
+//! what the file says, [`Remote`] is what artifactd runs with (compiled
+//! pattern sets, parsed URL, resolved TTLs). Every problem is collected with
+//! the remote and field it belongs to.
+
+use super::error::{yaml_error, ConfigError, ConfigErrors};
+use filters::{Package, RemotePolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// One remote as written in `remotes.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRemote {
+    pub base_url: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub package: Option<String>,
+    pub description: Option<String>,
+    pub immutable_patterns: Option<Vec<String>>,
+    pub mutable_patterns: Option<Vec<String>>,
+    /// The older name of `immutable_patterns` (seed 001).
+    pub include_patterns: Option<Vec<String>>,
+    #[serde(default)]
+    pub check_mutable_updates: bool,
+    #[serde(default)]
+    pub quarantine_new: bool,
+    pub quarantine_days: Option<u32>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub cache: Option<RawRemoteCache>,
+    /// Keys artifactd does not know; warned about, not fatal, because the
+    /// reference system ignored them too.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRemoteCache {
+    pub immutable_ttl: Option<u64>,
+    pub mutable_ttl: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawRemotesFile {
+    #[serde(default)]
+    pub remotes: BTreeMap<String, RawRemote>,
+}
+
+/// How a repository is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// Proxies and caches an upstream.
+    Remote,
+    /// Holds uploaded files; no upstream.
+    Local,
+}
+
+/// The upstream of a remote, parsed once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix of `base_url`, without a trailing slash (may be empty).
+    pub base_path: String,
+    /// `Authorization` header value from `username`/`password`.
+    pub basic_auth: Option<String>,
+}
+
+/// A remote ready to serve.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub name: String,
+    pub kind: RemoteKind,
+    pub package: Package,
+    pub policy: RemotePolicy,
+    pub upstream: Option<Upstream>,
+    pub check_mutable_updates: bool,
+    pub quarantine_days: Option<u32>,
+    /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
+    pub immutable_ttl: Option<Duration>,
+    pub mutable_ttl: Duration,
+}
+
+/// The default `cache.mutable_ttl` of the reference system: one hour.
+pub const DEFAULT_MUTABLE_TTL: u64 = 3600;
+
+/// Parses and compiles a `remotes.yaml` text. `file` is only used in errors.
+pub fn parse_remotes(
+    file: &Path,
+    source: &str,
+) -> Result<(RawRemotesFile, Vec<Remote>, Vec<String>), ConfigErrors> {
+    let raw: RawRemotesFile =
+        serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
+    let mut remotes = Vec::new();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for (name, remote) in &raw.remotes {
+        match compile_remote(file, name, remote, &mut warnings) {
+            Ok(remote) => remotes.push(remote),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok((raw, remotes, warnings))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn compile_remote(
+    file: &Path,
+    name: &str,
+    raw: &RawRemote,
+    warnings: &mut Vec<String>,
+) -> Result<Remote, Vec<ConfigError>> {
+    let err =
+        |field: &str, message: String| ConfigError::new(file, message).remote(name).field(field);
+    let mut errors = Vec::new();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        errors.push(
+            ConfigError::new(
+                file,
+                "remote names may only use letters, digits, '-', '_' and '.' (and not start with '.')",
+            )
+            .remote(name),
+        );
+    }
+    for key in raw.unknown.keys() {
+        warnings.push(format!(
+            "{}: remote '{name}': unknown field '{key}' ignored",
+            file.display()
+        ));
+    }
+    if let Some(cache) = &raw.cache {
+        for key in cache.unknown.keys() {
+            warnings.push(format!(
+                "{}: remote '{name}': unknown field 'cache.{key}' ignored",
+                file.display()
+            ));
+        }
+    }
+    let kind = match raw.kind.as_deref().unwrap_or("remote") {
+        "remote" => RemoteKind::Remote,
+        "local" => RemoteKind::Local,
+        "virtual" => {
+            errors.push(err("type", "type 'virtual' is not supported yet".into()));
+            RemoteKind::Remote
+        }
+        other => {
+            errors.push(err(
+                "type",
+                format!("unknown type {other:?}, expected remote, local or virtual"),
+            ));
+            RemoteKind::Remote
+        }
+    };
+    let package = match raw
+        .package
+        .as_deref()
+        .unwrap_or("generic")
+        .parse::<Package>()
+    {
+        Ok(p) => p,
+        Err(message) => {
+            errors.push(err("package", message));
+            Package::Generic
+        }
+    };
+    let upstream = match (kind, raw.base_url.as_deref()) {
+        (RemoteKind::Remote, None) => {
+            errors.push(err(
+                "base_url",
+                "required for a remote of type 'remote'".into(),
+            ));
+            None
+        }
+        (RemoteKind::Remote, Some(url)) => match parse_base_url(url) {
+            Ok(mut upstream) => {
+                upstream.basic_auth = basic_auth(raw.username.as_deref(), raw.password.as_deref());
+                Some(upstream)
+            }
+            Err(message) => {
+                errors.push(err("base_url", message));
+                None
+            }
+        },
+        (RemoteKind::Local, _) => None,
+    };
+    let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
+        (Some(patterns), _) => patterns.clone(),
+        (None, Some(patterns)) => {
+            warnings.push(format!(
+                "{}: remote '{name}': 'include_patterns' is deprecated, read as 'immutable_patterns'",
+                file.display()
+            ));
+            patterns.clone()
+        }
+        (None, None) => Vec::new(),
+    };
+    let mutable = raw.mutable_patterns.clone().unwrap_or_default();
+    let policy = match RemotePolicy::new(package, &immutable, &mutable) {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            errors.push(err(
+                &format!("{}[{}]", e.field, e.source.index),
+                format!("invalid regex {:?}: {}", e.source.pattern, e.source.message),
+            ));
+            None
+        }
+    };
+    if raw.quarantine_new && raw.quarantine_days.unwrap_or(0) == 0 {
+        errors.push(err(
+            "quarantine_days",
+            "must be a positive number of days when quarantine_new is true".into(),
+        ));
+    }
+    let cache = raw.cache.clone().unwrap_or_default();
+    match (errors.is_empty(), policy) {
+        (true, Some(policy)) => Ok(Remote {
+            name: name.to_string(),
+            kind,
+            package,
+            policy,
+            upstream,
+            check_mutable_updates: raw.check_mutable_updates,
+            quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
+            immutable_ttl: cache
+                .immutable_ttl
+                .filter(|ttl| *ttl > 0)
+                .map(Duration::from_secs),
+            mutable_ttl: Duration::from_secs(cache.mutable_ttl.unwrap_or(DEFAULT_MUTABLE_TTL)),
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Parses `http(s)://host[:port][/path]`.
+fn parse_base_url(url: &str) -> Result<Upstream, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    };
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{url:?} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    if uri.query().is_some() {
+        return Err(format!("{url:?} must not have a query string"));
+    }
+    Ok(Upstream {
+        tls,
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        host,
+        base_path: uri.path().trim_end_matches('/').to_string(),
+        basic_auth: None,
+    })
+}
+
+fn basic_auth(username: Option<&str>, password: Option<&str>) -> Option<String> {
+    use base64::Engine;
+    let username = username?;
+    let credentials = format!("{username}:{}", password.unwrap_or(""));
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_forms() {
+        let u = parse_base_url("https://mirror.example.com/almalinux/").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.base_path.as_str()),
+            (true, "mirror.example.com", 443, "/almalinux")
+        );
+        let u = parse_base_url("http://127.0.0.1:8081").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8081, ""));
+        assert!(parse_base_url("ftp://x").is_err());
+        assert!(parse_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn basic_auth_header() {
+        assert_eq!(basic_auth(Some("u"), Some("p")).unwrap(), "Basic dTpw");
+        assert_eq!(basic_auth(None, Some("p")), None);
+    }
+}

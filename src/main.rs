@@ -1,0 +1,44 @@
+//! artifactd: a pull-through caching proxy for software artifacts.
+//!
+//! # Layout
+//! - [`cli`]: command line (`serve`, `check-config`).
+//! - [`config`]: server config and `remotes.yaml`, validated at start.
+//! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
+//! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
+//! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
+//! - [`state`]: freshness state store. [`catalog`]: what is cached.
+//! - [`admin`], [`local`]: endpoints answered without an upstream.
+//! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
+//!
+//! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
+//! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
+//! separate background runtime that lives as long as the process.
+
+mod admin;
+mod app;
+mod auth;
+mod catalog;
+mod cli;
+mod config;
+mod local;
+mod metrics;
+mod proxy;
+mod server;
+mod state;
+mod storage;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = <cli::Cli as clap::Parser>::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("artifactd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Cache policy for artifact requests: the key, the freshness of a response
+//! and how a response is labelled for the client.
+//!
+//! Upstream `Cache-Control` is deliberately not what decides freshness: an
+//! artifact cache keeps release assets whose origin says `max-age=300`.
+//! Freshness comes from the remote's classification of the path instead.
+
+use super::ctx::Artifact;
+use filters::ArtifactClass;
+use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
+use pingora::http::ResponseHeader;
+use std::time::{Duration, SystemTime};
+
+/// How long "until flushed" is in practice.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How long an expired copy may stand in for a failing upstream. The
+/// resilience work makes this configurable per remote.
+const STALE_IF_ERROR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The cache key: remote and decoded path, length-prefixed. The remote name
+/// is also the user tag, which the storage uses to group entries by remote.
+pub fn key(artifact: &Artifact) -> CacheKey {
+    let primary = filters::cache_key::encode(&[&artifact.remote.name, &artifact.path]);
+    CacheKey::new(primary, artifact.remote.name.clone())
+}
+
+/// How long a fresh response of this artifact may be served without asking.
+pub fn fresh_for(artifact: &Artifact) -> Duration {
+    match artifact.class {
+        ArtifactClass::Immutable => artifact.remote.immutable_ttl.unwrap_or(FOREVER),
+        ArtifactClass::Mutable { .. } => artifact.remote.mutable_ttl,
+    }
+}
+
+/// Only complete `200 OK` responses are stored; errors, redirects and
+/// partial content pass through.
+pub fn cacheability(artifact: &Artifact, resp: &ResponseHeader) -> RespCacheable {
+    if resp.status != http::StatusCode::OK {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("status not 200"));
+    }
+    let now = SystemTime::now();
+    let mut header = resp.clone();
+    header.remove_header(&http::header::SET_COOKIE);
+    RespCacheable::Cacheable(CacheMeta::new(
+        now + fresh_for(artifact),
+        now,
+        0,
+        STALE_IF_ERROR.as_secs() as u32,
+        header,
+    ))
+}
+
+/// `X-Artifact-Source`: `cache` when the body came from storage.
+pub fn source(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit
+        | CachePhase::Stale
+        | CachePhase::StaleUpdating
+        | CachePhase::Revalidated
+        | CachePhase::RevalidatedNoCache(_) => "cache",
+        _ => "remote",
+    }
+}

@@ -1,0 +1,42 @@
+//! Per-request state shared across the proxy phases.
+
+use crate::config::Remote;
+use crate::metrics::Outcome;
+use filters::ArtifactClass;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `request_filter` learned about an artifact request, for the later
+/// phases (cache key, peer, upstream request, cacheability).
+pub struct Artifact {
+    pub remote: Arc<Remote>,
+    /// Still percent-encoded: what the upstream is asked for.
+    pub raw_path: String,
+    /// Decoded: what patterns matched and the cache key is built from.
+    pub path: String,
+    pub class: ArtifactClass,
+}
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Set for requests routed to a remote (cached) repository.
+    pub artifact: Option<Artifact>,
+    /// Remote name for logs and metrics, also for local repositories.
+    pub remote_name: Option<String>,
+    /// Set when `request_filter` answered by itself.
+    pub outcome: Option<Outcome>,
+    /// Set when the response came from an upstream error status.
+    pub upstream_status: Option<u16>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            artifact: None,
+            remote_name: None,
+            outcome: None,
+            upstream_status: None,
+        }
+    }
+}

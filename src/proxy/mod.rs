@@ -1,0 +1,215 @@
+//! The Pingora proxy: [`ArtifactProxy`] and its thin `ProxyHttp` impl.
+//!
+//! Each phase method extracts plain data, delegates the decision to a named
+//! module and applies it:
+//!
+//! ```text
+//! request_filter ── request::decide ──┬─ Reply  → respond::send (403/404/400/405)
+//!                                     ├─ Admin  → admin::handle
+//!                                     ├─ Local  → local::handle
+//!                                     └─ Proxy  → ctx.artifact, continue
+//! request_cache_filter → enable pingora-cache (storage, cache lock)
+//! cache_key_callback   → cache::key
+//! upstream_peer        → upstream::peer      (only on miss/revalidation)
+//! upstream_request_filter → upstream::rewrite_request
+//! response_cache_filter   → cache::cacheability
+//! response_filter      → X-Artifact-Source
+//! logging              → metrics, catalog access, one log line
+//! ```
+
+pub mod cache;
+pub mod ctx;
+pub mod request;
+pub mod respond;
+pub mod upstream;
+
+use crate::app::App;
+use crate::catalog::CatalogEvent;
+use crate::metrics::Outcome;
+use crate::storage::unix_now;
+use async_trait::async_trait;
+use ctx::RequestCtx;
+use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use request::Action;
+use std::sync::Arc;
+
+pub struct ArtifactProxy {
+    app: Arc<App>,
+}
+
+impl ArtifactProxy {
+    pub fn new(app: Arc<App>) -> Self {
+        ArtifactProxy { app }
+    }
+}
+
+fn no_artifact() -> Box<Error> {
+    Error::explain(ErrorType::InternalError, "no artifact in request context")
+}
+
+#[async_trait]
+impl ProxyHttp for ArtifactProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Routes, validates and applies the ACL; answers everything that is
+    /// not a cacheable artifact request itself.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let decision = request::decide(&self.app, &req.method, req.uri.path());
+        ctx.remote_name = decision.remote;
+        if decision.denied {
+            ctx.outcome = Some(Outcome::Denied);
+        }
+        match decision.action {
+            Action::Proxy(artifact) => {
+                ctx.artifact = Some(artifact);
+                return Ok(false);
+            }
+            Action::Reply(reply) => respond::send_and_close(session, reply).await?,
+            Action::Admin(route) => {
+                let reply = crate::admin::handle(&self.app, route, session.req_header()).await;
+                respond::send(session, reply).await?;
+            }
+            Action::ArtifactList(remote) => {
+                let reply =
+                    crate::admin::artifact_list(&self.app, &remote, session.req_header()).await;
+                respond::send(session, reply).await?;
+            }
+            Action::Local { remote, path } => {
+                let outcome = crate::local::handle(&self.app, session, &remote, &path).await?;
+                ctx.outcome = Some(outcome);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Enables pingora-cache, with its lock, for artifact requests.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if ctx.artifact.is_some() {
+            let mut overrides = CacheOptionOverrides::default();
+            overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
+            session.cache.enable(
+                self.app.storage,
+                None,
+                None,
+                Some(self.app.cache_lock),
+                Some(overrides),
+            );
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        ctx.artifact
+            .as_ref()
+            .map(cache::key)
+            .ok_or_else(no_artifact)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        let upstream = artifact.remote.upstream.as_ref().ok_or_else(no_artifact)?;
+        upstream::peer(upstream, &self.app.config.server).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        upstream::rewrite_request(artifact, upstream_request)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
+        upstream_response.set_version(http::Version::HTTP_11);
+        Ok(())
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        Ok(cache::cacheability(artifact, resp))
+    }
+
+    /// Labels where the body came from; runs for hits and misses alike.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.artifact.is_some() {
+            upstream_response
+                .insert_header("x-artifact-source", cache::source(session.cache.phase()))?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let bytes = session.body_bytes_sent() as u64;
+        let phase = session.cache.phase();
+        let outcome = ctx.outcome.unwrap_or(match phase {
+            CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Hit,
+            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
+            _ if ctx.artifact.is_some() => Outcome::Miss,
+            _ => Outcome::Other,
+        });
+        let upstream_error = error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+            || ctx.upstream_status.is_some_and(|s| s >= 500);
+        let source = if ctx.artifact.is_some() {
+            cache::source(phase)
+        } else {
+            "-"
+        };
+        if let Some(remote) = &ctx.remote_name {
+            self.app
+                .metrics
+                .record(remote, outcome, bytes, upstream_error);
+        }
+        if let (Some(artifact), Outcome::Hit | Outcome::Revalidated) = (&ctx.artifact, outcome) {
+            self.app.catalog_writer.record(CatalogEvent::Accessed {
+                remote: artifact.remote.name.clone(),
+                path: artifact.path.clone(),
+                at: unix_now() as i64,
+            });
+        }
+        let req = session.req_header();
+        let error_text = error.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
+        log::info!(
+            "{} {} remote={} status={status} source={source} bytes={bytes} ms={}{error_text}",
+            req.method,
+            req.uri.path(),
+            ctx.remote_name.as_deref().unwrap_or("-"),
+            ctx.started.elapsed().as_millis(),
+        );
+    }
+}

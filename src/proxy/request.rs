@@ -1,0 +1,118 @@
+//! The request phase's decision: which handler a request goes to, or the
+//! error it gets, before anything touches storage or an upstream.
+
+use super::ctx::Artifact;
+use super::respond::Reply;
+use crate::app::App;
+use crate::config::{Remote, RemoteKind};
+use filters::{Access, AdminRoute, Route};
+use http::{Method, StatusCode};
+use std::sync::Arc;
+
+pub enum Action {
+    /// Answer at once (errors, denials).
+    Reply(Reply),
+    Admin(AdminRoute),
+    /// The catalog listing of one remote (already known to exist).
+    ArtifactList(Arc<Remote>),
+    /// A local repository operation; the path is validated and decoded.
+    Local {
+        remote: Arc<Remote>,
+        path: String,
+    },
+    /// Continue into the cache and, on a miss, the upstream.
+    Proxy(Artifact),
+}
+
+/// What a request is, with the outcome counted for refusals.
+pub struct Decision {
+    pub action: Action,
+    pub remote: Option<String>,
+    pub denied: bool,
+}
+
+pub fn decide(app: &App, method: &Method, path: &str) -> Decision {
+    let plain = |action| Decision {
+        action,
+        remote: None,
+        denied: false,
+    };
+    let (remote_name, raw_path) = match filters::route(path) {
+        Route::Admin(route) => return plain(Action::Admin(route)),
+        Route::NotFound => {
+            return plain(Action::Reply(Reply::text(
+                StatusCode::NOT_FOUND,
+                "not found",
+            )))
+        }
+        Route::Artifact { remote, raw_path } => (remote, raw_path),
+        Route::ArtifactList { remote } => {
+            return match app.config.remotes.get(remote) {
+                Some(r) => plain(Action::ArtifactList(r.clone())),
+                None => plain(Action::Reply(Reply::text(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown remote '{remote}'"),
+                ))),
+            }
+        }
+    };
+    let Some(remote) = app.config.remotes.get(remote_name) else {
+        return plain(Action::Reply(Reply::text(
+            StatusCode::NOT_FOUND,
+            format!("unknown remote '{remote_name}'"),
+        )));
+    };
+    let with_remote = |action, denied| Decision {
+        action,
+        remote: Some(remote.name.clone()),
+        denied,
+    };
+    let valid = match filters::validate_artifact_path(raw_path, app.config.server.max_path_bytes) {
+        Ok(valid) => valid,
+        Err(e) => {
+            return with_remote(
+                Action::Reply(Reply::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad path: {e}"),
+                )),
+                false,
+            )
+        }
+    };
+    if remote.kind == RemoteKind::Local {
+        let action = Action::Local {
+            remote: remote.clone(),
+            path: valid.decoded,
+        };
+        return with_remote(action, false);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let reply = Reply::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("remote '{}' is read-only: use GET or HEAD", remote.name),
+        )
+        .header("allow", "GET, HEAD");
+        return with_remote(Action::Reply(reply), false);
+    }
+    match remote.policy.classify(&valid.decoded) {
+        Access::Denied => with_remote(
+            Action::Reply(Reply::text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "path not allowed by the patterns of remote '{}'",
+                    remote.name
+                ),
+            )),
+            true,
+        ),
+        Access::Allowed(class) => with_remote(
+            Action::Proxy(Artifact {
+                remote: remote.clone(),
+                raw_path: raw_path.to_string(),
+                path: valid.decoded,
+                class,
+            }),
+            false,
+        ),
+    }
+}

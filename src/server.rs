@@ -1,0 +1,102 @@
+//! Builds the running server: background runtime, body store, state store,
+//! catalog, cache storage and lock, then the Pingora proxy service.
+
+use crate::app::App;
+use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
+use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
+use crate::metrics::Metrics;
+use crate::proxy::ArtifactProxy;
+use crate::state::{EmbeddedState, StateStore};
+use crate::storage::blob::BlobStore;
+use crate::storage::CacheStorage;
+use anyhow::Context;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Starts a runtime for work that outlives any request (catalog batches,
+/// deferred deletes) and for async start-up. It runs until the process ends.
+fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("artifactd-bg")
+        .enable_all()
+        .build()
+        .context("starting the background runtime")?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("artifactd-bg".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .context("starting the background thread")?;
+    Ok(handle)
+}
+
+/// Builds everything and serves until the process is told to stop.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let background = background_runtime()?;
+    let StorageUrl::Filesystem(root) = &config.server.storage;
+    let blobs = BlobStore::filesystem(root)
+        .with_context(|| format!("opening storage {}", root.display()))?;
+    let StateUrl::Embedded(state_dir) = &config.server.state;
+    let state: Arc<dyn StateStore> = Arc::new(
+        EmbeddedState::open(state_dir)
+            .with_context(|| format!("opening state store {}", state_dir.display()))?,
+    );
+    let CatalogUrl::Sqlite(catalog_path) = &config.server.catalog;
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        background
+            .block_on(SqliteCatalog::open(catalog_path))
+            .with_context(|| format!("opening catalog {}", catalog_path.display()))?,
+    );
+    let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
+    let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
+    let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
+        blobs,
+        state,
+        catalog_writer.clone(),
+        background.clone(),
+        remote_names,
+    )));
+    let cache_lock: &'static CacheKeyLockImpl =
+        Box::leak(CacheLock::new_boxed(config.server.lock_timeout));
+
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    conf.pid_file = std::env::temp_dir()
+        .join(format!("artifactd-{}.pid", std::process::id()))
+        .display()
+        .to_string();
+    conf.upgrade_sock = std::env::temp_dir()
+        .join(format!("artifactd-{}.sock", std::process::id()))
+        .display()
+        .to_string();
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let listen = config.server.listen.clone();
+    let app = Arc::new(App {
+        metrics: Metrics::new(config.remotes.keys()),
+        config,
+        storage,
+        cache_lock,
+        catalog,
+        catalog_writer,
+        background,
+        started: Instant::now(),
+    });
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, ArtifactProxy::new(app));
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    log::info!(
+        "artifactd {} listening on {listen}",
+        env!("CARGO_PKG_VERSION")
+    );
+    server.run_forever()
+}

@@ -1,0 +1,397 @@
+//! artifactd's `pingora_cache::Storage` backend.
+//!
+//! Layout in the body store, per remote so a remote can be flushed by prefix:
+//! - `cache/{remote}/{hh}/{hash}.meta`: the commit-time [`Record`];
+//! - `cache/{remote}/{hh}/{hash}.{uuid}.body`: the body. Each fill writes a
+//!   new body key, so a reader of the old body is never handed new bytes
+//!   under old headers; the record, written last, switches readers over.
+//!
+//! Freshness updates (304 revalidations) go to the state store under
+//! `{remote}/{hash}`. Hot records are held in memory (TinyUFO), so a hit
+//! normally costs one in-memory lookup and one file open.
+//!
+//! - [`record`]: the envelope format. [`blob`]: the body store.
+//! - [`hit`]: reading a body. [`miss`]: streaming a fill and committing it.
+
+pub mod blob;
+pub mod hit;
+pub mod miss;
+pub mod record;
+
+use crate::catalog::{CatalogEvent, CatalogWriter};
+use crate::state::StateStore;
+use async_trait::async_trait;
+use blob::{BlobStore, BodySource};
+use bytes::Bytes;
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::storage::{
+    HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta};
+use pingora::{Error, ErrorType, Result};
+use pingora_memory_cache::MemoryCache;
+use record::Record;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How many records the in-memory hot set holds.
+const HOT_RECORDS: usize = 100_000;
+
+/// Where an entry's record and bodies live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLocation {
+    pub remote: String,
+    pub hash: String,
+}
+
+impl EntryLocation {
+    fn from_compact(key: &CompactCacheKey) -> Self {
+        EntryLocation {
+            remote: key.user_tag.to_string(),
+            hash: hex::encode(key.primary),
+        }
+    }
+
+    fn from_key(key: &CacheKey) -> Self {
+        EntryLocation {
+            remote: key.user_tag.clone(),
+            hash: key.primary(),
+        }
+    }
+
+    fn dir(&self) -> String {
+        format!("cache/{}/{}", self.remote, &self.hash[..2])
+    }
+
+    pub fn meta_key(&self) -> String {
+        format!("{}/{}.meta", self.dir(), self.hash)
+    }
+
+    pub fn new_body_key(&self) -> String {
+        format!(
+            "{}/{}.{}.body",
+            self.dir(),
+            self.hash,
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    fn state_key(&self) -> String {
+        format!("{}/{}", self.remote, self.hash)
+    }
+
+    fn hot_key(&self) -> (String, String) {
+        (self.remote.clone(), self.hash.clone())
+    }
+}
+
+/// A hot record tagged with the flush generation it was loaded under.
+#[derive(Clone)]
+struct HotRecord {
+    generation: u64,
+    record: Arc<Record>,
+}
+
+/// The cache storage. Built once at start and leaked: pingora needs `'static`.
+pub struct CacheStorage {
+    blobs: BlobStore,
+    state: Arc<dyn StateStore>,
+    catalog: Arc<CatalogWriter>,
+    hot: MemoryCache<(String, String), HotRecord>,
+    /// Bumped by every flush; hot records from an older generation are ignored.
+    flush_generation: AtomicU64,
+    runtime: tokio::runtime::Handle,
+    /// Remote names, for clearing every remote's state on a full flush.
+    known_remotes: Vec<String>,
+}
+
+fn internal(context: &'static str, e: impl std::fmt::Display) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, format!("{context}: {e}"))
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl CacheStorage {
+    pub fn new(
+        blobs: BlobStore,
+        state: Arc<dyn StateStore>,
+        catalog: Arc<CatalogWriter>,
+        runtime: tokio::runtime::Handle,
+        known_remotes: Vec<String>,
+    ) -> Self {
+        CacheStorage {
+            blobs,
+            state,
+            catalog,
+            hot: MemoryCache::new(HOT_RECORDS),
+            flush_generation: AtomicU64::new(0),
+            runtime,
+            known_remotes,
+        }
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Finds the current record: memory, then state store, then body store.
+    async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Record>>> {
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        if let (Some(hot), _) = self.hot.get(&location.hot_key()) {
+            if hot.generation == generation {
+                return Ok(Some(hot.record));
+            }
+        }
+        let state_bytes = match self.state.get(&location.state_key()).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Fail open: the commit-time record still serves.
+                log::warn!("{e}; falling back to the stored record");
+                None
+            }
+        };
+        let bytes = match state_bytes {
+            Some(bytes) => Some(bytes),
+            None => self
+                .blobs
+                .get_small(&location.meta_key())
+                .await
+                .map_err(|e| internal("reading cache record", e))?,
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        match Record::decode(&bytes) {
+            Ok(record) => {
+                let record = Arc::new(record);
+                self.remember(location, record.clone(), generation);
+                Ok(Some(record))
+            }
+            Err(e) => {
+                log::warn!(
+                    "unreadable cache record {}: {e}; treating as a miss",
+                    location.meta_key()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn remember(&self, location: &EntryLocation, record: Arc<Record>, generation: u64) {
+        self.hot
+            .put(&location.hot_key(), HotRecord { generation, record }, None);
+    }
+
+    /// Makes `record` the entry's current record: commit marker first, then
+    /// the state store and memory.
+    async fn commit(&self, location: &EntryLocation, record: Record) -> Result<()> {
+        let previous = self.load_record(location).await.ok().flatten();
+        let encoded = record.encode();
+        self.blobs
+            .put(&location.meta_key(), encoded.clone())
+            .await
+            .map_err(|e| internal("writing cache record", e))?;
+        if let Err(e) = self
+            .state
+            .put(&location.state_key(), Bytes::from(encoded))
+            .await
+        {
+            log::warn!("{e}");
+        }
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        let record = Arc::new(record);
+        self.remember(location, record.clone(), generation);
+        if let Some(previous) = previous {
+            if previous.body.body_key != record.body.body_key {
+                self.delete_body_later(previous.body.body_key.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Old bodies are deleted after a grace period, so that a hit that opened
+    /// the previous generation on a non-filesystem store can finish reading.
+    fn delete_body_later(&self, body_key: String) {
+        let blobs = self.blobs.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            if let Err(e) = blobs.delete(&body_key).await {
+                log::warn!("deleting replaced body {body_key}: {e}");
+            }
+        });
+    }
+
+    /// Removes an entry everywhere. Returns whether it existed.
+    async fn remove(&self, location: &EntryLocation) -> Result<bool> {
+        let record = self.load_record(location).await?;
+        self.hot.remove(&location.hot_key());
+        if let Err(e) = self.state.delete(&location.state_key()).await {
+            log::warn!("{e}");
+        }
+        self.blobs
+            .delete(&location.meta_key())
+            .await
+            .map_err(|e| internal("deleting cache record", e))?;
+        if let Some(record) = &record {
+            self.blobs
+                .delete(&record.body.body_key)
+                .await
+                .map_err(|e| internal("deleting cache body", e))?;
+            self.catalog.record(CatalogEvent::Removed {
+                remote: record.body.remote.clone(),
+                path: record.body.path.clone(),
+            });
+        }
+        Ok(record.is_some())
+    }
+
+    /// Deletes every cached entry of `remote` (or of all remotes), leaving
+    /// local repositories alone. Returns how many objects were deleted.
+    pub async fn flush(&self, remote: Option<&str>) -> Result<usize> {
+        self.flush_generation.fetch_add(1, Ordering::AcqRel);
+        let prefix = match remote {
+            Some(remote) => format!("cache/{remote}"),
+            None => "cache".to_string(),
+        };
+        let deleted = self
+            .blobs
+            .delete_prefix(&prefix)
+            .await
+            .map_err(|e| internal("flushing cache objects", e))?;
+        let state_result = match remote {
+            Some(remote) => self.state.delete_prefix(remote).await,
+            None => self.state_clear_all().await,
+        };
+        if let Err(e) = state_result {
+            log::warn!("{e}");
+        }
+        self.catalog
+            .record(CatalogEvent::Flushed(remote.map(str::to_string)));
+        // A second bump covers lookups that raced with the deletion.
+        self.flush_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(deleted)
+    }
+
+    async fn state_clear_all(&self) -> crate::state::StateResult<()> {
+        for remote in self.known_remotes.iter() {
+            self.state.delete_prefix(remote).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for CacheStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let location = EntryLocation::from_key(key);
+        let Some(record) = self.load_record(&location).await? else {
+            return Ok(None);
+        };
+        let body = self
+            .blobs
+            .open(&record.body.body_key)
+            .await
+            .map_err(|e| internal("opening cache body", e))?;
+        let body = match body {
+            Some(body) if body_size(&body) == record.body.size => body,
+            other => {
+                // The record points at a missing or wrong-sized body (a crash
+                // between writes, or tampering): never serve it.
+                log::warn!(
+                    "cache body {} is {}, record says {} bytes; dropping the entry",
+                    record.body.body_key,
+                    other
+                        .as_ref()
+                        .map(|b| body_size(b).to_string())
+                        .unwrap_or("missing".into()),
+                    record.body.size
+                );
+                self.remove(&location).await?;
+                return Ok(None);
+            }
+        };
+        let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
+        let handler: HitHandler = Box::new(hit::BodyHit::new(body, record.body.size));
+        Ok(Some((meta, handler)))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let location = EntryLocation::from_key(key);
+        let path = key
+            .primary_key_str()
+            .and_then(filters::cache_key::decode)
+            .and_then(|parts| parts.get(1).map(|p| p.to_string()))
+            .unwrap_or_default();
+        let handler = miss::BodyMiss::start(self, location, path, meta).await?;
+        Ok(Box::new(handler))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let location = EntryLocation::from_compact(target.key());
+        Ok(if self.remove(&location).await? {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let location = EntryLocation::from_key(key);
+        let Some(current) = self.load_record(&location).await? else {
+            return Ok(false);
+        };
+        let (meta_internal, meta_header) = meta.serialize()?;
+        let updated = Arc::new(Record {
+            meta_internal,
+            meta_header,
+            body: current.body.clone(),
+        });
+        self.state
+            .put(&location.state_key(), Bytes::from(updated.encode()))
+            .await
+            .map_err(|e| internal("writing freshness", e))?;
+        self.remember(
+            &location,
+            updated,
+            self.flush_generation.load(Ordering::Acquire),
+        );
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+fn body_size(body: &BodySource) -> u64 {
+    match body {
+        BodySource::File { size, .. } | BodySource::Stream { size, .. } => *size,
+    }
+}
