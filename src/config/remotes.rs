@@ -303,6 +303,35 @@ mod tests {
     }
 
     #[test]
+    fn seed_fixture_compiles_and_npm_look_ahead_classifies() {
+        use filters::{Access, ArtifactClass};
+        let source = include_str!("../../tests/fixtures/remotes-examples.yaml");
+        let (_, remotes, warnings) =
+            parse_remotes(Path::new("remotes-examples.yaml"), source).unwrap();
+        assert_eq!(remotes.len(), 12);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let npm = remotes.iter().find(|r| r.name == "npm").unwrap();
+        assert_eq!(
+            npm.policy.classify("foo.tgz"),
+            Access::Allowed(ArtifactClass::Immutable)
+        );
+        assert_eq!(
+            npm.policy.classify("foo"),
+            Access::Allowed(ArtifactClass::Mutable { user_defined: true })
+        );
+        let local = remotes.iter().find(|r| r.name == "local-generic").unwrap();
+        assert_eq!(local.kind, RemoteKind::Local);
+        let ghcr = remotes.iter().find(|r| r.name == "ghcr").unwrap();
+        assert!(ghcr.upstream.as_ref().unwrap().basic_auth.is_some());
+        let github = remotes.iter().find(|r| r.name == "github").unwrap();
+        assert_eq!(
+            github.immutable_ttl, None,
+            "immutable_ttl 0 keeps artifacts until flushed"
+        );
+        assert_eq!(github.mutable_ttl.as_secs(), DEFAULT_MUTABLE_TTL);
+    }
+
+    #[test]
     fn basic_auth_header() {
         assert_eq!(basic_auth(Some("u"), Some("p")).unwrap(), "Basic dTpw");
         assert_eq!(basic_auth(None, Some("p")), None);

@@ -139,7 +139,8 @@ impl BlobStore {
 
     /// Writes and removes a probe object: proves the store takes writes.
     pub async fn check_writable(&self) -> object_store::Result<()> {
-        let key = format!("health/probe-{}", uuid::Uuid::new_v4());
+        // At the top level, so that an unwritable root is noticed at once.
+        let key = format!("health-probe-{}", uuid::Uuid::new_v4());
         self.put(&key, b"ok".to_vec()).await?;
         self.delete(&key).await.map(|_| ())
     }

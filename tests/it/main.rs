@@ -1,1 +1,16 @@
+//! artifactd's integration tests: the real binary against real HTTP
+//! upstreams on loopback, driven by a real HTTP client.
+//!
+//! - `harness`: the counting origin server and the artifactd process.
+//! - `config`: seed `remotes.yaml` examples and config errors.
+//! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
+//! - `local`: local repository uploads, limits, tokens, deletes.
+//! - `security`: path validation before storage and upstream.
+//! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
 
+mod admin;
+mod cache;
+mod config;
+mod harness;
+mod local;
+mod security;

@@ -1,0 +1,242 @@
+//! The administrative endpoints.
+
+use crate::harness::{client, generic_remote, pattern_bytes, Artifactd, Origin, OriginFile};
+use std::process::Command;
+
+fn metric(text: &str, name: &str, remote: &str) -> u64 {
+    let prefix = format!("{name}{{remote=\"{remote}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+#[tokio::test]
+async fn config_hides_every_secret() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(
+        &origin,
+        "    username: \"robot\"\n    password: \"pa55-w0rd-xyz\"\n",
+    );
+    let extra = "tokens:\n  write: \"write-tok-123\"\n  admin: \"admin-tok-456\"\n";
+    let ad = Artifactd::start(dir.path(), &remotes, extra).await;
+    let text = client()
+        .get(ad.url("/config"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for secret in ["pa55-w0rd-xyz", "write-tok-123", "admin-tok-456"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["remotes"]["gen"]["password"], "***");
+    assert_eq!(json["remotes"]["gen"]["username"], "robot");
+    assert_eq!(json["server"]["tokens"]["admin"], "***");
+    assert_eq!(json["remotes"]["gen"]["base_url"], origin.base_url());
+}
+
+#[tokio::test]
+async fn upstream_receives_the_remote_credentials_not_the_client_ones() {
+    let origin = Origin::start().await;
+    origin.put("/c/x.tgz", OriginFile::new("x"));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(&origin, "    username: \"robot\"\n    password: \"pw\"\n");
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let resp = client()
+        .get(ad.artifact("gen", "c/x.tgz"))
+        .bearer_auth("client-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = origin.requests();
+    assert_eq!(
+        seen[0].headers.get("authorization").map(String::as_str),
+        Some("Basic cm9ib3Q6cHc=")
+    );
+    assert_eq!(
+        seen[0].headers.get("host").cloned(),
+        Some(origin.base_url().trim_start_matches("http://").to_string())
+    );
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
+    let origin = Origin::start().await;
+    let body = pattern_bytes(4096, 8);
+    origin.put("/m/a.tgz", OriginFile::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(
+        dir.path(),
+        &generic_remote(&origin, "    immutable_patterns: ['\\.tgz$']\n"),
+        "tokens:\n  admin: \"adm\"\n",
+    )
+    .await;
+    let http = client();
+    let scrape = || async {
+        http.get(ad.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(metric(&before, "artifactd_cache_hits_total", "gen"), 0);
+
+    let url = ad.artifact("gen", "m/a.tgz");
+    http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    http.get(ad.artifact("gen", "m/a.zip"))
+        .send()
+        .await
+        .unwrap();
+    let after = scrape().await;
+    assert_eq!(metric(&after, "artifactd_cache_misses_total", "gen"), 1);
+    assert_eq!(metric(&after, "artifactd_cache_hits_total", "gen"), 2);
+    assert_eq!(metric(&after, "artifactd_denied_total", "gen"), 1);
+    assert!(metric(&after, "artifactd_bytes_served_total", "gen") >= 3 * 4096);
+
+    // Flushing needs the admin token, then empties the remote's cache.
+    let flush_url = ad.url("/cache/flush?remote=gen");
+    assert_eq!(http.put(&flush_url).send().await.unwrap().status(), 401);
+    let flushed = http
+        .put(&flush_url)
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flushed.status(), 200);
+    let refetched = http.get(&url).send().await.unwrap();
+    assert_eq!(refetched.headers()["x-artifact-source"], "remote");
+    assert_eq!(refetched.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits("/m/a.tgz"), 2);
+    assert_eq!(
+        http.put(ad.url("/cache/flush?remote=nope"))
+            .bearer_auth("adm")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn catalog_lists_what_was_cached() {
+    let origin = Origin::start().await;
+    let body = pattern_bytes(777, 9);
+    origin.put("/cat/a.tgz", OriginFile::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), "").await;
+    let http = client();
+    http.get(ad.artifact("gen", "cat/a.tgz"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // The catalog is written in the background, in batches.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list: serde_json::Value = http
+            .get(ad.url("/artifacts/gen"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["count"] == 1 {
+            let row = &list["artifacts"][0];
+            assert_eq!(row["path"], "cat/a.tgz");
+            assert_eq!(row["size"], 777);
+            assert_eq!(row["sha256"], crate::harness::sha256_hex(&body));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catalog never listed the artifact: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Makes a directory immutable for the test's lifetime. Root ignores
+/// permission bits, so `chattr +i` is how "unwritable" is made real here.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &std::path::Path) -> Immutable {
+        let status = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr");
+        assert!(status.success(), "chattr +i failed");
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn health_reports_storage_failure() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), "").await;
+    let http = client();
+    let ok = http.get(ad.url("/health")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(ok["status"], "ok");
+    assert_eq!(ok["checks"]["storage"]["ok"], true);
+
+    let _guard = Immutable::set(&dir.path().join("store"));
+    let bad = http.get(ad.url("/health")).send().await.unwrap();
+    assert_eq!(bad.status(), 503);
+    let bad: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(bad["checks"]["storage"]["ok"], false);
+    assert!(
+        bad["checks"]["storage"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .len()
+            > 3,
+        "{bad}"
+    );
+    drop(_guard);
+    assert_eq!(
+        http.get(ad.url("/health")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn root_lists_remotes() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), "").await;
+    let root: serde_json::Value = client()
+        .get(ad.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["name"], "artifactd");
+    assert_eq!(root["remotes"][0]["name"], "gen");
+    assert_eq!(root["remotes"][0]["package"], "generic");
+}

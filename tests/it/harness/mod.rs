@@ -1,0 +1,68 @@
+//! Test harness: a counting origin ([`origin::Origin`]) and an artifactd
+//! process ([`artifactd::Artifactd`]), both on free loopback ports and both
+//! torn down on drop.
+
+pub mod artifactd;
+pub mod origin;
+
+pub use artifactd::Artifactd;
+pub use origin::{Origin, OriginFile};
+
+use sha2::{Digest, Sha256};
+
+/// Deterministic pseudo-random bytes, so a failed comparison is reproducible.
+pub fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// An HTTP client that never pools across tests and has a hard deadline.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// A remotes.yaml with one generic remote `gen` in front of `origin`.
+pub fn generic_remote(origin: &Origin, extra: &str) -> String {
+    format!(
+        "remotes:\n  gen:\n    base_url: \"{}\"\n    type: remote\n    package: generic\n{extra}",
+        origin.base_url()
+    )
+}
+
+/// Sends raw bytes (for requests an HTTP client would normalise or refuse
+/// to send) and returns the status code and the whole response text.
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    );
+    let _ = read.await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -1,0 +1,212 @@
+//! A small real HTTP/1.1 origin server for tests: serves configured files
+//! with `ETag`/`Last-Modified`, answers conditional requests with 304, can
+//! cut a body short or send it slowly, and records every request it gets.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// One file the origin serves.
+#[derive(Clone, Debug)]
+pub struct OriginFile {
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Close the connection after sending this many body bytes.
+    pub truncate_after: Option<usize>,
+    /// Sleep between 64 KiB chunks, to keep a fill in flight.
+    pub chunk_delay: Option<Duration>,
+}
+
+impl OriginFile {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        OriginFile {
+            body: body.into(),
+            etag: None,
+            last_modified: None,
+            truncate_after: None,
+            chunk_delay: None,
+        }
+    }
+
+    pub fn etag(mut self, etag: &str) -> Self {
+        self.etag = Some(etag.to_string());
+        self
+    }
+}
+
+/// A request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased names.
+    pub headers: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    files: Mutex<HashMap<String, OriginFile>>,
+    seen: Mutex<Vec<SeenRequest>>,
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub struct Origin {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let state = Arc::new(State::default());
+        let accept_state = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let conn_state = accept_state.clone();
+                let handle = tokio::spawn(async move {
+                    let _ = serve_connection(stream, conn_state).await;
+                });
+                accept_state.connections.lock().unwrap().push(handle);
+            }
+        });
+        Origin {
+            addr,
+            state,
+            accept: Mutex::new(Some(accept)),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn put(&self, path: &str, file: OriginFile) {
+        self.state
+            .files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), file);
+    }
+
+    /// Requests received for `path` (any method).
+    pub fn hits(&self, path: &str) -> usize {
+        self.requests().iter().filter(|r| r.path == path).count()
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Stops listening and drops every open connection, pooled ones too.
+    pub fn stop(&self) {
+        if let Some(accept) = self.accept.lock().unwrap().take() {
+            accept.abort();
+        }
+        for conn in self.state.connections.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let seen = SeenRequest {
+            method: method.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+        };
+        state.seen.lock().unwrap().push(seen);
+        let file = state.files.lock().unwrap().get(&path).cloned();
+        let Some(file) = file else {
+            let body = "no such file\n";
+            let head = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n",
+                body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            if method != "HEAD" {
+                write.write_all(body.as_bytes()).await?;
+            }
+            continue;
+        };
+        let mut validators = String::new();
+        if let Some(etag) = &file.etag {
+            validators.push_str(&format!("ETag: {etag}\r\n"));
+        }
+        if let Some(lm) = &file.last_modified {
+            validators.push_str(&format!("Last-Modified: {lm}\r\n"));
+        }
+        let not_modified =
+            file.etag.is_some() && headers.get("if-none-match") == file.etag.as_ref();
+        if not_modified {
+            let head = format!("HTTP/1.1 304 Not Modified\r\n{validators}\r\n");
+            write.write_all(head.as_bytes()).await?;
+            continue;
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n",
+            file.body.len()
+        );
+        write.write_all(head.as_bytes()).await?;
+        if method == "HEAD" {
+            continue;
+        }
+        let send = file
+            .truncate_after
+            .unwrap_or(file.body.len())
+            .min(file.body.len());
+        for chunk in file.body[..send].chunks(64 * 1024) {
+            write.write_all(chunk).await?;
+            if let Some(delay) = file.chunk_delay {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        write.flush().await?;
+        if file.truncate_after.is_some() {
+            // Cut the body short: close without sending the rest.
+            return Ok(());
+        }
+    }
+}
