@@ -8,7 +8,7 @@
 use super::ctx::Artifact;
 use filters::ArtifactClass;
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 
 /// How long "until flushed" is in practice.
@@ -48,6 +48,24 @@ pub fn cacheability(artifact: &Artifact, resp: &ResponseHeader) -> RespCacheable
         STALE_IF_ERROR.as_secs() as u32,
         header,
     ))
+}
+
+/// Whether a request that must go upstream wants less than the whole body
+/// (HEAD, or a `Range`), and so is passed upstream as it is, uncached.
+///
+/// NOTE: with storage that does not support streaming partial writes,
+/// pingora 0.9 ends such a request as soon as the client has what it asked
+/// for, abandoning the fill mid-body (a dangling cache lock, and a panic in
+/// debug builds). So these misses fill nothing; the next full GET fills the
+/// cache, and later HEAD and range requests are hits.
+pub fn partial_miss(req: &RequestHeader) -> Option<NoCacheReason> {
+    if req.method == http::Method::HEAD {
+        Some(NoCacheReason::Custom("HEAD miss"))
+    } else if req.headers.contains_key(http::header::RANGE) {
+        Some(NoCacheReason::Custom("range miss"))
+    } else {
+        None
+    }
 }
 
 /// `X-Artifact-Source`: `cache` when the body came from storage.

@@ -114,6 +114,21 @@ impl ProxyHttp for ArtifactProxy {
             .ok_or_else(no_artifact)
     }
 
+    /// HEAD and range requests that must go upstream do not fill the cache
+    /// (see [`cache::partial_miss`]).
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        if let Some(reason) = cache::partial_miss(session.req_header()) {
+            if session.cache.enabled() {
+                session.cache.disable(reason);
+            }
+        }
+        Ok(true)
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,

@@ -95,7 +95,13 @@ impl Artifactd {
 }
 
 impl Drop for Artifactd {
+    /// Also fails the test if artifactd panicked anywhere along the way: a
+    /// panic in a request task is invisible to the client that hung on it.
     fn drop(&mut self) {
         self.kill();
+        let log = self.log_text();
+        if !std::thread::panicking() && log.contains("panicked") {
+            panic!("artifactd panicked during the test:\n{log}");
+        }
     }
 }

@@ -185,9 +185,27 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             write.write_all(head.as_bytes()).await?;
             continue;
         }
+        // Single ranges, as real file servers answer them.
+        let range = headers
+            .get("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+            .filter(|(a, b)| a <= b && *a < file.body.len());
+        let (status, body) = match range {
+            Some((start, end)) => {
+                let end = end.min(file.body.len() - 1);
+                validators.push_str(&format!(
+                    "Content-Range: bytes {start}-{end}/{}\r\n",
+                    file.body.len()
+                ));
+                ("206 Partial Content", file.body.slice(start..end + 1))
+            }
+            None => ("200 OK", file.body.clone()),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n",
-            file.body.len()
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n",
+            body.len()
         );
         write.write_all(head.as_bytes()).await?;
         if method == "HEAD" {
