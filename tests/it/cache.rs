@@ -370,3 +370,37 @@ async fn range_on_cold_object_is_answered_and_a_later_get_fills() {
     assert_eq!(origin.hits("/g/cold.tgz"), 2);
     assert!(!ad.log_text().contains("panicked"), "{}", ad.log_text());
 }
+
+#[tokio::test]
+async fn expired_copy_is_served_while_the_upstream_is_down() {
+    let origin = Origin::start().await;
+    origin.put(
+        "/s/index.yaml",
+        OriginFile::new("stale but useful\n").etag("\"s\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(
+        &origin,
+        &format!("{IMMUTABLE_TGZ}    cache:\n      mutable_ttl: 1\n"),
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    let url = ad.artifact("gen", "s/index.yaml");
+    assert_eq!(
+        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "stale but useful\n"
+    );
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(source(&resp), "cache");
+    assert_eq!(resp.text().await.unwrap(), "stale but useful\n");
+    // An uncached path has nothing to fall back on: a 502, not a hang.
+    let missing = http
+        .get(ad.artifact("gen", "s/other.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 502);
+}

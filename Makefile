@@ -1,0 +1,55 @@
+# artifactd: `make run` to build and serve with conf/, `make test` to run
+# every test. Both install what they need first (scripts/install-deps.sh).
+
+CARGO ?= cargo
+CONFIG ?= conf/artifactd.yaml
+PREFIX ?= /usr/local
+
+.PHONY: all deps build release run check-config test lint unit it install clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build
+
+release: deps
+	$(CARGO) build --release
+
+## Build (release) and serve on conf/ with the embedded default:
+## filesystem storage, embedded state and SQLite under var/.
+run: release
+	./target/release/artifactd --config $(CONFIG) check-config
+	RUST_LOG=$${RUST_LOG:-info} ./target/release/artifactd --config $(CONFIG) serve
+
+check-config: build
+	./target/debug/artifactd --config $(CONFIG) check-config
+
+## Everything CI runs: formatting, lints, unit and integration tests.
+test: deps lint
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace --lib --bins
+
+it: deps
+	$(CARGO) test --test it
+
+## Installs the binary, an example config (kept if present) and the
+## systemd unit, and creates the service user.
+install: release
+	install -Dm755 target/release/artifactd $(DESTDIR)$(PREFIX)/bin/artifactd
+	install -d $(DESTDIR)/etc/artifactd
+	[ -e $(DESTDIR)/etc/artifactd/artifactd.yaml ] || install -m644 systemd/artifactd.yaml $(DESTDIR)/etc/artifactd/artifactd.yaml
+	[ -e $(DESTDIR)/etc/artifactd/remotes.yaml ] || install -m644 conf/remotes.yaml $(DESTDIR)/etc/artifactd/remotes.yaml
+	install -Dm644 systemd/artifactd.service $(DESTDIR)/etc/systemd/system/artifactd.service
+	id -u artifactd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/artifactd --shell /usr/sbin/nologin artifactd
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing artifactd needs on a fresh Debian
+# machine. Idempotent: installs only what is missing, and touches apt only
+# when something is. Rust (rustup, cargo) is the one prerequisite.
+set -euo pipefail
+
+# cmake: Pingora's zlib-ng build script; pkg-config: -sys crates;
+# e2fsprogs: chattr, which the tests use to make storage unwritable as root;
+# curl: the README's examples.
+packages=(cmake pkg-config e2fsprogs curl ca-certificates)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: missing ${missing[*]}; run as root or install them" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "install-deps: cargo not found; install Rust with rustup first" >&2
+    exit 1
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
