@@ -24,9 +24,7 @@ pub mod respond;
 pub mod upstream;
 
 use crate::app::App;
-use crate::catalog::CatalogEvent;
 use crate::metrics::Outcome;
-use crate::storage::unix_now;
 use async_trait::async_trait;
 use ctx::RequestCtx;
 use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
@@ -179,8 +177,14 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.artifact.is_some() {
-            upstream_response
-                .insert_header("x-artifact-source", cache::source(session.cache.phase()))?;
+            let phase = session.cache.phase();
+            upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
+            if phase == CachePhase::Stale && ctx.upstream_status.is_none() {
+                // NOTE: pingora closes the client connection after serving
+                // stale for a failed upstream connection; say so, or the
+                // client's next request on it is reset.
+                session.set_keepalive(None);
+            }
         }
         Ok(())
     }
@@ -209,13 +213,6 @@ impl ProxyHttp for ArtifactProxy {
             self.app
                 .metrics
                 .record(remote, outcome, bytes, upstream_error);
-        }
-        if let (Some(artifact), Outcome::Hit | Outcome::Revalidated) = (&ctx.artifact, outcome) {
-            self.app.catalog_writer.record(CatalogEvent::Accessed {
-                remote: artifact.remote.name.clone(),
-                path: artifact.path.clone(),
-                at: unix_now() as i64,
-            });
         }
         let req = session.req_header();
         let error_text = error.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();

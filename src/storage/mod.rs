@@ -35,8 +35,12 @@ use record::Record;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// How many records the in-memory hot set holds.
-const HOT_RECORDS: usize = 100_000;
+/// How many records the in-memory hot set holds (a record is a few hundred
+/// bytes: pingora's meta plus the body's location).
+const HOT_RECORDS: usize = 16_384;
+/// A hot object's last access reaches the catalog at most this often, so a
+/// hit costs no catalog traffic at all in the common case.
+const ACCESS_REPORT_SECS: u64 = 60;
 
 /// Where an entry's record and bodies live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +90,27 @@ impl EntryLocation {
     }
 }
 
-/// A hot record tagged with the flush generation it was loaded under.
+/// A record as held in memory.
+pub struct Entry {
+    pub record: Record,
+    /// Unix seconds of the last access reported to the catalog.
+    access_reported: AtomicU64,
+}
+
+impl Entry {
+    fn new(record: Record, access_reported: u64) -> Arc<Entry> {
+        Arc::new(Entry {
+            record,
+            access_reported: AtomicU64::new(access_reported),
+        })
+    }
+}
+
+/// A hot entry tagged with the flush generation it was loaded under.
 #[derive(Clone)]
 struct HotRecord {
     generation: u64,
-    record: Arc<Record>,
+    entry: Arc<Entry>,
 }
 
 /// The cache storage. Built once at start and leaked: pingora needs `'static`.
@@ -141,11 +161,11 @@ impl CacheStorage {
     }
 
     /// Finds the current record: memory, then state store, then body store.
-    async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Record>>> {
+    async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Entry>>> {
         let generation = self.flush_generation.load(Ordering::Acquire);
         if let (Some(hot), _) = self.hot.get(&location.hot_key()) {
             if hot.generation == generation {
-                return Ok(Some(hot.record));
+                return Ok(Some(hot.entry));
             }
         }
         let state_bytes = match self.state.get(&location.state_key()).await {
@@ -167,9 +187,9 @@ impl CacheStorage {
         let Some(bytes) = bytes else { return Ok(None) };
         match Record::decode(&bytes) {
             Ok(record) => {
-                let record = Arc::new(record);
-                self.remember(location, record.clone(), generation);
-                Ok(Some(record))
+                let entry = Entry::new(record, 0);
+                self.remember(location, entry.clone(), generation);
+                Ok(Some(entry))
             }
             Err(e) => {
                 log::warn!(
@@ -181,9 +201,29 @@ impl CacheStorage {
         }
     }
 
-    fn remember(&self, location: &EntryLocation, record: Arc<Record>, generation: u64) {
+    fn remember(&self, location: &EntryLocation, entry: Arc<Entry>, generation: u64) {
         self.hot
-            .put(&location.hot_key(), HotRecord { generation, record }, None);
+            .put(&location.hot_key(), HotRecord { generation, entry }, None);
+    }
+
+    /// Tells the catalog about an access, at most once per
+    /// [`ACCESS_REPORT_SECS`] per entry.
+    fn report_access(&self, entry: &Entry) {
+        let now = unix_now();
+        let last = entry.access_reported.load(Ordering::Relaxed);
+        let due = now >= last + ACCESS_REPORT_SECS;
+        if due
+            && entry
+                .access_reported
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.catalog.record(CatalogEvent::Accessed {
+                remote: entry.record.body.remote.clone(),
+                path: entry.record.body.path.clone(),
+                at: now as i64,
+            });
+        }
     }
 
     /// Makes `record` the entry's current record: commit marker first, then
@@ -203,11 +243,11 @@ impl CacheStorage {
             log::warn!("{e}");
         }
         let generation = self.flush_generation.load(Ordering::Acquire);
-        let record = Arc::new(record);
-        self.remember(location, record.clone(), generation);
+        let new_body = record.body.body_key.clone();
+        self.remember(location, Entry::new(record, unix_now()), generation);
         if let Some(previous) = previous {
-            if previous.body.body_key != record.body.body_key {
-                self.delete_body_later(previous.body.body_key.clone());
+            if previous.record.body.body_key != new_body {
+                self.delete_body_later(previous.record.body.body_key.clone());
             }
         }
         Ok(())
@@ -227,7 +267,7 @@ impl CacheStorage {
 
     /// Removes an entry everywhere. Returns whether it existed.
     async fn remove(&self, location: &EntryLocation) -> Result<bool> {
-        let record = self.load_record(location).await?;
+        let entry = self.load_record(location).await?;
         self.hot.remove(&location.hot_key());
         if let Err(e) = self.state.delete(&location.state_key()).await {
             log::warn!("{e}");
@@ -236,17 +276,18 @@ impl CacheStorage {
             .delete(&location.meta_key())
             .await
             .map_err(|e| internal("deleting cache record", e))?;
-        if let Some(record) = &record {
+        if let Some(entry) = &entry {
+            let body = &entry.record.body;
             self.blobs
-                .delete(&record.body.body_key)
+                .delete(&body.body_key)
                 .await
                 .map_err(|e| internal("deleting cache body", e))?;
             self.catalog.record(CatalogEvent::Removed {
-                remote: record.body.remote.clone(),
-                path: record.body.path.clone(),
+                remote: body.remote.clone(),
+                path: body.path.clone(),
             });
         }
-        Ok(record.is_some())
+        Ok(entry.is_some())
     }
 
     /// Deletes every cached entry of `remote` (or of all remotes), leaving
@@ -292,9 +333,10 @@ impl Storage for CacheStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let location = EntryLocation::from_key(key);
-        let Some(record) = self.load_record(&location).await? else {
+        let Some(entry) = self.load_record(&location).await? else {
             return Ok(None);
         };
+        let record = &entry.record;
         let body = self
             .blobs
             .open(&record.body.body_key)
@@ -320,6 +362,7 @@ impl Storage for CacheStorage {
         };
         let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
         let handler: HitHandler = Box::new(hit::BodyHit::new(body, record.body.size));
+        self.report_access(&entry);
         Ok(Some((meta, handler)))
     }
 
@@ -364,15 +407,16 @@ impl Storage for CacheStorage {
             return Ok(false);
         };
         let (meta_internal, meta_header) = meta.serialize()?;
-        let updated = Arc::new(Record {
+        let updated = Record {
             meta_internal,
             meta_header,
-            body: current.body.clone(),
-        });
+            body: current.record.body.clone(),
+        };
         self.state
             .put(&location.state_key(), Bytes::from(updated.encode()))
             .await
             .map_err(|e| internal("writing freshness", e))?;
+        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed));
         self.remember(
             &location,
             updated,
