@@ -1,5 +1,6 @@
 //! Per-request state shared across the proxy phases.
 
+use super::upstream::Redirect;
 use crate::config::Remote;
 use crate::metrics::Outcome;
 use filters::ArtifactClass;
@@ -25,8 +26,12 @@ pub struct RequestCtx {
     pub remote_name: Option<String>,
     /// Set when `request_filter` answered by itself.
     pub outcome: Option<Outcome>,
-    /// Set when the response came from an upstream error status.
+    /// Status of the last upstream response, if one arrived.
     pub upstream_status: Option<u16>,
+    /// The hop to ask next after an upstream redirect.
+    pub redirect: Option<Redirect>,
+    /// Redirects followed so far for this request.
+    pub redirects: u8,
 }
 
 impl RequestCtx {
@@ -37,6 +42,8 @@ impl RequestCtx {
             remote_name: None,
             outcome: None,
             upstream_status: None,
+            redirect: None,
+            redirects: 0,
         }
     }
 }

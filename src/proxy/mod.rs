@@ -45,6 +45,43 @@ impl ArtifactProxy {
     }
 }
 
+/// Follows an upstream redirect inside artifactd, so the artifact is cached
+/// under the path the client asked for (release downloads commonly redirect
+/// to a CDN). The retryable error makes pingora run the upstream phases
+/// again, where `ctx.redirect` picks the new hop; nothing has reached the
+/// client or the cache yet.
+///
+/// NOTE: pingora#866: this path does not return the upstream connection to
+/// the pool, so each hop opens a new one.
+fn follow_redirect(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
+    let Some(artifact) = &ctx.artifact else {
+        return Ok(());
+    };
+    let from = match &ctx.redirect {
+        Some(redirect) => redirect.upstream(),
+        None => artifact.remote.upstream.clone().ok_or_else(no_artifact)?,
+    };
+    let location = resp
+        .headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(target) = upstream::redirect_target(resp.status.as_u16(), location, &from) else {
+        return Ok(());
+    };
+    if ctx.redirects >= upstream::MAX_REDIRECTS {
+        return Err(Error::new_up(ErrorType::Custom(
+            "too many upstream redirects",
+        )));
+    }
+    ctx.redirects += 1;
+    ctx.redirect = Some(target);
+    let mut hop = Error::new_up(ErrorType::Custom(REDIRECT_HOP));
+    hop.set_retry(true);
+    Err(hop)
+}
+
+const REDIRECT_HOP: &str = "following upstream redirect";
+
 fn no_artifact() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "no artifact in request context")
 }
@@ -133,8 +170,13 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-        let upstream = artifact.remote.upstream.as_ref().ok_or_else(no_artifact)?;
-        upstream::peer(upstream, &self.app.config.server).await
+        match &ctx.redirect {
+            Some(redirect) => upstream::peer(&redirect.upstream(), &self.app.config.server).await,
+            None => {
+                let upstream = artifact.remote.upstream.as_ref().ok_or_else(no_artifact)?;
+                upstream::peer(upstream, &self.app.config.server).await
+            }
+        }
     }
 
     async fn upstream_request_filter(
@@ -144,7 +186,10 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-        upstream::rewrite_request(artifact, upstream_request)
+        match &ctx.redirect {
+            Some(redirect) => upstream::rewrite_redirected(artifact, redirect, upstream_request),
+            None => upstream::rewrite_request(artifact, upstream_request),
+        }
     }
 
     async fn upstream_response_filter(
@@ -154,6 +199,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        follow_redirect(ctx, upstream_response)?;
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
         Ok(())
@@ -187,6 +233,16 @@ impl ProxyHttp for ArtifactProxy {
             }
         }
         Ok(())
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        error.etype() == &ErrorType::Custom(REDIRECT_HOP)
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

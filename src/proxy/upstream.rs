@@ -52,12 +52,7 @@ pub fn rewrite_request(artifact: &Artifact, req: &mut RequestHeader) -> Result<(
         uri.parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?,
     );
-    let default_port = if upstream.tls { 443 } else { 80 };
-    let host = if upstream.port == default_port {
-        upstream.host.clone()
-    } else {
-        format!("{}:{}", upstream.host, upstream.port)
-    };
+    let host = host_header(upstream.tls, &upstream.host, upstream.port);
     req.insert_header(http::header::HOST, host)?;
     req.remove_header(&http::header::AUTHORIZATION);
     req.remove_header(&http::header::ACCEPT_ENCODING);
@@ -110,6 +105,157 @@ mod tests {
                 "library/nginx/manifests/latest"
             ),
             "/v2/library/nginx/manifests/latest"
+        );
+    }
+}
+
+/// Where an upstream redirect points, resolved against the request it
+/// answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, sent as is.
+    pub path_and_query: String,
+}
+
+impl Redirect {
+    /// The peer for this hop, as [`Upstream`] without credentials.
+    pub fn upstream(&self) -> Upstream {
+        Upstream {
+            tls: self.tls,
+            host: self.host.clone(),
+            port: self.port,
+            base_path: String::new(),
+            basic_auth: None,
+        }
+    }
+
+    fn host_header(&self) -> String {
+        host_header(self.tls, &self.host, self.port)
+    }
+}
+
+fn host_header(tls: bool, host: &str, port: u16) -> String {
+    let default_port = if tls { 443 } else { 80 };
+    if port == default_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The most redirects followed for one request.
+pub const MAX_REDIRECTS: u8 = 5;
+
+/// Reads a redirect (301, 302, 303, 307, 308 with `Location`) from an
+/// upstream response; `from` is the hop that answered. Relative locations
+/// stay on that hop's scheme, host and port.
+pub fn redirect_target(status: u16, location: Option<&str>, from: &Upstream) -> Option<Redirect> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = location?.trim();
+    let uri: http::Uri = location.parse().ok()?;
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .filter(|pq| !pq.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    match (uri.scheme_str(), uri.host()) {
+        (Some(scheme @ ("http" | "https")), Some(host)) => {
+            let tls = scheme == "https";
+            Some(Redirect {
+                tls,
+                host: host.trim_matches(['[', ']']).to_string(),
+                port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+                path_and_query,
+            })
+        }
+        (None, None) if location.starts_with('/') && !location.starts_with("//") => {
+            Some(Redirect {
+                tls: from.tls,
+                host: from.host.clone(),
+                port: from.port,
+                path_and_query,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites the request for a redirect hop: the target's path and `Host`,
+/// and the remote's credentials only if the hop stays on the remote's own
+/// host (a CDN behind a redirect must not receive them).
+pub fn rewrite_redirected(
+    artifact: &Artifact,
+    redirect: &Redirect,
+    req: &mut RequestHeader,
+) -> Result<()> {
+    rewrite_request(artifact, req)?;
+    req.set_uri(
+        redirect
+            .path_and_query
+            .parse()
+            .map_err(|e| Error::because(ErrorType::InternalError, "building redirect URI", e))?,
+    );
+    req.insert_header(http::header::HOST, redirect.host_header())?;
+    let same_host = artifact
+        .remote
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.host == redirect.host && u.port == redirect.port);
+    if !same_host {
+        req.remove_header(&http::header::AUTHORIZATION);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::*;
+
+    fn from() -> Upstream {
+        Upstream {
+            tls: true,
+            host: "origin.example".into(),
+            port: 443,
+            base_path: "/base".into(),
+            basic_auth: Some("Basic x".into()),
+        }
+    }
+
+    #[test]
+    fn absolute_and_relative_locations() {
+        let r = redirect_target(302, Some("https://cdn.example/obj/1?sig=abc"), &from()).unwrap();
+        assert_eq!(
+            (r.tls, r.host.as_str(), r.port, r.path_and_query.as_str()),
+            (true, "cdn.example", 443, "/obj/1?sig=abc")
+        );
+        let r = redirect_target(307, Some("http://127.0.0.1:9000"), &from()).unwrap();
+        assert_eq!(
+            (r.tls, r.port, r.path_and_query.as_str()),
+            (false, 9000, "/")
+        );
+        let r = redirect_target(301, Some("/moved/here"), &from()).unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.path_and_query.as_str()),
+            ("origin.example", 443, "/moved/here")
+        );
+        assert_eq!(r.host_header(), "origin.example");
+    }
+
+    #[test]
+    fn non_redirects_and_unusable_locations() {
+        assert_eq!(redirect_target(200, Some("/x"), &from()), None);
+        assert_eq!(redirect_target(304, Some("/x"), &from()), None);
+        assert_eq!(redirect_target(302, None, &from()), None);
+        assert_eq!(redirect_target(302, Some("ftp://x/y"), &from()), None);
+        assert_eq!(redirect_target(302, Some("relative/path"), &from()), None);
+        assert_eq!(
+            redirect_target(302, Some("//evil.example/x"), &from()),
+            None
         );
     }
 }

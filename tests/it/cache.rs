@@ -404,3 +404,64 @@ async fn expired_copy_is_served_while_the_upstream_is_down() {
         .unwrap();
     assert_eq!(missing.status(), 502);
 }
+
+#[tokio::test]
+async fn redirects_are_followed_and_cached_under_the_requested_path() {
+    let origin = Origin::start().await;
+    let cdn = Origin::start().await;
+    let body = pattern_bytes(200_000, 11);
+    let location = format!("{}/cdn/blob?sig=abc", cdn.base_url());
+    origin.put("/releases/v1/tool.tgz", OriginFile::redirect(&location));
+    origin.put("/moved/tool2.tgz", OriginFile::redirect("/real/tool2.tgz"));
+    origin.put("/real/tool2.tgz", OriginFile::new("same-origin hop"));
+    cdn.put("/cdn/blob?sig=abc", OriginFile::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(
+        &origin,
+        &format!("{IMMUTABLE_TGZ}    username: u\n    password: p\n"),
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    let url = ad.artifact("gen", "releases/v1/tool.tgz");
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(source(&first), "remote");
+    assert_eq!(first.bytes().await.unwrap(), body);
+    let second = http.get(&url).send().await.unwrap();
+    assert_eq!(source(&second), "cache");
+    assert_eq!(second.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits("/releases/v1/tool.tgz"), 1);
+    assert_eq!(cdn.hits("/cdn/blob?sig=abc"), 1);
+    assert!(origin.requests()[0].headers.contains_key("authorization"));
+    assert!(
+        !cdn.requests()[0].headers.contains_key("authorization"),
+        "credentials must not follow a redirect to another host"
+    );
+
+    let same = http
+        .get(ad.artifact("gen", "moved/tool2.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.text().await.unwrap(), "same-origin hop");
+    assert_eq!(origin.hits("/real/tool2.tgz"), 1);
+}
+
+#[tokio::test]
+async fn redirect_loops_end_in_an_error() {
+    let origin = Origin::start().await;
+    origin.put("/loop/a.tgz", OriginFile::redirect("/loop/a.tgz"));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, IMMUTABLE_TGZ), "").await;
+    let resp = client()
+        .get(ad.artifact("gen", "loop/a.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        origin.hits("/loop/a.tgz"),
+        6,
+        "the first request plus five redirects"
+    );
+}

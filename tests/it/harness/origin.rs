@@ -21,6 +21,8 @@ pub struct OriginFile {
     pub truncate_after: Option<usize>,
     /// Sleep between 64 KiB chunks, to keep a fill in flight.
     pub chunk_delay: Option<Duration>,
+    /// Answer `302 Found` with this `Location` instead of the body.
+    pub redirect_to: Option<String>,
 }
 
 impl OriginFile {
@@ -31,7 +33,14 @@ impl OriginFile {
             last_modified: None,
             truncate_after: None,
             chunk_delay: None,
+            redirect_to: None,
         }
+    }
+
+    pub fn redirect(location: &str) -> Self {
+        let mut file = OriginFile::new("redirecting\n");
+        file.redirect_to = Some(location.to_string());
+        file
     }
 
     pub fn etag(mut self, etag: &str) -> Self {
@@ -171,6 +180,17 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             }
             continue;
         };
+        if let Some(location) = &file.redirect_to {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: {}\r\n\r\n",
+                file.body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            if method != "HEAD" {
+                write.write_all(&file.body).await?;
+            }
+            continue;
+        }
         let mut validators = String::new();
         if let Some(etag) = &file.etag {
             validators.push_str(&format!("ETag: {etag}\r\n"));
