@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use ctx::RequestCtx;
 use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use request::Action;
@@ -233,6 +233,26 @@ impl ProxyHttp for ArtifactProxy {
             }
         }
         Ok(())
+    }
+
+    /// Answers a failed request with the right status and a one-line reason.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = respond::error_status(e);
+        if code > 0 && session.response_written().is_none() {
+            let reply = respond::error_reply(code, e, ctx.remote_name.as_deref());
+            if let Err(write_error) = respond::send_and_close(session, reply).await {
+                log::debug!("could not send the error response: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     fn suppress_proxy_warn_log(

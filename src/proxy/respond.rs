@@ -85,3 +85,70 @@ pub async fn send_and_close(session: &mut Session, reply: Reply) -> Result<()> {
     session.set_keepalive(None);
     send(session, reply).await
 }
+
+/// The status for a request that failed: the error's own HTTP status,
+/// 504 for an upstream that timed out, 502 for any other upstream failure,
+/// 400 for a malformed request, 500 for artifactd's own failures, and 0
+/// when the client is already gone.
+pub fn error_status(e: &pingora::Error) -> u16 {
+    use pingora::{ErrorSource, ErrorType};
+    match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ErrorSource::Upstream,
+        ) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        _ => 500,
+    }
+}
+
+/// A one-line body saying why, without internal detail such as addresses.
+pub fn error_reply(code: u16, e: &pingora::Error, remote: Option<&str>) -> Reply {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let reason = status.canonical_reason().unwrap_or("error");
+    let text = match (e.esource(), remote) {
+        (pingora::ErrorSource::Upstream, Some(remote)) => {
+            format!(
+                "{reason}: upstream of remote '{remote}' failed ({})",
+                e.etype().as_str()
+            )
+        }
+        _ => format!("{reason} ({})", e.etype().as_str()),
+    };
+    Reply::text(status, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::{Error, ErrorType};
+
+    #[test]
+    fn statuses_follow_the_error_source() {
+        assert_eq!(error_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::ConnectTimedout)),
+            504
+        );
+        assert_eq!(error_status(&Error::new_up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(403))), 403);
+        assert_eq!(error_status(&Error::new_down(ErrorType::WriteError)), 0);
+        assert_eq!(error_status(&Error::new_in(ErrorType::InternalError)), 500);
+    }
+
+    #[test]
+    fn reply_names_the_remote_for_upstream_failures() {
+        let reply = error_reply(502, &Error::new_up(ErrorType::ConnectRefused), Some("gen"));
+        let text = String::from_utf8(reply.body.to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "Bad Gateway: upstream of remote 'gen' failed (ConnectRefused)\n"
+        );
+    }
+}

@@ -403,6 +403,12 @@ async fn expired_copy_is_served_while_the_upstream_is_down() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 502);
+    let reason = missing.text().await.unwrap();
+    assert!(
+        reason.contains("remote 'gen'") && reason.contains("ConnectRefused"),
+        "{reason}"
+    );
+    assert_eq!(reason.lines().count(), 1);
 }
 
 #[tokio::test]
