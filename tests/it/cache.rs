@@ -471,3 +471,22 @@ async fn redirect_loops_end_in_an_error() {
         "the first request plus five redirects"
     );
 }
+
+#[tokio::test]
+async fn upstream_errors_pass_through_uncached() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, IMMUTABLE_TGZ), "").await;
+    let http = client();
+    for _ in 0..2 {
+        let resp = http
+            .get(ad.artifact("gen", "nope/missing.tgz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(source(&resp), "remote");
+        assert_eq!(resp.text().await.unwrap(), "no such file\n");
+    }
+    assert_eq!(origin.hits("/nope/missing.tgz"), 2);
+}
