@@ -5,12 +5,15 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps build release run check-config test lint unit it install clean
+.PHONY: all deps bench-deps build release run check-config test lint unit it bench bench-smoke install clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
+
+bench-deps:
+	@scripts/install-deps.sh bench
 
 build: deps
 	$(CARGO) build
@@ -27,9 +30,20 @@ run: release
 check-config: build
 	./target/debug/artifactd --config $(CONFIG) check-config
 
-## Everything CI runs: formatting, lints, unit and integration tests.
-test: deps lint
+## Everything CI runs: formatting, lints, unit and integration tests, and
+## one QUICK pass of the benchmark harness (checks the harness, not ratios).
+test: bench-deps lint
 	$(CARGO) test --workspace
+	$(MAKE) bench-smoke
+
+## artifactd vs nginx proxy_cache on loopback; writes benches/results/.
+## QUICK=1 shrinks every scenario (under 3 minutes).
+bench: bench-deps release
+	python3 benches/run.py $(if $(QUICK),--quick)
+	$(if $(QUICK),,$(CARGO) bench -p filters -- --warm-up-time 1 --measurement-time 3)
+
+bench-smoke: bench-deps build
+	python3 benches/run.py --quick --binary target/debug/artifactd --out target/bench-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,12 +2,20 @@
 # Installs what building and testing artifactd needs on a fresh Debian
 # machine. Idempotent: installs only what is missing, and touches apt only
 # when something is. Rust (rustup, cargo) is the one prerequisite.
+#
+# Usage: install-deps.sh [bench]   (bench: also nginx-light and wrk, which the
+# benchmark harness and its smoke run in `make test` need)
 set -euo pipefail
 
 # cmake: Pingora's zlib-ng build script; pkg-config: -sys crates;
 # e2fsprogs: chattr, which the tests use to make storage unwritable as root;
 # curl: the README's examples.
 packages=(cmake pkg-config e2fsprogs curl ca-certificates)
+if [[ ${1:-} == bench ]]; then
+    # nginx-light: the origin and the proxy_cache artifactd is compared with;
+    # wrk: the load generator.
+    packages+=(nginx-light wrk python3)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -1,0 +1,602 @@
+#!/usr/bin/env python3
+"""artifactd against nginx proxy_cache, side by side, on loopback.
+
+One origin (nginx serving generated files, logging every request), then
+artifactd and nginx (proxy_cache, cache lock on) both in front of it, driven
+by the same load generator (wrk) and the same Python clients, in alternating
+runs so machine noise hits both. Every load loop is bounded in requests and
+in time. Results go to benches/results/latest.{md,json}.
+
+Scenarios:
+  1. hit RPS and p50/p99 latency, 1 KiB objects, 64 connections, warmed keys
+  2. hit throughput for one big object, 8 connections
+  3. cold miss latency overhead versus fetching from the origin directly
+  4. thundering herd on one slow object: upstream fetches (origin log) and
+     p100 client time relative to one cold fetch
+  5. peak RSS while streaming a huge object cold, then warm
+  6. hit latency as cached objects grow, and as the pattern count grows
+
+Usage: run.py [--quick] [--binary PATH] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MiB = 1024 * 1024
+
+
+@dataclass
+class Plan:
+    """Sizes and counts; QUICK shrinks everything so the harness runs in ~1 min."""
+
+    rounds: int
+    wrk_seconds: int
+    hit_keys: int
+    big_bytes: int
+    cold_objects: int
+    herd_clients: int
+    herd_bytes: int
+    slow_rate: str
+    slow_bytes_per_s: int
+    huge_bytes: int
+    object_counts: list[int]
+    pattern_counts: list[int]
+    threads: int = 2
+
+    @staticmethod
+    def full() -> "Plan":
+        return Plan(3, 8, 2000, 100 * MiB, 1000, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
+                    2048 * MiB, [1000, 10000, 100000], [10, 100, 1000])
+
+    @staticmethod
+    def quick() -> "Plan":
+        return Plan(1, 2, 200, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
+                    128 * MiB, [100, 1000], [10, 100])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+
+
+def render(template: Path, out: Path, **fields: object) -> Path:
+    text = template.read_text()
+    for key, value in fields.items():
+        text = text.replace("{{" + key + "}}", str(value))
+    leftover = re.findall(r"\{\{\w+\}\}", text)
+    if leftover:
+        raise SystemExit(f"{template}: unfilled {leftover}")
+    out.write_text(text)
+    return out
+
+
+def patterns(n: int) -> list[str]:
+    """n allow patterns; only the last one matches the benchmark keys."""
+    return [f"^other{i}/.*\\.bin$" for i in range(n - 1)] + ["^small/"]
+
+
+class Proxy:
+    """A running proxy under test."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+
+    def url(self, remote: str, path: str) -> str:
+        return f"/api/v1/remote/{remote}/{path}"
+
+    def pids(self) -> list[int]:
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        return pids
+
+    def memory_kib(self, field: str) -> int:
+        """Sum of a /proc status field (VmRSS, VmHWM) over the proxy's processes."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def reset_peak(self) -> None:
+        """Resets VmHWM to the current RSS (clear_refs 5), so a phase's peak is its own."""
+        for pid in self.pids():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Artifactd(Proxy):
+    def __init__(self, binary: Path, workdir: Path, origin_port: int, plan: Plan, pattern_count: int):
+        self.name = "artifactd"
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        remotes = {"remotes": {
+            "b": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic"},
+            "p": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic",
+                  "immutable_patterns": patterns(pattern_count)},
+        }}
+        (workdir / "remotes.yaml").write_text(json.dumps(remotes))  # JSON is YAML
+        (workdir / "artifactd.yaml").write_text(
+            f"listen: 127.0.0.1:{self.port}\nthreads: {plan.threads}\nremotes: remotes.yaml\n"
+            f"storage: fs://store\n")
+        log = open(workdir / "artifactd.log", "ab")
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen([str(binary), "--config", str(workdir / "artifactd.yaml"), "serve"],
+                                     stdout=log, stderr=log, env=env)
+        wait_port(self.port, self.proc, "artifactd")
+
+
+class NginxProxy(Proxy):
+    def __init__(self, workdir: Path, origin_port: int, plan: Plan, pattern_count: int):
+        self.name = "nginx"
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = [f'        "~{p}" 1;' for p in patterns(pattern_count)]
+        # Remote "b" allows everything, remote "p" only what its patterns allow.
+        pattern_map = "\n".join(
+            ['        "~^/api/v1/remote/b/" 1;'] +
+            [line.replace('"~^', '"~^/api/v1/remote/p/') for line in lines])
+        conf = render(HERE / "nginx-proxy.conf", workdir / "nginx-proxy.conf", dir=workdir,
+                      workers=plan.threads, origin_port=origin_port, port=self.port,
+                      pattern_map=pattern_map)
+        self.proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-e",
+                                      str(workdir / "nginx-proxy-error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "nginx proxy")
+
+
+class Origin:
+    def __init__(self, workdir: Path, plan: Plan):
+        self.port = free_port()
+        files = workdir / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        (files / "1k.bin").write_bytes(os.urandom(1024))
+        (files / "64k.bin").write_bytes(os.urandom(64 * 1024))
+        for name, size in [("herd.bin", plan.herd_bytes), ("big.bin", plan.big_bytes)]:
+            with open(files / name, "wb") as f:
+                for _ in range(size // MiB):
+                    f.write(os.urandom(MiB))
+        with open(files / "huge.bin", "wb") as f:
+            f.truncate(plan.huge_bytes)  # sparse: costs no disk on the origin side
+        self.log = workdir / "origin-access.log"
+        conf = render(HERE / "nginx-origin.conf", workdir / "nginx-origin.conf", dir=workdir,
+                      files=files, origin_port=self.port, slow_rate=plan.slow_rate)
+        self.proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-e",
+                                      str(workdir / "nginx-origin-error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "origin")
+
+    def fetches(self, uri: str) -> int:
+        time.sleep(0.3)  # the access log is flushed every 100 ms
+        if not self.log.exists():
+            return 0
+        return sum(1 for line in self.log.read_text().splitlines() if line.split(" ", 1)[0] == uri)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# --- clients -----------------------------------------------------------------
+
+def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, int, dict]:
+    """GET, draining the body; returns (status, bytes, headers)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    total = 0
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    headers = {k.lower(): v for k, v in resp.getheaders()}
+    if own:
+        conn.close()
+    return resp.status, total, headers
+
+
+def fill(port: int, paths: list[str], workers: int = 8) -> None:
+    """Requests every path once (bounded by len(paths)), checking each is a 200."""
+    def run(chunk: list[str]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for p in chunk:
+            status, _, _ = get(port, p, conn)
+            if status != 200:
+                raise SystemExit(f"fill {p}: HTTP {status}")
+        conn.close()
+    chunks = [paths[i::workers] for i in range(workers)]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, chunks))
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def parse_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_bytes(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)([KMGT]?B)", text.strip())
+    scale = {"B": 1, "KB": 1024, "MB": MiB, "GB": 1024 * MiB, "TB": MiB * MiB}
+    return float(m.group(1)) * scale[m.group(2)] if m else 0.0
+
+
+def wrk(port: int, path_or_script: str, seconds: int, connections: int, threads: int,
+        script_args: list[str] | None = None) -> dict:
+    """Runs wrk for a bounded time; returns rps, p50/p99 ms, bytes/s, errors."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script_args is not None:
+        cmd += ["-s", str(HERE / "keys.lua"), f"http://127.0.0.1:{port}", "--"] + script_args
+    else:
+        cmd += [f"http://127.0.0.1:{port}{path_or_script}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "bytes_per_s": 0.0, "errors": 0}
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(line.split()[1])
+        elif line.startswith("Transfer/sec:"):
+            result["bytes_per_s"] = parse_bytes(line.split()[1])
+        elif re.match(r"^50(\.0+)?%", line):
+            result["p50_ms"] = parse_ms(line.split()[1])
+        elif re.match(r"^99(\.0+)?%", line):
+            result["p99_ms"] = parse_ms(line.split()[1])
+        elif line.startswith("Non-2xx") or line.startswith("Socket errors"):
+            result["errors"] += sum(int(n) for n in re.findall(r"\d+", line.split(":", 1)[1]))
+    if result["rps"] == 0:
+        raise SystemExit(f"wrk produced no result:\n{' '.join(cmd)}\n{out}")
+    return result
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {k: statistics.median([r[k] for r in runs]) if all(isinstance(r[k], (int, float)) for r in runs)
+            else runs[0][k] for k in keys}
+
+
+# --- the run -------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    plan: Plan
+    binary: Path
+    work: Path
+    origin: Origin
+    results: dict = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def start(self, which: str, tag: str, pattern_count: int = 10) -> Proxy:
+        workdir = self.work / f"{which}-{tag}"
+        if which == "artifactd":
+            return Artifactd(self.binary, workdir, self.origin.port, self.plan, pattern_count)
+        return NginxProxy(workdir, self.origin.port, self.plan, pattern_count)
+
+    def both(self, tag: str, pattern_count: int = 10) -> list[Proxy]:
+        return [self.start("artifactd", tag, pattern_count), self.start("nginx", tag, pattern_count)]
+
+    def record(self, scenario: str, metric: str, unit: str, values: dict, better: str, note: str = "") -> None:
+        a, n = values["artifactd"], values["nginx"]
+        ratio = (a / n) if n else None
+        self.results.setdefault(scenario, []).append(
+            {"metric": metric, "unit": unit, "artifactd": a, "nginx": n, "ratio": ratio,
+             "better": better, "note": note})
+        self.say(f"  {metric}: artifactd {fmt(a)} {unit}, nginx {fmt(n)} {unit}, ratio {fmt(ratio)}")
+
+    # 1. ----------------------------------------------------------------------
+    def hits_small(self, proxies: list[Proxy]) -> None:
+        self.say("1. hit RPS, 1 KiB objects, 64 connections")
+        keys = self.plan.hit_keys
+        for p in proxies:
+            fill(p.port, [p.url("b", f"small/hit/k{i}.bin") for i in range(keys)])
+        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
+        for _ in range(self.plan.rounds):
+            for p in proxies:
+                runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, self.plan.threads,
+                                        [p.url("b", "small/hit/"), str(keys)]))
+        med = {name: median_of(r) for name, r in runs.items()}
+        scen = "1. hit, 1 KiB, 64 conns"
+        self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
+        self.record(scen, "p50 latency", "ms", {k: v["p50_ms"] for k, v in med.items()}, "lower")
+        self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower")
+        self.record(scen, "errors", "count", {k: v["errors"] for k, v in med.items()}, "lower")
+
+    # 2. ----------------------------------------------------------------------
+    def hits_big(self, proxies: list[Proxy]) -> None:
+        self.say(f"2. hit throughput, one {self.plan.big_bytes // MiB} MiB object, 8 connections")
+        for p in proxies:
+            status, size, _ = get(p.port, p.url("b", "big/one.bin"))
+            assert status == 200 and size == self.plan.big_bytes, (p.name, status, size)
+        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
+        for _ in range(self.plan.rounds):
+            for p in proxies:
+                runs[p.name].append(wrk(p.port, p.url("b", "big/one.bin"), self.plan.wrk_seconds, 8,
+                                        self.plan.threads))
+        med = {name: median_of(r) for name, r in runs.items()}
+        self.record(f"2. hit, {self.plan.big_bytes // MiB} MiB, 8 conns", "throughput", "MiB/s",
+                    {k: v["bytes_per_s"] / MiB for k, v in med.items()}, "higher")
+
+    # 3. ----------------------------------------------------------------------
+    def cold(self, proxies: list[Proxy]) -> None:
+        n = self.plan.cold_objects
+        self.say(f"3. cold miss, {n} distinct 64 KiB objects, one client")
+        medians: dict[str, float] = {}
+
+        def timed(port: int, paths: list[str]) -> float:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            times = []
+            for path in paths:
+                start = time.perf_counter()
+                status, size, _ = get(port, path, conn)
+                times.append((time.perf_counter() - start) * 1000)
+                assert status == 200 and size == 64 * 1024, (path, status, size)
+            conn.close()
+            return statistics.median(times)
+
+        # Direct and proxied fetches alternate in slices, each key cold for its proxy.
+        slices = 4
+        per = n // slices
+        acc: dict[str, list[float]] = {"origin": [], "artifactd": [], "nginx": []}
+        for s in range(slices):
+            keys = range(s * per, (s + 1) * per)
+            acc["origin"].append(timed(self.origin.port, [f"/cold/direct/c{i}.bin" for i in keys]))
+            for p in proxies:
+                acc[p.name].append(timed(p.port, [p.url("b", f"cold/{p.name}/c{i}.bin") for i in keys]))
+        medians = {k: statistics.median(v) for k, v in acc.items()}
+        scen = "3. cold miss, 64 KiB"
+        self.record(scen, "median latency", "ms", {"artifactd": medians["artifactd"], "nginx": medians["nginx"]},
+                    "lower", f"origin direct {fmt(medians['origin'])} ms")
+        self.record(scen, "overhead vs origin", "x",
+                    {p: medians[p] / medians["origin"] for p in ("artifactd", "nginx")}, "lower")
+
+    # 4. ----------------------------------------------------------------------
+    def herd(self, proxies: list[Proxy]) -> None:
+        n, size = self.plan.herd_clients, self.plan.herd_bytes
+        self.say(f"4. thundering herd, {n} clients, one {size // MiB} MiB object at {self.plan.slow_rate}B/s")
+        fetches, p100, single = {}, {}, {}
+        for p in proxies:
+            start = time.perf_counter()
+            status, got, _ = get(p.port, p.url("b", f"slow/{p.name}/single.bin"))
+            single[p.name] = time.perf_counter() - start
+            assert status == 200 and got == size
+            uri = f"/slow/{p.name}/herd.bin"
+
+            def one(_: int) -> float:
+                t0 = time.perf_counter()
+                st, got2, _ = get(p.port, p.url("b", uri.lstrip("/")))
+                assert st == 200 and got2 == size, (st, got2)
+                return time.perf_counter() - t0
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                times = list(pool.map(one, range(n)))
+            p100[p.name] = max(times)
+            fetches[p.name] = self.origin.fetches(uri)
+        scen = f"4. herd, {n} x {size // MiB} MiB"
+        self.record(scen, "upstream fetches (origin log)", "count", fetches, "lower")
+        self.record(scen, "p100 client time", "s", p100, "lower")
+        self.record(scen, "p100 / one cold fetch", "x", {k: p100[k] / single[k] for k in p100}, "lower",
+                    f"one cold fetch: artifactd {fmt(single['artifactd'])} s, nginx {fmt(single['nginx'])} s")
+
+    # 5. ----------------------------------------------------------------------
+    def rss(self, proxies: list[Proxy]) -> None:
+        size = self.plan.huge_bytes
+        self.say(f"5. peak RSS streaming one {size // MiB} MiB object, cold then warm")
+        cold, warm, base = {}, {}, {}
+        for p in proxies:
+            base[p.name] = p.memory_kib("VmRSS") / 1024
+            for phase, out in (("cold", cold), ("warm", warm)):
+                p.reset_peak()
+                status, got, _ = get(p.port, p.url("b", "huge/object.bin"))
+                assert status == 200 and got == size, (p.name, phase, status, got)
+                out[p.name] = p.memory_kib("VmHWM") / 1024
+        scen = f"5. RSS, {size // MiB} MiB object"
+        self.record(scen, "peak RSS cold", "MiB", cold, "lower",
+                    f"idle before: artifactd {fmt(base['artifactd'])} MiB, nginx {fmt(base['nginx'])} MiB")
+        self.record(scen, "peak RSS warm", "MiB", warm, "lower")
+
+    # 6. ----------------------------------------------------------------------
+    def growth(self) -> None:
+        self.say("6. hit latency as cached objects and pattern count grow")
+        proxies = self.both("growth")
+        try:
+            filled = 0
+            for count in self.plan.object_counts:
+                for p in proxies:
+                    fill(p.port, [p.url("b", f"small/grow/k{i}.bin") for i in range(filled, count)])
+                filled = count
+                med = {}
+                for p in proxies:
+                    med[p.name] = wrk(p.port, "", self.plan.wrk_seconds, 16, self.plan.threads,
+                                      [p.url("b", "small/grow/"), str(count)])
+                scen = f"6a. hit with {count} cached objects"
+                self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower",
+                            f"p50 artifactd {fmt(med['artifactd']['p50_ms'])} ms, nginx {fmt(med['nginx']['p50_ms'])} ms")
+                self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
+        finally:
+            for p in proxies:
+                p.stop()
+        for count in self.plan.pattern_counts:
+            proxies = self.both(f"patterns-{count}", count)
+            try:
+                keys = min(self.plan.hit_keys, 2000)
+                for p in proxies:
+                    fill(p.port, [p.url("p", f"small/pat/k{i}.bin") for i in range(keys)])
+                    status, _, _ = get(p.port, p.url("p", "denied/x.bin"))
+                    assert status == 403, (p.name, status)
+                med = {p.name: wrk(p.port, "", self.plan.wrk_seconds, 16, self.plan.threads,
+                                   [p.url("p", "small/pat/"), str(keys)]) for p in proxies}
+                scen = f"6b. hit with {count} patterns"
+                self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower",
+                            f"p50 artifactd {fmt(med['artifactd']['p50_ms'])} ms, nginx {fmt(med['nginx']['p50_ms'])} ms")
+                self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
+            finally:
+                for p in proxies:
+                    p.stop()
+
+
+def fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def machine_facts(binary: Path) -> dict:
+    def out(cmd: list[str]) -> str:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except Exception as e:  # noqa: BLE001 - facts are best effort
+            return f"unknown ({e})"
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "artifactd": out([str(binary), "--version"]),
+        "nginx": out(["nginx", "-v"]),
+        "wrk": out(["wrk", "-v"]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed: float) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results}
+    (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
+        "",
+        f"Machine: {facts['cores']} cores ({facts['cpu']}), kernel {facts['kernel']}; "
+        f"{facts['artifactd']}; {facts['nginx']}; {facts['wrk']}; {facts['date']}. "
+        f"Run took {elapsed:.0f} s. Ratio is artifactd / nginx; the `better` column says "
+        "which direction wins.",
+        "",
+        "| scenario | metric | artifactd | nginx | ratio | better | note |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for scenario, rows in bench.results.items():
+        for row in rows:
+            lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(row['artifactd'])} | "
+                         f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
+    (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the ratios")
+    parser.add_argument("--binary", type=Path, default=ROOT / "target/release/artifactd")
+    parser.add_argument("--out", type=Path, help="results directory (default: benches/results, "
+                        "or target/bench-quick for --quick so smoke runs never replace real results)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: run scripts/install-deps.sh bench")
+    if not args.binary.exists():
+        raise SystemExit(f"{args.binary} not found: build artifactd first")
+    plan = Plan.quick() if args.quick else Plan.full()
+    args.out = args.out or (ROOT / "target/bench-quick" if args.quick else HERE / "results")
+    work = Path(tempfile.mkdtemp(prefix="artifactd-bench-"))
+    started = time.monotonic()
+    origin = Origin(work / "origin", plan)
+    bench = Bench(plan, args.binary.resolve(), work, origin)
+    try:
+        proxies = bench.both("main")
+        try:
+            bench.hits_small(proxies)
+            bench.hits_big(proxies)
+            bench.cold(proxies)
+            bench.herd(proxies)
+            bench.rss(proxies)
+        finally:
+            for p in proxies:
+                p.stop()
+        bench.growth()
+    finally:
+        origin.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"work directory kept: {work}")
+    elapsed = time.monotonic() - started
+    write_results(args.out, bench, machine_facts(args.binary), args.quick, elapsed)
+    expected = 5 + len(plan.object_counts) + len(plan.pattern_counts)
+    if len(bench.results) != expected:
+        raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
+    print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
