@@ -33,8 +33,30 @@ fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
     Ok(handle)
 }
 
+/// Raises the open-file soft limit to the hard limit, as nginx's
+/// `worker_rlimit_nofile` does: every client, upstream connection and kept
+/// open cache body is a descriptor, and the usual soft limit is 1024.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = limit.rlim_max;
+            limit.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("could not raise the open file limit to {wanted}");
+            }
+        }
+    }
+}
+
 /// Builds everything and serves until the process is told to stop.
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let background = background_runtime()?;
     let StorageUrl::Filesystem(root) = &config.server.storage;
     let blobs = BlobStore::filesystem(root)

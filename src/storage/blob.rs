@@ -22,10 +22,8 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// A readable body: an open file for the filesystem store, a stream otherwise.
 pub enum BodySource {
-    File {
-        file: std::fs::File,
-        size: u64,
-    },
+    /// Shared: reads use `pread`, so one open file serves concurrent hits.
+    File { file: Arc<std::fs::File>, size: u64 },
     Stream {
         /// `SyncWrapper`: pingora's hit handlers must be `Sync`; the stream is only used through `&mut`.
         stream: sync_wrapper::SyncWrapper<BoxStream<'static, object_store::Result<Bytes>>>,
@@ -89,7 +87,10 @@ impl BlobStore {
             return match std::fs::File::open(&full) {
                 Ok(file) => {
                     let size = file.metadata().map_err(|e| io_error(&full, e))?.len();
-                    Ok(Some(BodySource::File { file, size }))
+                    Ok(Some(BodySource::File {
+                        file: Arc::new(file),
+                        size,
+                    }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(io_error(&full, e)),
@@ -117,8 +118,8 @@ impl BlobStore {
         }
     }
 
-    /// Deletes everything under `prefix`, returning how many objects went.
-    pub async fn delete_prefix(&self, prefix: &str) -> object_store::Result<usize> {
+    /// Deletes everything under `prefix`, returning the deleted keys.
+    pub async fn delete_prefix(&self, prefix: &str) -> object_store::Result<Vec<String>> {
         let prefix = ObjectPath::parse(prefix)?;
         let locations = self
             .store
@@ -134,7 +135,7 @@ impl BlobStore {
                 object_store::Error::NotFound { .. } => Ok(Vec::new()),
                 e => Err(e),
             })?;
-        Ok(deleted.len())
+        Ok(deleted.into_iter().map(|path| path.to_string()).collect())
     }
 
     /// Writes and removes a probe object: proves the store takes writes.

@@ -29,15 +29,22 @@ use pingora::cache::storage::{
 };
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
+use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 use pingora_memory_cache::MemoryCache;
 use record::Record;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// How many records the in-memory hot set holds (a record is a few hundred
 /// bytes: pingora's meta plus the body's location).
 const HOT_RECORDS: usize = 16_384;
+/// How many cache bodies are kept open. Opening, stat-ing and closing a
+/// file was a fifth of a small hit's CPU; a body file never changes once
+/// committed (a refill writes a new one), so an open handle stays valid.
+/// Raised file limits (see `server::raise_nofile_limit`) leave room for it.
+const OPEN_BODIES: usize = 4096;
 /// A hot object's last access reaches the catalog at most this often, so a
 /// hit costs no catalog traffic at all in the common case.
 const ACCESS_REPORT_SECS: u64 = 60;
@@ -93,16 +100,62 @@ impl EntryLocation {
 /// A record as held in memory.
 pub struct Entry {
     pub record: Record,
+    /// The record's meta, parsed once.
+    prepared: PreparedMeta,
     /// Unix seconds of the last access reported to the catalog.
     access_reported: AtomicU64,
 }
 
 impl Entry {
-    fn new(record: Record, access_reported: u64) -> Arc<Entry> {
-        Arc::new(Entry {
+    fn new(record: Record, access_reported: u64) -> Result<Arc<Entry>> {
+        Ok(Arc::new(Entry {
+            prepared: PreparedMeta::parse(&record)?,
             record,
             access_reported: AtomicU64::new(access_reported),
+        }))
+    }
+}
+
+/// pingora's stored header blob is zstd-compressed; decompressing and
+/// parsing it on every hit was a measurable share of a small hit's CPU. So
+/// the meta is parsed once per entry and each hit rebuilds an equal
+/// [`CacheMeta`] from these fields.
+struct PreparedMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    updated: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    header: ResponseHeader,
+}
+
+impl PreparedMeta {
+    fn parse(record: &Record) -> Result<PreparedMeta> {
+        let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
+        Ok(PreparedMeta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            header: meta.response_header_copy(),
         })
+    }
+
+    fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        // `new` sets updated = created; the age of a revalidated entry counts
+        // from its last revalidation, which the epoch override restores.
+        if self.updated != self.created {
+            meta.set_epoch_override(self.updated);
+        }
+        meta
     }
 }
 
@@ -119,6 +172,8 @@ pub struct CacheStorage {
     state: Arc<dyn StateStore>,
     catalog: Arc<CatalogWriter>,
     hot: MemoryCache<(String, String), HotRecord>,
+    /// Open body files by body key (unique per fill, so never stale).
+    open_bodies: MemoryCache<String, (Arc<std::fs::File>, u64)>,
     /// Bumped by every flush; hot records from an older generation are ignored.
     flush_generation: AtomicU64,
     runtime: tokio::runtime::Handle,
@@ -150,6 +205,7 @@ impl CacheStorage {
             state,
             catalog,
             hot: MemoryCache::new(HOT_RECORDS),
+            open_bodies: MemoryCache::new(OPEN_BODIES),
             flush_generation: AtomicU64::new(0),
             runtime,
             known_remotes,
@@ -185,9 +241,11 @@ impl CacheStorage {
                 .map_err(|e| internal("reading cache record", e))?,
         };
         let Some(bytes) = bytes else { return Ok(None) };
-        match Record::decode(&bytes) {
-            Ok(record) => {
-                let entry = Entry::new(record, 0);
+        match Record::decode(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|record| Entry::new(record, 0).map_err(|e| e.to_string()))
+        {
+            Ok(entry) => {
                 self.remember(location, entry.clone(), generation);
                 Ok(Some(entry))
             }
@@ -204,6 +262,23 @@ impl CacheStorage {
     fn remember(&self, location: &EntryLocation, entry: Arc<Entry>, generation: u64) {
         self.hot
             .put(&location.hot_key(), HotRecord { generation, entry }, None);
+    }
+
+    /// Opens a body, reusing an open handle when there is one.
+    async fn open_body(&self, body_key: &str) -> Result<Option<BodySource>> {
+        let body_key = body_key.to_string();
+        if let (Some((file, size)), _) = self.open_bodies.get(&body_key) {
+            return Ok(Some(BodySource::File { file, size }));
+        }
+        let body = self
+            .blobs
+            .open(&body_key)
+            .await
+            .map_err(|e| internal("opening cache body", e))?;
+        if let Some(BodySource::File { file, size }) = &body {
+            self.open_bodies.put(&body_key, (file.clone(), *size), None);
+        }
+        Ok(body)
     }
 
     /// Tells the catalog about an access, at most once per
@@ -228,7 +303,7 @@ impl CacheStorage {
 
     /// Makes `record` the entry's current record: commit marker first, then
     /// the state store and memory.
-    async fn commit(&self, location: &EntryLocation, record: Record) -> Result<()> {
+    async fn commit(&'static self, location: &EntryLocation, record: Record) -> Result<()> {
         let previous = self.load_record(location).await.ok().flatten();
         let encoded = record.encode();
         self.blobs
@@ -244,7 +319,7 @@ impl CacheStorage {
         }
         let generation = self.flush_generation.load(Ordering::Acquire);
         let new_body = record.body.body_key.clone();
-        self.remember(location, Entry::new(record, unix_now()), generation);
+        self.remember(location, Entry::new(record, unix_now())?, generation);
         if let Some(previous) = previous {
             if previous.record.body.body_key != new_body {
                 self.delete_body_later(previous.record.body.body_key.clone());
@@ -255,10 +330,11 @@ impl CacheStorage {
 
     /// Old bodies are deleted after a grace period, so that a hit that opened
     /// the previous generation on a non-filesystem store can finish reading.
-    fn delete_body_later(&self, body_key: String) {
+    fn delete_body_later(&'static self, body_key: String) {
         let blobs = self.blobs.clone();
         self.runtime.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            self.open_bodies.remove(&body_key);
             if let Err(e) = blobs.delete(&body_key).await {
                 log::warn!("deleting replaced body {body_key}: {e}");
             }
@@ -278,6 +354,7 @@ impl CacheStorage {
             .map_err(|e| internal("deleting cache record", e))?;
         if let Some(entry) = &entry {
             let body = &entry.record.body;
+            self.open_bodies.remove(&body.body_key);
             self.blobs
                 .delete(&body.body_key)
                 .await
@@ -303,6 +380,10 @@ impl CacheStorage {
             .delete_prefix(&prefix)
             .await
             .map_err(|e| internal("flushing cache objects", e))?;
+        // Close what was deleted, so the disk space really comes back.
+        for key in &deleted {
+            self.open_bodies.remove(key);
+        }
         let state_result = match remote {
             Some(remote) => self.state.delete_prefix(remote).await,
             None => self.state_clear_all().await,
@@ -314,7 +395,7 @@ impl CacheStorage {
             .record(CatalogEvent::Flushed(remote.map(str::to_string)));
         // A second bump covers lookups that raced with the deletion.
         self.flush_generation.fetch_add(1, Ordering::AcqRel);
-        Ok(deleted)
+        Ok(deleted.len())
     }
 
     async fn state_clear_all(&self) -> crate::state::StateResult<()> {
@@ -337,11 +418,7 @@ impl Storage for CacheStorage {
             return Ok(None);
         };
         let record = &entry.record;
-        let body = self
-            .blobs
-            .open(&record.body.body_key)
-            .await
-            .map_err(|e| internal("opening cache body", e))?;
+        let body = self.open_body(&record.body.body_key).await?;
         let body = match body {
             Some(body) if body_size(&body) == record.body.size => body,
             other => {
@@ -360,7 +437,7 @@ impl Storage for CacheStorage {
                 return Ok(None);
             }
         };
-        let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
+        let meta = entry.prepared.to_meta();
         let handler: HitHandler = Box::new(hit::BodyHit::new(body, record.body.size));
         self.report_access(&entry);
         Ok(Some((meta, handler)))
@@ -416,7 +493,7 @@ impl Storage for CacheStorage {
             .put(&location.state_key(), Bytes::from(updated.encode()))
             .await
             .map_err(|e| internal("writing freshness", e))?;
-        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed));
+        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed))?;
         self.remember(
             &location,
             updated,
