@@ -29,11 +29,6 @@ mod storage;
 
 use std::process::ExitCode;
 
-/// Many small, short-lived allocations per request (headers, keys, chunks):
-/// mimalloc's thread-local free lists beat glibc malloc's arenas there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = <cli::Cli as clap::Parser>::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

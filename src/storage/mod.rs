@@ -50,51 +50,74 @@ const OPEN_BODIES: usize = 4096;
 const ACCESS_REPORT_SECS: u64 = 60;
 
 /// Where an entry's record and bodies live.
+///
+/// The primary hash covers remote and path (the cache key encodes both), so
+/// it alone identifies an entry in memory; object keys, which need hex, are
+/// only built when storage is actually touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryLocation {
     pub remote: String,
-    pub hash: String,
+    pub primary: [u8; 16],
 }
 
 impl EntryLocation {
     fn from_compact(key: &CompactCacheKey) -> Self {
         EntryLocation {
             remote: key.user_tag.to_string(),
-            hash: hex::encode(key.primary),
+            primary: key.primary,
         }
     }
 
     fn from_key(key: &CacheKey) -> Self {
         EntryLocation {
             remote: key.user_tag.clone(),
-            hash: key.primary(),
+            primary: key.primary_bin(),
         }
     }
 
-    fn dir(&self) -> String {
-        format!("cache/{}/{}", self.remote, &self.hash[..2])
+    fn hash(&self) -> String {
+        hex::encode(self.primary)
+    }
+
+    fn dir_and_hash(&self) -> (String, String) {
+        let hash = self.hash();
+        (format!("cache/{}/{}", self.remote, &hash[..2]), hash)
     }
 
     pub fn meta_key(&self) -> String {
-        format!("{}/{}.meta", self.dir(), self.hash)
+        let (dir, hash) = self.dir_and_hash();
+        format!("{dir}/{hash}.meta")
     }
 
     pub fn new_body_key(&self) -> String {
-        format!(
-            "{}/{}.{}.body",
-            self.dir(),
-            self.hash,
-            uuid::Uuid::new_v4().simple()
-        )
+        let (dir, hash) = self.dir_and_hash();
+        format!("{dir}/{hash}.{}.body", uuid::Uuid::new_v4().simple())
     }
 
     fn state_key(&self) -> String {
-        format!("{}/{}", self.remote, self.hash)
+        format!("{}/{}", self.remote, self.hash())
     }
 
-    fn hot_key(&self) -> (String, String) {
-        (self.remote.clone(), self.hash.clone())
+    fn id(&self) -> u128 {
+        u128::from_be_bytes(self.primary)
     }
+}
+
+/// The entry id encoded in a body object key (`.../{hash}.{uuid}.body`).
+fn id_of_body_key(key: &str) -> Option<u128> {
+    let name = key.rsplit('/').next()?;
+    let hash = name.split('.').next()?;
+    u128::from_str_radix(hash, 16)
+        .ok()
+        .filter(|_| hash.len() == 32)
+}
+
+/// An open body file and the body key it was opened for.
+#[derive(Clone)]
+struct OpenBody {
+    body_key: Arc<str>,
+    file: Arc<std::fs::File>,
+    size: u64,
 }
 
 /// A record as held in memory.
@@ -171,9 +194,10 @@ pub struct CacheStorage {
     blobs: BlobStore,
     state: Arc<dyn StateStore>,
     catalog: Arc<CatalogWriter>,
-    hot: MemoryCache<(String, String), HotRecord>,
-    /// Open body files by body key (unique per fill, so never stale).
-    open_bodies: MemoryCache<String, (Arc<std::fs::File>, u64)>,
+    hot: MemoryCache<u128, HotRecord>,
+    /// Open body files by entry id, with the body key they belong to (unique
+    /// per fill): a handle is used only for the body key it was opened for.
+    open_bodies: MemoryCache<u128, OpenBody>,
     /// Bumped by every flush; hot records from an older generation are ignored.
     flush_generation: AtomicU64,
     runtime: tokio::runtime::Handle,
@@ -219,7 +243,7 @@ impl CacheStorage {
     /// Finds the current record: memory, then state store, then body store.
     async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Entry>>> {
         let generation = self.flush_generation.load(Ordering::Acquire);
-        if let (Some(hot), _) = self.hot.get(&location.hot_key()) {
+        if let (Some(hot), _) = self.hot.get(&location.id()) {
             if hot.generation == generation {
                 return Ok(Some(hot.entry));
             }
@@ -261,24 +285,46 @@ impl CacheStorage {
 
     fn remember(&self, location: &EntryLocation, entry: Arc<Entry>, generation: u64) {
         self.hot
-            .put(&location.hot_key(), HotRecord { generation, entry }, None);
+            .put(&location.id(), HotRecord { generation, entry }, None);
     }
 
-    /// Opens a body, reusing an open handle when there is one.
-    async fn open_body(&self, body_key: &str) -> Result<Option<BodySource>> {
-        let body_key = body_key.to_string();
-        if let (Some((file, size)), _) = self.open_bodies.get(&body_key) {
-            return Ok(Some(BodySource::File { file, size }));
+    /// Opens an entry's body, reusing an open handle when there is one.
+    async fn open_body(&self, id: u128, body_key: &str) -> Result<Option<BodySource>> {
+        if let (Some(open), _) = self.open_bodies.get(&id) {
+            if &*open.body_key == body_key {
+                return Ok(Some(BodySource::File {
+                    file: open.file,
+                    size: open.size,
+                }));
+            }
         }
         let body = self
             .blobs
-            .open(&body_key)
+            .open(body_key)
             .await
             .map_err(|e| internal("opening cache body", e))?;
         if let Some(BodySource::File { file, size }) = &body {
-            self.open_bodies.put(&body_key, (file.clone(), *size), None);
+            let open = OpenBody {
+                body_key: body_key.into(),
+                file: file.clone(),
+                size: *size,
+            };
+            self.open_bodies.put(&id, open, None);
         }
         Ok(body)
+    }
+
+    /// Closes the kept handle of a body that is being deleted, so the disk
+    /// space really comes back.
+    fn close_body(&self, body_key: &str) {
+        let Some(id) = id_of_body_key(body_key) else {
+            return;
+        };
+        if let (Some(open), _) = self.open_bodies.get(&id) {
+            if &*open.body_key == body_key {
+                self.open_bodies.remove(&id);
+            }
+        }
     }
 
     /// Tells the catalog about an access, at most once per
@@ -334,7 +380,7 @@ impl CacheStorage {
         let blobs = self.blobs.clone();
         self.runtime.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-            self.open_bodies.remove(&body_key);
+            self.close_body(&body_key);
             if let Err(e) = blobs.delete(&body_key).await {
                 log::warn!("deleting replaced body {body_key}: {e}");
             }
@@ -344,7 +390,7 @@ impl CacheStorage {
     /// Removes an entry everywhere. Returns whether it existed.
     async fn remove(&self, location: &EntryLocation) -> Result<bool> {
         let entry = self.load_record(location).await?;
-        self.hot.remove(&location.hot_key());
+        self.hot.remove(&location.id());
         if let Err(e) = self.state.delete(&location.state_key()).await {
             log::warn!("{e}");
         }
@@ -354,7 +400,7 @@ impl CacheStorage {
             .map_err(|e| internal("deleting cache record", e))?;
         if let Some(entry) = &entry {
             let body = &entry.record.body;
-            self.open_bodies.remove(&body.body_key);
+            self.close_body(&body.body_key);
             self.blobs
                 .delete(&body.body_key)
                 .await
@@ -382,7 +428,7 @@ impl CacheStorage {
             .map_err(|e| internal("flushing cache objects", e))?;
         // Close what was deleted, so the disk space really comes back.
         for key in &deleted {
-            self.open_bodies.remove(key);
+            self.close_body(key);
         }
         let state_result = match remote {
             Some(remote) => self.state.delete_prefix(remote).await,
@@ -418,7 +464,7 @@ impl Storage for CacheStorage {
             return Ok(None);
         };
         let record = &entry.record;
-        let body = self.open_body(&record.body.body_key).await?;
+        let body = self.open_body(location.id(), &record.body.body_key).await?;
         let body = match body {
             Some(body) if body_size(&body) == record.body.size => body,
             other => {
@@ -514,5 +560,24 @@ impl Storage for CacheStorage {
 fn body_size(body: &BodySource) -> u64 {
     match body {
         BodySource::File { size, .. } | BodySource::Stream { size, .. } => *size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_keys_carry_their_entry_id() {
+        let location = EntryLocation {
+            remote: "r".into(),
+            primary: [0xab; 16],
+        };
+        let key = location.new_body_key();
+        assert!(key.starts_with("cache/r/ab/abababab"), "{key}");
+        assert_eq!(id_of_body_key(&key), Some(location.id()));
+        assert_eq!(id_of_body_key(&location.meta_key()), Some(location.id()));
+        assert_eq!(id_of_body_key("local/r/file.bin"), None);
+        assert_eq!(id_of_body_key("health-probe"), None);
     }
 }
