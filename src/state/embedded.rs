@@ -49,17 +49,24 @@ impl StateStore for EmbeddedState {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-        tokio::fs::create_dir_all(&dir)
+        // One trip to the blocking pool for the whole replace; the directory
+        // usually exists, so it is only created when the write says so.
+        let replace = move || -> StateResult<()> {
+            if let Err(e) = std::fs::write(&tmp, &value) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(err(&tmp, e));
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+                std::fs::write(&tmp, &value).map_err(|e| err(&tmp, e))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                err(&path, e)
+            })
+        };
+        tokio::task::spawn_blocking(replace)
             .await
-            .map_err(|e| err(&dir, e))?;
-        tokio::fs::write(&tmp, &value)
-            .await
-            .map_err(|e| err(&tmp, e))?;
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(err(&path, e));
-        }
-        Ok(())
+            .map_err(|e| StateError(format!("state write task: {e}")))?
     }
 
     async fn delete(&self, key: &str) -> StateResult<()> {

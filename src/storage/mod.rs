@@ -350,28 +350,38 @@ impl CacheStorage {
     /// Makes `record` the entry's current record: commit marker first, then
     /// the state store and memory.
     async fn commit(&'static self, location: &EntryLocation, record: Record) -> Result<()> {
-        let previous = self.load_record(location).await.ok().flatten();
+        let previous = self.previous_body(location).await;
         let encoded = record.encode();
-        self.blobs
-            .put(&location.meta_key(), encoded.clone())
-            .await
-            .map_err(|e| internal("writing cache record", e))?;
-        if let Err(e) = self
-            .state
-            .put(&location.state_key(), Bytes::from(encoded))
-            .await
-        {
+        let (meta_key, state_key) = (location.meta_key(), location.state_key());
+        // Both writes are single-object replaces; the body they point at is
+        // already complete, so their order does not matter for readers.
+        let (meta_written, state_written) = tokio::join!(
+            self.blobs.put(&meta_key, encoded.clone()),
+            self.state.put(&state_key, Bytes::from(encoded)),
+        );
+        meta_written.map_err(|e| internal("writing cache record", e))?;
+        if let Err(e) = state_written {
             log::warn!("{e}");
         }
         let generation = self.flush_generation.load(Ordering::Acquire);
         let new_body = record.body.body_key.clone();
         self.remember(location, Entry::new(record, unix_now())?, generation);
-        if let Some(previous) = previous {
-            if previous.record.body.body_key != new_body {
-                self.delete_body_later(previous.record.body.body_key.clone());
-            }
+        if let Some(previous) = previous.filter(|key| *key != new_body) {
+            self.delete_body_later(previous);
         }
         Ok(())
+    }
+
+    /// The body key of the entry being replaced, from memory or the state
+    /// store. A refill follows a lookup that loaded the old entry into
+    /// memory; a first fill finds nothing in either, and skipping the slower
+    /// body-store read keeps a cold miss short.
+    async fn previous_body(&self, location: &EntryLocation) -> Option<String> {
+        if let (Some(hot), _) = self.hot.get(&location.id()) {
+            return Some(hot.entry.record.body.body_key.clone());
+        }
+        let bytes = self.state.get(&location.state_key()).await.ok().flatten()?;
+        Record::decode(&bytes).ok().map(|r| r.body.body_key)
     }
 
     /// Old bodies are deleted after a grace period, so that a hit that opened
