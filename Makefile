@@ -32,9 +32,8 @@ check-config: build
 
 ## Everything CI runs: formatting, lints, unit and integration tests, and
 ## one QUICK pass of the benchmark harness (checks the harness, not ratios).
-test: bench-deps lint
+test: bench-deps lint bench-smoke
 	$(CARGO) test --workspace
-	$(MAKE) bench-smoke
 
 ## artifactd vs nginx proxy_cache on loopback; writes benches/results/.
 ## QUICK=1 shrinks every scenario (under 3 minutes).
