@@ -13,6 +13,7 @@
 //!   with a `fancy-regex` fallback for look-around).
 //! - [`policy`]: per-remote access control and immutable/mutable
 //!   classification, including the per-package default mutable patterns.
+//! - [`quarantine`]: holding newly published artifacts back.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 
@@ -20,6 +21,7 @@ pub mod cache_key;
 pub mod path;
 pub mod pattern;
 pub mod policy;
+pub mod quarantine;
 pub mod range;
 pub mod route;
 

@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub redirect: Option<Redirect>,
     /// Redirects followed so far for this request.
     pub redirects: u8,
+    /// RFC 3339 end of the quarantine holding this artifact back.
+    pub quarantined_until: Option<String>,
 }
 
 impl RequestCtx {
@@ -44,6 +46,7 @@ impl RequestCtx {
             upstream_status: None,
             redirect: None,
             redirects: 0,
+            quarantined_until: None,
         }
     }
 }

@@ -82,6 +82,38 @@ fn follow_redirect(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
 
 const REDIRECT_HOP: &str = "following upstream redirect";
 
+/// Refuses a newly published artifact of a remote with `quarantine_new`
+/// (the decision is `filters::quarantine::decide`). The refusal happens
+/// before anything reaches the client or the cache, so a held artifact is
+/// never stored and is fetched again once its quarantine has ended.
+fn hold_quarantined(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
+    let Some(artifact) = &ctx.artifact else {
+        return Ok(());
+    };
+    if resp.status != http::StatusCode::OK {
+        return Ok(());
+    }
+    let last_modified = resp
+        .headers
+        .get(http::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok());
+    let verdict = filters::quarantine::decide(
+        artifact.class,
+        last_modified,
+        artifact.remote.quarantine_days,
+        std::time::SystemTime::now(),
+    );
+    let filters::quarantine::Quarantine::Hold { until } = verdict else {
+        return Ok(());
+    };
+    ctx.quarantined_until = Some(filters::quarantine::rfc3339(until));
+    ctx.outcome = Some(Outcome::Other);
+    Err(Error::explain(
+        ErrorType::HTTPStatus(404),
+        "artifact in quarantine",
+    ))
+}
+
 fn no_artifact() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "no artifact in request context")
 }
@@ -200,6 +232,7 @@ impl ProxyHttp for ArtifactProxy {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         follow_redirect(ctx, upstream_response)?;
+        hold_quarantined(ctx, upstream_response)?;
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
         Ok(())
@@ -244,7 +277,14 @@ impl ProxyHttp for ArtifactProxy {
     ) -> FailToProxy {
         let code = respond::error_status(e);
         if code > 0 && session.response_written().is_none() {
-            let reply = respond::error_reply(code, e, ctx.remote_name.as_deref());
+            let reply = match &ctx.quarantined_until {
+                Some(until) => respond::Reply::text(
+                    http::StatusCode::NOT_FOUND,
+                    format!("artifact is in quarantine until {until}: published too recently"),
+                )
+                .header("x-artifact-quarantine", format!("until {until}")),
+                None => respond::error_reply(code, e, ctx.remote_name.as_deref()),
+            };
             if let Err(write_error) = respond::send_and_close(session, reply).await {
                 log::debug!("could not send the error response: {write_error}");
             }
@@ -253,6 +293,11 @@ impl ProxyHttp for ArtifactProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // A quarantine hold is policy, logged by the request line.
+        ctx.quarantined_until.is_some()
     }
 
     fn suppress_proxy_warn_log(

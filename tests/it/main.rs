@@ -7,10 +7,12 @@
 //! - `local`: local repository uploads, limits, tokens, deletes.
 //! - `security`: path validation before storage and upstream.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
+//! - `resilience`: quarantine, negative caching.
 
 mod admin;
 mod cache;
 mod config;
 mod harness;
 mod local;
+mod resilience;
 mod security;

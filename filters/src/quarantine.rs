@@ -1,0 +1,181 @@
+//! Quarantine of newly published artifacts (seed 004).
+//!
+//! A remote with `quarantine_new: true` refuses immutable artifacts whose
+//! upstream `Last-Modified` is less than `quarantine_days` old, giving time to
+//! notice a malicious release before anything installs it. The decision fails
+//! open: no or an unparsable `Last-Modified` allows the artifact, since the
+//! alternative would block everything from upstreams that omit the header.
+//! Mutable files (indexes, tag manifests) are never held: holding an index
+//! would hide every version, old ones included.
+
+use crate::policy::ArtifactClass;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The verdict for one upstream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quarantine {
+    Allow,
+    /// Refuse until this instant.
+    Hold {
+        until: SystemTime,
+    },
+}
+
+/// Decides whether an artifact is held, given its class, the upstream's
+/// `Last-Modified` value, the remote's `quarantine_days` (`None`: no
+/// quarantine) and the current time.
+pub fn decide(
+    class: ArtifactClass,
+    last_modified: Option<&str>,
+    quarantine_days: Option<u32>,
+    now: SystemTime,
+) -> Quarantine {
+    let (Some(days), ArtifactClass::Immutable) = (quarantine_days, class) else {
+        return Quarantine::Allow;
+    };
+    let Some(published) = last_modified.and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    else {
+        return Quarantine::Allow;
+    };
+    let until = published + Duration::from_secs(u64::from(days) * 86_400);
+    if now < until {
+        Quarantine::Hold { until }
+    } else {
+        Quarantine::Allow
+    }
+}
+
+/// Formats an instant as RFC 3339 in UTC (`2026-11-30T08:00:00Z`), the
+/// form of the `X-Artifact-Quarantine: until …` header.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn http(time: SystemTime) -> String {
+        httpdate::fmt_http_date(time)
+    }
+
+    const NOW: u64 = 1_795_000_000;
+
+    #[test]
+    fn recent_immutable_artifact_is_held_until_the_period_ends() {
+        let lm = http(at(NOW - DAY));
+        let verdict = decide(ArtifactClass::Immutable, Some(&lm), Some(7), at(NOW));
+        assert_eq!(
+            verdict,
+            Quarantine::Hold {
+                until: at(NOW + 6 * DAY)
+            }
+        );
+    }
+
+    #[test]
+    fn old_artifact_missing_or_malformed_date_is_allowed() {
+        let old = http(at(NOW - 30 * DAY));
+        assert_eq!(
+            decide(ArtifactClass::Immutable, Some(&old), Some(7), at(NOW)),
+            Quarantine::Allow
+        );
+        assert_eq!(
+            decide(ArtifactClass::Immutable, None, Some(7), at(NOW)),
+            Quarantine::Allow
+        );
+        assert_eq!(
+            decide(
+                ArtifactClass::Immutable,
+                Some("yesterday"),
+                Some(7),
+                at(NOW)
+            ),
+            Quarantine::Allow
+        );
+        assert_eq!(
+            decide(ArtifactClass::Immutable, Some(""), Some(7), at(NOW)),
+            Quarantine::Allow
+        );
+    }
+
+    #[test]
+    fn mutable_files_and_remotes_without_quarantine_are_never_held() {
+        let lm = http(at(NOW - 60));
+        let index = ArtifactClass::Mutable {
+            user_defined: false,
+        };
+        assert_eq!(
+            decide(index, Some(&lm), Some(7), at(NOW)),
+            Quarantine::Allow
+        );
+        assert_eq!(
+            decide(ArtifactClass::Immutable, Some(&lm), None, at(NOW)),
+            Quarantine::Allow
+        );
+    }
+
+    #[test]
+    fn clock_edges() {
+        let published = NOW - 3 * DAY;
+        let lm = http(at(published));
+        // One second before the end: held; at the end: allowed.
+        let end = published + 3 * DAY;
+        assert!(matches!(
+            decide(ArtifactClass::Immutable, Some(&lm), Some(3), at(end - 1)),
+            Quarantine::Hold { .. }
+        ));
+        assert_eq!(
+            decide(ArtifactClass::Immutable, Some(&lm), Some(3), at(end)),
+            Quarantine::Allow
+        );
+        // A Last-Modified in the future (clock skew) is held for the full period after it.
+        let future = http(at(NOW + DAY));
+        assert_eq!(
+            decide(ArtifactClass::Immutable, Some(&future), Some(1), at(NOW)),
+            Quarantine::Hold {
+                until: at(NOW + 2 * DAY)
+            }
+        );
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_795_000_000)), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(at(4_102_444_799)), "2099-12-31T23:59:59Z");
+    }
+}
