@@ -43,6 +43,8 @@ pub struct RawRemote {
 pub struct RawRemoteCache {
     pub immutable_ttl: Option<u64>,
     pub mutable_ttl: Option<u64>,
+    /// Seconds an upstream 404 for a mutable path is remembered (artifactd).
+    pub negative_ttl: Option<u64>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -87,6 +89,8 @@ pub struct Remote {
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
     pub immutable_ttl: Option<Duration>,
     pub mutable_ttl: Duration,
+    /// `None`: the server's `cache.negative_ttl`.
+    pub negative_ttl: Option<Duration>,
 }
 
 /// The default `cache.mutable_ttl` of the reference system: one hour.
@@ -242,6 +246,7 @@ fn compile_remote(
                 .filter(|ttl| *ttl > 0)
                 .map(Duration::from_secs),
             mutable_ttl: Duration::from_secs(cache.mutable_ttl.unwrap_or(DEFAULT_MUTABLE_TTL)),
+            negative_ttl: cache.negative_ttl.map(Duration::from_secs),
         }),
         _ => Err(errors),
     }

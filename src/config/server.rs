@@ -45,6 +45,9 @@ pub struct RawCacheSettings {
     /// Seconds a cache-fill lock may be held before followers give up
     /// waiting and fetch on their own.
     pub lock_timeout: Option<u64>,
+    /// Seconds an upstream 404 for a mutable path is remembered (0: never);
+    /// a remote's `cache.negative_ttl` overrides it.
+    pub negative_ttl: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -102,6 +105,7 @@ pub struct ServerConfig {
     pub state: StateUrl,
     pub catalog: CatalogUrl,
     pub lock_timeout: Duration,
+    pub negative_ttl: Duration,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -111,6 +115,7 @@ pub struct ServerConfig {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_NEGATIVE_TTL: u64 = 60;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
 
@@ -233,6 +238,7 @@ pub fn parse_server_config(
         state,
         catalog,
         lock_timeout: positive("cache.lock_timeout", raw.cache.lock_timeout, 300)?,
+        negative_ttl: Duration::from_secs(raw.cache.negative_ttl.unwrap_or(DEFAULT_NEGATIVE_TTL)),
         max_upload_bytes: raw
             .limits
             .max_upload_bytes

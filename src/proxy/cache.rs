@@ -32,20 +32,36 @@ pub fn fresh_for(artifact: &Artifact) -> Duration {
     }
 }
 
-/// Only complete `200 OK` responses are stored; errors, redirects and
-/// partial content pass through.
-pub fn cacheability(artifact: &Artifact, resp: &ResponseHeader) -> RespCacheable {
-    if resp.status != http::StatusCode::OK {
-        return RespCacheable::Uncacheable(NoCacheReason::Custom("status not 200"));
-    }
+/// What is stored: complete `200 OK` responses, for their class's TTL, and
+/// a 404 for a mutable path for the negative TTL (so a storm of requests for
+/// a missing index costs one upstream request; an immutable path is not
+/// remembered as missing, since it may be published any moment). Errors,
+/// redirects and partial content pass through.
+pub fn cacheability(
+    artifact: &Artifact,
+    resp: &ResponseHeader,
+    default_negative_ttl: Duration,
+) -> RespCacheable {
+    let (fresh, stale_if_error) = match (resp.status, artifact.class) {
+        (http::StatusCode::OK, _) => (fresh_for(artifact), STALE_IF_ERROR),
+        (http::StatusCode::NOT_FOUND, ArtifactClass::Mutable { .. }) => {
+            let ttl = artifact.remote.negative_ttl.unwrap_or(default_negative_ttl);
+            if ttl.is_zero() {
+                return RespCacheable::Uncacheable(NoCacheReason::Custom("negative caching off"));
+            }
+            // A remembered 404 is never served in place of an upstream error.
+            (ttl, Duration::ZERO)
+        }
+        _ => return RespCacheable::Uncacheable(NoCacheReason::Custom("status not cached")),
+    };
     let now = SystemTime::now();
     let mut header = resp.clone();
     header.remove_header(&http::header::SET_COOKIE);
     RespCacheable::Cacheable(CacheMeta::new(
-        now + fresh_for(artifact),
+        now + fresh,
         now,
         0,
-        STALE_IF_ERROR.as_secs() as u32,
+        stale_if_error.as_secs() as u32,
         header,
     ))
 }

@@ -245,7 +245,11 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-        Ok(cache::cacheability(artifact, resp))
+        Ok(cache::cacheability(
+            artifact,
+            resp,
+            self.app.config.server.negative_ttl,
+        ))
     }
 
     /// Labels where the body came from; runs for hits and misses alike.

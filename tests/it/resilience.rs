@@ -67,3 +67,50 @@ async fn quarantine_holds_new_immutable_artifacts_only() {
         assert_eq!(resp.text().await.unwrap(), body);
     }
 }
+
+#[tokio::test]
+async fn missing_mutable_files_are_remembered_for_the_negative_ttl() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = format!(
+        "{}  short:\n    base_url: \"{}\"\n    mutable_patterns: ['index\\.yaml$']\n    cache:\n      negative_ttl: 1\n",
+        generic_remote(&origin, "    mutable_patterns: ['index\\.yaml$']\n"),
+        origin.base_url()
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    for _ in 0..20 {
+        let resp = http
+            .get(ad.artifact("gen", "missing/index.yaml"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.text().await.unwrap(), "no such file\n");
+    }
+    assert_eq!(
+        origin.hits("/missing/index.yaml"),
+        1,
+        "20 requests, one upstream request"
+    );
+
+    // The remote's own negative_ttl (1 s) overrides the server default (60 s).
+    for _ in 0..3 {
+        http.get(ad.artifact("short", "gone/index.yaml"))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(origin.hits("/gone/index.yaml"), 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Once the 404 has expired, the file that appeared meanwhile is served.
+    origin.put("/gone/index.yaml", OriginFile::new("now here"));
+    let resp = http
+        .get(ad.artifact("short", "gone/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "now here");
+    assert_eq!(origin.hits("/gone/index.yaml"), 2);
+}
