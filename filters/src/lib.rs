@@ -14,6 +14,7 @@
 //! - [`policy`]: per-remote access control and immutable/mutable
 //!   classification, including the per-package default mutable patterns.
 //! - [`quarantine`]: holding newly published artifacts back.
+//! - [`stale`]: serving an expired copy while the upstream fails.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 
@@ -24,6 +25,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod range;
 pub mod route;
+pub mod stale;
 
 pub use path::{validate_artifact_path, PathError};
 pub use pattern::{PatternError, PatternSet};

@@ -33,6 +33,8 @@ pub struct RawRemote {
     pub username: Option<String>,
     pub password: Option<String>,
     pub cache: Option<RawRemoteCache>,
+    /// Upstream timeouts of this remote (artifactd; server defaults otherwise).
+    pub timeouts: Option<RawTimeouts>,
     /// Keys artifactd does not know; warned about, not fatal, because the
     /// reference system ignored them too.
     #[serde(flatten)]
@@ -45,8 +47,21 @@ pub struct RawRemoteCache {
     pub mutable_ttl: Option<u64>,
     /// Seconds an upstream 404 for a mutable path is remembered (artifactd).
     pub negative_ttl: Option<u64>,
+    /// Seconds an expired copy may be served while the upstream fails (artifactd).
+    pub stale_if_error: Option<u64>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// Per-remote upstream timeouts, in seconds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// To establish the TCP (and TLS) connection.
+    pub connect: Option<u64>,
+    /// The longest silence while waiting for the response or between body
+    /// chunks; a stalled upstream cannot hold a client longer than this.
+    pub read: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -91,6 +106,12 @@ pub struct Remote {
     pub mutable_ttl: Duration,
     /// `None`: the server's `cache.negative_ttl`.
     pub negative_ttl: Option<Duration>,
+    /// `None`: the server's `cache.stale_if_error`.
+    pub stale_if_error: Option<Duration>,
+    /// `None`: the server's `upstream.connect_timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// `None`: the server's `upstream.read_timeout`.
+    pub read_timeout: Option<Duration>,
 }
 
 /// The default `cache.mutable_ttl` of the reference system: one hour.
@@ -232,6 +253,15 @@ fn compile_remote(
         ));
     }
     let cache = raw.cache.clone().unwrap_or_default();
+    let timeouts = raw.timeouts.clone().unwrap_or_default();
+    for (field, value) in [
+        ("timeouts.connect", timeouts.connect),
+        ("timeouts.read", timeouts.read),
+    ] {
+        if value == Some(0) {
+            errors.push(err(field, "must be a positive number of seconds".into()));
+        }
+    }
     match (errors.is_empty(), policy) {
         (true, Some(policy)) => Ok(Remote {
             name: name.to_string(),
@@ -247,6 +277,9 @@ fn compile_remote(
                 .map(Duration::from_secs),
             mutable_ttl: Duration::from_secs(cache.mutable_ttl.unwrap_or(DEFAULT_MUTABLE_TTL)),
             negative_ttl: cache.negative_ttl.map(Duration::from_secs),
+            stale_if_error: cache.stale_if_error.map(Duration::from_secs),
+            connect_timeout: timeouts.connect.map(Duration::from_secs),
+            read_timeout: timeouts.read.map(Duration::from_secs),
         }),
         _ => Err(errors),
     }

@@ -48,6 +48,9 @@ pub struct RawCacheSettings {
     /// Seconds an upstream 404 for a mutable path is remembered (0: never);
     /// a remote's `cache.negative_ttl` overrides it.
     pub negative_ttl: Option<u64>,
+    /// Seconds an expired copy may still be served while the upstream fails
+    /// (0: never); a remote's `cache.stale_if_error` overrides it.
+    pub stale_if_error: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -106,6 +109,7 @@ pub struct ServerConfig {
     pub catalog: CatalogUrl,
     pub lock_timeout: Duration,
     pub negative_ttl: Duration,
+    pub stale_if_error: Duration,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -116,6 +120,8 @@ pub struct ServerConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_NEGATIVE_TTL: u64 = 60;
+/// One week: long enough to ride out an upstream outage over a weekend.
+pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
 
@@ -239,6 +245,9 @@ pub fn parse_server_config(
         catalog,
         lock_timeout: positive("cache.lock_timeout", raw.cache.lock_timeout, 300)?,
         negative_ttl: Duration::from_secs(raw.cache.negative_ttl.unwrap_or(DEFAULT_NEGATIVE_TTL)),
+        stale_if_error: Duration::from_secs(
+            raw.cache.stale_if_error.unwrap_or(DEFAULT_STALE_IF_ERROR),
+        ),
         max_upload_bytes: raw
             .limits
             .max_upload_bytes

@@ -13,9 +13,11 @@ use std::time::{Duration, SystemTime};
 
 /// How long "until flushed" is in practice.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// How long an expired copy may stand in for a failing upstream. The
-/// resilience work makes this configurable per remote.
-const STALE_IF_ERROR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The stale-if-error window stored with an entry: effectively unbounded,
+/// because the remote's `stale_if_error` period is applied when serving
+/// (`should_serve_stale`), so a changed period applies to entries already
+/// cached.
+const STALE_IF_ERROR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The cache key: remote and decoded path, length-prefixed. The remote name
 /// is also the user tag, which the storage uses to group entries by remote.
@@ -64,6 +66,41 @@ pub fn cacheability(
         stale_if_error.as_secs() as u32,
         header,
     ))
+}
+
+/// Turns an upstream 5xx or 429 into an upstream error, so it takes the
+/// same path as a connection failure: a cached copy within the stale period
+/// is served, otherwise the client gets 502/503/504 with a reason.
+pub fn refuse_upstream_failure(resp: &ResponseHeader) -> pingora::Result<()> {
+    let status = resp.status.as_u16();
+    if status >= 500 || status == 429 {
+        return Err(pingora::Error::new_up(pingora::ErrorType::HTTPStatus(
+            status,
+        )));
+    }
+    Ok(())
+}
+
+/// The `X-Artifact-Stale` reason for an error that allows serving stale,
+/// or `None` if it is not an upstream failure (a policy refusal, a client
+/// gone, artifactd's own error).
+pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
+    if error.esource() != &pingora::ErrorSource::Upstream {
+        return None;
+    }
+    Some(match error.etype() {
+        pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
+        pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
+        pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),
+        pingora::ErrorType::ConnectTimedout => "upstream connect timeout".into(),
+        pingora::ErrorType::ReadTimedout | pingora::ErrorType::WriteTimedout => {
+            "upstream timeout".into()
+        }
+        pingora::ErrorType::TLSHandshakeFailure | pingora::ErrorType::InvalidCert => {
+            "upstream TLS failure".into()
+        }
+        other => format!("upstream error {}", other.as_str()),
+    })
 }
 
 /// Whether a request that must go upstream wants less than the whole body

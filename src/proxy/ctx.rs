@@ -34,6 +34,8 @@ pub struct RequestCtx {
     pub redirects: u8,
     /// RFC 3339 end of the quarantine holding this artifact back.
     pub quarantined_until: Option<String>,
+    /// Why an expired copy is being served (`X-Artifact-Stale`).
+    pub stale_reason: Option<String>,
 }
 
 impl RequestCtx {
@@ -47,6 +49,7 @@ impl RequestCtx {
             redirect: None,
             redirects: 0,
             quarantined_until: None,
+            stale_reason: None,
         }
     }
 }

@@ -203,10 +203,17 @@ impl ProxyHttp for ArtifactProxy {
     ) -> Result<Box<HttpPeer>> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         match &ctx.redirect {
-            Some(redirect) => upstream::peer(&redirect.upstream(), &self.app.config.server).await,
+            Some(redirect) => {
+                upstream::peer(
+                    &redirect.upstream(),
+                    &artifact.remote,
+                    &self.app.config.server,
+                )
+                .await
+            }
             None => {
                 let upstream = artifact.remote.upstream.as_ref().ok_or_else(no_artifact)?;
-                upstream::peer(upstream, &self.app.config.server).await
+                upstream::peer(upstream, &artifact.remote, &self.app.config.server).await
             }
         }
     }
@@ -233,6 +240,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         follow_redirect(ctx, upstream_response)?;
         hold_quarantined(ctx, upstream_response)?;
+        cache::refuse_upstream_failure(upstream_response)?;
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
         Ok(())
@@ -262,10 +270,12 @@ impl ProxyHttp for ArtifactProxy {
         if ctx.artifact.is_some() {
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
-            if phase == CachePhase::Stale && ctx.upstream_status.is_none() {
+            if let (CachePhase::Stale, Some(reason)) = (phase, &ctx.stale_reason) {
+                upstream_response.insert_header("warning", "110 - \"Response is Stale\"")?;
+                upstream_response.insert_header("x-artifact-stale", reason.as_str())?;
                 // NOTE: pingora closes the client connection after serving
-                // stale for a failed upstream connection; say so, or the
-                // client's next request on it is reset.
+                // stale for a failed upstream; say so, or the client's next
+                // request on it is reset.
                 session.set_keepalive(None);
             }
         }
@@ -297,6 +307,36 @@ impl ProxyHttp for ArtifactProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Serves an expired copy in place of a failed upstream while it is
+    /// within the remote's `stale_if_error` period (`filters::stale`).
+    fn should_serve_stale(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        let (Some(error), Some(artifact)) = (error, &ctx.artifact) else {
+            return false;
+        };
+        let Some(reason) = cache::upstream_failure(error) else {
+            return false;
+        };
+        let Some(meta) = session.cache.maybe_cache_meta() else {
+            return false;
+        };
+        let period = artifact
+            .remote
+            .stale_if_error
+            .unwrap_or(self.app.config.server.stale_if_error);
+        let verdict =
+            filters::stale::decide(meta.fresh_until(), std::time::SystemTime::now(), period);
+        let serve = matches!(verdict, filters::stale::Stale::Serve { .. });
+        if serve {
+            ctx.stale_reason = Some(reason);
+        }
+        serve
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {

@@ -93,6 +93,12 @@ pub async fn send_and_close(session: &mut Session, reply: Reply) -> Result<()> {
 pub fn error_status(e: &pingora::Error) -> u16 {
     use pingora::{ErrorSource, ErrorType};
     match (e.etype(), e.esource()) {
+        // The upstream's own failure status, as a gateway reports it.
+        (ErrorType::HTTPStatus(code), ErrorSource::Upstream) => match code {
+            502..=504 => *code,
+            429 => 503,
+            _ => 502,
+        },
         (ErrorType::HTTPStatus(code), _) => *code,
         (
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
@@ -112,13 +118,8 @@ pub fn error_status(e: &pingora::Error) -> u16 {
 pub fn error_reply(code: u16, e: &pingora::Error, remote: Option<&str>) -> Reply {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
     let reason = status.canonical_reason().unwrap_or("error");
-    let text = match (e.esource(), remote) {
-        (pingora::ErrorSource::Upstream, Some(remote)) => {
-            format!(
-                "{reason}: upstream of remote '{remote}' failed ({})",
-                e.etype().as_str()
-            )
-        }
+    let text = match (super::cache::upstream_failure(e), remote) {
+        (Some(failure), Some(remote)) => format!("{reason}: remote '{remote}': {failure}"),
         _ => format!("{reason} ({})", e.etype().as_str()),
     };
     Reply::text(status, text)
@@ -132,6 +133,18 @@ mod tests {
     #[test]
     fn statuses_follow_the_error_source() {
         assert_eq!(error_status(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::HTTPStatus(500))),
+            502
+        );
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::HTTPStatus(503))),
+            503
+        );
+        assert_eq!(
+            error_status(&Error::new_up(ErrorType::HTTPStatus(429))),
+            503
+        );
         assert_eq!(
             error_status(&Error::new_up(ErrorType::ConnectTimedout)),
             504
@@ -148,7 +161,7 @@ mod tests {
         let text = String::from_utf8(reply.body.to_vec()).unwrap();
         assert_eq!(
             text,
-            "Bad Gateway: upstream of remote 'gen' failed (ConnectRefused)\n"
+            "Bad Gateway: remote 'gen': upstream refused the connection\n"
         );
     }
 }

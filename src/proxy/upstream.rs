@@ -2,7 +2,7 @@
 //! connect to and what request to send it.
 
 use super::ctx::Artifact;
-use crate::config::{ServerConfig, Upstream};
+use crate::config::{Remote, ServerConfig, Upstream};
 use filters::Package;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
@@ -13,14 +13,22 @@ use std::net::SocketAddr;
 ///
 /// Resolution failures are upstream errors (`Error::new_up`), so a cached
 /// copy can still be served for them.
-pub async fn peer(upstream: &Upstream, server: &ServerConfig) -> Result<Box<HttpPeer>> {
+pub async fn peer(
+    upstream: &Upstream,
+    remote: &Remote,
+    server: &ServerConfig,
+) -> Result<Box<HttpPeer>> {
     let address = resolve(&upstream.host, upstream.port).await?;
     let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+    let connect = remote.connect_timeout.unwrap_or(server.connect_timeout);
+    let read = remote.read_timeout.unwrap_or(server.read_timeout);
     let options = &mut peer.options;
-    options.connection_timeout = Some(server.connect_timeout);
-    options.total_connection_timeout = Some(server.connect_timeout);
-    options.read_timeout = Some(server.read_timeout);
-    options.write_timeout = Some(server.read_timeout);
+    options.connection_timeout = Some(connect);
+    options.total_connection_timeout = Some(connect);
+    // Bounds every read: the wait for the response header and each gap
+    // between body chunks, so a stalled upstream cannot hold a client.
+    options.read_timeout = Some(read);
+    options.write_timeout = Some(read);
     options.idle_timeout = Some(std::time::Duration::from_secs(60));
     Ok(Box::new(peer))
 }

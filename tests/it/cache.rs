@@ -405,7 +405,7 @@ async fn expired_copy_is_served_while_the_upstream_is_down() {
     assert_eq!(missing.status(), 502);
     let reason = missing.text().await.unwrap();
     assert!(
-        reason.contains("remote 'gen'") && reason.contains("ConnectRefused"),
+        reason.contains("remote 'gen'") && reason.contains("refused the connection"),
         "{reason}"
     );
     assert_eq!(reason.lines().count(), 1);

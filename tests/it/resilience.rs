@@ -114,3 +114,197 @@ async fn missing_mutable_files_are_remembered_for_the_negative_ttl() {
     assert_eq!(resp.text().await.unwrap(), "now here");
     assert_eq!(origin.hits("/gone/index.yaml"), 2);
 }
+
+/// How an upstream fails after the object was cached.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Refused,
+    Dns,
+    Tls,
+    Stalled,
+    Status(u16),
+}
+
+const STALE_REMOTE: &str = "    mutable_patterns: ['index\\.yaml$']\n    timeouts:\n      connect: 1\n      read: 1\n    cache:\n      mutable_ttl: 1\n      stale_if_error: 3\n";
+
+fn remote_at(base_url: &str) -> String {
+    format!("remotes:\n  gen:\n    base_url: \"{base_url}\"\n{STALE_REMOTE}")
+}
+
+/// Caches `s/index.yaml`, makes the upstream fail in the given way, then
+/// checks: within the stale period the cached bytes come back with the stale
+/// headers; after it, a 5xx with a reason; an uncached path gets a 5xx at
+/// once (every request is bounded by the 1 s timeouts and the client's 60 s).
+async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str) {
+    let origin = Origin::start().await;
+    let body = format!("index as cached ({failure:?})\n");
+    origin.put("/s/index.yaml", OriginFile::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ad = Artifactd::start(dir.path(), &remote_at(&origin.base_url()), "").await;
+    let http = client();
+    let fetched = std::time::Instant::now();
+    assert_eq!(
+        http.get(ad.artifact("gen", "s/index.yaml"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        body
+    );
+
+    let silent = crate::harness::Silent::start().await;
+    let port = origin.base_url().rsplit(':').next().unwrap().to_string();
+    let failing_url = match failure {
+        Failure::Refused => {
+            origin.stop();
+            None
+        }
+        Failure::Status(code) => {
+            origin.put("/s/index.yaml", OriginFile::failing(code));
+            origin.put("/s/other/index.yaml", OriginFile::failing(code));
+            None
+        }
+        Failure::Dns => Some("http://upstream.invalid".to_string()),
+        Failure::Tls => Some(format!("https://127.0.0.1:{port}")),
+        Failure::Stalled => Some(format!("http://{}", silent.addr)),
+    };
+    if let Some(url) = failing_url {
+        // Same storage, same remote name, now pointing at a failing upstream.
+        ad.kill();
+        ad = Artifactd::start(dir.path(), &remote_at(&url), "").await;
+    }
+
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(fetched.elapsed())).await;
+    let stale = http
+        .get(ad.artifact("gen", "s/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        200,
+        "{failure:?}: stale copy expected\n{}",
+        ad.log_text()
+    );
+    assert_eq!(stale.headers()["x-artifact-source"], "cache");
+    assert_eq!(stale.headers()["warning"], "110 - \"Response is Stale\"");
+    let why = stale.headers()["x-artifact-stale"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(why.contains(reason_part), "{failure:?}: reason {why:?}");
+    assert!(stale.headers().contains_key("age"));
+    assert_eq!(stale.text().await.unwrap(), body);
+
+    let uncached = http
+        .get(ad.artifact("gen", "s/other/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        uncached.status(),
+        expected_status,
+        "{failure:?}: uncached path"
+    );
+    assert!(uncached.text().await.unwrap().contains("remote 'gen'"));
+
+    tokio::time::sleep(Duration::from_millis(5500).saturating_sub(fetched.elapsed())).await;
+    let expired = http
+        .get(ad.artifact("gen", "s/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.status(),
+        expected_status,
+        "{failure:?}: past the stale period"
+    );
+    assert!(expired.headers().get("x-artifact-stale").is_none());
+    let text = expired.text().await.unwrap();
+    assert!(
+        text.contains("remote 'gen'") && text.contains(reason_part),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn stale_through_connection_refused() {
+    stale_through(Failure::Refused, 502, "refused").await;
+}
+
+#[tokio::test]
+async fn stale_through_dns_failure() {
+    stale_through(Failure::Dns, 502, "unresolvable").await;
+}
+
+#[tokio::test]
+async fn stale_through_tls_failure() {
+    stale_through(Failure::Tls, 502, "upstream").await;
+}
+
+#[tokio::test]
+async fn stale_through_a_stalled_upstream() {
+    stale_through(Failure::Stalled, 504, "timeout").await;
+}
+
+#[tokio::test]
+async fn stale_through_500() {
+    stale_through(Failure::Status(500), 502, "status 500").await;
+}
+
+#[tokio::test]
+async fn stale_through_503() {
+    stale_through(Failure::Status(503), 503, "status 503").await;
+}
+
+#[tokio::test]
+async fn stale_through_429() {
+    stale_through(Failure::Status(429), 503, "status 429").await;
+}
+
+#[tokio::test]
+async fn truncated_revalidation_keeps_the_old_copy_intact() {
+    let origin = Origin::start().await;
+    let old = crate::harness::pattern_bytes(1_000_000, 21);
+    origin.put("/t/index.yaml", OriginFile::new(old.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &remote_at(&origin.base_url()), "").await;
+    let http = client();
+    let fetched = std::time::Instant::now();
+    let first = http
+        .get(ad.artifact("gen", "t/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.bytes().await.unwrap(), old);
+
+    // The upstream changes, but its new body is cut off halfway.
+    let mut cut = OriginFile::new(crate::harness::pattern_bytes(1_000_000, 22));
+    cut.truncate_after = Some(400_000);
+    origin.put("/t/index.yaml", cut);
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(fetched.elapsed())).await;
+    let refill = http
+        .get(ad.artifact("gen", "t/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refill.bytes().await.is_err(),
+        "the cut-off body must fail the transfer"
+    );
+    assert_eq!(origin.hits("/t/index.yaml"), 2);
+
+    // Nothing partial was committed: with the upstream gone, the old copy is
+    // served, byte for byte.
+    origin.stop();
+    let stale = http
+        .get(ad.artifact("gen", "t/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert!(stale.headers().contains_key("x-artifact-stale"));
+    assert_eq!(stale.bytes().await.unwrap(), old);
+}

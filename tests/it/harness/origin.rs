@@ -23,6 +23,8 @@ pub struct OriginFile {
     pub chunk_delay: Option<Duration>,
     /// Answer `302 Found` with this `Location` instead of the body.
     pub redirect_to: Option<String>,
+    /// Answer with this (error) status and the body instead.
+    pub status: Option<u16>,
 }
 
 impl OriginFile {
@@ -34,7 +36,15 @@ impl OriginFile {
             truncate_after: None,
             chunk_delay: None,
             redirect_to: None,
+            status: None,
         }
+    }
+
+    /// A response with an error status, such as 500, 503 or 429.
+    pub fn failing(status: u16) -> Self {
+        let mut file = OriginFile::new(format!("upstream says {status}\n"));
+        file.status = Some(status);
+        file
     }
 
     pub fn redirect(location: &str) -> Self {
@@ -136,6 +146,33 @@ impl Drop for Origin {
     }
 }
 
+/// A listener that accepts connections and never answers: a stalled
+/// upstream. Connections are held until it is dropped.
+pub struct Silent {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Silent {
+    pub async fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind silent");
+        let addr = listener.local_addr().expect("silent addr");
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Silent { addr, task }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -183,6 +220,17 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         if let Some(location) = &file.redirect_to {
             let head = format!(
                 "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: {}\r\n\r\n",
+                file.body.len()
+            );
+            write.write_all(head.as_bytes()).await?;
+            if method != "HEAD" {
+                write.write_all(&file.body).await?;
+            }
+            continue;
+        }
+        if let Some(status) = file.status {
+            let head = format!(
+                "HTTP/1.1 {status} Failing\r\nContent-Length: {}\r\nRetry-After: 1\r\n\r\n",
                 file.body.len()
             );
             write.write_all(head.as_bytes()).await?;
