@@ -79,6 +79,7 @@ async fn health(app: &App) -> Reply {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "remotes": app.config.remotes.len(),
+        "upstreams": app.breakers.states(),
         "checks": {
             "storage": check(storage.map_err(|e| e.to_string())),
             "catalog": check(catalog_result),
@@ -93,10 +94,9 @@ async fn health(app: &App) -> Reply {
 }
 
 fn metrics(app: &App) -> Reply {
-    let mut reply = Reply::text(
-        StatusCode::OK,
-        app.metrics.render(app.catalog_writer.dropped()),
-    );
+    let mut text = app.metrics.render(app.catalog_writer.dropped());
+    app.breakers.render(&mut text);
+    let mut reply = Reply::text(StatusCode::OK, text);
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     reply
 }

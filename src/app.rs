@@ -1,5 +1,6 @@
 //! The shared application state every request sees, built once at start.
 
+use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -14,6 +15,7 @@ pub struct App {
     pub storage: &'static CacheStorage,
     pub cache_lock: &'static CacheKeyLockImpl,
     pub metrics: Metrics,
+    pub breakers: Breakers,
     pub catalog: Arc<dyn Catalog>,
     pub catalog_writer: Arc<CatalogWriter>,
     /// The background runtime: catalog, deferred deletes, admin I/O that

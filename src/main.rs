@@ -9,6 +9,7 @@
 //! - [`state`]: freshness state store. [`catalog`]: what is cached.
 //! - [`admin`], [`local`]: endpoints answered without an upstream.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
+//! - [`breakers`]: per-remote circuit breakers.
 //!
 //! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
@@ -17,6 +18,7 @@
 mod admin;
 mod app;
 mod auth;
+mod breakers;
 mod catalog;
 mod cli;
 mod config;

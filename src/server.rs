@@ -2,6 +2,7 @@
 //! catalog, cache storage and lock, then the Pingora proxy service.
 
 use crate::app::App;
+use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
 use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
 use crate::metrics::Metrics;
@@ -107,6 +108,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
+        breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
         config,
         storage,
         cache_lock,

@@ -16,8 +16,10 @@
 //! - [`quarantine`]: holding newly published artifacts back.
 //! - [`stale`]: serving an expired copy while the upstream fails.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
+//! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 
+pub mod breaker;
 pub mod cache_key;
 pub mod path;
 pub mod pattern;

@@ -69,6 +69,10 @@ pub struct RawUpstreamSettings {
     pub connect_timeout: Option<u64>,
     /// Seconds an upstream may stay silent (before the first byte or between chunks).
     pub read_timeout: Option<u64>,
+    /// Consecutive upstream failures that mark a remote down (0: never).
+    pub breaker_failures: Option<u32>,
+    /// Seconds a remote stays marked down before one probe request tests it.
+    pub breaker_backoff: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -114,6 +118,7 @@ pub struct ServerConfig {
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub breaker: filters::breaker::Breaker,
     pub write_token: Option<String>,
     pub admin_token: Option<String>,
 }
@@ -255,6 +260,11 @@ pub fn parse_server_config(
         max_path_bytes: raw.limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
         connect_timeout: positive("upstream.connect_timeout", raw.upstream.connect_timeout, 10)?,
         read_timeout: positive("upstream.read_timeout", raw.upstream.read_timeout, 60)?,
+        breaker: filters::breaker::Breaker {
+            threshold: raw.upstream.breaker_failures.unwrap_or(5),
+            backoff_ms: positive("upstream.breaker_backoff", raw.upstream.breaker_backoff, 30)?
+                .as_millis() as u64,
+        },
         write_token: raw.tokens.write.clone().filter(|t| !t.is_empty()),
         admin_token: raw.tokens.admin.clone().filter(|t| !t.is_empty()),
     };

@@ -68,6 +68,10 @@ pub fn cacheability(
     ))
 }
 
+/// The error of a request not sent upstream because its remote is marked
+/// down by the circuit breaker.
+pub const REMOTE_DOWN: &str = "remote marked down";
+
 /// Turns an upstream 5xx or 429 into an upstream error, so it takes the
 /// same path as a connection failure: a cached copy within the stale period
 /// is served, otherwise the client gets 502/503/504 with a reason.
@@ -90,6 +94,7 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     }
     Some(match error.etype() {
         pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
+        pingora::ErrorType::Custom(REMOTE_DOWN) => "remote marked down".into(),
         pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
         pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),
         pingora::ErrorType::ConnectTimedout => "upstream connect timeout".into(),

@@ -3,6 +3,7 @@
 use super::upstream::Redirect;
 use crate::config::Remote;
 use crate::metrics::Outcome;
+use filters::breaker::Admit;
 use filters::ArtifactClass;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     pub quarantined_until: Option<String>,
     /// Why an expired copy is being served (`X-Artifact-Stale`).
     pub stale_reason: Option<String>,
+    /// The breaker's answer for this request's first upstream attempt.
+    pub admitted: Option<Admit>,
 }
 
 impl RequestCtx {
@@ -50,6 +53,7 @@ impl RequestCtx {
             redirects: 0,
             quarantined_until: None,
             stale_reason: None,
+            admitted: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::metrics::Outcome;
 use async_trait::async_trait;
 use ctx::RequestCtx;
+use filters::breaker::Admit;
 use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -202,6 +203,16 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        // Redirect hops belong to the attempt already admitted.
+        if ctx.admitted.is_none() {
+            let admit = self.app.breakers.admit(&artifact.remote.name);
+            ctx.admitted = Some(admit);
+        }
+        if let Some(Admit::No { .. }) = ctx.admitted {
+            // No connection attempt: a cached copy is served by the
+            // stale-if-error path, anything else fails fast with 503.
+            return Err(Error::new_up(ErrorType::Custom(cache::REMOTE_DOWN)));
+        }
         match &ctx.redirect {
             Some(redirect) => {
                 upstream::peer(
@@ -289,16 +300,21 @@ impl ProxyHttp for ArtifactProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = respond::error_status(e);
-        if code > 0 && session.response_written().is_none() {
-            let reply = match &ctx.quarantined_until {
-                Some(until) => respond::Reply::text(
-                    http::StatusCode::NOT_FOUND,
-                    format!("artifact is in quarantine until {until}: published too recently"),
+        let remote = ctx.remote_name.as_deref().unwrap_or("-");
+        let (code, reply) = match (ctx.admitted, &ctx.quarantined_until) {
+            (Some(Admit::No { retry_after_ms }), _) => {
+                (503, respond::remote_down_reply(remote, retry_after_ms))
+            }
+            (_, Some(until)) => (404, respond::quarantine_reply(until)),
+            _ => {
+                let code = respond::error_status(e);
+                (
+                    code,
+                    respond::error_reply(code, e, ctx.remote_name.as_deref()),
                 )
-                .header("x-artifact-quarantine", format!("until {until}")),
-                None => respond::error_reply(code, e, ctx.remote_name.as_deref()),
-            };
+            }
+        };
+        if code > 0 && session.response_written().is_none() {
             if let Err(write_error) = respond::send_and_close(session, reply).await {
                 log::debug!("could not send the error response: {write_error}");
             }
@@ -368,7 +384,14 @@ impl ProxyHttp for ArtifactProxy {
             _ => Outcome::Other,
         });
         let upstream_error = error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
-            || ctx.upstream_status.is_some_and(|s| s >= 500);
+            || ctx.upstream_status.is_some_and(|s| s >= 500 || s == 429);
+        if let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
+            (&ctx.artifact, ctx.admitted)
+        {
+            self.app
+                .breakers
+                .record(&artifact.remote.name, admit, !upstream_error);
+        }
         let source = if ctx.artifact.is_some() {
             cache::source(phase)
         } else {

@@ -125,6 +125,25 @@ pub fn error_reply(code: u16, e: &pingora::Error, remote: Option<&str>) -> Reply
     Reply::text(status, text)
 }
 
+/// 404 for an artifact held in quarantine until `until` (RFC 3339).
+pub fn quarantine_reply(until: &str) -> Reply {
+    Reply::text(
+        StatusCode::NOT_FOUND,
+        format!("artifact is in quarantine until {until}: published too recently"),
+    )
+    .header("x-artifact-quarantine", format!("until {until}"))
+}
+
+/// 503 with `Retry-After` for a request of a remote the circuit breaker
+/// marked down.
+pub fn remote_down_reply(remote: &str, retry_after_ms: u64) -> Reply {
+    Reply::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("Service Unavailable: remote '{remote}' is marked down after repeated upstream failures"),
+    )
+    .header("retry-after", retry_after_ms.div_ceil(1000).max(1).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,3 +308,113 @@ async fn truncated_revalidation_keeps_the_old_copy_intact() {
     assert!(stale.headers().contains_key("x-artifact-stale"));
     assert_eq!(stale.bytes().await.unwrap(), old);
 }
+
+#[tokio::test]
+async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
+    let origin = Origin::start().await;
+    origin.put("/c/index.yaml", OriginFile::new("cached index\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "upstream:\n  breaker_failures: 3\n  breaker_backoff: 2\n";
+    let ad = Artifactd::start(dir.path(), &remote_at(&origin.base_url()), extra).await;
+    let http = client();
+    let url = ad.artifact("gen", "c/index.yaml");
+    assert_eq!(
+        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        "cached index\n"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Three failures in a row mark the remote down.
+    origin.put("/u/a.tgz", OriginFile::failing(503));
+    for _ in 0..3 {
+        let resp = http
+            .get(ad.artifact("gen", "u/a.tgz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+    }
+    assert_eq!(origin.hits("/u/a.tgz"), 3);
+    let before = origin.total_hits();
+
+    // While down: the expired cached object is answered from cache, 100
+    // times, without a single upstream request; an uncached one fails fast.
+    for _ in 0..100 {
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-artifact-stale"], "remote marked down");
+        assert_eq!(resp.text().await.unwrap(), "cached index\n");
+    }
+    let fast = http
+        .get(ad.artifact("gen", "u/a.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fast.status(), 503);
+    let retry_after: u64 = fast.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        origin.total_hits(),
+        before,
+        "no upstream request while the remote is down"
+    );
+    let health: serde_json::Value = http
+        .get(ad.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["upstreams"]["gen"], "down");
+    let metrics = http
+        .get(ad.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("artifactd_remote_up{remote=\"gen\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("artifactd_breaker_rejections_total{remote=\"gen\"} 101"),
+        "{metrics}"
+    );
+
+    // The upstream recovers; after the back-off a burst sends one probe only.
+    origin.put("/c/index.yaml", OriginFile::new("fresh index\n"));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let burst: Vec<_> = (0..5)
+        .map(|_| {
+            let http = http.clone();
+            let url = url.clone();
+            tokio::spawn(async move { http.get(&url).send().await.unwrap().status() })
+        })
+        .collect();
+    for task in burst {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(
+        origin.hits("/c/index.yaml"),
+        2,
+        "the first fill and exactly one probe"
+    );
+    let health: serde_json::Value = http
+        .get(ad.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["upstreams"]["gen"], "up");
+    let after = http.get(&url).send().await.unwrap();
+    assert_eq!(after.text().await.unwrap(), "fresh index\n");
+}

@@ -1,0 +1,182 @@
+//! A per-remote circuit breaker, as a pure state machine.
+//!
+//! After `threshold` consecutive upstream failures a remote is *open*
+//! (marked down) for `backoff`: requests are not sent upstream at all, so
+//! cached objects are answered from cache at once and uncached ones fail
+//! fast. When the back-off has passed, exactly one request is admitted as a
+//! *probe*; its success closes the breaker, its failure opens it again.
+//! Time is milliseconds on any monotonic clock the caller chooses.
+
+/// The breaker of one remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Requests flow; `failures` consecutive failures so far.
+    Closed { failures: u32 },
+    /// Marked down until `until_ms`.
+    Open { until_ms: u64 },
+    /// One probe is in flight; everything else is refused meanwhile.
+    Probing,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Closed { failures: 0 }
+    }
+}
+
+impl State {
+    /// Whether requests currently reach the upstream.
+    pub fn is_up(&self) -> bool {
+        matches!(self, State::Closed { .. })
+    }
+}
+
+/// Whether a request may go upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Yes, as the one probe of a remote that was down.
+    Probe,
+    /// No: the remote is down; try again in about this long.
+    No {
+        retry_after_ms: u64,
+    },
+}
+
+/// Thresholds of a breaker. A `threshold` of 0 disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    pub threshold: u32,
+    pub backoff_ms: u64,
+}
+
+impl Breaker {
+    /// Decides for a request at `now_ms`, returning the new state.
+    pub fn admit(&self, state: State, now_ms: u64) -> (Admit, State) {
+        if self.threshold == 0 {
+            return (Admit::Yes, State::default());
+        }
+        match state {
+            State::Closed { .. } => (Admit::Yes, state),
+            State::Open { until_ms } if now_ms >= until_ms => (Admit::Probe, State::Probing),
+            State::Open { until_ms } => (
+                Admit::No {
+                    retry_after_ms: until_ms - now_ms,
+                },
+                state,
+            ),
+            State::Probing => (
+                Admit::No {
+                    retry_after_ms: self.backoff_ms.min(1000),
+                },
+                state,
+            ),
+        }
+    }
+
+    /// Records the outcome of a request that `admit` let through.
+    pub fn record(&self, state: State, admitted: Admit, success: bool, now_ms: u64) -> State {
+        if self.threshold == 0 {
+            return State::default();
+        }
+        let open = State::Open {
+            until_ms: now_ms + self.backoff_ms,
+        };
+        match (admitted, success, state) {
+            (Admit::Probe, true, _) => State::Closed { failures: 0 },
+            (Admit::Probe, false, _) => open,
+            (Admit::Yes, true, State::Closed { .. }) => State::Closed { failures: 0 },
+            (Admit::Yes, false, State::Closed { failures }) if failures + 1 >= self.threshold => {
+                open
+            }
+            (Admit::Yes, false, State::Closed { failures }) => State::Closed {
+                failures: failures + 1,
+            },
+            // A request admitted before the breaker opened, finishing late,
+            // or one that was refused: no change.
+            (_, _, state) => state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Breaker = Breaker {
+        threshold: 3,
+        backoff_ms: 1000,
+    };
+
+    fn fail(state: State, now: u64) -> State {
+        let (admit, state) = B.admit(state, now);
+        B.record(state, admit, false, now)
+    }
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures() {
+        let mut s = State::default();
+        s = fail(s, 0);
+        s = fail(s, 1);
+        assert_eq!(s, State::Closed { failures: 2 });
+        s = fail(s, 2);
+        assert_eq!(s, State::Open { until_ms: 1002 });
+        assert!(!s.is_up());
+        assert_eq!(
+            B.admit(s, 500).0,
+            Admit::No {
+                retry_after_ms: 502
+            }
+        );
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let s = fail(fail(State::default(), 0), 1);
+        let (admit, s) = B.admit(s, 2);
+        assert_eq!(B.record(s, admit, true, 2), State::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn one_probe_at_a_time_then_close_or_reopen() {
+        let open = State::Open { until_ms: 1000 };
+        // Clock edge: one millisecond early is refused, on time is a probe.
+        assert!(matches!(
+            B.admit(open, 999).0,
+            Admit::No { retry_after_ms: 1 }
+        ));
+        let (admit, probing) = B.admit(open, 1000);
+        assert_eq!((admit, probing), (Admit::Probe, State::Probing));
+        assert!(matches!(B.admit(probing, 1001).0, Admit::No { .. }));
+        assert_eq!(
+            B.record(probing, Admit::Probe, true, 1100),
+            State::Closed { failures: 0 }
+        );
+        assert_eq!(
+            B.record(probing, Admit::Probe, false, 1100),
+            State::Open { until_ms: 2100 }
+        );
+    }
+
+    #[test]
+    fn late_results_of_earlier_requests_do_not_change_an_open_breaker() {
+        let open = State::Open { until_ms: 1000 };
+        assert_eq!(B.record(open, Admit::Yes, true, 10), open);
+        assert_eq!(B.record(open, Admit::Yes, false, 10), open);
+    }
+
+    #[test]
+    fn threshold_zero_disables() {
+        let off = Breaker {
+            threshold: 0,
+            backoff_ms: 1000,
+        };
+        let mut s = State::default();
+        for now in 0..10 {
+            let (admit, next) = off.admit(s, now);
+            assert_eq!(admit, Admit::Yes);
+            s = off.record(next, admit, false, now);
+        }
+        assert!(s.is_up());
+    }
+}
