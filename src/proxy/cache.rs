@@ -72,6 +72,44 @@ pub fn cacheability(
 /// down by the circuit breaker.
 pub const REMOTE_DOWN: &str = "remote marked down";
 
+/// Whether an expired copy is revalidated with `If-None-Match` /
+/// `If-Modified-Since` (seeds 000/003): only for a remote with
+/// `check_mutable_updates: true`, and only for its own `mutable_patterns`;
+/// otherwise the file is fetched again in full. An immutable artifact with an
+/// `immutable_ttl` is always revalidated conditionally: it cannot change.
+pub fn revalidates_conditionally(artifact: &Artifact) -> bool {
+    match artifact.class {
+        ArtifactClass::Immutable => true,
+        ArtifactClass::Mutable { user_defined } => {
+            user_defined && artifact.remote.check_mutable_updates
+        }
+    }
+}
+
+/// A 404 or 410 for a cached immutable artifact becomes an upstream error,
+/// so the stale path serves the cached copy: an upstream that deleted a
+/// release must not take it away from the cache's users.
+pub fn keep_vanished_immutable(
+    artifact: &Artifact,
+    has_copy: bool,
+    resp: &ResponseHeader,
+) -> pingora::Result<()> {
+    let status = resp.status.as_u16();
+    if has_copy && artifact.class == ArtifactClass::Immutable && matches!(status, 404 | 410) {
+        return Err(pingora::Error::new_up(pingora::ErrorType::HTTPStatus(
+            status,
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an error is the upstream's 404/410 for a cached immutable
+/// artifact (see [`keep_vanished_immutable`]): not a failure of the upstream.
+pub fn vanished(error: &pingora::Error) -> bool {
+    error.esource() == &pingora::ErrorSource::Upstream
+        && matches!(error.etype(), pingora::ErrorType::HTTPStatus(404 | 410))
+}
+
 /// Turns an upstream 5xx or 429 into an upstream error, so it takes the
 /// same path as a connection failure: a cached copy within the stale period
 /// is served, otherwise the client gets 502/503/504 with a reason.

@@ -237,18 +237,29 @@ impl ProxyHttp for ArtifactProxy {
     ) -> Result<()> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         match &ctx.redirect {
-            Some(redirect) => upstream::rewrite_redirected(artifact, redirect, upstream_request),
-            None => upstream::rewrite_request(artifact, upstream_request),
+            Some(redirect) => upstream::rewrite_redirected(artifact, redirect, upstream_request)?,
+            None => upstream::rewrite_request(artifact, upstream_request)?,
         }
+        if !cache::revalidates_conditionally(artifact) {
+            // Seed semantics: without check_mutable_updates (and always for
+            // built-in patterns) an expired file is fetched again in full.
+            upstream_request.remove_header(&http::header::IF_NONE_MATCH);
+            upstream_request.remove_header(&http::header::IF_MODIFIED_SINCE);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some(artifact) = &ctx.artifact {
+            let has_copy = session.cache.maybe_cache_meta().is_some();
+            cache::keep_vanished_immutable(artifact, has_copy, upstream_response)?;
+        }
         follow_redirect(ctx, upstream_response)?;
         hold_quarantined(ctx, upstream_response)?;
         cache::refuse_upstream_failure(upstream_response)?;
@@ -342,6 +353,12 @@ impl ProxyHttp for ArtifactProxy {
         let Some(meta) = session.cache.maybe_cache_meta() else {
             return false;
         };
+        if cache::vanished(error) {
+            // An immutable artifact the upstream no longer has: the cached
+            // copy is the artifact, whatever its age.
+            ctx.stale_reason = Some(reason);
+            return true;
+        }
         let period = artifact
             .remote
             .stale_if_error
@@ -383,7 +400,8 @@ impl ProxyHttp for ArtifactProxy {
             _ if ctx.artifact.is_some() => Outcome::Miss,
             _ => Outcome::Other,
         });
-        let upstream_error = error.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+        let upstream_error = error
+            .is_some_and(|e| e.esource() == &ErrorSource::Upstream && !cache::vanished(e))
             || ctx.upstream_status.is_some_and(|s| s >= 500 || s == 429);
         if let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
             (&ctx.artifact, ctx.admitted)

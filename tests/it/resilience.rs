@@ -418,3 +418,115 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
     let after = http.get(&url).send().await.unwrap();
     assert_eq!(after.text().await.unwrap(), "fresh index\n");
 }
+
+#[tokio::test]
+async fn check_mutable_updates_decides_conditional_revalidation() {
+    let origin = Origin::start().await;
+    for path in [
+        "/plain/index.yaml",
+        "/checked/index.yaml",
+        "/helm/index.yaml",
+    ] {
+        origin.put(path, OriginFile::new("v1\n").etag("\"v1\""));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = origin.base_url();
+    let remotes = format!(
+        "remotes:\n  plain:\n    base_url: \"{base}\"\n    mutable_patterns: ['index\\.yaml$']\n    cache:\n      mutable_ttl: 1\n  checked:\n    base_url: \"{base}\"\n    check_mutable_updates: true\n    mutable_patterns: ['index\\.yaml$']\n    cache:\n      mutable_ttl: 1\n  helm:\n    base_url: \"{base}\"\n    package: helm\n    check_mutable_updates: true\n    cache:\n      mutable_ttl: 1\n"
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    for remote in ["plain", "checked", "helm"] {
+        let path = format!("{remote}/index.yaml");
+        http.get(ad.artifact(remote, &path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for remote in ["plain", "checked", "helm"] {
+        let path = format!("{remote}/index.yaml");
+        let resp = http.get(ad.artifact(remote, &path)).send().await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "v1\n");
+    }
+    let conditional = |path: &str| {
+        let seen: Vec<_> = origin
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect();
+        assert_eq!(seen.len(), 2, "{path}");
+        seen[1].headers.contains_key("if-none-match")
+    };
+    assert!(
+        !conditional("/plain/index.yaml"),
+        "no check_mutable_updates: full refetch"
+    );
+    assert!(
+        conditional("/checked/index.yaml"),
+        "check_mutable_updates on a user pattern: conditional"
+    );
+    assert!(
+        !conditional("/helm/index.yaml"),
+        "built-in patterns are always refetched in full"
+    );
+}
+
+#[tokio::test]
+async fn an_immutable_artifact_the_upstream_deleted_is_still_served() {
+    let origin = Origin::start().await;
+    origin.put("/r/gone-1.0.tgz", OriginFile::new("release 1.0"));
+    origin.put("/r/withdrawn-1.0.tgz", OriginFile::new("release w"));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(&origin, "    immutable_patterns: ['\\.tgz$']\n    cache:\n      immutable_ttl: 1\n      stale_if_error: 1\n");
+    let ad = Artifactd::start(dir.path(), &remotes, "upstream:\n  breaker_failures: 2\n").await;
+    let http = client();
+    for path in ["r/gone-1.0.tgz", "r/withdrawn-1.0.tgz"] {
+        http.get(ad.artifact("gen", path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    origin.put("/r/gone-1.0.tgz", OriginFile::failing(404));
+    origin.put("/r/withdrawn-1.0.tgz", OriginFile::failing(410));
+    // Well past the stale period too: a vanished immutable artifact is kept regardless.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    for _ in 0..3 {
+        for (path, body, status) in [
+            ("r/gone-1.0.tgz", "release 1.0", "404"),
+            ("r/withdrawn-1.0.tgz", "release w", "410"),
+        ] {
+            let resp = http.get(ad.artifact("gen", path)).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            let why = resp.headers()["x-artifact-stale"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(why.contains(status), "{why}");
+            assert_eq!(resp.text().await.unwrap(), body);
+        }
+    }
+    // Six 404/410 answers are not failures: the remote stays up.
+    let health: serde_json::Value = http
+        .get(ad.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["upstreams"]["gen"], "up");
+    // An uncached path that is missing upstream is still a plain 404.
+    let missing = http
+        .get(ad.artifact("gen", "r/never-1.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
