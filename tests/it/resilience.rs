@@ -122,6 +122,7 @@ enum Failure {
     Dns,
     Tls,
     Stalled,
+    ConnectTimeout,
     Status(u16),
 }
 
@@ -155,6 +156,7 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
     );
 
     let silent = crate::harness::Silent::start().await;
+    let black_hole = crate::harness::Backlogged::start().await;
     let port = origin.base_url().rsplit(':').next().unwrap().to_string();
     let failing_url = match failure {
         Failure::Refused => {
@@ -169,6 +171,7 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
         Failure::Dns => Some("http://upstream.invalid".to_string()),
         Failure::Tls => Some(format!("https://127.0.0.1:{port}")),
         Failure::Stalled => Some(format!("http://{}", silent.addr)),
+        Failure::ConnectTimeout => Some(format!("http://{}", black_hole.addr)),
     };
     if let Some(url) = failing_url {
         // Same storage, same remote name, now pointing at a failing upstream.
@@ -247,6 +250,11 @@ async fn stale_through_tls_failure() {
 #[tokio::test]
 async fn stale_through_a_stalled_upstream() {
     stale_through(Failure::Stalled, 504, "timeout").await;
+}
+
+#[tokio::test]
+async fn stale_through_a_connect_timeout() {
+    stale_through(Failure::ConnectTimeout, 504, "connect timeout").await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ pub mod artifactd;
 pub mod origin;
 
 pub use artifactd::Artifactd;
-pub use origin::{Origin, OriginFile, Silent};
+pub use origin::{Backlogged, Origin, OriginFile, Silent};
 
 use sha2::{Digest, Sha256};
 

@@ -167,6 +167,39 @@ impl Silent {
     }
 }
 
+/// A listener whose accept queue is full and never drained: the kernel
+/// drops further SYNs, so a connect to it times out (a black hole on
+/// loopback, without firewall rules).
+pub struct Backlogged {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Backlogged {
+    pub async fn start() -> Backlogged {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind backlogged");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let mut fillers = Vec::new();
+        // Fill the queue; stop once a connect no longer completes promptly.
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => fillers.push(stream),
+                _ => break,
+            }
+        }
+        Backlogged {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
+
 impl Drop for Silent {
     fn drop(&mut self) {
         self.task.abort();
