@@ -146,14 +146,8 @@ async fn catalog_lists_what_was_cached() {
     // The catalog is written in the background, in batches.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let list: serde_json::Value = http
-            .get(ad.url("/artifacts/gen"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: serde_json::Value =
+            crate::harness::get_json(&http, ad.url("/artifacts/gen")).await;
         if list["count"] == 1 {
             let row = &list["artifacts"][0];
             assert_eq!(row["path"], "cat/a.tgz");
@@ -228,14 +222,7 @@ async fn root_lists_remotes() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), "").await;
-    let root: serde_json::Value = client()
-        .get(ad.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let root: serde_json::Value = crate::harness::get_json(&client(), ad.url("/")).await;
     assert_eq!(root["name"], "artifactd");
     assert_eq!(root["remotes"][0]["name"], "gen");
     assert_eq!(root["remotes"][0]["package"], "generic");

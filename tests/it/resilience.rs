@@ -244,7 +244,7 @@ async fn stale_through_dns_failure() {
 
 #[tokio::test]
 async fn stale_through_tls_failure() {
-    stale_through(Failure::Tls, 502, "upstream").await;
+    stale_through(Failure::Tls, 502, "TLS").await;
 }
 
 #[tokio::test]
@@ -370,14 +370,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
         before,
         "no upstream request while the remote is down"
     );
-    let health: serde_json::Value = http
-        .get(ad.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = crate::harness::get_json(&http, ad.url("/health")).await;
     assert_eq!(health["upstreams"]["gen"], "down");
     let metrics = http
         .get(ad.url("/metrics"))
@@ -414,14 +407,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
         2,
         "the first fill and exactly one probe"
     );
-    let health: serde_json::Value = http
-        .get(ad.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = crate::harness::get_json(&http, ad.url("/health")).await;
     assert_eq!(health["upstreams"]["gen"], "up");
     let after = http.get(&url).send().await.unwrap();
     assert_eq!(after.text().await.unwrap(), "fresh index\n");
@@ -521,14 +507,7 @@ async fn an_immutable_artifact_the_upstream_deleted_is_still_served() {
         }
     }
     // Six 404/410 answers are not failures: the remote stays up.
-    let health: serde_json::Value = http
-        .get(ad.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = crate::harness::get_json(&http, ad.url("/health")).await;
     assert_eq!(health["upstreams"]["gen"], "up");
     // An uncached path that is missing upstream is still a plain 404.
     let missing = http

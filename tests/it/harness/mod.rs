@@ -66,3 +66,11 @@ pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, St
         .unwrap_or(0);
     (status, text)
 }
+
+/// GETs `url` and parses the body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    let resp = http.get(&url).send().await.expect("response");
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: not JSON: {e}"))
+}
