@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub stale_reason: Option<String>,
     /// The breaker's answer for this request's first upstream attempt.
     pub admitted: Option<Admit>,
+    /// `Retry-After` of a failing upstream response, passed on to the client.
+    pub upstream_retry_after: Option<String>,
 }
 
 impl RequestCtx {
@@ -54,6 +56,7 @@ impl RequestCtx {
             quarantined_until: None,
             stale_reason: None,
             admitted: None,
+            upstream_retry_after: None,
         }
     }
 }

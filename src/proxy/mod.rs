@@ -262,6 +262,11 @@ impl ProxyHttp for ArtifactProxy {
         }
         follow_redirect(ctx, upstream_response)?;
         hold_quarantined(ctx, upstream_response)?;
+        ctx.upstream_retry_after = upstream_response
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         cache::refuse_upstream_failure(upstream_response)?;
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
@@ -319,10 +324,11 @@ impl ProxyHttp for ArtifactProxy {
             (_, Some(until)) => (404, respond::quarantine_reply(until)),
             _ => {
                 let code = respond::error_status(e);
-                (
-                    code,
-                    respond::error_reply(code, e, ctx.remote_name.as_deref()),
-                )
+                let mut reply = respond::error_reply(code, e, ctx.remote_name.as_deref());
+                if let Some(retry_after) = ctx.upstream_retry_after.take().filter(|_| code == 503) {
+                    reply = reply.header("retry-after", retry_after);
+                }
+                (code, reply)
             }
         };
         if code > 0 && session.response_written().is_none() {

@@ -211,6 +211,10 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
         expected_status,
         "{failure:?}: uncached path"
     );
+    if let Failure::Status(503 | 429) = failure {
+        // The upstream's Retry-After (the test origin sends 1) is passed on.
+        assert_eq!(uncached.headers()["retry-after"], "1");
+    }
     assert!(uncached.text().await.unwrap().contains("remote 'gen'"));
 
     tokio::time::sleep(Duration::from_millis(5500).saturating_sub(fetched.elapsed())).await;
