@@ -21,14 +21,7 @@ async fn config_hides_every_secret() {
     );
     let extra = "tokens:\n  write: \"write-tok-123\"\n  admin: \"admin-tok-456\"\n";
     let ad = Artifactd::start(dir.path(), &remotes, extra).await;
-    let text = client()
-        .get(ad.url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::harness::get_text(&client(), ad.url("/config")).await;
     for secret in ["pa55-w0rd-xyz", "write-tok-123", "admin-tok-456"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
@@ -77,15 +70,7 @@ async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
     )
     .await;
     let http = client();
-    let scrape = || async {
-        http.get(ad.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || async { crate::harness::get_text(&http, ad.url("/metrics")).await };
     let before = scrape().await;
     assert_eq!(metric(&before, "artifactd_cache_hits_total", "gen"), 0);
 
@@ -105,7 +90,7 @@ async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
 
     // Flushing needs the admin token, then empties the remote's cache.
     let flush_url = ad.url("/cache/flush?remote=gen");
-    assert_eq!(http.put(&flush_url).send().await.unwrap().status(), 401);
+    assert_eq!(crate::harness::status(http.put(&flush_url)).await, 401);
     let flushed = http
         .put(&flush_url)
         .bearer_auth("adm")
@@ -118,12 +103,11 @@ async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
     assert_eq!(refetched.bytes().await.unwrap(), body);
     assert_eq!(origin.hits("/m/a.tgz"), 2);
     assert_eq!(
-        http.put(ad.url("/cache/flush?remote=nope"))
-            .bearer_auth("adm")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        crate::harness::status(
+            http.put(ad.url("/cache/flush?remote=nope"))
+                .bearer_auth("adm")
+        )
+        .await,
         404
     );
 }
@@ -212,7 +196,7 @@ async fn health_reports_storage_failure() {
     );
     drop(_guard);
     assert_eq!(
-        http.get(ad.url("/health")).send().await.unwrap().status(),
+        crate::harness::status(http.get(ad.url("/health"))).await,
         200
     );
 }

@@ -387,7 +387,7 @@ async fn expired_copy_is_served_while_the_upstream_is_down() {
     let http = client();
     let url = ad.artifact("gen", "s/index.yaml");
     assert_eq!(
-        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        crate::harness::get_text(&http, &url).await,
         "stale but useful\n"
     );
     origin.stop();

@@ -26,7 +26,7 @@ async fn upload_read_delete_round_trip_with_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(crate::harness::status(http.get(&url)).await, 404);
 
     let put = http
         .put(&url)
@@ -54,24 +54,14 @@ async fn upload_read_delete_round_trip_with_token() {
     assert_eq!(range.status(), 206);
     assert_eq!(range.bytes().await.unwrap(), body[10..20]);
 
-    assert_eq!(http.delete(&url).send().await.unwrap().status(), 401);
+    assert_eq!(crate::harness::status(http.delete(&url)).await, 401);
     assert_eq!(
-        http.delete(&url)
-            .bearer_auth("w-token")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        crate::harness::status(http.delete(&url).bearer_auth("w-token")).await,
         204
     );
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(crate::harness::status(http.get(&url)).await, 404);
     assert_eq!(
-        http.delete(&url)
-            .bearer_auth("w-token")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        crate::harness::status(http.delete(&url).bearer_auth("w-token")).await,
         404
     );
 }
@@ -105,7 +95,7 @@ async fn uploads_over_the_limit_get_413_and_leave_nothing() {
     if let Ok(resp) = chunked {
         assert_eq!(resp.status(), 413);
     }
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(crate::harness::status(http.get(&url)).await, 404);
     let exact = http
         .put(&url)
         .bearer_auth("w-token")

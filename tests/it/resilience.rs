@@ -145,13 +145,7 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
     let http = client();
     let fetched = std::time::Instant::now();
     assert_eq!(
-        http.get(ad.artifact("gen", "s/index.yaml"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        crate::harness::get_text(&http, ad.artifact("gen", "s/index.yaml")).await,
         body
     );
 
@@ -331,7 +325,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
     let http = client();
     let url = ad.artifact("gen", "c/index.yaml");
     assert_eq!(
-        http.get(&url).send().await.unwrap().text().await.unwrap(),
+        crate::harness::get_text(&http, &url).await,
         "cached index\n"
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -376,14 +370,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
     );
     let health: serde_json::Value = crate::harness::get_json(&http, ad.url("/health")).await;
     assert_eq!(health["upstreams"]["gen"], "down");
-    let metrics = http
-        .get(ad.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::harness::get_text(&http, ad.url("/metrics")).await;
     assert!(
         metrics.contains("artifactd_remote_up{remote=\"gen\"} 0"),
         "{metrics}"
@@ -400,7 +387,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
         .map(|_| {
             let http = http.clone();
             let url = url.clone();
-            tokio::spawn(async move { http.get(&url).send().await.unwrap().status() })
+            tokio::spawn(async move { crate::harness::status(http.get(&url)).await })
         })
         .collect();
     for task in burst {
@@ -436,13 +423,7 @@ async fn check_mutable_updates_decides_conditional_revalidation() {
     let http = client();
     for remote in ["plain", "checked", "helm"] {
         let path = format!("{remote}/index.yaml");
-        http.get(ad.artifact(remote, &path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        crate::harness::get_text(&http, ad.artifact(remote, &path)).await;
     }
     tokio::time::sleep(Duration::from_millis(1300)).await;
     for remote in ["plain", "checked", "helm"] {
@@ -483,13 +464,7 @@ async fn an_immutable_artifact_the_upstream_deleted_is_still_served() {
     let ad = Artifactd::start(dir.path(), &remotes, "upstream:\n  breaker_failures: 2\n").await;
     let http = client();
     for path in ["r/gone-1.0.tgz", "r/withdrawn-1.0.tgz"] {
-        http.get(ad.artifact("gen", path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        crate::harness::get_text(&http, ad.artifact("gen", path)).await;
     }
     origin.put("/r/gone-1.0.tgz", OriginFile::failing(404));
     origin.put("/r/withdrawn-1.0.tgz", OriginFile::failing(410));

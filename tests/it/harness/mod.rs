@@ -68,9 +68,24 @@ pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, St
 }
 
 /// GETs `url` and parses the body as JSON.
-pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
-    let resp = http.get(&url).send().await.expect("response");
+pub async fn get_json(http: &reqwest::Client, url: impl AsRef<str>) -> serde_json::Value {
+    let url = url.as_ref();
+    let resp = http.get(url).send().await.expect("response");
     resp.json()
         .await
         .unwrap_or_else(|e| panic!("{url}: not JSON: {e}"))
+}
+
+/// GETs `url` and returns the body as text.
+pub async fn get_text(http: &reqwest::Client, url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
+    let resp = http.get(url).send().await.expect("response");
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: no text body: {e}"))
+}
+
+/// Sends a request and returns only its status.
+pub async fn status(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    request.send().await.expect("response").status()
 }
