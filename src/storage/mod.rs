@@ -37,8 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// How many records the in-memory hot set holds (a record is a few hundred
-/// bytes: pingora's meta plus the body's location).
+/// How many records the in-memory hot set holds (an entry is about 1 KB:
+/// the stored meta blobs, the parsed response header and the body's
+/// location).
 const HOT_RECORDS: usize = 16_384;
 /// How many cache bodies are kept open. Opening, stat-ing and closing a
 /// file was a fifth of a small hit's CPU; a body file never changes once
