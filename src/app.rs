@@ -3,6 +3,7 @@
 use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter};
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::storage::CacheStorage;
 use pingora::cache::lock::CacheKeyLockImpl;
@@ -16,6 +17,8 @@ pub struct App {
     pub cache_lock: &'static CacheKeyLockImpl,
     pub metrics: Metrics,
     pub breakers: Breakers,
+    /// Per-remote upstream credentials (basic, registry tokens).
+    pub credentials: Credentials,
     pub catalog: Arc<dyn Catalog>,
     pub catalog_writer: Arc<CatalogWriter>,
     /// The background runtime: catalog, deferred deletes, admin I/O that

@@ -10,6 +10,7 @@
 //! - [`admin`], [`local`]: endpoints answered without an upstream.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
 //! - [`breakers`]: per-remote circuit breakers.
+//! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
 //!
 //! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
@@ -22,6 +23,7 @@ mod breakers;
 mod catalog;
 mod cli;
 mod config;
+mod credentials;
 mod local;
 mod metrics;
 mod proxy;

@@ -21,6 +21,7 @@ pub struct RemoteMetrics {
     pub denied: AtomicU64,
     pub bytes_served: AtomicU64,
     pub uploads: AtomicU64,
+    pub digest_mismatches: AtomicU64,
 }
 
 /// What one finished request contributes.
@@ -73,9 +74,16 @@ impl Metrics {
         m.bytes_served.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts an upstream body that did not match its digest.
+    pub fn digest_mismatch(&self, remote: &str) {
+        if let Some(m) = self.remotes.get(remote) {
+            m.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, catalog_events_dropped: u64) -> String {
-        let families: [Family; 7] = [
+        let families: [Family; 8] = [
             (
                 "artifactd_cache_hits_total",
                 "Requests served from cache.",
@@ -110,6 +118,11 @@ impl Metrics {
                 "artifactd_uploads_total",
                 "Files uploaded to local repositories.",
                 |m| &m.uploads,
+            ),
+            (
+                "artifactd_digest_mismatch_total",
+                "Upstream manifests and blobs refused because they did not match their digest.",
+                |m| &m.digest_mismatches,
             ),
         ];
         let mut out = String::new();

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
 use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
+use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
@@ -109,6 +110,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
         breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
+        credentials: Credentials::new(
+            config.remotes.values(),
+            config.server.connect_timeout,
+            config.server.read_timeout,
+        )?,
         config,
         storage,
         cache_lock,

@@ -18,9 +18,13 @@
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
+//! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
+//!   classification, key parts, `Accept` classes, error codes, Bearer
+//!   challenges.
 
 pub mod breaker;
 pub mod cache_key;
+pub mod oci;
 pub mod path;
 pub mod pattern;
 pub mod policy;

@@ -158,6 +158,20 @@ impl RemotePolicy {
         self.package
     }
 
+    /// Whether an image may be pulled (docker remotes, seed 001): allowed
+    /// when the remote lists no `immutable_patterns` (`include_patterns`) or
+    /// one of them matches any of `candidates` (the image name, its first
+    /// two segments and the full path). Unlike [`Self::classify`], mutable
+    /// files get no exemption: patterns restrict whole images.
+    pub fn allows_image(&self, candidates: &[&str]) -> bool {
+        self.immutable.is_empty() || candidates.iter().any(|c| self.immutable.is_match(c))
+    }
+
+    /// Whether one of the remote's own `mutable_patterns` matches `path`.
+    pub fn user_mutable(&self, path: &str) -> bool {
+        self.user_mutable.is_match(path)
+    }
+
     /// Decides access and class for a decoded artifact path.
     pub fn classify(&self, path: &str) -> Access {
         if self.user_mutable.is_match(path) {
@@ -281,6 +295,21 @@ mod tests {
 
         let generic = policy(Package::Generic, &[r"\.deb$"], &[]);
         assert_eq!(generic.classify("dists/stable/InRelease"), Access::Denied);
+    }
+
+    #[test]
+    fn image_acl_matches_name_or_path_without_exemption() {
+        let p = policy(Package::Docker, &["^library/"], &[]);
+        assert!(p.allows_image(&[
+            "library/nginx",
+            "library/nginx",
+            "library/nginx/manifests/1"
+        ]));
+        assert!(!p.allows_image(&["evil/app", "evil/app", "evil/app/manifests/latest"]));
+        assert!(policy(Package::Docker, &[], &[]).allows_image(&["any/thing"]));
+        let p = policy(Package::Docker, &[], &["/manifests/edge$"]);
+        assert!(p.user_mutable("a/manifests/edge"));
+        assert!(!p.user_mutable("a/manifests/v1"));
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub enum Route<'a> {
         remote: &'a str,
         raw_path: &'a str,
     },
+    /// `/v2` and everything under it: the OCI distribution API, parsed
+    /// further by [`crate::oci::route`]. `after_v2` starts with `/` or is empty.
+    V2 {
+        after_v2: &'a str,
+    },
     /// `GET /artifacts/{remote}`: the catalog's rows for one remote.
     ArtifactList {
         remote: &'a str,
@@ -57,6 +62,11 @@ pub fn route(path: &str) -> Route<'_> {
     };
     if let Some(admin) = admin {
         return Route::Admin(admin);
+    }
+    if let Some(after_v2) = path.strip_prefix("/v2") {
+        if after_v2.is_empty() || after_v2.starts_with('/') {
+            return Route::V2 { after_v2 };
+        }
     }
     if let Some(remote) = path.strip_prefix("/artifacts/") {
         if !remote.is_empty() && !remote.contains('/') {
@@ -166,5 +176,18 @@ mod tests {
         assert_eq!(route("/api/v1/remote/github"), Route::NotFound);
         assert_eq!(route("/api/v1/remote//x"), Route::NotFound);
         assert_eq!(route("/v3/x"), Route::NotFound);
+        assert_eq!(route("/v2x"), Route::NotFound);
+    }
+
+    #[test]
+    fn registry_api_routes() {
+        assert_eq!(route("/v2"), Route::V2 { after_v2: "" });
+        assert_eq!(route("/v2/"), Route::V2 { after_v2: "/" });
+        assert_eq!(
+            route("/v2/hub/a/manifests/1"),
+            Route::V2 {
+                after_v2: "/hub/a/manifests/1"
+            }
+        );
     }
 }

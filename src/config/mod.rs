@@ -24,6 +24,8 @@ use std::sync::Arc;
 pub struct Config {
     pub server: ServerConfig,
     pub remotes: BTreeMap<String, Arc<Remote>>,
+    /// Registry host → the docker remote that mirrors it (`mirror_of`).
+    pub mirrors: BTreeMap<String, Arc<Remote>>,
     /// Non-fatal findings (unknown keys, deprecated names), logged at start.
     pub warnings: Vec<String>,
     raw_server: server::RawServerConfig,
@@ -48,12 +50,22 @@ impl Config {
         let remotes_source = read(&server.remotes_file)?;
         let (raw_remotes, remotes, warnings) =
             remotes::parse_remotes(&server.remotes_file, &remotes_source)?;
+        let remotes: BTreeMap<String, Arc<Remote>> = remotes
+            .into_iter()
+            .map(|r| (r.name.clone(), Arc::new(r)))
+            .collect();
+        let mirrors = remotes
+            .values()
+            .flat_map(|r| {
+                r.mirror_of
+                    .iter()
+                    .map(move |host| (host.clone(), r.clone()))
+            })
+            .collect();
         Ok(Config {
             server,
-            remotes: remotes
-                .into_iter()
-                .map(|r| (r.name.clone(), Arc::new(r)))
-                .collect(),
+            remotes,
+            mirrors,
             warnings,
             raw_server,
             raw_remotes,

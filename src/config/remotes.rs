@@ -35,6 +35,9 @@ pub struct RawRemote {
     pub cache: Option<RawRemoteCache>,
     /// Upstream timeouts of this remote (artifactd; server defaults otherwise).
     pub timeouts: Option<RawTimeouts>,
+    /// Registry hosts this docker remote stands in for when a container
+    /// runtime uses artifactd as a mirror (artifactd): `["docker.io"]`.
+    pub mirror_of: Option<Vec<String>>,
     /// Keys artifactd does not know; warned about, not fatal, because the
     /// reference system ignored them too.
     #[serde(flatten)]
@@ -112,6 +115,22 @@ pub struct Remote {
     pub connect_timeout: Option<Duration>,
     /// `None`: the server's `upstream.read_timeout`.
     pub read_timeout: Option<Duration>,
+    /// Registry hosts this docker remote mirrors, lower-cased.
+    pub mirror_of: Vec<String>,
+    /// `username`, for keying tokens fetched with it.
+    pub username: Option<String>,
+    /// `password`, sent only to a token realm's own host.
+    pub password: Option<String>,
+}
+
+impl Remote {
+    /// Whether this remote serves Docker Hub, whose one-segment image names
+    /// mean `library/{name}`.
+    pub fn mirrors_docker_hub(&self) -> bool {
+        self.mirror_of
+            .iter()
+            .any(|host| host == filters::oci::DOCKER_HUB)
+    }
 }
 
 /// The default `cache.mutable_ttl` of the reference system: one hour.
@@ -133,6 +152,7 @@ pub fn parse_remotes(
             Err(mut e) => errors.append(&mut e),
         }
     }
+    errors.append(&mut mirror_conflicts(file, &remotes));
     if errors.is_empty() {
         Ok((raw, remotes, warnings))
     } else {
@@ -252,6 +272,30 @@ fn compile_remote(
             "must be a positive number of days when quarantine_new is true".into(),
         ));
     }
+    let mirror_of: Vec<String> = raw
+        .mirror_of
+        .iter()
+        .flatten()
+        .map(|host| host.trim().to_ascii_lowercase())
+        .collect();
+    if !mirror_of.is_empty() && package != Package::Docker {
+        errors.push(err(
+            "mirror_of",
+            "only a remote with package 'docker' can mirror a registry".into(),
+        ));
+    }
+    for (i, host) in mirror_of.iter().enumerate() {
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !valid {
+            errors.push(err(
+                &format!("mirror_of[{i}]"),
+                format!("{host:?} is not a registry host (such as \"docker.io\" or \"ghcr.io\")"),
+            ));
+        }
+    }
     let cache = raw.cache.clone().unwrap_or_default();
     let timeouts = raw.timeouts.clone().unwrap_or_default();
     for (field, value) in [
@@ -280,9 +324,33 @@ fn compile_remote(
             stale_if_error: cache.stale_if_error.map(Duration::from_secs),
             connect_timeout: timeouts.connect.map(Duration::from_secs),
             read_timeout: timeouts.read.map(Duration::from_secs),
+            mirror_of,
+            username: raw.username.clone(),
+            password: raw.password.clone(),
         }),
         _ => Err(errors),
     }
+}
+
+/// Two remotes mirroring one registry host would make `ns` ambiguous.
+fn mirror_conflicts(file: &Path, remotes: &[Remote]) -> Vec<ConfigError> {
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for remote in remotes {
+        for (i, host) in remote.mirror_of.iter().enumerate() {
+            if let Some(first) = owners.insert(host, &remote.name) {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        format!("{host:?} is already mirrored by remote '{first}'"),
+                    )
+                    .remote(&remote.name)
+                    .field(format!("mirror_of[{i}]")),
+                );
+            }
+        }
+    }
+    errors
 }
 
 /// Parses `http(s)://host[:port][/path]`.

@@ -19,11 +19,19 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// cached.
 const STALE_IF_ERROR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// The cache key: remote and decoded path, length-prefixed. The remote name
-/// is also the user tag, which the storage uses to group entries by remote.
+/// The cache key: remote and the artifact's key parts (decoded path first),
+/// length-prefixed. The remote name is also the user tag, which the storage
+/// uses to group entries by remote.
 pub fn key(artifact: &Artifact) -> CacheKey {
-    let primary = filters::cache_key::encode(&[&artifact.remote.name, &artifact.path]);
-    CacheKey::new(primary, artifact.remote.name.clone())
+    key_of(&artifact.remote.name, &artifact.key_parts)
+}
+
+/// The cache key of `parts` of `remote` (see [`key`]).
+pub fn key_of(remote: &str, parts: &[String]) -> CacheKey {
+    let mut all: Vec<&str> = Vec::with_capacity(parts.len() + 1);
+    all.push(remote);
+    all.extend(parts.iter().map(String::as_str));
+    CacheKey::new(filters::cache_key::encode(&all), remote.to_string())
 }
 
 /// How long a fresh response of this artifact may be served without asking.
@@ -56,16 +64,24 @@ pub fn cacheability(
         }
         _ => return RespCacheable::Uncacheable(NoCacheReason::Custom("status not cached")),
     };
-    let now = SystemTime::now();
     let mut header = resp.clone();
     header.remove_header(&http::header::SET_COOKIE);
-    RespCacheable::Cacheable(CacheMeta::new(
-        now + fresh,
-        now,
-        0,
-        stale_if_error.as_secs() as u32,
+    RespCacheable::Cacheable(meta(fresh, stale_if_error, header))
+}
+
+fn meta(fresh: Duration, stale_if_error: Duration, header: ResponseHeader) -> CacheMeta {
+    let now = SystemTime::now();
+    CacheMeta::new(now + fresh, now, 0, stale_if_error.as_secs() as u32, header)
+}
+
+/// The meta of an immutable artifact of `remote` stored by artifactd
+/// itself (a manifest cross-linked under its digest).
+pub fn immutable_meta(remote: &crate::config::Remote, header: ResponseHeader) -> CacheMeta {
+    meta(
+        remote.immutable_ttl.unwrap_or(FOREVER),
+        STALE_IF_ERROR,
         header,
-    ))
+    )
 }
 
 /// The error of a request not sent upstream because its remote is marked
@@ -77,7 +93,14 @@ pub const REMOTE_DOWN: &str = "remote marked down";
 /// `check_mutable_updates: true`, and only for its own `mutable_patterns`;
 /// otherwise the file is fetched again in full. An immutable artifact with an
 /// `immutable_ttl` is always revalidated conditionally: it cannot change.
+///
+/// Registry tag manifests are always revalidated: their digest is the
+/// validator, and an unchanged tag costs no manifest download (nor, on
+/// rate-limited registries, a counted pull).
 pub fn revalidates_conditionally(artifact: &Artifact) -> bool {
+    if artifact.oci.is_some() {
+        return true;
+    }
     match artifact.class {
         ArtifactClass::Immutable => true,
         ArtifactClass::Mutable { user_defined } => {

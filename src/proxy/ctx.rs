@@ -4,6 +4,7 @@ use super::upstream::Redirect;
 use crate::config::Remote;
 use crate::metrics::Outcome;
 use filters::breaker::Admit;
+use filters::oci::{AcceptClass, Kind};
 use filters::ArtifactClass;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,9 +15,23 @@ pub struct Artifact {
     pub remote: Arc<Remote>,
     /// Still percent-encoded: what the upstream is asked for.
     pub raw_path: String,
-    /// Decoded: what patterns matched and the cache key is built from.
-    pub path: String,
+    /// The cache key after the remote name. The first part is the decoded
+    /// path that patterns matched and the catalog lists; the rest tell
+    /// variants apart (an `Accept` class, a query).
+    pub key_parts: Vec<String>,
     pub class: ArtifactClass,
+    /// Set for the OCI distribution API of docker remotes.
+    pub oci: Option<OciArtifact>,
+}
+
+/// What an OCI request asks for, once routed to its remote.
+pub struct OciArtifact {
+    /// Repository name upstream (`library/` added for Docker Hub).
+    pub name: String,
+    pub kind: Kind,
+    /// The digest in the URL (blobs, digest manifests, referrers).
+    pub digest: Option<String>,
+    pub accept: AcceptClass,
 }
 
 pub struct RequestCtx {
@@ -41,6 +56,13 @@ pub struct RequestCtx {
     pub admitted: Option<Admit>,
     /// `Retry-After` of a failing upstream response, passed on to the client.
     pub upstream_retry_after: Option<String>,
+    /// The `Authorization` value obtained after an upstream challenge, for
+    /// the retried request (and only for the remote's own host).
+    pub authorization: Option<String>,
+    /// Whether the request was already retried after a 401 challenge.
+    pub challenged: bool,
+    /// Checks the body of a manifest or blob response while it streams.
+    pub body_check: Option<super::oci::BodyCheck>,
 }
 
 impl RequestCtx {
@@ -57,6 +79,9 @@ impl RequestCtx {
             stale_reason: None,
             admitted: None,
             upstream_retry_after: None,
+            authorization: None,
+            challenged: false,
+            body_check: None,
         }
     }
 }

@@ -11,17 +11,22 @@
 //! request_cache_filter → enable pingora-cache (storage, cache lock)
 //! cache_key_callback   → cache::key
 //! upstream_peer        → upstream::peer      (only on miss/revalidation)
-//! upstream_request_filter → upstream::rewrite_request
+//! upstream_request_filter → upstream::rewrite_request (+ credentials)
+//! upstream_response_filter → credentials challenge, redirects, quarantine,
+//!                            failures; oci headers and digest check setup
+//! upstream_response_body_filter → verify::Verifier (digest before commit)
 //! response_cache_filter   → cache::cacheability
-//! response_filter      → X-Artifact-Source
+//! response_filter      → X-Artifact-Source, registry API version
 //! logging              → metrics, catalog access, one log line
 //! ```
 
 pub mod cache;
 pub mod ctx;
+pub mod oci;
 pub mod request;
 pub mod respond;
 pub mod upstream;
+pub mod verify;
 
 use crate::app::App;
 use crate::metrics::Outcome;
@@ -82,6 +87,42 @@ fn follow_redirect(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
 }
 
 const REDIRECT_HOP: &str = "following upstream redirect";
+const AUTH_RETRY: &str = "retrying with upstream credentials";
+
+/// Answers an upstream 401 with credentials (a registry token, or basic
+/// auth) and asks pingora to send the request again, once per request.
+async fn answer_challenge(app: &App, ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
+    if resp.status != http::StatusCode::UNAUTHORIZED || ctx.challenged {
+        return Ok(());
+    }
+    let (Some(artifact), Some(challenge)) = (
+        &ctx.artifact,
+        resp.headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+    ) else {
+        return Ok(());
+    };
+    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+        return Ok(());
+    };
+    let scope = upstream::scope(artifact);
+    let answer = credentials
+        .answer_challenge(challenge, scope.as_deref(), ctx.authorization.as_deref())
+        .await
+        .map_err(|e| Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string()))?;
+    ctx.challenged = true;
+    let Some(authorization) = answer else {
+        return Ok(());
+    };
+    ctx.authorization = Some(authorization);
+    let mut retry = Error::new_up(ErrorType::Custom(AUTH_RETRY));
+    retry.set_retry(true);
+    Err(retry)
+}
+
+/// The error of a request whose upstream token could not be had.
+pub const TOKEN_FAILED: &str = "upstream token request failed";
 
 /// Refuses a newly published artifact of a remote with `quarantine_new`
 /// (the decision is `filters::quarantine::decide`). The refusal happens
@@ -130,8 +171,7 @@ impl ProxyHttp for ArtifactProxy {
     /// Routes, validates and applies the ACL; answers everything that is
     /// not a cacheable artifact request itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        let decision = request::decide(&self.app, &req.method, req.uri.path());
+        let decision = request::decide(&self.app, session.req_header());
         ctx.remote_name = decision.remote;
         if decision.denied {
             ctx.outcome = Some(Outcome::Denied);
@@ -236,9 +276,15 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        if ctx.authorization.is_none() {
+            ctx.authorization = upstream::authorization(&self.app, artifact).await?;
+        }
+        let authorization = ctx.authorization.as_deref();
         match &ctx.redirect {
-            Some(redirect) => upstream::rewrite_redirected(artifact, redirect, upstream_request)?,
-            None => upstream::rewrite_request(artifact, upstream_request)?,
+            Some(redirect) => {
+                upstream::rewrite_redirected(artifact, redirect, authorization, upstream_request)?
+            }
+            None => upstream::rewrite_request(artifact, authorization, upstream_request)?,
         }
         if !cache::revalidates_conditionally(artifact) {
             // Seed semantics: without check_mutable_updates (and always for
@@ -256,6 +302,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        answer_challenge(&self.app, ctx, upstream_response).await?;
         if let Some(artifact) = &ctx.artifact {
             let has_copy = session.cache.maybe_cache_meta().is_some();
             cache::keep_vanished_immutable(artifact, has_copy, upstream_response)?;
@@ -268,9 +315,35 @@ impl ProxyHttp for ArtifactProxy {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         cache::refuse_upstream_failure(upstream_response)?;
+        if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
+            oci::complete_upstream_headers(oci, upstream_response)?;
+            ctx.body_check = oci::body_check(oci, upstream_response);
+        }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
         Ok(())
+    }
+
+    /// Checks content-addressed bodies against their digest before the
+    /// last byte reaches the client or the cache ([`verify`]).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let (Some(check), Some(artifact)) = (ctx.body_check.as_mut(), &ctx.artifact) else {
+            return Ok(None);
+        };
+        match check.verifier.filter(body, end_of_stream) {
+            Ok(None) => Ok(None),
+            Ok(Some(verified)) => {
+                oci::cross_link(&self.app, artifact, check, verified);
+                Ok(None)
+            }
+            Err(mismatch) => Err(oci::digest_mismatch(&self.app, artifact, mismatch)),
+        }
     }
 
     fn response_cache_filter(
@@ -294,7 +367,10 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.artifact.is_some() {
+        if let Some(artifact) = &ctx.artifact {
+            if artifact.oci.is_some() {
+                upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
+            }
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
             if let (CachePhase::Stale, Some(reason)) = (phase, &ctx.stale_reason) {
@@ -330,6 +406,10 @@ impl ProxyHttp for ArtifactProxy {
                 }
                 (code, reply)
             }
+        };
+        let (code, reply) = match ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
+            Some(oci) => oci::error_for(code, reply, oci.kind, ctx.upstream_status),
+            None => (code, reply),
         };
         if code > 0 && session.response_written().is_none() {
             if let Err(write_error) = respond::send_and_close(session, reply).await {
@@ -390,7 +470,7 @@ impl ProxyHttp for ArtifactProxy {
         error: &Error,
         _context: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
-        error.etype() == &ErrorType::Custom(REDIRECT_HOP)
+        matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::config::{Remote, RemoteKind};
 use filters::{Access, AdminRoute, Route};
 use http::{Method, StatusCode};
+use pingora::http::RequestHeader;
 use std::sync::Arc;
 
 pub enum Action {
@@ -31,7 +32,8 @@ pub struct Decision {
     pub denied: bool,
 }
 
-pub fn decide(app: &App, method: &Method, path: &str) -> Decision {
+pub fn decide(app: &App, req: &RequestHeader) -> Decision {
+    let (method, path) = (&req.method, req.uri.path());
     let plain = |action| Decision {
         action,
         remote: None,
@@ -46,6 +48,7 @@ pub fn decide(app: &App, method: &Method, path: &str) -> Decision {
             )))
         }
         Route::Artifact { remote, raw_path } => (remote, raw_path),
+        Route::V2 { after_v2 } => return super::oci::decide(app, req, after_v2),
         Route::ArtifactList { remote } => {
             return match app.config.remotes.get(remote) {
                 Some(r) => plain(Action::ArtifactList(r.clone())),
@@ -109,8 +112,9 @@ pub fn decide(app: &App, method: &Method, path: &str) -> Decision {
             Action::Proxy(Artifact {
                 remote: remote.clone(),
                 raw_path: raw_path.to_string(),
-                path: valid.decoded,
+                key_parts: vec![valid.decoded],
                 class,
+                oci: None,
             }),
             false,
         ),

@@ -45,11 +45,40 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
     })
 }
 
+/// The token scope an upstream request needs: a registry repository's pull
+/// scope for OCI requests, none otherwise.
+pub fn scope(artifact: &Artifact) -> Option<String> {
+    artifact
+        .oci
+        .as_ref()
+        .map(|oci| filters::oci::pull_scope(&oci.name))
+}
+
+/// The `Authorization` to send before any challenge: the remote's cached
+/// token for this scope, or its basic credentials. A failed token request
+/// is an upstream failure (a cached copy may still be served).
+pub async fn authorization(app: &crate::app::App, artifact: &Artifact) -> Result<Option<String>> {
+    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+        return Ok(None);
+    };
+    credentials
+        .authorization(scope(artifact).as_deref())
+        .await
+        .map_err(|e| {
+            Error::new_up(ErrorType::Custom(super::TOKEN_FAILED)).more_context(e.to_string())
+        })
+}
+
 /// Rewrites the client's request into the upstream's: path under the
 /// remote's base URL, the upstream's `Host`, the remote's credentials
-/// instead of the client's, and no content negotiation of encodings (the
-/// cached body must be the identity encoding every client can take).
-pub fn rewrite_request(artifact: &Artifact, req: &mut RequestHeader) -> Result<()> {
+/// (`authorization`) instead of the client's, the registry `Accept` for OCI
+/// requests, and no content negotiation of encodings (the cached body must
+/// be the identity encoding every client can take).
+pub fn rewrite_request(
+    artifact: &Artifact,
+    authorization: Option<&str>,
+    req: &mut RequestHeader,
+) -> Result<()> {
     let upstream = artifact
         .remote
         .upstream
@@ -65,8 +94,11 @@ pub fn rewrite_request(artifact: &Artifact, req: &mut RequestHeader) -> Result<(
     req.remove_header(&http::header::AUTHORIZATION);
     req.remove_header(&http::header::ACCEPT_ENCODING);
     req.remove_header(&http::header::COOKIE);
-    if let Some(auth) = &upstream.basic_auth {
-        req.insert_header(http::header::AUTHORIZATION, auth.as_str())?;
+    if let Some(auth) = authorization {
+        req.insert_header(http::header::AUTHORIZATION, auth)?;
+    }
+    if let Some(oci) = &artifact.oci {
+        req.insert_header(http::header::ACCEPT, super::oci::upstream_accept(oci))?;
     }
     Ok(())
 }
@@ -199,9 +231,10 @@ pub fn redirect_target(status: u16, location: Option<&str>, from: &Upstream) -> 
 pub fn rewrite_redirected(
     artifact: &Artifact,
     redirect: &Redirect,
+    authorization: Option<&str>,
     req: &mut RequestHeader,
 ) -> Result<()> {
-    rewrite_request(artifact, req)?;
+    rewrite_request(artifact, authorization, req)?;
     req.set_uri(
         redirect
             .path_and_query

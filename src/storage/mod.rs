@@ -455,6 +455,27 @@ impl CacheStorage {
         Ok(deleted.len())
     }
 
+    /// Stores a complete small object under `key` unless an entry exists
+    /// (the tag → digest manifest cross-link). Goes through the same
+    /// staging, record and catalog steps as a fill. Returns whether it
+    /// stored anything.
+    pub async fn store_if_absent(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        body: Bytes,
+    ) -> Result<bool> {
+        use pingora::cache::storage::HandleMiss;
+        let location = EntryLocation::from_key(key);
+        if self.load_record(&location).await?.is_some() {
+            return Ok(false);
+        }
+        let mut fill = miss::BodyMiss::start(self, location, catalog_path(key), meta).await?;
+        fill.write_body(body, true).await?;
+        Box::new(fill).finish().await?;
+        Ok(true)
+    }
+
     async fn state_clear_all(&self) -> crate::state::StateResult<()> {
         for remote in self.known_remotes.iter() {
             self.state.delete_prefix(remote).await?;
@@ -507,12 +528,7 @@ impl Storage for CacheStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let location = EntryLocation::from_key(key);
-        let path = key
-            .primary_key_str()
-            .and_then(filters::cache_key::decode)
-            .and_then(|parts| parts.get(1).map(|p| p.to_string()))
-            .unwrap_or_default();
-        let handler = miss::BodyMiss::start(self, location, path, meta).await?;
+        let handler = miss::BodyMiss::start(self, location, catalog_path(key), meta).await?;
         Ok(Box::new(handler))
     }
 
@@ -566,6 +582,14 @@ impl Storage for CacheStorage {
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync + 'static) {
         self
     }
+}
+
+/// The path the catalog lists for a cache key: its part after the remote.
+fn catalog_path(key: &CacheKey) -> String {
+    key.primary_key_str()
+        .and_then(filters::cache_key::decode)
+        .and_then(|parts| parts.get(1).map(|p| p.to_string()))
+        .unwrap_or_default()
 }
 
 fn body_size(body: &BodySource) -> u64 {

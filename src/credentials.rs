@@ -1,0 +1,270 @@
+//! Upstream credentials, one provider per remote: basic auth from the
+//! remote's `username`/`password`, or Bearer tokens from the registry token
+//! flow (seed 001, "Authentication").
+//!
+//! A remote answers 401 with `WWW-Authenticate: Bearer realm=…,service=…,
+//! scope=…`; the provider asks the realm for a token (with basic auth when
+//! the remote has credentials, anonymously otherwise), and the request is
+//! sent again with it. Tokens are cached by (realm, service, scope,
+//! username) until 30 s before they expire. The realm and service are
+//! remembered per remote, so later requests for other repositories fetch
+//! their token before the first upstream request instead of after a 401.
+//!
+//! Each remote has its own provider and token cache: a token or credential
+//! of one remote is never sent for another. Keeping them off redirect
+//! targets on other hosts is the request rewriter's job
+//! (`proxy::upstream::rewrite_redirected`).
+
+use crate::config::Remote;
+use filters::oci::BearerChallenge;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `expires_in` when the token server names none (the distribution spec's
+/// default).
+const DEFAULT_EXPIRES_IN: u64 = 60;
+/// A token is not used during its last seconds, so it cannot expire in
+/// flight (seed 001).
+const EXPIRY_MARGIN: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    realm: String,
+    service: Option<String>,
+    scope: String,
+}
+
+#[derive(Clone)]
+struct Token {
+    /// The whole `Authorization` value: `Bearer …`.
+    header: String,
+    valid_until: Instant,
+}
+
+/// One token slot; its async mutex is what makes concurrent requests for
+/// the same token wait for a single token request.
+type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
+/// The realm and service a remote's last Bearer challenge named.
+#[derive(Debug, Clone)]
+struct TokenService {
+    realm: String,
+    service: Option<String>,
+}
+
+/// The credentials of one remote.
+pub struct RemoteCredentials {
+    remote: String,
+    basic: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    token_service: Mutex<Option<TokenService>>,
+    tokens: Mutex<HashMap<TokenKey, Slot>>,
+    http: reqwest::Client,
+}
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("token request to {realm} for remote '{remote}' failed: {reason}")]
+pub struct TokenError {
+    remote: String,
+    realm: String,
+    reason: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+impl RemoteCredentials {
+    fn new(remote: &Remote, http: reqwest::Client) -> Self {
+        RemoteCredentials {
+            remote: remote.name.clone(),
+            basic: remote.upstream.as_ref().and_then(|u| u.basic_auth.clone()),
+            username: remote.username.clone(),
+            password: remote.password.clone(),
+            token_service: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            http,
+        }
+    }
+
+    /// The `Authorization` value for a request needing `scope`: a token
+    /// once the remote is known to use the token flow, else basic auth
+    /// when configured.
+    pub async fn authorization(&self, scope: Option<&str>) -> Result<Option<String>, TokenError> {
+        let service = self.token_service.lock().map(|s| s.clone()).ok().flatten();
+        match (service, scope) {
+            (Some(service), Some(scope)) => {
+                let key = TokenKey {
+                    realm: service.realm,
+                    service: service.service,
+                    scope: scope.to_string(),
+                };
+                self.token(key, None).await.map(Some)
+            }
+            _ => Ok(self.basic.clone()),
+        }
+    }
+
+    /// Answers an upstream 401: the `Authorization` value to retry with, or
+    /// `None` when retrying cannot help (no usable challenge, or basic
+    /// credentials that were already sent). `scope` is used when the
+    /// challenge names none; `rejected` is what the refused request sent,
+    /// so a token the upstream no longer accepts is fetched anew.
+    pub async fn answer_challenge(
+        &self,
+        www_authenticate: &str,
+        scope: Option<&str>,
+        rejected: Option<&str>,
+    ) -> Result<Option<String>, TokenError> {
+        let Some(challenge) = filters::oci::parse_bearer_challenge(www_authenticate) else {
+            let basic_unsent = self.basic.is_some() && rejected != self.basic.as_deref();
+            return Ok(basic_unsent.then(|| self.basic.clone()).flatten());
+        };
+        let BearerChallenge {
+            realm,
+            service,
+            scope: challenge_scope,
+        } = challenge;
+        if let Ok(mut known) = self.token_service.lock() {
+            *known = Some(TokenService {
+                realm: realm.clone(),
+                service: service.clone(),
+            });
+        }
+        let Some(scope) = challenge_scope.or(scope.map(str::to_string)) else {
+            return Ok(None);
+        };
+        let key = TokenKey {
+            realm,
+            service,
+            scope,
+        };
+        self.token(key, rejected).await.map(Some)
+    }
+
+    /// A valid token for `key`: cached, or fetched by exactly one of the
+    /// requests that need it while the others wait. A cached token equal to
+    /// `rejected` is not reused.
+    async fn token(&self, key: TokenKey, rejected: Option<&str>) -> Result<String, TokenError> {
+        let slot = {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            tokens.entry(key.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(token) = slot.as_ref() {
+            let usable =
+                Instant::now() < token.valid_until && Some(token.header.as_str()) != rejected;
+            if usable {
+                return Ok(token.header.clone());
+            }
+        }
+        *slot = None;
+        let token = self.fetch(&key).await?;
+        let header = token.header.clone();
+        *slot = Some(token);
+        Ok(header)
+    }
+
+    async fn fetch(&self, key: &TokenKey) -> Result<Token, TokenError> {
+        let error = |reason: String| TokenError {
+            remote: self.remote.clone(),
+            realm: key.realm.clone(),
+            reason,
+        };
+        let mut query = vec![("scope", key.scope.as_str())];
+        if let Some(service) = &key.service {
+            query.push(("service", service.as_str()));
+        }
+        let mut request = self.http.get(&key.realm).query(&query);
+        if let Some(username) = &self.username {
+            request = request.basic_auth(username, self.password.as_deref());
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| error(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(error(format!("status {status}")));
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| error(format!("unreadable answer: {e}")))?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| error("answer has no token".into()))?;
+        let expires_in = body.expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
+        log::debug!(
+            "remote '{}': token for {} valid {expires_in} s",
+            self.remote,
+            key.scope
+        );
+        Ok(Token {
+            header: format!("Bearer {token}"),
+            valid_until: started + usable_for(expires_in),
+        })
+    }
+}
+
+/// How long a token is used: until [`EXPIRY_MARGIN`] before it expires,
+/// but at least half its life, so a short-lived token is not fetched anew
+/// for every request.
+fn usable_for(expires_in: u64) -> Duration {
+    Duration::from_secs(expires_in.saturating_sub(EXPIRY_MARGIN).max(expires_in / 2))
+}
+
+/// Every remote's provider.
+pub struct Credentials {
+    remotes: BTreeMap<String, Arc<RemoteCredentials>>,
+}
+
+impl Credentials {
+    pub fn new<'a>(
+        remotes: impl IntoIterator<Item = &'a Arc<Remote>>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
+            .timeout(connect_timeout + read_timeout * 2)
+            .user_agent(concat!("artifactd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()?;
+        Ok(Credentials {
+            remotes: remotes
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        Arc::new(RemoteCredentials::new(r, http.clone())),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    pub fn of(&self, remote: &str) -> Option<&Arc<RemoteCredentials>> {
+        self.remotes.get(remote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_used_until_thirty_seconds_before_expiry() {
+        assert_eq!(usable_for(300), Duration::from_secs(270));
+        assert_eq!(usable_for(60), Duration::from_secs(30));
+        assert_eq!(usable_for(40), Duration::from_secs(20));
+        assert_eq!(usable_for(0), Duration::ZERO);
+    }
+}

@@ -1,0 +1,376 @@
+//! The OCI distribution API on docker remotes: routing a `/v2/` request to
+//! its remote and artifact (the parsing is `filters::oci`), the OCI error
+//! bodies, and the registry headers of responses.
+
+use super::ctx::{Artifact, OciArtifact};
+use super::request::{Action, Decision};
+use super::respond::Reply;
+use super::verify::{Mismatch, Verified, Verifier};
+use crate::app::App;
+use crate::config::{Remote, RemoteKind};
+use filters::oci::{self, AcceptClass, ErrorCode, Kind, Registry, V2Route};
+use filters::{ArtifactClass, Package};
+use http::{Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
+
+/// Every registry API response says which API it speaks.
+pub const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// An OCI error body: `{"errors":[{"code":…,"message":…}]}`.
+pub fn error_reply(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Reply {
+    let body = serde_json::json!({
+        "errors": [{"code": code.as_str(), "message": message.into(), "detail": null}]
+    });
+    Reply::json(status, &body).header(API_VERSION.0, API_VERSION.1)
+}
+
+/// An OCI error with the status the spec pairs with `code`.
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Action {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    Action::Reply(error_reply(status, code, message))
+}
+
+/// Decides a `/v2…` request: the version check, an artifact of a docker
+/// remote, or an OCI error.
+pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
+    let plain = |action| Decision {
+        action,
+        remote: None,
+        denied: false,
+    };
+    let ns = filters::route::query_param(req.uri.query(), "ns");
+    let route = match oci::route(after_v2, ns.as_deref(), |s| {
+        app.config.remotes.contains_key(s)
+    }) {
+        Ok(route) => route,
+        Err(e) => return plain(refuse(e.code, e.message)),
+    };
+    let V2Route::Repository { registry, name, op } = route else {
+        return plain(Action::Reply(
+            Reply::json(StatusCode::OK, &serde_json::json!({}))
+                .header(API_VERSION.0, API_VERSION.1),
+        ));
+    };
+    let remote = match registry {
+        Registry::Remote(remote) => app.config.remotes.get(remote),
+        Registry::Mirror(host) => app.config.mirrors.get(&host.to_ascii_lowercase()),
+    };
+    let Some(remote) = remote else {
+        let Registry::Mirror(host) = registry else {
+            unreachable!("a remote route names a configured remote")
+        };
+        return plain(refuse(
+            ErrorCode::NameUnknown,
+            format!("no remote mirrors registry {host:?} (mirror_of)"),
+        ));
+    };
+    let with_remote = |action, denied| Decision {
+        action,
+        remote: Some(remote.name.clone()),
+        denied,
+    };
+    if remote.package != Package::Docker || remote.kind != RemoteKind::Remote {
+        let reply = error_reply(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Unsupported,
+            format!(
+                "remote '{}' is not a docker remote (package: {})",
+                remote.name, remote.package
+            ),
+        );
+        return with_remote(Action::Reply(reply), false);
+    }
+    if req.method != Method::GET && req.method != Method::HEAD {
+        let reply = error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "artifactd is a pull-through mirror: pushing is not supported",
+        )
+        .header("allow", "GET, HEAD");
+        return with_remote(Action::Reply(reply), false);
+    }
+    let name = if remote.mirrors_docker_hub() {
+        oci::docker_hub_name(name).into_owned()
+    } else {
+        name.to_string()
+    };
+    let upstream_path = oci::upstream_path(&name, &op);
+    if !remote
+        .policy
+        .allows_image(&[&name, first_two_segments(&name), &upstream_path])
+    {
+        let reply = error_reply(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            format!(
+                "image {name:?} is not allowed by the patterns of remote '{}'",
+                remote.name
+            ),
+        );
+        return with_remote(Action::Reply(reply), true);
+    }
+    with_remote(
+        Action::Proxy(artifact(remote, req, name, &op, upstream_path)),
+        false,
+    )
+}
+
+fn first_two_segments(name: &str) -> &str {
+    match name.match_indices('/').nth(1) {
+        Some((i, _)) => &name[..i],
+        None => name,
+    }
+}
+
+fn artifact(
+    remote: &Arc<Remote>,
+    req: &RequestHeader,
+    name: String,
+    op: &oci::Operation<'_>,
+    upstream_path: String,
+) -> Artifact {
+    let kind = op.kind();
+    let accept = AcceptClass::from_accept(
+        req.headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    // Only tag lists and referrers take query parameters (`n`, `last`,
+    // `artifactType`); `ns` is the mirror's, not the upstream's.
+    let query = match kind {
+        Kind::TagsList | Kind::Referrers => req
+            .uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter(|p| !p.starts_with("ns=") && !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let key_parts = oci::key_parts(&name, op, accept, &query);
+    let class = if kind.is_mutable() {
+        ArtifactClass::Mutable {
+            user_defined: remote.policy.user_mutable(&upstream_path),
+        }
+    } else {
+        ArtifactClass::Immutable
+    };
+    let raw_path = if query.is_empty() {
+        upstream_path
+    } else {
+        format!("{upstream_path}?{query}")
+    };
+    Artifact {
+        remote: remote.clone(),
+        raw_path,
+        key_parts,
+        class,
+        oci: Some(OciArtifact {
+            name,
+            kind,
+            digest: op.content_digest().map(|d| d.text.to_string()),
+            accept,
+        }),
+    }
+}
+
+/// The `Accept` header asked of the upstream for an OCI request: the
+/// client's manifest types, normalized (so the answer suits the cache key).
+pub fn upstream_accept(oci: &OciArtifact) -> String {
+    match oci.kind {
+        Kind::TagManifest | Kind::DigestManifest => oci.accept.header_value(),
+        Kind::Blob => "application/octet-stream".to_string(),
+        Kind::TagsList => "application/json".to_string(),
+        Kind::Referrers => "application/vnd.oci.image.index.v1+json".to_string(),
+    }
+}
+
+/// Fills in what a registry response must carry and an upstream may have
+/// left out: the digest of a content-addressed object, and an `ETag` from
+/// a tag manifest's digest, which is its validator on revalidation.
+pub fn complete_upstream_headers(
+    oci: &OciArtifact,
+    resp: &mut ResponseHeader,
+) -> pingora::Result<()> {
+    if resp.status != StatusCode::OK {
+        return Ok(());
+    }
+    if let Some(digest) = &oci.digest {
+        if oci.kind != Kind::Referrers && !resp.headers.contains_key("docker-content-digest") {
+            resp.insert_header("docker-content-digest", digest.as_str())?;
+        }
+    }
+    if oci.kind == Kind::TagManifest && !resp.headers.contains_key(http::header::ETAG) {
+        let digest = resp
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(|d| format!("\"{d}\""));
+        if let Some(etag) = digest {
+            resp.insert_header(http::header::ETAG, etag)?;
+        }
+    }
+    Ok(())
+}
+
+/// The digest a response body must hash to: the URL's for content-addressed
+/// objects, the upstream's `Docker-Content-Digest` for a tag manifest.
+pub fn expected_digest(oci: &OciArtifact, resp: &ResponseHeader) -> Option<String> {
+    match oci.kind {
+        Kind::Blob | Kind::DigestManifest => oci.digest.clone(),
+        Kind::TagManifest => resp
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| oci::Digest::parse(d).is_some())
+            .map(str::to_string),
+        Kind::TagsList | Kind::Referrers => None,
+    }
+}
+
+/// The key parts of the manifest a tag resolved to (seed 000 cross-link).
+pub fn digest_manifest_key_parts(digest: &str) -> Vec<String> {
+    vec![format!("manifests/{digest}")]
+}
+
+/// The check of one upstream body, with what the cross-link needs.
+pub struct BodyCheck {
+    pub verifier: Verifier,
+    /// The manifest's media type, as the upstream labelled it.
+    content_type: Option<String>,
+}
+
+/// The digest check for an upstream `200` of a manifest or blob: against
+/// its [`expected_digest`], and for a tag manifest also keeping the body
+/// for the cross-link.
+pub fn body_check(oci: &OciArtifact, resp: &ResponseHeader) -> Option<BodyCheck> {
+    if resp.status != StatusCode::OK
+        || !matches!(
+            oci.kind,
+            Kind::Blob | Kind::DigestManifest | Kind::TagManifest
+        )
+    {
+        return None;
+    }
+    let verifier = Verifier::new(
+        expected_digest(oci, resp).as_deref(),
+        oci.kind == Kind::TagManifest,
+    )?;
+    let content_type = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Some(BodyCheck {
+        verifier,
+        content_type,
+    })
+}
+
+/// Counts and logs a body that did not match its digest, and turns it into
+/// the upstream error that fails the transfer.
+pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Box<pingora::Error> {
+    let name = artifact
+        .oci
+        .as_ref()
+        .map(|o| o.name.as_str())
+        .unwrap_or("-");
+    log::warn!(
+        "digest mismatch: remote '{}' image {name}: expected {}, upstream sent {}; nothing committed",
+        artifact.remote.name,
+        mismatch.expected,
+        mismatch.actual
+    );
+    app.metrics.digest_mismatch(&artifact.remote.name);
+    pingora::Error::explain(
+        pingora::ErrorType::Custom(DIGEST_MISMATCH),
+        format!("expected {}, got {}", mismatch.expected, mismatch.actual),
+    )
+    .into_up()
+}
+
+/// The error of a body that did not hash to its digest.
+pub const DIGEST_MISMATCH: &str = "upstream body does not match its digest";
+
+/// Seed 000: a tag manifest just fetched is also stored under its digest
+/// (if absent), so a later pull by digest is a hit. Runs in the background;
+/// the client's response does not wait for it.
+pub fn cross_link(app: &App, artifact: &Artifact, check: &BodyCheck, verified: Verified) {
+    let (Some(oci), Some(body)) = (&artifact.oci, verified.body) else {
+        return;
+    };
+    if oci.kind != Kind::TagManifest || !verified.digest.starts_with("sha256:") {
+        return;
+    }
+    let key = super::cache::key_of(
+        &artifact.remote.name,
+        &digest_manifest_key_parts(&verified.digest),
+    );
+    let meta = match manifest_meta(
+        &artifact.remote,
+        &verified.digest,
+        check.content_type.as_deref(),
+        body.len(),
+    ) {
+        Ok(meta) => meta,
+        Err(e) => {
+            log::warn!("cross-link of {}: {e}", verified.digest);
+            return;
+        }
+    };
+    let storage = app.storage;
+    let remote = artifact.remote.name.clone();
+    app.background.spawn(async move {
+        if let Err(e) = storage.store_if_absent(&key, &meta, body).await {
+            log::warn!(
+                "remote '{remote}': storing manifest {} by digest: {e}",
+                verified.digest
+            );
+        }
+    });
+}
+
+fn manifest_meta(
+    remote: &Remote,
+    digest: &str,
+    content_type: Option<&str>,
+    len: usize,
+) -> pingora::Result<pingora::cache::CacheMeta> {
+    let mut header = ResponseHeader::build(StatusCode::OK, Some(4))?;
+    header.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    if let Some(content_type) = content_type {
+        header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    }
+    header.insert_header("docker-content-digest", digest)?;
+    header.insert_header(http::header::ETAG, format!("\"{digest}\""))?;
+    Ok(super::cache::immutable_meta(remote, header))
+}
+
+/// Turns the text error reply of a failed OCI request into an OCI error
+/// body with the same headers. An upstream rate limit stays a 429
+/// `TOOMANYREQUESTS`, which registry clients back off from.
+pub fn error_for(
+    code: u16,
+    reply: Reply,
+    kind: Kind,
+    upstream_status: Option<u16>,
+) -> (u16, Reply) {
+    if code == 0 {
+        return (code, reply);
+    }
+    let code = if upstream_status == Some(429) && code == 503 {
+        429
+    } else {
+        code
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+    let message = String::from_utf8_lossy(&reply.body).trim().to_string();
+    let mut oci_reply = error_reply(status, ErrorCode::for_status(code, Some(kind)), message);
+    oci_reply.headers.extend(reply.headers);
+    (code, oci_reply)
+}
