@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps build release run check-config test lint unit it bench bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it bench bench-smoke install clean
 
 all: build
 
@@ -14,6 +14,9 @@ deps:
 
 bench-deps:
 	@scripts/install-deps.sh bench
+
+test-deps:
+	@scripts/install-deps.sh test
 
 build: deps
 	$(CARGO) build
@@ -32,7 +35,7 @@ check-config: build
 
 ## Everything CI runs: formatting, lints, unit and integration tests, and
 ## one QUICK pass of the benchmark harness (checks the harness, not ratios).
-test: bench-deps lint bench-smoke
+test: test-deps lint bench-smoke
 	$(CARGO) test --workspace
 
 ## artifactd vs nginx proxy_cache on loopback; writes benches/results/.
@@ -51,7 +54,7 @@ lint:
 unit: deps
 	$(CARGO) test --workspace --lib --bins
 
-it: deps
+it: test-deps
 	$(CARGO) test --test it
 
 ## Installs the binary, an example config (kept if present) and the

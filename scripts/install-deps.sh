@@ -3,18 +3,25 @@
 # machine. Idempotent: installs only what is missing, and touches apt only
 # when something is. Rust (rustup, cargo) is the one prerequisite.
 #
-# Usage: install-deps.sh [bench]   (bench: also nginx-light and wrk, which the
-# benchmark harness and its smoke run in `make test` need)
+# Usage: install-deps.sh [bench|test]   (bench: also nginx-light and wrk, which
+# the benchmark harness and its smoke run in `make test` need; test: those plus
+# the real registry and container clients the integration tests drive)
 set -euo pipefail
 
 # cmake: Pingora's zlib-ng build script; pkg-config: -sys crates;
 # e2fsprogs: chattr, which the tests use to make storage unwritable as root;
 # curl: the README's examples.
 packages=(cmake pkg-config e2fsprogs curl ca-certificates)
-if [[ ${1:-} == bench ]]; then
+if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # nginx-light: the origin and the proxy_cache artifactd is compared with;
     # wrk: the load generator.
     packages+=(nginx-light wrk python3)
+fi
+if [[ ${1:-} == test ]]; then
+    # The OCI tests: a real upstream registry (docker-registry), images built
+    # with umoci and copied with skopeo, containerd + ctr as a stock runtime,
+    # openssl for the token issuer's keys and signatures.
+    packages+=(docker-registry skopeo umoci containerd openssl)
 fi
 
 missing=()

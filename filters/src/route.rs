@@ -92,7 +92,16 @@ pub fn route(path: &str) -> Route<'_> {
 /// assert_eq!(filters::route::query_param(Some("a=1&remote=my%2Dr"), "remote").as_deref(), Some("my-r"));
 /// ```
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
+    query_params(query, name).next()
+}
+
+/// Every value of query parameter `name`, in order, decoded like
+/// [`query_param`] (token requests repeat `scope`).
+pub fn query_params<'q>(
+    query: Option<&'q str>,
+    name: &'q str,
+) -> impl Iterator<Item = String> + 'q {
+    query.unwrap_or("").split('&').filter_map(move |pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (key == name).then(|| {
             let value = value.replace('+', " ");
@@ -119,6 +128,8 @@ mod tests {
         );
         assert_eq!(query_param(Some("remotes=x"), "remote"), None);
         assert_eq!(query_param(None, "remote"), None);
+        let scopes: Vec<_> = query_params(Some("scope=a%3Ab&x=1&scope=c"), "scope").collect();
+        assert_eq!(scopes, ["a:b", "c"]);
     }
 
     #[test]

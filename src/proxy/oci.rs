@@ -39,6 +39,16 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
         remote: None,
         denied: false,
     };
+    // Pushing is refused whatever the path, before it is parsed.
+    if req.method != Method::GET && req.method != Method::HEAD {
+        let reply = error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            "artifactd is a pull-through mirror: pushing is not supported",
+        )
+        .header("allow", "GET, HEAD");
+        return plain(Action::Reply(reply));
+    }
     let ns = filters::route::query_param(req.uri.query(), "ns");
     let route = match oci::route(after_v2, ns.as_deref(), |s| {
         app.config.remotes.contains_key(s)
@@ -79,15 +89,6 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
                 remote.name, remote.package
             ),
         );
-        return with_remote(Action::Reply(reply), false);
-    }
-    if req.method != Method::GET && req.method != Method::HEAD {
-        let reply = error_reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unsupported,
-            "artifactd is a pull-through mirror: pushing is not supported",
-        )
-        .header("allow", "GET, HEAD");
         return with_remote(Action::Reply(reply), false);
     }
     let name = if remote.mirrors_docker_hub() {

@@ -8,11 +8,13 @@
 //! - `security`: path validation before storage and upstream.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
 //! - `resilience`: quarantine, negative caching.
+//! - `oci`: the registry API against a real registry, skopeo and umoci.
 
 mod admin;
 mod cache;
 mod config;
 mod harness;
 mod local;
+mod oci;
 mod resilience;
 mod security;

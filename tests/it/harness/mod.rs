@@ -1,9 +1,12 @@
-//! Test harness: a counting origin ([`origin::Origin`]) and an artifactd
-//! process ([`artifactd::Artifactd`]), both on free loopback ports and both
-//! torn down on drop.
+//! Test harness: a counting origin ([`origin::Origin`]), an artifactd
+//! process ([`artifactd::Artifactd`]), a real registry with images and
+//! its token issuer ([`registry`], [`token`]), all on free loopback ports
+//! and all torn down on drop.
 
 pub mod artifactd;
 pub mod origin;
+pub mod registry;
+pub mod token;
 
 pub use artifactd::Artifactd;
 pub use origin::{Backlogged, Origin, OriginFile, Silent};

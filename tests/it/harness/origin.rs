@@ -21,7 +21,8 @@ pub struct OriginFile {
     pub truncate_after: Option<usize>,
     /// Sleep between 64 KiB chunks, to keep a fill in flight.
     pub chunk_delay: Option<Duration>,
-    /// Answer `302 Found` with this `Location` instead of the body.
+    /// Answer a redirect (`status`, default 302) with this `Location`
+    /// instead of the body.
     pub redirect_to: Option<String>,
     /// Answer with this (error) status and the body instead.
     pub status: Option<u16>,
@@ -53,6 +54,14 @@ impl OriginFile {
         file
     }
 
+    /// A `307 Temporary Redirect`, as registries send blob downloads to
+    /// their storage.
+    pub fn temporary_redirect(location: &str) -> Self {
+        let mut file = OriginFile::redirect(location);
+        file.status = Some(307);
+        file
+    }
+
     pub fn etag(mut self, etag: &str) -> Self {
         self.etag = Some(etag.to_string());
         self
@@ -71,6 +80,9 @@ pub struct SeenRequest {
 #[derive(Default)]
 struct State {
     files: Mutex<HashMap<String, OriginFile>>,
+    /// Where requests for unconfigured paths are forwarded (a test server
+    /// in front of a real registry), instead of answering 404.
+    forward_to: Mutex<Option<String>>,
     seen: Mutex<Vec<SeenRequest>>,
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -114,6 +126,18 @@ impl Origin {
             .lock()
             .unwrap()
             .insert(path.to_string(), file);
+    }
+
+    /// Forwards every request for a path without a configured file to
+    /// `base_url`, so this origin stands in front of a real upstream and
+    /// overrides single paths.
+    pub fn forward_to(&self, base_url: &str) {
+        *self.state.forward_to.lock().unwrap() = Some(base_url.to_string());
+    }
+
+    /// Stops serving `path` from a configured file.
+    pub fn remove(&self, path: &str) {
+        self.state.files.lock().unwrap().remove(path);
     }
 
     /// Requests received for `path` (any method).
@@ -206,6 +230,47 @@ impl Drop for Silent {
     }
 }
 
+/// Sends a request on to `base` and returns the answer's head and body.
+async fn forward_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &HashMap<String, String>,
+) -> (String, Bytes) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("forwarding client");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let is_head = method == reqwest::Method::HEAD;
+    let mut request = client.request(method, format!("{base}{path}"));
+    for name in ["accept", "authorization", "range"] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value);
+        }
+    }
+    let Ok(resp) = request.send().await else {
+        let head = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_string();
+        return (head, Bytes::new());
+    };
+    let mut head = format!("HTTP/1.1 {}\r\n", resp.status());
+    for (name, value) in resp.headers() {
+        if name != "transfer-encoding" && name != "content-length" && name != "connection" {
+            head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("")));
+        }
+    }
+    let length = resp.content_length();
+    let body = resp.bytes().await.unwrap_or_default();
+    let length = if is_head {
+        length.unwrap_or(0)
+    } else {
+        body.len() as u64
+    };
+    head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+    (head, if is_head { Bytes::new() } else { body })
+}
+
 async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -238,6 +303,13 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         };
         state.seen.lock().unwrap().push(seen);
         let file = state.files.lock().unwrap().get(&path).cloned();
+        let forward = state.forward_to.lock().unwrap().clone();
+        if let (None, Some(base)) = (&file, forward) {
+            let (head, body) = forward_request(&base, &method, &path, &headers).await;
+            write.write_all(head.as_bytes()).await?;
+            write.write_all(&body).await?;
+            continue;
+        }
         let Some(file) = file else {
             let body = "no such file\n";
             let head = format!(
@@ -252,7 +324,8 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         };
         if let Some(location) = &file.redirect_to {
             let head = format!(
-                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.1 {} Redirect\r\nLocation: {location}\r\nContent-Length: {}\r\n\r\n",
+                file.status.unwrap_or(302),
                 file.body.len()
             );
             write.write_all(head.as_bytes()).await?;

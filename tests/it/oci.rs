@@ -1,0 +1,621 @@
+//! The OCI distribution API through artifactd, against a real
+//! `docker-registry` (with and without token auth) and real `skopeo`;
+//! images are built with `umoci`. Upstream requests are counted from the
+//! registry's access log.
+
+use crate::harness::registry::{assert_dir_copy, pull_to_dir, registry_digest, Layout, Registry};
+use crate::harness::token::TokenIssuer;
+use crate::harness::{client, get_json, pattern_bytes, sha256_hex, Artifactd, Origin, OriginFile};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// A docker remote `hub` in front of `upstream`, mirroring Docker Hub.
+fn hub_remote(upstream: &str, extra: &str) -> String {
+    format!(
+        "remotes:\n  hub:\n    base_url: \"{upstream}\"\n    type: remote\n    package: docker\n    mirror_of: [\"docker.io\"]\n{extra}"
+    )
+}
+
+/// A layout with tag `app`: `layers` layers of `size` bytes each.
+async fn app_layout(dir: &Path, layers: usize, size: usize, seed: u64) -> Layout {
+    let layout = Layout::init(&dir.join("layout")).await;
+    let files: Vec<(String, Vec<u8>)> = (0..layers)
+        .map(|i| (format!("layer{i}"), pattern_bytes(size, seed + i as u64)))
+        .collect();
+    let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    layout.build("app", None, &files).await;
+    layout
+}
+
+/// The blob digests (`sha256:…`) a layout's tag references.
+fn blob_digests(layout: &Layout, tag: &str) -> Vec<String> {
+    let descriptor = layout.descriptor(tag);
+    let digest = descriptor["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.path.join("blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_string());
+    }
+    blobs
+}
+
+/// The catalog's paths of remote `hub`, once at least `min` are listed.
+async fn catalog_paths(ad: &Artifactd, min: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = get_json(&client(), ad.url("/artifacts/hub")).await;
+        let paths: Vec<String> = list["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["path"].as_str().unwrap().to_string())
+            .collect();
+        if paths.len() >= min || Instant::now() > deadline {
+            return paths;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn docker_ref(ad: &Artifactd, path: &str) -> String {
+    format!("docker://{}/{path}", ad.addr)
+}
+
+async fn metric(ad: &Artifactd, line_start: &str) -> u64 {
+    let text = crate::harness::get_text(&client(), ad.url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn oci_docker_and_multi_arch_images_pull_then_serve_from_cache_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 3, 300_000, 1).await;
+    layout
+        .build("amd", Some("app"), &[("amd", pattern_bytes(1000, 7))])
+        .await;
+    layout
+        .build("arm", Some("app"), &[("arm", pattern_bytes(1000, 8))])
+        .await;
+    layout.set_arch("arm", "arm64").await;
+    layout.add_index("multi", &[("amd", "amd64"), ("arm", "arm64")]);
+    layout.push("app", &registry, "test/oci", &[]).await;
+    layout
+        .push("app", &registry, "test/docker", &["--format", "v2s2"])
+        .await;
+    layout
+        .push("multi", &registry, "test/multi", &["--all"])
+        .await;
+    let oci_digest = registry_digest(&registry, "test/oci", "app", OCI_MANIFEST).await;
+    let docker_digest = registry_digest(&registry, "test/docker", "app", DOCKER_MANIFEST).await;
+    let index_digest = registry_digest(&registry, "test/multi", "multi", OCI_INDEX).await;
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+
+    let images = [
+        ("hub/test/oci:app", &oci_digest, &[][..]),
+        ("hub/test/docker:app", &docker_digest, &[][..]),
+        ("hub/test/multi:multi", &index_digest, &["--all"][..]),
+    ];
+    let copy = dir.path().join("copy");
+    for (image, digest, extra) in images {
+        let out = pull_to_dir(&docker_ref(&ad, image), &copy, extra).await;
+        assert!(
+            out.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_dir_copy(&copy, digest);
+    }
+    // Every blob of the three images was fetched from the registry once.
+    for blob in blob_digests(&layout, "app") {
+        assert_eq!(
+            registry.gets(&format!("/test/oci/blobs/{blob}")),
+            1,
+            "{blob}"
+        );
+    }
+    let cached_blobs = registry.gets("/blobs/");
+
+    registry.stop().await;
+    for (image, digest, extra) in images {
+        let out = pull_to_dir(&docker_ref(&ad, image), &copy, extra).await;
+        assert!(
+            out.status.success(),
+            "{image} offline: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_dir_copy(&copy, digest);
+    }
+    assert_eq!(
+        registry.gets("/blobs/"),
+        cached_blobs,
+        "offline pulls reached the registry"
+    );
+}
+
+#[tokio::test]
+async fn registry_api_answers_in_oci_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let remotes = format!(
+        "{}  gen:\n    base_url: \"{}\"\n    package: generic\n  limited:\n    base_url: \"{}\"\n    package: docker\n    include_patterns: [\"^allowed/\"]\n",
+        hub_remote(&registry.url(), ""),
+        registry.url(),
+        registry.url()
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let http = client();
+    let ping = http.get(ad.url("/v2/")).send().await.unwrap();
+    assert_eq!(ping.status(), 200);
+    assert_eq!(
+        ping.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+    assert_eq!(ping.text().await.unwrap().trim(), "{}");
+
+    let cases = [
+        ("GET", "/v2/gen/a/manifests/v1", 400, "UNSUPPORTED"),
+        ("PUT", "/v2/hub/a/manifests/v1", 405, "UNSUPPORTED"),
+        ("POST", "/v2/hub/a/blobs/uploads/", 405, "UNSUPPORTED"),
+        ("GET", "/v2/limited/denied/app/manifests/v1", 403, "DENIED"),
+        ("GET", "/v2/limited/denied/app/tags/list", 403, "DENIED"),
+        (
+            "GET",
+            "/v2/hub/a/manifests/sha256:nothex",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        ("GET", "/v2/hub/Bad/manifests/v1", 400, "NAME_INVALID"),
+        ("GET", "/v2/x/manifests/v1?ns=quay.io", 404, "NAME_UNKNOWN"),
+        (
+            "GET",
+            "/v2/hub/test/missing/manifests/v1",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let resp = http
+            .request(method.parse().unwrap(), ad.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], code, "{method} {path}: {body}");
+    }
+    // Denials never reach the registry.
+    assert_eq!(registry.gets("denied"), 0);
+}
+
+#[tokio::test]
+async fn token_auth_costs_one_token_request_per_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TokenIssuer::start(&dir.path().join("issuer"), 300).await;
+    let registry = Registry::start(dir.path(), Some(&issuer)).await;
+    let layout = app_layout(dir.path(), 3, 100_000, 20).await;
+    layout.push("app", &registry, "team/a", &[]).await;
+    layout.push("app", &registry, "team/b", &[]).await;
+    let digest = registry_digest_with_token(&issuer, &registry, "team/a").await;
+    issuer.reset();
+    let pushed = registry.requests().len();
+    let remotes = hub_remote(
+        &registry.url(),
+        "    username: puller\n    password: pull-secret\n",
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let copy = dir.path().join("copy");
+    for image in ["hub/team/a:app", "hub/team/b:app", "hub/team/a:app"] {
+        let out = pull_to_dir(&docker_ref(&ad, image), &copy, &[]).await;
+        assert!(
+            out.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_dir_copy(&copy, &digest);
+    }
+    assert_eq!(
+        issuer.requests_for("repository:team/a:pull"),
+        1,
+        "{:?}",
+        issuer.requests()
+    );
+    assert_eq!(
+        issuer.requests_for("repository:team/b:pull"),
+        1,
+        "{:?}",
+        issuer.requests()
+    );
+    assert_eq!(issuer.requests().len(), 2);
+    // The remote's credentials went to the token realm.
+    for request in issuer.requests() {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Basic cHVsbGVyOnB1bGwtc2VjcmV0")
+        );
+    }
+    // Each blob came from the registry once, with a token: team/b shares
+    // every blob with team/a, so its pull needed only its manifest.
+    for blob in blob_digests(&layout, "app") {
+        assert_eq!(registry.gets(&format!("/blobs/{blob}")), 1, "{blob}");
+    }
+    assert_eq!(registry.gets("/team/b/blobs/"), 0);
+    // Only the first request met a challenge; later repositories of the
+    // same registry got their token before asking.
+    let refused = registry.requests()[pushed..]
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert_eq!(refused, 1, "{:?}", &registry.requests()[pushed..]);
+}
+
+/// The manifest digest of `repository:app` on a token-auth registry.
+async fn registry_digest_with_token(
+    issuer: &TokenIssuer,
+    registry: &Registry,
+    repository: &str,
+) -> String {
+    let token: serde_json::Value = get_json(
+        &client(),
+        format!(
+            "http://{}/token?service=x&scope=repository:{repository}:pull",
+            issuer.addr
+        ),
+    )
+    .await;
+    let resp = client()
+        .head(format!("{}/v2/{repository}/manifests/app", registry.url()))
+        .header("accept", OCI_MANIFEST)
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_layer_shared_by_two_images_is_fetched_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 400_000, 30).await;
+    layout
+        .build("one", Some("app"), &[("one", pattern_bytes(5000, 31))])
+        .await;
+    layout
+        .build("two", Some("app"), &[("two", pattern_bytes(5000, 32))])
+        .await;
+    layout.push("one", &registry, "shared/one", &[]).await;
+    layout.push("two", &registry, "shared/two", &[]).await;
+    let base = blob_digests(&layout, "app")[1].clone();
+    assert!(
+        blob_digests(&layout, "one").contains(&base)
+            && blob_digests(&layout, "two").contains(&base)
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+    let copy = dir.path().join("copy");
+    for image in ["hub/shared/one:one", "hub/shared/two:two"] {
+        let out = pull_to_dir(&docker_ref(&ad, image), &copy, &[]).await;
+        assert!(
+            out.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        registry.gets(&format!("/blobs/{base}")),
+        1,
+        "shared layer fetched once"
+    );
+    let paths = catalog_paths(&ad, 1).await;
+    let stored = paths
+        .iter()
+        .filter(|p| **p == format!("blobs/{base}"))
+        .count();
+    assert_eq!(stored, 1, "{paths:?}");
+}
+
+#[tokio::test]
+async fn pull_by_tag_then_by_digest_sends_nothing_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 2, 50_000, 40).await;
+    layout.push("app", &registry, "pin/app", &[]).await;
+    let digest = registry_digest(&registry, "pin/app", "app", OCI_MANIFEST).await;
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+    let copy = dir.path().join("copy");
+    let out = pull_to_dir(&docker_ref(&ad, "hub/pin/app:app"), &copy, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The cross-link is stored in the background.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = registry.requests().len();
+    let out = pull_to_dir(
+        &docker_ref(&ad, &format!("hub/pin/app@{digest}")),
+        &copy,
+        &[],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dir_copy(&copy, &digest);
+    assert_eq!(
+        registry.requests().len(),
+        before,
+        "{:?}",
+        &registry.requests()[before..]
+    );
+    // The manifest by digest carries its registry headers from cache.
+    let resp = client()
+        .head(ad.url(&format!("/v2/hub/pin/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(resp.headers()["content-type"], OCI_MANIFEST);
+    assert_eq!(resp.headers()["x-artifact-source"], "cache");
+    assert!(
+        resp.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 2, 200_000, 50).await;
+    layout.push("app", &registry, "bad/app", &[]).await;
+    let blob = blob_digests(&layout, "app")[1].clone();
+    let front = Origin::start().await;
+    front.forward_to(&registry.url());
+    let blob_path = format!("/v2/bad/app/blobs/{blob}");
+    let good = std::fs::read(layout.path.join("blobs/sha256").join(&blob[7..])).unwrap();
+    let mut wrong = good.clone();
+    wrong[1000] ^= 0xff;
+    front.put(&blob_path, OriginFile::new(wrong));
+    let ad = Artifactd::start(
+        &dir.path().join("ad"),
+        &hub_remote(&front.base_url(), ""),
+        "",
+    )
+    .await;
+
+    let resp = client()
+        .get(ad.url(&format!("/v2/hub/bad/app/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "headers are sent before the body is known bad"
+    );
+    let body = resp.bytes().await;
+    assert!(
+        body.as_ref().map_or(true, |b| b.len() < good.len()),
+        "the client's transfer must not complete"
+    );
+    let copy = dir.path().join("copy");
+    let out = pull_to_dir(&docker_ref(&ad, "hub/bad/app:app"), &copy, &[]).await;
+    assert!(!out.status.success(), "skopeo must fail on the wrong blob");
+    assert_eq!(
+        metric(&ad, "artifactd_digest_mismatch_total{remote=\"hub\"}").await,
+        2
+    );
+    assert!(ad.log_text().contains(&format!("expected {blob}")));
+    let paths = catalog_paths(&ad, 1).await;
+    assert!(!paths.contains(&format!("blobs/{blob}")), "{paths:?}");
+
+    // A correct upstream again: the pull succeeds and the blob is fetched anew.
+    front.remove(&blob_path);
+    let fetched = front.hits(&blob_path);
+    let out = pull_to_dir(&docker_ref(&ad, "hub/bad/app:app"), &copy, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(front.hits(&blob_path), fetched + 1);
+    let digest = registry_digest(&registry, "bad/app", "app", OCI_MANIFEST).await;
+    assert_dir_copy(&copy, &digest);
+}
+
+#[tokio::test]
+async fn a_blob_redirected_to_another_host_gets_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 150_000, 60).await;
+    layout.push("app", &registry, "cdn/app", &[]).await;
+    let blob = blob_digests(&layout, "app")[1].clone();
+    let bytes = std::fs::read(layout.path.join("blobs/sha256").join(&blob[7..])).unwrap();
+    let storage = Origin::start().await;
+    storage.put("/blob-storage/layer", OriginFile::new(bytes.clone()));
+    let front = Origin::start().await;
+    front.forward_to(&registry.url());
+    let blob_path = format!("/v2/cdn/app/blobs/{blob}");
+    front.put(
+        &blob_path,
+        OriginFile::temporary_redirect(&format!("{}/blob-storage/layer", storage.base_url())),
+    );
+    let remotes = hub_remote(&front.base_url(), "    username: u\n    password: p\n");
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let url = ad.url(&format!("/v2/hub/cdn/app/blobs/{blob}"));
+    for source in ["remote", "cache"] {
+        let resp = client().get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-artifact-source"], source);
+        assert_eq!(resp.headers()["docker-content-digest"], blob.as_str());
+        assert_eq!(sha256_hex(&resp.bytes().await.unwrap()), &blob[7..]);
+    }
+    assert_eq!(storage.hits("/blob-storage/layer"), 1);
+    let front_saw = front.requests();
+    assert!(front_saw.iter().any(|r| r
+        .headers
+        .get("authorization")
+        .is_some_and(|a| a.starts_with("Basic "))));
+    for request in storage.requests() {
+        assert_eq!(
+            request.headers.get("authorization"),
+            None,
+            "credentials leaked to the redirect target"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_cold_pulls_fetch_each_blob_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 4, 1_000_000, 70).await;
+    layout.push("app", &registry, "herd/app", &[]).await;
+    let digest = registry_digest(&registry, "herd/app", "app", OCI_MANIFEST).await;
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+    let pulls = (0..5).map(|i| {
+        let reference = docker_ref(&ad, "hub/herd/app:app");
+        let copy = dir.path().join(format!("copy{i}"));
+        async move { (pull_to_dir(&reference, &copy, &[]).await, copy) }
+    });
+    for (out, copy) in futures::future::join_all(pulls).await {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_dir_copy(&copy, &digest);
+    }
+    for blob in blob_digests(&layout, "app") {
+        assert_eq!(registry.gets(&format!("/blobs/{blob}")), 1, "{blob}");
+    }
+}
+
+#[tokio::test]
+async fn tag_manifests_go_stale_within_the_period_and_keep_their_accept_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 10_000, 80).await;
+    layout
+        .push("app", &registry, "acc/docker", &["--format", "v2s2"])
+        .await;
+    layout.push("app", &registry, "acc/oci", &[]).await;
+    let remotes = hub_remote(
+        &registry.url(),
+        "    cache:\n      mutable_ttl: 1\n      stale_if_error: 4\n",
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let http = client();
+    let get = |path: &str, accept: &str| http.get(ad.url(path)).header("accept", accept).send();
+    // One tag, two Accept classes: neither client gets the other's manifest.
+    let docker = get("/v2/hub/acc/docker/manifests/app", DOCKER_MANIFEST)
+        .await
+        .unwrap();
+    assert_eq!(docker.status(), 200);
+    assert_eq!(docker.headers()["content-type"], DOCKER_MANIFEST);
+    let oci_only = get("/v2/hub/acc/docker/manifests/app", OCI_MANIFEST)
+        .await
+        .unwrap();
+    assert_ne!(
+        oci_only
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some(DOCKER_MANIFEST)
+    );
+    assert_eq!(
+        registry.gets("/acc/docker/manifests/app"),
+        2,
+        "each class fetched for itself"
+    );
+    let oci = get("/v2/hub/acc/oci/manifests/app", OCI_MANIFEST)
+        .await
+        .unwrap();
+    assert_eq!(oci.headers()["content-type"], OCI_MANIFEST);
+    let oci_digest = oci.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cached = get("/v2/hub/acc/docker/manifests/app", DOCKER_MANIFEST)
+        .await
+        .unwrap();
+    assert_eq!(cached.headers()["x-artifact-source"], "cache");
+    assert_eq!(cached.headers()["content-type"], DOCKER_MANIFEST);
+
+    registry.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stale = get("/v2/hub/acc/oci/manifests/app", OCI_MANIFEST)
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-artifact-source"], "cache");
+    assert!(stale.headers().contains_key("x-artifact-stale"));
+    assert_eq!(
+        stale.headers()["docker-content-digest"],
+        oci_digest.as_str()
+    );
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let expired = get("/v2/hub/acc/oci/manifests/app", OCI_MANIFEST)
+        .await
+        .unwrap();
+    assert!(expired.status().is_server_error(), "{}", expired.status());
+    let body: serde_json::Value = expired.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+}
+
+#[tokio::test]
+async fn docker_hub_mirror_requests_get_library_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 10_000, 90).await;
+    layout.push("app", &registry, "library/alpine", &[]).await;
+    let digest = registry_digest(&registry, "library/alpine", "app", OCI_MANIFEST).await;
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+    // dockerd's registry-mirrors (no ns), containerd's ns, and the remote path.
+    for path in [
+        "/v2/alpine/manifests/app",
+        "/v2/alpine/manifests/app?ns=docker.io",
+        "/v2/library/alpine/manifests/app?ns=docker.io",
+        "/v2/hub/alpine/manifests/app",
+    ] {
+        let resp = client()
+            .get(ad.url(path))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            resp.headers()["docker-content-digest"],
+            digest.as_str(),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        registry.gets("/v2/library/alpine/manifests/app"),
+        1,
+        "one cache entry for all forms"
+    );
+}
