@@ -3,7 +3,9 @@
 //! images are built with `umoci`. Upstream requests are counted from the
 //! registry's access log.
 
-use crate::harness::registry::{assert_dir_copy, pull_to_dir, registry_digest, Layout, Registry};
+use crate::harness::registry::{
+    assert_dir_copy, pull_to_dir, registry_digest, Containerd, Layout, Registry,
+};
 use crate::harness::token::TokenIssuer;
 use crate::harness::{client, get_json, pattern_bytes, sha256_hex, Artifactd, Origin, OriginFile};
 use std::path::Path;
@@ -508,8 +510,14 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
         );
         assert_dir_copy(&copy, &digest);
     }
+    let log = ad.log_text();
     for blob in blob_digests(&layout, "app") {
-        assert_eq!(registry.gets(&format!("/blobs/{blob}")), 1, "{blob}");
+        let seen: Vec<&str> = log.lines().filter(|l| l.contains(&blob)).collect();
+        assert_eq!(
+            registry.gets(&format!("/blobs/{blob}")),
+            1,
+            "{blob}:\n{seen:#?}"
+        );
     }
 }
 
@@ -617,5 +625,76 @@ async fn docker_hub_mirror_requests_get_library_names() {
         registry.gets("/v2/library/alpine/manifests/app"),
         1,
         "one cache entry for all forms"
+    );
+}
+
+#[tokio::test]
+async fn containerd_pulls_through_ns_and_override_path_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 2, 200_000, 100).await;
+    layout.push("app", &registry, "library/web", &[]).await;
+    layout.push("app", &registry, "team/api", &[]).await;
+    let digest = registry_digest(&registry, "library/web", "app", OCI_MANIFEST).await;
+    let remotes = format!(
+        "{}  locked:\n    base_url: \"{}\"\n    package: docker\n    include_patterns: [\"^team/\"]\n",
+        hub_remote(&registry.url(), ""),
+        registry.url()
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let containerd = Containerd::start(dir.path()).await;
+    // (b) a docker.io mirror: containerd sends ?ns=docker.io.
+    containerd.mirror("docker.io", &format!("http://{}", ad.addr), false);
+    // (a) override_path onto /v2/{remote}, for another registry name.
+    containerd.mirror("mirror.test", &format!("http://{}/v2/hub", ad.addr), true);
+    containerd.mirror(
+        "locked.test",
+        &format!("http://{}/v2/locked", ad.addr),
+        true,
+    );
+
+    for reference in ["docker.io/library/web:app", "mirror.test/team/api:app"] {
+        let out = containerd.pull(reference).await;
+        assert!(
+            out.status.success(),
+            "{reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            containerd.image_digest(reference).await,
+            digest,
+            "{reference}"
+        );
+    }
+    let log = ad.log_text();
+    assert!(
+        log.contains("/v2/library/web/manifests/app remote=hub"),
+        "{log}"
+    );
+    assert!(
+        log.contains("/v2/hub/team/api/manifests/app remote=hub"),
+        "{log}"
+    );
+    // Both images share every blob: each was fetched from the registry once.
+    for blob in blob_digests(&layout, "app") {
+        assert_eq!(registry.gets(&format!("/blobs/{blob}")), 1, "{blob}");
+    }
+
+    // A denied image: containerd's pull fails, and the answer is OCI JSON.
+    let before = registry.requests().len();
+    let out = containerd.pull("locked.test/library/web:app").await;
+    assert!(!out.status.success());
+    let resp = client()
+        .get(ad.url("/v2/locked/library/web/manifests/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    assert_eq!(
+        registry.requests().len(),
+        before,
+        "a denied image reaches no upstream"
     );
 }

@@ -351,3 +351,95 @@ impl Drop for Registry {
         }
     }
 }
+
+/// A private containerd (Debian's, run as root like on a node) with its
+/// own root, state and socket under a test directory; `ctr` talks to it.
+pub struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    pub hosts_dir: PathBuf,
+}
+
+impl Containerd {
+    pub async fn start(dir: &Path) -> Containerd {
+        let dir = dir.join("containerd");
+        let hosts_dir = dir.join("hosts");
+        std::fs::create_dir_all(&hosts_dir).expect("containerd dir");
+        let socket = dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
+            dir.join("root").display(),
+            dir.join("state").display(),
+            socket.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("containerd config");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("containerd (Debian package containerd) must be installed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Containerd {
+            child,
+            socket,
+            hosts_dir,
+        }
+    }
+
+    /// Writes `hosts.toml` for registry `host`: ask `mirror_url` first.
+    pub fn mirror(&self, host: &str, mirror_url: &str, override_path: bool) {
+        let dir = self.hosts_dir.join(host);
+        std::fs::create_dir_all(&dir).expect("hosts dir");
+        let config = format!(
+            "server = \"https://{host}\"\n[host.\"{mirror_url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{}",
+            if override_path { "  override_path = true\n" } else { "" }
+        );
+        std::fs::write(dir.join("hosts.toml"), config).expect("hosts.toml");
+    }
+
+    /// `ctr images pull` of `reference` through the configured mirrors.
+    pub async fn pull(&self, reference: &str) -> std::process::Output {
+        let socket = self.socket.display().to_string();
+        let hosts = self.hosts_dir.display().to_string();
+        run_output(
+            "ctr",
+            &[
+                "-a",
+                &socket,
+                "images",
+                "pull",
+                "--hosts-dir",
+                &hosts,
+                "--snapshotter",
+                "native",
+                reference,
+            ],
+        )
+        .await
+    }
+
+    /// The digest containerd recorded for `reference`.
+    pub async fn image_digest(&self, reference: &str) -> String {
+        let socket = self.socket.display().to_string();
+        let list = run("ctr", &["-a", &socket, "images", "ls"]).await;
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(reference))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sha256:")))
+            .unwrap_or_else(|| panic!("{reference} not in:\n{list}"))
+            .to_string()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
