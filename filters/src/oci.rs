@@ -356,6 +356,17 @@ pub fn key_parts(name: &str, op: &Operation<'_>, accept: AcceptClass, query: &st
     }
 }
 
+/// Whether a manifest media type is the legacy signed schema 1, whose
+/// digest is that of its JWS payload rather than of the bytes served.
+pub fn is_signed_schema1(media_type: &str) -> bool {
+    media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(MANIFEST_TYPES[4])
+}
+
 /// Manifest media types a registry may answer with.
 pub const MANIFEST_TYPES: [&str; 6] = [
     "application/vnd.oci.image.manifest.v1+json",
@@ -581,6 +592,7 @@ pub fn pull_scope(name: &str) -> String {
 mod tests {
     use super::*;
 
+    const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn remote(s: &str) -> bool {

@@ -32,6 +32,9 @@ pub struct OciArtifact {
     /// The digest in the URL (blobs, digest manifests, referrers).
     pub digest: Option<String>,
     pub accept: AcceptClass,
+    /// The request path up to and including the repository name as the
+    /// client wrote it (`/v2/hub/nginx`), for rewriting pagination links.
+    pub client_base: String,
 }
 
 pub struct RequestCtx {

@@ -181,7 +181,7 @@ impl ProxyHttp for ArtifactProxy {
                 ctx.artifact = Some(artifact);
                 return Ok(false);
             }
-            Action::Reply(reply) => respond::send_and_close(session, reply).await?,
+            Action::Reply(reply) => respond::send_unread(session, reply).await?,
             Action::Admin(route) => {
                 let reply = crate::admin::handle(&self.app, route, session.req_header()).await;
                 respond::send(session, reply).await?;
@@ -368,8 +368,9 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(artifact) = &ctx.artifact {
-            if artifact.oci.is_some() {
+            if let Some(oci) = &artifact.oci {
                 upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
+                oci::rewrite_link(oci, upstream_response)?;
             }
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;

@@ -172,12 +172,42 @@ fn artifact(
         key_parts,
         class,
         oci: Some(OciArtifact {
+            client_base: client_base(req.uri.path()),
             name,
             kind,
             digest: op.content_digest().map(|d| d.text.to_string()),
             accept,
         }),
     }
+}
+
+/// The client's path without its operation, which is always the last two
+/// segments (`manifests/{ref}`, `blobs/{digest}`, `tags/list`,
+/// `referrers/{digest}`).
+fn client_base(path: &str) -> String {
+    let mut base = path;
+    for _ in 0..2 {
+        base = base.rsplit_once('/').map_or(base, |(head, _)| head);
+    }
+    base.to_string()
+}
+
+/// Points an upstream pagination `Link` (`</v2/{name}/tags/list?…>`) at the
+/// client's own path layout; runs after the cache, per client.
+pub fn rewrite_link(oci: &OciArtifact, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    let Some(link) = resp
+        .headers
+        .get(http::header::LINK)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let upstream_base = format!("</v2/{}/", oci.name);
+    if !link.starts_with(&upstream_base) {
+        return Ok(());
+    }
+    let rewritten = format!("<{}/{}", oci.client_base, &link[upstream_base.len()..]);
+    resp.insert_header(http::header::LINK, rewritten)
 }
 
 /// The `Accept` header asked of the upstream for an OCI request: the
@@ -198,6 +228,12 @@ pub fn complete_upstream_headers(
     oci: &OciArtifact,
     resp: &mut ResponseHeader,
 ) -> pingora::Result<()> {
+    if resp.status == StatusCode::UNAUTHORIZED {
+        // Artifactd already answered the upstream's challenge with the
+        // remote's credentials; a client sent to the upstream's token realm
+        // would only come back with a token artifactd does not forward.
+        resp.remove_header(&http::header::WWW_AUTHENTICATE);
+    }
     if resp.status != StatusCode::OK {
         return Ok(());
     }
@@ -258,15 +294,21 @@ pub fn body_check(oci: &OciArtifact, resp: &ResponseHeader) -> Option<BodyCheck>
     {
         return None;
     }
-    let verifier = Verifier::new(
-        expected_digest(oci, resp).as_deref(),
-        oci.kind == Kind::TagManifest,
-    )?;
     let content_type = resp
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    if content_type.as_deref().is_some_and(oci::is_signed_schema1) {
+        // A schema 1 digest covers the JWS payload, not the bytes served
+        // (its signatures are part of the body): nothing to compare, and
+        // no cross-link under a digest the body does not have.
+        return None;
+    }
+    let verifier = Verifier::new(
+        expected_digest(oci, resp).as_deref(),
+        oci.kind == Kind::TagManifest,
+    )?;
     Some(BodyCheck {
         verifier,
         content_type,
@@ -374,4 +416,44 @@ pub fn error_for(
     let mut oci_reply = error_reply(status, ErrorCode::for_status(code, Some(kind)), message);
     oci_reply.headers.extend(reply.headers);
     (code, oci_reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags_list(name: &str, client_base: &str) -> OciArtifact {
+        OciArtifact {
+            name: name.into(),
+            kind: Kind::TagsList,
+            digest: None,
+            accept: AcceptClass::DEFAULT,
+            client_base: client_base.into(),
+        }
+    }
+
+    #[test]
+    fn pagination_links_follow_the_client_layout() {
+        assert_eq!(client_base("/v2/hub/nginx/tags/list"), "/v2/hub/nginx");
+        assert_eq!(client_base("/v2/a/b/manifests/v1"), "/v2/a/b");
+        let oci = tags_list("library/nginx", "/v2/hub/nginx");
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header(
+            "link",
+            r#"</v2/library/nginx/tags/list?last=b&n=2>; rel="next""#,
+        )
+        .unwrap();
+        rewrite_link(&oci, &mut resp).unwrap();
+        assert_eq!(
+            resp.headers["link"],
+            r#"</v2/hub/nginx/tags/list?last=b&n=2>; rel="next""#
+        );
+        // A link elsewhere is left alone.
+        let mut other = ResponseHeader::build(200, None).unwrap();
+        other
+            .insert_header("link", "</elsewhere>; rel=next")
+            .unwrap();
+        rewrite_link(&oci, &mut other).unwrap();
+        assert_eq!(other.headers["link"], "</elsewhere>; rel=next");
+    }
 }

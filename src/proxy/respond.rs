@@ -86,6 +86,22 @@ pub async fn send_and_close(session: &mut Session, reply: Reply) -> Result<()> {
     send(session, reply).await
 }
 
+/// Sends `reply` without reading the request body, keeping the connection
+/// only when the request has no body to leave unread (registry clients
+/// ping `/v2/` on connections they go on using).
+pub async fn send_unread(session: &mut Session, reply: Reply) -> Result<()> {
+    let headers = &session.req_header().headers;
+    let bodyless = !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    if bodyless {
+        send(session, reply).await
+    } else {
+        send_and_close(session, reply).await
+    }
+}
+
 /// The status for a request that failed: the error's own HTTP status,
 /// 504 for an upstream that timed out, 502 for any other upstream failure,
 /// 400 for a malformed request, 500 for artifactd's own failures, and 0

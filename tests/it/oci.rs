@@ -546,13 +546,16 @@ async fn tag_manifests_go_stale_within_the_period_and_keep_their_accept_class() 
     let oci_only = get("/v2/hub/acc/docker/manifests/app", OCI_MANIFEST)
         .await
         .unwrap();
-    assert_ne!(
-        oci_only
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap()),
-        Some(DOCKER_MANIFEST)
-    );
+    // The registry converts a Docker v2 manifest to schema 1 for a client
+    // that does not accept v2: a whole manifest, never the cached v2 one.
+    assert_eq!(oci_only.status(), 200);
+    let oci_only_type = oci_only.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(oci_only_type, DOCKER_MANIFEST);
+    let converted: serde_json::Value = oci_only.json().await.expect("a complete manifest");
+    assert_eq!(converted["schemaVersion"], 1);
     assert_eq!(
         registry.gets("/acc/docker/manifests/app"),
         2,
@@ -562,6 +565,19 @@ async fn tag_manifests_go_stale_within_the_period_and_keep_their_accept_class() 
         .await
         .unwrap();
     assert_eq!(oci.headers()["content-type"], OCI_MANIFEST);
+    // And the reverse: the cached OCI manifest is not handed to a client
+    // that accepts only Docker's format (this registry answers it 404).
+    let docker_only = get("/v2/hub/acc/oci/manifests/app", DOCKER_MANIFEST)
+        .await
+        .unwrap();
+    assert_ne!(
+        docker_only
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some(OCI_MANIFEST)
+    );
+    assert_eq!(registry.gets("/acc/oci/manifests/app"), 2);
     let oci_digest = oci.headers()["docker-content-digest"]
         .to_str()
         .unwrap()
@@ -696,5 +712,49 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
         registry.requests().len(),
         before,
         "a denied image reaches no upstream"
+    );
+}
+
+#[tokio::test]
+async fn tag_lists_pass_their_query_on_and_are_cached_per_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 1000, 110).await;
+    for tag in ["a", "b", "c"] {
+        layout.build(tag, Some("app"), &[]).await;
+        layout.push(tag, &registry, "paged/app", &[]).await;
+    }
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+    let http = client();
+    for query in ["", "?n=2", "?n=2&last=a", "?n=2"] {
+        let list = get_json(
+            &http,
+            ad.url(&format!("/v2/hub/paged/app/tags/list{query}")),
+        )
+        .await;
+        let mut tags: Vec<&str> = list["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        tags.sort();
+        // This registry (2.8) answers every page whole; later ones paginate.
+        assert_eq!(tags, ["a", "b", "c"], "{query}");
+    }
+    let lists: Vec<String> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/tags/list"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "/v2/paged/app/tags/list",
+            "/v2/paged/app/tags/list?n=2",
+            "/v2/paged/app/tags/list?n=2&last=a"
+        ],
+        "each query asked once, passed on as sent"
     );
 }
