@@ -15,6 +15,8 @@ Scenarios:
      p100 client time relative to one cold fetch
   5. peak RSS while streaming a huge object cold, then warm
   6. hit latency as cached objects grow, and as the pattern count grows
+  7. container images against the distribution registry's proxy mode
+     (benches/images.py)
 
 Usage: run.py [--quick] [--binary PATH] [--out DIR]
 """
@@ -37,6 +39,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from images import bench_images, render_images
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -154,16 +158,20 @@ class Proxy:
                 self.proc.wait()
 
 
+def generic_remotes(origin_port: int, pattern_count: int) -> dict:
+    """Remote "b" allows everything, remote "p" only what its patterns allow."""
+    return {"remotes": {
+        "b": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic"},
+        "p": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic",
+              "immutable_patterns": patterns(pattern_count)},
+    }}
+
+
 class Artifactd(Proxy):
-    def __init__(self, binary: Path, workdir: Path, origin_port: int, plan: Plan, pattern_count: int):
+    def __init__(self, binary: Path, workdir: Path, remotes: dict, plan: Plan):
         self.name = "artifactd"
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        remotes = {"remotes": {
-            "b": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic"},
-            "p": {"base_url": f"http://127.0.0.1:{origin_port}", "package": "generic",
-                  "immutable_patterns": patterns(pattern_count)},
-        }}
         (workdir / "remotes.yaml").write_text(json.dumps(remotes))  # JSON is YAML
         (workdir / "artifactd.yaml").write_text(
             f"listen: 127.0.0.1:{self.port}\nthreads: {plan.threads}\nremotes: remotes.yaml\n"
@@ -318,6 +326,7 @@ class Bench:
     work: Path
     origin: Origin
     results: dict = field(default_factory=dict)
+    image_results: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -326,7 +335,8 @@ class Bench:
     def start(self, which: str, tag: str, pattern_count: int = 10) -> Proxy:
         workdir = self.work / f"{which}-{tag}"
         if which == "artifactd":
-            return Artifactd(self.binary, workdir, self.origin.port, self.plan, pattern_count)
+            return Artifactd(self.binary, workdir, generic_remotes(self.origin.port, pattern_count),
+                             self.plan)
         return NginxProxy(workdir, self.origin.port, self.plan, pattern_count)
 
     def both(self, tag: str, pattern_count: int = 10) -> list[Proxy]:
@@ -339,6 +349,18 @@ class Bench:
             {"metric": metric, "unit": unit, "artifactd": a, "nginx": n, "ratio": ratio,
              "better": better, "note": note})
         self.say(f"  {metric}: artifactd {fmt(a)} {unit}, nginx {fmt(n)} {unit}, ratio {fmt(ratio)}")
+
+    def record_images(self, scenario: str, metric: str, unit: str, values: dict, better: str,
+                      note: str = "") -> None:
+        """A row of the images table: artifactd, the distribution proxy and, when
+        measured, the upstream registry directly."""
+        a, d = values["artifactd"], values["distribution"]
+        ratio = (a / d) if d else None
+        self.image_results.setdefault(scenario, []).append(
+            {"metric": metric, "unit": unit, "artifactd": a, "distribution": d, "ratio": ratio,
+             "upstream": values.get("upstream"), "better": better, "note": note})
+        self.say(f"  {metric}: artifactd {fmt(a)} {unit}, distribution {fmt(d)} {unit}, ratio {fmt(ratio)}"
+                 + (f", upstream {fmt(values['upstream'])} {unit}" if "upstream" in values else ""))
 
     def record_hit_run(self, scenario: str, med: dict) -> None:
         """Records a wrk hit run of both proxies: p99 (with p50 noted) and RPS."""
@@ -532,7 +554,8 @@ def machine_facts(binary: Path) -> dict:
 
 def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed: float) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results}
+    doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results,
+           "image_scenarios": bench.image_results}
     (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
@@ -549,6 +572,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
         for row in rows:
             lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(row['artifactd'])} | "
                          f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
+    lines += render_images(bench.image_results)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
 
 
@@ -590,6 +614,7 @@ def main() -> int:
             for p in proxies:
                 p.stop()
         bench.growth()
+        bench_images(bench, Artifactd, free_port, wait_port)
     finally:
         origin.stop()
         if not args.keep:
@@ -601,6 +626,8 @@ def main() -> int:
     expected = 5 + len(plan.object_counts) + len(plan.pattern_counts)
     if len(bench.results) != expected:
         raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
+    if len(bench.image_results) != 2:
+        raise SystemExit(f"expected 2 image scenario groups, got {len(bench.image_results)}")
     print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
     return 0
 

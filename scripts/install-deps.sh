@@ -14,14 +14,14 @@ set -euo pipefail
 packages=(cmake pkg-config e2fsprogs curl ca-certificates)
 if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # nginx-light: the origin and the proxy_cache artifactd is compared with;
-    # wrk: the load generator.
-    packages+=(nginx-light wrk python3)
+    # wrk: the load generator; docker-registry (upstream and, in proxy mode,
+    # the peer for images), umoci and skopeo: the image scenarios and tests.
+    packages+=(nginx-light wrk python3 docker-registry skopeo umoci)
 fi
 if [[ ${1:-} == test ]]; then
-    # The OCI tests: a real upstream registry (docker-registry), images built
-    # with umoci and copied with skopeo, containerd + ctr as a stock runtime,
-    # openssl for the token issuer's keys and signatures.
-    packages+=(docker-registry skopeo umoci containerd openssl)
+    # The OCI tests also drive containerd + ctr as a stock runtime, and
+    # openssl makes the token issuer's keys and signatures.
+    packages+=(containerd openssl)
 fi
 
 missing=()
