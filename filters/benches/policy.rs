@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the per-request policy: routing, path validation and
-//! classification as a remote's pattern list grows (`cargo bench -p filters`).
+//! Micro-benchmarks of the per-request policy: routing, path validation,
+//! classification as a remote's pattern list grows, and OCI path parsing
+//! (`cargo bench -p filters`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use filters::{Package, RemotePolicy};
@@ -65,5 +66,36 @@ fn classification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, path_validation, classification);
+/// OCI `/v2/` parsing: a deep blob path, a tag manifest on a mirror route,
+/// and the `Accept` class of a containerd manifest request.
+fn oci(c: &mut Criterion) {
+    let is_remote = |s: &str| s == "hub" || s == "ghcr";
+    c.bench_function("oci/route_blob", |b| {
+        b.iter(|| {
+            filters::oci::route(
+                black_box("/hub/org/team/app/blobs/sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+                None,
+                is_remote,
+            )
+        })
+    });
+    c.bench_function("oci/route_mirror_tag", |b| {
+        b.iter(|| {
+            filters::oci::route(
+                black_box("/library/nginx/manifests/1.27-alpine"),
+                Some("docker.io"),
+                is_remote,
+            )
+        })
+    });
+    c.bench_function("oci/accept_class", |b| {
+        b.iter(|| {
+            filters::oci::AcceptClass::from_accept([black_box(
+                "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*",
+            )])
+        })
+    });
+}
+
+criterion_group!(benches, routing, path_validation, classification, oci);
 criterion_main!(benches);

@@ -753,6 +753,10 @@ mod tests {
             refused.header_value(),
             "application/vnd.docker.distribution.manifest.v2+json"
         );
+        assert!(is_signed_schema1(
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        ));
+        assert!(!is_signed_schema1(DOCKER_V2));
         let legacy =
             AcceptClass::from_accept(["application/vnd.docker.distribution.manifest.v1+prettyjws"]);
         assert_ne!(legacy.key_part(), AcceptClass::DEFAULT.key_part());

@@ -128,7 +128,8 @@ mod tests {
         );
         assert_eq!(query_param(Some("remotes=x"), "remote"), None);
         assert_eq!(query_param(None, "remote"), None);
-        let scopes: Vec<_> = query_params(Some("scope=a%3Ab&x=1&scope=c"), "scope").collect();
+        let scopes: Vec<_> =
+            super::query_params(Some("scope=a%3Ab&x=1&scope=c"), "scope").collect();
         assert_eq!(scopes, ["a:b", "c"]);
     }
 
