@@ -11,6 +11,7 @@
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
 //! - [`breakers`]: per-remote circuit breakers.
 //! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
+//! - [`fill_lock`]: pingora's cache lock, minus second fetches of fresh fills.
 //!
 //! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
@@ -24,6 +25,7 @@ mod catalog;
 mod cli;
 mod config;
 mod credentials;
+mod fill_lock;
 mod local;
 mod metrics;
 mod proxy;

@@ -6,13 +6,14 @@ use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
 use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
+use crate::fill_lock::FillLock;
 use crate::metrics::Metrics;
 use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
 use crate::storage::blob::BlobStore;
 use crate::storage::CacheStorage;
 use anyhow::Context;
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         remote_names,
     )));
     let cache_lock: &'static CacheKeyLockImpl =
-        Box::leak(CacheLock::new_boxed(config.server.lock_timeout));
+        Box::leak(Box::new(FillLock::new(config.server.lock_timeout)));
 
     let mut conf = ServerConf {
         threads: config.server.threads,

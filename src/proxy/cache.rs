@@ -109,43 +109,6 @@ pub fn revalidates_conditionally(artifact: &Artifact) -> bool {
     }
 }
 
-/// A 404 or 410 for a cached immutable artifact becomes an upstream error,
-/// so the stale path serves the cached copy: an upstream that deleted a
-/// release must not take it away from the cache's users.
-pub fn keep_vanished_immutable(
-    artifact: &Artifact,
-    has_copy: bool,
-    resp: &ResponseHeader,
-) -> pingora::Result<()> {
-    let status = resp.status.as_u16();
-    if has_copy && artifact.class == ArtifactClass::Immutable && matches!(status, 404 | 410) {
-        return Err(pingora::Error::new_up(pingora::ErrorType::HTTPStatus(
-            status,
-        )));
-    }
-    Ok(())
-}
-
-/// Whether an error is the upstream's 404/410 for a cached immutable
-/// artifact (see [`keep_vanished_immutable`]): not a failure of the upstream.
-pub fn vanished(error: &pingora::Error) -> bool {
-    error.esource() == &pingora::ErrorSource::Upstream
-        && matches!(error.etype(), pingora::ErrorType::HTTPStatus(404 | 410))
-}
-
-/// Turns an upstream 5xx or 429 into an upstream error, so it takes the
-/// same path as a connection failure: a cached copy within the stale period
-/// is served, otherwise the client gets 502/503/504 with a reason.
-pub fn refuse_upstream_failure(resp: &ResponseHeader) -> pingora::Result<()> {
-    let status = resp.status.as_u16();
-    if status >= 500 || status == 429 {
-        return Err(pingora::Error::new_up(pingora::ErrorType::HTTPStatus(
-            status,
-        )));
-    }
-    Ok(())
-}
-
 /// The `X-Artifact-Stale` reason for an error that allows serving stale,
 /// or `None` if it is not an upstream failure (a policy refusal, a client
 /// gone, artifactd's own error).
@@ -179,13 +142,17 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
 /// cache, and later HEAD and range requests are hits.
 pub fn partial_miss(req: &RequestHeader) -> Option<NoCacheReason> {
     if req.method == http::Method::HEAD {
-        Some(NoCacheReason::Custom("HEAD miss"))
+        Some(NoCacheReason::Custom(HEAD_MISS))
     } else if req.headers.contains_key(http::header::RANGE) {
-        Some(NoCacheReason::Custom("range miss"))
+        Some(NoCacheReason::Custom(RANGE_MISS))
     } else {
         None
     }
 }
+
+/// The reasons a partial miss gives up the cache (see [`partial_miss`]).
+pub const HEAD_MISS: &str = "HEAD miss";
+pub const RANGE_MISS: &str = "range miss";
 
 /// `X-Artifact-Source`: `cache` when the body came from storage.
 pub fn source(phase: CachePhase) -> &'static str {

@@ -45,20 +45,16 @@ pub struct RequestCtx {
     pub remote_name: Option<String>,
     /// Set when `request_filter` answered by itself.
     pub outcome: Option<Outcome>,
-    /// Status of the last upstream response, if one arrived.
-    pub upstream_status: Option<u16>,
+    /// What the last upstream response meant, if one arrived.
+    pub upstream: Option<super::outcome::UpstreamOutcome>,
     /// The hop to ask next after an upstream redirect.
     pub redirect: Option<Redirect>,
     /// Redirects followed so far for this request.
     pub redirects: u8,
-    /// RFC 3339 end of the quarantine holding this artifact back.
-    pub quarantined_until: Option<String>,
     /// Why an expired copy is being served (`X-Artifact-Stale`).
     pub stale_reason: Option<String>,
     /// The breaker's answer for this request's first upstream attempt.
     pub admitted: Option<Admit>,
-    /// `Retry-After` of a failing upstream response, passed on to the client.
-    pub upstream_retry_after: Option<String>,
     /// The `Authorization` value obtained after an upstream challenge, for
     /// the retried request (and only for the remote's own host).
     pub authorization: Option<String>,
@@ -75,13 +71,11 @@ impl RequestCtx {
             artifact: None,
             remote_name: None,
             outcome: None,
-            upstream_status: None,
+            upstream: None,
             redirect: None,
             redirects: 0,
-            quarantined_until: None,
             stale_reason: None,
             admitted: None,
-            upstream_retry_after: None,
             authorization: None,
             challenged: false,
             body_check: None,

@@ -12,8 +12,9 @@
 //! cache_key_callback   → cache::key
 //! upstream_peer        → upstream::peer      (only on miss/revalidation)
 //! upstream_request_filter → upstream::rewrite_request (+ credentials)
-//! upstream_response_filter → credentials challenge, redirects, quarantine,
-//!                            failures; oci headers and digest check setup
+//! upstream_response_filter → outcome::classify once into ctx.upstream
+//!                            (redirect, challenge, failure, vanished,
+//!                            quarantine); oci headers and digest check setup
 //! upstream_response_body_filter → verify::Verifier (digest before commit)
 //! response_cache_filter   → cache::cacheability
 //! response_filter      → X-Artifact-Source, registry API version
@@ -23,6 +24,7 @@
 pub mod cache;
 pub mod ctx;
 pub mod oci;
+pub mod outcome;
 pub mod request;
 pub mod respond;
 pub mod upstream;
@@ -33,6 +35,7 @@ use crate::metrics::Outcome;
 use async_trait::async_trait;
 use ctx::RequestCtx;
 use filters::breaker::Admit;
+use outcome::UpstreamOutcome;
 use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -51,109 +54,118 @@ impl ArtifactProxy {
     }
 }
 
-/// Follows an upstream redirect inside artifactd, so the artifact is cached
-/// under the path the client asked for (release downloads commonly redirect
-/// to a CDN). The retryable error makes pingora run the upstream phases
-/// again, where `ctx.redirect` picks the new hop; nothing has reached the
-/// client or the cache yet.
-///
-/// NOTE: pingora#866: this path does not return the upstream connection to
-/// the pool, so each hop opens a new one.
-fn follow_redirect(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
-    let Some(artifact) = &ctx.artifact else {
-        return Ok(());
-    };
-    let from = match &ctx.redirect {
-        Some(redirect) => redirect.upstream(),
-        None => artifact.remote.upstream.clone().ok_or_else(no_artifact)?,
-    };
-    let location = resp
-        .headers
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(target) = upstream::redirect_target(resp.status.as_u16(), location, &from) else {
-        return Ok(());
-    };
-    if ctx.redirects >= upstream::MAX_REDIRECTS {
-        return Err(Error::new_up(ErrorType::Custom(
-            "too many upstream redirects",
-        )));
-    }
-    ctx.redirects += 1;
-    ctx.redirect = Some(target);
-    let mut hop = Error::new_up(ErrorType::Custom(REDIRECT_HOP));
-    hop.set_retry(true);
-    Err(hop)
-}
-
 const REDIRECT_HOP: &str = "following upstream redirect";
+/// How often a waiting request may compete for a fill again.
+const MAX_LOCK_RETRIES: usize = 5;
 const AUTH_RETRY: &str = "retrying with upstream credentials";
-
-/// Answers an upstream 401 with credentials (a registry token, or basic
-/// auth) and asks pingora to send the request again, once per request.
-async fn answer_challenge(app: &App, ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
-    if resp.status != http::StatusCode::UNAUTHORIZED || ctx.challenged {
-        return Ok(());
-    }
-    let (Some(artifact), Some(challenge)) = (
-        &ctx.artifact,
-        resp.headers
-            .get(http::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok()),
-    ) else {
-        return Ok(());
-    };
-    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
-        return Ok(());
-    };
-    let scope = upstream::scope(artifact);
-    let answer = credentials
-        .answer_challenge(challenge, scope.as_deref(), ctx.authorization.as_deref())
-        .await
-        .map_err(|e| Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string()))?;
-    ctx.challenged = true;
-    let Some(authorization) = answer else {
-        return Ok(());
-    };
-    ctx.authorization = Some(authorization);
-    let mut retry = Error::new_up(ErrorType::Custom(AUTH_RETRY));
-    retry.set_retry(true);
-    Err(retry)
-}
 
 /// The error of a request whose upstream token could not be had.
 pub const TOKEN_FAILED: &str = "upstream token request failed";
 
-/// Refuses a newly published artifact of a remote with `quarantine_new`
-/// (the decision is `filters::quarantine::decide`). The refusal happens
-/// before anything reaches the client or the cache, so a held artifact is
-/// never stored and is fetched again once its quarantine has ended.
-fn hold_quarantined(ctx: &mut RequestCtx, resp: &ResponseHeader) -> Result<()> {
+/// Classifies an upstream response once ([`outcome::classify`]) and keeps
+/// the answer in the context for every later phase.
+fn classify_response(
+    ctx: &mut RequestCtx,
+    resp: &ResponseHeader,
+    has_copy: bool,
+) -> Result<Option<UpstreamOutcome>> {
     let Some(artifact) = &ctx.artifact else {
-        return Ok(());
+        return Ok(None);
     };
-    if resp.status != http::StatusCode::OK {
-        return Ok(());
+    let hop = match &ctx.redirect {
+        Some(redirect) => redirect.upstream(),
+        None => artifact.remote.upstream.clone().ok_or_else(no_artifact)?,
+    };
+    let cx = outcome::Context {
+        artifact,
+        has_copy,
+        hop: &hop,
+        challenged: ctx.challenged,
+        now: std::time::SystemTime::now(),
+    };
+    let outcome = outcome::classify(resp, &cx);
+    ctx.upstream = Some(outcome.clone());
+    Ok(Some(outcome))
+}
+
+/// Acts on an outcome: passes the response on, or turns it into the error
+/// that retries the request (redirect, challenge) or ends it (failure,
+/// vanished artifact, quarantine), before anything reaches the client or
+/// the cache.
+///
+/// NOTE: pingora#866: a retried request does not return the upstream
+/// connection to the pool, so each redirect hop opens a new one.
+async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome) -> Result<()> {
+    match outcome {
+        UpstreamOutcome::Passed { .. } => Ok(()),
+        UpstreamOutcome::Redirect(target) => {
+            if ctx.redirects >= upstream::MAX_REDIRECTS {
+                return Err(Error::new_up(ErrorType::Custom(
+                    "too many upstream redirects",
+                )));
+            }
+            ctx.redirects += 1;
+            ctx.redirect = Some(target);
+            Err(retry(REDIRECT_HOP))
+        }
+        UpstreamOutcome::Challenge { www_authenticate } => {
+            ctx.challenged = true;
+            let Some(authorization) = answer_challenge(app, ctx, &www_authenticate).await? else {
+                // Nothing to answer with: the 401 goes to the client.
+                ctx.upstream = Some(UpstreamOutcome::Passed { status: 401 });
+                return Ok(());
+            };
+            ctx.authorization = Some(authorization);
+            Err(retry(AUTH_RETRY))
+        }
+        UpstreamOutcome::Vanished { status } | UpstreamOutcome::Failed { status, .. } => {
+            // The stale path serves a cached copy; otherwise `fail_to_proxy`
+            // answers with a reason.
+            Err(Error::new_up(ErrorType::HTTPStatus(status)))
+        }
+        UpstreamOutcome::Quarantined { .. } => {
+            ctx.outcome = Some(Outcome::Other);
+            Err(Error::explain(
+                ErrorType::HTTPStatus(404),
+                "artifact in quarantine",
+            ))
+        }
     }
-    let last_modified = resp
-        .headers
-        .get(http::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok());
-    let verdict = filters::quarantine::decide(
-        artifact.class,
-        last_modified,
-        artifact.remote.quarantine_days,
-        std::time::SystemTime::now(),
-    );
-    let filters::quarantine::Quarantine::Hold { until } = verdict else {
-        return Ok(());
+}
+
+/// An error that makes pingora run the upstream phases again; nothing has
+/// reached the client or the cache yet.
+fn retry(reason: &'static str) -> Box<Error> {
+    let mut error = Error::new_up(ErrorType::Custom(reason));
+    error.set_retry(true);
+    error
+}
+
+/// The `Authorization` answering an upstream challenge (a registry token,
+/// or basic auth), from the remote's credentials provider.
+async fn answer_challenge(
+    app: &App,
+    ctx: &RequestCtx,
+    www_authenticate: &str,
+) -> Result<Option<String>> {
+    let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+        return Ok(None);
     };
-    ctx.quarantined_until = Some(filters::quarantine::rfc3339(until));
-    ctx.outcome = Some(Outcome::Other);
-    Err(Error::explain(
-        ErrorType::HTTPStatus(404),
-        "artifact in quarantine",
-    ))
+    let scope = upstream::scope(artifact);
+    credentials
+        .answer_challenge(
+            www_authenticate,
+            scope.as_deref(),
+            ctx.authorization.as_deref(),
+        )
+        .await
+        .map_err(|e| Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string()))
+}
+
+/// Whether an error only asked pingora to send the request again.
+fn is_retry(error: &Error) -> bool {
+    matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
 }
 
 fn no_artifact() -> Box<Error> {
@@ -204,6 +216,9 @@ impl ProxyHttp for ArtifactProxy {
         if ctx.artifact.is_some() {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
+            // Bounds re-checks after fills that failed or vanished (see
+            // `fill_lock`); past it a request goes upstream uncached.
+            overrides.max_lock_retries = Some(MAX_LOCK_RETRIES);
             session.cache.enable(
                 self.app.storage,
                 None,
@@ -301,20 +316,10 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_status = Some(upstream_response.status.as_u16());
-        answer_challenge(&self.app, ctx, upstream_response).await?;
-        if let Some(artifact) = &ctx.artifact {
-            let has_copy = session.cache.maybe_cache_meta().is_some();
-            cache::keep_vanished_immutable(artifact, has_copy, upstream_response)?;
+        let has_copy = session.cache.maybe_cache_meta().is_some();
+        if let Some(outcome) = classify_response(ctx, upstream_response, has_copy)? {
+            apply_outcome(&self.app, ctx, outcome).await?;
         }
-        follow_redirect(ctx, upstream_response)?;
-        hold_quarantined(ctx, upstream_response)?;
-        ctx.upstream_retry_after = upstream_response
-            .headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        cache::refuse_upstream_failure(upstream_response)?;
         if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
             oci::complete_upstream_headers(oci, upstream_response)?;
             ctx.body_check = oci::body_check(oci, upstream_response);
@@ -394,22 +399,37 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let remote = ctx.remote_name.as_deref().unwrap_or("-");
-        let (code, reply) = match (ctx.admitted, &ctx.quarantined_until) {
+        let (code, reply) = match (ctx.admitted, &ctx.upstream) {
             (Some(Admit::No { retry_after_ms }), _) => {
                 (503, respond::remote_down_reply(remote, retry_after_ms))
             }
-            (_, Some(until)) => (404, respond::quarantine_reply(until)),
-            _ => {
+            (_, Some(UpstreamOutcome::Quarantined { until })) => {
+                (404, respond::quarantine_reply(until))
+            }
+            (_, upstream) => {
                 let code = respond::error_status(e);
                 let mut reply = respond::error_reply(code, e, ctx.remote_name.as_deref());
-                if let Some(retry_after) = ctx.upstream_retry_after.take().filter(|_| code == 503) {
-                    reply = reply.header("retry-after", retry_after);
+                if let Some(UpstreamOutcome::Failed {
+                    retry_after: Some(retry_after),
+                    ..
+                }) = upstream
+                {
+                    if code == 503 {
+                        reply = reply.header("retry-after", retry_after.clone());
+                    }
                 }
                 (code, reply)
             }
         };
         let (code, reply) = match ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
-            Some(oci) => oci::error_for(code, reply, oci.kind, ctx.upstream_status),
+            Some(oci) => oci::error_for(
+                code,
+                reply,
+                oci.kind,
+                ctx.upstream
+                    .as_ref()
+                    .and_then(UpstreamOutcome::failed_status),
+            ),
             None => (code, reply),
         };
         if code > 0 && session.response_written().is_none() {
@@ -440,7 +460,7 @@ impl ProxyHttp for ArtifactProxy {
         let Some(meta) = session.cache.maybe_cache_meta() else {
             return false;
         };
-        if cache::vanished(error) {
+        if let Some(UpstreamOutcome::Vanished { .. }) = ctx.upstream {
             // An immutable artifact the upstream no longer has: the cached
             // copy is the artifact, whatever its age.
             ctx.stale_reason = Some(reason);
@@ -461,7 +481,7 @@ impl ProxyHttp for ArtifactProxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // A quarantine hold is policy, logged by the request line.
-        ctx.quarantined_until.is_some()
+        matches!(ctx.upstream, Some(UpstreamOutcome::Quarantined { .. }))
     }
 
     fn suppress_proxy_warn_log(
@@ -471,7 +491,7 @@ impl ProxyHttp for ArtifactProxy {
         error: &Error,
         _context: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
-        matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
+        is_retry(error)
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
@@ -487,9 +507,15 @@ impl ProxyHttp for ArtifactProxy {
             _ if ctx.artifact.is_some() => Outcome::Miss,
             _ => Outcome::Other,
         });
-        let upstream_error = error
-            .is_some_and(|e| e.esource() == &ErrorSource::Upstream && !cache::vanished(e))
-            || ctx.upstream_status.is_some_and(|s| s >= 500 || s == 429);
+        // A response's outcome says whether the upstream failed (a 5xx
+        // served stale by pingora's revalidation reaches here without an
+        // error); without a response, an upstream error (refused, timed
+        // out, token, digest mismatch) is the failure.
+        let upstream_error = match &ctx.upstream {
+            Some(UpstreamOutcome::Vanished { .. } | UpstreamOutcome::Quarantined { .. }) => false,
+            Some(outcome) if outcome.is_upstream_failure() => true,
+            _ => error.is_some_and(|e| e.esource() == &ErrorSource::Upstream && !is_retry(e)),
+        };
         if let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
             (&ctx.artifact, ctx.admitted)
         {
