@@ -19,6 +19,8 @@ pub struct App {
     pub breakers: Breakers,
     /// Per-remote upstream credentials (basic, registry tokens).
     pub credentials: Credentials,
+    /// Background GETs of tag manifests that clients only HEAD.
+    pub prefetcher: crate::proxy::prefetch::Prefetcher,
     pub catalog: Arc<dyn Catalog>,
     pub catalog_writer: Arc<CatalogWriter>,
     /// The background runtime: catalog, deferred deletes, admin I/O that

@@ -8,6 +8,7 @@ use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
 use crate::metrics::Metrics;
+use crate::proxy::prefetch::Prefetcher;
 use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
 use crate::storage::blob::BlobStore;
@@ -111,6 +112,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
         breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
+        prefetcher: Prefetcher::new(&config.server.listen)
+            .with_context(|| format!("listen address {}", config.server.listen))?,
         credentials: Credentials::new(
             config.remotes.values(),
             config.server.connect_timeout,

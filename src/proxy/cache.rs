@@ -84,6 +84,15 @@ pub fn immutable_meta(remote: &crate::config::Remote, header: ResponseHeader) ->
     )
 }
 
+/// How long past expiry a cached copy of `artifact` may stand in for a
+/// failing upstream: the remote's `cache.stale_if_error`, else the server's.
+pub fn stale_period(artifact: &Artifact, server: &crate::config::ServerConfig) -> Duration {
+    artifact
+        .remote
+        .stale_if_error
+        .unwrap_or(server.stale_if_error)
+}
+
 /// The error of a request not sent upstream because its remote is marked
 /// down by the circuit breaker.
 pub const REMOTE_DOWN: &str = "remote marked down";

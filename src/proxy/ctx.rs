@@ -60,6 +60,9 @@ pub struct RequestCtx {
     pub authorization: Option<String>,
     /// Whether the request was already retried after a 401 challenge.
     pub challenged: bool,
+    /// A HEAD answered from an expired tag manifest; a background GET
+    /// revalidates it (`prefetch`).
+    pub revalidate_in_background: bool,
     /// Checks the body of a manifest or blob response while it streams.
     pub body_check: Option<super::oci::BodyCheck>,
 }
@@ -78,6 +81,7 @@ impl RequestCtx {
             admitted: None,
             authorization: None,
             challenged: false,
+            revalidate_in_background: false,
             body_check: None,
         }
     }

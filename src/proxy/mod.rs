@@ -25,6 +25,7 @@ pub mod cache;
 pub mod ctx;
 pub mod oci;
 pub mod outcome;
+pub mod prefetch;
 pub mod request;
 pub mod respond;
 pub mod upstream;
@@ -36,11 +37,15 @@ use async_trait::async_trait;
 use ctx::RequestCtx;
 use filters::breaker::Admit;
 use outcome::UpstreamOutcome;
-use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, RespCacheable};
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler,
+    RespCacheable,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use prefetch::Prefetcher;
 use request::Action;
 use std::sync::Arc;
 
@@ -230,6 +235,33 @@ impl ProxyHttp for ArtifactProxy {
         Ok(())
     }
 
+    /// Answers a HEAD for an expired tag manifest from cache while it is
+    /// revalidated in the background ([`prefetch`]), within the remote's
+    /// stale-if-error period.
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let Some(artifact) = &ctx.artifact else {
+            return Ok(None);
+        };
+        if is_fresh || !Prefetcher::applies(artifact, &session.req_header().method) {
+            return Ok(None);
+        }
+        let period = cache::stale_period(artifact, &self.app.config.server);
+        let verdict =
+            filters::stale::decide(meta.fresh_until(), std::time::SystemTime::now(), period);
+        if !matches!(verdict, filters::stale::Stale::Serve { .. }) {
+            return Ok(None);
+        }
+        ctx.revalidate_in_background = true;
+        Ok(Some(ForcedFreshness::ForceFresh))
+    }
+
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         ctx.artifact
             .as_ref()
@@ -379,6 +411,10 @@ impl ProxyHttp for ArtifactProxy {
             }
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
+            if ctx.revalidate_in_background {
+                upstream_response
+                    .insert_header("x-artifact-stale", "revalidating in the background")?;
+            }
             if let (CachePhase::Stale, Some(reason)) = (phase, &ctx.stale_reason) {
                 upstream_response.insert_header("warning", "110 - \"Response is Stale\"")?;
                 upstream_response.insert_header("x-artifact-stale", reason.as_str())?;
@@ -466,10 +502,7 @@ impl ProxyHttp for ArtifactProxy {
             ctx.stale_reason = Some(reason);
             return true;
         }
-        let period = artifact
-            .remote
-            .stale_if_error
-            .unwrap_or(self.app.config.server.stale_if_error);
+        let period = cache::stale_period(artifact, &self.app.config.server);
         let verdict =
             filters::stale::decide(meta.fresh_until(), std::time::SystemTime::now(), period);
         let serve = matches!(verdict, filters::stale::Stale::Serve { .. });
@@ -522,6 +555,14 @@ impl ProxyHttp for ArtifactProxy {
             self.app
                 .breakers
                 .record(&artifact.remote.name, admit, !upstream_error);
+        }
+        if let Some(artifact) = &ctx.artifact {
+            let answered_upstream = status == 200 && cache::source(phase) == "remote";
+            if Prefetcher::applies(artifact, &session.req_header().method)
+                && (answered_upstream || ctx.revalidate_in_background)
+            {
+                self.app.prefetcher.tag_manifest(&self.app, artifact);
+            }
         }
         let source = if ctx.artifact.is_some() {
             cache::source(phase)

@@ -647,7 +647,7 @@ async fn docker_hub_mirror_requests_get_library_names() {
 #[tokio::test]
 async fn containerd_pulls_through_ns_and_override_path_mirrors() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
+    let mut registry = Registry::start(dir.path(), None).await;
     let layout = app_layout(dir.path(), 2, 200_000, 100).await;
     layout.push("app", &registry, "library/web", &[]).await;
     layout.push("app", &registry, "team/api", &[]).await;
@@ -696,8 +696,27 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
         assert_eq!(registry.gets(&format!("/blobs/{blob}")), 1, "{blob}");
     }
 
+    // containerd resolves tags with HEAD only; artifactd cached them anyway,
+    // so with the registry gone the tag still resolves.
+    wait_for_get(&registry, "/v2/library/web/manifests/app").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let socket = containerd.socket();
+    crate::harness::registry::run(
+        "ctr",
+        &["-a", &socket, "images", "rm", "docker.io/library/web:app"],
+    )
+    .await;
+    let before_offline = registry.requests().len();
+    registry.stop().await;
+    let out = containerd.pull("docker.io/library/web:app").await;
+    assert!(
+        out.status.success(),
+        "offline: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(registry.requests().len(), before_offline);
+
     // A denied image: containerd's pull fails, and the answer is OCI JSON.
-    let before = registry.requests().len();
     let out = containerd.pull("locked.test/library/web:app").await;
     assert!(!out.status.success());
     let resp = client()
@@ -708,10 +727,19 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
     assert_eq!(resp.status(), 403);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "DENIED");
-    assert_eq!(
-        registry.requests().len(),
-        before,
-        "a denied image reaches no upstream"
+    // Denied before any upstream request (the registry is down by now, so
+    // artifactd's own log tells).
+    let log = ad.log_text();
+    let locked: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("remote=locked"))
+        .collect();
+    assert!(!locked.is_empty(), "{locked:?}");
+    assert!(
+        locked
+            .iter()
+            .all(|l| l.contains("status=403") && !l.contains("source=remote")),
+        "{locked:?}"
     );
 }
 
@@ -757,4 +785,58 @@ async fn tag_lists_pass_their_query_on_and_are_cached_per_query() {
         ],
         "each query asked once, passed on as sent"
     );
+}
+
+/// Waits until the registry has answered a GET for a path containing `needle`.
+async fn wait_for_get(registry: &Registry, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.gets(needle) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no GET of {needle} reached the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn tags_that_clients_only_head_are_cached_and_served_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 10_000, 120).await;
+    layout.push("app", &registry, "head/app", &[]).await;
+    let digest = registry_digest(&registry, "head/app", "app", OCI_MANIFEST).await;
+    let remotes = hub_remote(
+        &registry.url(),
+        "    cache:\n      mutable_ttl: 2\n      stale_if_error: 4\n",
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let http = client();
+    let head = || {
+        http.head(ad.url("/v2/hub/head/app/manifests/app"))
+            .header("accept", OCI_MANIFEST)
+            .send()
+    };
+    let first = head().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-artifact-source"], "remote");
+    assert_eq!(first.headers()["docker-content-digest"], digest.as_str());
+    // artifactd fetched the tag itself in the background.
+    wait_for_get(&registry, "/head/app/manifests/app").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.stop().await;
+
+    let cached = head().await.unwrap();
+    assert_eq!(cached.status(), 200);
+    assert_eq!(cached.headers()["x-artifact-source"], "cache");
+    assert_eq!(cached.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(cached.headers()["content-type"], OCI_MANIFEST);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = head().await.unwrap();
+    assert_eq!(expired.status(), 200, "within the stale period");
+    assert_eq!(expired.headers()["docker-content-digest"], digest.as_str());
+    assert!(expired.headers().contains_key("x-artifact-stale"));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let gone = head().await.unwrap();
+    assert!(gone.status().is_server_error(), "{}", gone.status());
 }

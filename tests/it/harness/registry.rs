@@ -394,6 +394,10 @@ impl Containerd {
         }
     }
 
+    pub fn socket(&self) -> String {
+        self.socket.display().to_string()
+    }
+
     /// Writes `hosts.toml` for registry `host`: ask `mirror_url` first.
     pub fn mirror(&self, host: &str, mirror_url: &str, override_path: bool) {
         let dir = self.hosts_dir.join(host);

@@ -1,0 +1,92 @@
+//! Keeping tag manifests cached for clients that only ever `HEAD` them.
+//!
+//! containerd resolves a tag with `HEAD /v2/{image}/manifests/{tag}` and then
+//! fetches by digest. A HEAD that misses goes upstream uncached (pingora
+//! ends a HEAD fill as soon as the client has its headers, see
+//! `cache::partial_miss`), so without help a node that only runs containerd
+//! would never cache a tag, and could not resolve it while the upstream is
+//! down. So:
+//! - after a HEAD answered from the upstream, artifactd GETs the tag itself
+//!   in the background, through its own listener and so through the normal
+//!   fill (lock, digest check, cross-link);
+//! - a HEAD on an expired tag within the remote's `stale_if_error` period is
+//!   answered from cache at once while the same background GET revalidates
+//!   it (stale-while-revalidate for HEAD only; GETs revalidate in line).
+//!
+//! Background GETs of one tag are at most one per [`REPEAT`].
+
+use super::ctx::Artifact;
+use crate::app::App;
+use filters::oci::Kind;
+use pingora_memory_cache::MemoryCache;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// How often one tag is fetched in the background at most.
+const REPEAT: Duration = Duration::from_secs(5);
+
+pub struct Prefetcher {
+    /// `http://host:port` of artifactd's own listener.
+    base: String,
+    http: reqwest::Client,
+    recent: MemoryCache<u64, ()>,
+}
+
+impl Prefetcher {
+    /// A prefetcher talking to the listener at `listen` (an unspecified
+    /// address is reached on loopback).
+    pub fn new(listen: &str) -> anyhow::Result<Prefetcher> {
+        let address: std::net::SocketAddr = listen.parse()?;
+        let ip = match address.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let local = std::net::SocketAddr::new(ip, address.port());
+        Ok(Prefetcher {
+            base: format!("http://{local}"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+            recent: MemoryCache::new(4096),
+        })
+    }
+
+    /// Whether `artifact` is a tag manifest a HEAD asked for.
+    pub fn applies(artifact: &Artifact, method: &http::Method) -> bool {
+        method == http::Method::HEAD
+            && artifact
+                .oci
+                .as_ref()
+                .is_some_and(|oci| oci.kind == Kind::TagManifest)
+    }
+
+    /// GETs the tag manifest of `artifact` through artifactd, in the
+    /// background, unless that happened moments ago.
+    pub fn tag_manifest(&self, app: &App, artifact: &Artifact) {
+        let Some(oci) = &artifact.oci else { return };
+        let path = format!("/v2/{}/{}", artifact.remote.name, artifact.key_parts[0]);
+        let accept = oci.accept.header_value();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&path, &accept).hash(&mut hasher);
+        let id = hasher.finish();
+        if self.recent.get(&id).0.is_some() {
+            return;
+        }
+        self.recent.put(&id, (), Some(REPEAT));
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(http::header::ACCEPT, accept);
+        app.background.spawn(async move {
+            let outcome = match request.send().await {
+                Ok(resp) => resp.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = outcome {
+                log::info!("background fetch of {path} failed: {e}");
+            }
+        });
+    }
+}
