@@ -22,6 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from procs import stop_process
+
 MiB = 1024 * 1024
 TOOLS = ("docker-registry", "skopeo", "umoci")
 PULL_TIMEOUT = 300
@@ -57,13 +59,7 @@ class Registry:
         return count
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def build_image(layout: Path, layers: int, layer_bytes: int) -> None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from images import bench_images, render_images
+from procs import stop_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -149,13 +150,7 @@ class Proxy:
                 pass
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def generic_remotes(origin_port: int, pattern_count: int) -> dict:

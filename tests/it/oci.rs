@@ -840,3 +840,51 @@ async fn tags_that_clients_only_head_are_cached_and_served_offline() {
     let gone = head().await.unwrap();
     assert!(gone.status().is_server_error(), "{}", gone.status());
 }
+
+#[tokio::test]
+async fn a_rate_limited_upstream_serves_tags_stale_and_answers_toomanyrequests() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 5_000, 130).await;
+    layout.push("app", &registry, "limited/app", &[]).await;
+    let front = Origin::start().await;
+    front.forward_to(&registry.url());
+    let remotes = hub_remote(
+        &front.base_url(),
+        "    cache:\n      mutable_ttl: 1\n      stale_if_error: 60\n",
+    );
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+    let http = client();
+    let url = ad.url("/v2/hub/limited/app/manifests/app");
+    let fresh = http
+        .get(&url)
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    let digest = fresh.headers()["docker-content-digest"].clone();
+    // Docker Hub's usual failure: 429 with Retry-After.
+    front.put("/v2/limited/app/manifests/app", OriginFile::failing(429));
+    front.put("/v2/limited/other/manifests/app", OriginFile::failing(429));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stale = http
+        .get(&url)
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["docker-content-digest"], digest);
+    assert_eq!(stale.headers()["x-artifact-stale"], "upstream status 429");
+    let refused = http
+        .get(ad.url("/v2/hub/limited/other/manifests/app"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{body}");
+}

@@ -12,6 +12,48 @@ pub use artifactd::Artifactd;
 pub use origin::{Backlogged, Origin, OriginFile, Silent};
 
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// The head of one HTTP/1.1 request read by the test servers.
+pub struct RequestHead {
+    pub method: String,
+    /// The request target: path and query.
+    pub target: String,
+    /// Lower-cased names.
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads a request line and headers; `None` when the client closed first.
+pub async fn read_request_head(
+    reader: &mut (impl AsyncBufRead + Unpin),
+) -> std::io::Result<Option<RequestHead>> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).await? == 0 {
+        return Ok(None);
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Ok(Some(RequestHead {
+                method,
+                target,
+                headers,
+            }));
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+}
 
 /// Deterministic pseudo-random bytes, so a failed comparison is reproducible.
 pub fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
