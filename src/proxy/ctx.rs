@@ -29,7 +29,8 @@ pub struct OciArtifact {
     /// Repository name upstream (`library/` added for Docker Hub).
     pub name: String,
     pub kind: Kind,
-    /// The digest in the URL (blobs, digest manifests, referrers).
+    /// The digest the body must have: the URL's, for blobs and manifests
+    /// by digest.
     pub digest: Option<String>,
     pub accept: AcceptClass,
     /// The request path up to and including the repository name as the

@@ -62,18 +62,18 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
                 .header(API_VERSION.0, API_VERSION.1),
         ));
     };
-    let remote = match registry {
-        Registry::Remote(remote) => app.config.remotes.get(remote),
-        Registry::Mirror(host) => app.config.mirrors.get(&host.to_ascii_lowercase()),
+    let (remote, unknown) = match registry {
+        Registry::Remote(remote) => (
+            app.config.remotes.get(remote),
+            format!("unknown remote '{remote}'"),
+        ),
+        Registry::Mirror(host) => (
+            app.config.mirrors.get(&host.to_ascii_lowercase()),
+            format!("no remote mirrors registry {host:?} (mirror_of)"),
+        ),
     };
     let Some(remote) = remote else {
-        let Registry::Mirror(host) = registry else {
-            unreachable!("a remote route names a configured remote")
-        };
-        return plain(refuse(
-            ErrorCode::NameUnknown,
-            format!("no remote mirrors registry {host:?} (mirror_of)"),
-        ));
+        return plain(refuse(ErrorCode::NameUnknown, unknown));
     };
     let with_remote = |action, denied| Decision {
         action,
@@ -229,7 +229,7 @@ pub fn complete_upstream_headers(
     resp: &mut ResponseHeader,
 ) -> pingora::Result<()> {
     if resp.status == StatusCode::UNAUTHORIZED {
-        // Artifactd already answered the upstream's challenge with the
+        // artifactd already answered the upstream's challenge with the
         // remote's credentials; a client sent to the upstream's token realm
         // would only come back with a token artifactd does not forward.
         resp.remove_header(&http::header::WWW_AUTHENTICATE);
@@ -238,7 +238,7 @@ pub fn complete_upstream_headers(
         return Ok(());
     }
     if let Some(digest) = &oci.digest {
-        if oci.kind != Kind::Referrers && !resp.headers.contains_key("docker-content-digest") {
+        if !resp.headers.contains_key("docker-content-digest") {
             resp.insert_header("docker-content-digest", digest.as_str())?;
         }
     }
