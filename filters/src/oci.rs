@@ -356,6 +356,15 @@ pub fn key_parts(name: &str, op: &Operation<'_>, accept: AcceptClass, query: &st
     }
 }
 
+/// Whether a `Content-Type` names a manifest media type (parameters
+/// ignored): a registry that sends anything else has not labelled it.
+pub fn is_manifest_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    MANIFEST_TYPES
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(media_type))
+}
+
 /// Whether a manifest media type is the legacy signed schema 1, whose
 /// digest is that of its JWS payload rather than of the bytes served.
 pub fn is_signed_schema1(media_type: &str) -> bool {
@@ -757,6 +766,11 @@ mod tests {
             "application/vnd.docker.distribution.manifest.v1+prettyjws"
         ));
         assert!(!is_signed_schema1(DOCKER_V2));
+        assert!(is_manifest_type(
+            "application/vnd.oci.image.index.v1+json; charset=utf-8"
+        ));
+        assert!(!is_manifest_type("application/octet-stream"));
+        assert!(!is_manifest_type(""));
         let legacy =
             AcceptClass::from_accept(["application/vnd.docker.distribution.manifest.v1+prettyjws"]);
         assert_ne!(legacy.key_part(), AcceptClass::DEFAULT.key_part());

@@ -64,6 +64,8 @@ pub struct RequestCtx {
     /// A HEAD answered from an expired tag manifest; a background GET
     /// revalidates it (`prefetch`).
     pub revalidate_in_background: bool,
+    /// Headers a fetched manifest lacked, stored with it once committed.
+    pub header_fix: Option<super::oci::HeaderFix>,
     /// Checks the body of a manifest or blob response while it streams.
     pub body_check: Option<super::oci::BodyCheck>,
 }
@@ -83,6 +85,7 @@ impl RequestCtx {
             authorization: None,
             challenged: false,
             revalidate_in_background: false,
+            header_fix: None,
             body_check: None,
         }
     }

@@ -376,7 +376,9 @@ impl ProxyHttp for ArtifactProxy {
         match check.verifier.filter(body, end_of_stream) {
             Ok(None) => Ok(None),
             Ok(Some(verified)) => {
-                oci::cross_link(&self.app, artifact, check, verified);
+                let fix = oci::HeaderFix::of(check, &verified);
+                oci::cross_link(&self.app, artifact, check, fix.as_ref(), verified);
+                ctx.header_fix = fix;
                 Ok(None)
             }
             Err(mismatch) => Err(oci::digest_mismatch(&self.app, artifact, mismatch)),
@@ -555,6 +557,16 @@ impl ProxyHttp for ArtifactProxy {
             self.app
                 .breakers
                 .record(&artifact.remote.name, admit, !upstream_error);
+        }
+        if let (Some(artifact), Some(fix)) = (&ctx.artifact, ctx.header_fix.take()) {
+            // The fill has committed by now: later hits carry what the
+            // upstream left out.
+            let edit = |header: &mut ResponseHeader| fix.apply(header);
+            let key = cache::key(artifact);
+            let updated = self.app.storage.update_header(&key, &fix.body_sha256, edit);
+            if let Err(e) = updated.await {
+                log::warn!("completing the headers of a cached manifest: {e}");
+            }
         }
         if let Some(artifact) = &ctx.artifact {
             let answered_upstream = status == 200 && cache::source(phase) == "remote";

@@ -280,6 +280,8 @@ pub struct BodyCheck {
     pub verifier: Verifier,
     /// The manifest's media type, as the upstream labelled it.
     content_type: Option<String>,
+    /// Whether the upstream sent `Docker-Content-Digest`.
+    digest_sent: bool,
 }
 
 /// The digest check for an upstream `200` of a manifest or blob: against
@@ -307,12 +309,76 @@ pub fn body_check(oci: &OciArtifact, resp: &ResponseHeader) -> Option<BodyCheck>
     }
     let verifier = Verifier::new(
         expected_digest(oci, resp).as_deref(),
-        oci.kind == Kind::TagManifest,
+        oci.kind.is_manifest(),
     )?;
     Some(BodyCheck {
         verifier,
+        digest_sent: resp.headers.contains_key("docker-content-digest"),
         content_type,
     })
+}
+
+/// Headers a manifest must carry that its upstream response lacked,
+/// learnt from the complete body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFix {
+    pub content_type: Option<String>,
+    pub digest: Option<String>,
+    /// Hex sha256 of the body this was learnt from: the fix applies to
+    /// that body only.
+    pub body_sha256: String,
+}
+
+impl HeaderFix {
+    /// What the body of a manifest response tells that its headers did
+    /// not: the declared media type when the upstream sent no manifest
+    /// `Content-Type`, the digest when it sent no `Docker-Content-Digest`.
+    pub fn of(check: &BodyCheck, verified: &Verified) -> Option<HeaderFix> {
+        let labelled = check
+            .content_type
+            .as_deref()
+            .is_some_and(oci::is_manifest_type);
+        let content_type = match (labelled, &verified.body) {
+            (false, Some(body)) => declared_media_type(body),
+            _ => None,
+        };
+        let digest = (!check.digest_sent).then(|| verified.digest.clone());
+        let body_sha256 = verified.digest.strip_prefix("sha256:")?.to_string();
+        (content_type.is_some() || digest.is_some()).then_some(HeaderFix {
+            content_type,
+            digest,
+            body_sha256,
+        })
+    }
+
+    pub fn apply(&self, header: &mut ResponseHeader) -> pingora::Result<()> {
+        if let Some(content_type) = &self.content_type {
+            header.insert_header(http::header::CONTENT_TYPE, content_type.as_str())?;
+        }
+        if let Some(digest) = &self.digest {
+            header.insert_header("docker-content-digest", digest.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// The media type a manifest declares (`mediaType`), or that its shape
+/// implies: OCI manifests and indexes may omit the field.
+pub fn declared_media_type(body: &[u8]) -> Option<String> {
+    let manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if let Some(media_type) = manifest.get("mediaType").and_then(|m| m.as_str()) {
+        return oci::is_manifest_type(media_type).then(|| media_type.to_string());
+    }
+    let implied = if manifest.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
+        "application/vnd.docker.distribution.manifest.v1+json"
+    } else if manifest.get("manifests").is_some() {
+        "application/vnd.oci.image.index.v1+json"
+    } else if manifest.get("layers").is_some() || manifest.get("config").is_some() {
+        "application/vnd.oci.image.manifest.v1+json"
+    } else {
+        return None;
+    };
+    Some(implied.to_string())
 }
 
 /// Counts and logs a body that did not match its digest, and turns it into
@@ -343,10 +409,19 @@ pub const DIGEST_MISMATCH: &str = "upstream body does not match its digest";
 /// Seed 000: a tag manifest just fetched is also stored under its digest
 /// (if absent), so a later pull by digest is a hit. Runs in the background;
 /// the client's response does not wait for it.
-pub fn cross_link(app: &App, artifact: &Artifact, check: &BodyCheck, verified: Verified) {
+pub fn cross_link(
+    app: &App,
+    artifact: &Artifact,
+    check: &BodyCheck,
+    fix: Option<&HeaderFix>,
+    verified: Verified,
+) {
     let (Some(oci), Some(body)) = (&artifact.oci, verified.body) else {
         return;
     };
+    let content_type = fix
+        .and_then(|f| f.content_type.as_deref())
+        .or(check.content_type.as_deref());
     if oci.kind != Kind::TagManifest || !verified.digest.starts_with("sha256:") {
         return;
     }
@@ -354,12 +429,7 @@ pub fn cross_link(app: &App, artifact: &Artifact, check: &BodyCheck, verified: V
         &artifact.remote.name,
         &digest_manifest_key_parts(&verified.digest),
     );
-    let meta = match manifest_meta(
-        &artifact.remote,
-        &verified.digest,
-        check.content_type.as_deref(),
-        body.len(),
-    ) {
+    let meta = match manifest_meta(&artifact.remote, &verified.digest, content_type, body.len()) {
         Ok(meta) => meta,
         Err(e) => {
             log::warn!("cross-link of {}: {e}", verified.digest);
@@ -422,6 +492,8 @@ pub fn error_for(
 mod tests {
     use super::*;
 
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
     fn tags_list(name: &str, client_base: &str) -> OciArtifact {
         OciArtifact {
             name: name.into(),
@@ -430,6 +502,24 @@ mod tests {
             accept: AcceptClass::DEFAULT,
             client_base: client_base.into(),
         }
+    }
+
+    #[test]
+    fn media_types_declared_or_implied_by_the_body() {
+        let declared = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","layers":[]}"#;
+        assert_eq!(
+            declared_media_type(declared).as_deref(),
+            Some("application/vnd.docker.distribution.manifest.v2+json")
+        );
+        let bare_oci = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(declared_media_type(bare_oci).as_deref(), Some(OCI_MANIFEST));
+        let bare_index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(
+            declared_media_type(bare_index).as_deref(),
+            Some("application/vnd.oci.image.index.v1+json")
+        );
+        assert_eq!(declared_media_type(br#"{"mediaType":"text/html"}"#), None);
+        assert_eq!(declared_media_type(b"not json"), None);
     }
 
     #[test]

@@ -476,6 +476,56 @@ impl CacheStorage {
         Ok(true)
     }
 
+    /// Edits the stored response header of a committed entry whose body
+    /// hashes to `body_sha256` (hex), keeping body and freshness: a
+    /// manifest's media type learnt from the body it was stored with.
+    /// Returns whether such an entry existed.
+    pub async fn update_header(
+        &'static self,
+        key: &CacheKey,
+        body_sha256: &str,
+        edit: impl FnOnce(&mut ResponseHeader) -> Result<()>,
+    ) -> Result<bool> {
+        let location = EntryLocation::from_key(key);
+        let Some(current) = self.load_record(&location).await? else {
+            return Ok(false);
+        };
+        if current.record.body.sha256 != body_sha256 {
+            // Another body than the one the edit was learnt from.
+            return Ok(false);
+        }
+        let mut meta = current.prepared.to_meta();
+        edit(meta.response_header_mut())?;
+        self.replace_meta(&location, &current, &meta).await
+    }
+
+    /// Makes `meta` the entry's meta, for the same body: state store first
+    /// (it takes precedence over the commit record), then memory.
+    async fn replace_meta(
+        &self,
+        location: &EntryLocation,
+        current: &Entry,
+        meta: &CacheMeta,
+    ) -> Result<bool> {
+        let (meta_internal, meta_header) = meta.serialize()?;
+        let updated = Record {
+            meta_internal,
+            meta_header,
+            body: current.record.body.clone(),
+        };
+        self.state
+            .put(&location.state_key(), Bytes::from(updated.encode()))
+            .await
+            .map_err(|e| internal("writing freshness", e))?;
+        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed))?;
+        self.remember(
+            location,
+            updated,
+            self.flush_generation.load(Ordering::Acquire),
+        );
+        Ok(true)
+    }
+
     async fn state_clear_all(&self) -> crate::state::StateResult<()> {
         for remote in self.known_remotes.iter() {
             self.state.delete_prefix(remote).await?;
@@ -556,23 +606,7 @@ impl Storage for CacheStorage {
         let Some(current) = self.load_record(&location).await? else {
             return Ok(false);
         };
-        let (meta_internal, meta_header) = meta.serialize()?;
-        let updated = Record {
-            meta_internal,
-            meta_header,
-            body: current.record.body.clone(),
-        };
-        self.state
-            .put(&location.state_key(), Bytes::from(updated.encode()))
-            .await
-            .map_err(|e| internal("writing freshness", e))?;
-        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed))?;
-        self.remember(
-            &location,
-            updated,
-            self.flush_generation.load(Ordering::Acquire),
-        );
-        Ok(true)
+        self.replace_meta(&location, &current, meta).await
     }
 
     fn support_streaming_partial_write(&self) -> bool {

@@ -888,3 +888,68 @@ async fn a_rate_limited_upstream_serves_tags_stale_and_answers_toomanyrequests()
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{body}");
 }
+
+#[tokio::test]
+async fn manifests_without_registry_headers_get_them_from_their_body_once_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), 1, 5_000, 140).await;
+    let digest = layout.descriptor("app")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = std::fs::read(layout.path.join("blobs/sha256").join(&digest[7..])).unwrap();
+    // An upstream that labels a manifest as plain bytes, with no digest.
+    let front = Origin::start().await;
+    front.forward_to(&registry.url());
+    front.put(
+        "/v2/bare/app/manifests/app",
+        OriginFile::new(manifest.clone()),
+    );
+    let ad = Artifactd::start(
+        &dir.path().join("ad"),
+        &hub_remote(&front.base_url(), ""),
+        "",
+    )
+    .await;
+    let http = client();
+    let url = ad.url("/v2/hub/bare/app/manifests/app");
+    let first = http
+        .get(&url)
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.bytes().await.unwrap(), manifest);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for method in ["GET", "HEAD"] {
+        let hit = http
+            .request(method.parse().unwrap(), &url)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hit.headers()["x-artifact-source"], "cache", "{method}");
+        assert_eq!(hit.headers()["content-type"], OCI_MANIFEST, "{method}");
+        assert_eq!(
+            hit.headers()["docker-content-digest"],
+            digest.as_str(),
+            "{method}"
+        );
+        assert_eq!(
+            hit.headers()["content-length"],
+            manifest.len().to_string().as_str(),
+            "{method}"
+        );
+    }
+    // The cross-linked copy by digest carries them too.
+    let by_digest = http
+        .get(ad.url(&format!("/v2/hub/bare/app/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_digest.headers()["x-artifact-source"], "cache");
+    assert_eq!(by_digest.headers()["content-type"], OCI_MANIFEST);
+    assert_eq!(by_digest.bytes().await.unwrap(), manifest);
+}
