@@ -33,6 +33,19 @@ async fn app_layout(dir: &Path, layers: usize, size: usize, seed: u64) -> Layout
     layout
 }
 
+/// A test directory, a plain registry in it, and a layout with tag `app`
+/// (see [`app_layout`]).
+async fn registry_with_app(
+    layers: usize,
+    size: usize,
+    seed: u64,
+) -> (tempfile::TempDir, Registry, Layout) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None).await;
+    let layout = app_layout(dir.path(), layers, size, seed).await;
+    (dir, registry, layout)
+}
+
 /// The blob digests (`sha256:…`) a layout's tag references.
 fn blob_digests(layout: &Layout, tag: &str) -> Vec<String> {
     let descriptor = layout.descriptor(tag);
@@ -80,9 +93,7 @@ async fn metric(ad: &Artifactd, line_start: &str) -> u64 {
 
 #[tokio::test]
 async fn oci_docker_and_multi_arch_images_pull_then_serve_from_cache_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 3, 300_000, 1).await;
+    let (dir, mut registry, layout) = registry_with_app(3, 300_000, 1).await;
     layout
         .build("amd", Some("app"), &[("amd", pattern_bytes(1000, 7))])
         .await;
@@ -291,9 +302,7 @@ async fn registry_digest_with_token(
 
 #[tokio::test]
 async fn a_layer_shared_by_two_images_is_fetched_and_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 400_000, 30).await;
+    let (dir, registry, layout) = registry_with_app(1, 400_000, 30).await;
     layout
         .build("one", Some("app"), &[("one", pattern_bytes(5000, 31))])
         .await;
@@ -332,9 +341,7 @@ async fn a_layer_shared_by_two_images_is_fetched_and_stored_once() {
 
 #[tokio::test]
 async fn pull_by_tag_then_by_digest_sends_nothing_upstream() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 2, 50_000, 40).await;
+    let (dir, registry, layout) = registry_with_app(2, 50_000, 40).await;
     layout.push("app", &registry, "pin/app", &[]).await;
     let digest = registry_digest(&registry, "pin/app", "app", OCI_MANIFEST).await;
     let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
@@ -388,9 +395,7 @@ async fn pull_by_tag_then_by_digest_sends_nothing_upstream() {
 
 #[tokio::test]
 async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 2, 200_000, 50).await;
+    let (dir, registry, layout) = registry_with_app(2, 200_000, 50).await;
     layout.push("app", &registry, "bad/app", &[]).await;
     let blob = blob_digests(&layout, "app")[1].clone();
     let front = Origin::start().await;
@@ -449,9 +454,7 @@ async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
 
 #[tokio::test]
 async fn a_blob_redirected_to_another_host_gets_no_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 150_000, 60).await;
+    let (dir, registry, layout) = registry_with_app(1, 150_000, 60).await;
     layout.push("app", &registry, "cdn/app", &[]).await;
     let blob = blob_digests(&layout, "app")[1].clone();
     let bytes = std::fs::read(layout.path.join("blobs/sha256").join(&blob[7..])).unwrap();
@@ -491,9 +494,7 @@ async fn a_blob_redirected_to_another_host_gets_no_credentials() {
 
 #[tokio::test]
 async fn concurrent_cold_pulls_fetch_each_blob_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 4, 1_000_000, 70).await;
+    let (dir, registry, layout) = registry_with_app(4, 1_000_000, 70).await;
     layout.push("app", &registry, "herd/app", &[]).await;
     let digest = registry_digest(&registry, "herd/app", "app", OCI_MANIFEST).await;
     let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
@@ -523,9 +524,7 @@ async fn concurrent_cold_pulls_fetch_each_blob_once() {
 
 #[tokio::test]
 async fn tag_manifests_go_stale_within_the_period_and_keep_their_accept_class() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 10_000, 80).await;
+    let (dir, mut registry, layout) = registry_with_app(1, 10_000, 80).await;
     layout
         .push("app", &registry, "acc/docker", &["--format", "v2s2"])
         .await;
@@ -611,9 +610,7 @@ async fn tag_manifests_go_stale_within_the_period_and_keep_their_accept_class() 
 
 #[tokio::test]
 async fn docker_hub_mirror_requests_get_library_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 10_000, 90).await;
+    let (dir, registry, layout) = registry_with_app(1, 10_000, 90).await;
     layout.push("app", &registry, "library/alpine", &[]).await;
     let digest = registry_digest(&registry, "library/alpine", "app", OCI_MANIFEST).await;
     let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
@@ -646,9 +643,7 @@ async fn docker_hub_mirror_requests_get_library_names() {
 
 #[tokio::test]
 async fn containerd_pulls_through_ns_and_override_path_mirrors() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 2, 200_000, 100).await;
+    let (dir, mut registry, layout) = registry_with_app(2, 200_000, 100).await;
     layout.push("app", &registry, "library/web", &[]).await;
     layout.push("app", &registry, "team/api", &[]).await;
     let digest = registry_digest(&registry, "library/web", "app", OCI_MANIFEST).await;
@@ -745,9 +740,7 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
 
 #[tokio::test]
 async fn tag_lists_pass_their_query_on_and_are_cached_per_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 1000, 110).await;
+    let (dir, registry, layout) = registry_with_app(1, 1000, 110).await;
     for tag in ["a", "b", "c"] {
         layout.build(tag, Some("app"), &[]).await;
         layout.push(tag, &registry, "paged/app", &[]).await;
@@ -801,9 +794,7 @@ async fn wait_for_get(registry: &Registry, needle: &str) {
 
 #[tokio::test]
 async fn tags_that_clients_only_head_are_cached_and_served_offline() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 10_000, 120).await;
+    let (dir, mut registry, layout) = registry_with_app(1, 10_000, 120).await;
     layout.push("app", &registry, "head/app", &[]).await;
     let digest = registry_digest(&registry, "head/app", "app", OCI_MANIFEST).await;
     let remotes = hub_remote(
@@ -843,9 +834,7 @@ async fn tags_that_clients_only_head_are_cached_and_served_offline() {
 
 #[tokio::test]
 async fn a_rate_limited_upstream_serves_tags_stale_and_answers_toomanyrequests() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 5_000, 130).await;
+    let (dir, registry, layout) = registry_with_app(1, 5_000, 130).await;
     layout.push("app", &registry, "limited/app", &[]).await;
     let front = Origin::start().await;
     front.forward_to(&registry.url());
@@ -891,9 +880,7 @@ async fn a_rate_limited_upstream_serves_tags_stale_and_answers_toomanyrequests()
 
 #[tokio::test]
 async fn manifests_without_registry_headers_get_them_from_their_body_once_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::start(dir.path(), None).await;
-    let layout = app_layout(dir.path(), 1, 5_000, 140).await;
+    let (dir, registry, layout) = registry_with_app(1, 5_000, 140).await;
     let digest = layout.descriptor("app")["digest"]
         .as_str()
         .unwrap()
