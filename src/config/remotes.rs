@@ -119,7 +119,7 @@ pub struct Remote {
     pub mirror_of: Vec<String>,
     /// `username`, for keying tokens fetched with it.
     pub username: Option<String>,
-    /// `password`, sent only to a token realm's own host.
+    /// `password`, with `username` the basic auth of token requests.
     pub password: Option<String>,
 }
 

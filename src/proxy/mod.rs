@@ -64,9 +64,6 @@ const REDIRECT_HOP: &str = "following upstream redirect";
 const MAX_LOCK_RETRIES: usize = 5;
 const AUTH_RETRY: &str = "retrying with upstream credentials";
 
-/// The error of a request whose upstream token could not be had.
-pub const TOKEN_FAILED: &str = "upstream token request failed";
-
 /// Classifies an upstream response once ([`outcome::classify`]) and keeps
 /// the answer in the context for every later phase.
 fn classify_response(
@@ -115,7 +112,11 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
         }
         UpstreamOutcome::Challenge { www_authenticate } => {
             ctx.challenged = true;
-            let Some(authorization) = answer_challenge(app, ctx, &www_authenticate).await? else {
+            let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+            let rejected = ctx.authorization.as_deref();
+            let answer =
+                upstream::answer_challenge(app, artifact, &www_authenticate, rejected).await?;
+            let Some(authorization) = answer else {
                 // Nothing to answer with: the 401 goes to the client.
                 ctx.upstream = Some(UpstreamOutcome::Passed { status: 401 });
                 return Ok(());
@@ -144,28 +145,6 @@ fn retry(reason: &'static str) -> Box<Error> {
     let mut error = Error::new_up(ErrorType::Custom(reason));
     error.set_retry(true);
     error
-}
-
-/// The `Authorization` answering an upstream challenge (a registry token,
-/// or basic auth), from the remote's credentials provider.
-async fn answer_challenge(
-    app: &App,
-    ctx: &RequestCtx,
-    www_authenticate: &str,
-) -> Result<Option<String>> {
-    let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
-        return Ok(None);
-    };
-    let scope = upstream::scope(artifact);
-    credentials
-        .answer_challenge(
-            www_authenticate,
-            scope.as_deref(),
-            ctx.authorization.as_deref(),
-        )
-        .await
-        .map_err(|e| Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string()))
 }
 
 /// Whether an error only asked pingora to send the request again.

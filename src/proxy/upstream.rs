@@ -47,16 +47,23 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
 
 /// The token scope an upstream request needs: a registry repository's pull
 /// scope for OCI requests, none otherwise.
-pub fn scope(artifact: &Artifact) -> Option<String> {
+fn scope(artifact: &Artifact) -> Option<String> {
     artifact
         .oci
         .as_ref()
         .map(|oci| filters::oci::pull_scope(&oci.name))
 }
 
+/// The error of a request whose upstream token could not be had: an
+/// upstream failure, so a cached copy may still be served.
+pub const TOKEN_FAILED: &str = "upstream token request failed";
+
+fn token_failed(e: crate::credentials::TokenError) -> Box<Error> {
+    Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string())
+}
+
 /// The `Authorization` to send before any challenge: the remote's cached
-/// token for this scope, or its basic credentials. A failed token request
-/// is an upstream failure (a cached copy may still be served).
+/// token for this scope, or its basic credentials.
 pub async fn authorization(app: &crate::app::App, artifact: &Artifact) -> Result<Option<String>> {
     let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
         return Ok(None);
@@ -64,9 +71,24 @@ pub async fn authorization(app: &crate::app::App, artifact: &Artifact) -> Result
     credentials
         .authorization(scope(artifact).as_deref())
         .await
-        .map_err(|e| {
-            Error::new_up(ErrorType::Custom(super::TOKEN_FAILED)).more_context(e.to_string())
-        })
+        .map_err(token_failed)
+}
+
+/// The `Authorization` answering an upstream challenge (a registry token,
+/// or basic auth) after `rejected` was refused; `None` when nothing can.
+pub async fn answer_challenge(
+    app: &crate::app::App,
+    artifact: &Artifact,
+    www_authenticate: &str,
+    rejected: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+        return Ok(None);
+    };
+    credentials
+        .answer_challenge(www_authenticate, scope(artifact).as_deref(), rejected)
+        .await
+        .map_err(token_failed)
 }
 
 /// Rewrites the client's request into the upstream's: path under the
