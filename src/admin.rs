@@ -61,7 +61,7 @@ fn root(app: &App) -> Reply {
 }
 
 async fn health(app: &App) -> Reply {
-    let storage = app.storage.blobs().check_writable().await;
+    let storage = app.storage.bodies().check_writable().await;
     let catalog = app.catalog.clone();
     let catalog_result = app
         .background

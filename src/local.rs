@@ -1,9 +1,9 @@
 //! Local repositories (`type: local`): files uploaded with PUT, served with
 //! GET/HEAD, removed with DELETE. No upstream, no expiry.
 //!
-//! Uploads stream into a multipart upload that becomes visible only when
+//! Uploads stream into a body-store writer that becomes visible only when
 //! the whole body arrived within the size limit; an interrupted or oversized
-//! upload is aborted and leaves nothing behind.
+//! upload is dropped and leaves nothing behind.
 
 use crate::app::App;
 use crate::auth::bearer_allows;
@@ -11,7 +11,6 @@ use crate::catalog::{ArtifactRow, CatalogEvent};
 use crate::config::Remote;
 use crate::metrics::Outcome;
 use crate::proxy::respond::{self, Reply};
-use crate::storage::blob::{BodySource, MAX_PARTS_IN_FLIGHT};
 use crate::storage::hit::BodyHit;
 use crate::storage::unix_now;
 use filters::range::{single_range, RangeReply};
@@ -66,13 +65,12 @@ fn storage_error(e: impl std::fmt::Display) -> Box<Error> {
 }
 
 async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
-    let source = app.storage.blobs().open(key).await.map_err(storage_error)?;
-    let Some(source) = source else {
+    let bodies = app.storage.bodies();
+    let opened = bodies.open(key).await.map_err(storage_error)?;
+    let Some(opened) = opened else {
         return respond::send(session, Reply::text(StatusCode::NOT_FOUND, "not found")).await;
     };
-    let size = match &source {
-        BodySource::File { size, .. } | BodySource::Stream { size, .. } => *size,
-    };
+    let size = opened.size();
     let range_header = session
         .req_header()
         .headers
@@ -102,7 +100,7 @@ async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    let mut body = BodyHit::new(source, size);
+    let mut body = BodyHit::new(opened, bodies, key);
     body.seek(start as usize, Some(end as usize))?;
     while let Some(chunk) = body.read_body().await? {
         session.write_response_body(Some(chunk), false).await?;
@@ -154,38 +152,34 @@ async fn upload(
     }
     let mut upload = app
         .storage
-        .blobs()
-        .start_upload(key)
+        .bodies()
+        .create(key)
         .await
         .map_err(storage_error)?;
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     loop {
-        // An error here (client gone, body cut) drops `upload`, which aborts it.
+        // An error here (client gone, body cut) drops `upload`, which discards it.
         let Some(chunk) = session.read_request_body().await? else {
             break;
         };
         written += chunk.len() as u64;
         if written > server.max_upload_bytes {
-            let _ = upload.abort().await;
+            drop(upload);
             respond::send_and_close(session, too_large()).await?;
             return Ok(Outcome::Other);
         }
         hasher.update(&chunk);
-        upload
-            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
-            .await
-            .map_err(storage_error)?;
-        upload.put(chunk);
+        upload.write(chunk).await.map_err(storage_error)?;
     }
     if declared.is_some_and(|len| len != written) {
-        let _ = upload.abort().await;
+        drop(upload);
         return Error::e_explain(
             ErrorType::ReadError,
             "upload body shorter than Content-Length",
         );
     }
-    upload.finish().await.map_err(storage_error)?;
+    upload.commit().await.map_err(storage_error)?;
     let sha256 = hex::encode(hasher.finalize());
     let now = unix_now() as i64;
     app.catalog_writer.record(CatalogEvent::Stored(ArtifactRow {
@@ -220,7 +214,7 @@ async fn delete(
     }
     let existed = app
         .storage
-        .blobs()
+        .bodies()
         .delete(key)
         .await
         .map_err(storage_error)?;

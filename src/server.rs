@@ -11,7 +11,8 @@ use crate::metrics::Metrics;
 use crate::proxy::prefetch::Prefetcher;
 use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
-use crate::storage::blob::BlobStore;
+use crate::storage::body::fs::FsBodyStore;
+use crate::storage::body::BodyStore;
 use crate::storage::CacheStorage;
 use anyhow::Context;
 use pingora::cache::lock::CacheKeyLockImpl;
@@ -63,8 +64,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
     let background = background_runtime()?;
     let StorageUrl::Filesystem(root) = &config.server.storage;
-    let blobs = BlobStore::filesystem(root)
-        .with_context(|| format!("opening storage {}", root.display()))?;
+    let bodies: Arc<dyn BodyStore> = Arc::new(
+        FsBodyStore::open(root, config.server.fsync)
+            .with_context(|| format!("opening storage {}", root.display()))?,
+    );
+    crate::storage::sweep::start(bodies.clone(), &background);
     let StateUrl::Embedded(state_dir) = &config.server.state;
     let state: Arc<dyn StateStore> = Arc::new(
         EmbeddedState::open(state_dir)
@@ -79,14 +83,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
     let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
-        blobs,
+        bodies,
         state,
         catalog_writer.clone(),
         background.clone(),
         remote_names,
     )));
     let cache_lock: &'static CacheKeyLockImpl =
-        Box::leak(Box::new(FillLock::new(config.server.lock_timeout)));
+        Box::leak(Box::new(FillLock::new(config.server.lock_timeout, storage)));
 
     let mut conf = ServerConf {
         threads: config.server.threads,

@@ -18,6 +18,7 @@
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
+//! - [`size`]: byte sizes with units (`50GiB`) from configuration.
 //! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
 //!   classification, key parts, `Accept` classes, error codes, Bearer
 //!   challenges.
@@ -31,6 +32,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod range;
 pub mod route;
+pub mod size;
 pub mod stale;
 
 pub use path::{validate_artifact_path, PathError};

@@ -51,6 +51,28 @@ pub struct RawCacheSettings {
     /// Seconds an expired copy may still be served while the upstream fails
     /// (0: never); a remote's `cache.stale_if_error` overrides it.
     pub stale_if_error: Option<u64>,
+    /// Largest object that is cached (bytes, or with a unit: `4GiB`);
+    /// larger ones pass through. Unlimited when absent.
+    pub max_object_size: Option<RawSize>,
+    /// fsync bodies and records before they become visible.
+    pub fsync: Option<bool>,
+}
+
+/// A byte size: a number of bytes or a string with a unit (`50GiB`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RawSize {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            RawSize::Bytes(n) => Ok(*n),
+            RawSize::Text(text) => filters::size::parse(text),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -114,6 +136,10 @@ pub struct ServerConfig {
     pub lock_timeout: Duration,
     pub negative_ttl: Duration,
     pub stale_if_error: Duration,
+    /// Objects larger than this pass through uncached.
+    pub max_object_size: Option<u64>,
+    /// fsync bodies and records before they become visible.
+    pub fsync: bool,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -238,7 +264,15 @@ pub fn parse_server_config(
         Some(0) => Err(err(field, "must be positive".into())),
         other => Ok(Duration::from_secs(other.unwrap_or(default))),
     };
+    let size = |field: &str, value: &Option<RawSize>| -> Result<Option<u64>, ConfigError> {
+        value
+            .as_ref()
+            .map(|v| v.bytes().map_err(|message| err(field, message)))
+            .transpose()
+    };
     let config = ServerConfig {
+        max_object_size: size("cache.max_object_size", &raw.cache.max_object_size)?,
+        fsync: raw.cache.fsync.unwrap_or(false),
         listen,
         threads,
         remotes_file: resolve(

@@ -141,27 +141,26 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     })
 }
 
-/// Whether a request that must go upstream wants less than the whole body
-/// (HEAD, or a `Range`), and so is passed upstream as it is, uncached.
-///
-/// NOTE: with storage that does not support streaming partial writes,
-/// pingora 0.9 ends such a request as soon as the client has what it asked
-/// for, abandoning the fill mid-body (a dangling cache lock, and a panic in
-/// debug builds). So these misses fill nothing; the next full GET fills the
-/// cache, and later HEAD and range requests are hits.
-pub fn partial_miss(req: &RequestHeader) -> Option<NoCacheReason> {
-    if req.method == http::Method::HEAD {
-        Some(NoCacheReason::Custom(HEAD_MISS))
-    } else if req.headers.contains_key(http::header::RANGE) {
-        Some(NoCacheReason::Custom(RANGE_MISS))
-    } else {
-        None
+/// Turns the upstream request of a cache fill into a plain GET of the
+/// whole object: a HEAD or a `Range` miss is answered from the fill as it
+/// streams into storage (pingora serves the client's part from the fill's
+/// reader), and the object is cached whole for every later request.
+pub fn request_whole_object(upstream_request: &mut RequestHeader) {
+    if upstream_request.method == http::Method::HEAD {
+        upstream_request.set_method(http::Method::GET);
     }
+    upstream_request.remove_header(&http::header::RANGE);
+    upstream_request.remove_header(&http::header::IF_RANGE);
 }
 
-/// The reasons a partial miss gives up the cache (see [`partial_miss`]).
-pub const HEAD_MISS: &str = "HEAD miss";
-pub const RANGE_MISS: &str = "range miss";
+/// Whether this response answers a HEAD or a range from the fill the
+/// request leads. The request's task lives until the fill completes, so
+/// the client is told to close: a next request on the same connection
+/// would otherwise wait for the whole object.
+pub fn leads_fill_partially(req: &RequestHeader, phase: CachePhase) -> bool {
+    matches!(phase, CachePhase::Miss | CachePhase::Expired)
+        && (req.method == http::Method::HEAD || req.headers.contains_key(http::header::RANGE))
+}
 
 /// `X-Artifact-Source`: `cache` when the body came from storage.
 pub fn source(phase: CachePhase) -> &'static str {

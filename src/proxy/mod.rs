@@ -210,6 +210,9 @@ impl ProxyHttp for ArtifactProxy {
                 Some(self.app.cache_lock),
                 Some(overrides),
             );
+            if let Some(max) = self.app.config.server.max_object_size {
+                session.cache.set_max_file_size_bytes(max as usize);
+            }
         }
         Ok(())
     }
@@ -248,21 +251,6 @@ impl ProxyHttp for ArtifactProxy {
             .ok_or_else(no_artifact)
     }
 
-    /// HEAD and range requests that must go upstream do not fill the cache
-    /// (see [`cache::partial_miss`]).
-    async fn proxy_upstream_filter(
-        &self,
-        session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<bool> {
-        if let Some(reason) = cache::partial_miss(session.req_header()) {
-            if session.cache.enabled() {
-                session.cache.disable(reason);
-            }
-        }
-        Ok(true)
-    }
-
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -297,11 +285,14 @@ impl ProxyHttp for ArtifactProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        if session.cache.enabled() {
+            cache::request_whole_object(upstream_request);
+        }
         if ctx.authorization.is_none() {
             ctx.authorization = upstream::authorization(&self.app, artifact).await?;
         }
@@ -392,6 +383,9 @@ impl ProxyHttp for ArtifactProxy {
             }
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
+            if cache::leads_fill_partially(session.req_header(), phase) {
+                session.set_keepalive(None);
+            }
             if ctx.revalidate_in_background {
                 upstream_response
                     .insert_header("x-artifact-stale", "revalidating in the background")?;
@@ -406,6 +400,21 @@ impl ProxyHttp for ArtifactProxy {
             }
         }
         Ok(())
+    }
+
+    /// A HEAD that leads a fill gets the fill's headers only: the body
+    /// streams into storage, not to the client.
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if session.req_header().method == http::Method::HEAD {
+            *body = None;
+        }
+        Ok(None)
     }
 
     /// Answers a failed request with the right status and a one-line reason.
@@ -498,13 +507,24 @@ impl ProxyHttp for ArtifactProxy {
         matches!(ctx.upstream, Some(UpstreamOutcome::Quarantined { .. }))
     }
 
+    /// Retries are routine; so is a client leaving while its fill goes on
+    /// (a HEAD or range answered early, an aborted download), which the
+    /// request line reports.
     fn suppress_proxy_warn_log(
         &self,
-        _session: &Session,
+        session: &Session,
         _ctx: &RequestCtx,
         error: &Error,
-        _context: pingora::proxy::ProxyWarnLogContext,
+        context: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
+        if context == pingora::proxy::ProxyWarnLogContext::DownstreamCache {
+            log::info!(
+                "{} {}: client left ({error}); the cache fill continues",
+                session.req_header().method,
+                session.req_header().uri.path()
+            );
+            return true;
+        }
         is_retry(error)
     }
 
@@ -548,9 +568,8 @@ impl ProxyHttp for ArtifactProxy {
             }
         }
         if let Some(artifact) = &ctx.artifact {
-            let answered_upstream = status == 200 && cache::source(phase) == "remote";
-            if Prefetcher::applies(artifact, &session.req_header().method)
-                && (answered_upstream || ctx.revalidate_in_background)
+            if ctx.revalidate_in_background
+                && Prefetcher::applies(artifact, &session.req_header().method)
             {
                 self.app.prefetcher.tag_manifest(&self.app, artifact);
             }

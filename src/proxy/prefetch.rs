@@ -1,17 +1,13 @@
-//! Keeping tag manifests cached for clients that only ever `HEAD` them.
+//! Revalidating tag manifests for clients that only ever `HEAD` them.
 //!
 //! containerd resolves a tag with `HEAD /v2/{image}/manifests/{tag}` and then
-//! fetches by digest. A HEAD that misses goes upstream uncached (pingora
-//! ends a HEAD fill as soon as the client has its headers, see
-//! `cache::partial_miss`), so without help a node that only runs containerd
-//! would never cache a tag, and could not resolve it while the upstream is
-//! down. So:
-//! - after a HEAD answered from the upstream, artifactd GETs the tag itself
-//!   in the background, through its own listener and so through the normal
-//!   fill (lock, digest check, cross-link);
-//! - a HEAD on an expired tag within the remote's `stale_if_error` period is
-//!   answered from cache at once while the same background GET revalidates
-//!   it (stale-while-revalidate for HEAD only; GETs revalidate in line).
+//! fetches by digest. A HEAD miss fills the cache like a GET, but a HEAD on
+//! an expired tag would wait for a revalidation in line; within the
+//! remote's `stale_if_error` period it is answered from cache at once while
+//! artifactd GETs the tag itself in the background, through its own
+//! listener and so through the normal fill (lock, digest check,
+//! cross-link): stale-while-revalidate for HEAD only; GETs revalidate in
+//! line.
 //!
 //! Background GETs of one tag are at most one per [`REPEAT`].
 

@@ -1,6 +1,10 @@
-//! Reading a cached body for a hit, with seeking for range requests.
+//! Reading a committed body for a hit, with seeking for range requests.
+//!
+//! A local file is read with `pread` at the position asked for. A body in a
+//! remote store is read with one ranged request per seek, opened on the
+//! first read after it, so a client's range costs the bytes of that range.
 
-use super::blob::BodySource;
+use super::body::{BodyStore, ByteStream, Opened};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -9,30 +13,49 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::CacheKey;
 use pingora::{Error, ErrorType, Result};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use sync_wrapper::SyncWrapper;
 
 /// Largest chunk handed to pingora per `read_body`.
 const READ_CHUNK: u64 = 256 * 1024;
 
+enum Source {
+    File(Arc<std::fs::File>),
+    Remote {
+        store: Arc<dyn BodyStore>,
+        key: String,
+        /// The ranged read from the current position; `None` until the
+        /// first read after a seek.
+        stream: Option<SyncWrapper<ByteStream>>,
+    },
+}
+
 /// A hit on a stored body.
 pub struct BodyHit {
-    source: BodySource,
+    source: Source,
     /// Next byte to hand out.
     position: u64,
     /// One past the last byte to hand out.
     end: u64,
     size: u64,
-    /// For streams: bytes still to skip before `position` (set by `seek`).
-    stream_skip: u64,
 }
 
 impl BodyHit {
-    pub fn new(source: BodySource, size: u64) -> Self {
+    pub fn new(opened: Opened, store: &Arc<dyn BodyStore>, key: &str) -> Self {
+        let size = opened.size();
+        let source = match opened {
+            Opened::File { file, .. } => Source::File(file),
+            Opened::Remote { .. } => Source::Remote {
+                store: store.clone(),
+                key: key.to_string(),
+                stream: None,
+            },
+        };
         BodyHit {
             source,
             position: 0,
             end: size,
             size,
-            stream_skip: 0,
         }
     }
 }
@@ -48,42 +71,36 @@ impl HandleHit for BodyHit {
             return Ok(None);
         }
         let want = (self.end - self.position).min(READ_CHUNK);
-        match &mut self.source {
-            BodySource::File { file, .. } => {
+        let chunk = match &mut self.source {
+            Source::File(file) => {
                 // A page-cache read of at most one chunk; cheaper inline than a
                 // round trip through the blocking pool.
                 let mut buf = vec![0u8; want as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    let n = file
-                        .read_at(&mut buf[filled..], self.position + filled as u64)
-                        .map_err(read_error)?;
-                    if n == 0 {
-                        return Err(read_error("body shorter than its record"));
-                    }
-                    filled += n;
-                }
-                self.position += want;
-                Ok(Some(Bytes::from(buf)))
+                file.read_exact_at(&mut buf, self.position)
+                    .map_err(read_error)?;
+                Bytes::from(buf)
             }
-            BodySource::Stream { stream, .. } => loop {
-                let Some(chunk) = stream.get_mut().next().await else {
-                    return Err(read_error("body stream ended early"));
-                };
-                let mut chunk = chunk.map_err(read_error)?;
-                if self.stream_skip > 0 {
-                    let skip = self.stream_skip.min(chunk.len() as u64);
-                    self.stream_skip -= skip;
-                    chunk = chunk.slice(skip as usize..);
+            Source::Remote { store, key, stream } => {
+                if stream.is_none() {
+                    let range = store
+                        .read_range(key, self.position..self.end)
+                        .await
+                        .map_err(read_error)?;
+                    *stream = Some(SyncWrapper::new(range));
                 }
-                if chunk.is_empty() {
-                    continue;
+                let next = stream.as_mut().map(|s| s.get_mut().next());
+                match next {
+                    Some(next) => match next.await {
+                        Some(chunk) => chunk.map_err(read_error)?,
+                        None => return Err(read_error("body ended before its record's size")),
+                    },
+                    None => return Err(read_error("no body stream")),
                 }
-                let take = (chunk.len() as u64).min(self.end - self.position);
-                self.position += take;
-                return Ok(Some(chunk.slice(..take as usize)));
-            },
-        }
+            }
+        };
+        let take = (chunk.len() as u64).min(self.end - self.position);
+        self.position += take;
+        Ok(Some(chunk.slice(..take as usize)))
     }
 
     async fn finish(
@@ -96,11 +113,7 @@ impl HandleHit for BodyHit {
     }
 
     fn can_seek(&self) -> bool {
-        matches!(self.source, BodySource::File { .. }) || self.position == 0
-    }
-
-    fn can_seek_multipart(&self) -> bool {
-        matches!(self.source, BodySource::File { .. })
+        true
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
@@ -109,12 +122,8 @@ impl HandleHit for BodyHit {
         if start > end {
             return Error::e_explain(ErrorType::InternalError, "seek start past end");
         }
-        if let BodySource::Stream { .. } = self.source {
-            // A stream only moves forward; `can_seek` admits one seek before reading.
-            if start < self.position {
-                return Error::e_explain(ErrorType::InternalError, "stream cannot seek backwards");
-            }
-            self.stream_skip = start - self.position;
+        if let Source::Remote { stream, .. } = &mut self.source {
+            *stream = None;
         }
         self.position = start;
         self.end = end;

@@ -1,24 +1,24 @@
 //! Streaming a cache fill into the body store and committing it.
 //!
-//! The body goes to a multipart upload as it arrives (memory held: at most
-//! [`MAX_PARTS_IN_FLIGHT`] parts) while its sha256 and length are computed.
-//! `finish` commits only a body whose length matches the upstream's
-//! `Content-Length`; any other end (upstream cut, client abort, error)
-//! drops the handler, which aborts the upload, so nothing partial is ever
-//! visible.
+//! The body goes to the store's writer as it arrives while its sha256 and
+//! length are computed; each write is announced to the fill's followers
+//! ([`super::fills`]). `finish` commits only a body whose length matches
+//! the upstream's `Content-Length`; any other end (upstream cut, error,
+//! over-long body) drops the handler, which discards the write and fails
+//! the followers, so nothing partial is ever visible or served as whole.
 
-use super::blob::MAX_PARTS_IN_FLIGHT;
+use super::body::BodyWrite;
+use super::fills::FillHandle;
+use super::layout::EntryLocation;
 use super::record::{BodyInfo, Record};
-use super::{internal, unix_now, CacheStorage, EntryLocation};
+use super::{internal, unix_now, CacheStorage};
 use crate::catalog::{ArtifactRow, CatalogEvent};
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::WriteMultipart;
 use pingora::cache::storage::{HandleMiss, MissFinishType};
 use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
 use sha2::{Digest, Sha256};
-use sync_wrapper::SyncWrapper;
 
 pub struct BodyMiss {
     storage: &'static CacheStorage,
@@ -29,8 +29,9 @@ pub struct BodyMiss {
     content_type: Option<String>,
     expected_size: Option<u64>,
     body_key: String,
-    /// `SyncWrapper`: miss handlers must be `Sync`; the upload is only used through `&mut`.
-    upload: Option<SyncWrapper<WriteMultipart>>,
+    writer: Option<Box<dyn BodyWrite>>,
+    fill: Option<FillHandle>,
+    tag: [u8; 8],
     hasher: Sha256,
     written: u64,
 }
@@ -51,11 +52,14 @@ impl BodyMiss {
         };
         let expected_size = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         let body_key = location.new_body_key();
-        let upload = storage
-            .blobs
-            .start_upload(&body_key)
+        let writer = storage
+            .bodies
+            .create(&body_key)
             .await
-            .map_err(|e| internal("starting cache body upload", e))?;
+            .map_err(|e| internal("starting cache body", e))?;
+        let fill = storage
+            .fills
+            .start(location.id(), meta, writer.local_file());
         Ok(BodyMiss {
             storage,
             path,
@@ -64,18 +68,22 @@ impl BodyMiss {
             content_type: header(http::header::CONTENT_TYPE),
             expected_size,
             body_key,
-            upload: Some(SyncWrapper::new(upload)),
+            writer: Some(writer),
+            tag: fill.tag_bytes(),
+            fill: Some(fill),
             hasher: Sha256::new(),
             written: 0,
             location,
         })
     }
 
-    fn upload(&mut self) -> Result<&mut WriteMultipart> {
-        self.upload
-            .as_mut()
-            .map(SyncWrapper::get_mut)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache upload already closed"))
+    fn abandoned(&self, why: &str) {
+        log::info!(
+            "cache fill of {}/{} abandoned after {} bytes ({why}); nothing committed",
+            self.location.remote,
+            self.path,
+            self.written
+        );
     }
 }
 
@@ -96,19 +104,24 @@ impl HandleMiss for BodyMiss {
                 "upstream body longer than Content-Length",
             );
         }
-        let upload = self.upload()?;
-        upload
-            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache fill already closed"))?;
+        writer
+            .write(data)
             .await
             .map_err(|e| internal("writing cache body", e))?;
-        upload.put(data);
+        if let Some(fill) = &self.fill {
+            fill.written(self.written);
+        }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         if let Some(expected) = self.expected_size {
             if expected != self.written {
-                // Dropping `self` aborts the upload.
+                // Dropping `self` discards the write and fails the followers.
                 return Error::e_explain(
                     ErrorType::InternalError,
                     format!(
@@ -118,12 +131,12 @@ impl HandleMiss for BodyMiss {
                 );
             }
         }
-        let upload = self.upload.take().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "cache upload already closed")
-        })?;
-        upload
-            .into_inner()
-            .finish()
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache fill already closed"))?;
+        writer
+            .commit()
             .await
             .map_err(|e| internal("completing cache body", e))?;
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
@@ -142,8 +155,11 @@ impl HandleMiss for BodyMiss {
         };
         if let Err(e) = self.storage.commit(&self.location, record).await {
             // The body is complete but unreferenced: remove it.
-            let _ = self.storage.blobs.delete(&self.body_key).await;
+            let _ = self.storage.bodies.delete(&self.body_key).await;
             return Err(e);
+        }
+        if let Some(fill) = self.fill.take() {
+            fill.done(self.written);
         }
         self.storage
             .catalog
@@ -159,20 +175,16 @@ impl HandleMiss for BodyMiss {
             }));
         Ok(MissFinishType::Created(self.written as usize))
     }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
 }
 
 impl Drop for BodyMiss {
     fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            log::info!(
-                "cache fill of {}/{} abandoned after {} bytes; nothing committed",
-                self.location.remote,
-                self.path,
-                self.written
-            );
-            self.storage.runtime.spawn(async move {
-                let _ = upload.into_inner().abort().await;
-            });
+        if self.writer.is_some() {
+            self.abandoned("fill ended early");
         }
     }
 }

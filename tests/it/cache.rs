@@ -62,33 +62,6 @@ async fn miss_then_hit_serves_identical_bytes_with_one_upstream_request() {
 }
 
 #[tokio::test]
-async fn head_miss_asks_upstream_with_head_and_later_heads_hit() {
-    let origin = Origin::start().await;
-    let body = pattern_bytes(2_000_000, 2);
-    origin.put("/h/b-2.tgz", OriginFile::new(body.clone()));
-    let dir = tempfile::tempdir().unwrap();
-    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, IMMUTABLE_TGZ), "").await;
-    let http = client();
-    let url = ad.artifact("gen", "h/b-2.tgz");
-    let head = http.head(&url).send().await.unwrap();
-    assert_eq!(head.status(), 200);
-    assert_eq!(source(&head), "remote");
-    assert_eq!(head.headers()["content-length"], "2000000");
-    let get = http.get(&url).send().await.unwrap();
-    assert_eq!(source(&get), "remote");
-    assert_eq!(get.bytes().await.unwrap(), body);
-    let head = http.head(&url).send().await.unwrap();
-    assert_eq!(source(&head), "cache");
-    assert_eq!(head.headers()["content-length"], "2000000");
-    let methods: Vec<String> = origin.requests().into_iter().map(|r| r.method).collect();
-    assert_eq!(
-        methods,
-        ["HEAD", "GET"],
-        "one body download, no body for the HEAD"
-    );
-}
-
-#[tokio::test]
 async fn denied_path_gets_403_without_upstream_request() {
     let origin = Origin::start().await;
     origin.put("/pkg/a.zip", OriginFile::new("zip"));
@@ -238,12 +211,12 @@ async fn truncated_upstream_body_fails_the_client_and_commits_nothing() {
     assert_eq!(source(&cached), "cache");
     assert_eq!(cached.bytes().await.unwrap(), body);
     assert_eq!(origin.hits("/t/half.tgz"), 2);
-    let store = dir.path().join("store");
-    let leftovers = walk(&store)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains('#'))
-        .count();
-    assert_eq!(leftovers, 0, "no staging file left behind");
+    let staging = walk(&dir.path().join("store/staging"));
+    assert_eq!(
+        staging,
+        Vec::<std::path::PathBuf>::new(),
+        "no staging file left behind"
+    );
 }
 
 #[tokio::test]
@@ -336,39 +309,6 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-#[tokio::test]
-async fn range_on_cold_object_is_answered_and_a_later_get_fills() {
-    let origin = Origin::start().await;
-    let body = pattern_bytes(3_000_000, 10);
-    origin.put("/g/cold.tgz", OriginFile::new(body.clone()));
-    let dir = tempfile::tempdir().unwrap();
-    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, IMMUTABLE_TGZ), "").await;
-    let http = client();
-    let url = ad.artifact("gen", "g/cold.tgz");
-    let first = http
-        .get(&url)
-        .header("range", "bytes=0-99")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 206);
-    assert_eq!(source(&first), "remote");
-    assert_eq!(first.bytes().await.unwrap(), body[..100]);
-    let full = http.get(&url).send().await.unwrap();
-    assert_eq!(full.bytes().await.unwrap(), body);
-    let ranged = http
-        .get(&url)
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ranged.status(), 206);
-    assert_eq!(source(&ranged), "cache");
-    assert_eq!(ranged.bytes().await.unwrap(), body[1000..2000]);
-    assert_eq!(origin.hits("/g/cold.tgz"), 2);
-    assert!(!ad.log_text().contains("panicked"), "{}", ad.log_text());
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! - `harness`: the counting origin server and the artifactd process.
 //! - `config`: seed `remotes.yaml` examples and config errors.
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
+//! - `fill`: followers of fills in progress, aborts, HEAD/range misses,
+//!   failed fills, staging cleanup after `kill -9`.
 //! - `local`: local repository uploads, limits, tokens, deletes.
 //! - `security`: path validation before storage and upstream.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
@@ -13,6 +15,7 @@
 mod admin;
 mod cache;
 mod config;
+mod fill;
 mod harness;
 mod local;
 mod oci;

@@ -26,6 +26,8 @@ pub struct OriginFile {
     pub redirect_to: Option<String>,
     /// Answer with this (error) status and the body instead.
     pub status: Option<u16>,
+    /// Send the body with chunked transfer coding, without a length.
+    pub chunked: bool,
 }
 
 impl OriginFile {
@@ -38,6 +40,7 @@ impl OriginFile {
             chunk_delay: None,
             redirect_to: None,
             status: None,
+            chunked: false,
         }
     }
 
@@ -360,9 +363,13 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             }
             None => ("200 OK", file.body.clone()),
         };
+        let framing = if file.chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", body.len())
+        };
         let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n",
-            body.len()
+            "HTTP/1.1 {status}\r\n{framing}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n"
         );
         write.write_all(head.as_bytes()).await?;
         if method == "HEAD" {
@@ -373,15 +380,28 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             .unwrap_or(file.body.len())
             .min(file.body.len());
         for chunk in file.body[..send].chunks(64 * 1024) {
-            write.write_all(chunk).await?;
+            if file.chunked {
+                write
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                write.write_all(chunk).await?;
+                write.write_all(b"\r\n").await?;
+            } else {
+                write.write_all(chunk).await?;
+            }
+            write.flush().await?;
             if let Some(delay) = file.chunk_delay {
                 tokio::time::sleep(delay).await;
             }
         }
-        write.flush().await?;
         if file.truncate_after.is_some() {
-            // Cut the body short: close without sending the rest.
+            // Cut the body short: close without sending the rest (nor,
+            // when chunked, the last chunk).
             return Ok(());
         }
+        if file.chunked {
+            write.write_all(b"0\r\n\r\n").await?;
+        }
+        write.flush().await?;
     }
 }

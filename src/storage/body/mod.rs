@@ -1,0 +1,122 @@
+//! The body store: where cache bodies, records and local-repository files
+//! live, behind one narrow trait.
+//!
+//! Two implementations: [`fs::FsBodyStore`] (the embedded default: files
+//! under one root, written through a staging directory and renamed into
+//! place, read with `pread`) and [`object::ObjectBodyStore`] (any
+//! `object_store` backend: in-memory for the contract tests, S3 later). The
+//! contract both must keep is in `contract.rs`, run against each.
+//!
+//! Readers ask for byte ranges ([`BodyStore::read_range`]), so a store that
+//! is not a local disk sends exactly the bytes a client asked for instead
+//! of reading from byte 0 and discarding.
+
+pub mod fs;
+// The cluster shape selects it (an S3 bucket); until then the contract
+// suite is what runs it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod object;
+
+#[cfg(test)]
+mod contract;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An opened body.
+pub enum Opened {
+    /// A local file, read with `pread`; one handle serves concurrent hits.
+    File { file: Arc<std::fs::File>, size: u64 },
+    /// A body in a remote store: only its size is known; bytes come from
+    /// [`BodyStore::read_range`].
+    #[cfg_attr(not(test), allow(dead_code))]
+    Remote { size: u64 },
+}
+
+impl Opened {
+    pub fn size(&self) -> u64 {
+        match self {
+            Opened::File { size, .. } | Opened::Remote { size } => *size,
+        }
+    }
+}
+
+/// A stream of body bytes.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// One object listed by [`BodyStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait BodyStore: Send + Sync + 'static {
+    /// Starts writing `key`. Nothing is visible under `key` until
+    /// [`BodyWrite::commit`]; a writer dropped before that leaves nothing.
+    async fn create(&self, key: &str) -> io::Result<Box<dyn BodyWrite>>;
+
+    /// Opens `key` for reading; `None` when absent.
+    async fn open(&self, key: &str) -> io::Result<Option<Opened>>;
+
+    /// The bytes of `key` in `range` (clamped to the object's end).
+    async fn read_range(&self, key: &str, range: Range<u64>) -> io::Result<ByteStream>;
+
+    /// Writes a small object whole, atomically replacing any previous one.
+    async fn put(&self, key: &str, value: Bytes) -> io::Result<()>;
+
+    /// Reads a small object whole; `None` when absent.
+    async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>>;
+
+    /// Deletes one object. Returns whether it existed.
+    async fn delete(&self, key: &str) -> io::Result<bool>;
+
+    /// Deletes everything under `prefix` (a `/`-separated key prefix),
+    /// returning the deleted keys.
+    async fn delete_prefix(&self, prefix: &str) -> io::Result<Vec<String>>;
+
+    /// Every object under `prefix`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    async fn list(&self, prefix: &str) -> io::Result<Vec<Listed>>;
+
+    /// Removes what writers of dead processes left behind, if older than
+    /// `min_age`. Returns the bytes reclaimed.
+    async fn sweep_staging(&self, min_age: Duration) -> io::Result<u64>;
+
+    /// Writes and removes a probe object: proves the store takes writes.
+    async fn check_writable(&self) -> io::Result<()> {
+        // At the top level, so that an unwritable root is noticed at once.
+        let key = format!("health-probe-{}", uuid::Uuid::new_v4().simple());
+        self.put(&key, Bytes::from_static(b"ok")).await?;
+        self.delete(&key).await.map(|_| ())
+    }
+}
+
+/// A body being written.
+#[async_trait]
+pub trait BodyWrite: Send + Sync {
+    async fn write(&mut self, data: Bytes) -> io::Result<()>;
+
+    /// Makes the body visible under its key (for a store configured to
+    /// fsync, only once it is on stable storage).
+    async fn commit(self: Box<Self>) -> io::Result<()>;
+
+    /// A local file holding everything written so far, which readers of a
+    /// fill in progress `pread` from. It stays valid after the commit.
+    fn local_file(&self) -> Arc<std::fs::File>;
+}
+
+/// Converts an `object_store` error, keeping "not found" recognisable.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn object_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(e),
+    }
+}

@@ -1,0 +1,209 @@
+//! A body store over any `object_store` backend (in-memory for the contract
+//! tests; S3 and its kin for a cluster).
+//!
+//! A write is a streaming multipart upload, completed only on commit and
+//! aborted otherwise, so the store never holds a partial object under its
+//! key. Readers of a fill in progress read a local spool file written
+//! alongside the upload: an anonymous temporary file, which the kernel
+//! removes when the last handle closes, so a crash leaves no local bytes
+//! behind.
+
+use super::{object_error, BodyStore, BodyWrite, ByteStream, Listed, Opened};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use std::fs::File;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use sync_wrapper::SyncWrapper;
+
+/// How many upload parts may be in flight per writer before `write`
+/// waits: the bound on memory held per concurrent fill.
+const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+pub struct ObjectBodyStore {
+    store: Arc<dyn ObjectStore>,
+    part_size: usize,
+    spool_dir: PathBuf,
+}
+
+impl ObjectBodyStore {
+    pub fn new(store: Arc<dyn ObjectStore>, part_size: usize, spool_dir: PathBuf) -> Self {
+        ObjectBodyStore {
+            store,
+            part_size,
+            spool_dir,
+        }
+    }
+}
+
+fn object_path(key: &str) -> io::Result<ObjectPath> {
+    ObjectPath::parse(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+struct ObjectWrite {
+    upload: Option<SyncWrapper<WriteMultipart>>,
+    spool: Arc<File>,
+}
+
+#[async_trait]
+impl BodyWrite for ObjectWrite {
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        (&*self.spool).write_all(&data)?;
+        let upload = self
+            .upload
+            .as_mut()
+            .map(SyncWrapper::get_mut)
+            .ok_or_else(|| io::Error::other("upload already closed"))?;
+        upload
+            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
+            .await
+            .map_err(object_error)?;
+        upload.put(data);
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> io::Result<()> {
+        let upload = self
+            .upload
+            .take()
+            .ok_or_else(|| io::Error::other("upload already closed"))?;
+        upload
+            .into_inner()
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(object_error)
+    }
+
+    fn local_file(&self) -> Arc<File> {
+        self.spool.clone()
+    }
+}
+
+impl Drop for ObjectWrite {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = upload.into_inner().abort().await;
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BodyStore for ObjectBodyStore {
+    async fn create(&self, key: &str) -> io::Result<Box<dyn BodyWrite>> {
+        let upload = self
+            .store
+            .put_multipart(&object_path(key)?)
+            .await
+            .map_err(object_error)?;
+        let spool = tempfile::tempfile_in(&self.spool_dir)?;
+        Ok(Box::new(ObjectWrite {
+            upload: Some(SyncWrapper::new(WriteMultipart::new_with_chunk_size(
+                upload,
+                self.part_size,
+            ))),
+            spool: Arc::new(spool),
+        }))
+    }
+
+    async fn open(&self, key: &str) -> io::Result<Option<Opened>> {
+        match self.store.head(&object_path(key)?).await {
+            Ok(meta) => Ok(Some(Opened::Remote { size: meta.size })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(e)),
+        }
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> io::Result<ByteStream> {
+        if range.start >= range.end {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&object_path(key)?, options)
+            .await
+            .map_err(object_error)?;
+        Ok(result.into_stream().map_err(object_error).boxed())
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> io::Result<()> {
+        self.store
+            .put(&object_path(key)?, PutPayload::from(value))
+            .await
+            .map(|_| ())
+            .map_err(object_error)
+    }
+
+    async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>> {
+        match self.store.get(&object_path(key)?).await {
+            Ok(result) => result.bytes().await.map(Some).map_err(object_error),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<bool> {
+        let path = object_path(key)?;
+        // Object stores delete idempotently; ask first to answer "existed".
+        match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(object_error(e)),
+            Ok(_) => {}
+        }
+        match self.store.delete(&path).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(object_error(e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let prefix = object_path(prefix)?;
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let deleted: Vec<_> = self
+            .store
+            .delete_stream(locations)
+            .try_collect()
+            .await
+            .map_err(object_error)?;
+        Ok(deleted.into_iter().map(|path| path.to_string()).collect())
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        let prefix = object_path(prefix)?;
+        self.store
+            .list(Some(&prefix))
+            .map_ok(|meta| Listed {
+                key: meta.location.to_string(),
+                size: meta.size,
+            })
+            .try_collect()
+            .await
+            .map_err(object_error)
+    }
+
+    /// Spools are anonymous files and uploads are aborted on drop; what a
+    /// crashed process leaves in the bucket is for the bucket's lifecycle
+    /// rule (multipart uploads are listed by the store, not by this trait).
+    async fn sweep_staging(&self, _min_age: Duration) -> io::Result<u64> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,349 @@
+//! Fills in progress, and the readers that follow them.
+//!
+//! pingora-cache releases its cache lock as soon as a fill's miss handler
+//! exists (`support_streaming_partial_write`), and every waiting request
+//! looks the key up again. The lookup finds the fill here and gets a
+//! [`PartialHit`]: it `pread`s the fill's file up to the bytes written so
+//! far and waits on a watch channel for more. So a follower's first byte
+//! comes right after the leader's, whatever the object's size, and the lock
+//! timeout no longer bounds how large an object can be.
+//!
+//! A follower must tell a finished fill from an abandoned one (STYLE.md
+//! §7.15): [`Progress::Done`] ends a body, while [`Progress::Failed`] or a
+//! writer that vanished without saying either is a read error, which ends
+//! the client's transfer as failed instead of as a short body.
+
+use super::index::PreparedMeta;
+use pingora::cache::storage::{HandleHit, Storage};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{CacheKey, CacheMeta};
+use pingora::{Error, ErrorType, Result};
+use pingora_memory_cache::MemoryCache;
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Largest chunk handed to pingora per read.
+const READ_CHUNK: u64 = 256 * 1024;
+/// How long a completed fill is remembered (see [`Fills::known`]).
+const RECENT: Duration = Duration::from_secs(5);
+const RECENT_FILLS: usize = 16_384;
+
+/// How far a fill has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Writing(u64),
+    /// Committed with this many bytes.
+    Done(u64),
+    /// Abandoned: nothing was committed.
+    Failed,
+}
+
+struct Fill {
+    tag: u64,
+    prepared: PreparedMeta,
+    file: Arc<std::fs::File>,
+    progress: watch::Sender<Progress>,
+}
+
+/// Every fill in progress, by entry id (several only when a lock timed out
+/// and a second writer started).
+pub struct Fills {
+    active: Mutex<HashMap<u128, Vec<Arc<Fill>>>>,
+    next_tag: AtomicU64,
+    recent: MemoryCache<u128, ()>,
+}
+
+impl Default for Fills {
+    fn default() -> Self {
+        Fills {
+            active: Mutex::new(HashMap::new()),
+            next_tag: AtomicU64::new(1),
+            recent: MemoryCache::new(RECENT_FILLS),
+        }
+    }
+}
+
+impl Fills {
+    /// Registers a fill of entry `id` writing to `file`.
+    pub fn start(
+        &'static self,
+        id: u128,
+        meta: &CacheMeta,
+        file: Arc<std::fs::File>,
+    ) -> FillHandle {
+        let fill = Arc::new(Fill {
+            tag: self.next_tag.fetch_add(1, Ordering::Relaxed),
+            prepared: PreparedMeta::of(meta),
+            file,
+            progress: watch::channel(Progress::Writing(0)).0,
+        });
+        let mut active = self.active.lock().expect("fills lock");
+        active.entry(id).or_default().push(fill.clone());
+        FillHandle {
+            fills: self,
+            id,
+            fill,
+            ended: false,
+        }
+    }
+
+    /// A reader of the fill of entry `id` tagged `tag`, or of its newest
+    /// fill when no tag is given.
+    pub fn reader(&self, id: u128, tag: Option<u64>) -> Option<(CacheMeta, PartialHit)> {
+        let active = self.active.lock().expect("fills lock");
+        let fills = active.get(&id)?;
+        let fill = match tag {
+            Some(tag) => fills.iter().find(|f| f.tag == tag)?,
+            None => fills.last()?,
+        };
+        let reader = PartialHit {
+            file: fill.file.clone(),
+            progress: fill.progress.subscribe(),
+            position: 0,
+            end: None,
+        };
+        Some((fill.prepared.to_meta(), reader))
+    }
+
+    /// Whether entry `id` is being filled or was filled moments ago.
+    ///
+    /// The cache lock is taken only after a lookup: a request whose lookup
+    /// missed just before a fill registered, and whose lock attempt comes
+    /// after the leader released the lock, would become a second writer
+    /// (seen with five concurrent `skopeo copy` on a loaded machine). The
+    /// lock asks this first and sends such a request back to look up again.
+    pub fn known(&self, id: u128) -> bool {
+        self.recent.get(&id).0.is_some()
+            || self.active.lock().expect("fills lock").contains_key(&id)
+    }
+
+    fn end(&self, id: u128, tag: u64, done: bool) {
+        if done {
+            self.recent.put(&id, (), Some(RECENT));
+        }
+        let mut active = self.active.lock().expect("fills lock");
+        if let Some(fills) = active.get_mut(&id) {
+            fills.retain(|f| f.tag != tag);
+            if fills.is_empty() {
+                active.remove(&id);
+            }
+        }
+    }
+}
+
+/// The writer's side of a registered fill. Dropped without [`Self::done`],
+/// it tells every follower that the fill failed.
+pub struct FillHandle {
+    fills: &'static Fills,
+    id: u128,
+    fill: Arc<Fill>,
+    ended: bool,
+}
+
+impl FillHandle {
+    pub fn tag_bytes(&self) -> [u8; 8] {
+        self.fill.tag.to_be_bytes()
+    }
+
+    pub fn written(&self, bytes: u64) {
+        self.fill.progress.send_replace(Progress::Writing(bytes));
+    }
+
+    /// The fill is committed: followers read to `bytes` and end.
+    pub fn done(mut self, bytes: u64) {
+        self.fill.progress.send_replace(Progress::Done(bytes));
+        self.fills.end(self.id, self.fill.tag, true);
+        self.ended = true;
+    }
+}
+
+impl Drop for FillHandle {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.fill.progress.send_replace(Progress::Failed);
+            self.fills.end(self.id, self.fill.tag, false);
+        }
+    }
+}
+
+/// The tag a miss handler hands pingora, back as a number.
+pub fn tag_of(bytes: Option<&[u8]>) -> Option<u64> {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
+/// A reader of a fill in progress.
+pub struct PartialHit {
+    file: Arc<std::fs::File>,
+    progress: watch::Receiver<Progress>,
+    position: u64,
+    /// One past the last byte wanted (set by `seek`); `None`: to the end.
+    end: Option<u64>,
+}
+
+fn fill_error(what: &str) -> Box<Error> {
+    Error::explain(ErrorType::ReadError, format!("cache fill {what}"))
+}
+
+impl PartialHit {
+    /// Waits until bytes past `position` exist; returns how far they reach,
+    /// or `None` at the end of the body.
+    async fn available(&mut self) -> Result<Option<u64>> {
+        loop {
+            let progress = *self.progress.borrow_and_update();
+            let reach = match progress {
+                Progress::Failed => return Err(fill_error("failed; nothing was committed")),
+                Progress::Done(size) => {
+                    let end = self.end.map_or(size, |e| e.min(size));
+                    return Ok((self.position < end).then_some(end));
+                }
+                Progress::Writing(written) => written,
+            };
+            if self.end.is_some_and(|end| self.position >= end) {
+                return Ok(None);
+            }
+            let end = self.end.map_or(reach, |e| e.min(reach));
+            if end > self.position {
+                return Ok(Some(end));
+            }
+            if self.progress.changed().await.is_err() {
+                // The writer vanished without saying done or failed.
+                return Err(fill_error("writer vanished"));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HandleHit for PartialHit {
+    async fn read_body(&mut self) -> Result<Option<bytes::Bytes>> {
+        let Some(reach) = self.available().await? else {
+            return Ok(None);
+        };
+        let want = (reach - self.position).min(READ_CHUNK) as usize;
+        let mut buf = vec![0u8; want];
+        // Bytes just written: a page-cache read.
+        self.file
+            .read_exact_at(&mut buf, self.position)
+            .map_err(|e| {
+                Error::explain(ErrorType::ReadError, format!("reading cache fill: {e}"))
+            })?;
+        self.position += want as u64;
+        Ok(Some(bytes::Bytes::from(buf)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        self.position = start as u64;
+        self.end = end.map(|e| e as u64);
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn meta() -> CacheMeta {
+        let header = pingora::http::ResponseHeader::build(200, None).unwrap();
+        let now = std::time::SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    fn fills() -> &'static Fills {
+        Box::leak(Box::default())
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_bytes_as_they_are_written_and_ends_on_done() {
+        let fills = fills();
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let handle = fills.start(7, &meta(), file.clone());
+        let (_, mut reader) = fills.reader(7, None).unwrap();
+        (&*file).write_all(b"hello ").unwrap();
+        handle.written(6);
+        assert_eq!(reader.read_body().await.unwrap().unwrap(), "hello ");
+        let next = tokio::spawn(async move {
+            let second = reader.read_body().await.unwrap().unwrap();
+            let end = reader.read_body().await.unwrap();
+            (second, end)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (&*file).write_all(b"world").unwrap();
+        handle.written(11);
+        handle.done(11);
+        let (second, end) = next.await.unwrap();
+        assert_eq!(second, "world");
+        assert_eq!(end, None);
+        assert!(fills.known(7), "remembered after the commit");
+        assert!(fills.reader(7, None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_fill_is_an_error_for_its_followers_never_an_end() {
+        let fills = fills();
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let handle = fills.start(9, &meta(), file.clone());
+        let tag = u64::from_be_bytes(handle.tag_bytes());
+        let (_, mut reader) = fills.reader(9, Some(tag)).unwrap();
+        (&*file).write_all(b"part").unwrap();
+        handle.written(4);
+        assert_eq!(reader.read_body().await.unwrap().unwrap(), "part");
+        drop(handle);
+        assert!(reader.read_body().await.is_err());
+        assert!(!fills.known(9), "a failed fill is not remembered");
+    }
+
+    #[tokio::test]
+    async fn a_seek_waits_for_its_range_and_stops_at_its_end() {
+        let fills = fills();
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let handle = fills.start(3, &meta(), file.clone());
+        let (_, mut reader) = fills.reader(3, None).unwrap();
+        reader.seek(4, Some(8)).unwrap();
+        (&*file).write_all(b"0123").unwrap();
+        handle.written(4);
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(chunk) = reader.read_body().await.unwrap() {
+                got.extend_from_slice(&chunk);
+            }
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (&*file).write_all(b"456789").unwrap();
+        handle.written(10);
+        assert_eq!(read.await.unwrap(), b"4567");
+        drop(handle);
+    }
+}

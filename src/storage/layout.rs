@@ -1,0 +1,102 @@
+//! Where an entry's record and bodies live in the body store.
+//!
+//! Per remote, so a remote can be flushed by prefix:
+//! - `cache/{remote}/{hh}/{hash}.meta`: the commit-time record;
+//! - `cache/{remote}/{hh}/{hash}.{uuid}.body`: a body. Each fill writes a
+//!   new body key, so a reader of the old body is never handed new bytes
+//!   under old headers, and deleting a body by its key can never delete a
+//!   newer one.
+
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::CacheKey;
+
+/// An entry's identity: remote and the 128-bit primary hash of its key.
+///
+/// The hash covers remote and path (the cache key encodes both), so it
+/// alone identifies an entry in memory; object keys, which need hex, are
+/// only built when storage is actually touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLocation {
+    pub remote: String,
+    pub primary: [u8; 16],
+}
+
+impl EntryLocation {
+    pub fn from_compact(key: &CompactCacheKey) -> Self {
+        EntryLocation {
+            remote: key.user_tag.to_string(),
+            primary: key.primary,
+        }
+    }
+
+    pub fn from_key(key: &CacheKey) -> Self {
+        EntryLocation {
+            remote: key.user_tag.clone(),
+            primary: key.primary_bin(),
+        }
+    }
+
+    fn hash(&self) -> String {
+        hex::encode(self.primary)
+    }
+
+    fn dir_and_hash(&self) -> (String, String) {
+        let hash = self.hash();
+        (format!("cache/{}/{}", self.remote, &hash[..2]), hash)
+    }
+
+    pub fn meta_key(&self) -> String {
+        let (dir, hash) = self.dir_and_hash();
+        format!("{dir}/{hash}.meta")
+    }
+
+    pub fn new_body_key(&self) -> String {
+        let (dir, hash) = self.dir_and_hash();
+        format!("{dir}/{hash}.{}.body", uuid::Uuid::new_v4().simple())
+    }
+
+    /// The key of the entry's freshness in the state store.
+    pub fn state_key(&self) -> String {
+        format!("{}/{}", self.remote, self.hash())
+    }
+
+    pub fn id(&self) -> u128 {
+        u128::from_be_bytes(self.primary)
+    }
+}
+
+/// The entry id encoded in a body or record key (`.../{hash}.….body`).
+pub fn id_of_key(key: &str) -> Option<u128> {
+    let name = key.rsplit('/').next()?;
+    let hash = name.split('.').next()?;
+    u128::from_str_radix(hash, 16)
+        .ok()
+        .filter(|_| hash.len() == 32)
+}
+
+/// The store prefix holding every cached entry of `remote` (or of all).
+pub fn cache_prefix(remote: Option<&str>) -> String {
+    match remote {
+        Some(remote) => format!("cache/{remote}"),
+        None => "cache".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_keys_carry_their_entry_id() {
+        let location = EntryLocation {
+            remote: "r".into(),
+            primary: [0xab; 16],
+        };
+        let key = location.new_body_key();
+        assert!(key.starts_with("cache/r/ab/abababab"), "{key}");
+        assert_eq!(id_of_key(&key), Some(location.id()));
+        assert_eq!(id_of_key(&location.meta_key()), Some(location.id()));
+        assert_eq!(id_of_key("local/r/file.bin"), None);
+        assert_eq!(id_of_key("health-probe"), None);
+    }
+}
