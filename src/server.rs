@@ -13,7 +13,7 @@ use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
 use crate::storage::body::fs::FsBodyStore;
 use crate::storage::body::BodyStore;
-use crate::storage::CacheStorage;
+use crate::storage::{CacheStorage, Settings};
 use anyhow::Context;
 use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -88,6 +88,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         catalog_writer.clone(),
         background.clone(),
         remote_names,
+        Settings {
+            memory_body_max: config.server.memory_body_max,
+            memory_bytes: config.server.memory_bytes,
+        },
     )));
     let cache_lock: &'static CacheKeyLockImpl =
         Box::leak(Box::new(FillLock::new(config.server.lock_timeout, storage)));

@@ -2,10 +2,11 @@
 //! fetched, last access), for listing, auditing and eviction.
 //!
 //! The catalog is never on the request path. Requests hand events to a
-//! [`CatalogWriter`] (a bounded channel, never blocking); a background task
-//! batches them into one transaction, coalescing access times, so a hit
-//! costs one channel send. If the channel is full the event is dropped and
-//! counted: the catalog is an index of the store, not the store itself.
+//! [`CatalogWriter`] (a channel, never blocking); a background task batches
+//! them into one transaction, coalescing access times, so a hit costs one
+//! channel send. Changes to what is stored are never dropped (the index is
+//! rebuilt from them at start); access times are dropped and counted when
+//! too many wait, since they only refine the eviction order.
 
 mod sqlite;
 
@@ -32,9 +33,39 @@ pub struct ArtifactRow {
     pub local: bool,
 }
 
+/// One committed cache entry, as the storage index holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub id: u128,
+    pub remote: String,
+    pub path: String,
+    /// The body file's id; 0 for a body kept in its record.
+    pub body: u128,
+    pub size: i64,
+    pub flags: u8,
+    /// Milliseconds since the Unix epoch.
+    pub last_access: i64,
+}
+
 /// A change to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogEvent {
+    /// A committed cache entry (replacing any earlier one of that id).
+    Entry(EntryRow),
+    /// A cache entry removed (evicted, purged, found broken), with the
+    /// artifact row it stood for.
+    EntryRemoved {
+        id: u128,
+    },
+    EntryAccessed {
+        id: u128,
+        at_ms: i64,
+    },
+    /// What a cached manifest names (blobs, child manifests), by entry id.
+    References {
+        manifest: u128,
+        targets: Vec<u128>,
+    },
     Stored(ArtifactRow),
     Accessed {
         remote: String,
@@ -67,45 +98,71 @@ pub trait Catalog: Send + Sync {
     async fn apply(&self, events: &[CatalogEvent]) -> CatalogResult<()>;
     /// Rows of one remote, ordered by path.
     async fn list(&self, remote: &str) -> CatalogResult<Vec<ArtifactRow>>;
+    /// Every cache entry.
+    async fn entries(&self) -> CatalogResult<Vec<EntryRow>>;
+    /// Every (manifest, target) reference.
+    async fn references(&self) -> CatalogResult<Vec<(u128, u128)>>;
     /// Cheap liveness check.
     async fn ping(&self) -> CatalogResult<()>;
 }
 
-const CHANNEL_CAPACITY: usize = 65_536;
+/// Access events allowed to wait before new ones are dropped.
+const MAX_PENDING_ACCESSES: u64 = 65_536;
 const MAX_BATCH: usize = 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The request side of the catalog: fire-and-forget event submission.
 pub struct CatalogWriter {
-    tx: mpsc::Sender<CatalogEvent>,
+    tx: mpsc::UnboundedSender<CatalogEvent>,
+    pending_accesses: Arc<AtomicU64>,
     dropped: AtomicU64,
+}
+
+fn is_access(event: &CatalogEvent) -> bool {
+    matches!(
+        event,
+        CatalogEvent::Accessed { .. } | CatalogEvent::EntryAccessed { .. }
+    )
 }
 
 impl CatalogWriter {
     /// Starts the batching task on `runtime` and returns the submitting end.
     pub fn spawn(catalog: Arc<dyn Catalog>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        runtime.spawn(run_batches(catalog, rx));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending_accesses = Arc::new(AtomicU64::new(0));
+        runtime.spawn(run_batches(catalog, rx, pending_accesses.clone()));
         Arc::new(CatalogWriter {
             tx,
+            pending_accesses,
             dropped: AtomicU64::new(0),
         })
     }
 
     /// Queues an event without waiting.
     pub fn record(&self, event: CatalogEvent) {
-        if self.tx.try_send(event).is_err() {
+        if is_access(&event) {
+            if self.pending_accesses.load(Ordering::Relaxed) >= MAX_PENDING_ACCESSES {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.pending_accesses.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.tx.send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Events lost because the queue was full or the writer had stopped.
+    /// Events lost because too many accesses waited or the writer had stopped.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-async fn run_batches(catalog: Arc<dyn Catalog>, mut rx: mpsc::Receiver<CatalogEvent>) {
+async fn run_batches(
+    catalog: Arc<dyn Catalog>,
+    mut rx: mpsc::UnboundedReceiver<CatalogEvent>,
+    pending_accesses: Arc<AtomicU64>,
+) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
     loop {
         if rx.recv_many(&mut buffer, MAX_BATCH).await == 0 {
@@ -117,6 +174,8 @@ async fn run_batches(catalog: Arc<dyn Catalog>, mut rx: mpsc::Receiver<CatalogEv
             let room = MAX_BATCH - buffer.len();
             rx.recv_many(&mut buffer, room).await;
         }
+        let accesses = buffer.iter().filter(|e| is_access(e)).count() as u64;
+        pending_accesses.fetch_sub(accesses, Ordering::Relaxed);
         let batch = coalesce_accesses(std::mem::take(&mut buffer));
         if let Err(e) = catalog.apply(&batch).await {
             log::warn!("catalog batch of {} events failed: {e}", batch.len());
@@ -128,10 +187,18 @@ async fn run_batches(catalog: Arc<dyn Catalog>, mut rx: mpsc::Receiver<CatalogEv
 /// so a hot object costs one row update per batch.
 fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
     let mut latest: HashMap<(String, String), i64> = HashMap::new();
+    let mut latest_entry: HashMap<u128, i64> = HashMap::new();
     for event in &events {
-        if let CatalogEvent::Accessed { remote, path, at } = event {
-            let entry = latest.entry((remote.clone(), path.clone())).or_insert(*at);
-            *entry = (*entry).max(*at);
+        match event {
+            CatalogEvent::Accessed { remote, path, at } => {
+                let entry = latest.entry((remote.clone(), path.clone())).or_insert(*at);
+                *entry = (*entry).max(*at);
+            }
+            CatalogEvent::EntryAccessed { id, at_ms } => {
+                let entry = latest_entry.entry(*id).or_insert(*at_ms);
+                *entry = (*entry).max(*at_ms);
+            }
+            _ => {}
         }
     }
     events
@@ -140,6 +207,9 @@ fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
             CatalogEvent::Accessed { remote, path, .. } => latest
                 .remove(&(remote.clone(), path.clone()))
                 .map(|at| CatalogEvent::Accessed { remote, path, at }),
+            CatalogEvent::EntryAccessed { id, .. } => latest_entry
+                .remove(&id)
+                .map(|at_ms| CatalogEvent::EntryAccessed { id, at_ms }),
             other => Some(other),
         })
         .collect()

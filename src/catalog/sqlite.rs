@@ -1,6 +1,6 @@
 //! The SQLite catalog, the single-node default.
 
-use super::{ArtifactRow, Catalog, CatalogEvent, CatalogResult};
+use super::{ArtifactRow, Catalog, CatalogEvent, CatalogResult, EntryRow};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
@@ -75,13 +75,72 @@ impl Catalog for SqliteCatalog {
                         .execute(&mut *tx)
                         .await?;
                 }
+                CatalogEvent::Entry(row) => {
+                    sqlx::query(
+                        "INSERT INTO entries (id, remote, path, body, size, flags, last_access)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (id) DO UPDATE SET remote = excluded.remote,
+                           path = excluded.path, body = excluded.body, size = excluded.size,
+                           flags = excluded.flags, last_access = excluded.last_access",
+                    )
+                    .bind(hex_id(row.id))
+                    .bind(&row.remote)
+                    .bind(&row.path)
+                    .bind(hex_id(row.body))
+                    .bind(row.size)
+                    .bind(row.flags as i64)
+                    .bind(row.last_access)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                CatalogEvent::EntryRemoved { id } => {
+                    let id = hex_id(*id);
+                    sqlx::query(
+                        "DELETE FROM artifacts WHERE NOT local AND EXISTS
+                           (SELECT 1 FROM entries e WHERE e.id = $1
+                              AND e.remote = artifacts.remote AND e.path = artifacts.path)",
+                    )
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM entries WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM refs WHERE manifest = $1")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                CatalogEvent::EntryAccessed { id, at_ms } => {
+                    sqlx::query("UPDATE entries SET last_access = $1 WHERE id = $2 AND last_access < $1")
+                        .bind(at_ms)
+                        .bind(hex_id(*id))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                CatalogEvent::References { manifest, targets } => {
+                    for target in targets {
+                        sqlx::query("INSERT INTO refs (manifest, target) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                            .bind(hex_id(*manifest))
+                            .bind(hex_id(*target))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 CatalogEvent::Flushed(Some(remote)) => {
+                    sqlx::query("DELETE FROM entries WHERE remote = $1")
+                        .bind(remote)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND NOT local")
                         .bind(remote)
                         .execute(&mut *tx)
                         .await?;
                 }
                 CatalogEvent::Flushed(None) => {
+                    sqlx::query("DELETE FROM entries").execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM refs").execute(&mut *tx).await?;
                     sqlx::query("DELETE FROM artifacts WHERE NOT local")
                         .execute(&mut *tx)
                         .await?;
@@ -116,10 +175,55 @@ impl Catalog for SqliteCatalog {
             .collect()
     }
 
+    async fn entries(&self) -> CatalogResult<Vec<EntryRow>> {
+        let rows = sqlx::query(
+            "SELECT id, remote, path, body, size, flags, last_access FROM entries",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let flags: i64 = row.try_get("flags")?;
+                Ok(EntryRow {
+                    id: parse_id(row.try_get("id")?)?,
+                    remote: row.try_get("remote")?,
+                    path: row.try_get("path")?,
+                    body: parse_id(row.try_get("body")?)?,
+                    size: row.try_get("size")?,
+                    flags: flags as u8,
+                    last_access: row.try_get("last_access")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn references(&self) -> CatalogResult<Vec<(u128, u128)>> {
+        let rows = sqlx::query("SELECT manifest, target FROM refs")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    parse_id(row.try_get("manifest")?)?,
+                    parse_id(row.try_get("target")?)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> CatalogResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn hex_id(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+fn parse_id(text: String) -> CatalogResult<u128> {
+    u128::from_str_radix(&text, 16)
+        .map_err(|e| super::CatalogError(format!("entry id {text:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -56,6 +56,19 @@ pub struct RawCacheSettings {
     pub max_object_size: Option<RawSize>,
     /// fsync bodies and records before they become visible.
     pub fsync: Option<bool>,
+    /// Bytes the cache may occupy (bytes or with a unit: `50GiB`); least
+    /// recently used objects are evicted beyond it. Unbounded when absent.
+    pub max_size: Option<RawSize>,
+    /// Free space to keep on the storage filesystem; objects are evicted
+    /// to keep it.
+    pub min_free: Option<RawSize>,
+    /// How many objects the in-memory index holds, and so the cache.
+    pub memory_index_entries: Option<u64>,
+    /// Bodies up to this size are kept inside their record and served from
+    /// memory while hot (0: never).
+    pub memory_body_max: Option<RawSize>,
+    /// Memory for hot records and small bodies.
+    pub memory_bytes: Option<RawSize>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`50GiB`).
@@ -140,6 +153,11 @@ pub struct ServerConfig {
     pub max_object_size: Option<u64>,
     /// fsync bodies and records before they become visible.
     pub fsync: bool,
+    pub max_size: Option<u64>,
+    pub min_free: Option<u64>,
+    pub memory_index_entries: u64,
+    pub memory_body_max: u64,
+    pub memory_bytes: u64,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -154,6 +172,9 @@ pub const DEFAULT_NEGATIVE_TTL: u64 = 60;
 /// One week: long enough to ride out an upstream outage over a weekend.
 pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
+pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
 
 /// Environment variables that override file settings, with the field each
@@ -273,6 +294,16 @@ pub fn parse_server_config(
     let config = ServerConfig {
         max_object_size: size("cache.max_object_size", &raw.cache.max_object_size)?,
         fsync: raw.cache.fsync.unwrap_or(false),
+        max_size: size("cache.max_size", &raw.cache.max_size)?,
+        min_free: size("cache.min_free", &raw.cache.min_free)?,
+        memory_index_entries: match raw.cache.memory_index_entries {
+            Some(0) => return Err(err("cache.memory_index_entries", "must be positive".into())),
+            other => other.unwrap_or(DEFAULT_MEMORY_INDEX_ENTRIES),
+        },
+        memory_body_max: size("cache.memory_body_max", &raw.cache.memory_body_max)?
+            .unwrap_or(DEFAULT_MEMORY_BODY_MAX),
+        memory_bytes: size("cache.memory_bytes", &raw.cache.memory_bytes)?
+            .unwrap_or(DEFAULT_MEMORY_BYTES),
         listen,
         threads,
         remotes_file: resolve(

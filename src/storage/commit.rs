@@ -8,11 +8,12 @@
 //! fill that replaced it since. Bodies are never overwritten (each fill
 //! has its own key), so deleting a body by key cannot hit a newer one.
 
-use super::index::Entry;
-use super::layout::EntryLocation;
+use super::hot::Entry;
+use super::index::{Slot, REVALIDATED};
+use super::layout::{self, EntryLocation};
 use super::record::Record;
-use super::{internal, miss, unix_now, CacheStorage};
-use crate::catalog::CatalogEvent;
+use super::{index, internal, miss, unix_now, CacheStorage};
+use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
@@ -54,47 +55,58 @@ pub enum Expect<'a> {
 }
 
 impl CacheStorage {
-    /// Makes `record` the entry's current record: commit marker first, then
-    /// the state store and memory.
+    /// Makes `record` the entry's current record: the commit record first
+    /// (the body it names is already complete), then the index and memory.
+    /// The body it replaces is deleted after a grace period.
     pub(super) async fn commit(
         &'static self,
         location: &EntryLocation,
         record: Record,
+        flags: u8,
     ) -> Result<()> {
-        let _guard = self.entry_locks.lock(location.id()).await;
-        let previous = self.previous_body(location).await;
-        let encoded = Bytes::from(record.encode());
-        let (meta_key, state_key) = (location.meta_key(), location.state_key());
-        // Both writes are single-object replaces; the body they point at is
-        // already complete, so their order does not matter for readers.
-        let (meta_written, state_written) = tokio::join!(
-            self.bodies.put(&meta_key, encoded.clone()),
-            self.state.put(&state_key, encoded),
+        let id = location.id();
+        let _guard = self.entry_locks.lock(id).await;
+        self.bodies
+            .put(&location.meta_key(), Bytes::from(record.encode()))
+            .await
+            .map_err(|e| internal("writing cache record", e))?;
+        let slot = Slot::new(
+            layout::body_id(&record.body.body_key),
+            record.body.size,
+            self.remote_index(&location.remote),
+            flags,
+            index::now_ms(),
         );
-        meta_written.map_err(|e| internal("writing cache record", e))?;
-        if let Err(e) = state_written {
-            log::warn!("{e}");
-        }
+        let new_body = slot.body;
+        let row = EntryRow {
+            id,
+            remote: location.remote.clone(),
+            path: record.body.path.clone(),
+            body: new_body,
+            size: record.body.size as i64,
+            flags,
+            last_access: slot.last_access.load(Ordering::Relaxed) as i64,
+        };
+        let replaced = self.index.insert(id, slot);
+        self.catalog.record(CatalogEvent::Entry(row));
         let generation = self.flush_generation.load(Ordering::Acquire);
-        let new_body = record.body.body_key.clone();
-        self.index
-            .put(location.id(), Entry::new(record, unix_now())?, generation);
-        if let Some(previous) = previous.filter(|key| *key != new_body) {
-            self.delete_body_later(previous);
+        self.hot.put(id, Entry::new(record, unix_now())?, generation);
+        if let Some(old) = replaced {
+            if old.body != 0 && old.body != new_body {
+                self.delete_body_later(layout::body_key(location, old.body));
+            }
+            if old.flags & REVALIDATED != 0 {
+                // The newer meta of the replaced body must not outlive it.
+                let state_key = location.state_key();
+                let state = self.state.clone();
+                self.runtime.spawn(async move {
+                    if let Err(e) = state.delete(&state_key).await {
+                        log::warn!("{e}");
+                    }
+                });
+            }
         }
         Ok(())
-    }
-
-    /// The body key of the entry being replaced, from memory or the state
-    /// store. A refill follows a lookup that loaded the old entry into
-    /// memory; a first fill finds nothing in either, and skipping the slower
-    /// body-store read keeps a cold miss short.
-    async fn previous_body(&self, location: &EntryLocation) -> Option<String> {
-        if let Some(entry) = self.index.get_any(location.id()) {
-            return Some(entry.record.body.body_key.clone());
-        }
-        let bytes = self.state.get(&location.state_key()).await.ok().flatten()?;
-        Record::decode(&bytes).ok().map(|r| r.body.body_key)
     }
 
     fn delete_body_later(&'static self, body_key: String) {
@@ -108,56 +120,50 @@ impl CacheStorage {
     }
 
     /// Removes an entry everywhere, record first, then its body, if it is
-    /// what `expect` allows. Returns the removed record.
+    /// what `expect` allows. Returns the removed record's body key.
     pub(super) async fn remove(
         &self,
         location: &EntryLocation,
         expect: Expect<'_>,
-    ) -> Result<Option<Record>> {
-        let _guard = self.entry_locks.lock(location.id()).await;
-        let Some(current) = self.stored_record(location).await? else {
-            self.index.remove(location.id());
+    ) -> Result<Option<String>> {
+        let id = location.id();
+        let _guard = self.entry_locks.lock(id).await;
+        let slot = self.index.get(id);
+        let stored = match slot {
+            Some(slot) => Some((layout::body_key_or_inline(location, slot.body), slot.flags)),
+            None => self
+                .read_stored(location, None)
+                .await?
+                .map(|(record, _)| (record.body.body_key, REVALIDATED)),
+        };
+        let Some((body_key, flags)) = stored else {
             return Ok(None);
         };
         if let Expect::Body(expected) = expect {
-            if current.body.body_key != expected {
+            if body_key != expected {
                 return Ok(None);
             }
         }
-        self.index.remove(location.id());
-        if let Err(e) = self.state.delete(&location.state_key()).await {
-            log::warn!("{e}");
+        self.index.remove(id, slot.map(|s| s.body));
+        self.hot.remove(id);
+        if flags & REVALIDATED != 0 {
+            if let Err(e) = self.state.delete(&location.state_key()).await {
+                log::warn!("{e}");
+            }
         }
         self.bodies
             .delete(&location.meta_key())
             .await
             .map_err(|e| internal("deleting cache record", e))?;
-        let body = &current.body;
-        self.open_bodies.close(&body.body_key);
-        self.bodies
-            .delete(&body.body_key)
-            .await
-            .map_err(|e| internal("deleting cache body", e))?;
-        self.catalog.record(CatalogEvent::Removed {
-            remote: body.remote.clone(),
-            path: body.path.clone(),
-        });
-        Ok(Some(current))
-    }
-
-    /// The record as stored (state store, else the commit record), not as
-    /// memory remembers it: what a removal compares against.
-    async fn stored_record(&self, location: &EntryLocation) -> Result<Option<Record>> {
-        let state_bytes = self.state.get(&location.state_key()).await.ok().flatten();
-        let bytes = match state_bytes {
-            Some(bytes) => Some(bytes),
-            None => self
-                .bodies
-                .get_small(&location.meta_key())
+        if !body_key.is_empty() {
+            self.open_bodies.close(&body_key);
+            self.bodies
+                .delete(&body_key)
                 .await
-                .map_err(|e| internal("reading cache record", e))?,
-        };
-        Ok(bytes.and_then(|b| Record::decode(&b).ok()))
+                .map_err(|e| internal("deleting cache body", e))?;
+        }
+        self.catalog.record(CatalogEvent::EntryRemoved { id });
+        Ok(Some(body_key))
     }
 
     /// Stores a complete small object under `key` unless an entry exists
@@ -206,33 +212,35 @@ impl CacheStorage {
     }
 
     /// Makes `meta` the entry's meta, for the same body: state store first
-    /// (it takes precedence over the commit record), then memory. Does
-    /// nothing if the entry has moved on to another body meanwhile.
+    /// (it takes precedence over the commit record), then the index and
+    /// memory. Does nothing if the entry has moved on to another body.
     pub(super) async fn replace_meta(
         &self,
         location: &EntryLocation,
         current: &Entry,
         meta: &CacheMeta,
     ) -> Result<bool> {
-        let _guard = self.entry_locks.lock(location.id()).await;
-        let generation = self.flush_generation.load(Ordering::Acquire);
-        if let Some(now) = self.index.get(location.id(), generation) {
-            if now.record.body.body_key != current.record.body.body_key {
-                return Ok(false);
-            }
+        let id = location.id();
+        let _guard = self.entry_locks.lock(id).await;
+        let current_body = layout::body_id(&current.record.body.body_key);
+        if self.index.get(id).is_none_or(|slot| slot.body != current_body) {
+            return Ok(false);
         }
         let (meta_internal, meta_header) = meta.serialize()?;
         let updated = Record {
             meta_internal,
             meta_header,
             body: current.record.body.clone(),
+            inline_body: current.record.inline_body.clone(),
         };
         self.state
             .put(&location.state_key(), Bytes::from(updated.encode()))
             .await
             .map_err(|e| internal("writing freshness", e))?;
+        self.index.set_flag(id, REVALIDATED);
         let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed))?;
-        self.index.put(location.id(), updated, generation);
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        self.hot.put(id, updated, generation);
         Ok(true)
     }
 }

@@ -13,7 +13,7 @@
 //! writer that vanished without saying either is a read error, which ends
 //! the client's transfer as failed instead of as a short body.
 
-use super::index::PreparedMeta;
+use super::hot::PreparedMeta;
 use pingora::cache::storage::{HandleHit, Storage};
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};

@@ -17,6 +17,7 @@ impl CacheStorage {
     /// local repositories alone. Returns how many objects were deleted.
     pub async fn flush(&self, remote: Option<&str>) -> Result<usize> {
         self.flush_generation.fetch_add(1, Ordering::AcqRel);
+        self.index.clear(remote.map(|r| self.remote_index(r)));
         let deleted = self
             .bodies
             .delete_prefix(&cache_prefix(remote))

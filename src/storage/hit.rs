@@ -20,6 +20,8 @@ use sync_wrapper::SyncWrapper;
 const READ_CHUNK: u64 = 256 * 1024;
 
 enum Source {
+    /// A small body held in memory (it lives in its record).
+    Memory(Bytes),
     File(Arc<std::fs::File>),
     Remote {
         store: Arc<dyn BodyStore>,
@@ -60,6 +62,19 @@ impl BodyHit {
     }
 }
 
+impl BodyHit {
+    /// A hit on a body held in memory.
+    pub fn memory(body: Bytes) -> Self {
+        let size = body.len() as u64;
+        BodyHit {
+            source: Source::Memory(body),
+            position: 0,
+            end: size,
+            size,
+        }
+    }
+}
+
 fn read_error(e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(ErrorType::ReadError, format!("reading cache body: {e}"))
 }
@@ -72,6 +87,7 @@ impl HandleHit for BodyHit {
         }
         let want = (self.end - self.position).min(READ_CHUNK);
         let chunk = match &mut self.source {
+            Source::Memory(body) => body.slice(self.position as usize..self.end as usize),
             Source::File(file) => {
                 // A page-cache read of at most one chunk; cheaper inline than a
                 // round trip through the blocking pool.

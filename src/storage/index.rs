@@ -1,116 +1,261 @@
-//! The in-memory index of committed entries: the parsed record of each hot
-//! entry, tagged with the flush generation it was loaded under.
+//! The index: every committed entry, in memory, compactly.
 //!
-//! pingora's stored header blob is zstd-compressed; decompressing and
-//! parsing it on every hit was a measurable share of a small hit's CPU. So
-//! a record is parsed once when it enters the index, and each hit rebuilds
-//! an equal [`CacheMeta`] from the parsed fields.
+//! One slot per entry says where its body is, how large it is, when it was
+//! last used and whether it expires. It answers three questions without
+//! touching the disk: is this key cached at all (a cold miss goes straight
+//! upstream), how many bytes and objects are stored (eviction's trigger),
+//! and which entries were used least recently (eviction's order).
+//!
+//! A slot is about 64 bytes plus the hash table's overhead; [`Index::memory`]
+//! reports the table's actual size. The slot does not hold the response
+//! header: the hot tier ([`super::hot`]) holds parsed records of entries in
+//! use, and the record file serves the rest.
+//!
+//! The index is rebuilt at start from the catalog and then reconciled with
+//! the store in the background ([`super::reconcile`]); until that completes
+//! it is not trusted to say "absent", and misses look at the store.
 
-use super::record::Record;
-use pingora::cache::CacheMeta;
-use pingora::http::ResponseHeader;
-use pingora::Result;
-use pingora_memory_cache::MemoryCache;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::SystemTime;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-/// A record as held in memory.
-pub struct Entry {
-    pub record: Record,
-    /// The record's meta, parsed once.
-    pub prepared: PreparedMeta,
-    /// Unix seconds of the last access reported to the catalog.
-    pub access_reported: AtomicU64,
+const SHARDS: usize = 64;
+
+/// Flag: the entry expires (a mutable index file or a remembered 404),
+/// so it goes before immutable artifacts of the same age.
+pub const MUTABLE: u8 = 1;
+/// Flag: the state store holds a newer meta than the record (a 304
+/// revalidation extended it).
+pub const REVALIDATED: u8 = 2;
+
+/// Where a committed entry's body is and how it is used.
+#[derive(Debug)]
+pub struct Slot {
+    /// The body file's id (the uuid in its key); 0 when the body lives in
+    /// the record.
+    pub body: u128,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_access: AtomicU64,
+    /// Index into the storage's remote names.
+    pub remote: u16,
+    pub flags: AtomicU8,
 }
 
-impl Entry {
-    pub fn new(record: Record, access_reported: u64) -> Result<Arc<Entry>> {
-        let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
-        Ok(Arc::new(Entry {
-            prepared: PreparedMeta::of(&meta),
-            record,
-            access_reported: AtomicU64::new(access_reported),
-        }))
-    }
+/// A copy of a slot's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotView {
+    pub body: u128,
+    pub size: u64,
+    pub last_access: u64,
+    pub remote: u16,
+    pub flags: u8,
 }
 
-/// The fields of a [`CacheMeta`], from which an equal one is rebuilt cheaply.
-pub struct PreparedMeta {
-    fresh_until: SystemTime,
-    created: SystemTime,
-    updated: SystemTime,
-    stale_while_revalidate_sec: u32,
-    stale_if_error_sec: u32,
-    header: ResponseHeader,
-}
-
-impl PreparedMeta {
-    pub fn of(meta: &CacheMeta) -> PreparedMeta {
-        PreparedMeta {
-            fresh_until: meta.fresh_until(),
-            created: meta.created(),
-            updated: meta.updated(),
-            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
-            stale_if_error_sec: meta.stale_if_error_sec(),
-            header: meta.response_header_copy(),
+impl Slot {
+    pub fn new(body: u128, size: u64, remote: u16, flags: u8, last_access: u64) -> Slot {
+        Slot {
+            body,
+            size,
+            last_access: AtomicU64::new(last_access),
+            remote,
+            flags: AtomicU8::new(flags),
         }
     }
 
-    pub fn to_meta(&self) -> CacheMeta {
-        let mut meta = CacheMeta::new(
-            self.fresh_until,
-            self.created,
-            self.stale_while_revalidate_sec,
-            self.stale_if_error_sec,
-            self.header.clone(),
-        );
-        // `new` sets updated = created; the age of a revalidated entry counts
-        // from its last revalidation, which the epoch override restores.
-        if self.updated != self.created {
-            meta.set_epoch_override(self.updated);
+    fn view(&self) -> SlotView {
+        SlotView {
+            body: self.body,
+            size: self.size,
+            last_access: self.last_access.load(Ordering::Relaxed),
+            remote: self.remote,
+            flags: self.flags.load(Ordering::Relaxed),
         }
-        meta
     }
 }
 
-/// A hot entry tagged with the flush generation it was loaded under.
-#[derive(Clone)]
-struct HotRecord {
-    generation: u64,
-    entry: Arc<Entry>,
+/// An entry as eviction sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub id: u128,
+    pub view: SlotView,
 }
 
-/// Hot records by entry id.
 pub struct Index {
-    hot: MemoryCache<u128, HotRecord>,
+    shards: Vec<RwLock<HashMap<u128, Slot>>>,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    complete: AtomicBool,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            complete: AtomicBool::new(false),
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Index {
-    pub fn new(entries: usize) -> Self {
-        Index {
-            hot: MemoryCache::new(entries),
+    fn shard(&self, id: u128) -> &RwLock<HashMap<u128, Slot>> {
+        // The id is a hash already: its low bits spread evenly.
+        &self.shards[(id as usize) % SHARDS]
+    }
+
+    pub fn get(&self, id: u128) -> Option<SlotView> {
+        self.shard(id).read().get(&id).map(Slot::view)
+    }
+
+    /// Marks an access now; returns the slot as it was.
+    pub fn touch(&self, id: u128) -> Option<SlotView> {
+        let shard = self.shard(id).read();
+        let slot = shard.get(&id)?;
+        let view = slot.view();
+        slot.last_access.store(now_ms(), Ordering::Relaxed);
+        Some(view)
+    }
+
+    /// Makes `slot` the entry's slot; returns the one it replaced.
+    pub fn insert(&self, id: u128, slot: Slot) -> Option<SlotView> {
+        let size = slot.size;
+        let old = self.shard(id).write().insert(id, slot).map(|old| old.view());
+        match &old {
+            Some(old) => {
+                self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+            }
+            None => {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        old
+    }
+
+    /// Removes the entry if its body is still `body` (or whatever it is,
+    /// for `None`); returns what was removed.
+    pub fn remove(&self, id: u128, body: Option<u128>) -> Option<SlotView> {
+        let mut shard = self.shard(id).write();
+        if let (Some(body), Some(slot)) = (body, shard.get(&id)) {
+            if slot.body != body {
+                return None;
+            }
+        }
+        let removed = shard.remove(&id)?.view();
+        drop(shard);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(removed.size, Ordering::Relaxed);
+        Some(removed)
+    }
+
+    pub fn set_flag(&self, id: u128, flag: u8) {
+        if let Some(slot) = self.shard(id).read().get(&id) {
+            slot.flags.fetch_or(flag, Ordering::Relaxed);
         }
     }
 
-    /// The entry, if it is held and was loaded under `generation`.
-    pub fn get(&self, id: u128, generation: u64) -> Option<Arc<Entry>> {
-        match self.hot.get(&id) {
-            (Some(hot), _) if hot.generation == generation => Some(hot.entry),
-            _ => None,
+    /// Removes every entry of `remote` (or all); returns how many.
+    pub fn clear(&self, remote: Option<u16>) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut shard = shard.write();
+            shard.retain(|_, slot| {
+                let keep = remote.is_some_and(|r| slot.remote != r);
+                if !keep {
+                    removed += 1;
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    self.bytes.fetch_sub(slot.size, Ordering::Relaxed);
+                }
+                keep
+            });
         }
+        removed
     }
 
-    /// The entry whatever its generation (for the body it points at).
-    pub fn get_any(&self, id: u128) -> Option<Arc<Entry>> {
-        self.hot.get(&id).0.map(|hot| hot.entry)
+    /// Every entry, for eviction to order.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let mut out = Vec::with_capacity(self.entries() as usize);
+        for shard in &self.shards {
+            let shard = shard.read();
+            out.extend(shard.iter().map(|(id, slot)| Candidate {
+                id: *id,
+                view: slot.view(),
+            }));
+        }
+        out
     }
 
-    pub fn put(&self, id: u128, entry: Arc<Entry>, generation: u64) {
-        self.hot.put(&id, HotRecord { generation, entry }, None);
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
     }
 
-    pub fn remove(&self, id: u128) {
-        self.hot.remove(&id);
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the index holds every committed entry (absence is final).
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    pub fn set_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+    }
+
+    /// Bytes the tables occupy (buckets of key and slot plus a control
+    /// byte each), for the per-entry figure in `/metrics`.
+    pub fn memory(&self) -> u64 {
+        let bucket = std::mem::size_of::<(u128, Slot)>() + 1;
+        self.shards
+            .iter()
+            // hashbrown keeps an eighth of its buckets free.
+            .map(|shard| (shard.read().capacity() * 8 / 7 * bucket) as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounting_follows_inserts_replacements_and_compare_before_remove() {
+        let index = Index::default();
+        assert!(index.insert(1, Slot::new(10, 100, 0, 0, 1)).is_none());
+        assert!(index.insert(2, Slot::new(20, 50, 1, MUTABLE, 2)).is_none());
+        assert_eq!((index.entries(), index.bytes()), (2, 150));
+        let old = index.insert(1, Slot::new(11, 70, 0, 0, 3)).unwrap();
+        assert_eq!(old.body, 10);
+        assert_eq!((index.entries(), index.bytes()), (2, 120));
+        // A removal that read the old body leaves the new one alone.
+        assert!(index.remove(1, Some(10)).is_none());
+        assert_eq!(index.remove(1, Some(11)).unwrap().size, 70);
+        assert_eq!((index.entries(), index.bytes()), (1, 50));
+        assert_eq!(index.clear(Some(0)), 0);
+        assert_eq!(index.clear(Some(1)), 1);
+        assert_eq!((index.entries(), index.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_million_entries_cost_under_200_bytes_each() {
+        let index = Index::default();
+        let n: u64 = 1_000_000;
+        for i in 0..n {
+            let id = (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            index.insert(id, Slot::new(i as u128, 1024, 0, 0, i));
+        }
+        assert_eq!(index.entries(), n);
+        let per_entry = index.memory() / n;
+        eprintln!("index: {per_entry} bytes per entry at {n} entries");
+        assert!(per_entry < 200, "{per_entry} bytes per entry");
     }
 }

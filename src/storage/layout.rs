@@ -74,6 +74,31 @@ pub fn id_of_key(key: &str) -> Option<u128> {
         .filter(|_| hash.len() == 32)
 }
 
+/// The body id in a body key (`….{uuid}.body`); 0 for an empty key (a
+/// body kept in its record).
+pub fn body_id(body_key: &str) -> u128 {
+    body_key
+        .strip_suffix(".body")
+        .and_then(|k| k.rsplit('.').next())
+        .and_then(|uuid| u128::from_str_radix(uuid, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The body key of body `body` of entry `location` (see [`body_id`]).
+pub fn body_key(location: &EntryLocation, body: u128) -> String {
+    let (dir, hash) = location.dir_and_hash();
+    format!("{dir}/{hash}.{body:032x}.body")
+}
+
+/// The body key of body `body`, or "" for a body kept in its record.
+pub fn body_key_or_inline(location: &EntryLocation, body: u128) -> String {
+    if body == 0 {
+        String::new()
+    } else {
+        body_key(location, body)
+    }
+}
+
 /// The store prefix holding every cached entry of `remote` (or of all).
 pub fn cache_prefix(remote: Option<&str>) -> String {
     match remote {
@@ -98,5 +123,9 @@ mod tests {
         assert_eq!(id_of_key(&location.meta_key()), Some(location.id()));
         assert_eq!(id_of_key("local/r/file.bin"), None);
         assert_eq!(id_of_key("health-probe"), None);
+        let body = body_id(&key);
+        assert_ne!(body, 0);
+        assert_eq!(body_key(&location, body), key);
+        assert_eq!(body_id(""), 0);
     }
 }

@@ -14,7 +14,7 @@ use super::record::{BodyInfo, Record};
 use super::{internal, unix_now, CacheStorage};
 use crate::catalog::{ArtifactRow, CatalogEvent};
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::cache::storage::{HandleMiss, MissFinishType};
 use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
@@ -34,6 +34,10 @@ pub struct BodyMiss {
     tag: [u8; 8],
     hasher: Sha256,
     written: u64,
+    /// The body while it is small enough to live in its record.
+    small: Option<BytesMut>,
+    /// The entry's index flags, from its meta.
+    flags: u8,
 }
 
 impl BodyMiss {
@@ -73,6 +77,8 @@ impl BodyMiss {
             fill: Some(fill),
             hasher: Sha256::new(),
             written: 0,
+            small: (storage.settings.memory_body_max > 0).then(BytesMut::new),
+            flags: super::flags_of(meta),
             location,
         })
     }
@@ -103,6 +109,13 @@ impl HandleMiss for BodyMiss {
                 ErrorType::InternalError,
                 "upstream body longer than Content-Length",
             );
+        }
+        if let Some(small) = &mut self.small {
+            if self.written <= self.storage.settings.memory_body_max {
+                small.extend_from_slice(&data);
+            } else {
+                self.small = None;
+            }
         }
         let writer = self
             .writer
@@ -135,10 +148,18 @@ impl HandleMiss for BodyMiss {
             .writer
             .take()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache fill already closed"))?;
-        writer
-            .commit()
-            .await
-            .map_err(|e| internal("completing cache body", e))?;
+        // A small body goes into its record; its staging file is dropped
+        // (followers still reading it keep their handle).
+        let inline_body = self.small.take().map(BytesMut::freeze);
+        if inline_body.is_some() {
+            self.body_key.clear();
+            drop(writer);
+        } else {
+            writer
+                .commit()
+                .await
+                .map_err(|e| internal("completing cache body", e))?;
+        }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let fetched_at = unix_now();
         let record = Record {
@@ -152,10 +173,13 @@ impl HandleMiss for BodyMiss {
                 path: self.path.clone(),
                 fetched_at,
             },
+            inline_body,
         };
-        if let Err(e) = self.storage.commit(&self.location, record).await {
-            // The body is complete but unreferenced: remove it.
-            let _ = self.storage.bodies.delete(&self.body_key).await;
+        if let Err(e) = self.storage.commit(&self.location, record, self.flags).await {
+            if !self.body_key.is_empty() {
+                // The body is complete but unreferenced: remove it.
+                let _ = self.storage.bodies.delete(&self.body_key).await;
+            }
             return Err(e);
         }
         if let Some(fill) = self.fill.take() {

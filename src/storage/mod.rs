@@ -2,8 +2,10 @@
 //!
 //! - [`body`]: the body store trait and its filesystem and `object_store`
 //!   implementations. [`layout`]: which keys an entry uses.
-//! - [`record`]: the commit record's format. [`index`]: hot records in
-//!   memory. [`open_bodies`]: body files kept open between hits.
+//! - [`record`]: the commit record's format (small bodies inside it).
+//!   [`index`]: every committed entry, compactly, for existence, accounting
+//!   and eviction order. [`hot`]: parsed records and small bodies of the
+//!   entries in use. [`open_bodies`]: body files kept open between hits.
 //! - [`miss`]: streaming a fill and committing it. [`fills`]: fills in
 //!   progress and the followers reading them. [`hit`]: reading a body.
 //! - [`commit`]: record changes and compare-before-delete removal.
@@ -17,6 +19,7 @@ pub mod commit;
 pub mod fills;
 pub mod flush;
 pub mod hit;
+pub mod hot;
 pub mod index;
 pub mod layout;
 pub mod miss;
@@ -30,7 +33,8 @@ use async_trait::async_trait;
 use body::{BodyStore, Opened};
 use commit::{EntryLocks, Expect};
 use fills::Fills;
-use index::{Entry, Index};
+use hot::{Entry, HotEntries};
+use index::{Index, SlotView, MUTABLE, REVALIDATED};
 use layout::EntryLocation;
 use open_bodies::OpenBodies;
 use pingora::cache::storage::{
@@ -43,8 +47,6 @@ use record::Record;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// How many records the in-memory index holds.
-const HOT_RECORDS: usize = 16_384;
 /// How many committed body files are kept open.
 const OPEN_BODIES: usize = 4096;
 /// A hot object's last access reaches the catalog at most this often, so a
@@ -57,14 +59,42 @@ pub struct CacheStorage {
     state: Arc<dyn StateStore>,
     catalog: Arc<CatalogWriter>,
     index: Index,
+    hot: HotEntries,
     open_bodies: OpenBodies,
     fills: Fills,
     entry_locks: EntryLocks,
     /// Bumped by every flush; index entries from an older generation are ignored.
     flush_generation: AtomicU64,
     runtime: tokio::runtime::Handle,
-    /// Remote names, for clearing every remote's state on a full flush.
+    /// Remote names; an index slot names its remote by position here.
     known_remotes: Vec<String>,
+    settings: Settings,
+}
+
+/// The storage's tunables (`cache.*` in the server file).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Bodies up to this size live inside their record and are served
+    /// from memory while hot.
+    pub memory_body_max: u64,
+    /// The hot tier's budget.
+    pub memory_bytes: u64,
+}
+
+/// An entry whose freshness ends within this is "mutable" for eviction.
+const EXPIRING: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Index flags for a record's meta.
+fn flags_of(meta: &CacheMeta) -> u8 {
+    let lifetime = meta
+        .fresh_until()
+        .duration_since(meta.created())
+        .unwrap_or_default();
+    if lifetime < EXPIRING {
+        MUTABLE
+    } else {
+        0
+    }
 }
 
 fn internal(context: &'static str, e: impl std::fmt::Display) -> Box<Error> {
@@ -85,12 +115,15 @@ impl CacheStorage {
         catalog: Arc<CatalogWriter>,
         runtime: tokio::runtime::Handle,
         known_remotes: Vec<String>,
+        settings: Settings,
     ) -> Self {
         CacheStorage {
             bodies,
             state,
             catalog,
-            index: Index::new(HOT_RECORDS),
+            index: Index::default(),
+            hot: HotEntries::new(settings.memory_bytes),
+            settings,
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
             entry_locks: EntryLocks::default(),
@@ -110,45 +143,105 @@ impl CacheStorage {
         self.fills.known(EntryLocation::from_key(key).id())
     }
 
-    /// Finds the current record: memory, then state store, then body store.
+    /// The position of `remote` in the remote names (u16::MAX if unknown).
+    fn remote_index(&self, remote: &str) -> u16 {
+        self.known_remotes
+            .iter()
+            .position(|r| r == remote)
+            .map_or(u16::MAX, |i| i as u16)
+    }
+
+    /// The entry's current record, parsed: hot tier, else the store (the
+    /// state store's newer meta for a revalidated entry). An entry the
+    /// index does not know is looked for in the store only while the index
+    /// is still being reconciled after a start.
     async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Entry>>> {
+        let id = location.id();
         let generation = self.flush_generation.load(Ordering::Acquire);
-        if let Some(entry) = self.index.get(location.id(), generation) {
-            return Ok(Some(entry));
+        let slot = match self.index.get(id) {
+            Some(slot) => Some(slot),
+            None if self.index.complete() => return Ok(None),
+            None => None,
+        };
+        if let (Some(entry), Some(slot)) = (self.hot.get(id, generation), slot) {
+            if layout::body_id(&entry.record.body.body_key) == slot.body {
+                return Ok(Some(entry));
+            }
         }
-        let state_bytes = match self.state.get(&location.state_key()).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                // Fail open: the commit-time record still serves.
-                log::warn!("{e}; falling back to the stored record");
-                None
+        let Some((record, revalidated)) = self.read_stored(location, slot).await? else {
+            return Ok(None);
+        };
+        let entry = Entry::new(record, 0)?;
+        if slot.is_none() {
+            self.adopt(location, &entry, revalidated);
+        }
+        self.hot.put(id, entry.clone(), generation);
+        Ok(Some(entry))
+    }
+
+    /// Reads an entry's record from the store: the commit record, or the
+    /// state store's copy when it is newer for the same body. Returns
+    /// whether the state store's copy was used.
+    async fn read_stored(
+        &self,
+        location: &EntryLocation,
+        slot: Option<SlotView>,
+    ) -> Result<Option<(Record, bool)>> {
+        let wants_state = slot.is_none_or(|s| s.flags & REVALIDATED != 0);
+        let from_state = if wants_state {
+            match self.state.get(&location.state_key()).await {
+                Ok(bytes) => bytes.and_then(|b| Record::decode(&b).ok()),
+                Err(e) => {
+                    // Fail open: the commit-time record still serves.
+                    log::warn!("{e}; falling back to the stored record");
+                    None
+                }
             }
+        } else {
+            None
         };
-        let bytes = match state_bytes {
-            Some(bytes) => Some(bytes),
-            None => self
-                .bodies
-                .get_small(&location.meta_key())
-                .await
-                .map_err(|e| internal("reading cache record", e))?,
-        };
+        if let (Some(record), Some(slot)) = (&from_state, slot) {
+            if layout::body_id(&record.body.body_key) == slot.body {
+                return Ok(from_state.map(|r| (r, true)));
+            }
+        }
+        let bytes = self
+            .bodies
+            .get_small(&location.meta_key())
+            .await
+            .map_err(|e| internal("reading cache record", e))?;
         let Some(bytes) = bytes else { return Ok(None) };
-        match Record::decode(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|record| Entry::new(record, 0).map_err(|e| e.to_string()))
-        {
-            Ok(entry) => {
-                self.index.put(location.id(), entry.clone(), generation);
-                Ok(Some(entry))
-            }
+        let committed = match Record::decode(&bytes) {
+            Ok(record) => record,
             Err(e) => {
                 log::warn!(
                     "unreadable cache record {}: {e}; treating as a miss",
                     location.meta_key()
                 );
-                Ok(None)
+                return Ok(None);
             }
+        };
+        Ok(Some(match from_state {
+            Some(state) if state.body.body_key == committed.body.body_key => (state, true),
+            _ => (committed, false),
+        }))
+    }
+
+    /// Puts an entry found in the store but not in the index into the index.
+    fn adopt(&self, location: &EntryLocation, entry: &Entry, revalidated: bool) {
+        let body = &entry.record.body;
+        let mut flags = flags_of(&entry.prepared.to_meta());
+        if revalidated {
+            flags |= REVALIDATED;
         }
+        let slot = index::Slot::new(
+            layout::body_id(&body.body_key),
+            body.size,
+            self.remote_index(&location.remote),
+            flags,
+            body.fetched_at * 1000,
+        );
+        self.index.insert(location.id(), slot);
     }
 
     /// Opens an entry's body, reusing an open handle when there is one.
@@ -169,7 +262,7 @@ impl CacheStorage {
 
     /// Tells the catalog about an access, at most once per
     /// [`ACCESS_REPORT_SECS`] per entry.
-    fn report_access(&self, entry: &Entry) {
+    fn report_access(&self, id: u128, entry: &Entry) {
         let now = unix_now();
         let last = entry.access_reported.load(Ordering::Relaxed);
         let due = now >= last + ACCESS_REPORT_SECS;
@@ -184,6 +277,10 @@ impl CacheStorage {
                 path: entry.record.body.path.clone(),
                 at: now as i64,
             });
+            self.catalog.record(CatalogEvent::EntryAccessed {
+                id,
+                at_ms: index::now_ms() as i64,
+            });
         }
     }
 
@@ -195,31 +292,37 @@ impl CacheStorage {
         let Some(entry) = self.load_record(location).await? else {
             return Ok(None);
         };
+        self.index.touch(location.id());
         let record = &entry.record;
-        let opened = self.open_body(location.id(), &record.body.body_key).await?;
-        let opened = match opened {
-            Some(opened) if opened.size() == record.body.size => opened,
-            other => {
-                // The record points at a missing or wrong-sized body (a crash
-                // between writes, or tampering): never serve it.
-                log::warn!(
-                    "cache body {} is {}, record says {} bytes; dropping the entry",
-                    record.body.body_key,
-                    other
-                        .as_ref()
-                        .map(|b| b.size().to_string())
-                        .unwrap_or("missing".into()),
-                    record.body.size
-                );
-                self.remove(location, Expect::Body(&record.body.body_key))
-                    .await?;
-                return Ok(None);
+        let handler = match &record.inline_body {
+            Some(body) => hit::BodyHit::memory(body.clone()),
+            None => {
+                let opened = self.open_body(location.id(), &record.body.body_key).await?;
+                match opened {
+                    Some(opened) if opened.size() == record.body.size => {
+                        hit::BodyHit::new(opened, &self.bodies, &record.body.body_key)
+                    }
+                    other => {
+                        // The record points at a missing or wrong-sized body
+                        // (a crash between writes, or tampering): never serve it.
+                        log::warn!(
+                            "cache body {} is {}, record says {} bytes; dropping the entry",
+                            record.body.body_key,
+                            other
+                                .as_ref()
+                                .map(|b| b.size().to_string())
+                                .unwrap_or("missing".into()),
+                            record.body.size
+                        );
+                        self.remove(location, Expect::Body(&record.body.body_key))
+                            .await?;
+                        return Ok(None);
+                    }
+                }
             }
         };
-        let meta = entry.prepared.to_meta();
-        let handler = hit::BodyHit::new(opened, &self.bodies, &record.body.body_key);
-        self.report_access(&entry);
-        Ok(Some((meta, Box::new(handler))))
+        self.report_access(location.id(), &entry);
+        Ok(Some((entry.prepared.to_meta(), Box::new(handler))))
     }
 }
 

@@ -2,7 +2,9 @@
 //! blobs plus where the body lives and what it must hash to.
 //!
 //! A record is written only after its body is complete, so its presence is
-//! the commit marker. The encoding is a small versioned envelope, parsed
+//! the commit marker. A small body is kept inside its record (an optional
+//! fourth section), so a hit on it costs one file read and no body file
+//! exists at all. The encoding is a small versioned envelope, parsed
 //! with every length checked: a truncated or foreign file must read as
 //! "not cached", never panic or serve garbage.
 //!
@@ -34,6 +36,9 @@ pub struct Record {
     /// `CacheMeta::serialize().1`.
     pub meta_header: Vec<u8>,
     pub body: BodyInfo,
+    /// The body itself, when it is small enough to live in the record
+    /// (`body.body_key` is then empty).
+    pub inline_body: Option<bytes::Bytes>,
 }
 
 /// Why bytes could not be read as a [`Record`].
@@ -50,11 +55,18 @@ pub enum RecordError {
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let info = serde_json::to_vec(&self.body).expect("BodyInfo serializes");
+        let inline = self.inline_body.as_deref();
         let mut out = Vec::with_capacity(
-            MAGIC.len() + 12 + self.meta_internal.len() + self.meta_header.len() + info.len(),
+            MAGIC.len()
+                + 16
+                + self.meta_internal.len()
+                + self.meta_header.len()
+                + info.len()
+                + inline.map_or(0, <[u8]>::len),
         );
         out.extend_from_slice(MAGIC);
-        for section in [&self.meta_internal[..], &self.meta_header[..], &info[..]] {
+        let sections = [&self.meta_internal[..], &self.meta_header[..], &info[..]];
+        for section in sections.into_iter().chain(inline) {
             out.extend_from_slice(&(section.len() as u32).to_le_bytes());
             out.extend_from_slice(section);
         }
@@ -66,13 +78,30 @@ impl Record {
         let (meta_internal, rest) = take_section(rest)?;
         let (meta_header, rest) = take_section(rest)?;
         let (info, rest) = take_section(rest)?;
-        if !rest.is_empty() {
+        let inline_body = match rest {
+            [] => None,
+            rest => {
+                let (inline, rest) = take_section(rest)?;
+                if !rest.is_empty() {
+                    return Err(RecordError::Truncated);
+                }
+                Some(bytes::Bytes::copy_from_slice(inline))
+            }
+        };
+        let body: BodyInfo = serde_json::from_slice(info)?;
+        let whole = match &inline_body {
+            Some(inline) => inline.len() as u64 == body.size,
+            // A record without a body file must have carried its body.
+            None => !body.body_key.is_empty(),
+        };
+        if !whole {
             return Err(RecordError::Truncated);
         }
         Ok(Record {
             meta_internal: meta_internal.to_vec(),
             meta_header: meta_header.to_vec(),
-            body: serde_json::from_slice(info)?,
+            body,
+            inline_body,
         })
     }
 }
@@ -103,6 +132,7 @@ mod tests {
                 path: "a/b.tgz".into(),
                 fetched_at: 1,
             },
+            inline_body: None,
         }
     }
 
@@ -113,7 +143,24 @@ mod tests {
     }
 
     #[test]
+    fn inline_bodies_round_trip_and_must_match_their_size() {
+        let mut r = sample();
+        r.body.body_key = String::new();
+        r.inline_body = Some(bytes::Bytes::from(vec![7u8; 42]));
+        assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        r.inline_body = Some(bytes::Bytes::from(vec![7u8; 41]));
+        assert!(Record::decode(&r.encode()).is_err());
+    }
+
+    #[test]
     fn every_truncated_prefix_is_an_error_not_a_panic() {
+        let mut inline = sample();
+        inline.body.body_key = String::new();
+        inline.inline_body = Some(bytes::Bytes::from(vec![1u8; 42]));
+        let bytes = inline.encode();
+        for len in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..len]).is_err(), "prefix {len}");
+        }
         let bytes = sample().encode();
         for len in 0..bytes.len() {
             assert!(Record::decode(&bytes[..len]).is_err(), "prefix {len}");
