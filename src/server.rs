@@ -13,6 +13,7 @@ use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
 use crate::storage::body::fs::FsBodyStore;
 use crate::storage::body::BodyStore;
+use crate::storage::evict::Bounds;
 use crate::storage::{CacheStorage, Settings};
 use anyhow::Context;
 use pingora::cache::lock::CacheKeyLockImpl;
@@ -91,8 +92,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         Settings {
             memory_body_max: config.server.memory_body_max,
             memory_bytes: config.server.memory_bytes,
+            bounds: Bounds {
+                max_size: config.server.max_size,
+                min_free: config.server.min_free,
+                max_entries: config.server.memory_index_entries,
+            },
         },
     )));
+    let (rows, references) = background
+        .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
+        .context("reading the catalog's cache entries")?;
+    storage.load_index(rows, references);
+    storage.start_reconcile();
+    storage.start_eviction();
     let cache_lock: &'static CacheKeyLockImpl =
         Box::leak(Box::new(FillLock::new(config.server.lock_timeout, storage)));
 

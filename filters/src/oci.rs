@@ -345,8 +345,8 @@ pub fn upstream_path(name: &str, op: &Operation<'_>) -> String {
 /// referrers keep their query (`n`, `last`, `artifactType`).
 pub fn key_parts(name: &str, op: &Operation<'_>, accept: AcceptClass, query: &str) -> Vec<String> {
     match op {
-        Operation::Blob(d) => vec![format!("blobs/{d}")],
-        Operation::Manifest(Reference::Digest(d)) => vec![format!("manifests/{d}")],
+        Operation::Blob(d) => blob_key_parts(&d.to_string()),
+        Operation::Manifest(Reference::Digest(d)) => digest_manifest_key_parts(&d.to_string()),
         Operation::Manifest(Reference::Tag(_)) => {
             vec![upstream_path(name, op), accept.key_part()]
         }
@@ -354,6 +354,76 @@ pub fn key_parts(name: &str, op: &Operation<'_>, accept: AcceptClass, query: &st
             vec![upstream_path(name, op), query.to_string()]
         }
     }
+}
+
+/// The key parts of a blob, by digest: one entry per remote, whatever
+/// repository it was pulled through.
+pub fn blob_key_parts(digest: &str) -> Vec<String> {
+    vec![format!("blobs/{digest}")]
+}
+
+/// The key parts of a manifest fetched by digest.
+pub fn digest_manifest_key_parts(digest: &str) -> Vec<String> {
+    vec![format!("manifests/{digest}")]
+}
+
+/// Content a manifest names by digest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Named {
+    /// A config or layer blob (`blobs/{digest}`).
+    Blob(String),
+    /// A manifest of an index (`manifests/{digest}`).
+    Manifest(String),
+}
+
+/// The digests a manifest names: config, layers and blobs of an image
+/// manifest (and the layers of a schema 1 one), or the manifests of an
+/// index. Malformed documents and digests name nothing.
+pub fn manifest_references(body: &[u8]) -> Vec<Named> {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let digest_of = |v: &serde_json::Value, field: &str| {
+        v.get(field)
+            .and_then(|d| d.as_str())
+            .filter(|d| Digest::parse(d).is_some())
+            .map(str::to_string)
+    };
+    let list = |field: &str| {
+        doc.get(field)
+            .and_then(|v| v.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let mut named = Vec::new();
+    named.extend(
+        doc.get("config")
+            .and_then(|c| digest_of(c, "digest"))
+            .map(Named::Blob),
+    );
+    for field in ["layers", "blobs"] {
+        named.extend(
+            list(field)
+                .iter()
+                .filter_map(|l| digest_of(l, "digest"))
+                .map(Named::Blob),
+        );
+    }
+    named.extend(
+        list("fsLayers")
+            .iter()
+            .filter_map(|l| digest_of(l, "blobSum"))
+            .map(Named::Blob),
+    );
+    named.extend(
+        list("manifests")
+            .iter()
+            .filter_map(|m| digest_of(m, "digest"))
+            .map(Named::Manifest),
+    );
+    named.sort();
+    named.dedup();
+    named
 }
 
 /// Whether a `Content-Type` names a manifest media type (parameters
@@ -599,6 +669,25 @@ pub fn pull_scope(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn manifests_name_their_config_layers_and_child_manifests() {
+        use super::{manifest_references, Named};
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{a}","size":1}},
+               "layers":[{{"digest":"{b}"}},{{"digest":"{a}"}},{{"digest":"nonsense"}}]}}"#
+        );
+        assert_eq!(
+            manifest_references(image.as_bytes()),
+            [Named::Blob(a.clone()), Named::Blob(b.clone())]
+        );
+        let index = format!(r#"{{"manifests":[{{"digest":"{b}","platform":{{}}}}]}}"#);
+        assert_eq!(manifest_references(index.as_bytes()), [Named::Manifest(b)]);
+        assert!(manifest_references(b"not json").is_empty());
+        assert!(manifest_references(b"[1,2]").is_empty());
+    }
+
     use super::*;
 
     const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

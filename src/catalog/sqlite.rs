@@ -113,11 +113,13 @@ impl Catalog for SqliteCatalog {
                         .await?;
                 }
                 CatalogEvent::EntryAccessed { id, at_ms } => {
-                    sqlx::query("UPDATE entries SET last_access = $1 WHERE id = $2 AND last_access < $1")
-                        .bind(at_ms)
-                        .bind(hex_id(*id))
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE entries SET last_access = $1 WHERE id = $2 AND last_access < $1",
+                    )
+                    .bind(at_ms)
+                    .bind(hex_id(*id))
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 CatalogEvent::References { manifest, targets } => {
                     for target in targets {
@@ -176,11 +178,10 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn entries(&self) -> CatalogResult<Vec<EntryRow>> {
-        let rows = sqlx::query(
-            "SELECT id, remote, path, body, size, flags, last_access FROM entries",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, remote, path, body, size, flags, last_access FROM entries")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|row| {
                 let flags: i64 = row.try_get("flags")?;

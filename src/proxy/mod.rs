@@ -346,6 +346,7 @@ impl ProxyHttp for ArtifactProxy {
         match check.verifier.filter(body, end_of_stream) {
             Ok(None) => Ok(None),
             Ok(Some(verified)) => {
+                oci::record_references(&self.app, artifact, &verified);
                 let fix = oci::HeaderFix::of(check, &verified);
                 oci::cross_link(&self.app, artifact, check, fix.as_ref(), verified);
                 ctx.header_fix = fix;

@@ -270,11 +270,6 @@ pub fn expected_digest(oci: &OciArtifact, resp: &ResponseHeader) -> Option<Strin
     }
 }
 
-/// The key parts of the manifest a tag resolved to (seed 000 cross-link).
-pub fn digest_manifest_key_parts(digest: &str) -> Vec<String> {
-    vec![format!("manifests/{digest}")]
-}
-
 /// The check of one upstream body, with what the cross-link needs.
 pub struct BodyCheck {
     pub verifier: Verifier,
@@ -409,6 +404,38 @@ pub const DIGEST_MISMATCH: &str = "upstream body does not match its digest";
 /// Seed 000: a tag manifest just fetched is also stored under its digest
 /// (if absent), so a later pull by digest is a hit. Runs in the background;
 /// the client's response does not wait for it.
+/// Records what a verified manifest names, under its own key and, for a
+/// tag, under the digest it will be cross-linked to: eviction then keeps
+/// those blobs and manifests while it is cached.
+pub fn record_references(app: &App, artifact: &Artifact, verified: &Verified) {
+    let (Some(oci), Some(body)) = (&artifact.oci, &verified.body) else {
+        return;
+    };
+    if !oci.kind.is_manifest() {
+        return;
+    }
+    let remote = &artifact.remote.name;
+    let targets: Vec<_> = oci::manifest_references(body)
+        .into_iter()
+        .map(|named| match named {
+            oci::Named::Blob(digest) => super::cache::key_of(remote, &oci::blob_key_parts(&digest)),
+            oci::Named::Manifest(digest) => {
+                super::cache::key_of(remote, &oci::digest_manifest_key_parts(&digest))
+            }
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    app.storage
+        .add_references(&super::cache::key(artifact), &targets);
+    if oci.kind == Kind::TagManifest && verified.digest.starts_with("sha256:") {
+        let by_digest =
+            super::cache::key_of(remote, &oci::digest_manifest_key_parts(&verified.digest));
+        app.storage.add_references(&by_digest, &targets);
+    }
+}
+
 pub fn cross_link(
     app: &App,
     artifact: &Artifact,
@@ -427,7 +454,7 @@ pub fn cross_link(
     }
     let key = super::cache::key_of(
         &artifact.remote.name,
-        &digest_manifest_key_parts(&verified.digest),
+        &oci::digest_manifest_key_parts(&verified.digest),
     );
     let meta = match manifest_meta(&artifact.remote, &verified.digest, content_type, body.len()) {
         Ok(meta) => meta,

@@ -90,7 +90,8 @@ impl CacheStorage {
         let replaced = self.index.insert(id, slot);
         self.catalog.record(CatalogEvent::Entry(row));
         let generation = self.flush_generation.load(Ordering::Acquire);
-        self.hot.put(id, Entry::new(record, unix_now())?, generation);
+        self.hot
+            .put(id, Entry::new(record, unix_now())?, generation);
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -146,6 +147,7 @@ impl CacheStorage {
         }
         self.index.remove(id, slot.map(|s| s.body));
         self.hot.remove(id);
+        self.refs.forget(id);
         if flags & REVALIDATED != 0 {
             if let Err(e) = self.state.delete(&location.state_key()).await {
                 log::warn!("{e}");
@@ -223,7 +225,11 @@ impl CacheStorage {
         let id = location.id();
         let _guard = self.entry_locks.lock(id).await;
         let current_body = layout::body_id(&current.record.body.body_key);
-        if self.index.get(id).is_none_or(|slot| slot.body != current_body) {
+        if self
+            .index
+            .get(id)
+            .is_none_or(|slot| slot.body != current_body)
+        {
             return Ok(false);
         }
         let (meta_internal, meta_header) = meta.serialize()?;

@@ -40,6 +40,8 @@ pub struct BodyHit {
     /// One past the last byte to hand out.
     end: u64,
     size: u64,
+    /// Keeps eviction away while the body is read.
+    _in_use: Option<super::evict::InUseGuard>,
 }
 
 impl BodyHit {
@@ -58,7 +60,14 @@ impl BodyHit {
             position: 0,
             end: size,
             size,
+            _in_use: None,
         }
+    }
+
+    /// Marks the entry in use for as long as this hit reads it.
+    pub fn in_use(mut self, guard: super::evict::InUseGuard) -> Self {
+        self._in_use = Some(guard);
+        self
     }
 }
 
@@ -71,6 +80,7 @@ impl BodyHit {
             position: 0,
             end: size,
             size,
+            _in_use: None,
         }
     }
 }

@@ -128,7 +128,11 @@ impl Index {
     /// Makes `slot` the entry's slot; returns the one it replaced.
     pub fn insert(&self, id: u128, slot: Slot) -> Option<SlotView> {
         let size = slot.size;
-        let old = self.shard(id).write().insert(id, slot).map(|old| old.view());
+        let old = self
+            .shard(id)
+            .write()
+            .insert(id, slot)
+            .map(|old| old.view());
         match &old {
             Some(old) => {
                 self.bytes.fetch_sub(old.size, Ordering::Relaxed);

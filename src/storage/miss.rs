@@ -175,7 +175,12 @@ impl HandleMiss for BodyMiss {
             },
             inline_body,
         };
-        if let Err(e) = self.storage.commit(&self.location, record, self.flags).await {
+        self.storage.make_room(self.written).await;
+        if let Err(e) = self
+            .storage
+            .commit(&self.location, record, self.flags)
+            .await
+        {
             if !self.body_key.is_empty() {
                 // The body is complete but unreferenced: remove it.
                 let _ = self.storage.bodies.delete(&self.body_key).await;

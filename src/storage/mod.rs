@@ -10,12 +10,15 @@
 //!   progress and the followers reading them. [`hit`]: reading a body.
 //! - [`commit`]: record changes and compare-before-delete removal.
 //!   [`flush`]: flushes and their generations. [`sweep`]: staging cleanup.
+//! - [`evict`]: the size, count and free-space bounds. [`refs`]: what
+//!   cached manifests name. [`reconcile`]: the index at start.
 //!
 //! Freshness updates (304 revalidations) go to the state store under
 //! `{remote}/{hash}` and take precedence over the commit record.
 
 pub mod body;
 pub mod commit;
+pub mod evict;
 pub mod fills;
 pub mod flush;
 pub mod hit;
@@ -24,7 +27,9 @@ pub mod index;
 pub mod layout;
 pub mod miss;
 pub mod open_bodies;
+pub mod reconcile;
 pub mod record;
+pub mod refs;
 pub mod sweep;
 
 use crate::catalog::{CatalogEvent, CatalogWriter};
@@ -69,6 +74,12 @@ pub struct CacheStorage {
     /// Remote names; an index slot names its remote by position here.
     known_remotes: Vec<String>,
     settings: Settings,
+    bounds: evict::Bounds,
+    refs: refs::References,
+    in_use: evict::InUse,
+    /// Held by the one eviction pass that may run at a time.
+    evicting: tokio::sync::Mutex<()>,
+    eviction_stats: evict::EvictionStats,
 }
 
 /// The storage's tunables (`cache.*` in the server file).
@@ -79,6 +90,17 @@ pub struct Settings {
     pub memory_body_max: u64,
     /// The hot tier's budget.
     pub memory_bytes: u64,
+    pub bounds: evict::Bounds,
+}
+
+/// What `/metrics` reports about the storage.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageStats {
+    pub bytes: u64,
+    pub objects: u64,
+    pub evictions: u64,
+    pub bytes_reclaimed: u64,
+    pub index_bytes_per_entry: u64,
 }
 
 /// An entry whose freshness ends within this is "mutable" for eviction.
@@ -123,7 +145,12 @@ impl CacheStorage {
             catalog,
             index: Index::default(),
             hot: HotEntries::new(settings.memory_bytes),
+            bounds: settings.bounds,
             settings,
+            refs: refs::References::default(),
+            in_use: evict::InUse::default(),
+            evicting: tokio::sync::Mutex::new(()),
+            eviction_stats: evict::EvictionStats::default(),
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
             entry_locks: EntryLocks::default(),
@@ -135,6 +162,32 @@ impl CacheStorage {
 
     pub fn bodies(&self) -> &Arc<dyn BodyStore> {
         &self.bodies
+    }
+
+    /// Records that the manifest stored under `manifest` names the entries
+    /// under `targets` (its blobs, or the manifests of an index), so they
+    /// are not evicted while it is cached.
+    pub fn add_references(&self, manifest: &CacheKey, targets: &[CacheKey]) {
+        let manifest = EntryLocation::from_key(manifest).id();
+        let targets: Vec<u128> = targets
+            .iter()
+            .map(|key| EntryLocation::from_key(key).id())
+            .collect();
+        self.refs.add(manifest, &targets);
+        self.catalog
+            .record(CatalogEvent::References { manifest, targets });
+    }
+
+    /// Bytes and objects stored, and what eviction did.
+    pub fn stats(&self) -> StorageStats {
+        let entries = self.index.entries();
+        StorageStats {
+            bytes: self.index.bytes(),
+            objects: entries,
+            evictions: self.eviction_stats.evictions.load(Ordering::Relaxed),
+            bytes_reclaimed: self.eviction_stats.bytes_reclaimed.load(Ordering::Relaxed),
+            index_bytes_per_entry: self.index.memory().checked_div(entries).unwrap_or(0),
+        }
     }
 
     /// Whether `key` is being filled or was filled moments ago (see
@@ -286,7 +339,7 @@ impl CacheStorage {
 
     /// A hit on the committed entry, if there is one whose body is whole.
     async fn lookup_committed(
-        &self,
+        &'static self,
         location: &EntryLocation,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let Some(entry) = self.load_record(location).await? else {
@@ -301,6 +354,7 @@ impl CacheStorage {
                 match opened {
                     Some(opened) if opened.size() == record.body.size => {
                         hit::BodyHit::new(opened, &self.bodies, &record.body.body_key)
+                            .in_use(self.in_use.enter(location.id()))
                     }
                     other => {
                         // The record points at a missing or wrong-sized body

@@ -4,6 +4,8 @@
 //! - `harness`: the counting origin server and the artifactd process.
 //! - `config`: seed `remotes.yaml` examples and config errors.
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
+//! - `evict`: `cache.max_size`, LRU order, readers and images kept, the
+//!   index after a restart.
 //! - `fill`: followers of fills in progress, aborts, HEAD/range misses,
 //!   failed fills, staging cleanup after `kill -9`.
 //! - `local`: local repository uploads, limits, tokens, deletes.
@@ -15,6 +17,7 @@
 mod admin;
 mod cache;
 mod config;
+mod evict;
 mod fill;
 mod harness;
 mod local;

@@ -323,6 +323,14 @@ impl BodyStore for FsBodyStore {
         .map_err(io::Error::other)?
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: statvfs writes only into the zeroed struct passed.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+        (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+
     async fn sweep_staging(&self, min_age: Duration) -> io::Result<u64> {
         let staging = self.staging.clone();
         tokio::task::spawn_blocking(move || {

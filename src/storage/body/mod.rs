@@ -96,6 +96,11 @@ pub trait BodyStore: Send + Sync + 'static {
         self.put(&key, Bytes::from_static(b"ok")).await?;
         self.delete(&key).await.map(|_| ())
     }
+
+    /// Free bytes on the filesystem holding the store, when it is local.
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A body being written.

@@ -38,7 +38,10 @@ impl Artifactd {
         let child = Command::new(env!("CARGO_BIN_EXE_artifactd"))
             .arg("--config")
             .arg(dir.join("artifactd.yaml"))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ARTIFACTD_TEST_LOG").unwrap_or("info".into()),
+            )
             .env_remove("ARTIFACTD_CONFIG")
             .stdout(Stdio::null())
             .stderr(log_file)

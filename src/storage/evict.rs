@@ -1,0 +1,304 @@
+//! Keeping the cache within its bounds: `cache.max_size` bytes,
+//! `cache.memory_index_entries` objects and `cache.min_free` free space on
+//! the storage filesystem.
+//!
+//! A fill makes room before it commits, so committed bytes never exceed the
+//! bound and the disk holds at most the bound plus the fills in flight. A
+//! background check every few seconds covers free space taken by others.
+//! Past a bound, entries are evicted down to a low watermark 5% below it,
+//! least recently used first (the index's last access, to the
+//! millisecond); within one second of age, expiring entries (index files,
+//! remembered 404s) go before immutable artifacts. Never evicted: an entry
+//! being read from a file ([`InUse`]), a blob or child manifest named by a
+//! cached manifest ([`super::refs`]), anything a fill has not committed,
+//! and local repositories (they are not in the cache). Each eviction
+//! removes the record first and then the body, comparing before deleting
+//! ([`super::commit`]), so a crash leaves at worst an unnamed body that the
+//! reconciliation deletes.
+
+use super::commit::Expect;
+use super::index::{Candidate, MUTABLE};
+use super::layout::{self, EntryLocation};
+use super::CacheStorage;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How often the background check runs.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The bounds, from the server file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    pub max_size: Option<u64>,
+    pub min_free: Option<u64>,
+    pub max_entries: u64,
+}
+
+/// Entries being read from a body file, by entry id.
+#[derive(Default)]
+pub struct InUse {
+    readers: Mutex<HashMap<u128, u32>>,
+}
+
+impl InUse {
+    pub fn enter(&'static self, id: u128) -> InUseGuard {
+        *self.readers.lock().entry(id).or_default() += 1;
+        InUseGuard { in_use: self, id }
+    }
+
+    fn contains(&self, id: u128) -> bool {
+        self.readers.lock().contains_key(&id)
+    }
+}
+
+/// Marks an entry in use until dropped.
+pub struct InUseGuard {
+    in_use: &'static InUse,
+    id: u128,
+}
+
+impl Drop for InUseGuard {
+    fn drop(&mut self) {
+        let mut readers = self.in_use.readers.lock();
+        if let Some(count) = readers.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                readers.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// What eviction has done since start.
+#[derive(Default)]
+pub struct EvictionStats {
+    pub evictions: AtomicU64,
+    pub bytes_reclaimed: AtomicU64,
+}
+
+/// How far an eviction pass must go.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    /// Stop once stored bytes (plus the incoming fill) are at most this.
+    bytes: Option<u64>,
+    entries: Option<u64>,
+    /// Stop once the filesystem has this many bytes free.
+    free: Option<u64>,
+}
+
+fn low_watermark(bound: u64) -> u64 {
+    bound - bound / 20
+}
+
+/// The eviction order: oldest second first, expiring before immutable
+/// within it, then by millisecond.
+fn order_key(candidate: &Candidate) -> (u64, bool, u64) {
+    let at = candidate.view.last_access;
+    (at / 1000, candidate.view.flags & MUTABLE == 0, at)
+}
+
+impl CacheStorage {
+    /// The pass needed before committing `incoming` more bytes, if any.
+    fn target_for(&self, incoming: u64) -> Option<Target> {
+        let bounds = self.bounds;
+        let bytes = self.index.bytes() + incoming;
+        let over_bytes = bounds.max_size.filter(|max| bytes > *max);
+        let over_entries = self.index.entries() + 1 > bounds.max_entries;
+        let free = bounds
+            .min_free
+            .and_then(|min| Some((min, self.bodies.free_bytes()?)))
+            .filter(|(min, free)| *free < min + incoming);
+        if over_bytes.is_none() && !over_entries && free.is_none() {
+            return None;
+        }
+        Some(Target {
+            bytes: over_bytes.map(|max| low_watermark(max).saturating_sub(incoming)),
+            entries: over_entries.then(|| low_watermark(bounds.max_entries)),
+            free: free.map(|(min, _)| min + min / 20 + incoming),
+        })
+    }
+
+    fn reached(&self, target: Target) -> bool {
+        target.bytes.is_none_or(|b| self.index.bytes() <= b)
+            && target.entries.is_none_or(|e| self.index.entries() <= e)
+            && target
+                .free
+                .is_none_or(|f| self.bodies.free_bytes().is_none_or(|free| free >= f))
+    }
+
+    /// Makes room for a fill of `incoming` bytes about to commit.
+    pub(super) async fn make_room(&self, incoming: u64) {
+        if self.target_for(incoming).is_none() {
+            return;
+        }
+        let _one_at_a_time = self.evicting.lock().await;
+        // Another fill may have made the room meanwhile.
+        if let Some(target) = self.target_for(incoming) {
+            self.evict(target).await;
+        }
+    }
+
+    /// Evicts in LRU order until `target` is reached or nothing evictable
+    /// is left.
+    async fn evict(&self, target: Target) {
+        let mut candidates = self.index.candidates();
+        candidates.sort_unstable_by_key(order_key);
+        let mut passes_left = 2;
+        while passes_left > 0 && !self.reached(target) {
+            // A second pass picks up what the first one unpinned by
+            // evicting the manifests that named it.
+            passes_left -= 1;
+            let mut evicted_any = false;
+            for candidate in &candidates {
+                if self.reached(target) {
+                    return;
+                }
+                if self.in_use.contains(candidate.id) || self.refs.pinned(candidate.id, &self.index)
+                {
+                    continue;
+                }
+                if self.evict_one(candidate).await {
+                    evicted_any = true;
+                }
+            }
+            if !evicted_any {
+                break;
+            }
+            candidates = self.index.candidates();
+            candidates.sort_unstable_by_key(order_key);
+        }
+        if !self.reached(target) {
+            log::warn!(
+                "cache above its bounds with nothing left to evict: {} bytes in {} objects (in use or named by cached manifests)",
+                self.index.bytes(),
+                self.index.entries()
+            );
+        }
+    }
+
+    async fn evict_one(&self, candidate: &Candidate) -> bool {
+        let Some(remote) = self.known_remotes.get(candidate.view.remote as usize) else {
+            return false;
+        };
+        let location = EntryLocation {
+            remote: remote.clone(),
+            primary: candidate.id.to_be_bytes(),
+        };
+        let body_key = layout::body_key_or_inline(&location, candidate.view.body);
+        match self.remove(&location, Expect::Body(&body_key)).await {
+            Ok(Some(_)) => {
+                log::debug!(
+                    "evicted {} ({} bytes, last used {} ms ago)",
+                    location.meta_key(),
+                    candidate.view.size,
+                    super::index::now_ms().saturating_sub(candidate.view.last_access)
+                );
+                self.refs.forget(candidate.id);
+                self.eviction_stats
+                    .evictions
+                    .fetch_add(1, Ordering::Relaxed);
+                self.eviction_stats
+                    .bytes_reclaimed
+                    .fetch_add(candidate.view.size, Ordering::Relaxed);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::warn!("evicting {}: {e}", location.meta_key());
+                false
+            }
+        }
+    }
+
+    /// Checks the bounds every few seconds (free space can be taken by
+    /// others; a restart can find the cache over a lowered bound).
+    pub fn start_eviction(&'static self) {
+        self.runtime.spawn(async move {
+            loop {
+                self.make_room(0).await;
+                tokio::time::sleep(CHECK_EVERY).await;
+            }
+        });
+    }
+}
+
+impl super::StorageStats {
+    /// Appends the storage gauges and counters in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let families = [
+            (
+                "artifactd_cache_bytes",
+                "gauge",
+                "Bytes of cached bodies stored.",
+                self.bytes,
+            ),
+            (
+                "artifactd_cache_objects",
+                "gauge",
+                "Cached objects stored.",
+                self.objects,
+            ),
+            (
+                "artifactd_cache_evictions_total",
+                "counter",
+                "Objects evicted to keep the cache within its bounds.",
+                self.evictions,
+            ),
+            (
+                "artifactd_cache_evicted_bytes_total",
+                "counter",
+                "Bytes reclaimed by eviction.",
+                self.bytes_reclaimed,
+            ),
+            (
+                "artifactd_cache_index_bytes_per_entry",
+                "gauge",
+                "Memory of the in-memory index per cached object.",
+                self.index_bytes_per_entry,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::index::SlotView;
+
+    fn candidate(id: u128, last_access: u64, flags: u8) -> Candidate {
+        Candidate {
+            id,
+            view: SlotView {
+                body: 0,
+                size: 1,
+                last_access,
+                remote: 0,
+                flags,
+            },
+        }
+    }
+
+    #[test]
+    fn oldest_first_and_expiring_before_immutable_of_the_same_second() {
+        let mut all = [
+            candidate(1, 5_000, 0),
+            candidate(2, 5_900, MUTABLE),
+            candidate(3, 4_000, 0),
+            candidate(4, 9_000, MUTABLE),
+            candidate(5, 5_100, 0),
+        ];
+        all.sort_unstable_by_key(order_key);
+        let ids: Vec<u128> = all.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [3, 2, 1, 5, 4]);
+        assert_eq!(low_watermark(10 << 20), 9_961_472);
+    }
+}

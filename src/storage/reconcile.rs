@@ -1,0 +1,142 @@
+//! Rebuilding the index at start, and reconciling it with the store.
+//!
+//! At start the index is filled from the catalog's entry rows (one query,
+//! no walk of the store), so hits, accounting and eviction work at once.
+//! The catalog is written in batches, so a killed process may have
+//! committed a few entries it never heard of, or removed a few it still
+//! lists. A background walk of the store's `cache/` directories (names
+//! only, one directory at a time) repairs that: records the index lacks are
+//! adopted, entries with no record are dropped, and bodies no record names
+//! are deleted once they have stayed unnamed for a while (a fill renames
+//! its body a moment before writing its record). Until the walk completes,
+//! a key the index lacks is looked for in the store; afterwards absence is
+//! final and a cold miss touches no disk before going upstream.
+
+use super::index::{self, Slot};
+use super::layout::{self, EntryLocation};
+use super::CacheStorage;
+use crate::catalog::EntryRow;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How long an unnamed body must stay unnamed before it is deleted.
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+
+impl CacheStorage {
+    /// Fills the index from the catalog's rows and references.
+    pub fn load_index(&self, rows: Vec<EntryRow>, references: Vec<(u128, u128)>) {
+        for row in rows {
+            let remote = self.remote_index(&row.remote);
+            if remote == u16::MAX {
+                // A remote no longer configured: its entries are left to
+                // a flush; they are not served.
+                continue;
+            }
+            let slot = Slot::new(
+                row.body,
+                row.size.max(0) as u64,
+                remote,
+                row.flags,
+                row.last_access.max(0) as u64,
+            );
+            self.index.insert(row.id, slot);
+        }
+        for (manifest, target) in references {
+            self.refs.add(manifest, &[target]);
+        }
+    }
+
+    /// Walks the store and makes the index match it; then the index is
+    /// complete.
+    pub async fn reconcile(&'static self) {
+        let started = index::now_ms();
+        let mut seen = HashSet::new();
+        let mut orphans = Vec::new();
+        for remote in &self.known_remotes {
+            for dir in 0..=255u8 {
+                let prefix = format!("cache/{remote}/{dir:02x}");
+                let listed = match self.bodies.list(&prefix).await {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        log::warn!("reconciling {prefix}: {e}; the index stays incomplete");
+                        return;
+                    }
+                };
+                for object in listed {
+                    self.reconcile_object(remote, &object.key, &mut seen, &mut orphans)
+                        .await;
+                }
+            }
+        }
+        // Entries the catalog listed but the store no longer has (and that
+        // nobody committed or used since the walk started).
+        let mut dropped = 0;
+        for candidate in self.index.candidates() {
+            if !seen.contains(&candidate.id) && candidate.view.last_access < started {
+                self.index.remove(candidate.id, Some(candidate.view.body));
+                dropped += 1;
+            }
+        }
+        self.index.set_complete();
+        log::info!(
+            "index reconciled with the store: {} entries, {} bytes; {dropped} stale catalog entries dropped",
+            self.index.entries(),
+            self.index.bytes()
+        );
+        if orphans.is_empty() {
+            return;
+        }
+        tokio::time::sleep(ORPHAN_GRACE).await;
+        let mut deleted = 0;
+        for (id, body_key) in orphans {
+            let named = self
+                .index
+                .get(id)
+                .is_some_and(|slot| slot.body == layout::body_id(&body_key));
+            if !named && self.bodies.delete(&body_key).await.unwrap_or(false) {
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            log::info!("deleted {deleted} cache bodies no record named");
+        }
+    }
+
+    async fn reconcile_object(
+        &self,
+        remote: &str,
+        key: &str,
+        seen: &mut HashSet<u128>,
+        orphans: &mut Vec<(u128, String)>,
+    ) {
+        let Some(id) = layout::id_of_key(key) else {
+            return;
+        };
+        if key.ends_with(".meta") {
+            seen.insert(id);
+            if self.index.get(id).is_none() {
+                let location = EntryLocation {
+                    remote: remote.to_string(),
+                    primary: id.to_be_bytes(),
+                };
+                // Reading it adopts it into the index.
+                if let Err(e) = self.load_record(&location).await {
+                    log::warn!("reconciling {key}: {e}");
+                }
+            }
+        } else if key.ends_with(".body") {
+            let named = self
+                .index
+                .get(id)
+                .is_some_and(|slot| slot.body == layout::body_id(key));
+            if !named {
+                orphans.push((id, key.to_string()));
+            }
+        }
+    }
+
+    /// Starts the reconciliation on the storage's runtime.
+    pub fn start_reconcile(&'static self) {
+        self.runtime.spawn(self.reconcile());
+    }
+}
