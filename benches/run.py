@@ -9,10 +9,12 @@ in time. Results go to benches/results/latest.{md,json}.
 
 Scenarios:
   1. hit RPS and p50/p99 latency, 1 KiB objects, 64 connections, warmed keys
+     (2,000 keys; 1c: 20,000 keys)
   2. hit throughput for one big object, 8 connections
   3. cold miss latency overhead versus fetching from the origin directly
-  4. thundering herd on one slow object: upstream fetches (origin log) and
-     p100 client time relative to one cold fetch
+  4. thundering herd on one slow object: upstream fetches (origin log),
+     p100 client time relative to one cold fetch, and each follower's time
+     to first byte relative to the first client's
   5. peak RSS while streaming a huge object cold, then warm
   6. hit latency as cached objects grow, and as the pattern count grows
   7. container images against the distribution registry's proxy mode
@@ -40,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filler import fill_fast
 from images import bench_images, render_images
 from procs import stop_process
 
@@ -55,6 +58,7 @@ class Plan:
     rounds: int
     wrk_seconds: int
     hit_keys: int
+    many_hit_keys: int
     big_bytes: int
     cold_objects: int
     herd_clients: int
@@ -68,12 +72,12 @@ class Plan:
 
     @staticmethod
     def full() -> "Plan":
-        return Plan(3, 8, 2000, 100 * MiB, 1000, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
-                    2048 * MiB, [1000, 10000, 100000], [10, 100, 1000])
+        return Plan(3, 8, 2000, 20000, 100 * MiB, 1000, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
+                    2048 * MiB, [1000, 10000, 100000, 1000000], [10, 100, 1000])
 
     @staticmethod
     def quick() -> "Plan":
-        return Plan(1, 2, 200, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
+        return Plan(1, 2, 200, 2000, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
                     128 * MiB, [100, 1000], [10, 100])
 
 
@@ -249,20 +253,6 @@ def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) ->
     return resp.status, total, headers
 
 
-def fill(port: int, paths: list[str], workers: int = 8) -> None:
-    """Requests every path once (bounded by len(paths)), checking each is a 200."""
-    def run(chunk: list[str]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        for p in chunk:
-            status, _, _ = get(port, p, conn)
-            if status != 200:
-                raise SystemExit(f"fill {p}: HTTP {status}")
-        conn.close()
-    chunks = [paths[i::workers] for i in range(workers)]
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(run, chunks))
-
-
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -364,18 +354,16 @@ class Bench:
         self.record(scenario, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
 
     # 1. ----------------------------------------------------------------------
-    def hits_small(self, proxies: list[Proxy]) -> None:
-        self.say("1. hit RPS, 1 KiB objects, 64 connections")
-        keys = self.plan.hit_keys
+    def hits_small(self, proxies: list[Proxy], keys: int, scen: str, prefix: str) -> None:
+        self.say(f"{scen}: hit RPS, 1 KiB objects, {keys} keys, 64 connections")
         for p in proxies:
-            fill(p.port, [p.url("b", f"small/hit/k{i}.bin") for i in range(keys)])
+            fill_fast(p.port, [p.url("b", f"{prefix}/k{i}.bin") for i in range(keys)], 1024)
         runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
         for _ in range(self.plan.rounds):
             for p in proxies:
                 runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, self.plan.threads,
-                                        [p.url("b", "small/hit/"), str(keys)]))
+                                        [p.url("b", f"{prefix}/"), str(keys)]))
         med = {name: median_of(r) for name, r in runs.items()}
-        scen = "1. hit, 1 KiB, 64 conns"
         self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
         self.record(scen, "p50 latency", "ms", {k: v["p50_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower")
@@ -434,6 +422,7 @@ class Bench:
         n, size = self.plan.herd_clients, self.plan.herd_bytes
         self.say(f"4. thundering herd, {n} clients, one {size // MiB} MiB object at {self.plan.slow_rate}B/s")
         fetches, p100, single = {}, {}, {}
+        ttfb_p50, ttfb_p100, leader_ttfb = {}, {}, {}
         for p in proxies:
             start = time.perf_counter()
             status, got, _ = get(p.port, p.url("b", f"slow/{p.name}/single.bin"))
@@ -441,20 +430,40 @@ class Bench:
             assert status == 200 and got == size
             uri = f"/slow/{p.name}/herd.bin"
 
-            def one(_: int) -> float:
+            def one(_: int) -> tuple[float, float, float]:
+                # (start, first body byte, end), on one clock.
+                conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=120)
                 t0 = time.perf_counter()
-                st, got2, _ = get(p.port, p.url("b", uri.lstrip("/")))
-                assert st == 200 and got2 == size, (st, got2)
-                return time.perf_counter() - t0
+                conn.request("GET", p.url("b", uri.lstrip("/")))
+                resp = conn.getresponse()
+                first = resp.read(1)
+                t_first = time.perf_counter()
+                total = len(first)
+                while chunk := resp.read(1 << 20):
+                    total += len(chunk)
+                conn.close()
+                assert resp.status == 200 and total == size, (resp.status, total)
+                return t0, t_first, time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(n) as pool:
-                times = list(pool.map(one, range(n)))
-            p100[p.name] = max(times)
+                runs = list(pool.map(one, range(n)))
+            p100[p.name] = max(end - t0 for t0, _, end in runs)
             fetches[p.name] = self.origin.fetches(uri)
+            # The leader is the client whose first byte came first; each
+            # follower's wait is its own time to first byte beyond that.
+            ttfbs = sorted(first - t0 for t0, first, _ in runs)
+            leader_ttfb[p.name] = ttfbs[0]
+            extra = [t - ttfbs[0] for t in ttfbs[1:]]
+            ttfb_p50[p.name] = statistics.median(extra) * 1000
+            ttfb_p100[p.name] = max(extra) * 1000
         scen = f"4. herd, {n} x {size // MiB} MiB"
         self.record(scen, "upstream fetches (origin log)", "count", fetches, "lower")
         self.record(scen, "p100 client time", "s", p100, "lower")
         self.record(scen, "p100 / one cold fetch", "x", {k: p100[k] / single[k] for k in p100}, "lower",
                     f"one cold fetch: artifactd {fmt(single['artifactd'])} s, nginx {fmt(single['nginx'])} s")
+        note = (f"leader's time to first byte: artifactd {fmt(leader_ttfb['artifactd'] * 1000)} ms, "
+                f"nginx {fmt(leader_ttfb['nginx'] * 1000)} ms")
+        self.record(scen, "follower first byte after the leader's, p50", "ms", ttfb_p50, "lower", note)
+        self.record(scen, "follower first byte after the leader's, p100", "ms", ttfb_p100, "lower")
 
     # 5. ----------------------------------------------------------------------
     def rss(self, proxies: list[Proxy]) -> None:
@@ -481,7 +490,8 @@ class Bench:
             filled = 0
             for count in self.plan.object_counts:
                 for p in proxies:
-                    fill(p.port, [p.url("b", f"small/grow/k{i}.bin") for i in range(filled, count)])
+                    fill_fast(p.port, [p.url("b", f"small/grow/k{i}.bin") for i in range(filled, count)],
+                              1024)
                 filled = count
                 med = {}
                 for p in proxies:
@@ -496,7 +506,7 @@ class Bench:
             try:
                 keys = min(self.plan.hit_keys, 2000)
                 for p in proxies:
-                    fill(p.port, [p.url("p", f"small/pat/k{i}.bin") for i in range(keys)])
+                    fill_fast(p.port, [p.url("p", f"small/pat/k{i}.bin") for i in range(keys)], 1024)
                     status, _, _ = get(p.port, p.url("p", "denied/x.bin"))
                     assert status == 403, (p.name, status)
                 med = {p.name: wrk(p.port, "", self.plan.wrk_seconds, 16, self.plan.threads,
@@ -593,7 +603,9 @@ def main() -> int:
     try:
         proxies = bench.both("main")
         try:
-            bench.hits_small(proxies)
+            bench.hits_small(proxies, plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
+            bench.hits_small(proxies, plan.many_hit_keys,
+                             f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many")
             bench.hits_big(proxies)
             bench.cold(proxies)
             bench.herd(proxies)
@@ -618,7 +630,7 @@ def main() -> int:
             print(f"work directory kept: {work}")
     elapsed = time.monotonic() - started
     write_results(args.out, bench, machine_facts(args.binary), args.quick, elapsed)
-    expected = 5 + len(plan.object_counts) + len(plan.pattern_counts)
+    expected = 6 + len(plan.object_counts) + len(plan.pattern_counts)
     if len(bench.results) != expected:
         raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
     if len(bench.image_results) != 2:

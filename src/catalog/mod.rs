@@ -108,7 +108,7 @@ pub trait Catalog: Send + Sync {
 
 /// Access events allowed to wait before new ones are dropped.
 const MAX_PENDING_ACCESSES: u64 = 65_536;
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 8192;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The request side of the catalog: fire-and-forget event submission.
@@ -168,8 +168,11 @@ async fn run_batches(
         if rx.recv_many(&mut buffer, MAX_BATCH).await == 0 {
             return;
         }
-        // Let a burst accumulate so one transaction covers it.
-        tokio::time::sleep(FLUSH_INTERVAL).await;
+        if buffer.len() < MAX_BATCH {
+            // Let a trickle accumulate so one transaction covers it; a
+            // backlog is written at once, in full batches.
+            tokio::time::sleep(FLUSH_INTERVAL).await;
+        }
         while buffer.len() < MAX_BATCH && !rx.is_empty() {
             let room = MAX_BATCH - buffer.len();
             rx.recv_many(&mut buffer, room).await;

@@ -6,7 +6,10 @@
 //! [`PartialHit`]: it `pread`s the fill's file up to the bytes written so
 //! far and waits on a watch channel for more. So a follower's first byte
 //! comes right after the leader's, whatever the object's size, and the lock
-//! timeout no longer bounds how large an object can be.
+//! timeout no longer bounds how large an object can be. A small fill (up to
+//! `cache.memory_body_max`) is held in memory and never gets a file; a
+//! larger one moves to its staging file once it outgrows that, and readers
+//! switch over at the same offsets.
 //!
 //! A follower must tell a finished fill from an abandoned one (STYLE.md
 //! §7.15): [`Progress::Done`] ends a body, while [`Progress::Failed`] or a
@@ -45,8 +48,43 @@ pub enum Progress {
 struct Fill {
     tag: u64,
     prepared: PreparedMeta,
-    file: Arc<std::fs::File>,
+    data: parking_lot::Mutex<FillData>,
     progress: watch::Sender<Progress>,
+}
+
+/// Where a fill's bytes so far are.
+enum FillData {
+    /// The chunks received, in order.
+    Memory(Vec<bytes::Bytes>),
+    /// The staging file, from offset 0.
+    File(Arc<std::fs::File>),
+}
+
+impl FillData {
+    /// Up to `max` bytes at `position`, which must be below what was written.
+    fn read(&self, position: u64, max: usize) -> std::io::Result<bytes::Bytes> {
+        match self {
+            FillData::Memory(chunks) => {
+                let mut start = 0u64;
+                for chunk in chunks {
+                    let end = start + chunk.len() as u64;
+                    if position < end {
+                        let from = (position - start) as usize;
+                        let to = chunk.len().min(from + max);
+                        return Ok(chunk.slice(from..to));
+                    }
+                    start = end;
+                }
+                Err(std::io::Error::other("fill read past its bytes"))
+            }
+            FillData::File(file) => {
+                let mut buf = vec![0u8; max];
+                // Bytes just written: a page-cache read.
+                file.read_exact_at(&mut buf, position)?;
+                Ok(bytes::Bytes::from(buf))
+            }
+        }
+    }
 }
 
 /// Every fill in progress, by entry id (several only when a lock timed out
@@ -68,17 +106,12 @@ impl Default for Fills {
 }
 
 impl Fills {
-    /// Registers a fill of entry `id` writing to `file`.
-    pub fn start(
-        &'static self,
-        id: u128,
-        meta: &CacheMeta,
-        file: Arc<std::fs::File>,
-    ) -> FillHandle {
+    /// Registers a fill of entry `id`, held in memory until it spills.
+    pub fn start(&'static self, id: u128, meta: &CacheMeta) -> FillHandle {
         let fill = Arc::new(Fill {
             tag: self.next_tag.fetch_add(1, Ordering::Relaxed),
             prepared: PreparedMeta::of(meta),
-            file,
+            data: parking_lot::Mutex::new(FillData::Memory(Vec::new())),
             progress: watch::channel(Progress::Writing(0)).0,
         });
         let mut active = self.active.lock().expect("fills lock");
@@ -101,7 +134,7 @@ impl Fills {
             None => fills.last()?,
         };
         let reader = PartialHit {
-            file: fill.file.clone(),
+            fill: fill.clone(),
             progress: fill.progress.subscribe(),
             position: 0,
             end: None,
@@ -149,6 +182,18 @@ impl FillHandle {
         self.fill.tag.to_be_bytes()
     }
 
+    /// Keeps a chunk in memory (before any spill) for readers.
+    pub fn append(&self, chunk: bytes::Bytes) {
+        if let FillData::Memory(chunks) = &mut *self.fill.data.lock() {
+            chunks.push(chunk);
+        }
+    }
+
+    /// From now on, readers read `file`, which holds every byte so far.
+    pub fn spill(&self, file: Arc<std::fs::File>) {
+        *self.fill.data.lock() = FillData::File(file);
+    }
+
     pub fn written(&self, bytes: u64) {
         self.fill.progress.send_replace(Progress::Writing(bytes));
     }
@@ -179,7 +224,7 @@ pub fn tag_of(bytes: Option<&[u8]>) -> Option<u64> {
 
 /// A reader of a fill in progress.
 pub struct PartialHit {
-    file: Arc<std::fs::File>,
+    fill: Arc<Fill>,
     progress: watch::Receiver<Progress>,
     position: u64,
     /// One past the last byte wanted (set by `seek`); `None`: to the end.
@@ -226,15 +271,16 @@ impl HandleHit for PartialHit {
             return Ok(None);
         };
         let want = (reach - self.position).min(READ_CHUNK) as usize;
-        let mut buf = vec![0u8; want];
-        // Bytes just written: a page-cache read.
-        self.file
-            .read_exact_at(&mut buf, self.position)
+        let chunk = self
+            .fill
+            .data
+            .lock()
+            .read(self.position, want)
             .map_err(|e| {
                 Error::explain(ErrorType::ReadError, format!("reading cache fill: {e}"))
             })?;
-        self.position += want as u64;
-        Ok(Some(bytes::Bytes::from(buf)))
+        self.position += chunk.len() as u64;
+        Ok(Some(chunk))
     }
 
     async fn finish(
@@ -287,10 +333,9 @@ mod tests {
     #[tokio::test]
     async fn a_follower_reads_bytes_as_they_are_written_and_ends_on_done() {
         let fills = fills();
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let handle = fills.start(7, &meta(), file.clone());
+        let handle = fills.start(7, &meta());
         let (_, mut reader) = fills.reader(7, None).unwrap();
-        (&*file).write_all(b"hello ").unwrap();
+        handle.append(bytes::Bytes::from_static(b"hello "));
         handle.written(6);
         assert_eq!(reader.read_body().await.unwrap().unwrap(), "hello ");
         let next = tokio::spawn(async move {
@@ -299,7 +344,10 @@ mod tests {
             (second, end)
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        (&*file).write_all(b"world").unwrap();
+        // The fill outgrows memory: readers continue from the file.
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        (&*file).write_all(b"hello world").unwrap();
+        handle.spill(file);
         handle.written(11);
         handle.done(11);
         let (second, end) = next.await.unwrap();
@@ -312,11 +360,10 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_fill_is_an_error_for_its_followers_never_an_end() {
         let fills = fills();
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let handle = fills.start(9, &meta(), file.clone());
+        let handle = fills.start(9, &meta());
         let tag = u64::from_be_bytes(handle.tag_bytes());
         let (_, mut reader) = fills.reader(9, Some(tag)).unwrap();
-        (&*file).write_all(b"part").unwrap();
+        handle.append(bytes::Bytes::from_static(b"part"));
         handle.written(4);
         assert_eq!(reader.read_body().await.unwrap().unwrap(), "part");
         drop(handle);
@@ -327,11 +374,10 @@ mod tests {
     #[tokio::test]
     async fn a_seek_waits_for_its_range_and_stops_at_its_end() {
         let fills = fills();
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        let handle = fills.start(3, &meta(), file.clone());
+        let handle = fills.start(3, &meta());
         let (_, mut reader) = fills.reader(3, None).unwrap();
         reader.seek(4, Some(8)).unwrap();
-        (&*file).write_all(b"0123").unwrap();
+        handle.append(bytes::Bytes::from_static(b"0123"));
         handle.written(4);
         let read = tokio::spawn(async move {
             let mut got = Vec::new();
@@ -341,7 +387,8 @@ mod tests {
             got
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        (&*file).write_all(b"456789").unwrap();
+        handle.append(bytes::Bytes::from_static(b"45"));
+        handle.append(bytes::Bytes::from_static(b"6789"));
         handle.written(10);
         assert_eq!(read.await.unwrap(), b"4567");
         drop(handle);

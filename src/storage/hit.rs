@@ -99,11 +99,23 @@ impl HandleHit for BodyHit {
         let chunk = match &mut self.source {
             Source::Memory(body) => body.slice(self.position as usize..self.end as usize),
             Source::File(file) => {
-                // A page-cache read of at most one chunk; cheaper inline than a
-                // round trip through the blocking pool.
+                // What the page cache holds is read inline (cheaper than a
+                // trip through the blocking pool); a read that would wait for
+                // the disk goes to the pool, so it stalls no other request.
                 let mut buf = vec![0u8; want as usize];
-                file.read_exact_at(&mut buf, self.position)
-                    .map_err(read_error)?;
+                let cached = super::body::fs::read_cached(file, &mut buf, self.position);
+                match cached {
+                    Some(n) if n > 0 => buf.truncate(n),
+                    _ => {
+                        let (file, position) = (file.clone(), self.position);
+                        buf = tokio::task::spawn_blocking(move || {
+                            file.read_exact_at(&mut buf, position).map(|_| buf)
+                        })
+                        .await
+                        .map_err(read_error)?
+                        .map_err(read_error)?;
+                    }
+                }
                 Bytes::from(buf)
             }
             Source::Remote { store, key, stream } => {

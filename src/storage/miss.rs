@@ -1,11 +1,15 @@
 //! Streaming a cache fill into the body store and committing it.
 //!
-//! The body goes to the store's writer as it arrives while its sha256 and
-//! length are computed; each write is announced to the fill's followers
-//! ([`super::fills`]). `finish` commits only a body whose length matches
-//! the upstream's `Content-Length`; any other end (upstream cut, error,
-//! over-long body) drops the handler, which discards the write and fails
-//! the followers, so nothing partial is ever visible or served as whole.
+//! A fill's bytes are held in memory while they fit in
+//! `cache.memory_body_max` (most index files and manifests never touch a
+//! file until their record is written, with the body inside it); past that
+//! they go to a body-store writer, with what was held written first. Each
+//! write is announced to the fill's followers ([`super::fills`]) while the
+//! sha256 and length are computed. `finish` commits only a body whose
+//! length matches the upstream's `Content-Length`; any other end (upstream
+//! cut, error, over-long body) drops the handler, which discards the write
+//! and fails the followers, so nothing partial is ever visible or served
+//! as whole.
 
 use super::body::BodyWrite;
 use super::fills::FillHandle;
@@ -14,7 +18,7 @@ use super::record::{BodyInfo, Record};
 use super::{internal, unix_now, CacheStorage};
 use crate::catalog::{ArtifactRow, CatalogEvent};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::cache::storage::{HandleMiss, MissFinishType};
 use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
@@ -28,16 +32,17 @@ pub struct BodyMiss {
     meta_header: Vec<u8>,
     content_type: Option<String>,
     expected_size: Option<u64>,
-    body_key: String,
-    writer: Option<Box<dyn BodyWrite>>,
+    /// The body while it fits in memory; `None` once it spilled.
+    held: Option<Vec<Bytes>>,
+    /// The body store's writer, once the body outgrew memory.
+    writer: Option<(String, Box<dyn BodyWrite>)>,
     fill: Option<FillHandle>,
     tag: [u8; 8],
     hasher: Sha256,
     written: u64,
-    /// The body while it is small enough to live in its record.
-    small: Option<BytesMut>,
     /// The entry's index flags, from its meta.
     flags: u8,
+    committed: bool,
 }
 
 impl BodyMiss {
@@ -55,15 +60,7 @@ impl BodyMiss {
                 .map(str::to_string)
         };
         let expected_size = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        let body_key = location.new_body_key();
-        let writer = storage
-            .bodies
-            .create(&body_key)
-            .await
-            .map_err(|e| internal("starting cache body", e))?;
-        let fill = storage
-            .fills
-            .start(location.id(), meta, writer.local_file());
+        let fill = storage.fills.start(location.id(), meta);
         Ok(BodyMiss {
             storage,
             path,
@@ -71,25 +68,38 @@ impl BodyMiss {
             meta_header,
             content_type: header(http::header::CONTENT_TYPE),
             expected_size,
-            body_key,
-            writer: Some(writer),
+            held: Some(Vec::new()),
+            writer: None,
             tag: fill.tag_bytes(),
             fill: Some(fill),
             hasher: Sha256::new(),
             written: 0,
-            small: (storage.settings.memory_body_max > 0).then(BytesMut::new),
             flags: super::flags_of(meta),
+            committed: false,
             location,
         })
     }
 
-    fn abandoned(&self, why: &str) {
-        log::info!(
-            "cache fill of {}/{} abandoned after {} bytes ({why}); nothing committed",
-            self.location.remote,
-            self.path,
-            self.written
-        );
+    /// Moves the body from memory to a body-store writer.
+    async fn spill(&mut self) -> Result<()> {
+        let body_key = self.location.new_body_key();
+        let mut writer = self
+            .storage
+            .bodies
+            .create(&body_key)
+            .await
+            .map_err(|e| internal("starting cache body", e))?;
+        for chunk in self.held.take().unwrap_or_default() {
+            writer
+                .write(chunk)
+                .await
+                .map_err(|e| internal("writing cache body", e))?;
+        }
+        if let Some(fill) = &self.fill {
+            fill.spill(writer.local_file());
+        }
+        self.writer = Some((body_key, writer));
+        Ok(())
     }
 }
 
@@ -110,21 +120,24 @@ impl HandleMiss for BodyMiss {
                 "upstream body longer than Content-Length",
             );
         }
-        if let Some(small) = &mut self.small {
-            if self.written <= self.storage.settings.memory_body_max {
-                small.extend_from_slice(&data);
-            } else {
-                self.small = None;
+        if self.held.is_some() && self.written > self.storage.settings.memory_body_max {
+            self.spill().await?;
+        }
+        match (&mut self.held, &mut self.writer) {
+            (Some(held), _) => {
+                held.push(data.clone());
+                if let Some(fill) = &self.fill {
+                    fill.append(data);
+                }
+            }
+            (None, Some((_, writer))) => writer
+                .write(data)
+                .await
+                .map_err(|e| internal("writing cache body", e))?,
+            (None, None) => {
+                return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
             }
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache fill already closed"))?;
-        writer
-            .write(data)
-            .await
-            .map_err(|e| internal("writing cache body", e))?;
         if let Some(fill) = &self.fill {
             fill.written(self.written);
         }
@@ -144,29 +157,28 @@ impl HandleMiss for BodyMiss {
                 );
             }
         }
-        let writer = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache fill already closed"))?;
-        // A small body goes into its record; its staging file is dropped
-        // (followers still reading it keep their handle).
-        let inline_body = self.small.take().map(BytesMut::freeze);
-        if inline_body.is_some() {
-            self.body_key.clear();
-            drop(writer);
-        } else {
-            writer
-                .commit()
-                .await
-                .map_err(|e| internal("completing cache body", e))?;
-        }
+        // A small body goes into its record; a spilled one is committed
+        // under its own key first.
+        let (body_key, inline_body) = match (self.held.take(), self.writer.take()) {
+            (Some(held), _) => (String::new(), Some(Bytes::from(held.concat()))),
+            (None, Some((body_key, writer))) => {
+                writer
+                    .commit()
+                    .await
+                    .map_err(|e| internal("completing cache body", e))?;
+                (body_key, None)
+            }
+            (None, None) => {
+                return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
+            }
+        };
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let fetched_at = unix_now();
         let record = Record {
             meta_internal: std::mem::take(&mut self.meta_internal),
             meta_header: std::mem::take(&mut self.meta_header),
             body: BodyInfo {
-                body_key: self.body_key.clone(),
+                body_key: body_key.clone(),
                 size: self.written,
                 sha256: sha256.clone(),
                 remote: self.location.remote.clone(),
@@ -176,14 +188,15 @@ impl HandleMiss for BodyMiss {
             inline_body,
         };
         self.storage.make_room(self.written).await;
+        self.committed = true;
         if let Err(e) = self
             .storage
             .commit(&self.location, record, self.flags)
             .await
         {
-            if !self.body_key.is_empty() {
+            if !body_key.is_empty() {
                 // The body is complete but unreferenced: remove it.
-                let _ = self.storage.bodies.delete(&self.body_key).await;
+                let _ = self.storage.bodies.delete(&body_key).await;
             }
             return Err(e);
         }
@@ -212,8 +225,13 @@ impl HandleMiss for BodyMiss {
 
 impl Drop for BodyMiss {
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            self.abandoned("fill ended early");
+        if !self.committed {
+            log::info!(
+                "cache fill of {}/{} abandoned after {} bytes; nothing committed",
+                self.location.remote,
+                self.path,
+                self.written
+            );
         }
     }
 }

@@ -133,15 +133,16 @@ async fn read_all(store: &dyn BodyStore, key: &str, range: std::ops::Range<u64>)
     chunks.concat()
 }
 
-/// Files anywhere under `dir` (the filesystem store's root, or the spool
-/// directory of the object store).
+/// Files holding bytes anywhere under `dir` (the filesystem store's root,
+/// or the spool directory of the object store). Empty staging files the
+/// filesystem store created ahead of use hold nothing and do not count.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_dir() {
             out.extend(files_under(&entry.path()));
-        } else {
+        } else if entry.metadata().unwrap().len() > 0 {
             out.push(entry.path());
         }
     }
