@@ -149,6 +149,16 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Nothing is readable or listed under the cache prefix.
+async fn assert_invisible(s: &Subject, key: &str) {
+    assert!(s.store.open(key).await.unwrap().is_none(), "{}", s.name);
+    assert!(
+        s.store.list("cache").await.unwrap().is_empty(),
+        "{}",
+        s.name
+    );
+}
+
 #[tokio::test]
 async fn a_body_is_invisible_until_committed_and_a_dropped_writer_leaves_nothing() {
     for s in subjects() {
@@ -157,32 +167,14 @@ async fn a_body_is_invisible_until_committed_and_a_dropped_writer_leaves_nothing
         for chunk in data.chunks(100_000) {
             writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
-        assert!(
-            s.store.open("cache/r/ab/x.body").await.unwrap().is_none(),
-            "{}",
-            s.name
-        );
-        assert!(
-            s.store.list("cache").await.unwrap().is_empty(),
-            "{}",
-            s.name
-        );
+        assert_invisible(&s, "cache/r/ab/x.body").await;
         // Readers of the fill in progress see what was written.
         let mut head = vec![0u8; 1000];
         writer.local_file().read_exact_at(&mut head, 5000).unwrap();
         assert_eq!(head, data[5000..6000], "{}", s.name);
         drop(writer);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            s.store.open("cache/r/ab/x.body").await.unwrap().is_none(),
-            "{}",
-            s.name
-        );
-        assert!(
-            s.store.list("cache").await.unwrap().is_empty(),
-            "{}",
-            s.name
-        );
+        assert_invisible(&s, "cache/r/ab/x.body").await;
         assert_eq!(
             files_under(s.dir.path()),
             Vec::<std::path::PathBuf>::new(),
