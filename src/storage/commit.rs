@@ -12,7 +12,7 @@ use super::hot::Entry;
 use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
 use super::record::Record;
-use super::{index, internal, miss, unix_now, CacheStorage};
+use super::{index, internal, miss, CacheStorage};
 use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
 use pingora::cache::{CacheKey, CacheMeta};
@@ -90,8 +90,7 @@ impl CacheStorage {
         let replaced = self.index.insert(id, slot);
         self.catalog.record(CatalogEvent::Entry(row));
         let generation = self.flush_generation.load(Ordering::Acquire);
-        self.hot
-            .put(id, Entry::new(record, unix_now())?, generation);
+        self.hot.put(id, Entry::new(record)?, generation);
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -244,7 +243,7 @@ impl CacheStorage {
             .await
             .map_err(|e| internal("writing freshness", e))?;
         self.index.set_flag(id, REVALIDATED);
-        let updated = Entry::new(updated, current.access_reported.load(Ordering::Relaxed))?;
+        let updated = Entry::new(updated)?;
         let generation = self.flush_generation.load(Ordering::Acquire);
         self.hot.put(id, updated, generation);
         Ok(true)

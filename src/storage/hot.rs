@@ -10,7 +10,6 @@ use super::record::Record;
 use pingora::cache::CacheMeta;
 use pingora::http::ResponseHeader;
 use pingora::Result;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,17 +18,14 @@ pub struct Entry {
     pub record: Record,
     /// The record's meta, parsed once.
     pub prepared: PreparedMeta,
-    /// Unix seconds of the last access reported to the catalog.
-    pub access_reported: AtomicU64,
 }
 
 impl Entry {
-    pub fn new(record: Record, access_reported: u64) -> Result<Arc<Entry>> {
+    pub fn new(record: Record) -> Result<Arc<Entry>> {
         let meta = CacheMeta::deserialize(&record.meta_internal, &record.meta_header)?;
         Ok(Arc::new(Entry {
             prepared: PreparedMeta::of(&meta),
             record,
-            access_reported: AtomicU64::new(access_reported),
         }))
     }
 }

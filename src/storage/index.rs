@@ -17,7 +17,7 @@
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 const SHARDS: usize = 64;
 
@@ -37,6 +37,10 @@ pub struct Slot {
     pub size: u64,
     /// Milliseconds since the Unix epoch.
     pub last_access: AtomicU64,
+    /// Unix seconds of the last access reported to the catalog (the slot
+    /// lives as long as the entry, so the throttle does not depend on the
+    /// entry staying in the hot tier).
+    reported: AtomicU32,
     /// Index into the storage's remote names.
     pub remote: u16,
     pub flags: AtomicU8,
@@ -58,6 +62,7 @@ impl Slot {
             body,
             size,
             last_access: AtomicU64::new(last_access),
+            reported: AtomicU32::new((last_access / 1000) as u32),
             remote,
             flags: AtomicU8::new(flags),
         }
@@ -116,13 +121,22 @@ impl Index {
         self.shard(id).read().get(&id).map(Slot::view)
     }
 
-    /// Marks an access now; returns the slot as it was.
-    pub fn touch(&self, id: u128) -> Option<SlotView> {
+    /// Marks an access now. Returns whether it is due to be reported to
+    /// the catalog: at most once per `report_every_secs` per entry.
+    pub fn touch(&self, id: u128, report_every_secs: u32) -> bool {
         let shard = self.shard(id).read();
-        let slot = shard.get(&id)?;
-        let view = slot.view();
-        slot.last_access.store(now_ms(), Ordering::Relaxed);
-        Some(view)
+        let Some(slot) = shard.get(&id) else {
+            return false;
+        };
+        let now = now_ms();
+        slot.last_access.store(now, Ordering::Relaxed);
+        let now_secs = (now / 1000) as u32;
+        let reported = slot.reported.load(Ordering::Relaxed);
+        now_secs >= reported.saturating_add(report_every_secs)
+            && slot
+                .reported
+                .compare_exchange(reported, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Makes `slot` the entry's slot; returns the one it replaced.
@@ -247,6 +261,18 @@ mod tests {
         assert_eq!(index.clear(Some(0)), 0);
         assert_eq!(index.clear(Some(1)), 1);
         assert_eq!((index.entries(), index.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn accesses_are_due_for_the_catalog_once_per_period() {
+        let index = Index::default();
+        index.insert(1, Slot::new(10, 1, 0, 0, now_ms()));
+        assert!(!index.touch(1, 60), "just stored: nothing to report yet");
+        assert!(index.touch(1, 0));
+        index.insert(2, Slot::new(20, 1, 0, 0, 0));
+        assert!(index.touch(2, 60), "last reported long ago");
+        assert!(!index.touch(2, 60), "reported just now");
+        assert!(!index.touch(9, 0), "unknown entry");
     }
 
     #[test]

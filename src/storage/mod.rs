@@ -56,7 +56,7 @@ use std::sync::Arc;
 const OPEN_BODIES: usize = 4096;
 /// A hot object's last access reaches the catalog at most this often, so a
 /// hit costs no catalog traffic at all in the common case.
-const ACCESS_REPORT_SECS: u64 = 60;
+const ACCESS_REPORT_SECS: u32 = 60;
 
 /// The cache storage. Built once at start and leaked: pingora needs `'static`.
 pub struct CacheStorage {
@@ -224,7 +224,7 @@ impl CacheStorage {
         let Some((record, revalidated)) = self.read_stored(location, slot).await? else {
             return Ok(None);
         };
-        let entry = Entry::new(record, 0)?;
+        let entry = Entry::new(record)?;
         if slot.is_none() {
             self.adopt(location, &entry, revalidated);
         }
@@ -313,28 +313,19 @@ impl CacheStorage {
         Ok(opened)
     }
 
-    /// Tells the catalog about an access, at most once per
-    /// [`ACCESS_REPORT_SECS`] per entry.
+    /// Tells the catalog about an access the index says is due (at most
+    /// once per [`ACCESS_REPORT_SECS`] per entry).
     fn report_access(&self, id: u128, entry: &Entry) {
-        let now = unix_now();
-        let last = entry.access_reported.load(Ordering::Relaxed);
-        let due = now >= last + ACCESS_REPORT_SECS;
-        if due
-            && entry
-                .access_reported
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.catalog.record(CatalogEvent::Accessed {
-                remote: entry.record.body.remote.clone(),
-                path: entry.record.body.path.clone(),
-                at: now as i64,
-            });
-            self.catalog.record(CatalogEvent::EntryAccessed {
-                id,
-                at_ms: index::now_ms() as i64,
-            });
-        }
+        let at_ms = index::now_ms();
+        self.catalog.record(CatalogEvent::Accessed {
+            remote: entry.record.body.remote.clone(),
+            path: entry.record.body.path.clone(),
+            at: (at_ms / 1000) as i64,
+        });
+        self.catalog.record(CatalogEvent::EntryAccessed {
+            id,
+            at_ms: at_ms as i64,
+        });
     }
 
     /// A hit on the committed entry, if there is one whose body is whole.
@@ -345,7 +336,7 @@ impl CacheStorage {
         let Some(entry) = self.load_record(location).await? else {
             return Ok(None);
         };
-        self.index.touch(location.id());
+        let report_due = self.index.touch(location.id(), ACCESS_REPORT_SECS);
         let record = &entry.record;
         let handler = match &record.inline_body {
             Some(body) => hit::BodyHit::memory(body.clone()),
@@ -375,7 +366,9 @@ impl CacheStorage {
                 }
             }
         };
-        self.report_access(location.id(), &entry);
+        if report_due {
+            self.report_access(location.id(), &entry);
+        }
         Ok(Some((entry.prepared.to_meta(), Box::new(handler))))
     }
 }
