@@ -11,7 +11,7 @@
 use super::hot::Entry;
 use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
-use super::record::Record;
+use super::record::{Record, StoredMeta};
 use super::{index, internal, miss, CacheStorage};
 use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
@@ -90,7 +90,7 @@ impl CacheStorage {
         let replaced = self.index.insert(id, slot);
         self.catalog.record(CatalogEvent::Entry(row));
         let generation = self.flush_generation.load(Ordering::Acquire);
-        self.hot.put(id, Entry::new(record)?, generation);
+        self.hot.put(id, Entry::new(record), generation);
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -207,7 +207,7 @@ impl CacheStorage {
             // Another body than the one the edit was learnt from.
             return Ok(false);
         }
-        let mut meta = current.prepared.to_meta();
+        let mut meta = current.record.meta.to_meta();
         edit(meta.response_header_mut())?;
         self.replace_meta(&location, &current, &meta).await
     }
@@ -231,10 +231,8 @@ impl CacheStorage {
         {
             return Ok(false);
         }
-        let (meta_internal, meta_header) = meta.serialize()?;
         let updated = Record {
-            meta_internal,
-            meta_header,
+            meta: StoredMeta::of(meta),
             body: current.record.body.clone(),
             inline_body: current.record.inline_body.clone(),
         };
@@ -243,7 +241,7 @@ impl CacheStorage {
             .await
             .map_err(|e| internal("writing freshness", e))?;
         self.index.set_flag(id, REVALIDATED);
-        let updated = Entry::new(updated)?;
+        let updated = Entry::new(updated);
         let generation = self.flush_generation.load(Ordering::Acquire);
         self.hot.put(id, updated, generation);
         Ok(true)

@@ -78,6 +78,30 @@ pub struct EvictionStats {
     pub bytes_reclaimed: AtomicU64,
 }
 
+/// What is about to be committed: a new entry of `bytes`, or nothing (the
+/// background check, which must not evict a cache that is exactly full).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Incoming {
+    Entry { bytes: u64 },
+    Nothing,
+}
+
+impl Incoming {
+    fn bytes(self) -> u64 {
+        match self {
+            Incoming::Entry { bytes } => bytes,
+            Incoming::Nothing => 0,
+        }
+    }
+
+    fn entries(self) -> u64 {
+        match self {
+            Incoming::Entry { .. } => 1,
+            Incoming::Nothing => 0,
+        }
+    }
+}
+
 /// How far an eviction pass must go.
 #[derive(Debug, Clone, Copy)]
 struct Target {
@@ -100,12 +124,13 @@ fn order_key(candidate: &Candidate) -> (u64, bool, u64) {
 }
 
 impl CacheStorage {
-    /// The pass needed before committing `incoming` more bytes, if any.
-    fn target_for(&self, incoming: u64) -> Option<Target> {
+    /// The pass needed before committing `incoming`, if any.
+    fn target_for(&self, incoming: Incoming) -> Option<Target> {
         let bounds = self.bounds;
+        let over_entries = self.index.entries() + incoming.entries() > bounds.max_entries;
+        let incoming = incoming.bytes();
         let bytes = self.index.bytes() + incoming;
         let over_bytes = bounds.max_size.filter(|max| bytes > *max);
-        let over_entries = self.index.entries() + 1 > bounds.max_entries;
         let free = bounds
             .min_free
             .and_then(|min| Some((min, self.bodies.free_bytes()?)))
@@ -128,8 +153,8 @@ impl CacheStorage {
                 .is_none_or(|f| self.bodies.free_bytes().is_none_or(|free| free >= f))
     }
 
-    /// Makes room for a fill of `incoming` bytes about to commit.
-    pub(super) async fn make_room(&self, incoming: u64) {
+    /// Makes room for what is about to commit.
+    pub(super) async fn make_room(&self, incoming: Incoming) {
         if self.target_for(incoming).is_none() {
             return;
         }
@@ -217,7 +242,7 @@ impl CacheStorage {
     pub fn start_eviction(&'static self) {
         self.runtime.spawn(async move {
             loop {
-                self.make_room(0).await;
+                self.make_room(Incoming::Nothing).await;
                 tokio::time::sleep(CHECK_EVERY).await;
             }
         });

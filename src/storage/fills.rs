@@ -16,7 +16,7 @@
 //! writer that vanished without saying either is a read error, which ends
 //! the client's transfer as failed instead of as a short body.
 
-use super::hot::PreparedMeta;
+use super::record::StoredMeta;
 use pingora::cache::storage::{HandleHit, Storage};
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
@@ -47,7 +47,7 @@ pub enum Progress {
 
 struct Fill {
     tag: u64,
-    prepared: PreparedMeta,
+    meta: StoredMeta,
     data: parking_lot::Mutex<FillData>,
     progress: watch::Sender<Progress>,
 }
@@ -110,7 +110,7 @@ impl Fills {
     pub fn start(&'static self, id: u128, meta: &CacheMeta) -> FillHandle {
         let fill = Arc::new(Fill {
             tag: self.next_tag.fetch_add(1, Ordering::Relaxed),
-            prepared: PreparedMeta::of(meta),
+            meta: StoredMeta::of(meta),
             data: parking_lot::Mutex::new(FillData::Memory(Vec::new())),
             progress: watch::channel(Progress::Writing(0)).0,
         });
@@ -139,7 +139,7 @@ impl Fills {
             position: 0,
             end: None,
         };
-        Some((fill.prepared.to_meta(), reader))
+        Some((fill.meta.to_meta(), reader))
     }
 
     /// Whether entry `id` is being filled or was filled moments ago.

@@ -14,7 +14,7 @@
 use super::body::BodyWrite;
 use super::fills::FillHandle;
 use super::layout::EntryLocation;
-use super::record::{BodyInfo, Record};
+use super::record::{BodyInfo, Record, StoredMeta};
 use super::{internal, unix_now, CacheStorage};
 use crate::catalog::{ArtifactRow, CatalogEvent};
 use async_trait::async_trait;
@@ -28,8 +28,7 @@ pub struct BodyMiss {
     storage: &'static CacheStorage,
     location: EntryLocation,
     path: String,
-    meta_internal: Vec<u8>,
-    meta_header: Vec<u8>,
+    meta: Option<StoredMeta>,
     content_type: Option<String>,
     expected_size: Option<u64>,
     /// The body while it fits in memory; `None` once it spilled.
@@ -52,7 +51,6 @@ impl BodyMiss {
         path: String,
         meta: &CacheMeta,
     ) -> Result<BodyMiss> {
-        let (meta_internal, meta_header) = meta.serialize()?;
         let header = |name: http::header::HeaderName| {
             meta.headers()
                 .get(name)
@@ -61,11 +59,12 @@ impl BodyMiss {
         };
         let expected_size = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         let fill = storage.fills.start(location.id(), meta);
+        let meta = StoredMeta::of(meta);
         Ok(BodyMiss {
             storage,
             path,
-            meta_internal,
-            meta_header,
+            flags: super::flags_of(&meta),
+            meta: Some(meta),
             content_type: header(http::header::CONTENT_TYPE),
             expected_size,
             held: Some(Vec::new()),
@@ -74,7 +73,6 @@ impl BodyMiss {
             fill: Some(fill),
             hasher: Sha256::new(),
             written: 0,
-            flags: super::flags_of(meta),
             committed: false,
             location,
         })
@@ -175,8 +173,7 @@ impl HandleMiss for BodyMiss {
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let fetched_at = unix_now();
         let record = Record {
-            meta_internal: std::mem::take(&mut self.meta_internal),
-            meta_header: std::mem::take(&mut self.meta_header),
+            meta: self.meta.take().expect("a fill commits once"),
             body: BodyInfo {
                 body_key: body_key.clone(),
                 size: self.written,
@@ -187,7 +184,11 @@ impl HandleMiss for BodyMiss {
             },
             inline_body,
         };
-        self.storage.make_room(self.written).await;
+        self.storage
+            .make_room(super::evict::Incoming::Entry {
+                bytes: self.written,
+            })
+            .await;
         self.committed = true;
         if let Err(e) = self
             .storage
