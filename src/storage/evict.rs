@@ -107,6 +107,7 @@ impl Incoming {
 struct Target {
     /// Stop once stored bytes (plus the incoming fill) are at most this.
     bytes: Option<u64>,
+    /// Stop once the index holds at most this many (room for the incoming).
     entries: Option<u64>,
     /// Stop once the filesystem has this many bytes free.
     free: Option<u64>,
@@ -127,7 +128,8 @@ impl CacheStorage {
     /// The pass needed before committing `incoming`, if any.
     fn target_for(&self, incoming: Incoming) -> Option<Target> {
         let bounds = self.bounds;
-        let over_entries = self.index.entries() + incoming.entries() > bounds.max_entries;
+        let incoming_entries = incoming.entries();
+        let over_entries = self.index.entries() + incoming_entries > bounds.max_entries;
         let incoming = incoming.bytes();
         let bytes = self.index.bytes() + incoming;
         let over_bytes = bounds.max_size.filter(|max| bytes > *max);
@@ -140,7 +142,8 @@ impl CacheStorage {
         }
         Some(Target {
             bytes: over_bytes.map(|max| low_watermark(max).saturating_sub(incoming)),
-            entries: over_entries.then(|| low_watermark(bounds.max_entries)),
+            entries: over_entries
+                .then(|| low_watermark(bounds.max_entries).saturating_sub(incoming_entries)),
             free: free.map(|(min, _)| min + min / 20 + incoming),
         })
     }

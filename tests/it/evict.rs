@@ -54,6 +54,43 @@ async fn metric(ad: &Artifactd, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
+/// `cache.memory_index_entries` bounds the object count: a cache holding
+/// exactly that many evicts nothing (the background check runs every 5 s),
+/// and one more object evicts the least recently used.
+#[tokio::test]
+async fn an_exactly_full_index_is_kept_and_one_more_object_evicts_the_oldest() {
+    let origin = Origin::start().await;
+    for i in 0..21 {
+        origin.put(
+            &format!("/n/{i}.bin"),
+            OriginFile::new(pattern_bytes(100, i)),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bound = "cache:\n  memory_index_entries: 20\n";
+    let ad = Artifactd::start(dir.path(), &remotes(&origin, None), bound).await;
+    for i in 0..20 {
+        assert_eq!(fetch(&ad, &format!("n/{i}.bin")).await.0, "remote");
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(metric(&ad, "artifactd_cache_evictions_total").await, 0);
+    assert_eq!(metric(&ad, "artifactd_cache_objects").await, 20);
+    for i in 1..20 {
+        assert_eq!(fetch(&ad, &format!("n/{i}.bin")).await.0, "cache", "n/{i}");
+    }
+    assert_eq!(fetch(&ad, "n/20.bin").await.0, "remote");
+    assert!(metric(&ad, "artifactd_cache_objects").await <= 20);
+    assert!(metric(&ad, "artifactd_cache_evictions_total").await >= 1);
+    assert_eq!(fetch(&ad, "n/20.bin").await.0, "cache");
+    assert_eq!(fetch(&ad, "n/0.bin").await.0, "remote", "the oldest went");
+    for i in 0..21 {
+        assert_eq!(
+            origin.hits(&format!("/n/{i}.bin")),
+            if i == 0 { 2 } else { 1 }
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_bounded_cache_keeps_its_bound_and_the_most_recently_used() {
     let origin = Origin::start().await;
