@@ -158,6 +158,23 @@ fn new_staging_file(staging: &Path) -> io::Result<(PathBuf, File)> {
     Ok((path, file))
 }
 
+/// Opens a committed file to serve it, without updating its access time:
+/// the first read of a freshly written record or body would otherwise
+/// write its inode (3% of the CPU of hits at a million objects). The
+/// cache keeps its own access times. `O_NOATIME` needs the file's owner;
+/// a store shared with another user opens without it.
+fn open_for_reading(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
+
 fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
@@ -337,7 +354,7 @@ impl BodyStore for FsBodyStore {
 
     async fn open(&self, key: &str) -> io::Result<Option<Opened>> {
         let path = self.path(key)?;
-        match File::open(&path) {
+        match open_for_reading(&path) {
             Ok(file) => {
                 let size = file.metadata().map_err(|e| with_path(&path, e))?.len();
                 Ok(Some(Opened::File {
@@ -374,7 +391,7 @@ impl BodyStore for FsBodyStore {
     /// wait for the disk, so a cold record never stalls the event loop.
     async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>> {
         let path = self.path(key)?;
-        let file = match File::open(&path) {
+        let file = match open_for_reading(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(with_path(&path, e)),
