@@ -94,11 +94,14 @@ impl StoredMeta {
         }
     }
 
-    /// Bytes of header text, for weighing a record in memory.
+    /// Bytes of header text, for weighing a record in memory (on every
+    /// hot-tier put, so without collecting the pairs; a name's case does
+    /// not change its length).
     pub fn header_bytes(&self) -> usize {
-        self.header_pairs()
+        self.header
+            .headers
             .iter()
-            .map(|(name, value)| name.len() + value.len() + 4)
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum()
     }
 
