@@ -8,7 +8,6 @@
 //! fill that replaced it since. Bodies are never overwritten (each fill
 //! has its own key), so deleting a body by key cannot hit a newer one.
 
-use super::hot::Entry;
 use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
 use super::record::{Record, StoredMeta};
@@ -19,6 +18,7 @@ use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
 use pingora::Result;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a replaced body outlives its record: a hit that opened it on a
@@ -62,9 +62,9 @@ impl CacheStorage {
         &'static self,
         location: &EntryLocation,
         record: Record,
-        flags: u8,
     ) -> Result<()> {
         let id = location.id();
+        let flags = super::flags_of(&record.meta);
         let _guard = self.entry_locks.lock(id).await;
         self.bodies
             .put(&location.meta_key(), Bytes::from(record.encode()))
@@ -90,7 +90,7 @@ impl CacheStorage {
         let replaced = self.index.insert(id, slot);
         self.catalog.record(CatalogEvent::Entry(row));
         let generation = self.flush_generation.load(Ordering::Acquire);
-        self.hot.put(id, Entry::new(record), generation);
+        self.hot.put(id, Arc::new(record), generation);
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -203,11 +203,11 @@ impl CacheStorage {
         let Some(current) = self.load_record(&location).await? else {
             return Ok(false);
         };
-        if current.record.body.sha256 != body_sha256 {
+        if current.body.sha256 != body_sha256 {
             // Another body than the one the edit was learnt from.
             return Ok(false);
         }
-        let mut meta = current.record.meta.to_meta();
+        let mut meta = current.meta.to_meta();
         edit(meta.response_header_mut())?;
         self.replace_meta(&location, &current, &meta).await
     }
@@ -218,12 +218,12 @@ impl CacheStorage {
     pub(super) async fn replace_meta(
         &self,
         location: &EntryLocation,
-        current: &Entry,
+        current: &Record,
         meta: &CacheMeta,
     ) -> Result<bool> {
         let id = location.id();
         let _guard = self.entry_locks.lock(id).await;
-        let current_body = layout::body_id(&current.record.body.body_key);
+        let current_body = layout::body_id(&current.body.body_key);
         if self
             .index
             .get(id)
@@ -233,15 +233,15 @@ impl CacheStorage {
         }
         let updated = Record {
             meta: StoredMeta::of(meta),
-            body: current.record.body.clone(),
-            inline_body: current.record.inline_body.clone(),
+            body: current.body.clone(),
+            inline_body: current.inline_body.clone(),
         };
         self.state
             .put(&location.state_key(), Bytes::from(updated.encode()))
             .await
             .map_err(|e| internal("writing freshness", e))?;
         self.index.set_flag(id, REVALIDATED);
-        let updated = Entry::new(updated);
+        let updated = Arc::new(updated);
         let generation = self.flush_generation.load(Ordering::Acquire);
         self.hot.put(id, updated, generation);
         Ok(true)

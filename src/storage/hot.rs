@@ -7,17 +7,6 @@
 use super::record::Record;
 use std::sync::Arc;
 
-/// A record as held in memory.
-pub struct Entry {
-    pub record: Record,
-}
-
-impl Entry {
-    pub fn new(record: Record) -> Arc<Entry> {
-        Arc::new(Entry { record })
-    }
-}
-
 /// Fixed memory an entry costs besides its header text and inline body
 /// (the parsed header, the `Arc`, the record's strings), for weighing it.
 const ENTRY_OVERHEAD: usize = 1024;
@@ -29,7 +18,7 @@ const ENTRY_OVERHEAD: usize = 1024;
 struct HotRecord {
     id: u128,
     generation: u64,
-    entry: Arc<Entry>,
+    entry: Arc<Record>,
 }
 
 /// Parsed records and small bodies of hot entries, within a byte budget
@@ -49,17 +38,17 @@ impl HotEntries {
     }
 
     /// The entry, if it is held and was loaded under `generation`.
-    pub fn get(&self, id: u128, generation: u64) -> Option<Arc<Entry>> {
+    pub fn get(&self, id: u128, generation: u64) -> Option<Arc<Record>> {
         match self.ufo.get(&id) {
             Some(hot) if hot.id == id && hot.generation == generation => Some(hot.entry),
             _ => None,
         }
     }
 
-    pub fn put(&self, id: u128, entry: Arc<Entry>, generation: u64) {
+    pub fn put(&self, id: u128, entry: Arc<Record>, generation: u64) {
         let bytes = ENTRY_OVERHEAD
-            + entry.record.meta.header_bytes()
-            + entry.record.inline_body.as_ref().map_or(0, |b| b.len());
+            + entry.meta.header_bytes()
+            + entry.inline_body.as_ref().map_or(0, |b| b.len());
         let weight = bytes.div_ceil(1024).min(u16::MAX as usize) as u16;
         let hot = HotRecord {
             id,

@@ -39,8 +39,6 @@ pub struct BodyMiss {
     tag: [u8; 8],
     hasher: Sha256,
     written: u64,
-    /// The entry's index flags, from its meta.
-    flags: u8,
     committed: bool,
 }
 
@@ -63,7 +61,6 @@ impl BodyMiss {
         Ok(BodyMiss {
             storage,
             path,
-            flags: super::flags_of(&meta),
             meta: Some(meta),
             content_type: header(http::header::CONTENT_TYPE),
             expected_size,
@@ -190,11 +187,7 @@ impl HandleMiss for BodyMiss {
             })
             .await;
         self.committed = true;
-        if let Err(e) = self
-            .storage
-            .commit(&self.location, record, self.flags)
-            .await
-        {
+        if let Err(e) = self.storage.commit(&self.location, record).await {
             if !body_key.is_empty() {
                 // The body is complete but unreferenced: remove it.
                 let _ = self.storage.bodies.delete(&body_key).await;

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use body::{BodyStore, Opened};
 use commit::{EntryLocks, Expect};
 use fills::Fills;
-use hot::{Entry, HotEntries};
+use hot::HotEntries;
 use index::{Index, SlotView, MUTABLE, REVALIDATED};
 use layout::EntryLocation;
 use open_bodies::OpenBodies;
@@ -212,7 +212,7 @@ impl CacheStorage {
     /// state store's newer meta for a revalidated entry). An entry the
     /// index does not know is looked for in the store only while the index
     /// is still being reconciled after a start.
-    async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Entry>>> {
+    async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Record>>> {
         let id = location.id();
         let generation = self.flush_generation.load(Ordering::Acquire);
         let slot = match self.index.get(id) {
@@ -221,14 +221,14 @@ impl CacheStorage {
             None => None,
         };
         if let (Some(entry), Some(slot)) = (self.hot.get(id, generation), slot) {
-            if layout::body_id(&entry.record.body.body_key) == slot.body {
+            if layout::body_id(&entry.body.body_key) == slot.body {
                 return Ok(Some(entry));
             }
         }
         let Some((record, revalidated)) = self.read_stored(location, slot).await? else {
             return Ok(None);
         };
-        let entry = Entry::new(record);
+        let entry = Arc::new(record);
         if slot.is_none() {
             self.adopt(location, &entry, revalidated);
         }
@@ -285,9 +285,9 @@ impl CacheStorage {
     }
 
     /// Puts an entry found in the store but not in the index into the index.
-    fn adopt(&self, location: &EntryLocation, entry: &Entry, revalidated: bool) {
-        let body = &entry.record.body;
-        let mut flags = flags_of(&entry.record.meta);
+    fn adopt(&self, location: &EntryLocation, entry: &Record, revalidated: bool) {
+        let body = &entry.body;
+        let mut flags = flags_of(&entry.meta);
         if revalidated {
             flags |= REVALIDATED;
         }
@@ -319,11 +319,11 @@ impl CacheStorage {
 
     /// Tells the catalog about an access the index says is due (at most
     /// once per [`ACCESS_REPORT_SECS`] per entry).
-    fn report_access(&self, id: u128, entry: &Entry) {
+    fn report_access(&self, id: u128, entry: &Record) {
         let at_ms = index::now_ms();
         self.catalog.record(CatalogEvent::Accessed {
-            remote: entry.record.body.remote.clone(),
-            path: entry.record.body.path.clone(),
+            remote: entry.body.remote.clone(),
+            path: entry.body.path.clone(),
             at: (at_ms / 1000) as i64,
         });
         self.catalog.record(CatalogEvent::EntryAccessed {
@@ -337,11 +337,10 @@ impl CacheStorage {
         &'static self,
         location: &EntryLocation,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(entry) = self.load_record(location).await? else {
+        let Some(record) = self.load_record(location).await? else {
             return Ok(None);
         };
         let report_due = self.index.touch(location.id(), ACCESS_REPORT_SECS);
-        let record = &entry.record;
         let handler = match &record.inline_body {
             Some(body) => hit::BodyHit::memory(body.clone()),
             None => {
@@ -371,9 +370,9 @@ impl CacheStorage {
             }
         };
         if report_due {
-            self.report_access(location.id(), &entry);
+            self.report_access(location.id(), &record);
         }
-        Ok(Some((entry.record.meta.to_meta(), Box::new(handler))))
+        Ok(Some((record.meta.to_meta(), Box::new(handler))))
     }
 }
 
