@@ -40,6 +40,28 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+if [[ ${1:-} == test ]]; then
+    # The package-format tests drive real PyPI tools from a private venv
+    # (target/tools/venv): pypiserver as the upstream, uv as a client
+    # beside the venv's pip. bcrypt is pinned for pypiserver's passlib.
+    venv=target/tools/venv
+    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1)
+    if [[ ! -x $venv/bin/pip ]]; then
+        python3 -m venv "$venv" 2>/dev/null || {
+            rm -rf "$venv"
+            if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+            fi
+            python3 -m venv "$venv"
+        }
+    fi
+    if [[ $(cat "$venv/.tools" 2>/dev/null) != "${python_tools[*]}" ]]; then
+        echo "install-deps: installing ${python_tools[*]} into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "${python_tools[@]}"
+        echo "${python_tools[*]}" > "$venv/.tools"
+    fi
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found; install Rust with rustup first" >&2
     exit 1

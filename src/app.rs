@@ -22,6 +22,8 @@ pub struct App {
     /// Background GETs of tag manifests that clients only HEAD.
     pub prefetcher: crate::proxy::prefetch::Prefetcher,
     pub catalog: Arc<dyn Catalog>,
+    /// Checksums that index documents published for their files.
+    pub checksums: Arc<crate::checksums::Checksums>,
     pub catalog_writer: Arc<CatalogWriter>,
     /// The background runtime: catalog, deferred deletes, admin I/O that
     /// must not depend on a request's runtime.

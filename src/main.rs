@@ -22,6 +22,7 @@ mod app;
 mod auth;
 mod breakers;
 mod catalog;
+mod checksums;
 mod cli;
 mod config;
 mod credentials;

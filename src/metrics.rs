@@ -22,6 +22,7 @@ pub struct RemoteMetrics {
     pub bytes_served: AtomicU64,
     pub uploads: AtomicU64,
     pub digest_mismatches: AtomicU64,
+    pub checksum_mismatches: AtomicU64,
 }
 
 /// What one finished request contributes.
@@ -81,9 +82,17 @@ impl Metrics {
         }
     }
 
+    /// Counts a package file refused because it did not match the checksum
+    /// its index published.
+    pub fn checksum_mismatch(&self, remote: &str) {
+        if let Some(m) = self.remotes.get(remote) {
+            m.checksum_mismatches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, catalog_events_dropped: u64) -> String {
-        let families: [Family; 8] = [
+        let families: [Family; 9] = [
             (
                 "artifactd_cache_hits_total",
                 "Requests served from cache.",
@@ -123,6 +132,11 @@ impl Metrics {
                 "artifactd_digest_mismatch_total",
                 "Upstream manifests and blobs refused because they did not match their digest.",
                 |m| &m.digest_mismatches,
+            ),
+            (
+                "artifactd_checksum_mismatch_total",
+                "Package files refused because they did not match the checksum their index published.",
+                |m| &m.checksum_mismatches,
             ),
         ];
         let mut out = String::new();

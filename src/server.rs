@@ -4,6 +4,7 @@
 use crate::app::App;
 use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
+use crate::checksums::Checksums;
 use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
@@ -85,7 +86,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
     let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
         bodies,
-        state,
+        state.clone(),
         catalog_writer.clone(),
         background.clone(),
         remote_names,
@@ -144,6 +145,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         cache_lock,
         catalog,
         catalog_writer,
+        checksums: Arc::new(Checksums::new(state, background.clone())),
         background,
         started: Instant::now(),
     });

@@ -19,16 +19,22 @@
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
+//! - [`links`]: resolving links in index documents and mapping them back
+//!   through a remote.
+//! - [`pypi`]: PyPI's simple and JSON APIs: documents, negotiation,
+//!   rewriting, published checksums.
 //! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
 //!   classification, key parts, `Accept` classes, error codes, Bearer
 //!   challenges.
 
 pub mod breaker;
 pub mod cache_key;
+pub mod links;
 pub mod oci;
 pub mod path;
 pub mod pattern;
 pub mod policy;
+pub mod pypi;
 pub mod quarantine;
 pub mod range;
 pub mod route;

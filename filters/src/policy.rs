@@ -62,7 +62,8 @@ impl Package {
             ],
             // Tags move; digests do not. Look-ahead, so it uses the fallback engine.
             Package::Docker => &[r"/manifests/(?!sha256:)[^/]+$", r"/tags/list$"],
-            Package::Pypi => &[r"(^|/)simple/"],
+            // The simple index, and the JSON API of `/pypi/{project}/json`.
+            Package::Pypi => &[r"(^|/)simple(/|$)", r"^pypi/[^/]+/([^/]+/)?json$"],
             Package::Helm => &[r"index\.yaml$"],
         }
     }

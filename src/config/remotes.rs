@@ -17,6 +17,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawRemote {
     pub base_url: Option<String>,
+    /// Where a PyPI remote's index documents (`simple/`, `pypi/…/json`)
+    /// come from when its files are on another host (seed 004). Defaults
+    /// to `base_url`.
+    pub index_url: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub package: Option<String>,
@@ -102,6 +106,8 @@ pub struct Remote {
     pub package: Package,
     pub policy: RemotePolicy,
     pub upstream: Option<Upstream>,
+    /// A PyPI remote's index host, when it is not `upstream` (`index_url`).
+    pub index_upstream: Option<Upstream>,
     pub check_mutable_updates: bool,
     pub quarantine_days: Option<u32>,
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
@@ -244,6 +250,26 @@ fn compile_remote(
         },
         (RemoteKind::Local, _) => None,
     };
+    let index_upstream = match (raw.index_url.as_deref(), package) {
+        (None, _) => None,
+        (Some(url), Package::Pypi) => match parse_base_url(url) {
+            Ok(mut index) => {
+                index.basic_auth = upstream.as_ref().and_then(|u| u.basic_auth.clone());
+                Some(index)
+            }
+            Err(message) => {
+                errors.push(err("index_url", message));
+                None
+            }
+        },
+        (Some(_), other) => {
+            errors.push(err(
+                "index_url",
+                format!("only a remote with package 'pypi' has a separate index, not '{other}'"),
+            ));
+            None
+        }
+    };
     let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
         (Some(patterns), _) => patterns.clone(),
         (None, Some(patterns)) => {
@@ -313,6 +339,7 @@ fn compile_remote(
             package,
             policy,
             upstream,
+            index_upstream,
             check_mutable_updates: raw.check_mutable_updates,
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
             immutable_ttl: cache

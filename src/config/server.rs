@@ -21,6 +21,10 @@ pub struct RawServerConfig {
     pub listen: Option<String>,
     /// Worker threads; defaults to the number of CPUs.
     pub threads: Option<usize>,
+    /// The URL clients reach artifactd at (`https://artifacts.example.com`),
+    /// for links in rewritten index documents; without it, the request's
+    /// `Host` and `X-Forwarded-Proto` decide.
+    pub public_url: Option<String>,
     /// Path of `remotes.yaml`.
     pub remotes: Option<String>,
     /// Body store URL: `fs://PATH`.
@@ -142,6 +146,8 @@ pub enum CatalogUrl {
 pub struct ServerConfig {
     pub listen: String,
     pub threads: usize,
+    /// Without a trailing `/`.
+    pub public_url: Option<String>,
     pub remotes_file: PathBuf,
     pub storage: StorageUrl,
     pub state: StateUrl,
@@ -277,6 +283,24 @@ pub fn parse_server_config(
             format!("{listen:?} is not an address like 127.0.0.1:8080"),
         ));
     }
+    let public_url = match raw.public_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => {
+            let valid = url
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                .filter(|u| u.host().is_some_and(|h| !h.is_empty()))
+                .filter(|u| u.query().is_none());
+            if valid.is_none() {
+                return Err(err(
+                    "public_url",
+                    format!("{url:?} is not an http(s) URL like https://artifacts.example.com"),
+                ));
+            }
+            Some(url.trim_end_matches('/').to_string())
+        }
+    };
     let threads = raw.threads.unwrap_or_else(default_threads);
     if threads == 0 {
         return Err(err("threads", "must be at least 1".into()));
@@ -306,6 +330,7 @@ pub fn parse_server_config(
             .unwrap_or(DEFAULT_MEMORY_BYTES),
         listen,
         threads,
+        public_url,
         remotes_file: resolve(
             &remotes_base,
             raw.remotes.as_deref().unwrap_or("remotes.yaml"),

@@ -22,6 +22,8 @@ pub struct Artifact {
     pub class: ArtifactClass,
     /// Set for the OCI distribution API of docker remotes.
     pub oci: Option<OciArtifact>,
+    /// Set for an index document that is rewritten for each client.
+    pub document: Option<super::documents::Document>,
 }
 
 /// What an OCI request asks for, once routed to its remote.
@@ -68,6 +70,8 @@ pub struct RequestCtx {
     pub header_fix: Option<super::oci::HeaderFix>,
     /// Checks the body of a manifest or blob response while it streams.
     pub body_check: Option<super::oci::BodyCheck>,
+    /// Checks a package file against the checksum its index published.
+    pub file_check: Option<super::verify::Verifier>,
 }
 
 impl RequestCtx {
@@ -87,6 +91,7 @@ impl RequestCtx {
             revalidate_in_background: false,
             header_fix: None,
             body_check: None,
+            file_check: None,
         }
     }
 }

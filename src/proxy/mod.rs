@@ -15,14 +15,19 @@
 //! upstream_response_filter → outcome::classify once into ctx.upstream
 //!                            (redirect, challenge, failure, vanished,
 //!                            quarantine); oci headers and digest check setup
-//! upstream_response_body_filter → verify::Verifier (digest before commit)
+//! upstream_response_body_filter → verify::Verifier (digest, or the
+//!                                 checksum an index published: files)
 //! response_cache_filter   → cache::cacheability
-//! response_filter      → X-Artifact-Source, registry API version
+//! response_filter      → X-Artifact-Source, registry API version,
+//!                        documents::BodyRewriter for index documents
+//!                        (applied by the downstream RewriteModule)
 //! logging              → metrics, catalog access, one log line
 //! ```
 
 pub mod cache;
 pub mod ctx;
+pub mod documents;
+pub mod files;
 pub mod oci;
 pub mod outcome;
 pub mod prefetch;
@@ -35,6 +40,7 @@ use crate::app::App;
 use crate::metrics::Outcome;
 use async_trait::async_trait;
 use ctx::RequestCtx;
+use documents::RewriteModule;
 use filters::breaker::Admit;
 use outcome::UpstreamOutcome;
 use pingora::cache::{
@@ -42,6 +48,8 @@ use pingora::cache::{
     RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -76,7 +84,9 @@ fn classify_response(
     };
     let hop = match &ctx.redirect {
         Some(redirect) => redirect.upstream(),
-        None => artifact.remote.upstream.clone().ok_or_else(no_artifact)?,
+        None => documents::upstream_of(artifact)
+            .cloned()
+            .ok_or_else(no_artifact)?,
     };
     let cx = outcome::Context {
         artifact,
@@ -152,6 +162,14 @@ fn is_retry(error: &Error) -> bool {
     matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
 }
 
+/// Whether an error refused an upstream body for its content.
+fn is_body_mismatch(error: &Error) -> bool {
+    matches!(
+        error.etype(),
+        ErrorType::Custom(oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH)
+    )
+}
+
 fn no_artifact() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "no artifact in request context")
 }
@@ -164,6 +182,13 @@ impl ProxyHttp for ArtifactProxy {
         RequestCtx::new()
     }
 
+    /// Pingora's (disabled) compression module, and the rewriting of index
+    /// documents ([`documents::RewriteModule`]).
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        modules.add_module(ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(documents::RewriteModuleBuilder));
+    }
+
     /// Routes, validates and applies the ACL; answers everything that is
     /// not a cacheable artifact request itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -174,6 +199,9 @@ impl ProxyHttp for ArtifactProxy {
         }
         match decision.action {
             Action::Proxy(artifact) => {
+                if artifact.document.is_some() {
+                    documents::prepare_client_request(session.req_header_mut());
+                }
                 ctx.artifact = Some(artifact);
                 return Ok(false);
             }
@@ -277,7 +305,7 @@ impl ProxyHttp for ArtifactProxy {
                 .await
             }
             None => {
-                let upstream = artifact.remote.upstream.as_ref().ok_or_else(no_artifact)?;
+                let upstream = documents::upstream_of(artifact).ok_or_else(no_artifact)?;
                 upstream::peer(upstream, &artifact.remote, &self.app.config.server).await
             }
         }
@@ -326,6 +354,9 @@ impl ProxyHttp for ArtifactProxy {
             oci::complete_upstream_headers(oci, upstream_response)?;
             ctx.body_check = oci::body_check(oci, upstream_response);
         }
+        if let Some(artifact) = &ctx.artifact {
+            ctx.file_check = files::check(&self.app, artifact, upstream_response).await;
+        }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
         Ok(())
@@ -340,6 +371,11 @@ impl ProxyHttp for ArtifactProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let (Some(check), Some(artifact)) = (ctx.file_check.as_mut(), &ctx.artifact) {
+            if let Err(mismatch) = check.filter(body, end_of_stream) {
+                return Err(files::checksum_mismatch(&self.app, artifact, mismatch));
+            }
+        }
         let (Some(check), Some(artifact)) = (ctx.body_check.as_mut(), &ctx.artifact) else {
             return Ok(None);
         };
@@ -384,6 +420,18 @@ impl ProxyHttp for ArtifactProxy {
             }
             let phase = session.cache.phase();
             upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
+            let rewriter = documents::BodyRewriter::start(
+                artifact,
+                session.req_header(),
+                upstream_response,
+                &self.app.config.server,
+                &self.app.checksums,
+                phase != CachePhase::Hit,
+            )?;
+            if let Some(rewriter) = rewriter {
+                let module = session.downstream_modules_ctx.get_mut::<RewriteModule>();
+                module.ok_or_else(no_artifact)?.set(rewriter);
+            }
             if cache::leads_fill_partially(session.req_header(), phase) {
                 session.set_keepalive(None);
             }
@@ -554,9 +602,12 @@ impl ProxyHttp for ArtifactProxy {
         if let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
             (&ctx.artifact, ctx.admitted)
         {
+            // A body that failed its digest or checksum came from an
+            // upstream that answers: the breaker is for availability.
+            let answered = !upstream_error || error.is_some_and(is_body_mismatch);
             self.app
                 .breakers
-                .record(&artifact.remote.name, admit, !upstream_error);
+                .record(&artifact.remote.name, admit, answered);
         }
         if let (Some(artifact), Some(fix)) = (&ctx.artifact, ctx.header_fix.take()) {
             // The fill has committed by now: later hits carry what the

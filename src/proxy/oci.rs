@@ -178,6 +178,7 @@ fn artifact(
             digest: op.content_digest().map(|d| d.text.to_string()),
             accept,
         }),
+        document: None,
     }
 }
 

@@ -132,6 +132,7 @@ mod tests {
             key_parts: vec!["a".into()],
             class,
             oci: None,
+            document: None,
         }
     }
 

@@ -108,15 +108,17 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             )),
             true,
         ),
-        Access::Allowed(class) => with_remote(
-            Action::Proxy(Artifact {
+        Access::Allowed(class) => {
+            let mut artifact = Artifact {
                 remote: remote.clone(),
                 raw_path: raw_path.to_string(),
                 key_parts: vec![valid.decoded],
                 class,
                 oci: None,
-            }),
-            false,
-        ),
+                document: None,
+            };
+            super::documents::route(&mut artifact, req);
+            with_remote(Action::Proxy(artifact), false)
+        }
     }
 }

@@ -123,10 +123,7 @@ pub fn rewrite_request(
     authorization: Option<&str>,
     req: &mut RequestHeader,
 ) -> Result<()> {
-    let upstream = artifact
-        .remote
-        .upstream
-        .as_ref()
+    let upstream = super::documents::upstream_of(artifact)
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "remote without upstream"))?;
     let uri = upstream_path(upstream, artifact.remote.package, &artifact.raw_path);
     req.set_uri(
@@ -143,6 +140,10 @@ pub fn rewrite_request(
     }
     if let Some(oci) = &artifact.oci {
         req.insert_header(http::header::ACCEPT, super::oci::upstream_accept(oci))?;
+    }
+    if let Some(document) = &artifact.document {
+        let accept = super::documents::upstream_accept(document);
+        req.insert_header(http::header::ACCEPT, accept)?;
     }
     Ok(())
 }

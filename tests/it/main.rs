@@ -13,6 +13,7 @@
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
 //! - `resilience`: quarantine, negative caching.
 //! - `oci`: the registry API against a real registry, skopeo and umoci.
+//! - `pypi`: PyPI remotes with pip and uv against pypiserver.
 
 mod admin;
 mod cache;
@@ -22,5 +23,6 @@ mod fill;
 mod harness;
 mod local;
 mod oci;
+mod pypi;
 mod resilience;
 mod security;

@@ -1,10 +1,12 @@
 //! Test harness: a counting origin ([`origin::Origin`]), an artifactd
 //! process ([`artifactd::Artifactd`]), a real registry with images and
-//! its token issuer ([`registry`], [`token`]), all on free loopback ports
+//! its token issuer ([`registry`], [`token`]), a PyPI index with its
+//! clients ([`pypi`]), all on free loopback ports
 //! and all torn down on drop.
 
 pub mod artifactd;
 pub mod origin;
+pub mod pypi;
 pub mod registry;
 pub mod token;
 

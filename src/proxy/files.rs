@@ -1,0 +1,57 @@
+//! Package files checked against the checksum their index published
+//! ([`crate::checksums`]) while they stream from the upstream: a PyPI
+//! file against the `sha256` of the simple page that listed it.
+//!
+//! The check holds back the last chunk ([`super::verify`]), so a file that
+//! does not match never completes for the client and is never committed.
+
+use super::ctx::Artifact;
+use super::verify::{Mismatch, Verifier};
+use crate::app::App;
+use filters::Package;
+use pingora::http::ResponseHeader;
+
+/// Whether files of this package type are checked against their index.
+fn verified(package: Package) -> bool {
+    matches!(package, Package::Pypi)
+}
+
+/// The check of an upstream `200` for a package file whose index
+/// published a checksum; `None` when nothing is known about it.
+pub async fn check(app: &App, artifact: &Artifact, resp: &ResponseHeader) -> Option<Verifier> {
+    if resp.status != http::StatusCode::OK
+        || artifact.document.is_some()
+        || artifact.oci.is_some()
+        || !verified(artifact.remote.package)
+    {
+        return None;
+    }
+    let path = &artifact.key_parts[0];
+    let expected = app.checksums.expected(&artifact.remote.name, path).await?;
+    Verifier::new(Some(&expected), false)
+}
+
+/// The error of a file that did not match its published checksum: logged,
+/// counted, and nothing committed.
+pub fn checksum_mismatch(
+    app: &App,
+    artifact: &Artifact,
+    mismatch: Mismatch,
+) -> Box<pingora::Error> {
+    log::warn!(
+        "checksum mismatch: remote '{}' file {}: its index published {}, upstream sent {}; nothing committed",
+        artifact.remote.name,
+        artifact.key_parts[0],
+        mismatch.expected,
+        mismatch.actual
+    );
+    app.metrics.checksum_mismatch(&artifact.remote.name);
+    pingora::Error::explain(
+        pingora::ErrorType::Custom(CHECKSUM_MISMATCH),
+        format!("expected {}, got {}", mismatch.expected, mismatch.actual),
+    )
+    .into_up()
+}
+
+/// The error of a file that did not hash to its published checksum.
+pub const CHECKSUM_MISMATCH: &str = "upstream file does not match the checksum its index published";

@@ -1,0 +1,201 @@
+//! A real PyPI upstream for the package-format tests: `pypiserver` from
+//! the test venv (`target/tools/venv`, made by `scripts/install-deps.sh
+//! test`) serving wheels built by `tests/tools/make_wheel.py`, plus the
+//! clients `pip` and `uv` from the same venv.
+//!
+//! pypiserver's access log (with `-v`) is the count of upstream requests.
+
+use super::artifactd::free_port;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// A tool of the test venv.
+pub fn tool(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-deps.sh test",
+        path.display()
+    );
+    path
+}
+
+pub struct PypiServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub packages: PathBuf,
+    log: PathBuf,
+}
+
+impl PypiServer {
+    /// Starts pypiserver on `dir/packages` (sha256 hashes, no fallback to
+    /// the public index).
+    pub async fn start(dir: &Path) -> PypiServer {
+        let packages = dir.join("packages");
+        std::fs::create_dir_all(&packages).expect("packages dir");
+        let mut server = PypiServer {
+            child: None,
+            port: free_port(),
+            log: dir.join("pypiserver.log"),
+            packages,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("pypiserver log");
+        let child = Command::new(tool("pypi-server"))
+            .args(["run", "-v", "-i", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args([
+                "--disable-fallback",
+                "--hash-algo",
+                "sha256",
+                "-a",
+                ".",
+                "-P",
+                ".",
+            ])
+            .arg(&self.packages)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pypi-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = super::client();
+        while Instant::now() < deadline {
+            if let Ok(resp) = client.get(format!("{}/simple/", self.url())).send().await {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pypiserver not ready:\n{}", self.log_text());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Builds a wheel of `name` `version` requiring `requires` into the
+    /// served directory and returns its path.
+    pub fn add_wheel(&self, name: &str, version: &str, requires: &[&str]) -> PathBuf {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&self.packages)
+            .args([name, version])
+            .args(requires)
+            .output()
+            .expect("make_wheel.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Paths of the GET requests served so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| line.split_once("\"GET ")?.1.split_once(' '))
+            .map(|(path, _)| path.to_string())
+            .collect()
+    }
+
+    /// How many GETs asked for `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests().iter().filter(|p| *p == path).count()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Runs a client command in a clean environment (no user or machine
+/// pip/uv configuration, no cache, no indexes from the environment);
+/// returns (success, combined output).
+pub async fn run_clean(command: &mut Command) -> (bool, String) {
+    for var in [
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_INDEX",
+        "UV_DEFAULT_INDEX",
+        "UV_FIND_LINKS",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_NO_CACHE", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("NO_PROXY", "*")
+        .stdin(Stdio::null());
+    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("client finished within 120 s")
+        .expect("client ran");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `pip install --target TARGET --index-url INDEX PACKAGES…`.
+pub async fn pip_install(index: &str, target: &Path, packages: &[&str]) -> (bool, String) {
+    let mut command = Command::new(tool("pip"));
+    command
+        .args(["install", "--no-cache-dir", "--no-compile", "--target"])
+        .arg(target)
+        .args(["--index-url", index])
+        .args(packages);
+    run_clean(&mut command).await
+}
+
+/// `uv pip install --target TARGET --index-url INDEX PACKAGES…`.
+pub async fn uv_install(index: &str, target: &Path, packages: &[&str]) -> (bool, String) {
+    let mut command = Command::new(tool("uv"));
+    command
+        .args(["pip", "install", "--no-cache", "--python"])
+        .arg(tool("python"))
+        .arg("--target")
+        .arg(target)
+        .args(["--index-url", index])
+        .args(packages);
+    run_clean(&mut command).await
+}
+
+/// The `VERSION` a test wheel's module carries, as installed in `target`.
+pub fn installed_version(target: &Path, module: &str) -> Option<String> {
+    let text = std::fs::read_to_string(target.join(module).join("__init__.py")).ok()?;
+    let quoted = text.trim().strip_prefix("VERSION = ")?;
+    Some(quoted.trim_matches('\'').to_string())
+}

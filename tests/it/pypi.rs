@@ -1,0 +1,258 @@
+//! PyPI remotes with real clients: `pip` and `uv` install through
+//! artifactd from a `pypiserver` upstream, in both forms of the simple API,
+//! and again with the upstream stopped; downloads are verified against the
+//! `sha256` their index published.
+
+use crate::harness::pypi::{installed_version, pip_install, uv_install, PypiServer};
+use crate::harness::{client, Artifactd};
+use std::time::Duration;
+
+fn pypi_remote(server: &PypiServer, extra: &str) -> String {
+    format!(
+        "remotes:\n  pypi:\n    base_url: \"{}\"\n    type: remote\n    package: pypi\n    immutable_patterns:\n      - \"packages/.*\\\\.whl$\"\n      - \"packages/.*\\\\.tar\\\\.gz$\"\n{extra}",
+        server.url()
+    )
+}
+
+const WHEEL_DEP_10: &str = "/packages/tiny_dep-1.0-py3-none-any.whl";
+const WHEEL_DEP_11: &str = "/packages/tiny_dep-1.1-py3-none-any.whl";
+const WHEEL_APP: &str = "/packages/demo_app-1.0-py3-none-any.whl";
+
+#[tokio::test]
+async fn index_pages_link_back_through_the_remote_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = PypiServer::start(dir.path()).await;
+    server.add_wheel("tiny-dep", "1.0", &[]);
+    let ad = Artifactd::start(dir.path(), &pypi_remote(&server, ""), "").await;
+    let http = client();
+    let page_url = ad.artifact("pypi", "simple/Tiny_Dep");
+
+    let html = http
+        .get(&page_url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(html.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(html.headers()["vary"], "Accept");
+    let html = html.text().await.unwrap();
+    let wheel = std::fs::read(server.packages.join("tiny_dep-1.0-py3-none-any.whl")).unwrap();
+    let link = format!(
+        "href=\"{}#sha256={}\"",
+        ad.artifact("pypi", "packages/tiny_dep-1.0-py3-none-any.whl"),
+        crate::harness::sha256_hex(&wheel)
+    );
+    assert!(html.contains(&link), "{html}");
+    assert!(
+        !html.contains(&server.url()),
+        "no link points upstream: {html}"
+    );
+
+    let json = http
+        .get(&page_url)
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json.headers()["content-type"],
+        "application/vnd.pypi.simple.v1+json"
+    );
+    let json: serde_json::Value = json.json().await.unwrap();
+    assert_eq!(json["name"], "tiny-dep");
+    let file = &json["files"][0];
+    assert_eq!(file["filename"], "tiny_dep-1.0-py3-none-any.whl");
+    assert_eq!(file["hashes"]["sha256"], crate::harness::sha256_hex(&wheel));
+    assert_eq!(
+        file["url"].as_str().unwrap(),
+        ad.artifact("pypi", "packages/tiny_dep-1.0-py3-none-any.whl")
+            + "#sha256="
+            + &crate::harness::sha256_hex(&wheel)
+    );
+
+    // Another host name gets its own links from the same cached page, and
+    // a non-normalised name the normalised page: one upstream fetch per form.
+    let other = http
+        .get(
+            page_url
+                .replace("127.0.0.1", "localhost")
+                .replace("Tiny_Dep", "tiny.dep/"),
+        )
+        .header("accept", "text/html")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let port = ad.addr.port();
+    assert!(
+        other.contains(&format!(
+            "href=\"https://localhost:{port}/api/v1/remote/pypi/packages/"
+        )),
+        "{other}"
+    );
+    assert_eq!(
+        server.count("/simple/tiny-dep/"),
+        2,
+        "{:?}",
+        server.requests()
+    );
+
+    // A range or a validator of the upstream's bytes means nothing for a
+    // rewritten page: the whole page is sent.
+    let ranged = http
+        .get(&page_url)
+        .header("accept", "text/html")
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 200);
+    assert_eq!(ranged.text().await.unwrap(), html);
+}
+
+#[tokio::test]
+async fn pip_and_uv_install_through_artifactd_and_again_with_the_upstream_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = PypiServer::start(dir.path()).await;
+    server.add_wheel("Demo.App", "1.0", &["tiny-dep>=1"]);
+    server.add_wheel("tiny-dep", "1.0", &[]);
+    server.add_wheel("tiny-dep", "1.1", &[]);
+    // Index pages expire after a second, so the runs with the upstream
+    // stopped need the stale copy.
+    let remotes = pypi_remote(&server, "    cache:\n      mutable_ttl: 1\n");
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let index = ad.artifact("pypi", "simple/");
+    let installs = dir.path().join("installs");
+
+    // pip prefers the JSON form, uv too; `--find-links` makes pip read
+    // the HTML form.
+    let (ok, out) = pip_install(&index, &installs.join("pip"), &["demo-app"]).await;
+    assert!(ok, "pip install: {out}");
+    let (ok, out) = uv_install(&index, &installs.join("uv"), &["Demo.App"]).await;
+    assert!(ok, "uv pip install: {out}");
+    let mut command = tokio::process::Command::new(crate::harness::pypi::tool("pip"));
+    command
+        .args([
+            "install",
+            "--no-cache-dir",
+            "--no-compile",
+            "--no-index",
+            "--target",
+        ])
+        .arg(installs.join("find-links"))
+        .args(["--find-links", &ad.artifact("pypi", "simple/demo-app/")])
+        .args(["--find-links", &ad.artifact("pypi", "simple/tiny-dep/")])
+        .arg("demo-app");
+    let (ok, out) = crate::harness::pypi::run_clean(&mut command).await;
+    assert!(ok, "pip --find-links (HTML form): {out}");
+    for client in ["pip", "uv", "find-links"] {
+        let target = installs.join(client);
+        assert_eq!(
+            installed_version(&target, "demo_app").as_deref(),
+            Some("1.0"),
+            "{client}"
+        );
+        assert_eq!(
+            installed_version(&target, "tiny_dep").as_deref(),
+            Some("1.1"),
+            "{client}"
+        );
+    }
+    // Every file came from the upstream once, whatever the client.
+    assert_eq!(server.count(WHEEL_APP), 1, "{:?}", server.requests());
+    assert_eq!(server.count(WHEEL_DEP_11), 1, "{:?}", server.requests());
+    assert_eq!(server.count(WHEEL_DEP_10), 0);
+
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (ok, out) = pip_install(&index, &installs.join("pip-down"), &["demo-app"]).await;
+    assert!(ok, "pip install with the upstream stopped: {out}");
+    let (ok, out) = uv_install(&index, &installs.join("uv-down"), &["demo-app"]).await;
+    assert!(ok, "uv pip install with the upstream stopped: {out}");
+    assert_eq!(
+        installed_version(&installs.join("uv-down"), "tiny_dep").as_deref(),
+        Some("1.1")
+    );
+    assert!(ad.log_text().contains("source=cache"));
+}
+
+#[tokio::test]
+async fn a_tampered_wheel_is_refused_counted_and_never_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = PypiServer::start(dir.path()).await;
+    let wheel_path = server.add_wheel("tiny-dep", "1.0", &[]);
+    let good = std::fs::read(&wheel_path).unwrap();
+    let ad = Artifactd::start(dir.path(), &pypi_remote(&server, ""), "").await;
+    let http = client();
+    let index = ad.artifact("pypi", "simple/");
+
+    // The page (both forms, now cached) publishes the good wheel's sha256;
+    // then the upstream's file changes under the same name.
+    for accept in ["text/html", "application/vnd.pypi.simple.v1+json"] {
+        let page = http
+            .get(ad.artifact("pypi", "simple/tiny-dep/"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let _ = page.text().await.unwrap();
+    }
+    let mut tampered = good.clone();
+    let last = tampered.len() - 30;
+    tampered[last] ^= 0x55;
+    std::fs::write(&wheel_path, &tampered).unwrap();
+    // The checksum is recorded in the background; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mismatches = || async {
+        let metrics = crate::harness::get_text(&client(), ad.url("/metrics")).await;
+        let line = "artifactd_checksum_mismatch_total{remote=\"pypi\"} ";
+        let count = metrics.lines().find_map(|l| l.strip_prefix(line));
+        count.expect("checksum counter").parse::<u64>().unwrap()
+    };
+    // pip would retry and resume for half a minute: once is enough.
+    let no_retries = ["--retries", "0", "--resume-retries", "0", "tiny-dep==1.0"];
+    let (ok, out) = pip_install(&index, &dir.path().join("t1"), &no_retries).await;
+    assert!(!ok, "pip must fail on a tampered wheel: {out}");
+    let after_pip = mismatches().await;
+    assert!(after_pip >= 1, "pip's download was refused");
+    let file_url = ad.artifact("pypi", "packages/tiny_dep-1.0-py3-none-any.whl");
+    let resp = http.get(&file_url).send().await.unwrap();
+    let status = resp.status();
+    let body = resp.bytes().await;
+    assert!(
+        body.as_ref().map_or(true, |b| b.len() < tampered.len()),
+        "a tampered body never completes: {status} {:?}\n{}",
+        body.map(|b| b.len()),
+        ad.log_text()
+    );
+    assert_eq!(mismatches().await, after_pip + 1);
+    assert!(ad
+        .log_text()
+        .contains("checksum mismatch: remote 'pypi' file packages/tiny_dep-1.0-py3-none-any.whl"));
+
+    // Nothing was committed: with the upstream right again, the file is
+    // fetched again and served whole.
+    std::fs::write(&wheel_path, &good).unwrap();
+    let before = server.count(WHEEL_DEP_10);
+    let resp = http.get(&file_url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-artifact-source"], "remote");
+    assert_eq!(resp.bytes().await.unwrap(), good);
+    assert_eq!(server.count(WHEEL_DEP_10), before + 1);
+    let (ok, out) = pip_install(&index, &dir.path().join("t2"), &["tiny-dep==1.0"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.count(WHEEL_DEP_10),
+        before + 1,
+        "then served from cache"
+    );
+}
