@@ -62,6 +62,23 @@ if [[ ${1:-} == test ]]; then
     fi
 fi
 
+if [[ ${1:-} == test ]]; then
+    # The npm tests run verdaccio (tests/tools/npm) as the upstream and the
+    # machine's npm as the client; both need Node.js 20 or later.
+    node_major=$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')
+    if [[ -z $node_major || $node_major -lt 20 ]]; then
+        echo "install-deps: the npm tests need Node.js >= 20 with npm (found: ${node_major:-none})" >&2
+        exit 1
+    fi
+    tools=target/tools/npm
+    mkdir -p "$tools"
+    if ! cmp -s tests/tools/npm/package.json "$tools/package.json" || [[ ! -x $tools/node_modules/.bin/verdaccio ]]; then
+        echo "install-deps: installing verdaccio into $tools"
+        cp tests/tools/npm/package.json "$tools/package.json"
+        (cd "$tools" && npm install --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
+    fi
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found; install Rust with rustup first" >&2
     exit 1

@@ -21,6 +21,8 @@
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
+//! - [`npm`]: npm package documents, tarball links, integrity, quarantine
+//!   hiding.
 //! - [`pypi`]: PyPI's simple and JSON APIs: documents, negotiation,
 //!   rewriting, published checksums.
 //! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
@@ -30,6 +32,7 @@
 pub mod breaker;
 pub mod cache_key;
 pub mod links;
+pub mod npm;
 pub mod oci;
 pub mod path;
 pub mod pattern;

@@ -499,13 +499,28 @@ fn fragment_hashes(url: &str) -> Vec<(String, String)> {
 pub struct JsonError(String);
 
 /// Rewrites a PEP 691 JSON document (project page or root index): every
-/// `files[].url` through the remote; returns the file links found.
+/// `files[].url` through the remote; returns the file links found. With
+/// `hide_after`, files uploaded (PEP 700 `upload-time`) after that instant
+/// are left out; files without an upload time stay.
 pub fn rewrite_simple_json(
     doc: &[u8],
     map: &LinkMap,
+    hide_after: Option<std::time::SystemTime>,
 ) -> Result<(Vec<u8>, Vec<FileLink>), JsonError> {
     let mut value: Value = serde_json::from_slice(doc).map_err(|e| JsonError(e.to_string()))?;
     let mut links = Vec::new();
+    if let (Some(files), Some(cutoff)) = (
+        value.get_mut("files").and_then(Value::as_array_mut),
+        hide_after,
+    ) {
+        files.retain(|file| {
+            let uploaded = file
+                .get("upload-time")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+            uploaded.is_none_or(|t| t <= cutoff)
+        });
+    }
     if let Some(files) = value.get_mut("files").and_then(Value::as_array_mut) {
         for file in files.iter_mut() {
             if let Some(link) = rewrite_file_entry(file, "url", "hashes", map) {
@@ -828,7 +843,8 @@ mod tests {
 
     #[test]
     fn json_links_render_as_an_html_page_a_resolver_reads_the_same() {
-        let (_, links) = rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/")).unwrap();
+        let (_, links) =
+            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), None).unwrap();
         let html = String::from_utf8(project_html("demo", &links)).unwrap();
         let (_, reread) = rewrite_in_chunks("simple/demo/", &html, 9);
         assert_eq!(reread.len(), 2);
@@ -843,7 +859,8 @@ mod tests {
 
     #[test]
     fn pep691_json_is_rewritten_in_place() {
-        let (out, links) = rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/")).unwrap();
+        let (out, links) =
+            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), None).unwrap();
         let json: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             json["files"][0]["url"],
@@ -859,7 +876,14 @@ mod tests {
             Some("2026-11-29T10:00:00.000000Z")
         );
         assert!(links[0].expected_digest().unwrap().starts_with("sha256:"));
-        assert!(rewrite_simple_json(b"<html>", &map("simple/demo/")).is_err());
+        assert!(rewrite_simple_json(b"<html>", &map("simple/demo/"), None).is_err());
+        // Quarantine leaves out what was uploaded after the cutoff.
+        let cutoff = humantime::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
+        let (out, links) =
+            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), Some(cutoff)).unwrap();
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].filename, "demo-1.0-py3-none-any.whl");
+        assert!(!String::from_utf8(out).unwrap().contains("demo-2.0"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct RawRemote {
     #[serde(default)]
     pub quarantine_new: bool,
     pub quarantine_days: Option<u32>,
+    /// Remove quarantined versions from rewritten index documents, so
+    /// resolvers pick the newest allowed one (default: on with quarantine).
+    pub quarantine_hide: Option<bool>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub cache: Option<RawRemoteCache>,
@@ -110,6 +113,8 @@ pub struct Remote {
     pub index_upstream: Option<Upstream>,
     pub check_mutable_updates: bool,
     pub quarantine_days: Option<u32>,
+    /// Whether index documents leave quarantined versions out.
+    pub quarantine_hide: bool,
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
     pub immutable_ttl: Option<Duration>,
     pub mutable_ttl: Duration,
@@ -342,6 +347,7 @@ fn compile_remote(
             index_upstream,
             check_mutable_updates: raw.check_mutable_updates,
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
+            quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
             immutable_ttl: cache
                 .immutable_ttl
                 .filter(|ttl| *ttl > 0)

@@ -1,5 +1,5 @@
-//! Index documents of package remotes: the PyPI simple pages and JSON API
-//! today. Routing gives each document one canonical path and a cache key
+//! Index documents of package remotes: PyPI's simple pages and JSON API,
+//! npm package documents. Routing gives each document one canonical path and a cache key
 //! per form; after the cache, the stored upstream document is rewritten for
 //! the client that asked, so its file links come back through artifactd and
 //! one cached copy serves every host name a client uses (STYLE.md §7.8).
@@ -19,10 +19,11 @@ use crate::config::{Remote, ServerConfig, Upstream};
 use bytes::{Bytes, BytesMut};
 use filters::links::{self, LinkMap};
 use filters::pypi::{self, FileLink, Form, HtmlRewriter};
-use filters::Package;
+use filters::{npm, ArtifactClass, Package};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// The largest JSON index document rewritten; a larger one fails the
 /// request rather than hold more in memory.
@@ -35,18 +36,67 @@ pub enum Document {
     PypiSimple { project: Option<String>, form: Form },
     /// PyPI's `pypi/{project}/json`.
     PypiJsonApi,
+    /// An npm package document, in a form.
+    NpmPackage { form: npm::Form },
+    /// npm's `-/v1/search`: passed to the upstream, never cached.
+    NpmSearch,
+}
+
+impl Document {
+    /// Whether responses are cached (and rewritten).
+    pub fn cached(&self) -> bool {
+        !matches!(self, Document::NpmSearch)
+    }
 }
 
 /// Routes an artifact request of a package remote that names an index
-/// document: canonical path (a non-normalised project name gets the
-/// normalised page), a cache key per form, and the plan for rewriting.
+/// document: canonical path and cache key, a key part per form, and the
+/// plan for rewriting. An index document is mutable whatever the remote's
+/// patterns say (npm has no built-in mutable patterns, and a remote that
+/// lists none would otherwise keep package documents forever).
 pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
-    if artifact.remote.package != Package::Pypi {
-        return;
-    }
-    let Some(doc) = pypi::document(&artifact.key_parts[0]) else {
-        return;
+    let document = match artifact.remote.package {
+        Package::Pypi => route_pypi(artifact, req),
+        Package::Npm => route_npm(artifact, req),
+        _ => None,
     };
+    if let Some(document) = document {
+        if artifact.class == ArtifactClass::Immutable {
+            artifact.class = ArtifactClass::Mutable {
+                user_defined: false,
+            };
+        }
+        artifact.document = Some(document);
+    }
+}
+
+/// npm: `name`, `@scope/name` (asked upstream as `@scope%2fname`), each
+/// form keyed apart; with quarantine hiding, the full form only (the
+/// abbreviated one may lack the publish times).
+fn route_npm(artifact: &mut Artifact, req: &RequestHeader) -> Option<Document> {
+    match npm::classify(&artifact.key_parts[0]) {
+        npm::NpmPath::File => None,
+        npm::NpmPath::Search => {
+            if let Some(query) = req.uri.query() {
+                artifact.raw_path = format!("{}?{query}", artifact.raw_path);
+            }
+            Some(Document::NpmSearch)
+        }
+        npm::NpmPath::Document { name } => {
+            let form = match artifact.remote.quarantine_hide {
+                true => npm::Form::Full,
+                false => npm::negotiate(header(req, http::header::ACCEPT)),
+            };
+            artifact.raw_path = npm::document_path(&name);
+            artifact.key_parts = vec![name, format!("form={}", form.as_str())];
+            Some(Document::NpmPackage { form })
+        }
+    }
+}
+
+/// PyPI: a non-normalised project name gets the normalised page.
+fn route_pypi(artifact: &mut Artifact, req: &RequestHeader) -> Option<Document> {
+    let doc = pypi::document(&artifact.key_parts[0])?;
     let path = doc.canonical_path();
     let form = pypi::negotiate(header(req, http::header::ACCEPT));
     let document = match doc {
@@ -65,7 +115,7 @@ pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
     if let Document::PypiSimple { form, .. } = &document {
         artifact.key_parts.push(format!("form={}", form.as_str()));
     }
-    artifact.document = Some(document);
+    Some(document)
 }
 
 fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
@@ -95,11 +145,14 @@ pub fn prepare_client_request(req: &mut RequestHeader) {
     }
 }
 
-/// The `Accept` asked of the upstream for a document.
-pub fn upstream_accept(document: &Document) -> &'static str {
+/// The `Accept` asked of the upstream for a document (`None`: the
+/// client's).
+pub fn upstream_accept(document: &Document) -> Option<&'static str> {
     match document {
-        Document::PypiSimple { form, .. } => pypi::upstream_accept(*form),
-        Document::PypiJsonApi => "application/json",
+        Document::PypiSimple { form, .. } => Some(pypi::upstream_accept(*form)),
+        Document::PypiJsonApi => Some("application/json"),
+        Document::NpmPackage { form } => Some(form.accept()),
+        Document::NpmSearch => None,
     }
 }
 
@@ -113,7 +166,8 @@ fn url_of(upstream: &Upstream) -> String {
     format!("{scheme}://{host}:{}{}/", upstream.port, upstream.base_path)
 }
 
-/// The link map of a document of `remote` for the client of `req`.
+/// The link map of a document of `remote` for the client of `req`;
+/// `canonical_path` is the upstream path (still percent-encoded).
 fn link_map(
     remote: &Remote,
     canonical_path: &str,
@@ -148,6 +202,8 @@ pub struct BodyRewriter {
     /// Whether the checksums found are recorded at the end.
     record: bool,
     checksums: Arc<Checksums>,
+    /// Versions published after this are left out (quarantine).
+    hide_after: Option<SystemTime>,
 }
 
 enum Input {
@@ -160,8 +216,22 @@ enum Input {
     Json {
         map: LinkMap,
         buffer: BytesMut,
-        api: bool,
+        kind: JsonKind,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    PypiSimple,
+    PypiApi,
+    Npm,
+}
+
+/// The instant before which a version must have been published to show in
+/// an index of `remote`, when it hides quarantined versions.
+fn quarantine_cutoff(remote: &Remote) -> Option<SystemTime> {
+    let days = remote.quarantine_days.filter(|_| remote.quarantine_hide)?;
+    SystemTime::now().checked_sub(Duration::from_secs(u64::from(days) * 86_400))
 }
 
 /// The error of a document that cannot be rewritten.
@@ -179,7 +249,7 @@ impl BodyRewriter {
         checksums: &Arc<Checksums>,
         record: bool,
     ) -> pingora::Result<Option<BodyRewriter>> {
-        let Some(document) = &artifact.document else {
+        let Some(document) = artifact.document.as_ref().filter(|d| d.cached()) else {
             return Ok(None);
         };
         if resp.status != http::StatusCode::OK {
@@ -193,32 +263,46 @@ impl BodyRewriter {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(pypi::is_json_type);
-        let (project, output, content_type) = match document {
-            Document::PypiSimple { project, form } => (project.clone(), *form, form.content_type()),
-            Document::PypiJsonApi => (None, Form::Json, "application/json"),
+        let (project, output, content_type, json_kind) = match document {
+            Document::PypiSimple { project, form } => (
+                project.clone(),
+                *form,
+                Some(form.content_type()),
+                stored_json.then_some(JsonKind::PypiSimple),
+            ),
+            Document::PypiJsonApi => (
+                None,
+                Form::Json,
+                Some("application/json"),
+                Some(JsonKind::PypiApi),
+            ),
+            // The upstream's type stays: full or abbreviated.
+            Document::NpmPackage { .. } | Document::NpmSearch => {
+                (None, Form::Json, None, Some(JsonKind::Npm))
+            }
         };
-        let api = matches!(document, Document::PypiJsonApi);
-        let input = if stored_json || api {
-            Input::Json {
+        let input = match json_kind {
+            Some(kind) => Input::Json {
                 map,
                 buffer: BytesMut::new(),
-                api,
-            }
-        } else {
-            Input::Html {
+                kind,
+            },
+            None => Input::Html {
                 rewriter: HtmlRewriter::new(map),
                 stream: output == Form::Html,
-            }
+            },
         };
         let output_type = match (&input, output) {
-            (Input::Html { .. }, Form::Html) => "text/html; charset=utf-8",
+            (Input::Html { .. }, Form::Html) => Some("text/html; charset=utf-8"),
             _ => content_type,
         };
-        resp.insert_header(http::header::CONTENT_TYPE, output_type)?;
+        if let Some(output_type) = output_type {
+            resp.insert_header(http::header::CONTENT_TYPE, output_type)?;
+        }
         resp.remove_header(&http::header::CONTENT_LENGTH);
         resp.remove_header(&http::header::ETAG);
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        if !api {
+        if *document != Document::PypiJsonApi {
             resp.insert_header(http::header::VARY, "Accept")?;
         }
         Ok(Some(BodyRewriter {
@@ -228,6 +312,7 @@ impl BodyRewriter {
             project,
             record,
             checksums: checksums.clone(),
+            hide_after: quarantine_cutoff(&artifact.remote),
         }))
     }
 
@@ -275,15 +360,29 @@ impl BodyRewriter {
                 };
                 (out, links)
             }
-            Input::Json { map, buffer, api } => {
-                let rewritten = if *api {
-                    pypi::rewrite_json_api(buffer, map)
-                } else {
-                    pypi::rewrite_simple_json(buffer, map)
-                };
-                let (json, links) = rewritten.map_err(|e| {
+            Input::Json { map, buffer, kind } => {
+                let unrewritable = |e: &dyn std::fmt::Display| {
                     pingora::Error::explain(pingora::ErrorType::Custom(UNREWRITABLE), e.to_string())
-                })?;
+                };
+                if *kind == JsonKind::Npm {
+                    let rewritten =
+                        npm::rewrite(buffer, map, self.hide_after).map_err(|e| unrewritable(&e))?;
+                    if self.record {
+                        let published = rewritten.tarballs.into_iter().filter_map(|t| {
+                            Some(Published {
+                                path: t.remote_path?,
+                                digest: t.digest?,
+                            })
+                        });
+                        self.checksums.record(&self.remote, published.collect());
+                    }
+                    return Ok(rewritten.body);
+                }
+                let rewritten = match kind {
+                    JsonKind::PypiApi => pypi::rewrite_json_api(buffer, map),
+                    _ => pypi::rewrite_simple_json(buffer, map, self.hide_after),
+                };
+                let (json, links) = rewritten.map_err(|e| unrewritable(&e))?;
                 let out = match (self.output, &self.project) {
                     (Form::Html, Some(name)) => pypi::project_html(name, &links),
                     _ => json,

@@ -225,7 +225,8 @@ impl ProxyHttp for ArtifactProxy {
 
     /// Enables pingora-cache, with its lock, for artifact requests.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if ctx.artifact.is_some() {
+        let cached = |a: &ctx::Artifact| a.document.as_ref().is_none_or(|d| d.cached());
+        if ctx.artifact.as_ref().is_some_and(cached) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
             // Bounds re-checks after fills that failed or vanished (see

@@ -70,6 +70,12 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
         remote: Some(remote.name.clone()),
         denied,
     };
+    // npm asks for scoped package documents as `@scope%2fname`.
+    let raw_path = match remote.package {
+        filters::Package::Npm => filters::npm::unescape_scope(raw_path),
+        _ => std::borrow::Cow::Borrowed(raw_path),
+    };
+    let raw_path = raw_path.as_ref();
     let valid = match filters::validate_artifact_path(raw_path, app.config.server.max_path_bytes) {
         Ok(valid) => valid,
         Err(e) => {

@@ -141,8 +141,11 @@ pub fn rewrite_request(
     if let Some(oci) = &artifact.oci {
         req.insert_header(http::header::ACCEPT, super::oci::upstream_accept(oci))?;
     }
-    if let Some(document) = &artifact.document {
-        let accept = super::documents::upstream_accept(document);
+    let document_accept = artifact
+        .document
+        .as_ref()
+        .and_then(super::documents::upstream_accept);
+    if let Some(accept) = document_accept {
         req.insert_header(http::header::ACCEPT, accept)?;
     }
     Ok(())

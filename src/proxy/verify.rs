@@ -11,7 +11,6 @@
 //! stored under its digest too (seed 000 cross-link).
 
 use bytes::{Bytes, BytesMut};
-use filters::oci::{Algorithm, Digest};
 use sha2::Digest as _;
 
 /// Manifests larger than this are not kept for the cross-link (the
@@ -21,20 +20,30 @@ pub const MAX_KEPT_MANIFEST: usize = 4 * 1024 * 1024;
 enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
+    /// npm's `dist.shasum`, for packages published before `integrity`.
+    Sha1(sha1::Sha1),
 }
 
 impl Hasher {
-    fn new(algorithm: Algorithm) -> Hasher {
-        match algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-        }
+    /// The hasher of an `algorithm:hex` digest whose hex has the right
+    /// length for its algorithm.
+    fn for_digest(digest: &str) -> Option<Hasher> {
+        let (algorithm, hex) = digest.split_once(':')?;
+        let (hasher, len) = match algorithm {
+            "sha256" => (Hasher::Sha256(sha2::Sha256::new()), 64),
+            "sha512" => (Hasher::Sha512(sha2::Sha512::new()), 128),
+            "sha1" => (Hasher::Sha1(sha1::Sha1::new()), 40),
+            _ => return None,
+        };
+        let valid = hex.len() == len && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        valid.then_some(hasher)
     }
 
     fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
         }
     }
 
@@ -42,6 +51,7 @@ impl Hasher {
         match self {
             Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
             Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+            Hasher::Sha1(h) => format!("sha1:{}", hex::encode(h.finalize())),
         }
     }
 }
@@ -71,18 +81,19 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Checks against `expected` (`None`: hash with sha256 only); keeps the
-    /// body for the caller when `keep` is set. An expected digest with an
-    /// unknown algorithm or malformed hex yields `None`: nothing can be
-    /// verified, and such digests never reach here from a validated route.
+    /// Checks against `expected` (`sha256:`, `sha512:` or `sha1:` and
+    /// lower-case hex; `None`: hash with sha256 only); keeps the body for
+    /// the caller when `keep` is set. An expected digest with an unknown
+    /// algorithm or malformed hex yields `None`: nothing can be verified,
+    /// and such digests never reach here from a validated route or index.
     pub fn new(expected: Option<&str>, keep: bool) -> Option<Verifier> {
-        let algorithm = match expected {
-            Some(text) => Digest::parse(text)?.algorithm,
-            None => Algorithm::Sha256,
+        let hasher = match expected {
+            Some(text) => Hasher::for_digest(text)?,
+            None => Hasher::Sha256(sha2::Sha256::new()),
         };
         Some(Verifier {
             expected: expected.map(str::to_string),
-            hasher: Some(Hasher::new(algorithm)),
+            hasher: Some(hasher),
             held: None,
             kept: keep.then(BytesMut::new),
         })
@@ -232,5 +243,12 @@ mod tests {
         let mut v = Verifier::new(Some(&expected), false).unwrap();
         assert!(run(&mut v, &[data]).1.is_ok());
         assert!(Verifier::new(Some("md5:abc"), false).is_none());
+        assert!(Verifier::new(Some("sha256:ABC"), false).is_none());
+        let sha1 = format!(
+            "sha1:{}",
+            hex::encode(<sha1::Sha1 as sha2::Digest>::digest(data))
+        );
+        let mut v = Verifier::new(Some(&sha1), false).unwrap();
+        assert_eq!(run(&mut v, &[data]).1.unwrap().unwrap().digest, sha1);
     }
 }

@@ -14,6 +14,7 @@
 //! - `resilience`: quarantine, negative caching.
 //! - `oci`: the registry API against a real registry, skopeo and umoci.
 //! - `pypi`: PyPI remotes with pip and uv against pypiserver.
+//! - `npm`: npm remotes with npm against verdaccio.
 
 mod admin;
 mod cache;
@@ -22,6 +23,7 @@ mod evict;
 mod fill;
 mod harness;
 mod local;
+mod npm;
 mod oci;
 mod pypi;
 mod resilience;

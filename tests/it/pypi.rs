@@ -256,3 +256,83 @@ async fn a_tampered_wheel_is_refused_counted_and_never_committed() {
         "then served from cache"
     );
 }
+
+#[tokio::test]
+async fn quarantined_uploads_are_left_out_and_pip_resolves_the_previous_version() {
+    use crate::harness::{Origin, OriginFile};
+    // An index that publishes upload times (PEP 700), as public indexes
+    // do: a static JSON page on the counting origin, next to the wheels.
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let wheels = dir.path().join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let ago = |days: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(days * 86_400);
+        humantime::format_rfc3339_micros(t).to_string()
+    };
+    let mut files = Vec::new();
+    for (version, uploaded) in [("1.0", ago(30)), ("1.1", ago(1))] {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&wheels)
+            .args(["tiny-dep", version])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        files.push(serde_json::json!({
+            "filename": name,
+            "url": format!("/files/{name}"),
+            "hashes": {"sha256": crate::harness::sha256_hex(&bytes)},
+            "upload-time": uploaded,
+        }));
+        origin.put(&format!("/files/{name}"), OriginFile::new(bytes));
+    }
+    let page = serde_json::json!({
+        "meta": {"api-version": "1.1"}, "name": "tiny-dep", "versions": ["1.0", "1.1"], "files": files
+    });
+    origin.put(
+        "/simple/tiny-dep/",
+        OriginFile::new(page.to_string()).content_type("application/vnd.pypi.simple.v1+json"),
+    );
+    let remotes = format!(
+        "remotes:\n  pypi:\n    base_url: \"{}\"\n    package: pypi\n    quarantine_new: true\n    quarantine_days: 7\n",
+        origin.base_url()
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+
+    let json: serde_json::Value = client()
+        .get(ad.artifact("pypi", "simple/tiny-dep/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tiny_dep-1.0-py3-none-any.whl"], "{json}");
+    let html = crate::harness::get_text(&client(), ad.artifact("pypi", "simple/tiny-dep/")).await;
+    assert!(
+        html.contains("tiny_dep-1.0-py3") && !html.contains("tiny_dep-1.1"),
+        "{html}"
+    );
+
+    let target = dir.path().join("installed");
+    let (ok, out) = pip_install(&ad.artifact("pypi", "simple/"), &target, &["tiny-dep"]).await;
+    assert!(ok, "pip install: {out}");
+    assert_eq!(
+        installed_version(&target, "tiny_dep").as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(origin.hits("/files/tiny_dep-1.1-py3-none-any.whl"), 0);
+}

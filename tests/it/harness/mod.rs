@@ -1,10 +1,11 @@
 //! Test harness: a counting origin ([`origin::Origin`]), an artifactd
 //! process ([`artifactd::Artifactd`]), a real registry with images and
-//! its token issuer ([`registry`], [`token`]), a PyPI index with its
-//! clients ([`pypi`]), all on free loopback ports
+//! its token issuer ([`registry`], [`token`]), PyPI and npm registries
+//! with their clients ([`pypi`], [`npm`]), all on free loopback ports
 //! and all torn down on drop.
 
 pub mod artifactd;
+pub mod npm;
 pub mod origin;
 pub mod pypi;
 pub mod registry;

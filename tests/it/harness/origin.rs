@@ -28,6 +28,8 @@ pub struct OriginFile {
     pub status: Option<u16>,
     /// Send the body with chunked transfer coding, without a length.
     pub chunked: bool,
+    /// `Content-Type`; `application/octet-stream` when unset.
+    pub content_type: Option<String>,
 }
 
 impl OriginFile {
@@ -41,6 +43,7 @@ impl OriginFile {
             redirect_to: None,
             status: None,
             chunked: false,
+            content_type: None,
         }
     }
 
@@ -67,6 +70,11 @@ impl OriginFile {
 
     pub fn etag(mut self, etag: &str) -> Self {
         self.etag = Some(etag.to_string());
+        self
+    }
+
+    pub fn content_type(mut self, content_type: &str) -> Self {
+        self.content_type = Some(content_type.to_string());
         self
     }
 }
@@ -368,8 +376,12 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         } else {
             format!("Content-Length: {}", body.len())
         };
+        let content_type = file
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
         let head = format!(
-            "HTTP/1.1 {status}\r\n{framing}\r\nContent-Type: application/octet-stream\r\n{validators}\r\n"
+            "HTTP/1.1 {status}\r\n{framing}\r\nContent-Type: {content_type}\r\n{validators}\r\n"
         );
         write.write_all(head.as_bytes()).await?;
         if method == "HEAD" {
