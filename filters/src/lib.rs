@@ -19,6 +19,7 @@
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
+//! - [`helm`]: Helm `index.yaml` rewriting, chart digests, quarantine.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
 //! - [`npm`]: npm package documents, tarball links, integrity, quarantine
@@ -31,6 +32,7 @@
 
 pub mod breaker;
 pub mod cache_key;
+pub mod helm;
 pub mod links;
 pub mod npm;
 pub mod oci;

@@ -1,11 +1,11 @@
 //! Index documents of package remotes: PyPI's simple pages and JSON API,
-//! npm package documents. Routing gives each document one canonical path and a cache key
+//! npm package documents, Helm repository indexes. Routing gives each document one canonical path and a cache key
 //! per form; after the cache, the stored upstream document is rewritten for
 //! the client that asked, so its file links come back through artifactd and
 //! one cached copy serves every host name a client uses (STYLE.md §7.8).
 //!
-//! Rewriting streams for HTML; JSON documents are rewritten whole, up to
-//! [`MAX_JSON_DOCUMENT`]. The checksums a document publishes are recorded
+//! Rewriting streams for HTML; JSON and YAML documents are rewritten
+//! whole, up to [`MAX_WHOLE_DOCUMENT`]. The checksums a document publishes are recorded
 //! ([`crate::checksums`]) so the downloads it links to are verified.
 //!
 //! The rewriter runs as a downstream HTTP module ([`RewriteModule`]), not
@@ -25,9 +25,9 @@ use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The largest JSON index document rewritten; a larger one fails the
-/// request rather than hold more in memory.
-pub const MAX_JSON_DOCUMENT: usize = 64 << 20;
+/// The largest JSON or YAML index document rewritten; a larger one fails
+/// the request rather than hold more in memory.
+pub const MAX_WHOLE_DOCUMENT: usize = 64 << 20;
 
 /// What an index document request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub enum Document {
     NpmPackage { form: npm::Form },
     /// npm's `-/v1/search`: passed to the upstream, never cached.
     NpmSearch,
+    /// A Helm repository's `index.yaml`.
+    HelmIndex,
 }
 
 impl Document {
@@ -58,6 +60,9 @@ pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
     let document = match artifact.remote.package {
         Package::Pypi => route_pypi(artifact, req),
         Package::Npm => route_npm(artifact, req),
+        Package::Helm => {
+            filters::helm::is_index(&artifact.key_parts[0]).then_some(Document::HelmIndex)
+        }
         _ => None,
     };
     if let Some(document) = document {
@@ -152,7 +157,7 @@ pub fn upstream_accept(document: &Document) -> Option<&'static str> {
         Document::PypiSimple { form, .. } => Some(pypi::upstream_accept(*form)),
         Document::PypiJsonApi => Some("application/json"),
         Document::NpmPackage { form } => Some(form.accept()),
-        Document::NpmSearch => None,
+        Document::NpmSearch | Document::HelmIndex => None,
     }
 }
 
@@ -212,19 +217,20 @@ enum Input {
         rewriter: HtmlRewriter,
         stream: bool,
     },
-    /// A JSON document, gathered whole.
-    Json {
+    /// A JSON or YAML document, gathered whole.
+    Whole {
         map: LinkMap,
         buffer: BytesMut,
-        kind: JsonKind,
+        kind: WholeKind,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JsonKind {
+enum WholeKind {
     PypiSimple,
     PypiApi,
     Npm,
+    Helm,
 }
 
 /// The instant before which a version must have been published to show in
@@ -268,21 +274,22 @@ impl BodyRewriter {
                 project.clone(),
                 *form,
                 Some(form.content_type()),
-                stored_json.then_some(JsonKind::PypiSimple),
+                stored_json.then_some(WholeKind::PypiSimple),
             ),
             Document::PypiJsonApi => (
                 None,
                 Form::Json,
                 Some("application/json"),
-                Some(JsonKind::PypiApi),
+                Some(WholeKind::PypiApi),
             ),
             // The upstream's type stays: full or abbreviated.
             Document::NpmPackage { .. } | Document::NpmSearch => {
-                (None, Form::Json, None, Some(JsonKind::Npm))
+                (None, Form::Json, None, Some(WholeKind::Npm))
             }
+            Document::HelmIndex => (None, Form::Json, None, Some(WholeKind::Helm)),
         };
         let input = match json_kind {
-            Some(kind) => Input::Json {
+            Some(kind) => Input::Whole {
                 map,
                 buffer: BytesMut::new(),
                 kind,
@@ -302,7 +309,7 @@ impl BodyRewriter {
         resp.remove_header(&http::header::CONTENT_LENGTH);
         resp.remove_header(&http::header::ETAG);
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        if *document != Document::PypiJsonApi {
+        if !matches!(document, Document::PypiJsonApi | Document::HelmIndex) {
             resp.insert_header(http::header::VARY, "Accept")?;
         }
         Ok(Some(BodyRewriter {
@@ -330,11 +337,11 @@ impl BodyRewriter {
                     out.clear();
                 }
             }
-            Input::Json { buffer, .. } => {
-                if buffer.len() + chunk.len() > MAX_JSON_DOCUMENT {
+            Input::Whole { buffer, .. } => {
+                if buffer.len() + chunk.len() > MAX_WHOLE_DOCUMENT {
                     return Err(pingora::Error::explain(
                         pingora::ErrorType::Custom(UNREWRITABLE),
-                        format!("JSON document over {MAX_JSON_DOCUMENT} bytes"),
+                        format!("JSON document over {MAX_WHOLE_DOCUMENT} bytes"),
                     ));
                 }
                 buffer.extend_from_slice(&chunk);
@@ -360,11 +367,11 @@ impl BodyRewriter {
                 };
                 (out, links)
             }
-            Input::Json { map, buffer, kind } => {
+            Input::Whole { map, buffer, kind } => {
                 let unrewritable = |e: &dyn std::fmt::Display| {
                     pingora::Error::explain(pingora::ErrorType::Custom(UNREWRITABLE), e.to_string())
                 };
-                if *kind == JsonKind::Npm {
+                if *kind == WholeKind::Npm {
                     let rewritten =
                         npm::rewrite(buffer, map, self.hide_after).map_err(|e| unrewritable(&e))?;
                     if self.record {
@@ -378,8 +385,25 @@ impl BodyRewriter {
                     }
                     return Ok(rewritten.body);
                 }
+                if *kind == WholeKind::Helm {
+                    let rewritten = filters::helm::rewrite(buffer, map, self.hide_after)
+                        .map_err(|e| unrewritable(&e))?;
+                    if self.record {
+                        let published = rewritten.charts.into_iter().flat_map(|chart| {
+                            let digest = chart.digest;
+                            chart.remote_paths.into_iter().filter_map(move |path| {
+                                Some(Published {
+                                    path,
+                                    digest: digest.clone()?,
+                                })
+                            })
+                        });
+                        self.checksums.record(&self.remote, published.collect());
+                    }
+                    return Ok(rewritten.body);
+                }
                 let rewritten = match kind {
-                    JsonKind::PypiApi => pypi::rewrite_json_api(buffer, map),
+                    WholeKind::PypiApi => pypi::rewrite_json_api(buffer, map),
                     _ => pypi::rewrite_simple_json(buffer, map, self.hide_after),
                 };
                 let (json, links) = rewritten.map_err(|e| unrewritable(&e))?;

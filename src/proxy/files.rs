@@ -1,7 +1,8 @@
 //! Package files checked against the checksum their index published
 //! ([`crate::checksums`]) while they stream from the upstream: a PyPI
 //! file against the `sha256` of the simple page that listed it, an npm
-//! tarball against its document's `dist.integrity` (or `dist.shasum`).
+//! tarball against its document's `dist.integrity` (or `dist.shasum`), a
+//! Helm chart against the `digest` of its `index.yaml` entry.
 //!
 //! The check holds back the last chunk ([`super::verify`]), so a file that
 //! does not match never completes for the client and is never committed.
@@ -14,7 +15,7 @@ use pingora::http::ResponseHeader;
 
 /// Whether files of this package type are checked against their index.
 fn verified(package: Package) -> bool {
-    matches!(package, Package::Pypi | Package::Npm)
+    matches!(package, Package::Pypi | Package::Npm | Package::Helm)
 }
 
 /// The check of an upstream `200` for a package file whose index

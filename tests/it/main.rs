@@ -15,6 +15,7 @@
 //! - `oci`: the registry API against a real registry, skopeo and umoci.
 //! - `pypi`: PyPI remotes with pip and uv against pypiserver.
 //! - `npm`: npm remotes with npm against verdaccio.
+//! - `helm`: Helm indexes and charts (no helm client installable: its steps).
 
 mod admin;
 mod cache;
@@ -22,6 +23,7 @@ mod config;
 mod evict;
 mod fill;
 mod harness;
+mod helm;
 mod local;
 mod npm;
 mod oci;
