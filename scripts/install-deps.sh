@@ -22,6 +22,9 @@ if [[ ${1:-} == test ]]; then
     # The OCI tests also drive containerd + ctr as a stock runtime, and
     # openssl makes the token issuer's keys and signatures.
     packages+=(containerd openssl)
+    # The package-format tests: rpmbuild and createrepo_c make RPM
+    # repositories, dnf installs from them.
+    packages+=(rpm createrepo-c dnf)
 fi
 
 missing=()

@@ -57,30 +57,43 @@ impl Checksums {
     /// Records what an index published, in the background; only changed
     /// entries are written.
     pub fn record(self: &Arc<Self>, remote: &str, published: Vec<Published>) {
-        let fresh: Vec<(String, String)> = {
-            let known = self.known.lock();
-            published
-                .into_iter()
-                .map(|p| (Self::key(remote, &p.path), p.digest))
-                .filter(|(key, digest)| known.get(key) != Some(digest))
-                .collect()
-        };
+        let fresh = self.unknown(remote, published);
         if fresh.is_empty() {
             return;
         }
         let this = self.clone();
-        self.background.spawn(async move {
-            for (key, digest) in fresh {
-                let stored = this.state.get(&key).await.ok().flatten();
-                if stored.as_deref() != Some(digest.as_bytes()) {
-                    if let Err(e) = this.state.put(&key, digest.clone().into()).await {
-                        log::warn!("recording a published checksum: {e}");
-                        continue;
-                    }
+        self.background
+            .spawn(async move { this.write(fresh).await });
+    }
+
+    /// Records what an index published before returning, for a caller
+    /// that fetches the files next.
+    pub async fn record_now(&self, remote: &str, published: Vec<Published>) {
+        let fresh = self.unknown(remote, published);
+        self.write(fresh).await;
+    }
+
+    /// The entries not already known with the same digest, keyed.
+    fn unknown(&self, remote: &str, published: Vec<Published>) -> Vec<(String, String)> {
+        let known = self.known.lock();
+        published
+            .into_iter()
+            .map(|p| (Self::key(remote, &p.path), p.digest))
+            .filter(|(key, digest)| known.get(key) != Some(digest))
+            .collect()
+    }
+
+    async fn write(&self, entries: Vec<(String, String)>) {
+        for (key, digest) in entries {
+            let stored = self.state.get(&key).await.ok().flatten();
+            if stored.as_deref() != Some(digest.as_bytes()) {
+                if let Err(e) = self.state.put(&key, digest.clone().into()).await {
+                    log::warn!("recording a published checksum: {e}");
+                    continue;
                 }
-                this.remember(key, digest);
             }
-        });
+            self.remember(key, digest);
+        }
     }
 
     fn remember(&self, key: String, digest: String) {

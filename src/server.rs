@@ -10,6 +10,7 @@ use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
 use crate::metrics::Metrics;
 use crate::proxy::prefetch::Prefetcher;
+use crate::proxy::snapshots::Snapshots;
 use crate::proxy::ArtifactProxy;
 use crate::state::{EmbeddedState, StateStore};
 use crate::storage::body::fs::FsBodyStore;
@@ -130,6 +131,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let listen = config.server.listen.clone();
+    let snapshots = Snapshots::new(
+        crate::proxy::prefetch::listener_base(&listen)?,
+        config.server.read_timeout,
+    )?;
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
         breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
@@ -146,6 +151,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         catalog,
         catalog_writer,
         checksums: Arc::new(Checksums::new(state, background.clone())),
+        snapshots,
         background,
         started: Instant::now(),
     });

@@ -26,6 +26,8 @@
 //!   hiding.
 //! - [`pypi`]: PyPI's simple and JSON APIs: documents, negotiation,
 //!   rewriting, published checksums.
+//! - [`rpm`]: RPM `repomd.xml` and `primary.xml`, content-addressed
+//!   repodata.
 //! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
 //!   classification, key parts, `Accept` classes, error codes, Bearer
 //!   challenges.
@@ -43,6 +45,7 @@ pub mod pypi;
 pub mod quarantine;
 pub mod range;
 pub mod route;
+pub mod rpm;
 pub mod size;
 pub mod stale;
 

@@ -128,6 +128,9 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     Some(match error.etype() {
         pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
         pingora::ErrorType::Custom(REMOTE_DOWN) => "remote marked down".into(),
+        pingora::ErrorType::Custom(super::snapshots::SNAPSHOT_PENDING) => {
+            super::snapshots::SNAPSHOT_PENDING.into()
+        }
         pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
         pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),
         pingora::ErrorType::ConnectTimedout => "upstream connect timeout".into(),

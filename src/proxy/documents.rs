@@ -42,6 +42,9 @@ pub enum Document {
     NpmSearch,
     /// A Helm repository's `index.yaml`.
     HelmIndex,
+    /// An RPM repository's `repodata/repomd.xml`: not rewritten, but only
+    /// refreshed as a consistent snapshot ([`super::snapshots`]).
+    RpmRepomd,
 }
 
 impl Document {
@@ -63,6 +66,7 @@ pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
         Package::Helm => {
             filters::helm::is_index(&artifact.key_parts[0]).then_some(Document::HelmIndex)
         }
+        Package::Rpm => route_rpm(artifact),
         _ => None,
     };
     if let Some(document) = document {
@@ -73,6 +77,16 @@ pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
         }
         artifact.document = Some(document);
     }
+}
+
+/// RPM: `repomd.xml` is a snapshot; repodata files named by their
+/// checksum never change, whatever the built-in mutable patterns say.
+fn route_rpm(artifact: &mut Artifact) -> Option<Document> {
+    let path = &artifact.key_parts[0];
+    if filters::rpm::is_content_addressed(path) {
+        artifact.class = ArtifactClass::Immutable;
+    }
+    filters::rpm::is_repomd(path).then_some(Document::RpmRepomd)
 }
 
 /// npm: `name`, `@scope/name` (asked upstream as `@scope%2fname`), each
@@ -157,11 +171,12 @@ pub fn upstream_accept(document: &Document) -> Option<&'static str> {
         Document::PypiSimple { form, .. } => Some(pypi::upstream_accept(*form)),
         Document::PypiJsonApi => Some("application/json"),
         Document::NpmPackage { form } => Some(form.accept()),
-        Document::NpmSearch | Document::HelmIndex => None,
+        Document::NpmSearch | Document::HelmIndex | Document::RpmRepomd => None,
     }
 }
 
-fn url_of(upstream: &Upstream) -> String {
+/// `scheme://host:port/base_path/` of an upstream.
+pub fn url_of(upstream: &Upstream) -> String {
     let scheme = if upstream.tls { "https" } else { "http" };
     let host = if upstream.host.contains(':') {
         format!("[{}]", upstream.host)
@@ -255,7 +270,11 @@ impl BodyRewriter {
         checksums: &Arc<Checksums>,
         record: bool,
     ) -> pingora::Result<Option<BodyRewriter>> {
-        let Some(document) = artifact.document.as_ref().filter(|d| d.cached()) else {
+        let Some(document) = artifact
+            .document
+            .as_ref()
+            .filter(|d| d.cached() && **d != Document::RpmRepomd)
+        else {
             return Ok(None);
         };
         if resp.status != http::StatusCode::OK {
@@ -286,7 +305,9 @@ impl BodyRewriter {
             Document::NpmPackage { .. } | Document::NpmSearch => {
                 (None, Form::Json, None, Some(WholeKind::Npm))
             }
-            Document::HelmIndex => (None, Form::Json, None, Some(WholeKind::Helm)),
+            Document::HelmIndex | Document::RpmRepomd => {
+                (None, Form::Json, None, Some(WholeKind::Helm))
+            }
         };
         let input = match json_kind {
             Some(kind) => Input::Whole {

@@ -2,35 +2,55 @@
 //! ([`crate::checksums`]) while they stream from the upstream: a PyPI
 //! file against the `sha256` of the simple page that listed it, an npm
 //! tarball against its document's `dist.integrity` (or `dist.shasum`), a
-//! Helm chart against the `digest` of its `index.yaml` entry.
+//! Helm chart against the `digest` of its `index.yaml` entry, RPM repodata
+//! against `repomd.xml` and packages against `primary.xml`
+//! ([`super::snapshots`] records those, and gates `repomd.xml` itself).
 //!
 //! The check holds back the last chunk ([`super::verify`]), so a file that
 //! does not match never completes for the client and is never committed.
 
 use super::ctx::Artifact;
+use super::documents::Document;
 use super::verify::{Mismatch, Verifier};
 use crate::app::App;
 use filters::Package;
 use pingora::http::ResponseHeader;
+use std::sync::Arc;
 
 /// Whether files of this package type are checked against their index.
 fn verified(package: Package) -> bool {
-    matches!(package, Package::Pypi | Package::Npm | Package::Helm)
+    matches!(
+        package,
+        Package::Pypi | Package::Npm | Package::Helm | Package::Rpm
+    )
 }
 
 /// The check of an upstream `200` for a package file whose index
-/// published a checksum; `None` when nothing is known about it.
-pub async fn check(app: &App, artifact: &Artifact, resp: &ResponseHeader) -> Option<Verifier> {
+/// published a checksum (`None` when nothing is known about it), or for a
+/// `repomd.xml`, the snapshot gate; `can_keep_previous` says an expired
+/// copy may still be served instead.
+pub async fn check(
+    app: &Arc<App>,
+    artifact: &Artifact,
+    resp: &ResponseHeader,
+    can_keep_previous: bool,
+) -> pingora::Result<Option<Verifier>> {
     if resp.status != http::StatusCode::OK
-        || artifact.document.is_some()
         || artifact.oci.is_some()
         || !verified(artifact.remote.package)
     {
-        return None;
+        return Ok(None);
+    }
+    match artifact.document {
+        Some(Document::RpmRepomd) => {
+            return app.snapshots.gate(app, artifact, can_keep_previous).await;
+        }
+        Some(_) => return Ok(None),
+        None => {}
     }
     let path = &artifact.key_parts[0];
-    let expected = app.checksums.expected(&artifact.remote.name, path).await?;
-    Verifier::new(Some(&expected), false)
+    let expected = app.checksums.expected(&artifact.remote.name, path).await;
+    Ok(expected.and_then(|digest| Verifier::new(Some(&digest), false)))
 }
 
 /// The error of a file that did not match its published checksum: logged,

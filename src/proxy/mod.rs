@@ -33,6 +33,7 @@ pub mod outcome;
 pub mod prefetch;
 pub mod request;
 pub mod respond;
+pub mod snapshots;
 pub mod upstream;
 pub mod verify;
 
@@ -162,11 +163,14 @@ fn is_retry(error: &Error) -> bool {
     matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
 }
 
-/// Whether an error refused an upstream body for its content.
+/// Whether an error refused an upstream response for its content (or,
+/// for a repository snapshot, for what is not cached yet).
 fn is_body_mismatch(error: &Error) -> bool {
     matches!(
         error.etype(),
-        ErrorType::Custom(oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH)
+        ErrorType::Custom(
+            oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH | snapshots::SNAPSHOT_PENDING
+        )
     )
 }
 
@@ -356,7 +360,14 @@ impl ProxyHttp for ArtifactProxy {
             ctx.body_check = oci::body_check(oci, upstream_response);
         }
         if let Some(artifact) = &ctx.artifact {
-            ctx.file_check = files::check(&self.app, artifact, upstream_response).await;
+            let can_keep_previous = session.cache.maybe_cache_meta().is_some_and(|meta| {
+                let period = cache::stale_period(artifact, &self.app.config.server);
+                let now = std::time::SystemTime::now();
+                let verdict = filters::stale::decide(meta.fresh_until(), now, period);
+                matches!(verdict, filters::stale::Stale::Serve { .. })
+            });
+            ctx.file_check =
+                files::check(&self.app, artifact, upstream_response, can_keep_previous).await?;
         }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);

@@ -194,6 +194,12 @@ impl CacheStorage {
         }
     }
 
+    /// Whether a committed entry for `key` is in the index (it may still be
+    /// expired).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.index.get(EntryLocation::from_key(key).id()).is_some()
+    }
+
     /// Whether `key` is being filled or was filled moments ago (see
     /// [`Fills::known`]).
     pub fn fill_known(&self, key: &CacheKey) -> bool {

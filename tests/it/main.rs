@@ -15,6 +15,7 @@
 //! - `oci`: the registry API against a real registry, skopeo and umoci.
 //! - `pypi`: PyPI remotes with pip and uv against pypiserver.
 //! - `npm`: npm remotes with npm against verdaccio.
+//! - `rpm`: RPM repositories with dnf: snapshots, verification.
 //! - `helm`: Helm indexes and charts (no helm client installable: its steps).
 
 mod admin;
@@ -29,4 +30,5 @@ mod npm;
 mod oci;
 mod pypi;
 mod resilience;
+mod rpm;
 mod security;

@@ -1,7 +1,8 @@
 //! Test harness: a counting origin ([`origin::Origin`]), an artifactd
 //! process ([`artifactd::Artifactd`]), a real registry with images and
 //! its token issuer ([`registry`], [`token`]), PyPI and npm registries
-//! with their clients ([`pypi`], [`npm`]), all on free loopback ports
+//! with their clients ([`pypi`], [`npm`]), RPM repositories and dnf
+//! ([`rpm`]), all on free loopback ports
 //! and all torn down on drop.
 
 pub mod artifactd;
@@ -9,6 +10,7 @@ pub mod npm;
 pub mod origin;
 pub mod pypi;
 pub mod registry;
+pub mod rpm;
 pub mod token;
 
 pub use artifactd::Artifactd;

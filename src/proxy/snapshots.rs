@@ -1,0 +1,292 @@
+//! Consistent RPM repository snapshots: a client never gets a
+//! `repomd.xml` naming repodata files artifactd cannot serve.
+//!
+//! `repomd.xml` names its repodata files by checksum, and when the
+//! upstream regenerates a repository the old files disappear. A cache that
+//! refreshes `repomd.xml` on its own schedule can therefore hand out a new
+//! index whose files it has not got yet (and that a slow upstream mirror
+//! may not have either), or keep an old index whose files the upstream has
+//! deleted. Here, a refreshed `repomd.xml` is only let through once every
+//! file it names is cached; until then the previous snapshot stays served
+//! (within `cache.stale_if_error`) while a background job fetches the new
+//! files through artifactd itself (verified against `repomd.xml`). On a
+//! cold cache there is no previous snapshot: the new one is served at once
+//! (its files are fetchable now) and warmed in the background.
+//!
+//! The check needs `repomd.xml`'s body before pingora commits it, and the
+//! only asynchronous hook before that is `upstream_response_filter`, which
+//! sees headers only; so the gate fetches the (small) document itself, and
+//! pingora's own copy must hash to the same bytes or it is not stored.
+//!
+//! The warm job also reads `primary.xml` and records each package's
+//! checksum, so `.rpm` downloads are verified too.
+
+use super::ctx::Artifact;
+use super::verify::Verifier;
+use crate::app::App;
+use crate::checksums::Published;
+use crate::config::Remote;
+use filters::rpm::{self, RepoFile};
+use parking_lot::Mutex;
+use pingora::{Error, ErrorType, Result};
+use sha2::Digest as _;
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The error that keeps the previous snapshot served.
+pub const SNAPSHOT_PENDING: &str = "new repository snapshot not cached yet";
+
+pub struct Snapshots {
+    /// `http://host:port` of artifactd's own listener.
+    base: String,
+    http: reqwest::Client,
+    /// Bounds the gate's own upstream request.
+    upstream_timeout: Duration,
+    /// Snapshots being warmed (remote, repomd digest).
+    warming: Mutex<HashSet<(String, String)>>,
+    /// The `primary` digest whose packages were last recorded, per remote
+    /// and repository root.
+    recorded_primary: Mutex<HashMap<(String, String), String>>,
+}
+
+impl Snapshots {
+    pub fn new(listener_base: String, timeout: Duration) -> anyhow::Result<Snapshots> {
+        Ok(Snapshots {
+            base: listener_base,
+            // No total timeout: warming streams whole repodata files through
+            // the listener, whose fills have their own upstream timeouts.
+            http: reqwest::Client::builder().no_proxy().build()?,
+            upstream_timeout: timeout,
+            warming: Mutex::new(HashSet::new()),
+            recorded_primary: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Decides about an upstream `200` for a `repomd.xml`: the check its
+    /// body must pass (the bytes the gate saw), or the error that keeps the
+    /// previous snapshot, which `can_keep_previous` says is still servable.
+    pub async fn gate(
+        &self,
+        app: &Arc<App>,
+        artifact: &Artifact,
+        can_keep_previous: bool,
+    ) -> Result<Option<Verifier>> {
+        let path = artifact.key_parts[0].clone();
+        let body = match self.fetch_upstream(artifact).await {
+            Ok(body) => body,
+            Err(e) if can_keep_previous => {
+                return Err(pending(format!("fetching {path}: {e}")));
+            }
+            Err(e) => {
+                log::info!("remote '{}': {path} not checked: {e}", artifact.remote.name);
+                return Ok(None);
+            }
+        };
+        let files = match rpm::repomd_files(&path, &body) {
+            Ok(files) => files,
+            Err(e) => {
+                log::warn!(
+                    "remote '{}': {path}: {e}; served unchecked",
+                    artifact.remote.name
+                );
+                return Ok(None);
+            }
+        };
+        let remote = &artifact.remote.name;
+        let published = files.iter().filter_map(|f| {
+            Some(Published {
+                path: f.path.clone(),
+                digest: f.digest.clone()?,
+            })
+        });
+        app.checksums.record_now(remote, published.collect()).await;
+        let missing = files
+            .iter()
+            .filter(|f| {
+                !app.storage
+                    .contains(&super::cache::key_of(remote, std::slice::from_ref(&f.path)))
+            })
+            .count();
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+        self.warm(app, artifact.remote.clone(), &path, digest.clone(), files);
+        if missing > 0 && can_keep_previous {
+            return Err(pending(format!(
+                "{missing} file(s) of the new {path} still being fetched"
+            )));
+        }
+        Ok(Verifier::new(Some(&digest), false))
+    }
+
+    async fn fetch_upstream(
+        &self,
+        artifact: &Artifact,
+    ) -> std::result::Result<bytes::Bytes, String> {
+        let upstream = artifact
+            .remote
+            .upstream
+            .as_ref()
+            .ok_or("remote without upstream")?;
+        let url = format!(
+            "{}{}",
+            super::documents::url_of(upstream),
+            artifact.raw_path
+        );
+        let mut request = self.http.get(&url).timeout(self.upstream_timeout);
+        if let Some(auth) = &upstream.basic_auth {
+            request = request.header(http::header::AUTHORIZATION, auth);
+        }
+        let resp = request.send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("upstream answered {}", resp.status()));
+        }
+        let length = resp.content_length().unwrap_or(0);
+        if length > MAX_REPOMD {
+            return Err(format!("{length} bytes is no repomd.xml"));
+        }
+        resp.bytes().await.map_err(|e| e.to_string())
+    }
+
+    /// Fetches every file of a snapshot through artifactd (so each is
+    /// verified and cached), then records the packages `primary` lists.
+    fn warm(
+        &self,
+        app: &Arc<App>,
+        remote: Arc<Remote>,
+        repomd: &str,
+        digest: String,
+        files: Vec<RepoFile>,
+    ) {
+        let id = (remote.name.clone(), digest);
+        if !self.warming.lock().insert(id.clone()) {
+            return;
+        }
+        let app = app.clone();
+        let root = rpm::repository_root(repomd).to_string();
+        app.clone().background.spawn(async move {
+            let snapshots = &app.snapshots;
+            let mut failed = 0;
+            for file in &files {
+                if let Err(e) = snapshots
+                    .fetch_through(&remote.name, &file.path, None)
+                    .await
+                {
+                    log::info!("remote '{}': warming {}: {e}", remote.name, file.path);
+                    failed += 1;
+                }
+            }
+            if let Some(primary) = files.iter().find(|f| f.kind == "primary") {
+                snapshots
+                    .record_packages(&app, &remote.name, &root, primary)
+                    .await;
+            }
+            log::info!(
+                "remote '{}': snapshot {}repodata/repomd.xml warmed ({} files, {failed} failed)",
+                remote.name,
+                root,
+                files.len()
+            );
+            snapshots.warming.lock().remove(&id);
+        });
+    }
+
+    /// GETs a remote path through artifactd's own listener; with `into`,
+    /// the body is written there.
+    async fn fetch_through(
+        &self,
+        remote: &str,
+        path: &str,
+        mut into: Option<&mut std::fs::File>,
+    ) -> std::result::Result<(), String> {
+        let url = format!("{}/api/v1/remote/{remote}/{path}", self.base);
+        let mut resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if let Some(file) = into.as_deref_mut() {
+                file.write_all(&chunk).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `primary` (from the cache, through the listener) and records
+    /// the checksum of every package it lists, once per primary digest.
+    async fn record_packages(&self, app: &App, remote: &str, root: &str, primary: &RepoFile) {
+        let Some(digest) = primary.digest.clone() else {
+            return;
+        };
+        let id = (remote.to_string(), root.to_string());
+        if self.recorded_primary.lock().get(&id) == Some(&digest) {
+            return;
+        }
+        let Ok(mut spool) = tempfile::tempfile() else {
+            return;
+        };
+        if let Err(e) = self
+            .fetch_through(remote, &primary.path, Some(&mut spool))
+            .await
+        {
+            log::info!("remote '{remote}': reading {}: {e}", primary.path);
+            return;
+        }
+        let (path, root_owned) = (primary.path.clone(), root.to_string());
+        let parsed =
+            tokio::task::spawn_blocking(move || parse_primary(&path, &root_owned, spool)).await;
+        match parsed {
+            Ok(Ok(packages)) => {
+                let count = packages.len();
+                app.checksums.record_now(remote, packages).await;
+                self.recorded_primary.lock().insert(id, digest);
+                log::info!(
+                    "remote '{remote}': recorded {count} package checksums from {}",
+                    primary.path
+                );
+            }
+            Ok(Err(e)) => log::warn!("remote '{remote}': {}: {e}", primary.path),
+            Err(e) => log::warn!("remote '{remote}': parsing {}: {e}", primary.path),
+        }
+    }
+}
+
+/// The largest `repomd.xml` the gate reads.
+const MAX_REPOMD: u64 = 16 << 20;
+
+fn pending(reason: String) -> Box<Error> {
+    Error::new_up(ErrorType::Custom(SNAPSHOT_PENDING)).more_context(reason)
+}
+
+/// The packages of a spooled `primary` file, decompressed by its name.
+fn parse_primary(
+    path: &str,
+    root: &str,
+    mut spool: std::fs::File,
+) -> std::result::Result<Vec<Published>, String> {
+    use std::io::{BufReader, Seek};
+    spool.rewind().map_err(|e| e.to_string())?;
+    let reader: Box<dyn std::io::Read> = if path.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(spool))
+    } else if path.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(spool).map_err(|e| e.to_string())?)
+    } else if path.ends_with(".xml") {
+        Box::new(spool)
+    } else {
+        return Err("compression not supported; packages stay unverified".into());
+    };
+    let mut packages = Vec::new();
+    rpm::primary_packages(root, BufReader::new(reader), |p| {
+        packages.push(Published {
+            path: p.path,
+            digest: p.digest,
+        })
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(packages)
+}

@@ -1,0 +1,154 @@
+//! RPM repositories for the package-format tests: packages built with
+//! `rpmbuild`, metadata with `createrepo_c`, published to the counting
+//! origin (so a regeneration removes the old repodata as a real mirror
+//! does), and `dnf --installroot` as the client.
+
+use super::{Origin, OriginFile};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A repository directory mirrored onto the origin under `prefix`.
+pub struct RpmRepo {
+    pub dir: PathBuf,
+    work: PathBuf,
+    prefix: String,
+    published: BTreeSet<String>,
+}
+
+impl RpmRepo {
+    pub fn new(dir: &Path, prefix: &str) -> RpmRepo {
+        let repo = dir.join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        RpmRepo {
+            dir: repo,
+            work: dir.join("rpmbuild"),
+            prefix: prefix.trim_end_matches('/').to_string(),
+            published: BTreeSet::new(),
+        }
+    }
+
+    /// Builds a noarch package `name-version-1` that installs
+    /// `/usr/share/NAME/VERSION` containing the version.
+    pub fn build(&self, name: &str, version: &str) -> PathBuf {
+        let spec = self.work.join(format!("{name}.spec"));
+        std::fs::create_dir_all(&self.work).unwrap();
+        let text = format!(
+            "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: test package\nLicense: MIT\nBuildArch: noarch\n%description\nA test package.\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {version} > %{{buildroot}}/usr/share/{name}/VERSION\n%files\n/usr/share/{name}/VERSION\n"
+        );
+        std::fs::write(&spec, text).unwrap();
+        let out = std::process::Command::new("rpmbuild")
+            .arg("-bb")
+            .arg("--define")
+            .arg(format!("_topdir {}", self.work.display()))
+            .arg(&spec)
+            .output()
+            .expect("rpmbuild (Debian package rpm) must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = format!("{name}-{version}-1.noarch.rpm");
+        let built = self.work.join("RPMS/noarch").join(&file);
+        let target = self.dir.join(&file);
+        std::fs::copy(built, &target).unwrap();
+        target
+    }
+
+    /// Regenerates the metadata and mirrors the directory onto `origin`:
+    /// new files first, then the ones that are gone are removed.
+    pub fn publish(&mut self, origin: &Origin) {
+        let out = std::process::Command::new("createrepo_c")
+            .arg("-q")
+            .arg(&self.dir)
+            .output()
+            .expect("createrepo_c (Debian package createrepo-c) must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut now = BTreeSet::new();
+        let mut files = Vec::new();
+        collect(&self.dir, &self.dir, &mut files);
+        // repomd.xml last: a mirror syncs the files it names first.
+        files.sort_by_key(|p| p.ends_with("repomd.xml"));
+        for relative in files {
+            let bytes = std::fs::read(self.dir.join(&relative)).unwrap();
+            origin.put(
+                &format!("{}/{relative}", self.prefix),
+                OriginFile::new(bytes),
+            );
+            now.insert(relative);
+        }
+        for gone in self.published.difference(&now) {
+            origin.remove(&format!("{}/{gone}", self.prefix));
+        }
+        self.published = now;
+    }
+
+    /// The files `repodata/` holds now.
+    pub fn repodata(&self) -> Vec<String> {
+        self.published
+            .iter()
+            .filter(|p| p.starts_with("repodata/"))
+            .cloned()
+            .collect()
+    }
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string(),
+            );
+        }
+    }
+}
+
+/// `dnf install PACKAGE` into a fresh installroot from the repository at
+/// `url` only, metadata always fetched anew; returns (success, output).
+pub async fn dnf_install(url: &str, root: &Path, package: &str) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("dnf")
+            .args(["-y", "--installroot"])
+            .arg(root)
+            .args([
+                "--setopt=reposdir=/dev/null",
+                "--noplugins",
+                "--releasever=1",
+            ])
+            .arg(format!("--repofrompath=t,{url}"))
+            .args([
+                "--setopt=t.gpgcheck=0",
+                "--setopt=skip_if_unavailable=False",
+                "--setopt=t.metadata_expire=0",
+                "--setopt=install_weak_deps=False",
+            ])
+            .arg(format!(
+                "--setopt=cachedir={}",
+                root.join("cache").display()
+            ))
+            .args(["install", package])
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("dnf finished within 120 s")
+    .expect("dnf (Debian package dnf) must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
