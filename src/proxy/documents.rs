@@ -25,8 +25,8 @@ use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The largest JSON or YAML index document rewritten; a larger one fails
-/// the request rather than hold more in memory.
+/// The largest JSON or YAML index document rewritten; a larger one is
+/// passed on as the upstream sent it rather than held in memory.
 pub const MAX_WHOLE_DOCUMENT: usize = 64 << 20;
 
 /// What an index document request asks for.
@@ -238,6 +238,8 @@ enum Input {
         buffer: BytesMut,
         kind: WholeKind,
     },
+    /// A document too large to rewrite, passed on unchanged.
+    Passthrough,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,13 +362,20 @@ impl BodyRewriter {
             }
             Input::Whole { buffer, .. } => {
                 if buffer.len() + chunk.len() > MAX_WHOLE_DOCUMENT {
-                    return Err(pingora::Error::explain(
-                        pingora::ErrorType::Custom(UNREWRITABLE),
-                        format!("JSON document over {MAX_WHOLE_DOCUMENT} bytes"),
-                    ));
+                    // Too large to hold: the rest goes out as the upstream
+                    // sent it.
+                    log::warn!(
+                        "remote '{}': {UNREWRITABLE}: over {MAX_WHOLE_DOCUMENT} bytes; passed on as is",
+                        self.remote
+                    );
+                    out.extend_from_slice(buffer);
+                    out.extend_from_slice(&chunk);
+                    self.input = Input::Passthrough;
+                } else {
+                    buffer.extend_from_slice(&chunk);
                 }
-                buffer.extend_from_slice(&chunk);
             }
+            Input::Passthrough => out.extend_from_slice(&chunk),
         }
         if end {
             out.extend(self.finish()?);
@@ -376,69 +385,91 @@ impl BodyRewriter {
     }
 
     /// The whole-document part of the output, at the end of the body, and
-    /// the recording of checksums.
+    /// the recording of checksums. A document that cannot be parsed is
+    /// passed on as the upstream sent it (and logged): the client's own
+    /// parser has the last word.
     fn finish(&mut self) -> pingora::Result<Vec<u8>> {
-        let (out, links) = match &mut self.input {
+        let (out, published) = match &mut self.input {
             Input::Html { rewriter, stream } => {
-                let links = rewriter.links().to_vec();
+                let links = rewriter.links();
                 let out = match (*stream, &self.project) {
                     (true, _) => Vec::new(),
-                    (false, Some(name)) => pypi::project_json(name, &links),
-                    (false, None) => pypi::root_json(&links),
+                    (false, Some(name)) => pypi::project_json(name, links),
+                    (false, None) => pypi::root_json(links),
                 };
-                (out, links)
+                (out, published(links))
             }
             Input::Whole { map, buffer, kind } => {
-                let unrewritable = |e: &dyn std::fmt::Display| {
-                    pingora::Error::explain(pingora::ErrorType::Custom(UNREWRITABLE), e.to_string())
-                };
-                if *kind == WholeKind::Npm {
-                    let rewritten =
-                        npm::rewrite(buffer, map, self.hide_after).map_err(|e| unrewritable(&e))?;
-                    if self.record {
-                        let published = rewritten.tarballs.into_iter().filter_map(|t| {
-                            Some(Published {
-                                path: t.remote_path?,
-                                digest: t.digest?,
-                            })
-                        });
-                        self.checksums.record(&self.remote, published.collect());
+                let project = self
+                    .project
+                    .as_deref()
+                    .filter(|_| self.output == Form::Html);
+                match rewrite_whole(*kind, buffer, map, self.hide_after, project) {
+                    Ok(rewritten) => rewritten,
+                    Err(e) => {
+                        log::warn!(
+                            "remote '{}': {UNREWRITABLE}: {e}; passed on as is",
+                            self.remote
+                        );
+                        (buffer.to_vec(), Vec::new())
                     }
-                    return Ok(rewritten.body);
                 }
-                if *kind == WholeKind::Helm {
-                    let rewritten = filters::helm::rewrite(buffer, map, self.hide_after)
-                        .map_err(|e| unrewritable(&e))?;
-                    if self.record {
-                        let published = rewritten.charts.into_iter().flat_map(|chart| {
-                            let digest = chart.digest;
-                            chart.remote_paths.into_iter().filter_map(move |path| {
-                                Some(Published {
-                                    path,
-                                    digest: digest.clone()?,
-                                })
-                            })
-                        });
-                        self.checksums.record(&self.remote, published.collect());
-                    }
-                    return Ok(rewritten.body);
-                }
-                let rewritten = match kind {
-                    WholeKind::PypiApi => pypi::rewrite_json_api(buffer, map),
-                    _ => pypi::rewrite_simple_json(buffer, map, self.hide_after),
-                };
-                let (json, links) = rewritten.map_err(|e| unrewritable(&e))?;
-                let out = match (self.output, &self.project) {
-                    (Form::Html, Some(name)) => pypi::project_html(name, &links),
-                    _ => json,
-                };
-                (out, links)
             }
+            Input::Passthrough => (Vec::new(), Vec::new()),
         };
-        if self.record {
-            self.checksums.record(&self.remote, published(&links));
+        if self.record && !published.is_empty() {
+            self.checksums.record(&self.remote, published);
         }
         Ok(out)
+    }
+}
+
+/// Rewrites a whole JSON or YAML document; `html_project` renders a PyPI
+/// page as HTML for a client that asked for that form.
+fn rewrite_whole(
+    kind: WholeKind,
+    doc: &[u8],
+    map: &LinkMap,
+    hide_after: Option<SystemTime>,
+    html_project: Option<&str>,
+) -> Result<(Vec<u8>, Vec<Published>), String> {
+    match kind {
+        WholeKind::Npm => {
+            let rewritten = npm::rewrite(doc, map, hide_after).map_err(|e| e.to_string())?;
+            let published = rewritten.tarballs.into_iter().filter_map(|t| {
+                Some(Published {
+                    path: t.remote_path?,
+                    digest: t.digest?,
+                })
+            });
+            Ok((rewritten.body, published.collect()))
+        }
+        WholeKind::Helm => {
+            let rewritten =
+                filters::helm::rewrite(doc, map, hide_after).map_err(|e| e.to_string())?;
+            let published = rewritten.charts.into_iter().flat_map(|chart| {
+                let digest = chart.digest;
+                chart.remote_paths.into_iter().filter_map(move |path| {
+                    Some(Published {
+                        path,
+                        digest: digest.clone()?,
+                    })
+                })
+            });
+            Ok((rewritten.body, published.collect()))
+        }
+        WholeKind::PypiApi | WholeKind::PypiSimple => {
+            let rewritten = match kind {
+                WholeKind::PypiApi => pypi::rewrite_json_api(doc, map),
+                _ => pypi::rewrite_simple_json(doc, map, hide_after),
+            };
+            let (json, links) = rewritten.map_err(|e| e.to_string())?;
+            let out = match html_project {
+                Some(name) => pypi::project_html(name, &links),
+                None => json,
+            };
+            Ok((out, published(&links)))
+        }
     }
 }
 

@@ -16,9 +16,11 @@
 //! - `pypi`: PyPI remotes with pip and uv against pypiserver.
 //! - `npm`: npm remotes with npm against verdaccio.
 //! - `rpm`: RPM repositories with dnf: snapshots, verification.
+//! - `alpine`: APKINDEX mutable, packages immutable.
 //! - `helm`: Helm indexes and charts (no helm client installable: its steps).
 
 mod admin;
+mod alpine;
 mod cache;
 mod config;
 mod evict;

@@ -98,7 +98,7 @@ async fn index_pages_link_back_through_the_remote_in_both_forms() {
         "{other}"
     );
     assert_eq!(
-        server.count("/simple/tiny-dep/"),
+        server.count_reaching("/simple/tiny-dep/", 2).await,
         2,
         "{:?}",
         server.requests()
@@ -166,8 +166,18 @@ async fn pip_and_uv_install_through_artifactd_and_again_with_the_upstream_stoppe
         );
     }
     // Every file came from the upstream once, whatever the client.
-    assert_eq!(server.count(WHEEL_APP), 1, "{:?}", server.requests());
-    assert_eq!(server.count(WHEEL_DEP_11), 1, "{:?}", server.requests());
+    assert_eq!(
+        server.count_reaching(WHEEL_APP, 1).await,
+        1,
+        "{:?}",
+        server.requests()
+    );
+    assert_eq!(
+        server.count_reaching(WHEEL_DEP_11, 1).await,
+        1,
+        "{:?}",
+        server.requests()
+    );
     assert_eq!(server.count(WHEEL_DEP_10), 0);
 
     server.stop().await;
@@ -242,14 +252,19 @@ async fn a_tampered_wheel_is_refused_counted_and_never_committed() {
     // Nothing was committed: with the upstream right again, the file is
     // fetched again and served whole.
     std::fs::write(&wheel_path, &good).unwrap();
+    server.settle().await;
     let before = server.count(WHEEL_DEP_10);
     let resp = http.get(&file_url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-artifact-source"], "remote");
     assert_eq!(resp.bytes().await.unwrap(), good);
-    assert_eq!(server.count(WHEEL_DEP_10), before + 1);
+    assert_eq!(
+        server.count_reaching(WHEEL_DEP_10, before + 1).await,
+        before + 1
+    );
     let (ok, out) = pip_install(&index, &dir.path().join("t2"), &["tiny-dep==1.0"]).await;
     assert!(ok, "{out}");
+    server.settle().await;
     assert_eq!(
         server.count(WHEEL_DEP_10),
         before + 1,

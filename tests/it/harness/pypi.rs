@@ -126,6 +126,33 @@ impl PypiServer {
         self.requests().iter().filter(|p| *p == path).count()
     }
 
+    /// Waits until the access log has not grown for 300 ms (at most 3 s).
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut last = self.log_text().len();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = self.log_text().len();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// [`PypiServer::count`] once it reaches `expected` (pypiserver logs a
+    /// request after answering it), or after 3 s.
+    pub async fn count_reaching(&self, path: &str, expected: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let count = self.count(path);
+            if count >= expected || Instant::now() > deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
