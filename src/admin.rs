@@ -43,7 +43,7 @@ fn root(app: &App) -> Reply {
         .map(|r| {
             json!({
                 "name": r.name,
-                "type": match r.kind { RemoteKind::Remote => "remote", RemoteKind::Local => "local" },
+                "type": match r.kind { RemoteKind::Remote => "remote", RemoteKind::Local => "local", RemoteKind::Virtual => "virtual" },
                 "package": r.package.as_str(),
                 "check_mutable_updates": r.check_mutable_updates,
                 "quarantine_days": r.quarantine_days,

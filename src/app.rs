@@ -22,6 +22,8 @@ pub struct App {
     /// Background GETs of tag manifests that clients only HEAD.
     pub prefetcher: crate::proxy::prefetch::Prefetcher,
     pub catalog: Arc<dyn Catalog>,
+    /// Requests to this artifactd's own listener.
+    pub loopback: crate::loopback::Loopback,
     /// RPM repository snapshots: the `repomd.xml` gate and warming.
     pub snapshots: crate::proxy::snapshots::Snapshots,
     /// Checksums that index documents published for their files.

@@ -28,6 +28,9 @@ pub async fn handle(
     remote: &Remote,
     path: &str,
 ) -> Result<Outcome> {
+    if crate::local_index::try_serve(app, session, remote, path).await? {
+        return Ok(Outcome::Other);
+    }
     if path.ends_with('/') || path.contains('#') {
         let reply = Reply::text(
             StatusCode::BAD_REQUEST,

@@ -28,11 +28,14 @@ mod config;
 mod credentials;
 mod fill_lock;
 mod local;
+mod local_index;
+mod loopback;
 mod metrics;
 mod proxy;
 mod server;
 mod state;
 mod storage;
+mod virtual_repo;
 
 use std::process::ExitCode;
 

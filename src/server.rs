@@ -8,6 +8,7 @@ use crate::checksums::Checksums;
 use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
+use crate::loopback::Loopback;
 use crate::metrics::Metrics;
 use crate::proxy::prefetch::Prefetcher;
 use crate::proxy::snapshots::Snapshots;
@@ -131,15 +132,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let listen = config.server.listen.clone();
-    let snapshots = Snapshots::new(
-        crate::proxy::prefetch::listener_base(&listen)?,
-        config.server.read_timeout,
-    )?;
+    let snapshots = Snapshots::new(config.server.read_timeout)?;
+    let loopback = Loopback::new(&listen).with_context(|| format!("listen address {listen}"))?;
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
         breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
-        prefetcher: Prefetcher::new(&config.server.listen)
-            .with_context(|| format!("listen address {}", config.server.listen))?,
+        prefetcher: Prefetcher::new(),
+        loopback,
         credentials: Credentials::new(
             config.remotes.values(),
             config.server.connect_timeout,

@@ -114,6 +114,41 @@ fn rewrite_version(name: &str, version: &mut Value, map: &LinkMap) -> Chart {
     }
 }
 
+/// Merges the indexes of a virtual repository's members, in order: a
+/// chart version comes from the first member that has it.
+pub fn merge(indexes: Vec<Value>) -> Option<Value> {
+    let mut indexes = indexes.into_iter();
+    let mut merged = indexes.next()?;
+    for index in indexes {
+        let Some(from) = index.get("entries").and_then(Value::as_mapping) else {
+            continue;
+        };
+        let Some(into) = merged.get_mut("entries").and_then(Value::as_mapping_mut) else {
+            continue;
+        };
+        for (name, versions) in from {
+            let Some(versions) = versions.as_sequence() else {
+                continue;
+            };
+            let entry = into
+                .entry(name.clone())
+                .or_insert_with(|| Value::Sequence(Vec::new()));
+            let Some(existing) = entry.as_sequence_mut() else {
+                continue;
+            };
+            for version in versions {
+                let present = existing
+                    .iter()
+                    .any(|v| v.get("version") == version.get("version"));
+                if !present {
+                    existing.push(version.clone());
+                }
+            }
+        }
+    }
+    Some(merged)
+}
+
 /// RFC 3339 with any offset and fraction, as Helm writes `created`.
 fn parse_time(text: &str) -> Option<SystemTime> {
     let text = text.trim();
@@ -188,6 +223,18 @@ mod tests {
         assert_eq!(out.hidden, ["demo 0.2.0"]);
         let doc: Value = serde_yaml::from_slice(&out.body).unwrap();
         assert_eq!(doc["entries"]["demo"].as_sequence().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn members_merge_first_version_wins() {
+        let a: Value =
+            serde_yaml::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [a]}\n").unwrap();
+        let b: Value = serde_yaml::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [b]}\n  - {version: 0.9.0, urls: [b]}\n  y:\n  - {version: 2.0.0, urls: [b]}\n").unwrap();
+        let merged = merge(vec![a, b]).unwrap();
+        let x = merged["entries"]["x"].as_sequence().unwrap();
+        assert_eq!(x.len(), 2);
+        assert_eq!(x[0]["urls"][0], "a");
+        assert_eq!(merged["entries"]["y"][0]["version"], "2.0.0");
     }
 
     #[test]

@@ -130,6 +130,29 @@ impl LinkMap {
     }
 }
 
+/// Characters a path segment keeps as they are (RFC 3986 `pchar` minus
+/// the few that confuse clients).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'+')
+    .remove(b'!')
+    .remove(b'@');
+
+/// Percent-encodes a decoded remote path for a URL, keeping its `/`.
+///
+/// ```
+/// assert_eq!(filters::links::encode_path("a b/c%d.whl"), "a%20b/c%25d.whl");
+/// ```
+pub fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The remote's URL as a client sees it: the configured `public_url`, else
 /// the request's `Host` with `X-Forwarded-Proto` (default `http`).
 ///

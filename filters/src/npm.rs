@@ -274,6 +274,30 @@ fn hide_versions(object: &mut serde_json::Map<String, Value>, cutoff: SystemTime
     hidden
 }
 
+/// Merges package documents of a virtual repository's members, in order:
+/// a version comes from the first member that has it (with its `time`),
+/// and a dist-tag from the first member that sets it.
+pub fn merge(documents: Vec<Value>) -> Option<Value> {
+    let mut documents = documents.into_iter();
+    let mut merged = documents.next()?;
+    for doc in documents {
+        for field in ["versions", "time", "dist-tags"] {
+            let (Some(into), Some(from)) = (
+                merged.get_mut(field).and_then(Value::as_object_mut),
+                doc.get(field).and_then(Value::as_object),
+            ) else {
+                continue;
+            };
+            for (key, value) in from {
+                if !into.contains_key(key) {
+                    into.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    Some(merged)
+}
+
 /// `sha512:hex` from an SRI `integrity` value (`sha512-BASE64`, possibly
 /// several, space-separated); sha512 is preferred, then sha256.
 pub fn integrity_digest(integrity: &str) -> Option<String> {
@@ -353,6 +377,21 @@ mod tests {
             "@s%2fa%2fb",
             "one separator only"
         );
+    }
+
+    #[test]
+    fn members_merge_first_version_wins() {
+        let private = serde_json::json!({"name": "x", "dist-tags": {"latest": "2.0.0"},
+            "versions": {"2.0.0": {"v": "private"}}, "time": {"2.0.0": "t2"}});
+        let public = serde_json::json!({"name": "x", "dist-tags": {"latest": "1.0.0", "next": "3.0.0"},
+            "versions": {"1.0.0": {"v": "public"}, "2.0.0": {"v": "public"}}, "time": {"1.0.0": "t1"}});
+        let merged = merge(vec![private, public]).unwrap();
+        assert_eq!(merged["versions"]["2.0.0"]["v"], "private");
+        assert_eq!(merged["versions"]["1.0.0"]["v"], "public");
+        assert_eq!(merged["dist-tags"]["latest"], "2.0.0");
+        assert_eq!(merged["dist-tags"]["next"], "3.0.0");
+        assert_eq!(merged["time"]["1.0.0"], "t1");
+        assert!(merge(Vec::new()).is_none());
     }
 
     #[test]

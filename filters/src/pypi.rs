@@ -702,10 +702,132 @@ pub fn root_json(links: &[FileLink]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The normalised project a distribution file belongs to, from its name
+/// (wheels: `{name}-{version}-…whl` with `_` for separators; sdists:
+/// `{name}-{version}.tar.gz` or `.zip`).
+///
+/// ```
+/// assert_eq!(filters::pypi::project_of_file("Demo_App-1.0-py3-none-any.whl").as_deref(), Some("demo-app"));
+/// assert_eq!(filters::pypi::project_of_file("demo-app-1.0.tar.gz").as_deref(), Some("demo-app"));
+/// assert_eq!(filters::pypi::project_of_file("README.md"), None);
+/// ```
+pub fn project_of_file(filename: &str) -> Option<String> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        let (name, _) = stem.split_once('-')?;
+        return Some(normalize(name));
+    }
+    let stem = filename
+        .strip_suffix(".tar.gz")
+        .or_else(|| filename.strip_suffix(".zip"))
+        .or_else(|| filename.strip_suffix(".tar.bz2"))?;
+    // The version starts at the last `-` followed by a digit.
+    let at = stem
+        .char_indices()
+        .filter(|&(i, c)| c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .map(|(i, _)| i)
+        .next_back()?;
+    Some(normalize(&stem[..at]))
+}
+
+/// Merges PEP 691 project pages of a virtual repository's members, in
+/// order: a file (by name) comes from the first member listing it.
+pub fn merge_project_json(name: &str, pages: &[Value]) -> Value {
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for page in pages {
+        for file in page["files"].as_array().into_iter().flatten() {
+            let filename = file["filename"].as_str().unwrap_or_default().to_string();
+            if seen.insert(filename) {
+                files.push(file.clone());
+            }
+        }
+    }
+    json!({"meta": {"api-version": "1.0"}, "name": name, "files": files})
+}
+
+/// Merges PEP 691 root indexes: every project of every member, once.
+pub fn merge_root_json(indexes: &[Value]) -> Value {
+    let mut seen = std::collections::HashSet::new();
+    let mut projects = Vec::new();
+    for index in indexes {
+        for project in index["projects"].as_array().into_iter().flatten() {
+            let name = project["name"].as_str().unwrap_or_default();
+            if seen.insert(normalize(name)) {
+                projects.push(json!({"name": name}));
+            }
+        }
+    }
+    json!({"meta": {"api-version": "1.0"}, "projects": projects})
+}
+
+/// The file links of a PEP 691 project page, as they are.
+pub fn links_of_json(page: &Value) -> Vec<FileLink> {
+    let mut page = page.clone();
+    let mut links = Vec::new();
+    let identity = LinkMap::new(
+        "http://artifactd.invalid/",
+        Vec::new(),
+        "http://artifactd.invalid/",
+    );
+    let Ok(identity) = identity else {
+        return links;
+    };
+    for file in page["files"].as_array_mut().into_iter().flatten() {
+        if let Some(link) = rewrite_file_entry(file, "url", "hashes", &identity) {
+            links.push(link);
+        }
+    }
+    links
+}
+
+/// The root index as HTML, from project names.
+pub fn root_html(names: &[&str]) -> Vec<u8> {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.0\">\n    <title>Simple index</title>\n  </head>\n  <body>\n",
+    );
+    for name in names {
+        let name = escape(name);
+        out.push_str(&format!(
+            "    <a href=\"{}/\">{name}</a><br/>\n",
+            normalize(&name)
+        ));
+    }
+    out.push_str("  </body>\n</html>\n");
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::links::Upstream;
+
+    #[test]
+    fn members_merge_first_file_wins() {
+        let a = json!({"name": "x", "files": [{"filename": "x-1.0.whl", "url": "http://a/x-1.0.whl", "hashes": {}}]});
+        let b = json!({"name": "x", "files": [
+            {"filename": "x-1.0.whl", "url": "http://b/x-1.0.whl", "hashes": {}},
+            {"filename": "x-0.9.whl", "url": "http://b/x-0.9.whl", "hashes": {"sha256": "aa"}}
+        ]});
+        let merged = merge_project_json("x", &[a, b]);
+        let urls: Vec<&str> = merged["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls, ["http://a/x-1.0.whl", "http://b/x-0.9.whl"]);
+        let links = links_of_json(&merged);
+        assert_eq!(links[1].url, "http://b/x-0.9.whl");
+        assert_eq!(links[1].hashes, [("sha256".to_string(), "aa".to_string())]);
+        let roots = merge_root_json(&[
+            json!({"projects": [{"name": "A.b"}]}),
+            json!({"projects": [{"name": "a-b"}, {"name": "c"}]}),
+        ]);
+        assert_eq!(roots["projects"].as_array().unwrap().len(), 2);
+        assert!(String::from_utf8(root_html(&["A.b"]))
+            .unwrap()
+            .contains("href=\"a-b/\""));
+    }
 
     const PAGE: &str = include_str!("../../tests/fixtures/pypi/pypiserver-tiny-dep.html");
     const ROOT: &str = include_str!("../../tests/fixtures/pypi/pypiserver-root.html");

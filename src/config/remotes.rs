@@ -45,6 +45,8 @@ pub struct RawRemote {
     /// Registry hosts this docker remote stands in for when a container
     /// runtime uses artifactd as a mirror (artifactd): `["docker.io"]`.
     pub mirror_of: Option<Vec<String>>,
+    /// The repositories a `type: virtual` remote serves, in order.
+    pub members: Option<Vec<String>>,
     /// Keys artifactd does not know; warned about, not fatal, because the
     /// reference system ignored them too.
     #[serde(flatten)]
@@ -87,6 +89,9 @@ pub enum RemoteKind {
     Remote,
     /// Holds uploaded files; no upstream.
     Local,
+    /// Serves its `members` in order: a path from the first that has it,
+    /// index documents merged.
+    Virtual,
 }
 
 /// The upstream of a remote, parsed once at start.
@@ -128,6 +133,8 @@ pub struct Remote {
     pub read_timeout: Option<Duration>,
     /// Registry hosts this docker remote mirrors, lower-cased.
     pub mirror_of: Vec<String>,
+    /// A virtual repository's members, in order.
+    pub members: Vec<String>,
     /// `username`, for keying tokens fetched with it.
     pub username: Option<String>,
     /// `password`, with `username` the basic auth of token requests.
@@ -164,6 +171,7 @@ pub fn parse_remotes(
         }
     }
     errors.append(&mut mirror_conflicts(file, &remotes));
+    errors.append(&mut member_errors(file, &remotes));
     if errors.is_empty() {
         Ok((raw, remotes, warnings))
     } else {
@@ -211,10 +219,7 @@ fn compile_remote(
     let kind = match raw.kind.as_deref().unwrap_or("remote") {
         "remote" => RemoteKind::Remote,
         "local" => RemoteKind::Local,
-        "virtual" => {
-            errors.push(err("type", "type 'virtual' is not supported yet".into()));
-            RemoteKind::Remote
-        }
+        "virtual" => RemoteKind::Virtual,
         other => {
             errors.push(err(
                 "type",
@@ -253,8 +258,21 @@ fn compile_remote(
                 None
             }
         },
-        (RemoteKind::Local, _) => None,
+        (RemoteKind::Local | RemoteKind::Virtual, _) => None,
     };
+    let members: Vec<String> = raw.members.clone().unwrap_or_default();
+    match kind {
+        RemoteKind::Virtual if members.is_empty() => errors.push(err(
+            "members",
+            "a virtual repository needs at least one member".into(),
+        )),
+        RemoteKind::Virtual => {}
+        _ if !members.is_empty() => errors.push(err(
+            "members",
+            "only a remote of type 'virtual' has members".into(),
+        )),
+        _ => {}
+    }
     let index_upstream = match (raw.index_url.as_deref(), package) {
         (None, _) => None,
         (Some(url), Package::Pypi) => match parse_base_url(url) {
@@ -358,11 +376,41 @@ fn compile_remote(
             connect_timeout: timeouts.connect.map(Duration::from_secs),
             read_timeout: timeouts.read.map(Duration::from_secs),
             mirror_of,
+            members,
             username: raw.username.clone(),
             password: raw.password.clone(),
         }),
         _ => Err(errors),
     }
+}
+
+/// A virtual repository's members must exist, be local or remote
+/// repositories (not virtual ones), and share its package type.
+fn member_errors(file: &Path, remotes: &[Remote]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for remote in remotes.iter().filter(|r| r.kind == RemoteKind::Virtual) {
+        for (i, member) in remote.members.iter().enumerate() {
+            let problem = match remotes.iter().find(|r| &r.name == member) {
+                None => Some(format!("no remote named '{member}'")),
+                Some(m) if m.kind == RemoteKind::Virtual => Some(format!(
+                    "'{member}' is virtual itself; list its members instead"
+                )),
+                Some(m) if m.package != remote.package => Some(format!(
+                    "'{member}' has package '{}', this virtual repository '{}'",
+                    m.package, remote.package
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                errors.push(
+                    ConfigError::new(file, message)
+                        .remote(&remote.name)
+                        .field(format!("members[{i}]")),
+                );
+            }
+        }
+    }
+    errors
 }
 
 /// Two remotes mirroring one registry host would make `ns` ambiguous.
@@ -468,6 +516,36 @@ mod tests {
             "immutable_ttl 0 keeps artifacts until flushed"
         );
         assert_eq!(github.mutable_ttl.as_secs(), DEFAULT_MUTABLE_TTL);
+    }
+
+    #[test]
+    fn virtual_members_must_exist_match_and_not_nest() {
+        let yaml = "remotes:\n  py:\n    base_url: http://x\n    package: pypi\n  gen:\n    type: local\n  all:\n    type: virtual\n    package: pypi\n    members: [py, gen, nope]\n  outer:\n    type: virtual\n    package: pypi\n    members: [all]\n  empty:\n    type: virtual\n  stray:\n    base_url: http://x\n    members: [py]\n";
+        let errors = parse_remotes(Path::new("r.yaml"), yaml)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("remote 'all'") && errors.contains("members[1]"),
+            "{errors}"
+        );
+        assert!(errors.contains("'gen' has package 'generic'"), "{errors}");
+        assert!(
+            errors.contains("members[2]") && errors.contains("no remote named 'nope'"),
+            "{errors}"
+        );
+        assert!(errors.contains("'all' is virtual itself"), "{errors}");
+        assert!(errors.contains("needs at least one member"), "{errors}");
+        assert!(
+            errors.contains("only a remote of type 'virtual' has members"),
+            "{errors}"
+        );
+        let good = "remotes:\n  py:\n    base_url: http://x\n    package: pypi\n  all:\n    type: virtual\n    package: pypi\n    members: [py]\n";
+        let (_, remotes, _) = parse_remotes(Path::new("r.yaml"), good).unwrap();
+        let all = remotes.iter().find(|r| r.name == "all").unwrap();
+        assert_eq!(
+            (all.kind, all.members.as_slice()),
+            (RemoteKind::Virtual, &["py".to_string()][..])
+        );
     }
 
     #[test]

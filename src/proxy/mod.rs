@@ -219,6 +219,16 @@ impl ProxyHttp for ArtifactProxy {
                     crate::admin::artifact_list(&self.app, &remote, session.req_header()).await;
                 respond::send(session, reply).await?;
             }
+            Action::Virtual {
+                remote,
+                path,
+                raw_path,
+            } => {
+                let outcome =
+                    crate::virtual_repo::handle(&self.app, session, &remote, &path, &raw_path)
+                        .await?;
+                ctx.outcome = Some(outcome);
+            }
             Action::Local { remote, path } => {
                 let outcome = crate::local::handle(&self.app, session, &remote, &path).await?;
                 ctx.outcome = Some(outcome);

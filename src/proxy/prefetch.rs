@@ -21,40 +21,15 @@ use std::time::Duration;
 /// How often one tag is fetched in the background at most.
 const REPEAT: Duration = Duration::from_secs(5);
 
-/// `http://host:port` of the listener at `listen`, as artifactd reaches
-/// itself (an unspecified address on loopback).
-pub fn listener_base(listen: &str) -> anyhow::Result<String> {
-    let address: std::net::SocketAddr = listen.parse()?;
-    let ip = match address.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    Ok(format!(
-        "http://{}",
-        std::net::SocketAddr::new(ip, address.port())
-    ))
-}
-
 pub struct Prefetcher {
-    /// `http://host:port` of artifactd's own listener.
-    base: String,
-    http: reqwest::Client,
     recent: MemoryCache<u64, ()>,
 }
 
 impl Prefetcher {
-    /// A prefetcher talking to the listener at `listen` (an unspecified
-    /// address is reached on loopback).
-    pub fn new(listen: &str) -> anyhow::Result<Prefetcher> {
-        Ok(Prefetcher {
-            base: listener_base(listen)?,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(120))
-                .build()?,
+    pub fn new() -> Prefetcher {
+        Prefetcher {
             recent: MemoryCache::new(4096),
-        })
+        }
     }
 
     /// Whether `artifact` is a tag manifest a HEAD asked for.
@@ -79,9 +54,9 @@ impl Prefetcher {
             return;
         }
         self.recent.put(&id, (), Some(REPEAT));
-        let request = self
-            .http
-            .get(format!("{}{path}", self.base))
+        let request = app
+            .loopback
+            .request(reqwest::Method::GET, &path)
             .header(http::header::ACCEPT, accept);
         app.background.spawn(async move {
             let outcome = match request.send().await {

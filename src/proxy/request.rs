@@ -21,6 +21,14 @@ pub enum Action {
         remote: Arc<Remote>,
         path: String,
     },
+    /// A virtual repository: its members answer.
+    Virtual {
+        remote: Arc<Remote>,
+        /// Decoded, validated.
+        path: String,
+        /// As the client sent it, for the members.
+        raw_path: String,
+    },
     /// Continue into the cache and, on a miss, the upstream.
     Proxy(Artifact),
 }
@@ -88,6 +96,14 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             )
         }
     };
+    if remote.kind == RemoteKind::Virtual {
+        let action = Action::Virtual {
+            remote: remote.clone(),
+            path: valid.decoded,
+            raw_path: raw_path.to_string(),
+        };
+        return with_remote(action, false);
+    }
     if remote.kind == RemoteKind::Local {
         let action = Action::Local {
             remote: remote.clone(),

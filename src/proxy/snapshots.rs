@@ -39,9 +39,9 @@ use std::time::Duration;
 pub const SNAPSHOT_PENDING: &str = "new repository snapshot not cached yet";
 
 pub struct Snapshots {
-    /// `http://host:port` of artifactd's own listener.
-    base: String,
-    http: reqwest::Client,
+    /// The gate's own upstream requests (redirects followed, as mirrors
+    /// send them).
+    upstream: reqwest::Client,
     /// Bounds the gate's own upstream request.
     upstream_timeout: Duration,
     /// Snapshots being warmed (remote, repomd digest).
@@ -52,12 +52,9 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    pub fn new(listener_base: String, timeout: Duration) -> anyhow::Result<Snapshots> {
+    pub fn new(timeout: Duration) -> anyhow::Result<Snapshots> {
         Ok(Snapshots {
-            base: listener_base,
-            // No total timeout: warming streams whole repodata files through
-            // the listener, whose fills have their own upstream timeouts.
-            http: reqwest::Client::builder().no_proxy().build()?,
+            upstream: reqwest::Client::builder().no_proxy().build()?,
             upstream_timeout: timeout,
             warming: Mutex::new(HashSet::new()),
             recorded_primary: Mutex::new(HashMap::new()),
@@ -133,7 +130,7 @@ impl Snapshots {
             super::documents::url_of(upstream),
             artifact.raw_path
         );
-        let mut request = self.http.get(&url).timeout(self.upstream_timeout);
+        let mut request = self.upstream.get(&url).timeout(self.upstream_timeout);
         if let Some(auth) = &upstream.basic_auth {
             request = request.header(http::header::AUTHORIZATION, auth);
         }
@@ -169,7 +166,7 @@ impl Snapshots {
             let mut failed = 0;
             for file in &files {
                 if let Err(e) = snapshots
-                    .fetch_through(&remote.name, &file.path, None)
+                    .fetch_through(&app, &remote.name, &file.path, None)
                     .await
                 {
                     log::info!("remote '{}': warming {}: {e}", remote.name, file.path);
@@ -195,17 +192,14 @@ impl Snapshots {
     /// the body is written there.
     async fn fetch_through(
         &self,
+        app: &App,
         remote: &str,
         path: &str,
         mut into: Option<&mut std::fs::File>,
     ) -> std::result::Result<(), String> {
-        let url = format!("{}/api/v1/remote/{remote}/{path}", self.base);
-        let mut resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let url = format!("/api/v1/remote/{remote}/{path}");
+        let request = app.loopback.request(reqwest::Method::GET, &url);
+        let mut resp = request.send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
@@ -231,7 +225,7 @@ impl Snapshots {
             return;
         };
         if let Err(e) = self
-            .fetch_through(remote, &primary.path, Some(&mut spool))
+            .fetch_through(app, remote, &primary.path, Some(&mut spool))
             .await
         {
             log::info!("remote '{remote}': reading {}: {e}", primary.path);

@@ -351,3 +351,136 @@ async fn quarantined_uploads_are_left_out_and_pip_resolves_the_previous_version(
     );
     assert_eq!(origin.hits("/files/tiny_dep-1.1-py3-none-any.whl"), 0);
 }
+
+#[tokio::test]
+async fn a_virtual_repository_overlays_private_packages_on_a_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = PypiServer::start(dir.path()).await;
+    server.add_wheel("tiny-dep", "1.0", &[]);
+    server.add_wheel("tiny-dep", "1.1", &[]);
+    // Private builds: an app only the team has, and its own tiny-dep 1.1
+    // that must win over the public one.
+    let private = dir.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let make = |name: &str, version: &str, requires: &[&str]| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&private)
+            .args([name, version])
+            .args(requires)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    let app_wheel = make("Secret.App", "1.0", &["tiny-dep>=1.1"]);
+    let dep_wheel = make(
+        "tiny-dep",
+        "1.1",
+        &["requests-never-installed; python_version<'3'"],
+    );
+    let remotes = format!(
+        "{}  private:\n    type: local\n    package: pypi\n  all:\n    type: virtual\n    package: pypi\n    members: [private, pypi]\n",
+        pypi_remote(&server, "")
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    for wheel in [&app_wheel, &dep_wheel] {
+        let name = wheel.file_name().unwrap().to_string_lossy().to_string();
+        let resp = http
+            .put(ad.artifact("private", &format!("packages/{name}")))
+            .body(std::fs::read(wheel).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    // The local repository's index is generated from its uploads (the
+    // catalog records them within half a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = http
+            .get(ad.artifact("all", "simple/secret-app/"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The merged page: the private tiny-dep 1.1 wins, 1.0 comes from the
+    // remote, each file links to the member that serves it.
+    let page: serde_json::Value = http
+        .get(ad.artifact("all", "simple/tiny-dep/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let urls: Vec<&str> = page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2, "{page}");
+    assert!(
+        urls[0].starts_with(&ad.artifact("private", "packages/tiny_dep-1.1-py3-none-any.whl")),
+        "{urls:?}"
+    );
+    assert!(
+        urls[1].starts_with(&ad.artifact("pypi", "packages/tiny_dep-1.0-py3-none-any.whl")),
+        "{urls:?}"
+    );
+
+    let target = dir.path().join("installed");
+    let (ok, out) = pip_install(&ad.artifact("all", "simple/"), &target, &["secret-app"]).await;
+    assert!(ok, "pip install through the virtual repository: {out}");
+    assert_eq!(
+        installed_version(&target, "secret_app").as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(
+        installed_version(&target, "tiny_dep").as_deref(),
+        Some("1.1")
+    );
+    server.settle().await;
+    assert_eq!(server.count(WHEEL_DEP_11), 0, "the private build won");
+    // And a public-only dependency comes from the remote.
+    let (ok, out) = pip_install(
+        &ad.artifact("all", "simple/"),
+        &dir.path().join("i2"),
+        &["tiny-dep==1.0"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(server.count_reaching(WHEEL_DEP_10, 1).await, 1);
+    // A plain path goes to the first member that has it.
+    let resp = http
+        .get(ad.artifact("all", "packages/secret_app-1.0-py3-none-any.whl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-artifact-member"], "private");
+    assert_eq!(
+        resp.bytes().await.unwrap(),
+        std::fs::read(&app_wheel).unwrap()
+    );
+    let resp = http
+        .get(ad.artifact("all", "packages/none.whl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
