@@ -46,9 +46,10 @@ fi
 if [[ ${1:-} == test ]]; then
     # The package-format tests drive real PyPI tools from a private venv
     # (target/tools/venv): pypiserver as the upstream, uv as a client
-    # beside the venv's pip. bcrypt is pinned for pypiserver's passlib.
+    # beside the venv's pip, oras (oras-py) for charts in OCI registries.
+    # bcrypt is pinned for pypiserver's passlib.
     venv=target/tools/venv
-    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1)
+    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43)
     if [[ ! -x $venv/bin/pip ]]; then
         python3 -m venv "$venv" 2>/dev/null || {
             rm -rf "$venv"

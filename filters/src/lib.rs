@@ -6,6 +6,7 @@
 //! this crate and apply the verdict.
 //!
 //! # Layout
+//! - [`accept`]: `Accept` media ranges and their `q` values.
 //! - [`route`]: maps a request method and path onto a [`route::Route`].
 //! - [`path`]: validates the artifact path part of a URL before anything
 //!   touches storage or an upstream.
@@ -32,6 +33,7 @@
 //!   classification, key parts, `Accept` classes, error codes, Bearer
 //!   challenges.
 
+pub mod accept;
 pub mod breaker;
 pub mod cache_key;
 pub mod helm;

@@ -113,20 +113,9 @@ pub fn negotiate(accept: Option<&str>) -> Form {
     let Some(accept) = accept else {
         return Form::Full;
     };
-    let (mut abbreviated, mut full) = (0.0f32, 0.0f32);
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            ABBREVIATED_TYPE => abbreviated = abbreviated.max(q),
-            "application/json" | "*/*" => full = full.max(q),
-            _ => {}
-        }
-    }
+    let ranges = crate::accept::ranges(accept);
+    let abbreviated = crate::accept::best_q(&ranges, &[ABBREVIATED_TYPE]);
+    let full = crate::accept::best_q(&ranges, &["application/json", "*/*"]);
     if abbreviated > 0.0 && abbreviated >= full {
         Form::Abbreviated
     } else {

@@ -135,25 +135,23 @@ pub fn negotiate(accept: Option<&str>) -> Form {
     let Some(accept) = accept else {
         return Form::Html;
     };
-    let (mut json, mut html) = (0.0f32, 0.0f32);
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/vnd.pypi.simple.v1+json" | "application/vnd.pypi.simple.latest+json" => {
-                json = json.max(q)
-            }
-            "application/vnd.pypi.simple.v1+html"
-            | "application/vnd.pypi.simple.latest+html"
-            | "text/html"
-            | "*/*" => html = html.max(q),
-            _ => {}
-        }
-    }
+    let ranges = crate::accept::ranges(accept);
+    let json = crate::accept::best_q(
+        &ranges,
+        &[
+            "application/vnd.pypi.simple.v1+json",
+            "application/vnd.pypi.simple.latest+json",
+        ],
+    );
+    let html = crate::accept::best_q(
+        &ranges,
+        &[
+            "application/vnd.pypi.simple.v1+html",
+            "application/vnd.pypi.simple.latest+html",
+            "text/html",
+            "*/*",
+        ],
+    );
     if json > 0.0 && json >= html {
         Form::Json
     } else {

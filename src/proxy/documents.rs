@@ -552,3 +552,121 @@ fn published(links: &[FileLink]) -> Vec<Published> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EmbeddedState;
+
+    const NPM: &str = include_str!("../../tests/fixtures/npm/verdaccio-scoped-full.json");
+    const PYPI_HTML: &str = include_str!("../../tests/fixtures/pypi/pypiserver-tiny-dep.html");
+
+    fn checksums(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> Arc<Checksums> {
+        let state: Arc<dyn crate::state::StateStore> = Arc::new(EmbeddedState::open(dir).unwrap());
+        Arc::new(Checksums::new(state, runtime.handle().clone()))
+    }
+
+    fn map(upstream: &str, page: &str) -> LinkMap {
+        let page = format!("{upstream}/{page}");
+        let upstreams = vec![links::Upstream::new(upstream, &[]).unwrap()];
+        LinkMap::new(&page, upstreams, "http://cache/api/v1/remote/r/").unwrap()
+    }
+
+    /// A rewriter of a whole npm document, recording nothing.
+    fn npm_rewriter(page: &str, checksums: &Arc<Checksums>) -> BodyRewriter {
+        BodyRewriter {
+            remote: "r".into(),
+            input: Input::Whole {
+                map: map("http://127.0.0.1:38300", page),
+                buffer: BytesMut::new(),
+                kind: WholeKind::Npm,
+            },
+            output: Form::Json,
+            project: None,
+            record: false,
+            checksums: checksums.clone(),
+            hide_after: None,
+        }
+    }
+
+    /// Runs `input` through a rewriter in chunks of `size`, through the
+    /// module as pingora calls it (body events, then `Done`).
+    fn rewrite(make: &dyn Fn() -> BodyRewriter, doc: &str, size: usize) -> Vec<u8> {
+        let mut module = RewriteModule::default();
+        module.set(make());
+        let mut out = Vec::new();
+        for piece in doc.as_bytes().chunks(size) {
+            let mut body = Some(Bytes::copy_from_slice(piece));
+            module.response_body_filter(&mut body, false).unwrap();
+            out.extend(body.unwrap_or_default());
+        }
+        out.extend(module.response_done_filter().unwrap().unwrap_or_default());
+        // A second end (a body event with end after Done) adds nothing.
+        let mut end = None;
+        module.response_body_filter(&mut end, true).unwrap();
+        assert!(end.is_none_or(|b| b.is_empty()));
+        out
+    }
+
+    #[test]
+    fn whole_and_streamed_documents_come_out_the_same_at_every_chunk_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let checksums = checksums(dir.path(), &runtime);
+        let npm = || npm_rewriter("@demo%2fapp", &checksums);
+        let whole = rewrite(&npm, NPM, NPM.len());
+        let text = String::from_utf8(whole.clone()).unwrap();
+        assert!(
+            text.contains("http://cache/api/v1/remote/r/@demo/app/-/app-1.0.0.tgz"),
+            "{text}"
+        );
+        for size in [1, 2, 7, 64, 333] {
+            assert_eq!(rewrite(&npm, NPM, size), whole, "npm, chunks of {size}");
+        }
+        let html_to_json = || BodyRewriter {
+            remote: "r".into(),
+            input: Input::Html {
+                rewriter: HtmlRewriter::new(map("http://127.0.0.1:38111", "simple/tiny-dep/")),
+                stream: false,
+            },
+            output: Form::Json,
+            project: Some("tiny-dep".into()),
+            record: false,
+            checksums: checksums.clone(),
+            hide_after: None,
+        };
+        let whole = rewrite(&html_to_json, PYPI_HTML, PYPI_HTML.len());
+        let json: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(json["files"].as_array().unwrap().len(), 2);
+        for size in [1, 3, 17, 100] {
+            assert_eq!(
+                rewrite(&html_to_json, PYPI_HTML, size),
+                whole,
+                "PyPI, chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparsable_or_oversized_document_is_passed_on_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let checksums = checksums(dir.path(), &runtime);
+        let broken = || npm_rewriter("x", &checksums);
+        assert_eq!(rewrite(&broken, "<html>not json", 3), b"<html>not json");
+        let mut module = RewriteModule::default();
+        module.set(broken());
+        let big = vec![b' '; MAX_WHOLE_DOCUMENT - 10];
+        let mut out = 0;
+        for piece in [&big[..], b"0123456789abcdef"] {
+            let mut body = Some(Bytes::copy_from_slice(piece));
+            module.response_body_filter(&mut body, false).unwrap();
+            out += body.map_or(0, |b| b.len());
+        }
+        assert_eq!(
+            out,
+            MAX_WHOLE_DOCUMENT + 6,
+            "everything passed on once too large"
+        );
+    }
+}

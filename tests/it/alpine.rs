@@ -7,24 +7,19 @@ use std::time::Duration;
 
 /// An `APKINDEX.tar.gz` holding an `APKINDEX` that lists `packages`.
 fn apkindex(dir: &std::path::Path, packages: &[(&str, &str)]) -> Vec<u8> {
-    let root = dir.join(format!("index-{}", packages.len()));
-    std::fs::create_dir_all(&root).unwrap();
     let text: String = packages
         .iter()
-        .map(|(name, version)| format!("P:{name}\nV:{version}\nA:x86_64\n\n"))
+        .map(|(name, version)| {
+            format!(
+                "P:{name}
+V:{version}
+A:x86_64
+
+"
+            )
+        })
         .collect();
-    std::fs::write(root.join("APKINDEX"), text).unwrap();
-    let archive = root.join("APKINDEX.tar.gz");
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&root)
-        .arg("APKINDEX")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(archive).unwrap()
+    crate::harness::tar_gz(dir, &[("APKINDEX", &text)])
 }
 
 fn index_text(archive: &[u8], dir: &std::path::Path) -> String {

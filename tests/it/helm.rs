@@ -8,22 +8,14 @@ use crate::harness::{client, sha256_hex, Artifactd, Origin, OriginFile};
 
 /// A chart archive as `helm package` lays it out: `NAME/Chart.yaml`.
 fn chart(dir: &std::path::Path, name: &str, version: &str) -> Vec<u8> {
-    let root = dir.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(root.join(name)).unwrap();
-    let chart_yaml =
-        format!("apiVersion: v2\nname: {name}\nversion: {version}\ntype: application\n");
-    std::fs::write(root.join(name).join("Chart.yaml"), chart_yaml).unwrap();
-    let archive = root.join("chart.tgz");
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&root)
-        .arg(name)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(archive).unwrap()
+    let chart_yaml = format!(
+        "apiVersion: v2
+name: {name}
+version: {version}
+type: application
+"
+    );
+    crate::harness::tar_gz(dir, &[(&format!("{name}/Chart.yaml"), &chart_yaml)])
 }
 
 fn tar_lists(archive: &[u8], dir: &std::path::Path) -> String {
@@ -101,13 +93,68 @@ async fn index_links_every_chart_through_artifactd_and_charts_verify() {
         body.map_or(true, |b| b.len() < other.len()),
         "a tampered chart never completes"
     );
-    let metrics = crate::harness::get_text(&http, ad.url("/metrics")).await;
-    assert!(
-        metrics.contains("artifactd_checksum_mismatch_total{remote=\"charts\"} 1"),
-        "{metrics}"
-    );
+    assert_eq!(crate::harness::checksum_mismatches(&ad, "charts").await, 1);
     origin.put("/charts/demo-0.2.0.tgz", OriginFile::new(new.clone()));
     let resp = http.get(&url).send().await.unwrap();
     assert_eq!(resp.headers()["x-artifact-source"], "remote");
     assert_eq!(resp.bytes().await.unwrap(), new);
+}
+
+/// Runs `tests/tools/oras_chart.py` with the venv's Python.
+async fn oras_chart(args: &[&str]) -> (bool, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/oras_chart.py");
+    let mut command = tokio::process::Command::new(crate::harness::pypi::tool("python"));
+    command.arg(script).args(args).env("NO_PROXY", "*");
+    crate::harness::run_client(&mut command).await
+}
+
+#[tokio::test]
+async fn a_chart_in_an_oci_registry_pulls_through_a_docker_remote() {
+    use crate::harness::registry::Registry;
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::start(dir.path(), None).await;
+    let archive = chart(dir.path(), "demo", "0.3.0");
+    let chart_path = dir.path().join("demo-0.3.0.tgz");
+    std::fs::write(&chart_path, &archive).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"apiVersion":"v2","name":"demo","version":"0.3.0"}"#,
+    )
+    .unwrap();
+    let reference = format!("{}/charts/demo:0.3.0", registry.host());
+    let (ok, out) = oras_chart(&[
+        "push",
+        &registry.host(),
+        &reference,
+        chart_path.to_str().unwrap(),
+        config.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "oras push: {out}");
+    let remotes = format!(
+        "remotes:\n  oci:\n    base_url: \"{}\"\n    package: docker\n",
+        registry.url()
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let host = format!("127.0.0.1:{}", ad.addr.port());
+    let through = format!("{host}/oci/charts/demo:0.3.0");
+
+    let pulled = dir.path().join("pulled");
+    let (ok, out) = oras_chart(&["pull", &host, &through, pulled.to_str().unwrap()]).await;
+    assert!(ok, "oras pull through artifactd: {out}");
+    assert_eq!(
+        std::fs::read(pulled.join("demo-0.3.0.tgz")).unwrap(),
+        archive
+    );
+
+    // Again with the registry gone: the chart is served from cache.
+    registry.stop().await;
+    let again = dir.path().join("again");
+    let (ok, out) = oras_chart(&["pull", &host, &through, again.to_str().unwrap()]).await;
+    assert!(ok, "oras pull with the registry stopped: {out}");
+    assert_eq!(
+        std::fs::read(again.join("demo-0.3.0.tgz")).unwrap(),
+        archive
+    );
 }

@@ -158,15 +158,8 @@ async fn a_tampered_tarball_is_refused_counted_and_never_committed() {
         body.map_or(true, |b| b.len() < tampered.len()),
         "a tampered body never completes"
     );
-    let metrics = crate::harness::get_text(&http, ad.url("/metrics")).await;
-    let line = "artifactd_checksum_mismatch_total{remote=\"npm\"} ";
-    let count: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(count >= 2, "{metrics}");
+    let count = crate::harness::checksum_mismatches(&ad, "npm").await;
+    assert!(count >= 2, "{count} mismatches counted");
 
     std::fs::write(&stored, &good).unwrap();
     let resp = http.get(&tarball_url).send().await.unwrap();

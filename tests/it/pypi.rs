@@ -222,12 +222,7 @@ async fn a_tampered_wheel_is_refused_counted_and_never_committed() {
     // The checksum is recorded in the background; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mismatches = || async {
-        let metrics = crate::harness::get_text(&client(), ad.url("/metrics")).await;
-        let line = "artifactd_checksum_mismatch_total{remote=\"pypi\"} ";
-        let count = metrics.lines().find_map(|l| l.strip_prefix(line));
-        count.expect("checksum counter").parse::<u64>().unwrap()
-    };
+    let mismatches = || crate::harness::checksum_mismatches(&ad, "pypi");
     // pip would retry and resume for half a minute: once is enough.
     let no_retries = ["--retries", "0", "--resume-retries", "0", "tiny-dep==1.0"];
     let (ok, out) = pip_install(&index, &dir.path().join("t1"), &no_retries).await;
@@ -287,16 +282,7 @@ async fn quarantined_uploads_are_left_out_and_pip_resolves_the_previous_version(
     };
     let mut files = Vec::new();
     for (version, uploaded) in [("1.0", ago(30)), ("1.1", ago(1))] {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(&wheels)
-            .args(["tiny-dep", version])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let path = crate::harness::pypi::build_wheel(&wheels, "tiny-dep", version, &[]);
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&path).unwrap();
         files.push(serde_json::json!({
@@ -320,15 +306,7 @@ async fn quarantined_uploads_are_left_out_and_pip_resolves_the_previous_version(
     );
     let ad = Artifactd::start(dir.path(), &remotes, "").await;
 
-    let json: serde_json::Value = client()
-        .get(ad.artifact("pypi", "simple/tiny-dep/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = crate::harness::pypi::simple_json(&ad, "pypi", "tiny-dep").await;
     let names: Vec<&str> = json["files"]
         .as_array()
         .unwrap()
@@ -363,17 +341,7 @@ async fn a_virtual_repository_overlays_private_packages_on_a_remote() {
     let private = dir.path().join("private");
     std::fs::create_dir_all(&private).unwrap();
     let make = |name: &str, version: &str, requires: &[&str]| {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(&private)
-            .args([name, version])
-            .args(requires)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        crate::harness::pypi::build_wheel(&private, name, version, requires)
     };
     let app_wheel = make("Secret.App", "1.0", &["tiny-dep>=1.1"]);
     let dep_wheel = make(
@@ -418,15 +386,7 @@ async fn a_virtual_repository_overlays_private_packages_on_a_remote() {
 
     // The merged page: the private tiny-dep 1.1 wins, 1.0 comes from the
     // remote, each file links to the member that serves it.
-    let page: serde_json::Value = http
-        .get(ad.artifact("all", "simple/tiny-dep/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = crate::harness::pypi::simple_json(&ad, "all", "tiny-dep").await;
     let urls: Vec<&str> = page["files"]
         .as_array()
         .unwrap()

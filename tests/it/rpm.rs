@@ -206,15 +206,8 @@ async fn a_tampered_rpm_is_refused_counted_and_never_committed() {
         body.map_or(true, |b| b.len() < tampered.len()),
         "a tampered body never completes"
     );
-    let metrics = crate::harness::get_text(&http, ad.url("/metrics")).await;
-    let line = "artifactd_checksum_mismatch_total{remote=\"el\"} ";
-    let count: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(count >= 2, "{metrics}");
+    let count = crate::harness::checksum_mismatches(&ad, "el").await;
+    assert!(count >= 2, "{count} mismatches counted");
 
     origin.put(
         "/repo/tiny-1.0-1.noarch.rpm",

@@ -139,3 +139,90 @@ pub async fn get_text(http: &reqwest::Client, url: impl AsRef<str>) -> String {
 pub async fn status(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
     request.send().await.expect("response").status()
 }
+
+/// Runs a client (pip, npm, dnf, …) to completion within two minutes and
+/// returns (success, stdout and stderr).
+pub async fn run_client(command: &mut tokio::process::Command) -> (bool, String) {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        command.stdin(std::process::Stdio::null()).output(),
+    )
+    .await
+    .expect("client finished within 120 s")
+    .expect("client ran");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `artifactd_checksum_mismatch_total` of `remote`, scraped now.
+pub async fn checksum_mismatches(ad: &Artifactd, remote: &str) -> u64 {
+    let metrics = get_text(&client(), ad.url("/metrics")).await;
+    let line = format!("artifactd_checksum_mismatch_total{{remote=\"{remote}\"}} ");
+    let count = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
+    count.expect("the checksum counter").parse().unwrap()
+}
+
+/// A `.tar.gz` of `files` (relative path, content), made with `tar` in a
+/// fresh directory under `dir`.
+pub fn tar_gz(dir: &std::path::Path, files: &[(&str, &str)]) -> Vec<u8> {
+    let root = tempfile::tempdir_in(dir).unwrap();
+    let mut names = Vec::new();
+    for (path, content) in files {
+        let file = root.path().join("tree").join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+        names.push(*path);
+    }
+    let archive = root.path().join("archive.tar.gz");
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(root.path().join("tree"))
+        .args(&names)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(archive).unwrap()
+}
+
+/// Whether `url` answers `200` within `secs` seconds (a test server
+/// starting up).
+pub async fn answers_ok(url: &str, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let http = client();
+    while std::time::Instant::now() < deadline {
+        if let Ok(resp) = http.get(url).send().await {
+            if resp.status() == 200 {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Starts a test server with stdout and stderr appended to `log`, killed
+/// when its handle drops.
+pub trait SpawnLogged {
+    fn spawn_logged(&mut self, log: &std::path::Path) -> tokio::process::Child;
+}
+
+impl SpawnLogged for tokio::process::Command {
+    fn spawn_logged(&mut self, log: &std::path::Path) -> tokio::process::Child {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("server log");
+        self.stdout(file.try_clone().expect("server log"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.as_std().get_program()))
+    }
+}

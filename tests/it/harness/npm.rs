@@ -8,8 +8,8 @@
 //! asynchronously, so counts wait for it to settle.
 
 use super::artifactd::free_port;
+use super::SpawnLogged;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -48,11 +48,6 @@ impl Verdaccio {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("verdaccio log");
         let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/tools/npm/node_modules/.bin/verdaccio");
         assert!(
@@ -65,23 +60,15 @@ impl Verdaccio {
             .arg(self.dir.join("config.yaml"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn verdaccio");
+            .spawn_logged(&self.log);
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = super::client();
-        while Instant::now() < deadline {
-            if let Ok(resp) = client.get(format!("{}/-/ping", self.url())).send().await {
-                if resp.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !super::answers_ok(&format!("{}/-/ping", self.url()), 30).await {
+            panic!(
+                "verdaccio not ready:
+{}",
+                self.log_text()
+            );
         }
-        panic!("verdaccio not ready:\n{}", self.log_text());
     }
 
     /// Creates a user and writes its token into the publishing `.npmrc`.
@@ -203,18 +190,8 @@ pub async fn run_npm(command: &mut Command) -> (bool, String) {
         .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
         .env("NPM_CONFIG_AUDIT", "false")
         .env("NPM_CONFIG_FUND", "false")
-        .env("NO_PROXY", "*")
-        .stdin(Stdio::null());
-    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("npm finished within 120 s")
-        .expect("npm ran");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("NO_PROXY", "*");
+    super::run_client(command).await
 }
 
 /// `npm install PACKAGES…` in a fresh project `dir` against `registry`,

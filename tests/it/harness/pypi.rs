@@ -6,8 +6,8 @@
 //! pypiserver's access log (with `-v`) is the count of upstream requests.
 
 use super::artifactd::free_port;
+use super::SpawnLogged;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -48,11 +48,6 @@ impl PypiServer {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("pypiserver log");
         let child = Command::new(tool("pypi-server"))
             .args(["run", "-v", "-i", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
@@ -66,23 +61,15 @@ impl PypiServer {
                 ".",
             ])
             .arg(&self.packages)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pypi-server");
+            .spawn_logged(&self.log);
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = super::client();
-        while Instant::now() < deadline {
-            if let Ok(resp) = client.get(format!("{}/simple/", self.url())).send().await {
-                if resp.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !super::answers_ok(&format!("{}/simple/", self.url()), 20).await {
+            panic!(
+                "pypiserver not ready:
+{}",
+                self.log_text()
+            );
         }
-        panic!("pypiserver not ready:\n{}", self.log_text());
     }
 
     pub fn url(&self) -> String {
@@ -92,20 +79,7 @@ impl PypiServer {
     /// Builds a wheel of `name` `version` requiring `requires` into the
     /// served directory and returns its path.
     pub fn add_wheel(&self, name: &str, version: &str, requires: &[&str]) -> PathBuf {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(&self.packages)
-            .args([name, version])
-            .args(requires)
-            .output()
-            .expect("make_wheel.py");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        build_wheel(&self.packages, name, version, requires)
     }
 
     pub fn log_text(&self) -> String {
@@ -182,18 +156,39 @@ pub async fn run_clean(command: &mut Command) -> (bool, String) {
         .env("UV_NO_CONFIG", "1")
         .env("UV_NO_CACHE", "1")
         .env("UV_PYTHON_DOWNLOADS", "never")
-        .env("NO_PROXY", "*")
-        .stdin(Stdio::null());
-    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("client finished within 120 s")
-        .expect("client ran");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        .env("NO_PROXY", "*");
+    super::run_client(command).await
+}
+
+/// Builds a wheel (`tests/tools/make_wheel.py`) into `dir`; its path.
+pub fn build_wheel(dir: &Path, name: &str, version: &str, requires: &[&str]) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/make_wheel.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .args([name, version])
+        .args(requires)
+        .output()
+        .expect("make_wheel.py");
+    assert!(
+        out.status.success(),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The PEP 691 form of `simple/{project}/` of `remote`.
+pub async fn simple_json(ad: &super::Artifactd, remote: &str, project: &str) -> serde_json::Value {
+    super::client()
+        .get(ad.artifact(remote, &format!("simple/{project}/")))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .expect("response")
+        .json()
+        .await
+        .expect("a PEP 691 page")
 }
 
 /// `pip install --target TARGET --index-url INDEX PACKAGES…`.

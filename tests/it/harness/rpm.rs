@@ -6,7 +6,6 @@
 use super::{Origin, OriginFile};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A repository directory mirrored onto the origin under `prefix`.
 pub struct RpmRepo {
@@ -117,38 +116,26 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
 /// `dnf install PACKAGE` into a fresh installroot from the repository at
 /// `url` only, metadata always fetched anew; returns (success, output).
 pub async fn dnf_install(url: &str, root: &Path, package: &str) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("dnf")
-            .args(["-y", "--installroot"])
-            .arg(root)
-            .args([
-                "--setopt=reposdir=/dev/null",
-                "--noplugins",
-                "--releasever=1",
-            ])
-            .arg(format!("--repofrompath=t,{url}"))
-            .args([
-                "--setopt=t.gpgcheck=0",
-                "--setopt=skip_if_unavailable=False",
-                "--setopt=t.metadata_expire=0",
-                "--setopt=install_weak_deps=False",
-            ])
-            .arg(format!(
-                "--setopt=cachedir={}",
-                root.join("cache").display()
-            ))
-            .args(["install", package])
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("dnf finished within 120 s")
-    .expect("dnf (Debian package dnf) must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut command = tokio::process::Command::new("dnf");
+    command
+        .args(["-y", "--installroot"])
+        .arg(root)
+        .args([
+            "--setopt=reposdir=/dev/null",
+            "--noplugins",
+            "--releasever=1",
+        ])
+        .arg(format!("--repofrompath=t,{url}"))
+        .args([
+            "--setopt=t.gpgcheck=0",
+            "--setopt=skip_if_unavailable=False",
+            "--setopt=t.metadata_expire=0",
+            "--setopt=install_weak_deps=False",
+        ])
+        .arg(format!(
+            "--setopt=cachedir={}",
+            root.join("cache").display()
+        ))
+        .args(["install", package]);
+    super::run_client(&mut command).await
 }
