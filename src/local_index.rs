@@ -1,19 +1,23 @@
 //! Index documents of local repositories, generated from what was
-//! uploaded: the PyPI simple index of a `package: pypi` local repository,
-//! so that pip and uv install uploaded files (alone or as a member of a
-//! virtual repository) without any index being uploaded.
+//! uploaded: the PyPI simple index of a `package: pypi` local repository
+//! and the package documents of a `package: npm` one, so that pip, uv and
+//! npm install uploaded files (alone or as a member of a virtual
+//! repository) without any index being uploaded.
 //!
 //! The listing comes from the catalog, which records an upload within its
-//! flush interval (half a second) of the upload's answer.
+//! flush interval (half a second) of the upload's answer. An npm document
+//! reads each uploaded tarball's `package/package.json`: fine for the
+//! handful of private versions such a repository holds.
 
 use crate::app::App;
 use crate::config::Remote;
 use crate::proxy::respond::{self, Reply};
 use bytes::Bytes;
 use filters::pypi::{self, FileLink, Form};
-use filters::{links, Package};
+use filters::{links, npm, Package};
 use http::StatusCode;
 use pingora::proxy::Session;
+use sha2::Digest as _;
 use std::collections::BTreeSet;
 
 /// Serves a generated index document if `path` names one; `false` leaves
@@ -25,9 +29,13 @@ pub async fn try_serve(
     path: &str,
 ) -> pingora::Result<bool> {
     let method = &session.req_header().method;
-    if remote.package != Package::Pypi
-        || (method != http::Method::GET && method != http::Method::HEAD)
-    {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Ok(false);
+    }
+    if remote.package == Package::Npm {
+        return npm_document(app, session, remote, path).await;
+    }
+    if remote.package != Package::Pypi {
         return Ok(false);
     }
     let document = match pypi::document(path) {
@@ -126,4 +134,88 @@ fn page(
         body: Bytes::from(body),
         headers: vec![("vary", "Accept".to_string())],
     }
+}
+
+/// The largest uploaded tarball read for its manifest.
+const MAX_TARBALL: i64 = 64 << 20;
+
+/// Serves the package document of `path` if it names a package with
+/// uploaded tarballs (`NAME/-/BASE-VERSION.tgz`).
+async fn npm_document(
+    app: &App,
+    session: &mut Session,
+    remote: &Remote,
+    path: &str,
+) -> pingora::Result<bool> {
+    let npm::NpmPath::Document { name } = npm::classify(path) else {
+        return Ok(false);
+    };
+    let rows = match app.catalog.list(&remote.name).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let reply = Reply::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("listing '{}': {e}", remote.name),
+            );
+            respond::send(session, reply).await?;
+            return Ok(true);
+        }
+    };
+    let prefix = format!("{name}/-/");
+    let req = session.req_header();
+    let header = |h: &str| req.headers.get(h).and_then(|v| v.to_str().ok());
+    let base = links::proxy_base(
+        app.config.server.public_url.as_deref(),
+        header("host"),
+        header("x-forwarded-proto"),
+        &remote.name,
+    );
+    let tarballs = rows
+        .iter()
+        .filter(|r| r.local && r.path.starts_with(&prefix) && r.path.ends_with(".tgz"))
+        .filter(|r| r.size <= MAX_TARBALL);
+    let mut uploads = Vec::new();
+    for row in tarballs {
+        let key = format!("local/{}/{}", remote.name, row.path);
+        let Ok(Some(bytes)) = app.storage.bodies().get_small(&key).await else {
+            continue;
+        };
+        let read = tokio::task::spawn_blocking(move || manifest_of(&bytes).map(|m| (m, bytes)));
+        let Some((manifest, bytes)) = read.await.ok().flatten() else {
+            continue;
+        };
+        let uploaded =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(row.fetched_at.max(0) as u64);
+        uploads.push(npm::LocalVersion {
+            manifest,
+            tarball: format!("{base}{}", links::encode_path(&row.path)),
+            sha512: sha2::Sha512::digest(&bytes).to_vec(),
+            sha1: sha1::Sha1::digest(&bytes).to_vec(),
+            published: filters::quarantine::rfc3339(uploaded),
+        });
+    }
+    let Some(doc) = npm::local_document(&name, uploads) else {
+        return Ok(false);
+    };
+    respond::send(session, Reply::json(StatusCode::OK, &doc)).await?;
+    Ok(true)
+}
+
+/// `package/package.json` of an npm tarball.
+fn manifest_of(tarball: &[u8]) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
+    for entry in archive.entries().ok()? {
+        let entry = entry.ok()?;
+        let is_manifest = entry
+            .path()
+            .ok()
+            .is_some_and(|p| p.components().count() == 2 && p.ends_with("package.json"));
+        if is_manifest {
+            let mut text = Vec::new();
+            entry.take(1 << 20).read_to_end(&mut text).ok()?;
+            return serde_json::from_slice(&text).ok();
+        }
+    }
+    None
 }

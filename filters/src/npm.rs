@@ -263,6 +263,68 @@ fn hide_versions(object: &mut serde_json::Map<String, Value>, cutoff: SystemTime
     hidden
 }
 
+/// One uploaded tarball of a local repository, for [`local_document`].
+#[derive(Debug, Clone)]
+pub struct LocalVersion {
+    /// The tarball's `package/package.json`.
+    pub manifest: Value,
+    /// The URL clients download it from.
+    pub tarball: String,
+    pub sha512: Vec<u8>,
+    pub sha1: Vec<u8>,
+    /// RFC 3339 upload time.
+    pub published: String,
+}
+
+/// The package document of `name` built from uploaded tarballs: each
+/// version's manifest with its `dist`, `time`, and `latest` on the newest
+/// release. Tarballs whose manifest names another package or no valid
+/// version are left out.
+pub fn local_document(name: &str, uploads: Vec<LocalVersion>) -> Option<Value> {
+    use base64::Engine;
+    let mut versions = serde_json::Map::new();
+    let mut times = serde_json::Map::new();
+    let mut newest: Option<semver::Version> = None;
+    for upload in uploads {
+        let mut manifest = upload.manifest;
+        if manifest["name"].as_str() != Some(name) {
+            continue;
+        }
+        let Some(version) = manifest["version"]
+            .as_str()
+            .and_then(|v| semver::Version::parse(v).ok())
+        else {
+            continue;
+        };
+        let integrity = format!(
+            "sha512-{}",
+            base64::engine::general_purpose::STANDARD.encode(&upload.sha512)
+        );
+        manifest["dist"] = serde_json::json!({
+            "tarball": upload.tarball,
+            "integrity": integrity,
+            "shasum": hex_of(&upload.sha1),
+        });
+        if version.pre.is_empty() && newest.as_ref().is_none_or(|n| &version > n) {
+            newest = Some(version.clone());
+        }
+        times.insert(version.to_string(), Value::String(upload.published));
+        versions.insert(version.to_string(), manifest);
+    }
+    if versions.is_empty() {
+        return None;
+    }
+    let latest = newest
+        .map(|v| v.to_string())
+        .or_else(|| versions.keys().next_back().cloned());
+    Some(serde_json::json!({
+        "name": name,
+        "dist-tags": {"latest": latest},
+        "versions": versions,
+        "time": times,
+    }))
+}
+
 /// Merges package documents of a virtual repository's members, in order:
 /// a version comes from the first member that has it (with its `time`),
 /// and a dist-tag from the first member that sets it.
@@ -381,6 +443,38 @@ mod tests {
         assert_eq!(merged["dist-tags"]["next"], "3.0.0");
         assert_eq!(merged["time"]["1.0.0"], "t1");
         assert!(merge(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn local_documents_from_uploaded_manifests() {
+        let upload = |name: &str, version: &str| LocalVersion {
+            manifest: serde_json::json!({"name": name, "version": version, "dependencies": {"a": "^1"}}),
+            tarball: format!("http://cache/r/{name}/-/{name}-{version}.tgz"),
+            sha512: vec![0; 64],
+            sha1: vec![1; 20],
+            published: "2026-11-30T00:00:00Z".into(),
+        };
+        let doc = local_document(
+            "p",
+            vec![
+                upload("p", "1.0.0"),
+                upload("p", "2.0.0-rc.1"),
+                upload("q", "9.0.0"),
+                upload("p", "1.2.0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(doc["dist-tags"]["latest"], "1.2.0");
+        assert_eq!(doc["versions"].as_object().unwrap().len(), 3);
+        let dist = &doc["versions"]["1.0.0"]["dist"];
+        assert_eq!(dist["tarball"], "http://cache/r/p/-/p-1.0.0.tgz");
+        assert_eq!(
+            integrity_digest(dist["integrity"].as_str().unwrap()).unwrap(),
+            format!("sha512:{}", "0".repeat(128))
+        );
+        assert_eq!(dist["shasum"], "01".repeat(20));
+        assert_eq!(doc["versions"]["1.0.0"]["dependencies"]["a"], "^1");
+        assert!(local_document("p", vec![upload("q", "1.0.0")]).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::harness::npm::{installed_version, npm_install, Verdaccio};
 use crate::harness::{client, Artifactd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn npm_remote(upstream: &Verdaccio, extra: &str) -> String {
     // The seed's npm example: tarballs immutable, everything else mutable.
@@ -201,5 +201,75 @@ async fn quarantined_versions_are_left_out_and_npm_resolves_the_previous_one() {
     assert_eq!(
         installed_version(&project, "tiny-dep").as_deref(),
         Some("1.0.0")
+    );
+}
+
+#[tokio::test]
+async fn a_virtual_registry_overlays_uploaded_private_packages_on_a_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Verdaccio::start(dir.path()).await;
+    upstream.publish("tiny-dep", "1.0.0", &[]).await;
+    // A private package, packed by npm and uploaded the simple way.
+    let package = dir.path().join("secret");
+    std::fs::create_dir_all(&package).unwrap();
+    let manifest = serde_json::json!({"name": "@team/secret", "version": "1.0.0", "main": "index.js",
+        "dependencies": {"tiny-dep": "^1.0.0"}});
+    std::fs::write(package.join("package.json"), manifest.to_string()).unwrap();
+    std::fs::write(package.join("index.js"), "module.exports = 'secret';\n").unwrap();
+    let mut pack = tokio::process::Command::new("npm");
+    pack.current_dir(&package)
+        .args(["pack", "--pack-destination"])
+        .arg(&package);
+    let (ok, out) = crate::harness::npm::run_npm(&mut pack).await;
+    assert!(ok, "npm pack: {out}");
+    let tarball = std::fs::read(package.join("team-secret-1.0.0.tgz")).unwrap();
+    let remotes = format!(
+        "{}  team:\n    type: local\n    package: npm\n  all:\n    type: virtual\n    package: npm\n    members: [team, npm]\n",
+        npm_remote(&upstream, "")
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    let put = http
+        .put(ad.artifact("team", "@team/secret/-/secret-1.0.0.tgz"))
+        .body(tarball.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http
+        .get(ad.artifact("all", "@team%2fsecret"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the upload never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let project = dir.path().join("project");
+    let registry = ad.artifact("all", "");
+    let (ok, out) = npm_install(&registry, &project, &["@team/secret"]).await;
+    assert!(ok, "npm install through the virtual registry: {out}");
+    let index =
+        std::fs::read_to_string(project.join("node_modules/@team/secret/index.js")).unwrap();
+    assert_eq!(index, "module.exports = 'secret';\n");
+    assert_eq!(
+        installed_version(&project, "tiny-dep").as_deref(),
+        Some("1.0.0")
+    );
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.join("package-lock.json")).unwrap()).unwrap();
+    let resolved =
+        |name: &str| lock["packages"][format!("node_modules/{name}")]["resolved"].clone();
+    assert_eq!(
+        resolved("@team/secret"),
+        ad.artifact("team", "@team/secret/-/secret-1.0.0.tgz")
+    );
+    assert_eq!(
+        resolved("tiny-dep"),
+        ad.artifact("npm", "tiny-dep/-/tiny-dep-1.0.0.tgz")
     );
 }
