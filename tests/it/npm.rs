@@ -273,3 +273,30 @@ async fn a_virtual_registry_overlays_uploaded_private_packages_on_a_remote() {
         ad.artifact("npm", "tiny-dep/-/tiny-dep-1.0.0.tgz")
     );
 }
+
+#[tokio::test]
+async fn search_is_passed_to_the_upstream_and_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Verdaccio::start(dir.path()).await;
+    upstream.publish("tiny-dep", "1.0.0", &[]).await;
+    let ad = Artifactd::start(dir.path(), &npm_remote(&upstream, ""), "").await;
+    let http = client();
+    let url = ad.artifact("npm", "-/v1/search?text=tiny&size=5");
+    for _ in 0..2 {
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-artifact-source"], "remote");
+        let found: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            found["objects"][0]["package"]["name"], "tiny-dep",
+            "{found}"
+        );
+    }
+    upstream.settle().await;
+    let searches = upstream
+        .requests()
+        .iter()
+        .filter(|p| p.starts_with("/-/v1/search?text=tiny"))
+        .count();
+    assert_eq!(searches, 2, "{:?}", upstream.requests());
+}
