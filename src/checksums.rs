@@ -19,9 +19,10 @@ use sha2::Digest as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Entries remembered as written; past this the memory is cleared and the
-/// state store is asked again (a rewrite of an unchanged value is harmless).
-const REMEMBERED: usize = 200_000;
+/// Entries remembered as written (about 250 bytes each); past this the
+/// memory is cleared and the state store is asked again (a rewrite of an
+/// unchanged value is harmless).
+const REMEMBERED: usize = 50_000;
 
 pub struct Checksums {
     state: Arc<dyn StateStore>,

@@ -93,6 +93,18 @@ pub fn stale_period(artifact: &Artifact, server: &crate::config::ServerConfig) -
         .unwrap_or(server.stale_if_error)
 }
 
+/// Whether a copy whose freshness is `meta` may still stand in for the
+/// upstream now: within the remote's stale period past its expiry.
+pub fn within_stale_period(
+    artifact: &Artifact,
+    server: &crate::config::ServerConfig,
+    meta: &CacheMeta,
+) -> bool {
+    let period = stale_period(artifact, server);
+    let verdict = filters::stale::decide(meta.fresh_until(), SystemTime::now(), period);
+    matches!(verdict, filters::stale::Stale::Serve { .. })
+}
+
 /// The error of a request not sent upstream because its remote is marked
 /// down by the circuit breaker.
 pub const REMOTE_DOWN: &str = "remote marked down";

@@ -272,11 +272,7 @@ impl BodyRewriter {
         checksums: &Arc<Checksums>,
         record: bool,
     ) -> pingora::Result<Option<BodyRewriter>> {
-        let Some(document) = artifact
-            .document
-            .as_ref()
-            .filter(|d| d.cached() && **d != Document::RpmRepomd)
-        else {
+        let Some(document) = artifact.document.as_ref().filter(|d| d.cached()) else {
             return Ok(None);
         };
         if resp.status != http::StatusCode::OK {
@@ -307,9 +303,10 @@ impl BodyRewriter {
             Document::NpmPackage { .. } | Document::NpmSearch => {
                 (None, Form::Json, None, Some(WholeKind::Npm))
             }
-            Document::HelmIndex | Document::RpmRepomd => {
-                (None, Form::Json, None, Some(WholeKind::Helm))
-            }
+            Document::HelmIndex => (None, Form::Json, None, Some(WholeKind::Helm)),
+            // Not rewritten: its links are relative and its bytes are
+            // checked against the snapshot gate's copy.
+            Document::RpmRepomd => return Ok(None),
         };
         let input = match json_kind {
             Some(kind) => Input::Whole {

@@ -277,10 +277,7 @@ impl ProxyHttp for ArtifactProxy {
         if is_fresh || !Prefetcher::applies(artifact, &session.req_header().method) {
             return Ok(None);
         }
-        let period = cache::stale_period(artifact, &self.app.config.server);
-        let verdict =
-            filters::stale::decide(meta.fresh_until(), std::time::SystemTime::now(), period);
-        if !matches!(verdict, filters::stale::Stale::Serve { .. }) {
+        if !cache::within_stale_period(artifact, &self.app.config.server, meta) {
             return Ok(None);
         }
         ctx.revalidate_in_background = true;
@@ -370,12 +367,11 @@ impl ProxyHttp for ArtifactProxy {
             ctx.body_check = oci::body_check(oci, upstream_response);
         }
         if let Some(artifact) = &ctx.artifact {
-            let can_keep_previous = session.cache.maybe_cache_meta().is_some_and(|meta| {
-                let period = cache::stale_period(artifact, &self.app.config.server);
-                let now = std::time::SystemTime::now();
-                let verdict = filters::stale::decide(meta.fresh_until(), now, period);
-                matches!(verdict, filters::stale::Stale::Serve { .. })
-            });
+            let server = &self.app.config.server;
+            let can_keep_previous = session
+                .cache
+                .maybe_cache_meta()
+                .is_some_and(|meta| cache::within_stale_period(artifact, server, meta));
             ctx.file_check =
                 files::check(&self.app, artifact, upstream_response, can_keep_previous).await?;
         }
@@ -563,10 +559,7 @@ impl ProxyHttp for ArtifactProxy {
             ctx.stale_reason = Some(reason);
             return true;
         }
-        let period = cache::stale_period(artifact, &self.app.config.server);
-        let verdict =
-            filters::stale::decide(meta.fresh_until(), std::time::SystemTime::now(), period);
-        let serve = matches!(verdict, filters::stale::Stale::Serve { .. });
+        let serve = cache::within_stale_period(artifact, &self.app.config.server, meta);
         if serve {
             ctx.stale_reason = Some(reason);
         }
