@@ -272,15 +272,12 @@ impl BodyRewriter {
         checksums: &Arc<Checksums>,
         record: bool,
     ) -> pingora::Result<Option<BodyRewriter>> {
-        let Some(document) = artifact.document.as_ref().filter(|d| d.cached()) else {
+        let Some(document) = &artifact.document else {
             return Ok(None);
         };
         if resp.status != http::StatusCode::OK {
             return Ok(None);
         }
-        let Some(map) = link_map(&artifact.remote, &artifact.raw_path, req, server) else {
-            return Ok(None);
-        };
         let stored_json = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -300,13 +297,14 @@ impl BodyRewriter {
                 Some(WholeKind::PypiApi),
             ),
             // The upstream's type stays: full or abbreviated.
-            Document::NpmPackage { .. } | Document::NpmSearch => {
-                (None, Form::Json, None, Some(WholeKind::Npm))
-            }
+            Document::NpmPackage { .. } => (None, Form::Json, None, Some(WholeKind::Npm)),
             Document::HelmIndex => (None, Form::Json, None, Some(WholeKind::Helm)),
-            // Not rewritten: its links are relative and its bytes are
-            // checked against the snapshot gate's copy.
-            Document::RpmRepomd => return Ok(None),
+            // Search results pass through; repomd.xml's links are relative
+            // and its bytes are checked against the snapshot gate's copy.
+            Document::NpmSearch | Document::RpmRepomd => return Ok(None),
+        };
+        let Some(map) = link_map(&artifact.remote, &artifact.raw_path, req, server) else {
+            return Ok(None);
         };
         let input = match json_kind {
             Some(kind) => Input::Whole {

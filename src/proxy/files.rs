@@ -68,11 +68,7 @@ pub fn checksum_mismatch(
         mismatch.actual
     );
     app.metrics.checksum_mismatch(&artifact.remote.name);
-    pingora::Error::explain(
-        pingora::ErrorType::Custom(CHECKSUM_MISMATCH),
-        format!("expected {}, got {}", mismatch.expected, mismatch.actual),
-    )
-    .into_up()
+    mismatch.into_error(CHECKSUM_MISMATCH)
 }
 
 /// The error of a file that did not hash to its published checksum.

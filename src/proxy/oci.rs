@@ -392,11 +392,7 @@ pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Bo
         mismatch.actual
     );
     app.metrics.digest_mismatch(&artifact.remote.name);
-    pingora::Error::explain(
-        pingora::ErrorType::Custom(DIGEST_MISMATCH),
-        format!("expected {}, got {}", mismatch.expected, mismatch.actual),
-    )
-    .into_up()
+    mismatch.into_error(DIGEST_MISMATCH)
 }
 
 /// The error of a body that did not hash to its digest.

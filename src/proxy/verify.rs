@@ -63,6 +63,18 @@ pub struct Mismatch {
     pub actual: String,
 }
 
+impl Mismatch {
+    /// The upstream error (of kind `what`) that fails the transfer; the
+    /// caller has logged and counted it.
+    pub fn into_error(self, what: &'static str) -> Box<pingora::Error> {
+        pingora::Error::explain(
+            pingora::ErrorType::Custom(what),
+            format!("expected {}, got {}", self.expected, self.actual),
+        )
+        .into_up()
+    }
+}
+
 /// A body that ended and (when a digest was expected) matched it.
 pub struct Verified {
     /// The body's digest (the expected algorithm, else sha256).
