@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it bench bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it fuzz bench bench-smoke install clean
 
 all: build
 
@@ -56,6 +56,12 @@ unit: deps
 
 it: test-deps
 	$(CARGO) test --test it
+
+## The property tests of filters/ with many more cases than `make test`
+## runs (FUZZ_CASES, default 200000 per property).
+FUZZ_CASES ?= 200000
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p filters --test properties
 
 ## Installs the binary, an example config (kept if present) and the
 ## systemd unit, and creates the service user.

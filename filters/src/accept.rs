@@ -2,7 +2,7 @@
 //! negotiation of index documents (PEP 691, npm's abbreviated form).
 
 /// The media ranges of an `Accept` value, lower-cased, each with its `q`
-/// (1 when absent).
+/// (1 when absent, clamped to 0..=1 as RFC 9110 defines it).
 ///
 /// ```
 /// let ranges = filters::accept::ranges("text/html;q=0.5, application/JSON");
@@ -17,6 +17,7 @@ pub fn ranges(accept: &str) -> Vec<(String, f32)> {
             let q = parts
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.trim().parse::<f32>().ok())
+                .map(|q| if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) })
                 .unwrap_or(1.0);
             (media, q)
         })

@@ -80,17 +80,19 @@ impl Breaker {
             return State::default();
         }
         let open = State::Open {
-            until_ms: now_ms + self.backoff_ms,
+            until_ms: now_ms.saturating_add(self.backoff_ms),
         };
         match (admitted, success, state) {
             (Admit::Probe, true, _) => State::Closed { failures: 0 },
             (Admit::Probe, false, _) => open,
             (Admit::Yes, true, State::Closed { .. }) => State::Closed { failures: 0 },
-            (Admit::Yes, false, State::Closed { failures }) if failures + 1 >= self.threshold => {
+            (Admit::Yes, false, State::Closed { failures })
+                if failures.saturating_add(1) >= self.threshold =>
+            {
                 open
             }
             (Admit::Yes, false, State::Closed { failures }) => State::Closed {
-                failures: failures + 1,
+                failures: failures.saturating_add(1),
             },
             // A request admitted before the breaker opened, finishing late,
             // or one that was refused: no change.

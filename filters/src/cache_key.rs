@@ -26,6 +26,14 @@ pub fn decode(encoded: &str) -> Option<Vec<&str>> {
     let mut rest = encoded;
     loop {
         let (len, after) = rest.split_once(':')?;
+        // Only the digits `encode` writes: no sign, no leading zero, so one
+        // key has one spelling.
+        let canonical = !len.is_empty()
+            && len.bytes().all(|b| b.is_ascii_digit())
+            && (len == "0" || !len.starts_with('0'));
+        if !canonical {
+            return None;
+        }
         let len: usize = len.parse().ok()?;
         let part = after.get(..len)?;
         parts.push(part);
@@ -57,6 +65,8 @@ mod tests {
         assert_eq!(decode("3:ab"), None);
         assert_eq!(decode("1:a|"), None);
         assert_eq!(decode("x"), None);
+        assert_eq!(decode("01:a"), None);
+        assert_eq!(decode("+1:a"), None);
     }
 
     #[test]

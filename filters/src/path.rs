@@ -104,19 +104,32 @@ pub fn validate_artifact_path(raw: &str, max_len: usize) -> Result<ArtifactPath<
 fn find_encoded_separator(raw: &str) -> Option<&str> {
     let bytes = raw.as_bytes();
     (0..bytes.len().saturating_sub(2)).find_map(|i| {
-        let candidate = &raw[i..i + 3];
+        // Only ASCII bytes are compared, so the slice of a match starts and
+        // ends on character boundaries even in a non-ASCII path.
         let forbidden = bytes[i] == b'%'
             && matches!(
                 (bytes[i + 1], bytes[i + 2].to_ascii_uppercase()),
                 (b'2', b'F') | (b'5', b'C') | (b'0', b'0')
             );
-        forbidden.then_some(candidate)
+        forbidden.then(|| &raw[i..i + 3])
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_before_an_escape_is_not_sliced_apart() {
+        assert_eq!(
+            validate_artifact_path("¡%2e", 64),
+            Ok(ArtifactPath {
+                raw: "¡%2e",
+                decoded: "¡.".into()
+            })
+        );
+        assert!(validate_artifact_path("é%2f", 64).is_err());
+    }
 
     fn check(raw: &str) -> Result<String, PathError> {
         validate_artifact_path(raw, 64).map(|p| p.decoded)

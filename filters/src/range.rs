@@ -39,7 +39,9 @@ pub fn single_range(header: Option<&str>, size: u64) -> RangeReply {
         }
         (false, Some(start), Some(last)) if last >= start => RangeReply::Partial {
             start,
-            end: (last + 1).min(size),
+            // RFC 9110 §14.1.2: a last position at or past the end is
+            // clamped to the end; `u64::MAX` must not wrap to an empty range.
+            end: last.saturating_add(1).min(size),
         },
         _ => RangeReply::Full,
     }
@@ -77,6 +79,10 @@ mod tests {
             RangeReply::Unsatisfiable
         );
         assert_eq!(single_range(Some("bytes=4-2"), 10), RangeReply::Full);
+        assert_eq!(
+            single_range(Some("bytes=0-18446744073709551615"), 10),
+            RangeReply::Partial { start: 0, end: 10 }
+        );
         assert_eq!(single_range(Some("bytes=0-1,3-4"), 10), RangeReply::Full);
         assert_eq!(single_range(Some("items=0-1"), 10), RangeReply::Full);
     }

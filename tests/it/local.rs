@@ -53,6 +53,17 @@ async fn upload_read_delete_round_trip_with_token() {
         .unwrap();
     assert_eq!(range.status(), 206);
     assert_eq!(range.bytes().await.unwrap(), body[10..20]);
+    // RFC 9110: a last position past the end is clamped to the end, even
+    // the largest one a client can write.
+    let whole = http
+        .get(&url)
+        .header("range", "bytes=0-18446744073709551615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 206);
+    assert_eq!(whole.headers()["content-range"], "bytes 0-69999/70000");
+    assert_eq!(whole.bytes().await.unwrap(), body);
 
     assert_eq!(crate::harness::status(http.delete(&url)).await, 401);
     assert_eq!(
