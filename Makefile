@@ -63,14 +63,20 @@ FUZZ_CASES ?= 200000
 fuzz: deps
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p filters --test properties
 
-## Installs the binary, an example config (kept if present) and the
-## systemd unit, and creates the service user.
+## Installs the binary, an example config (kept if present), the systemd
+## unit, random admin and write tokens (root-only files the unit passes as
+## credentials; kept if present) and creates the service user.
 install: release
 	install -Dm755 target/release/artifactd $(DESTDIR)$(PREFIX)/bin/artifactd
 	install -d $(DESTDIR)/etc/artifactd
 	[ -e $(DESTDIR)/etc/artifactd/artifactd.yaml ] || install -m644 systemd/artifactd.yaml $(DESTDIR)/etc/artifactd/artifactd.yaml
 	[ -e $(DESTDIR)/etc/artifactd/remotes.yaml ] || install -m644 conf/remotes.yaml $(DESTDIR)/etc/artifactd/remotes.yaml
 	install -Dm644 systemd/artifactd.service $(DESTDIR)/etc/systemd/system/artifactd.service
+	install -Dm644 README.md $(DESTDIR)$(PREFIX)/share/doc/artifactd/README.md
+	for token in admin write; do \
+	  f=$(DESTDIR)/etc/artifactd/$$token.token; \
+	  [ -e $$f ] || (umask 077; head -c 32 /dev/urandom | base64 | tr -d '=+/\n' > $$f; echo >> $$f); \
+	done
 	id -u artifactd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/artifactd --shell /usr/sbin/nologin artifactd
 
 clean:

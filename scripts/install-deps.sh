@@ -25,6 +25,8 @@ if [[ ${1:-} == test ]]; then
     # The package-format tests: rpmbuild and createrepo_c make RPM
     # repositories, dnf installs from them.
     packages+=(rpm createrepo-c dnf)
+    # The edge tests: systemd-analyze checks the unit.
+    packages+=(systemd)
 fi
 
 missing=()

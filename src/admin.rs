@@ -30,9 +30,30 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         AdminRoute::Root => root(app),
         AdminRoute::Health => health(app).await,
         AdminRoute::Config => Reply::json(StatusCode::OK, &app.config.redacted()),
-        AdminRoute::Metrics => metrics(app),
+        AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app),
+        AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
+            .header("www-authenticate", "Bearer"),
         AdminRoute::Flush => flush(app, req).await,
     }
+}
+
+/// The 401 for a request without the admin token, when one is set.
+pub fn require_admin(app: &App, req: &RequestHeader) -> Option<Reply> {
+    (!bearer_allows(req, app.config.server.admin_token.as_ref())).then(|| {
+        Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
+            .header("www-authenticate", "Bearer")
+    })
+}
+
+/// `/metrics` is open unless `tokens.metrics` is set; then it takes that
+/// token or the admin token.
+fn metrics_allowed(app: &App, req: &RequestHeader) -> bool {
+    let server = &app.config.server;
+    let Some(token) = &server.metrics_token else {
+        return true;
+    };
+    bearer_allows(req, Some(token))
+        || (server.admin_token.as_ref()).is_some_and(|admin| bearer_allows(req, Some(admin)))
 }
 
 fn root(app: &App) -> Reply {
@@ -103,9 +124,8 @@ fn metrics(app: &App) -> Reply {
 }
 
 async fn flush(app: &App, req: &RequestHeader) -> Reply {
-    if !bearer_allows(req, app.config.server.admin_token.as_deref()) {
-        return Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
-            .header("www-authenticate", "Bearer");
+    if let Some(refusal) = require_admin(app, req) {
+        return refusal;
     }
     let remote = filters::route::query_param(req.uri.query(), "remote");
     if let Some(name) = &remote {
@@ -145,9 +165,8 @@ pub async fn artifact_list(app: &App, remote: &Remote, req: &RequestHeader) -> R
     if req.method != Method::GET && req.method != Method::HEAD {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use GET").header("allow", "GET, HEAD");
     }
-    if !bearer_allows(req, app.config.server.admin_token.as_deref()) {
-        return Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
-            .header("www-authenticate", "Bearer");
+    if let Some(refusal) = require_admin(app, req) {
+        return refusal;
     }
     let catalog = app.catalog.clone();
     let name = remote.name.clone();

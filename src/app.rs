@@ -29,6 +29,8 @@ pub struct App {
     /// Checksums that index documents published for their files.
     pub checksums: Arc<crate::checksums::Checksums>,
     pub catalog_writer: Arc<CatalogWriter>,
+    /// Requests being served, for the graceful stop.
+    pub in_flight: Arc<crate::lifecycle::InFlight>,
     /// The background runtime: catalog, deferred deletes, admin I/O that
     /// must not depend on a request's runtime.
     pub background: tokio::runtime::Handle,

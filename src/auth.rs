@@ -1,10 +1,11 @@
 //! Bearer-token checks for writes and administration.
 
+use crate::config::Secret;
 use pingora::http::RequestHeader;
 
 /// Whether `req` carries `Authorization: Bearer <expected>`; always true
 /// when no token is configured.
-pub fn bearer_allows(req: &RequestHeader, expected: Option<&str>) -> bool {
+pub fn bearer_allows(req: &RequestHeader, expected: Option<&Secret>) -> bool {
     let Some(expected) = expected else {
         return true;
     };
@@ -17,7 +18,7 @@ pub fn bearer_allows(req: &RequestHeader, expected: Option<&str>) -> bool {
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    presented.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()))
+    presented.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.expose().as_bytes()))
 }
 
 /// Compares without an early exit, so timing does not leak a prefix match.
@@ -39,10 +40,12 @@ mod tests {
 
     #[test]
     fn tokens() {
+        let t = Secret::new("t".into());
+        let t = Some(&t);
         assert!(bearer_allows(&req(None), None));
-        assert!(!bearer_allows(&req(None), Some("t")));
-        assert!(!bearer_allows(&req(Some("Bearer x")), Some("t")));
-        assert!(!bearer_allows(&req(Some("Basic t")), Some("t")));
-        assert!(bearer_allows(&req(Some("Bearer t")), Some("t")));
+        assert!(!bearer_allows(&req(None), t));
+        assert!(!bearer_allows(&req(Some("Bearer x")), t));
+        assert!(!bearer_allows(&req(Some("Basic t")), t));
+        assert!(bearer_allows(&req(Some("Bearer t")), t));
     }
 }

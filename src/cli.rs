@@ -28,9 +28,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve (the default).
-    Serve,
-    /// Validate the configuration and `remotes.yaml`, then exit.
+    Serve(ServeArgs),
+    /// Validate the configuration, `remotes.yaml`, token and certificate
+    /// files, then exit (the same as `serve -t`).
     CheckConfig,
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Test the configuration and exit, like `nginx -t`.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Take over the listening sockets of the running artifactd (found
+    /// through its pid file), which then finishes its in-flight transfers
+    /// and exits.
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -44,19 +57,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+    match command {
+        Command::CheckConfig | Command::Serve(ServeArgs { test: true, .. }) => {
+            if let Err(e) = crate::server::check_listeners(&config) {
+                eprintln!("{}: {e:#}", cli.config.display());
+                return Ok(ExitCode::from(1));
+            }
             println!(
-                "{}: ok ({} remotes from {})",
+                "{}: ok ({} remotes from {}; listening on {})",
                 cli.config.display(),
                 config.remotes.len(),
-                config.server.remotes_file.display()
+                config.server.remotes_file.display(),
+                listeners(&config)
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => {
-            crate::server::serve(config)?;
+        Command::Serve(args) => {
+            crate::server::serve(config, args.upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn listeners(config: &Config) -> String {
+    let names: Vec<String> = config.server.listen.iter().map(|l| l.to_string()).collect();
+    names.join(", ")
 }

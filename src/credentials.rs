@@ -231,21 +231,21 @@ impl Credentials {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
-            .timeout(connect_timeout + read_timeout * 2)
-            .user_agent(concat!("artifactd/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .build()?;
+        let remotes: Vec<&Arc<Remote>> = remotes.into_iter().collect();
+        let clients = crate::upstream_tls::UpstreamClients::build(remotes.iter().copied(), || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .read_timeout(read_timeout)
+                .timeout(connect_timeout + read_timeout * 2)
+                .user_agent(concat!("artifactd/", env!("CARGO_PKG_VERSION")))
+                .no_proxy()
+        })?;
         Ok(Credentials {
             remotes: remotes
                 .into_iter()
                 .map(|r| {
-                    (
-                        r.name.clone(),
-                        Arc::new(RemoteCredentials::new(r, http.clone())),
-                    )
+                    let http = clients.of(&r.name).clone();
+                    (r.name.clone(), Arc::new(RemoteCredentials::new(r, http)))
                 })
                 .collect(),
         })

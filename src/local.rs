@@ -119,7 +119,7 @@ async fn upload(
     key: &str,
 ) -> Result<Outcome> {
     let server = &app.config.server;
-    if !bearer_allows(session.req_header(), server.write_token.as_deref()) {
+    if !bearer_allows(session.req_header(), server.write_token.as_ref()) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
         respond::send_and_close(session, reply).await?;
@@ -207,10 +207,7 @@ async fn delete(
     path: &str,
     key: &str,
 ) -> Result<()> {
-    if !bearer_allows(
-        session.req_header(),
-        app.config.server.write_token.as_deref(),
-    ) {
+    if !bearer_allows(session.req_header(), app.config.server.write_token.as_ref()) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
         return respond::send_and_close(session, reply).await;

@@ -1,7 +1,7 @@
 //! artifactd: a pull-through caching proxy for software artifacts.
 //!
 //! # Layout
-//! - [`cli`]: command line (`serve`, `check-config`).
+//! - [`cli`]: command line (`serve [-t] [-u]`, `check-config`).
 //! - [`config`]: server config and `remotes.yaml`, validated at start.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
@@ -12,6 +12,10 @@
 //! - [`breakers`]: per-remote circuit breakers.
 //! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
 //! - [`fill_lock`]: pingora's cache lock, minus second fetches of fresh fills.
+//! - [`tls`]: TLS listener certificates, reloaded on SIGHUP.
+//!   [`upstream_tls`]: per-remote upstream verification (`ca_file`).
+//! - [`lifecycle`]: readiness (sd_notify, pid file), graceful stop and
+//!   upgrade around pingora's server.
 //!
 //! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
@@ -27,6 +31,7 @@ mod cli;
 mod config;
 mod credentials;
 mod fill_lock;
+mod lifecycle;
 mod local;
 mod local_index;
 mod loopback;
@@ -35,6 +40,8 @@ mod proxy;
 mod server;
 mod state;
 mod storage;
+mod tls;
+mod upstream_tls;
 mod virtual_repo;
 
 use std::process::ExitCode;

@@ -5,9 +5,10 @@ use crate::app::App;
 use crate::breakers::Breakers;
 use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
 use crate::checksums::Checksums;
-use crate::config::{CatalogUrl, Config, StateUrl, StorageUrl};
+use crate::config::{CatalogUrl, Config, Listener, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
+use crate::lifecycle::{InFlight, Supervised};
 use crate::loopback::Loopback;
 use crate::metrics::Metrics;
 use crate::proxy::prefetch::Prefetcher;
@@ -18,8 +19,10 @@ use crate::storage::body::fs::FsBodyStore;
 use crate::storage::body::BodyStore;
 use crate::storage::evict::Bounds;
 use crate::storage::{CacheStorage, Settings};
+use crate::tls::ReloadableCert;
 use anyhow::Context;
 use pingora::cache::lock::CacheKeyLockImpl;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
@@ -64,7 +67,7 @@ fn raise_nofile_limit() {
 }
 
 /// Builds everything and serves until the process is told to stop.
-pub fn serve(config: Config) -> anyhow::Result<()> {
+pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
     let background = background_runtime()?;
     let StorageUrl::Filesystem(root) = &config.server.storage;
@@ -111,29 +114,40 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let cache_lock: &'static CacheKeyLockImpl =
         Box::leak(Box::new(FillLock::new(config.server.lock_timeout, storage)));
 
-    let mut conf = ServerConf {
+    let grace = config.server.grace_period;
+    let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(1),
+        // Pingora sleeps this long after a stop or hand-over; `lifecycle`
+        // exits earlier once nothing is in flight.
+        grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
         // One runtime per thread, like nginx workers: a hit never wakes
         // another thread (measured: +13% hit RPS over work stealing).
         work_stealing: false,
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: config.server.upgrade_socket.display().to_string(),
+        pid_file: std::env::temp_dir()
+            .join(format!("artifactd-{}.pid", std::process::id()))
+            .display()
+            .to_string(),
         ..ServerConf::default()
     };
-    conf.pid_file = std::env::temp_dir()
-        .join(format!("artifactd-{}.pid", std::process::id()))
-        .display()
-        .to_string();
-    conf.upgrade_sock = std::env::temp_dir()
-        .join(format!("artifactd-{}.sock", std::process::id()))
-        .display()
-        .to_string();
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let pid_file = crate::lifecycle::pid_file(&config.server);
+    if upgrade {
+        crate::lifecycle::take_over(&pid_file, &config.server.upgrade_socket)?;
+    }
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let listen = config.server.listen.clone();
-    let snapshots = Snapshots::new(config.server.read_timeout)?;
-    let loopback = Loopback::new(&listen).with_context(|| format!("listen address {listen}"))?;
+    let certs = tls_certs(&listen)?;
+    crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
+    let snapshots = Snapshots::new(config.remotes.values(), config.server.read_timeout)?;
+    let loopback = Loopback::new(&listen)?;
+    let in_flight = Arc::new(InFlight::default());
     let app = Arc::new(App {
         metrics: Metrics::new(config.remotes.keys()),
         breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
@@ -148,19 +162,67 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         storage,
         cache_lock,
         catalog,
-        catalog_writer,
+        catalog_writer: catalog_writer.clone(),
         checksums: Arc::new(Checksums::new(state, background.clone())),
         snapshots,
-        background,
+        in_flight: in_flight.clone(),
+        background: background.clone(),
         started: Instant::now(),
     });
     let mut proxy =
         pingora::proxy::http_proxy_service(&server.configuration, ArtifactProxy::new(app));
-    proxy.add_tcp(&listen);
+    for (listener, cert) in listen.iter().zip(certs) {
+        let address = listener.address.to_string();
+        match cert {
+            None => proxy.add_tcp(&address),
+            Some(cert) => {
+                let mut settings = TlsSettings::intermediate("", "")
+                    .map_err(|e| anyhow::anyhow!("TLS settings for {listener}: {e}"))?;
+                settings.set_cert_resolver(cert);
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&address, None, settings);
+            }
+        }
+    }
     server.add_service(proxy);
+    crate::lifecycle::supervise(
+        server.watch_execution_phase(),
+        Supervised {
+            in_flight,
+            catalog_writer,
+            listeners: listen.iter().map(|l| l.address).collect(),
+            pid_file,
+        },
+        &background,
+    );
+    let names: Vec<String> = listen.iter().map(ToString::to_string).collect();
     log::info!(
-        "artifactd {} listening on {listen}",
-        env!("CARGO_PKG_VERSION")
+        "artifactd {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        names.join(", ")
     );
     server.run_forever()
+}
+
+/// The certificate of each listener (`None` for plain ones), read now so a
+/// bad file stops the start with its name.
+fn tls_certs(listen: &[Listener]) -> anyhow::Result<Vec<Option<Arc<ReloadableCert>>>> {
+    listen
+        .iter()
+        .map(|listener| {
+            listener
+                .tls
+                .as_ref()
+                .map(|files| {
+                    ReloadableCert::load(files).with_context(|| format!("listener {listener}"))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// What `check-config` and `serve -t` check beyond the files' syntax: each
+/// TLS listener's certificate and key load and match.
+pub fn check_listeners(config: &Config) -> anyhow::Result<()> {
+    tls_certs(&config.server.listen).map(drop)
 }

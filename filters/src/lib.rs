@@ -20,6 +20,7 @@
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
+//! - [`duration`]: durations with units (`30s`, `1h`) from configuration.
 //! - [`helm`]: Helm `index.yaml` rewriting, chart digests, quarantine.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
@@ -36,6 +37,7 @@
 pub mod accept;
 pub mod breaker;
 pub mod cache_key;
+pub mod duration;
 pub mod helm;
 pub mod links;
 pub mod npm;

@@ -116,6 +116,16 @@ pub struct CatalogWriter {
     tx: mpsc::UnboundedSender<CatalogEvent>,
     pending_accesses: Arc<AtomicU64>,
     dropped: AtomicU64,
+    /// Events queued so far, and how far the batching task has written.
+    submitted: AtomicU64,
+    progress: Arc<Progress>,
+}
+
+/// How many events the batching task has applied (or given up on).
+#[derive(Default)]
+struct Progress {
+    applied: AtomicU64,
+    changed: tokio::sync::Notify,
 }
 
 fn is_access(event: &CatalogEvent) -> bool {
@@ -130,12 +140,37 @@ impl CatalogWriter {
     pub fn spawn(catalog: Arc<dyn Catalog>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending_accesses = Arc::new(AtomicU64::new(0));
-        runtime.spawn(run_batches(catalog, rx, pending_accesses.clone()));
+        let progress = Arc::new(Progress::default());
+        runtime.spawn(run_batches(
+            catalog,
+            rx,
+            pending_accesses.clone(),
+            progress.clone(),
+        ));
         Arc::new(CatalogWriter {
             tx,
             pending_accesses,
             dropped: AtomicU64::new(0),
+            submitted: AtomicU64::new(0),
+            progress,
         })
+    }
+
+    /// Waits until every event queued before the call is written (or its
+    /// batch failed), up to `limit`: the last step before the process
+    /// exits, so a graceful stop loses no catalog rows.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let target = self.submitted.load(Ordering::Acquire);
+        let written = async {
+            loop {
+                let changed = self.progress.changed.notified();
+                if self.progress.applied.load(Ordering::Acquire) >= target {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(limit, written).await.is_ok()
     }
 
     /// Queues an event without waiting.
@@ -147,8 +182,10 @@ impl CatalogWriter {
             }
             self.pending_accesses.fetch_add(1, Ordering::Relaxed);
         }
+        self.submitted.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.submitted.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -162,6 +199,7 @@ async fn run_batches(
     catalog: Arc<dyn Catalog>,
     mut rx: mpsc::UnboundedReceiver<CatalogEvent>,
     pending_accesses: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 ) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -179,10 +217,13 @@ async fn run_batches(
         }
         let accesses = buffer.iter().filter(|e| is_access(e)).count() as u64;
         pending_accesses.fetch_sub(accesses, Ordering::Relaxed);
+        let received = buffer.len() as u64;
         let batch = coalesce_accesses(std::mem::take(&mut buffer));
         if let Err(e) = catalog.apply(&batch).await {
             log::warn!("catalog batch of {} events failed: {e}", batch.len());
         }
+        progress.applied.fetch_add(received, Ordering::AcqRel);
+        progress.changed.notify_waiters();
     }
 }
 

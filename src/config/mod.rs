@@ -3,17 +3,24 @@
 //! - [`server`]: `artifactd.yaml` and its `ARTIFACTD_*` environment overrides.
 //! - [`remotes`]: the reference system's `remotes.yaml`, compiled.
 //! - [`error`]: errors naming file, line, remote and field.
+//! - [`exposure`]: refusing tokenless admin surfaces on public listeners.
+//! - [`units`]: sizes and durations with units. [`secret`]: tokens that
+//!   never print.
 //!
 //! [`Config::redacted`] is what `GET /config` shows: every password and token
 //! replaced by `***`.
 
 pub mod error;
+pub mod exposure;
 pub mod remotes;
+pub mod secret;
 pub mod server;
+pub mod units;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use remotes::{Remote, RemoteKind, Upstream};
-pub use server::{CatalogUrl, ServerConfig, StateUrl, StorageUrl};
+pub use secret::Secret;
+pub use server::{CatalogUrl, Listener, ServerConfig, StateUrl, StorageUrl, TlsFiles};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,6 +61,11 @@ impl Config {
             .into_iter()
             .map(|r| (r.name.clone(), Arc::new(r)))
             .collect();
+        let warnings = match exposure::check(path, &server, remotes.values().map(|r| &**r)) {
+            exposure::Exposure::Safe => warnings,
+            exposure::Exposure::Allowed(warning) => [warnings, vec![warning]].concat(),
+            exposure::Exposure::Refused(error) => return Err(error.into()),
+        };
         let mirrors = remotes
             .values()
             .flat_map(|r| {
@@ -75,7 +87,8 @@ impl Config {
     /// The effective configuration as JSON with secrets replaced.
     pub fn redacted(&self) -> serde_json::Value {
         let mut server = self.raw_server.clone();
-        for token in [&mut server.tokens.write, &mut server.tokens.admin] {
+        let tokens = &mut server.tokens;
+        for token in [&mut tokens.write, &mut tokens.admin, &mut tokens.metrics] {
             if token.is_some() {
                 *token = Some(REDACTED.into());
             }
@@ -89,7 +102,7 @@ impl Config {
         serde_json::json!({
             "server": server,
             "resolved": {
-                "listen": self.server.listen,
+                "listen": self.server.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "threads": self.server.threads,
                 "remotes_file": self.server.remotes_file,
                 "storage": format!("{:?}", self.server.storage),
@@ -99,6 +112,9 @@ impl Config {
                 "max_path_bytes": self.server.max_path_bytes,
                 "write_token_set": self.server.write_token.is_some(),
                 "admin_token_set": self.server.admin_token.is_some(),
+                "metrics_token_set": self.server.metrics_token.is_some(),
+                "allow_anonymous_admin": self.server.allow_anonymous_admin,
+                "grace_period_seconds": self.server.grace_period.as_secs_f64(),
             },
             "remotes": remotes.remotes,
         })

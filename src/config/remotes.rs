@@ -7,10 +7,13 @@
 //! the remote and field it belongs to.
 
 use super::error::{yaml_error, ConfigError, ConfigErrors};
+use super::units::RawDuration;
+use crate::upstream_tls::UpstreamTls;
 use filters::{Package, RemotePolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One remote as written in `remotes.yaml`.
@@ -39,6 +42,13 @@ pub struct RawRemote {
     pub quarantine_hide: Option<bool>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM file of the CAs that verify this remote's TLS certificate, in
+    /// place of the system roots (artifactd).
+    pub ca_file: Option<String>,
+    /// Skip certificate verification of this remote: only for lab
+    /// registries with self-signed certificates (artifactd).
+    #[serde(default)]
+    pub tls_insecure: bool,
     pub cache: Option<RawRemoteCache>,
     /// Upstream timeouts of this remote (artifactd; server defaults otherwise).
     pub timeouts: Option<RawTimeouts>,
@@ -55,25 +65,25 @@ pub struct RawRemote {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawRemoteCache {
-    pub immutable_ttl: Option<u64>,
-    pub mutable_ttl: Option<u64>,
+    pub immutable_ttl: Option<RawDuration>,
+    pub mutable_ttl: Option<RawDuration>,
     /// Seconds an upstream 404 for a mutable path is remembered (artifactd).
-    pub negative_ttl: Option<u64>,
+    pub negative_ttl: Option<RawDuration>,
     /// Seconds an expired copy may be served while the upstream fails (artifactd).
-    pub stale_if_error: Option<u64>,
+    pub stale_if_error: Option<RawDuration>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
 
-/// Per-remote upstream timeouts, in seconds.
+/// Per-remote upstream timeouts (seconds, or with a unit: `30s`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     /// To establish the TCP (and TLS) connection.
-    pub connect: Option<u64>,
+    pub connect: Option<RawDuration>,
     /// The longest silence while waiting for the response or between body
     /// chunks; a stalled upstream cannot hold a client longer than this.
-    pub read: Option<u64>,
+    pub read: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -139,6 +149,8 @@ pub struct Remote {
     pub username: Option<String>,
     /// `password`, with `username` the basic auth of token requests.
     pub password: Option<String>,
+    /// How the upstream's certificate is verified (`ca_file`, `tls_insecure`).
+    pub upstream_tls: Arc<UpstreamTls>,
 }
 
 impl Remote {
@@ -347,13 +359,55 @@ fn compile_remote(
     }
     let cache = raw.cache.clone().unwrap_or_default();
     let timeouts = raw.timeouts.clone().unwrap_or_default();
-    for (field, value) in [
-        ("timeouts.connect", timeouts.connect),
-        ("timeouts.read", timeouts.read),
-    ] {
-        if value == Some(0) {
-            errors.push(err(field, "must be a positive number of seconds".into()));
+    let mut duration = |field: &str, value: &Option<RawDuration>| -> Option<Duration> {
+        match value.as_ref().map(RawDuration::duration)? {
+            Ok(d) => Some(d),
+            Err(message) => {
+                errors.push(err(field, message));
+                None
+            }
         }
+    };
+    let immutable_ttl = duration("cache.immutable_ttl", &cache.immutable_ttl);
+    let mutable_ttl = duration("cache.mutable_ttl", &cache.mutable_ttl);
+    let negative_ttl = duration("cache.negative_ttl", &cache.negative_ttl);
+    let stale_if_error = duration("cache.stale_if_error", &cache.stale_if_error);
+    let connect_timeout = duration("timeouts.connect", &timeouts.connect);
+    let read_timeout = duration("timeouts.read", &timeouts.read);
+    for (field, value) in [
+        ("timeouts.connect", connect_timeout),
+        ("timeouts.read", read_timeout),
+    ] {
+        if value.is_some_and(|d| d.is_zero()) {
+            errors.push(err(field, "must be positive".into()));
+        }
+    }
+    let ca_file = raw.ca_file.as_deref().map(|path| {
+        let base = file.parent().unwrap_or(Path::new("."));
+        base.join(path)
+    });
+    if upstream.is_none() && (ca_file.is_some() || raw.tls_insecure) {
+        errors.push(err(
+            if raw.tls_insecure {
+                "tls_insecure"
+            } else {
+                "ca_file"
+            },
+            "only a remote with a base_url has upstream TLS".into(),
+        ));
+    }
+    let upstream_tls = match UpstreamTls::load(ca_file.as_deref(), raw.tls_insecure) {
+        Ok(tls) => Arc::new(tls),
+        Err(e) => {
+            errors.push(err("ca_file", format!("{e:#}")));
+            Arc::default()
+        }
+    };
+    if raw.tls_insecure {
+        warnings.push(format!(
+            "{}: remote '{name}': tls_insecure: the upstream's certificate is not verified",
+            file.display()
+        ));
     }
     match (errors.is_empty(), policy) {
         (true, Some(policy)) => Ok(Remote {
@@ -366,15 +420,13 @@ fn compile_remote(
             check_mutable_updates: raw.check_mutable_updates,
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
             quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
-            immutable_ttl: cache
-                .immutable_ttl
-                .filter(|ttl| *ttl > 0)
-                .map(Duration::from_secs),
-            mutable_ttl: Duration::from_secs(cache.mutable_ttl.unwrap_or(DEFAULT_MUTABLE_TTL)),
-            negative_ttl: cache.negative_ttl.map(Duration::from_secs),
-            stale_if_error: cache.stale_if_error.map(Duration::from_secs),
-            connect_timeout: timeouts.connect.map(Duration::from_secs),
-            read_timeout: timeouts.read.map(Duration::from_secs),
+            immutable_ttl: immutable_ttl.filter(|ttl| !ttl.is_zero()),
+            mutable_ttl: mutable_ttl.unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
+            negative_ttl,
+            stale_if_error,
+            connect_timeout,
+            read_timeout,
+            upstream_tls,
             mirror_of,
             members,
             username: raw.username.clone(),

@@ -8,7 +8,11 @@
 //! resolve against the working directory, as a shell user expects.
 
 use super::error::{yaml_error, ConfigError};
+pub use super::units::{RawDuration, RawSize};
+use super::Secret;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,8 +21,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServerConfig {
-    /// `host:port` to listen on.
-    pub listen: Option<String>,
+    /// One listener or a list; each `host:port` or `{address, tls}`.
+    pub listen: Option<RawListen>,
     /// Worker threads; defaults to the number of CPUs.
     pub threads: Option<usize>,
     /// The URL clients reach artifactd at (`https://artifacts.example.com`),
@@ -33,6 +37,9 @@ pub struct RawServerConfig {
     pub state: Option<String>,
     /// Catalog URL: `sqlite://PATH`.
     pub catalog: Option<String>,
+    /// Serve uploads, deletes and admin endpoints without tokens on a
+    /// non-loopback listener. Refused unless set explicitly.
+    pub allow_anonymous_admin: Option<bool>,
     #[serde(default)]
     pub cache: RawCacheSettings,
     #[serde(default)]
@@ -41,20 +48,57 @@ pub struct RawServerConfig {
     pub upstream: RawUpstreamSettings,
     #[serde(default)]
     pub tokens: RawTokens,
+    #[serde(default)]
+    pub process: RawProcess,
+    /// Which settings the environment replaced, so their relative paths
+    /// resolve against the working directory.
+    #[serde(skip)]
+    from_environment: FromEnvironment,
+}
+
+/// `listen:` as written: one listener or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    One(RawListener),
+    Many(Vec<RawListener>),
+}
+
+/// One listener: `"host:port"` or `{address: "host:port", tls: {cert, key}}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawListener {
+    Address(String),
+    Detailed(RawListenerDetail),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerDetail {
+    pub address: String,
+    pub tls: Option<RawTls>,
+}
+
+/// PEM files of a TLS listener: the full certificate chain and its key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCacheSettings {
-    /// Seconds a cache-fill lock may be held before followers give up
-    /// waiting and fetch on their own.
-    pub lock_timeout: Option<u64>,
-    /// Seconds an upstream 404 for a mutable path is remembered (0: never);
-    /// a remote's `cache.negative_ttl` overrides it.
-    pub negative_ttl: Option<u64>,
-    /// Seconds an expired copy may still be served while the upstream fails
-    /// (0: never); a remote's `cache.stale_if_error` overrides it.
-    pub stale_if_error: Option<u64>,
+    /// How long a cache-fill lock may be held before followers give up
+    /// waiting and fetch on their own (seconds, or `5m`).
+    pub lock_timeout: Option<RawDuration>,
+    /// How long an upstream 404 for a mutable path is remembered (0:
+    /// never); a remote's `cache.negative_ttl` overrides it.
+    pub negative_ttl: Option<RawDuration>,
+    /// How long an expired copy may still be served while the upstream
+    /// fails (0: never); a remote's `cache.stale_if_error` overrides it.
+    pub stale_if_error: Option<RawDuration>,
     /// Largest object that is cached (bytes, or with a unit: `4GiB`);
     /// larger ones pass through. Unlimited when absent.
     pub max_object_size: Option<RawSize>,
@@ -75,28 +119,11 @@ pub struct RawCacheSettings {
     pub memory_bytes: Option<RawSize>,
 }
 
-/// A byte size: a number of bytes or a string with a unit (`50GiB`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum RawSize {
-    Bytes(u64),
-    Text(String),
-}
-
-impl RawSize {
-    fn bytes(&self) -> Result<u64, String> {
-        match self {
-            RawSize::Bytes(n) => Ok(*n),
-            RawSize::Text(text) => filters::size::parse(text),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Largest accepted upload to a local repository, in bytes.
-    pub max_upload_bytes: Option<u64>,
+    /// Largest accepted upload to a local repository (bytes or `1GiB`).
+    pub max_upload_bytes: Option<RawSize>,
     /// Longest accepted artifact path, in bytes.
     pub max_path_bytes: Option<usize>,
 }
@@ -104,23 +131,81 @@ pub struct RawLimits {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamSettings {
-    /// Seconds to establish a TCP (and TLS) connection.
-    pub connect_timeout: Option<u64>,
-    /// Seconds an upstream may stay silent (before the first byte or between chunks).
-    pub read_timeout: Option<u64>,
+    /// Time to establish a TCP (and TLS) connection.
+    pub connect_timeout: Option<RawDuration>,
+    /// Longest silence of an upstream (before the first byte or between chunks).
+    pub read_timeout: Option<RawDuration>,
     /// Consecutive upstream failures that mark a remote down (0: never).
     pub breaker_failures: Option<u32>,
-    /// Seconds a remote stays marked down before one probe request tests it.
-    pub breaker_backoff: Option<u64>,
+    /// How long a remote stays marked down before one probe request tests it.
+    pub breaker_backoff: Option<RawDuration>,
 }
 
+/// Bearer tokens, inline or (better) read from files that stay out of the
+/// config. Setting both forms of one token is an error.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTokens {
-    /// Bearer token required to upload to or delete from local repositories.
+    /// Required to upload to or delete from local repositories.
     pub write: Option<String>,
-    /// Bearer token required for administrative operations (cache flush).
+    pub write_file: Option<String>,
+    /// Required for administrative operations (flush, catalog, cache API).
     pub admin: Option<String>,
+    pub admin_file: Option<String>,
+    /// Required for `/metrics` when set (the admin token also works).
+    pub metrics: Option<String>,
+    pub metrics_file: Option<String>,
+}
+
+/// The process lifecycle: shutdown and graceful upgrade.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcess {
+    /// How long in-flight transfers may take to finish after SIGTERM or an
+    /// upgrade hand-over before the process exits anyway.
+    pub grace_period: Option<RawDuration>,
+    /// The Unix socket a new process (`serve -u`) receives the listening
+    /// sockets through.
+    pub upgrade_socket: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FromEnvironment {
+    remotes: bool,
+    storage: bool,
+    state: bool,
+    catalog: bool,
+    write_token_file: bool,
+    admin_token_file: bool,
+    metrics_token_file: bool,
+}
+
+/// A listening endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS listener, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Listener {
+    /// Whether only this machine can connect.
+    pub fn is_loopback(&self) -> bool {
+        self.address.ip().is_loopback()
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.address)
+    }
 }
 
 /// Where bodies are stored.
@@ -144,7 +229,8 @@ pub enum CatalogUrl {
 /// The resolved server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: String,
+    /// At least one; addresses are distinct.
+    pub listen: Vec<Listener>,
     pub threads: usize,
     /// Without a trailing `/`.
     pub public_url: Option<String>,
@@ -169,8 +255,12 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub breaker: filters::breaker::Breaker,
-    pub write_token: Option<String>,
-    pub admin_token: Option<String>,
+    pub write_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub metrics_token: Option<Secret>,
+    pub allow_anonymous_admin: bool,
+    pub grace_period: Duration,
+    pub upgrade_socket: PathBuf,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -182,19 +272,183 @@ pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
+/// Long enough for a large layer on a slow client; systemd's
+/// `TimeoutStopSec` in the shipped unit allows for it.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
-/// Environment variables that override file settings, with the field each
-/// one replaces.
-pub const ENV_OVERRIDES: [(&str, &str); 9] = [
-    ("ARTIFACTD_LISTEN", "listen"),
-    ("ARTIFACTD_THREADS", "threads"),
-    ("ARTIFACTD_REMOTES", "remotes"),
-    ("ARTIFACTD_STORAGE", "storage"),
-    ("ARTIFACTD_STATE", "state"),
-    ("ARTIFACTD_CATALOG", "catalog"),
-    ("ARTIFACTD_MAX_UPLOAD_BYTES", "limits.max_upload_bytes"),
-    ("ARTIFACTD_WRITE_TOKEN", "tokens.write"),
-    ("ARTIFACTD_ADMIN_TOKEN", "tokens.admin"),
+/// An environment variable that replaces one setting of the file.
+pub struct EnvOverride {
+    pub var: &'static str,
+    /// The setting it replaces, as the file spells it.
+    pub field: &'static str,
+    apply: fn(&mut RawServerConfig, String) -> Result<(), String>,
+}
+
+fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
+}
+
+/// Every `ARTIFACTD_*` variable, with the setting it replaces and how its
+/// text becomes that setting's type.
+pub const ENV_OVERRIDES: &[EnvOverride] = &[
+    EnvOverride {
+        var: "ARTIFACTD_LISTEN",
+        field: "listen",
+        apply: |raw, v| {
+            let listeners = v.split(',').map(|a| RawListener::Address(a.trim().into()));
+            raw.listen = Some(RawListen::Many(listeners.collect()));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_THREADS",
+        field: "threads",
+        apply: |raw, v| {
+            raw.threads = Some(number(&v)?);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_PUBLIC_URL",
+        field: "public_url",
+        apply: |raw, v| {
+            raw.public_url = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_REMOTES",
+        field: "remotes",
+        apply: |raw, v| {
+            raw.from_environment.remotes = true;
+            raw.remotes = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_STORAGE",
+        field: "storage",
+        apply: |raw, v| {
+            raw.from_environment.storage = true;
+            raw.storage = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_STATE",
+        field: "state",
+        apply: |raw, v| {
+            raw.from_environment.state = true;
+            raw.state = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_CATALOG",
+        field: "catalog",
+        apply: |raw, v| {
+            raw.from_environment.catalog = true;
+            raw.catalog = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_ALLOW_ANONYMOUS_ADMIN",
+        field: "allow_anonymous_admin",
+        apply: |raw, v| {
+            raw.allow_anonymous_admin = Some(boolean(&v)?);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_MAX_SIZE",
+        field: "cache.max_size",
+        apply: |raw, v| {
+            filters::size::parse(&v)?;
+            raw.cache.max_size = Some(RawSize::Text(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_MAX_UPLOAD_BYTES",
+        field: "limits.max_upload_bytes",
+        apply: |raw, v| {
+            filters::size::parse(&v)?;
+            raw.limits.max_upload_bytes = Some(RawSize::Text(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_GRACE_PERIOD",
+        field: "process.grace_period",
+        apply: |raw, v| {
+            filters::duration::parse(&v)?;
+            raw.process.grace_period = Some(RawDuration::Text(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_WRITE_TOKEN",
+        field: "tokens.write",
+        apply: |raw, v| {
+            raw.tokens.write = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_WRITE_TOKEN_FILE",
+        field: "tokens.write_file",
+        apply: |raw, v| {
+            raw.from_environment.write_token_file = true;
+            raw.tokens.write_file = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_ADMIN_TOKEN",
+        field: "tokens.admin",
+        apply: |raw, v| {
+            raw.tokens.admin = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_ADMIN_TOKEN_FILE",
+        field: "tokens.admin_file",
+        apply: |raw, v| {
+            raw.from_environment.admin_token_file = true;
+            raw.tokens.admin_file = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_METRICS_TOKEN",
+        field: "tokens.metrics",
+        apply: |raw, v| {
+            raw.tokens.metrics = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_METRICS_TOKEN_FILE",
+        field: "tokens.metrics_file",
+        apply: |raw, v| {
+            raw.from_environment.metrics_token_file = true;
+            raw.tokens.metrics_file = Some(v);
+            Ok(())
+        },
+    },
 ];
 
 /// Parses the server config text and applies `env` overrides.
@@ -208,40 +462,25 @@ pub fn parse_server_config(
     } else {
         serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?
     };
-    let file_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let cwd = PathBuf::from(".");
-    // Which base each path-like setting resolves against.
-    let mut bases = [&file_dir; 4].map(Clone::clone);
     let err = |field: &str, message: String| ConfigError::new(file, message).field(field);
-    for (index, (var, field)) in ENV_OVERRIDES.iter().enumerate() {
-        let Some(value) = env(var) else { continue };
-        let parse_number = |value: &str| {
-            value
-                .parse()
-                .map_err(|_| err(field, format!("{var}={value:?} is not a number")))
-        };
-        match *field {
-            "listen" => raw.listen = Some(value),
-            "threads" => raw.threads = Some(parse_number(&value)? as usize),
-            "remotes" => raw.remotes = Some(value),
-            "storage" => raw.storage = Some(value),
-            "state" => raw.state = Some(value),
-            "catalog" => raw.catalog = Some(value),
-            "limits.max_upload_bytes" => raw.limits.max_upload_bytes = Some(parse_number(&value)?),
-            "tokens.write" => raw.tokens.write = Some(value),
-            _ => raw.tokens.admin = Some(value),
-        }
-        if (2..6).contains(&index) {
-            bases[index - 2] = cwd.clone();
+    for over in ENV_OVERRIDES {
+        if let Some(value) = env(over.var) {
+            (over.apply)(&mut raw, value)
+                .map_err(|message| err(over.field, format!("{}: {message}", over.var)))?;
         }
     }
-    let [remotes_base, storage_base, state_base, catalog_base] = bases;
+    let file_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let cwd = PathBuf::from(".");
+    let base = |from_environment: bool| if from_environment { &cwd } else { &file_dir };
+    let from_env = raw.from_environment.clone();
     let storage_text = raw
         .storage
         .clone()
         .unwrap_or_else(|| "fs://data/objects".into());
     let storage = match storage_text.strip_prefix("fs://") {
-        Some(path) if !path.is_empty() => StorageUrl::Filesystem(resolve(&storage_base, path)),
+        Some(path) if !path.is_empty() => {
+            StorageUrl::Filesystem(resolve(base(from_env.storage), path))
+        }
         _ => {
             return Err(err(
                 "storage",
@@ -254,7 +493,9 @@ pub fn parse_server_config(
     let state = match state_text.as_str() {
         "embedded" => StateUrl::Embedded(storage_root.join("state")),
         other => match other.strip_prefix("embedded://") {
-            Some(path) if !path.is_empty() => StateUrl::Embedded(resolve(&state_base, path)),
+            Some(path) if !path.is_empty() => {
+                StateUrl::Embedded(resolve(base(from_env.state), path))
+            }
             _ => {
                 return Err(err(
                     "state",
@@ -267,7 +508,9 @@ pub fn parse_server_config(
     let catalog = match catalog_text.as_deref() {
         None => CatalogUrl::Sqlite(storage_root.join("catalog.db")),
         Some(text) => match text.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => CatalogUrl::Sqlite(resolve(&catalog_base, path)),
+            Some(path) if !path.is_empty() => {
+                CatalogUrl::Sqlite(resolve(base(from_env.catalog), path))
+            }
             _ => {
                 return Err(err(
                     "catalog",
@@ -276,13 +519,7 @@ pub fn parse_server_config(
             }
         },
     };
-    let listen = raw.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
-    if listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err(err(
-            "listen",
-            format!("{listen:?} is not an address like 127.0.0.1:8080"),
-        ));
-    }
+    let listen = listeners(raw.listen.as_ref(), &file_dir).map_err(|(field, m)| err(&field, m))?;
     let public_url = match raw.public_url.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(url) => {
@@ -305,9 +542,17 @@ pub fn parse_server_config(
     if threads == 0 {
         return Err(err("threads", "must be at least 1".into()));
     }
-    let positive = |field: &str, value: Option<u64>, default: u64| match value {
-        Some(0) => Err(err(field, "must be positive".into())),
-        other => Ok(Duration::from_secs(other.unwrap_or(default))),
+    let duration = |field: &str, value: &Option<RawDuration>, default: Duration| match value {
+        None => Ok(default),
+        Some(v) => v.duration().map_err(|message| err(field, message)),
+    };
+    let positive = |field: &str, value: &Option<RawDuration>, default: u64| match duration(
+        field,
+        value,
+        Duration::from_secs(default),
+    )? {
+        d if d.is_zero() => Err(err(field, "must be positive".into())),
+        d => Ok(d),
     };
     let size = |field: &str, value: &Option<RawSize>| -> Result<Option<u64>, ConfigError> {
         value
@@ -315,6 +560,11 @@ pub fn parse_server_config(
             .map(|v| v.bytes().map_err(|message| err(field, message)))
             .transpose()
     };
+    let tokens = &raw.tokens;
+    let token = |field: &str, inline: &Option<String>, path: &Option<String>, env: bool| {
+        read_token(field, inline, path, base(env)).map_err(|m| err(field, m))
+    };
+    let storage_parent = storage_root.parent().unwrap_or(storage_root).to_path_buf();
     let config = ServerConfig {
         max_object_size: size("cache.max_object_size", &raw.cache.max_object_size)?,
         fsync: raw.cache.fsync.unwrap_or(false),
@@ -332,33 +582,134 @@ pub fn parse_server_config(
         threads,
         public_url,
         remotes_file: resolve(
-            &remotes_base,
+            base(from_env.remotes),
             raw.remotes.as_deref().unwrap_or("remotes.yaml"),
         ),
+        lock_timeout: positive("cache.lock_timeout", &raw.cache.lock_timeout, 300)?,
+        negative_ttl: duration(
+            "cache.negative_ttl",
+            &raw.cache.negative_ttl,
+            Duration::from_secs(DEFAULT_NEGATIVE_TTL),
+        )?,
+        stale_if_error: duration(
+            "cache.stale_if_error",
+            &raw.cache.stale_if_error,
+            Duration::from_secs(DEFAULT_STALE_IF_ERROR),
+        )?,
+        max_upload_bytes: size("limits.max_upload_bytes", &raw.limits.max_upload_bytes)?
+            .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+        max_path_bytes: raw.limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
+        connect_timeout: positive(
+            "upstream.connect_timeout",
+            &raw.upstream.connect_timeout,
+            10,
+        )?,
+        read_timeout: positive("upstream.read_timeout", &raw.upstream.read_timeout, 60)?,
+        breaker: filters::breaker::Breaker {
+            threshold: raw.upstream.breaker_failures.unwrap_or(5),
+            backoff_ms: positive(
+                "upstream.breaker_backoff",
+                &raw.upstream.breaker_backoff,
+                30,
+            )?
+            .as_millis() as u64,
+        },
+        write_token: token(
+            "tokens.write",
+            &tokens.write,
+            &tokens.write_file,
+            from_env.write_token_file,
+        )?,
+        admin_token: token(
+            "tokens.admin",
+            &tokens.admin,
+            &tokens.admin_file,
+            from_env.admin_token_file,
+        )?,
+        metrics_token: token(
+            "tokens.metrics",
+            &tokens.metrics,
+            &tokens.metrics_file,
+            from_env.metrics_token_file,
+        )?,
+        allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
+        grace_period: duration(
+            "process.grace_period",
+            &raw.process.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        )?,
+        upgrade_socket: match raw.process.upgrade_socket.as_deref() {
+            Some(path) => resolve(&file_dir, path),
+            None => storage_parent.join("artifactd-upgrade.sock"),
+        },
         storage,
         state,
         catalog,
-        lock_timeout: positive("cache.lock_timeout", raw.cache.lock_timeout, 300)?,
-        negative_ttl: Duration::from_secs(raw.cache.negative_ttl.unwrap_or(DEFAULT_NEGATIVE_TTL)),
-        stale_if_error: Duration::from_secs(
-            raw.cache.stale_if_error.unwrap_or(DEFAULT_STALE_IF_ERROR),
-        ),
-        max_upload_bytes: raw
-            .limits
-            .max_upload_bytes
-            .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
-        max_path_bytes: raw.limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
-        connect_timeout: positive("upstream.connect_timeout", raw.upstream.connect_timeout, 10)?,
-        read_timeout: positive("upstream.read_timeout", raw.upstream.read_timeout, 60)?,
-        breaker: filters::breaker::Breaker {
-            threshold: raw.upstream.breaker_failures.unwrap_or(5),
-            backoff_ms: positive("upstream.breaker_backoff", raw.upstream.breaker_backoff, 30)?
-                .as_millis() as u64,
-        },
-        write_token: raw.tokens.write.clone().filter(|t| !t.is_empty()),
-        admin_token: raw.tokens.admin.clone().filter(|t| !t.is_empty()),
     };
     Ok((raw, config))
+}
+
+/// Resolves `listen:`: at least one listener, distinct addresses, TLS
+/// files relative to the config's directory. Errors name the field.
+fn listeners(raw: Option<&RawListen>, file_dir: &Path) -> Result<Vec<Listener>, (String, String)> {
+    let default = [RawListener::Address(DEFAULT_LISTEN.into())];
+    let entries: &[RawListener] = match raw {
+        None => &default,
+        Some(RawListen::One(one)) => std::slice::from_ref(one),
+        Some(RawListen::Many(many)) => many,
+    };
+    if entries.is_empty() {
+        return Err(("listen".into(), "lists no address".into()));
+    }
+    let mut out: Vec<Listener> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = match raw {
+            Some(RawListen::Many(_)) => format!("listen[{i}]"),
+            _ => "listen".into(),
+        };
+        let (address, tls) = match entry {
+            RawListener::Address(address) => (address, None),
+            RawListener::Detailed(detail) => (&detail.address, detail.tls.as_ref()),
+        };
+        let address: SocketAddr = address.trim().parse().map_err(|_| {
+            (
+                field.clone(),
+                format!("{address:?} is not an address like 127.0.0.1:8080 or [::]:443"),
+            )
+        })?;
+        if out.iter().any(|l| l.address == address) {
+            return Err((field, format!("{address} is listed twice")));
+        }
+        let tls = tls.map(|tls| TlsFiles {
+            cert: resolve(file_dir, &tls.cert),
+            key: resolve(file_dir, &tls.key),
+        });
+        out.push(Listener { address, tls });
+    }
+    Ok(out)
+}
+
+/// A token given inline or in a file (trimmed; a file must hold one).
+fn read_token(
+    field: &str,
+    inline: &Option<String>,
+    path: &Option<String>,
+    base: &Path,
+) -> Result<Option<Secret>, String> {
+    match (inline.as_deref().filter(|t| !t.is_empty()), path) {
+        (Some(_), Some(_)) => Err(format!("set either {field} or {field}_file, not both")),
+        (Some(token), None) => Ok(Some(Secret::new(token.to_string()))),
+        (None, Some(path)) => {
+            let path = resolve(base, path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{field}_file {}: {e}", path.display()))?;
+            match text.trim() {
+                "" => Err(format!("{field}_file {} is empty", path.display())),
+                token => Ok(Some(Secret::new(token.to_string()))),
+            }
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn resolve(base: &Path, path: &str) -> PathBuf {
@@ -402,7 +753,13 @@ mod tests {
             StateUrl::Embedded("/etc/artifactd/data/objects/state".into())
         );
         assert_eq!(c.remotes_file, PathBuf::from("/etc/artifactd/remotes.yaml"));
-        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.listen.len(), 1);
+        assert_eq!(c.listen[0].to_string(), format!("http://{DEFAULT_LISTEN}"));
+        assert_eq!(c.grace_period, DEFAULT_GRACE_PERIOD);
+        assert_eq!(
+            c.upgrade_socket,
+            PathBuf::from("/etc/artifactd/data/artifactd-upgrade.sock")
+        );
     }
 
     #[test]
@@ -416,9 +773,72 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.listen[0].address.to_string(), "127.0.0.1:2");
         assert_eq!(c.storage, StorageUrl::Filesystem("./rel".into()));
-        assert_eq!(c.write_token.as_deref(), Some("t"));
+        assert_eq!(c.write_token.as_ref().map(Secret::expose), Some("t"));
+    }
+
+    #[test]
+    fn listeners_take_a_list_with_tls_files_beside_the_config() {
+        let c = parse(
+            "listen:\n  - \"0.0.0.0:80\"\n  - address: \"[::]:443\"\n    tls: {cert: tls/c.pem, key: /k.pem}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[0].tls.is_none() && !c.listen[0].is_loopback());
+        let tls = c.listen[1].tls.as_ref().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/artifactd/tls/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+        assert_eq!(c.listen[1].to_string(), "https://[::]:443");
+        let e = parse("listen: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n", &[]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("listen[1]"));
+        let e = parse("listen: []\n", &[]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("listen"));
+        let c = parse("", &[("ARTIFACTD_LISTEN", "127.0.0.1:1, 127.0.0.1:2")]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units() {
+        let c = parse(
+            "cache:\n  lock_timeout: 2m\n  stale_if_error: 7d\n  max_size: 2GiB\nupstream:\n  read_timeout: 90\nprocess:\n  grace_period: 1m30s\n",
+            &[("ARTIFACTD_MAX_UPLOAD_BYTES", "10MiB")],
+        )
+        .unwrap();
+        assert_eq!(c.lock_timeout, Duration::from_secs(120));
+        assert_eq!(c.stale_if_error, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.max_size, Some(2 << 30));
+        assert_eq!(c.read_timeout, Duration::from_secs(90));
+        assert_eq!(c.grace_period, Duration::from_secs(90));
+        assert_eq!(c.max_upload_bytes, 10 << 20);
+        let e = parse("upstream:\n  connect_timeout: soon\n", &[]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("upstream.connect_timeout"));
+        let e = parse("", &[("ARTIFACTD_GRACE_PERIOD", "forever")]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("process.grace_period"));
+        assert!(e.to_string().contains("ARTIFACTD_GRACE_PERIOD"), "{e}");
+    }
+
+    #[test]
+    fn tokens_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin"), "s3cret-admin\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let file = dir.path().join("artifactd.yaml");
+        let load = |src: &str| parse_server_config(&file, src, &|_| None).map(|(_, c)| c);
+        let c = load("tokens:\n  admin_file: admin\n").unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("s3cret-admin")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = load("tokens:\n  admin_file: empty\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tokens.admin"));
+        assert!(e.to_string().contains("is empty"), "{e}");
+        let e = load("tokens:\n  admin_file: missing\n").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        let e = load("tokens:\n  admin: x\n  admin_file: admin\n").unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::upstream::Redirect;
 use crate::config::Remote;
+use crate::lifecycle::InFlightGuard;
 use crate::metrics::Outcome;
 use filters::breaker::Admit;
 use filters::oci::{AcceptClass, Kind};
@@ -41,6 +42,8 @@ pub struct OciArtifact {
 }
 
 pub struct RequestCtx {
+    /// Counts this request as in flight until pingora drops the context.
+    _in_flight: InFlightGuard,
     pub started: Instant,
     /// Set for requests routed to a remote (cached) repository.
     pub artifact: Option<Artifact>,
@@ -75,8 +78,9 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(in_flight: InFlightGuard) -> Self {
         RequestCtx {
+            _in_flight: in_flight,
             started: Instant::now(),
             artifact: None,
             remote_name: None,

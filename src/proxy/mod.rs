@@ -183,7 +183,7 @@ impl ProxyHttp for ArtifactProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(self.app.in_flight.enter())
     }
 
     /// Pingora's (disabled) compression module, and the rewriting of index

@@ -41,7 +41,7 @@ pub const SNAPSHOT_PENDING: &str = "new repository snapshot not cached yet";
 pub struct Snapshots {
     /// The gate's own upstream requests (redirects followed, as mirrors
     /// send them).
-    upstream: reqwest::Client,
+    upstream: crate::upstream_tls::UpstreamClients,
     /// Bounds the gate's own upstream request.
     upstream_timeout: Duration,
     /// Snapshots being warmed (remote, repomd digest).
@@ -52,9 +52,14 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    pub fn new(timeout: Duration) -> anyhow::Result<Snapshots> {
+    pub fn new<'a>(
+        remotes: impl IntoIterator<Item = &'a std::sync::Arc<crate::config::Remote>>,
+        timeout: Duration,
+    ) -> anyhow::Result<Snapshots> {
         Ok(Snapshots {
-            upstream: reqwest::Client::builder().no_proxy().build()?,
+            upstream: crate::upstream_tls::UpstreamClients::build(remotes, || {
+                reqwest::Client::builder().no_proxy()
+            })?,
             upstream_timeout: timeout,
             warming: Mutex::new(HashSet::new()),
             recorded_primary: Mutex::new(HashMap::new()),
@@ -130,7 +135,9 @@ impl Snapshots {
             super::documents::url_of(upstream),
             artifact.raw_path
         );
-        let mut request = self.upstream.get(&url).timeout(self.upstream_timeout);
+        let mut request = (self.upstream.of(&artifact.remote.name))
+            .get(&url)
+            .timeout(self.upstream_timeout);
         if let Some(auth) = &upstream.basic_auth {
             request = request.header(http::header::AUTHORIZATION, auth);
         }

@@ -30,7 +30,8 @@ pub async fn peer(
     options.read_timeout = Some(read);
     options.write_timeout = Some(read);
     options.idle_timeout = Some(std::time::Duration::from_secs(60));
-    peer.group_key = worker_pool_key();
+    remote.upstream_tls.configure_peer(options);
+    peer.group_key = worker_pool_key() ^ remote.upstream_tls.trust_tag();
     Ok(Box::new(peer))
 }
 

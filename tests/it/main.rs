@@ -17,12 +17,15 @@
 //! - `npm`: npm remotes with npm against verdaccio.
 //! - `rpm`: RPM repositories with dnf: snapshots, verification.
 //! - `alpine`: APKINDEX mutable, packages immutable.
+//! - `edge`: TLS and certificate rotation, graceful stop and upgrade,
+//!   sd_notify, safe defaults, token files, the systemd unit.
 //! - `helm`: Helm indexes and charts (no helm client installable: its steps).
 
 mod admin;
 mod alpine;
 mod cache;
 mod config;
+mod edge;
 mod evict;
 mod fill;
 mod harness;

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 pub struct Artifactd {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The TLS listener, when started with one.
+    pub tls_addr: Option<SocketAddr>,
     pub log: PathBuf,
+    dir: PathBuf,
 }
 
 /// A port that was free a moment ago. Pingora binds by address, so the
@@ -21,39 +24,125 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// How to start artifactd beyond the config lines.
+#[derive(Default)]
+pub struct Options {
+    /// Also listen with TLS on a second port, with these PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
 impl Artifactd {
     /// Writes `remotes` and a server config (plus `extra` YAML lines) into
     /// `dir`, with bodies under `dir/store`, and starts artifactd on them.
     /// Starting twice on the same `dir` is a restart on the same storage.
     pub async fn start(dir: &Path, remotes: &str, extra: &str) -> Artifactd {
+        Self::start_with(dir, remotes, extra, Options::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, remotes: &str, extra: &str, options: Options) -> Artifactd {
         std::fs::create_dir_all(dir).expect("test dir");
         std::fs::write(dir.join("remotes.yaml"), remotes).expect("write remotes");
         let port = free_port();
-        let config = format!(
-            "listen: \"127.0.0.1:{port}\"\nthreads: 2\nremotes: remotes.yaml\nstorage: \"fs://store\"\n{extra}"
-        );
+        let tls_port = options.tls.as_ref().map(|_| free_port());
+        let listen = match (&options.tls, tls_port) {
+            (Some((cert, key)), Some(tls_port)) => format!(
+                "listen:\n  - \"127.0.0.1:{port}\"\n  - address: \"127.0.0.1:{tls_port}\"\n    tls: {{cert: \"{}\", key: \"{}\"}}\n",
+                cert.display(),
+                key.display()
+            ),
+            _ => format!("listen: \"127.0.0.1:{port}\"\n"),
+        };
+        let config =
+            format!("{listen}threads: 2\nremotes: remotes.yaml\nstorage: \"fs://store\"\n{extra}");
         std::fs::write(dir.join("artifactd.yaml"), config).expect("write config");
-        let log = dir.join(format!("artifactd-{port}.log"));
+        let mut artifactd = Self::spawn(dir, port, &options.env, &["serve"]);
+        artifactd.tls_addr = tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        artifactd.wait_ready().await;
+        artifactd
+    }
+
+    /// Runs the binary on `dir`'s config with `args`, logging to a file.
+    fn spawn(dir: &Path, port: u16, env: &[(String, String)], args: &[&str]) -> Artifactd {
+        let log = dir.join(format!("artifactd-{port}-{}.log", args.join("")));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_artifactd"))
             .arg("--config")
             .arg(dir.join("artifactd.yaml"))
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("ARTIFACTD_TEST_LOG").unwrap_or("info".into()),
             )
             .env_remove("ARTIFACTD_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn artifactd");
-        let mut artifactd = Artifactd {
+        Artifactd {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls_addr: None,
             log,
-        };
-        artifactd.wait_ready().await;
-        artifactd
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Starts a new process with `serve -u` on the same config: it takes
+    /// over the listeners, and this one finishes its transfers and exits.
+    /// Returns once the new process serves (it has written the pid file).
+    pub async fn upgrade(&self) -> Artifactd {
+        let mut next = Self::spawn(&self.dir, self.addr.port(), &[], &["serve", "-u"]);
+        next.tls_addr = self.tls_addr;
+        let pid_file = self.dir.join("artifactd-upgrade.pid");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let recorded = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if recorded.trim() == next.pid().to_string() {
+                return next;
+            }
+            if let Some(status) = next
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "upgraded artifactd exited with {status}:\n{}",
+                    next.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "upgraded artifactd not serving in 30 s:\n{}",
+            next.log_text()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sends a signal to our own child.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, signal) }, 0);
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     async fn wait_ready(&mut self) {

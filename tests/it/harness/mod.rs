@@ -2,7 +2,8 @@
 //! process ([`artifactd::Artifactd`]), a real registry with images and
 //! its token issuer ([`registry`], [`token`]), PyPI and npm registries
 //! with their clients ([`pypi`], [`npm`]), RPM repositories and dnf
-//! ([`rpm`]), all on free loopback ports
+//! ([`rpm`]), a test certificate authority ([`tls`]), all on free
+//! loopback ports
 //! and all torn down on drop.
 
 pub mod artifactd;
@@ -11,6 +12,7 @@ pub mod origin;
 pub mod pypi;
 pub mod registry;
 pub mod rpm;
+pub mod tls;
 pub mod token;
 
 pub use artifactd::Artifactd;

@@ -1,0 +1,212 @@
+//! The process lifecycle around pingora's server: readiness, graceful stop
+//! and graceful upgrade.
+//!
+//! Pingora handles the signals (SIGTERM: stop accepting, then wait out the
+//! grace period; SIGQUIT: hand the listening sockets to a new process over
+//! the upgrade socket, then the same) but always sleeps the *whole* grace
+//! period, and knows nothing of systemd. This module adds:
+//! - readiness: `READY=1` to systemd once every listener accepts, and a
+//!   pid file, so `systemctl start` and scripts know when to proceed;
+//! - an early exit: once no request is in flight during the grace period,
+//!   the catalog queue is written and the process exits, instead of idling
+//!   until the period ends;
+//! - `serve -u` as one command: the new process finds the old one through
+//!   the pid file and sends it SIGQUIT once it is waiting for the sockets.
+
+use crate::catalog::CatalogWriter;
+use crate::config::ServerConfig;
+use anyhow::{bail, Context};
+use pingora::server::ExecutionPhase;
+use sd_notify::NotifyState;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+
+/// Requests being served, so a stopping process knows when it is done.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by each request's context; dropped when pingora drops the context
+/// after the response is fully written and logged.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    async fn until_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.current() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the supervisor needs of the running server.
+pub struct Supervised {
+    pub in_flight: Arc<InFlight>,
+    pub catalog_writer: Arc<CatalogWriter>,
+    pub listeners: Vec<std::net::SocketAddr>,
+    pub pid_file: PathBuf,
+}
+
+/// Follows pingora's execution phases on `runtime` until the process ends.
+pub fn supervise(
+    mut phases: broadcast::Receiver<ExecutionPhase>,
+    supervised: Supervised,
+    runtime: &tokio::runtime::Handle,
+) {
+    runtime.spawn(async move {
+        loop {
+            let phase = match phases.recv().await {
+                Ok(phase) => phase,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            match phase {
+                ExecutionPhase::Running => ready(&supervised).await,
+                ExecutionPhase::GracefulTerminate => stopping("SIGTERM: stopping"),
+                ExecutionPhase::GracefulUpgradeTransferringFds => {
+                    stopping("SIGQUIT: handing the listeners to a new process")
+                }
+                ExecutionPhase::ShutdownGracePeriod => finish(&supervised).await,
+                _ => {}
+            }
+        }
+    });
+}
+
+async fn ready(supervised: &Supervised) {
+    for address in &supervised.listeners {
+        if !accepts(*address).await {
+            log::error!("listener {address} does not accept connections");
+        }
+    }
+    if let Err(e) = write_pid_file(&supervised.pid_file) {
+        log::warn!("pid file {}: {e}", supervised.pid_file.display());
+    }
+    let status = format!("serving on {} listener(s)", supervised.listeners.len());
+    if let Err(e) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]) {
+        log::warn!("could not notify systemd of readiness: {e}");
+    }
+}
+
+fn stopping(why: &str) {
+    log::info!("{why}; in-flight transfers may finish within the grace period");
+    let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(why)]);
+}
+
+/// During the grace period: exits as soon as nothing is in flight (pingora
+/// ends the process itself when the period runs out first).
+async fn finish(supervised: &Supervised) {
+    let waiting = supervised.in_flight.current();
+    if waiting > 0 {
+        log::info!("waiting for {waiting} in-flight request(s) to finish");
+    }
+    supervised.in_flight.until_idle().await;
+    if !supervised
+        .catalog_writer
+        .drain(Duration::from_secs(5))
+        .await
+    {
+        log::warn!("catalog writes still queued at exit");
+    }
+    remove_pid_file_if_ours(&supervised.pid_file);
+    log::info!("no request in flight; exiting");
+    std::process::exit(0);
+}
+
+/// Whether a TCP connection to `address` (on loopback when unspecified)
+/// succeeds within a few seconds.
+async fn accepts(address: std::net::SocketAddr) -> bool {
+    let target = crate::loopback::reachable(address);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(target).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Where the pid file goes: next to the upgrade socket.
+pub fn pid_file(server: &ServerConfig) -> PathBuf {
+    server.upgrade_socket.with_extension("pid")
+}
+
+fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    let temporary = path.with_extension("pid.tmp");
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&temporary, path)
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn remove_pid_file_if_ours(path: &Path) {
+    if read_pid(path) == Some(std::process::id() as i32) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// For `serve -u`: finds the running artifactd through the pid file and
+/// sends it SIGQUIT once this process listens on the upgrade socket (which
+/// pingora's bootstrap creates), so the old process hands its listeners
+/// over. Fails before anything starts when there is no old process.
+pub fn take_over(pid_file: &Path, upgrade_socket: &Path) -> anyhow::Result<()> {
+    let Some(old) = read_pid(pid_file) else {
+        bail!(
+            "serve -u: no running artifactd recorded in {} to take over from",
+            pid_file.display()
+        );
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(old, 0) } != 0 {
+        bail!(
+            "serve -u: process {old} from {} is not running",
+            pid_file.display()
+        );
+    }
+    let socket = upgrade_socket.to_path_buf();
+    // A socket left by an earlier attempt would look like ours appearing.
+    let _ = std::fs::remove_file(&socket);
+    std::thread::Builder::new()
+        .name("artifactd-upgrade".into())
+        .spawn(move || {
+            for _ in 0..600 {
+                if socket.exists() {
+                    log::info!("asking process {old} to hand over its listeners");
+                    // SAFETY: sends a signal; no memory is touched.
+                    unsafe { libc::kill(old, libc::SIGQUIT) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            log::error!("upgrade socket {} never appeared", socket.display());
+        })
+        .context("starting the upgrade thread")?;
+    Ok(())
+}
