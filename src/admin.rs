@@ -1,5 +1,5 @@
-//! The administrative endpoints: `/`, `/health`, `/config`, `/metrics` and
-//! `/cache/flush`.
+//! The administrative endpoints: `/`, `/health`, `/config`, `/metrics`,
+//! `/cache/flush` (all or by pattern) and `/cache-artifact`.
 
 use crate::app::App;
 use crate::auth::bearer_allows;
@@ -34,6 +34,8 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
             .header("www-authenticate", "Bearer"),
         AdminRoute::Flush => flush(app, req).await,
+        // Answered by `cache_artifact`, which reads the request body.
+        AdminRoute::CacheArtifact => Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
     }
 }
 
@@ -142,6 +144,9 @@ async fn flush(app: &App, req: &RequestHeader) -> Reply {
             Some(_) => {}
         }
     }
+    if let Some(pattern) = filters::route::query_param(req.uri.query(), "pattern") {
+        return flush_matching(app, remote.as_deref(), &pattern).await;
+    }
     match app.storage.flush(remote.as_deref()).await {
         Ok(deleted) => {
             log::info!(
@@ -158,6 +163,59 @@ async fn flush(app: &App, req: &RequestHeader) -> Reply {
             format!("flush failed: {e}"),
         ),
     }
+}
+
+/// Flushes the entries whose path matches `pattern`, of one remote or of
+/// every remote that caches.
+async fn flush_matching(app: &App, remote: Option<&str>, pattern: &str) -> Reply {
+    let remotes: Vec<&str> = match remote {
+        Some(remote) => vec![remote],
+        None => (app.config.remotes.values())
+            .filter(|r| r.kind == RemoteKind::Remote)
+            .map(|r| r.name.as_str())
+            .collect(),
+    };
+    let mut deleted = 0;
+    for name in remotes {
+        match crate::cache_api::flush_matching(app, name, pattern).await {
+            Ok(n) => deleted += n,
+            Err(reply) => return reply,
+        }
+    }
+    log::info!(
+        "cache flushed ({}, paths matching {pattern:?}): {deleted} objects",
+        remote.unwrap_or("all remotes")
+    );
+    Reply::json(
+        StatusCode::OK,
+        &json!({"flushed": {"remote": remote, "pattern": pattern, "objects_deleted": deleted}}),
+    )
+}
+
+/// `POST /cache-artifact`: reads the JSON request (at most 64 KiB) and
+/// starts the pre-fill job.
+pub async fn cache_artifact(
+    app: &std::sync::Arc<App>,
+    session: &mut pingora::proxy::Session,
+) -> pingora::Result<Reply> {
+    let req = session.req_header();
+    if req.method != Method::POST {
+        return Ok(Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST").header("allow", "POST"));
+    }
+    if let Some(refusal) = require_admin(app, req) {
+        return Ok(refusal);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > 64 << 10 {
+            return Ok(Reply::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request over 64 KiB",
+            ));
+        }
+    }
+    Ok(crate::prefill::start(app, &body))
 }
 
 /// `GET /artifacts/{remote}`: what the catalog records for a remote.

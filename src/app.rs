@@ -29,6 +29,8 @@ pub struct App {
     /// Checksums that index documents published for their files.
     pub checksums: Arc<crate::checksums::Checksums>,
     pub catalog_writer: Arc<CatalogWriter>,
+    /// Background jobs of the admin API.
+    pub jobs: crate::jobs::Jobs,
     /// Requests being served, for the graceful stop.
     pub in_flight: Arc<crate::lifecycle::InFlight>,
     /// The background runtime: catalog, deferred deletes, admin I/O that

@@ -8,6 +8,9 @@
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
 //! - [`state`]: freshness state store. [`catalog`]: what is cached.
 //! - [`admin`], [`local`]: endpoints answered without an upstream.
+//!   [`cache_api`]: `/api/v1/cache` (list, usage, inspect, delete,
+//!   verify). [`prefill`]: `POST /cache-artifact`. [`jobs`]: the
+//!   background jobs those start.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
 //! - [`breakers`]: per-remote circuit breakers.
 //! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
@@ -25,17 +28,20 @@ mod admin;
 mod app;
 mod auth;
 mod breakers;
+mod cache_api;
 mod catalog;
 mod checksums;
 mod cli;
 mod config;
 mod credentials;
 mod fill_lock;
+mod jobs;
 mod lifecycle;
 mod local;
 mod local_index;
 mod loopback;
 mod metrics;
+mod prefill;
 mod proxy;
 mod server;
 mod state;

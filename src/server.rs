@@ -166,6 +166,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         checksums: Arc::new(Checksums::new(state, background.clone())),
         snapshots,
         in_flight: in_flight.clone(),
+        jobs: crate::jobs::Jobs::default(),
         background: background.clone(),
         started: Instant::now(),
     });

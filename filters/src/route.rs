@@ -14,8 +14,10 @@ pub enum AdminRoute {
     Config,
     /// `GET /metrics`: Prometheus text.
     Metrics,
-    /// `PUT /cache/flush[?remote=NAME]`.
+    /// `PUT /cache/flush[?remote=NAME][&pattern=REGEX]`.
     Flush,
+    /// `POST /cache-artifact`: start a job that pre-fills the cache.
+    CacheArtifact,
 }
 
 /// Where a request goes.
@@ -36,6 +38,15 @@ pub enum Route<'a> {
     /// `GET /artifacts/{remote}`: the catalog's rows for one remote.
     ArtifactList {
         remote: &'a str,
+    },
+    /// `/api/v1/cache` and below: the cache API. `rest` follows it: empty,
+    /// `/verify`, or `/{remote}/{path}`.
+    CacheApi {
+        rest: &'a str,
+    },
+    /// `GET /api/v1/jobs/{id}`: a background job's status.
+    Job {
+        id: &'a str,
     },
     NotFound,
 }
@@ -58,6 +69,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/config" => Some(AdminRoute::Config),
         "/metrics" => Some(AdminRoute::Metrics),
         "/cache/flush" => Some(AdminRoute::Flush),
+        "/cache-artifact" => Some(AdminRoute::CacheArtifact),
         _ => None,
     };
     if let Some(admin) = admin {
@@ -66,6 +78,16 @@ pub fn route(path: &str) -> Route<'_> {
     if let Some(after_v2) = path.strip_prefix("/v2") {
         if after_v2.is_empty() || after_v2.starts_with('/') {
             return Route::V2 { after_v2 };
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/cache") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Route::CacheApi { rest };
+        }
+    }
+    if let Some(id) = path.strip_prefix("/api/v1/jobs/") {
+        if !id.is_empty() && !id.contains('/') {
+            return Route::Job { id };
         }
     }
     if let Some(remote) = path.strip_prefix("/artifacts/") {
@@ -115,6 +137,29 @@ pub fn query_params<'q>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_api_and_jobs_come_before_the_older_artifact_route() {
+        assert_eq!(route("/api/v1/cache"), Route::CacheApi { rest: "" });
+        assert_eq!(
+            route("/api/v1/cache/gen/a/b.tgz"),
+            Route::CacheApi {
+                rest: "/gen/a/b.tgz"
+            }
+        );
+        assert_eq!(route("/api/v1/jobs/7"), Route::Job { id: "7" });
+        assert_eq!(
+            route("/api/v1/cachex/a"),
+            Route::Artifact {
+                remote: "v1",
+                raw_path: "cachex/a"
+            }
+        );
+        assert_eq!(
+            route("/cache-artifact"),
+            Route::Admin(AdminRoute::CacheArtifact)
+        );
+    }
 
     #[test]
     fn query_params() {

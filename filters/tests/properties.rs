@@ -144,6 +144,10 @@ proptest! {
             }
             Route::ArtifactList { remote } => prop_assert!(!remote.contains('/')),
             Route::V2 { after_v2 } => prop_assert!(after_v2.is_empty() || after_v2.starts_with('/')),
+            Route::CacheApi { rest } => {
+                prop_assert_eq!(format!("/api/v1/cache{rest}"), path.clone());
+            }
+            Route::Job { id } => prop_assert!(!id.is_empty() && !id.contains('/')),
             Route::Admin(_) | Route::NotFound => {}
         }
     }

@@ -33,6 +33,41 @@ pub struct ArtifactRow {
     pub local: bool,
 }
 
+/// Which page of cached artifacts to list.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub remote: Option<String>,
+    /// Paths starting with this ("" for all).
+    pub prefix: String,
+    /// The (remote, path) the previous page ended at.
+    pub after: Option<(String, String)>,
+    pub limit: u32,
+}
+
+/// One cached artifact as the cache API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedRow {
+    pub remote: String,
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    /// Unix seconds.
+    pub fetched_at: i64,
+    /// Unix seconds.
+    pub last_access: i64,
+    /// Hits served from the cache.
+    pub hits: i64,
+}
+
+/// What one remote holds in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageRow {
+    pub remote: String,
+    pub objects: i64,
+    pub bytes: i64,
+}
+
 /// One committed cache entry, as the storage index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryRow {
@@ -60,6 +95,8 @@ pub enum CatalogEvent {
     EntryAccessed {
         id: u128,
         at_ms: i64,
+        /// Hits since the last report.
+        hits: u32,
     },
     /// What a cached manifest names (blobs, child manifests), by entry id.
     References {
@@ -102,6 +139,16 @@ pub trait Catalog: Send + Sync {
     async fn entries(&self) -> CatalogResult<Vec<EntryRow>>;
     /// Every (manifest, target) reference.
     async fn references(&self) -> CatalogResult<Vec<(u128, u128)>>;
+    /// A page of cached artifacts for the cache API.
+    async fn cached_page(&self, query: &PageQuery) -> CatalogResult<Vec<CachedRow>>;
+    /// The cache entries (id, path) of `remote`: of one path, or all.
+    async fn entries_of(
+        &self,
+        remote: &str,
+        path: Option<&str>,
+    ) -> CatalogResult<Vec<(u128, String)>>;
+    /// Objects and bytes cached per remote.
+    async fn usage(&self) -> CatalogResult<Vec<UsageRow>>;
     /// Cheap liveness check.
     async fn ping(&self) -> CatalogResult<()>;
 }
@@ -227,20 +274,21 @@ async fn run_batches(
     }
 }
 
-/// Keeps only the latest access per artifact, in place of the first one,
-/// so a hot object costs one row update per batch.
+/// Keeps only the latest access per artifact (with the hits of all of
+/// them), in place of the first one, so a hot object costs one row update
+/// per batch.
 fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
     let mut latest: HashMap<(String, String), i64> = HashMap::new();
-    let mut latest_entry: HashMap<u128, i64> = HashMap::new();
+    let mut latest_entry: HashMap<u128, (i64, u32)> = HashMap::new();
     for event in &events {
         match event {
             CatalogEvent::Accessed { remote, path, at } => {
                 let entry = latest.entry((remote.clone(), path.clone())).or_insert(*at);
                 *entry = (*entry).max(*at);
             }
-            CatalogEvent::EntryAccessed { id, at_ms } => {
-                let entry = latest_entry.entry(*id).or_insert(*at_ms);
-                *entry = (*entry).max(*at_ms);
+            CatalogEvent::EntryAccessed { id, at_ms, hits } => {
+                let entry = latest_entry.entry(*id).or_insert((*at_ms, 0));
+                *entry = (entry.0.max(*at_ms), entry.1.saturating_add(*hits));
             }
             _ => {}
         }
@@ -253,7 +301,7 @@ fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
                 .map(|at| CatalogEvent::Accessed { remote, path, at }),
             CatalogEvent::EntryAccessed { id, .. } => latest_entry
                 .remove(&id)
-                .map(|at_ms| CatalogEvent::EntryAccessed { id, at_ms }),
+                .map(|(at_ms, hits)| CatalogEvent::EntryAccessed { id, at_ms, hits }),
             other => Some(other),
         })
         .collect()

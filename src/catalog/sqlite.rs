@@ -1,6 +1,8 @@
 //! The SQLite catalog, the single-node default.
 
-use super::{ArtifactRow, Catalog, CatalogEvent, CatalogResult, EntryRow};
+use super::{
+    ArtifactRow, CachedRow, Catalog, CatalogEvent, CatalogResult, EntryRow, PageQuery, UsageRow,
+};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::Row;
@@ -25,11 +27,27 @@ fn access_artifacts(rows: usize) -> String {
 
 fn access_entries(rows: usize) -> String {
     format!(
-        "UPDATE entries SET last_access = v.column2 FROM (VALUES {}) AS v
-         WHERE entries.id = v.column1 AND entries.last_access < v.column2",
-        vec!["(?, ?)"; rows].join(", ")
+        "UPDATE entries SET last_access = max(entries.last_access, v.column2),
+           hits = entries.hits + v.column3
+         FROM (VALUES {}) AS v WHERE entries.id = v.column1",
+        vec!["(?, ?, ?)"; rows].join(", ")
     )
 }
+
+/// A page of the cache API: cached (not uploaded) artifacts in (remote,
+/// path) order after a cursor, with the hits of their entries.
+const CACHED_PAGE: &str = "
+    SELECT a.remote, a.path, a.size, a.sha256, a.content_type, a.fetched_at,
+           max(a.last_access, coalesce(max(e.last_access), 0) / 1000) AS last_access,
+           coalesce(sum(e.hits), 0) AS hits
+    FROM artifacts a LEFT JOIN entries e ON e.remote = a.remote AND e.path = a.path
+    WHERE NOT a.local
+      AND ($1 IS NULL OR a.remote = $1)
+      AND substr(a.path, 1, length($2)) = $2
+      AND (a.remote, a.path) > ($3, $4)
+    GROUP BY a.remote, a.path
+    ORDER BY a.remote, a.path
+    LIMIT $5";
 
 const REMOVE_ENTRY: [&str; 3] = [
     "DELETE FROM artifacts WHERE NOT local AND (remote, path) IN
@@ -134,8 +152,8 @@ impl Catalog for SqliteCatalog {
                         sqlx::query(statement).bind(&id).execute(&mut *tx).await?;
                     }
                 }
-                CatalogEvent::EntryAccessed { id, at_ms } => {
-                    entry_accesses.push((hex_id(*id), *at_ms));
+                CatalogEvent::EntryAccessed { id, at_ms, hits } => {
+                    entry_accesses.push((hex_id(*id), *at_ms, i64::from(*hits)));
                 }
                 CatalogEvent::References { manifest, targets } => {
                     for target in targets {
@@ -176,8 +194,8 @@ impl Catalog for SqliteCatalog {
         for chunk in entry_accesses.chunks(ACCESS_CHUNK) {
             let statement = access_entries(chunk.len());
             let mut query = sqlx::query(&statement);
-            for (id, at_ms) in chunk {
-                query = query.bind(id).bind(at_ms);
+            for (id, at_ms, hits) in chunk {
+                query = query.bind(id).bind(at_ms).bind(hits);
             }
             query.execute(&mut *tx).await?;
         }
@@ -240,6 +258,67 @@ impl Catalog for SqliteCatalog {
                     parse_id(row.try_get("manifest")?)?,
                     parse_id(row.try_get("target")?)?,
                 ))
+            })
+            .collect()
+    }
+
+    async fn cached_page(&self, query: &PageQuery) -> CatalogResult<Vec<CachedRow>> {
+        let (after_remote, after_path) = query.after.clone().unwrap_or_default();
+        let rows = sqlx::query(CACHED_PAGE)
+            .bind(&query.remote)
+            .bind(&query.prefix)
+            .bind(after_remote)
+            .bind(after_path)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(CachedRow {
+                    remote: row.try_get("remote")?,
+                    path: row.try_get("path")?,
+                    size: row.try_get("size")?,
+                    sha256: row.try_get("sha256")?,
+                    content_type: row.try_get("content_type")?,
+                    fetched_at: row.try_get("fetched_at")?,
+                    last_access: row.try_get("last_access")?,
+                    hits: row.try_get("hits")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn entries_of(
+        &self,
+        remote: &str,
+        path: Option<&str>,
+    ) -> CatalogResult<Vec<(u128, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, path FROM entries WHERE remote = $1 AND ($2 IS NULL OR path = $2)",
+        )
+        .bind(remote)
+        .bind(path)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((parse_id(row.try_get("id")?)?, row.try_get("path")?)))
+            .collect()
+    }
+
+    async fn usage(&self) -> CatalogResult<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT remote, count(*) AS objects, coalesce(sum(size), 0) AS bytes
+             FROM entries GROUP BY remote ORDER BY remote",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    remote: row.try_get("remote")?,
+                    objects: row.try_get("objects")?,
+                    bytes: row.try_get("bytes")?,
+                })
             })
             .collect()
     }
@@ -352,6 +431,7 @@ mod tests {
         events.extend((0..count).map(|id| CatalogEvent::EntryAccessed {
             id,
             at_ms: if id % 2 == 0 { 5000 + id as i64 } else { 500 },
+            hits: 1,
         }));
         events.push(CatalogEvent::EntryRemoved { id: 4 });
         catalog.apply(&events).await.unwrap();

@@ -24,6 +24,10 @@ pub struct RawRemote {
     /// come from when its files are on another host (seed 004). Defaults
     /// to `base_url`.
     pub index_url: Option<String>,
+    /// A GitHub-style REST API base (`…/repos/{project}/releases` below
+    /// it) that `POST /cache-artifact` lists release assets from
+    /// (artifactd). Defaults to `{base_url's origin}/api/v3`.
+    pub releases_api: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub package: Option<String>,
@@ -151,6 +155,9 @@ pub struct Remote {
     pub password: Option<String>,
     /// How the upstream's certificate is verified (`ca_file`, `tls_insecure`).
     pub upstream_tls: Arc<UpstreamTls>,
+    /// Where `POST /cache-artifact` lists release assets, without a
+    /// trailing `/`.
+    pub releases_api: Option<String>,
 }
 
 impl Remote {
@@ -305,6 +312,32 @@ fn compile_remote(
             None
         }
     };
+    let releases_api = match (raw.releases_api.as_deref(), &upstream) {
+        (Some(url), Some(_)) => match parse_base_url(url) {
+            Ok(_) => Some(url.trim_end_matches('/').to_string()),
+            Err(message) => {
+                errors.push(err("releases_api", message));
+                None
+            }
+        },
+        (Some(_), None) => {
+            errors.push(err(
+                "releases_api",
+                "only a remote with a base_url has releases".into(),
+            ));
+            None
+        }
+        (None, Some(up)) => Some(format!(
+            "{}://{}/api/v3",
+            if up.tls { "https" } else { "http" },
+            if (up.tls && up.port == 443) || (!up.tls && up.port == 80) {
+                up.host.clone()
+            } else {
+                format!("{}:{}", up.host, up.port)
+            }
+        )),
+        (None, None) => None,
+    };
     let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
         (Some(patterns), _) => patterns.clone(),
         (None, Some(patterns)) => {
@@ -427,6 +460,7 @@ fn compile_remote(
             connect_timeout,
             read_timeout,
             upstream_tls,
+            releases_api,
             mirror_of,
             members,
             username: raw.username.clone(),

@@ -43,6 +43,7 @@ use async_trait::async_trait;
 use ctx::RequestCtx;
 use documents::RewriteModule;
 use filters::breaker::Admit;
+use filters::AdminRoute;
 use outcome::UpstreamOutcome;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler,
@@ -210,8 +211,20 @@ impl ProxyHttp for ArtifactProxy {
                 return Ok(false);
             }
             Action::Reply(reply) => respond::send_unread(session, reply).await?,
+            Action::Admin(AdminRoute::CacheArtifact) => {
+                let reply = crate::admin::cache_artifact(&self.app, session).await?;
+                respond::send(session, reply).await?;
+            }
             Action::Admin(route) => {
                 let reply = crate::admin::handle(&self.app, route, session.req_header()).await;
+                respond::send(session, reply).await?;
+            }
+            Action::CacheApi { rest } => {
+                let reply = crate::cache_api::handle(&self.app, &rest, session.req_header()).await;
+                respond::send(session, reply).await?;
+            }
+            Action::Job { id } => {
+                let reply = crate::cache_api::job_status(&self.app, &id, session.req_header());
                 respond::send(session, reply).await?;
             }
             Action::ArtifactList(remote) => {

@@ -16,6 +16,14 @@ pub enum Action {
     Admin(AdminRoute),
     /// The catalog listing of one remote (already known to exist).
     ArtifactList(Arc<Remote>),
+    /// The cache API; `rest` is the path after `/api/v1/cache`.
+    CacheApi {
+        rest: String,
+    },
+    /// A background job's status.
+    Job {
+        id: String,
+    },
     /// A local repository operation; the path is validated and decoded.
     Local {
         remote: Arc<Remote>,
@@ -56,6 +64,12 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             )))
         }
         Route::Artifact { remote, raw_path } => (remote, raw_path),
+        Route::CacheApi { rest } => {
+            return plain(Action::CacheApi {
+                rest: rest.to_string(),
+            })
+        }
+        Route::Job { id } => return plain(Action::Job { id: id.to_string() }),
         Route::V2 { after_v2 } => return super::oci::decide(app, req, after_v2),
         Route::ArtifactList { remote } => {
             return match app.config.remotes.get(remote) {

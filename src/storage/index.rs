@@ -41,6 +41,8 @@ pub struct Slot {
     /// lives as long as the entry, so the throttle does not depend on the
     /// entry staying in the hot tier).
     reported: AtomicU32,
+    /// Hits since the last report to the catalog (fits the slot's padding).
+    unreported_hits: AtomicU32,
     /// Index into the storage's remote names.
     pub remote: u16,
     pub flags: AtomicU8,
@@ -63,6 +65,7 @@ impl Slot {
             size,
             last_access: AtomicU64::new(last_access),
             reported: AtomicU32::new((last_access / 1000) as u32),
+            unreported_hits: AtomicU32::new(0),
             remote,
             flags: AtomicU8::new(flags),
         }
@@ -130,6 +133,7 @@ impl Index {
         };
         let now = now_ms();
         slot.last_access.store(now, Ordering::Relaxed);
+        slot.unreported_hits.fetch_add(1, Ordering::Relaxed);
         let now_secs = (now / 1000) as u32;
         let reported = slot.reported.load(Ordering::Relaxed);
         now_secs >= reported.saturating_add(report_every_secs)
@@ -137,6 +141,29 @@ impl Index {
                 .reported
                 .compare_exchange(reported, now_secs, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// The hits of `id` since they were last taken, now zero.
+    pub fn take_hits(&self, id: u128) -> u32 {
+        let shard = self.shard(id).read();
+        shard
+            .get(&id)
+            .map_or(0, |slot| slot.unreported_hits.swap(0, Ordering::Relaxed))
+    }
+
+    /// Every entry with hits not yet reported: (id, last access in ms,
+    /// hits), which are taken.
+    pub fn take_all_hits(&self) -> Vec<(u128, u64, u32)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (id, slot) in shard.read().iter() {
+                let hits = slot.unreported_hits.swap(0, Ordering::Relaxed);
+                if hits > 0 {
+                    out.push((*id, slot.last_access.load(Ordering::Relaxed), hits));
+                }
+            }
+        }
+        out
     }
 
     /// Makes `slot` the entry's slot; returns the one it replaced.

@@ -24,6 +24,7 @@ pub mod flush;
 pub mod hit;
 pub mod hot;
 pub mod index;
+pub mod inspect;
 pub mod layout;
 pub mod miss;
 pub mod open_bodies;
@@ -335,7 +336,21 @@ impl CacheStorage {
         self.catalog.record(CatalogEvent::EntryAccessed {
             id,
             at_ms: at_ms as i64,
+            hits: self.index.take_hits(id),
         });
+    }
+
+    /// Reports every hit the catalog has not heard of yet (they are
+    /// otherwise reported with an entry's hourly access report), so a
+    /// listing right after shows them.
+    pub fn report_pending_hits(&self) {
+        for (id, at_ms, hits) in self.index.take_all_hits() {
+            self.catalog.record(CatalogEvent::EntryAccessed {
+                id,
+                at_ms: at_ms as i64,
+                hits,
+            });
+        }
     }
 
     /// A hit on the committed entry, if there is one whose body is whole.

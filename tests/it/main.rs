@@ -4,6 +4,8 @@
 //! - `harness`: the counting origin server and the artifactd process.
 //! - `config`: seed `remotes.yaml` examples and config errors.
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
+//! - `cache_api`: `/api/v1/cache`, flush by pattern, verify,
+//!   `/cache-artifact`, and the `warm` and `cache` commands.
 //! - `evict`: `cache.max_size`, LRU order, readers and images kept, the
 //!   index after a restart.
 //! - `fill`: followers of fills in progress, aborts, HEAD/range misses,
@@ -24,6 +26,7 @@
 mod admin;
 mod alpine;
 mod cache;
+mod cache_api;
 mod config;
 mod edge;
 mod evict;

@@ -1,0 +1,256 @@
+//! The cache API (`/api/v1/cache`), flushing by pattern, re-hashing stored
+//! bodies, `POST /cache-artifact`, and the CLI that drives them
+//! (`artifactd warm`, `artifactd cache ls|du|rm|verify`).
+
+use crate::cache::walk;
+use crate::harness::{
+    client, generic_remote, pattern_bytes, sha256_hex, status, Artifactd, Origin, OriginFile,
+};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "tokens:\n  admin: \"adm-cache-api\"\n";
+pub const TOKEN: &str = "adm-cache-api";
+
+pub async fn admin_json(ad: &Artifactd, method: reqwest::Method, path: &str) -> Value {
+    let resp = client()
+        .request(method, ad.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// Polls a job until it is no longer running.
+pub async fn finished_job(ad: &Artifactd, started: &Value) -> Value {
+    let url = started["status_url"]
+        .as_str()
+        .expect("status_url")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = admin_json(ad, reqwest::Method::GET, &url).await;
+        if status["state"] != "running" {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "job still running: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get_body(ad: &Artifactd, path: &str) -> bytes::Bytes {
+    let resp = client().get(ad.artifact("gen", path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.bytes().await.unwrap()
+}
+
+#[tokio::test]
+async fn lists_pages_inspects_deletes_and_flushes_by_pattern() {
+    let origin = Origin::start().await;
+    let files = [("a/1.tgz", 1), ("a/2.tgz", 2), ("b/3.tgz", 3)];
+    for (path, seed) in files {
+        origin.put(
+            &format!("/{path}"),
+            OriginFile::new(pattern_bytes(70_000, seed)),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    for (path, _) in files {
+        get_body(&ad, path).await;
+    }
+    for _ in 0..2 {
+        get_body(&ad, "a/1.tgz").await;
+    }
+
+    assert_eq!(status(client().get(ad.url("/api/v1/cache"))).await, 401);
+    let page = admin_json(
+        &ad,
+        reqwest::Method::GET,
+        "/api/v1/cache?remote=gen&limit=2",
+    )
+    .await;
+    let rows = page["artifacts"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["path"], "a/1.tgz");
+    assert_eq!(rows[0]["hits"], 2, "two hits after the miss: {page}");
+    assert_eq!(rows[0]["size"], 70_000);
+    assert_eq!(rows[0]["sha256"], sha256_hex(&pattern_bytes(70_000, 1)));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next = admin_json(
+        &ad,
+        reqwest::Method::GET,
+        &format!("/api/v1/cache?remote=gen&limit=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(next["artifacts"].as_array().unwrap().len(), 1);
+    assert_eq!(next["artifacts"][0]["path"], "b/3.tgz");
+    assert!(next["next_cursor"].is_null());
+    let prefixed = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache?prefix=a/").await;
+    assert_eq!(prefixed["count"], 2);
+    let usage = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache/usage").await;
+    assert_eq!(usage["objects"], 3);
+    assert_eq!(usage["bytes"], 210_000);
+    let one = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache/gen/a/2.tgz").await;
+    assert_eq!(
+        one["artifact"]["sha256"],
+        sha256_hex(&pattern_bytes(70_000, 2))
+    );
+
+    let removed = admin_json(&ad, reqwest::Method::DELETE, "/api/v1/cache/gen/a/1.tgz").await;
+    assert_eq!(removed["removed"]["entries"], 1);
+    let again = client()
+        .delete(ad.url("/api/v1/cache/gen/a/1.tgz"))
+        .bearer_auth(TOKEN);
+    assert_eq!(status(again).await, 404);
+    assert_eq!(get_body(&ad, "a/1.tgz").await, pattern_bytes(70_000, 1));
+    assert_eq!(origin.hits("/a/1.tgz"), 2, "fetched again after the delete");
+
+    let flushed = admin_json(
+        &ad,
+        reqwest::Method::PUT,
+        "/cache/flush?remote=gen&pattern=%5Eb/",
+    )
+    .await;
+    assert_eq!(flushed["flushed"]["objects_deleted"], 1);
+    get_body(&ad, "b/3.tgz").await;
+    get_body(&ad, "a/2.tgz").await;
+    assert_eq!(origin.hits("/b/3.tgz"), 2, "the matching object went");
+    assert_eq!(origin.hits("/a/2.tgz"), 1, "the others stayed");
+    let bad = client()
+        .put(ad.url("/cache/flush?remote=gen&pattern=("))
+        .bearer_auth(TOKEN);
+    assert_eq!(status(bad).await, 400);
+}
+
+#[tokio::test]
+async fn verify_finds_a_flipped_byte_and_repair_refetches_it() {
+    let origin = Origin::start().await;
+    let body = pattern_bytes(100_000, 9);
+    origin.put("/v.bin", OriginFile::new(body.clone()));
+    origin.put("/w.bin", OriginFile::new(pattern_bytes(90_000, 8)));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    get_body(&ad, "v.bin").await;
+    get_body(&ad, "w.bin").await;
+    let started = admin_json(&ad, reqwest::Method::POST, "/api/v1/cache/verify").await;
+    let clean = finished_job(&ad, &started).await;
+    assert_eq!(
+        (
+            clean["state"].as_str(),
+            clean["ok"].as_u64(),
+            clean["failed_count"].as_u64()
+        ),
+        (Some("done"), Some(2), Some(0)),
+        "{clean}"
+    );
+
+    let stored = walk(&dir.path().join("store"))
+        .into_iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == 100_000))
+        .expect("the body file");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[50_000] ^= 0x01;
+    std::fs::write(&stored, bytes).unwrap();
+
+    let started = admin_json(
+        &ad,
+        reqwest::Method::POST,
+        "/api/v1/cache/verify?remote=gen&repair=true",
+    )
+    .await;
+    let found = finished_job(&ad, &started).await;
+    assert_eq!(found["failed_count"], 1, "{found}");
+    assert_eq!(found["failed"][0]["path"], "gen/v.bin");
+    assert!(
+        found["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt"),
+        "{found}"
+    );
+    assert_eq!(
+        get_body(&ad, "v.bin").await,
+        body,
+        "repaired: fetched again"
+    );
+    assert_eq!(origin.hits("/v.bin"), 2);
+}
+
+#[tokio::test]
+async fn cache_artifact_fetches_the_matching_release_assets_and_nothing_else() {
+    let origin = Origin::start().await;
+    let base = origin.base_url();
+    let assets = [
+        "v1.0/tool_linux_amd64.tar.gz",
+        "v1.0/tool_darwin_arm64.tar.gz",
+        "v1.0/checksums.txt",
+        "v1.1/tool_linux_amd64.tar.gz",
+        "v1.1/tool_windows_amd64.zip",
+    ];
+    for (i, asset) in assets.iter().enumerate() {
+        let path = format!("/acme/tool/releases/download/{asset}");
+        origin.put(&path, OriginFile::new(pattern_bytes(20_000, i as u64)));
+    }
+    let release = |tag: &str| {
+        let urls: Vec<Value> = assets
+            .iter()
+            .filter(|a| a.starts_with(tag))
+            .map(|a| serde_json::json!({"name": a, "browser_download_url": format!("{base}/acme/tool/releases/download/{a}")}))
+            .collect();
+        serde_json::json!({"tag_name": tag, "assets": urls})
+    };
+    let listing = serde_json::json!([release("v1.1"), release("v1.0")]).to_string();
+    origin.put(
+        "/api/v3/repos/acme/tool/releases?per_page=100",
+        OriginFile::new(listing).content_type("application/json"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+
+    let request =
+        serde_json::json!({"remote": "gen", "project": "acme/tool", "pattern": "linux_amd64"});
+    let anonymous = client().post(ad.url("/cache-artifact")).json(&request);
+    assert_eq!(status(anonymous).await, 401);
+    let resp = client()
+        .post(ad.url("/cache-artifact"))
+        .bearer_auth(TOKEN)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let started: Value = resp.json().await.unwrap();
+    let done = finished_job(&ad, &started).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(
+        (done["total"].as_u64(), done["ok"].as_u64()),
+        (Some(2), Some(2)),
+        "{done}"
+    );
+    for (i, asset) in assets.iter().enumerate() {
+        let path = format!("/acme/tool/releases/download/{asset}");
+        let expected = usize::from(asset.contains("linux_amd64"));
+        assert_eq!(origin.hits(&path), expected, "{asset}");
+        if expected == 1 {
+            let resp = client()
+                .get(ad.artifact("gen", &path[1..]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.headers()["x-artifact-source"], "cache");
+            assert_eq!(resp.bytes().await.unwrap(), pattern_bytes(20_000, i as u64));
+        }
+    }
+    let listed = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache?remote=gen").await;
+    assert_eq!(listed["count"], 2, "nothing else was cached: {listed}");
+    let bad = client()
+        .post(ad.url("/cache-artifact"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"remote": "gen", "project": "../x", "pattern": "a"}));
+    assert_eq!(status(bad).await, 400);
+}
