@@ -32,6 +32,10 @@ pub enum Command {
     /// Validate the configuration, `remotes.yaml`, token and certificate
     /// files, then exit (the same as `serve -t`).
     CheckConfig,
+    /// Pre-fill a running artifactd with paths or images.
+    Warm(crate::commands::warm::WarmArgs),
+    /// Inspect a running artifactd's cache: ls, du, rm, verify.
+    Cache(crate::commands::cache::CacheArgs),
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -47,6 +51,16 @@ pub struct ServeArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The client commands talk to a server; they need no local config.
+    let cli = match cli.command {
+        Some(Command::Warm(args)) => {
+            return crate::commands::block_on(crate::commands::warm::run(args))
+        }
+        Some(Command::Cache(args)) => {
+            return crate::commands::block_on(crate::commands::cache::run(args))
+        }
+        _ => cli,
+    };
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
@@ -79,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::serve(config, args.upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
     }
 }
 

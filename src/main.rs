@@ -1,7 +1,8 @@
 //! artifactd: a pull-through caching proxy for software artifacts.
 //!
 //! # Layout
-//! - [`cli`]: command line (`serve [-t] [-u]`, `check-config`).
+//! - [`cli`]: command line (`serve [-t] [-u]`, `check-config`, `warm`,
+//!   `cache`). [`commands`]: the client commands, over HTTP.
 //! - [`config`]: server config and `remotes.yaml`, validated at start.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
@@ -32,6 +33,7 @@ mod cache_api;
 mod catalog;
 mod checksums;
 mod cli;
+mod commands;
 mod config;
 mod credentials;
 mod fill_lock;

@@ -254,3 +254,127 @@ async fn cache_artifact_fetches_the_matching_release_assets_and_nothing_else() {
         .json(&serde_json::json!({"remote": "gen", "project": "../x", "pattern": "a"}));
     assert_eq!(status(bad).await, 400);
 }
+
+#[tokio::test]
+async fn warm_fills_fifty_paths_with_four_workers_and_resumes() {
+    let origin = Origin::start().await;
+    let paths: Vec<String> = (0..50).map(|i| format!("pkg/file-{i:02}.bin")).collect();
+    for (i, path) in paths.iter().enumerate() {
+        origin.put(
+            &format!("/{path}"),
+            OriginFile::new(pattern_bytes(30_000 + i, i as u64)),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    let list = dir.path().join("paths.txt");
+    std::fs::write(&list, format!("# fifty files\n{}\n", paths.join("\n"))).unwrap();
+    let state = dir.path().join("warm.state");
+    let (list_arg, state_arg) = (
+        list.to_string_lossy().to_string(),
+        state.to_string_lossy().to_string(),
+    );
+    let args = [
+        "warm",
+        "--remote",
+        "gen",
+        "--workers",
+        "4",
+        "--list",
+        &list_arg,
+        "--state",
+        &state_arg,
+    ];
+    let (code, stdout, stderr) = crate::harness::artifactd_cli(&ad, None, &args).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("warmed 50 objects"), "{stdout}");
+    assert_eq!(
+        stderr.matches("warmed /api/v1/remote/gen/pkg/").count(),
+        50,
+        "progress lines: {stderr}"
+    );
+    for (i, path) in paths.iter().enumerate() {
+        assert_eq!(origin.hits(&format!("/{path}")), 1, "{path}");
+        let resp = client().get(ad.artifact("gen", path)).send().await.unwrap();
+        assert_eq!(resp.headers()["x-artifact-source"], "cache", "{path}");
+        assert_eq!(
+            resp.bytes().await.unwrap(),
+            pattern_bytes(30_000 + i, i as u64)
+        );
+    }
+
+    // A second run with the same state file does nothing; a missing path
+    // fails the run and is listed.
+    let (code, stdout, _) =
+        crate::harness::artifactd_cli(&ad, None, &[&args[..], &["pkg/missing.bin"]].concat()).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("50 already done") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed: /api/v1/remote/gen/pkg/missing.bin: 404"),
+        "{stdout}"
+    );
+    assert_eq!(origin.total_hits(), 51, "nothing warmed twice");
+}
+
+#[tokio::test]
+async fn cache_commands_list_measure_remove_and_verify() {
+    let origin = Origin::start().await;
+    for (path, seed) in [("x/one.bin", 1), ("x/two.bin", 2)] {
+        origin.put(
+            &format!("/{path}"),
+            OriginFile::new(pattern_bytes(80_000, seed)),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    get_body(&ad, "x/one.bin").await;
+    get_body(&ad, "x/two.bin").await;
+    let cli = |args: &'static [&'static str]| crate::harness::artifactd_cli(&ad, Some(TOKEN), args);
+
+    let (code, _, stderr) = crate::harness::artifactd_cli(&ad, None, &["cache", "ls"]).await;
+    assert_eq!(code, 2, "no token: {stderr}");
+    assert!(stderr.contains("admin token"), "{stderr}");
+    let (code, stdout, _) = cli(&["cache", "ls", "--json"]).await;
+    assert_eq!(code, 0);
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{stdout}");
+    let (_, stdout, _) = cli(&["cache", "ls", "--remote", "gen"]).await;
+    assert!(
+        stdout.contains("gen/x/one.bin") && stdout.contains("78.12 KiB"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = cli(&["cache", "du"]).await;
+    assert!(stdout.contains("2 objects  gen"), "{stdout}");
+
+    let (code, stdout, _) = cli(&["cache", "verify"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("verified 2 objects") && stdout.contains("0 damaged"),
+        "{stdout}"
+    );
+    let stored = walk(&dir.path().join("store"))
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p).is_ok_and(|b| b.len() == 80_000 && b == pattern_bytes(80_000, 2))
+        })
+        .expect("the body of two.bin");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[12_345] ^= 0x80;
+    std::fs::write(&stored, bytes).unwrap();
+    let (code, stdout, _) = cli(&["cache", "verify", "--remote", "gen"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("1 damaged") && stdout.contains("damaged: gen/x/two.bin"),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = cli(&["cache", "rm", "--remote", "gen", "x/one.bin"]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("removed gen/x/one.bin"), "{stdout}");
+    let (code, stdout, _) = cli(&["cache", "rm", "--remote", "gen", "x/one.bin"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("not cached: gen/x/one.bin"), "{stdout}");
+}

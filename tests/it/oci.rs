@@ -940,3 +940,57 @@ async fn manifests_without_registry_headers_get_them_from_their_body_once_cached
     assert_eq!(by_digest.headers()["content-type"], OCI_MANIFEST);
     assert_eq!(by_digest.bytes().await.unwrap(), manifest);
 }
+
+#[tokio::test]
+async fn warm_caches_every_manifest_and_blob_of_an_image() {
+    let (dir, mut registry, layout) = registry_with_app(2, 200_000, 5).await;
+    layout
+        .build("amd", Some("app"), &[("amd", pattern_bytes(1000, 17))])
+        .await;
+    layout
+        .build("arm", Some("app"), &[("arm", pattern_bytes(1000, 18))])
+        .await;
+    layout.set_arch("arm", "arm64").await;
+    layout.add_index("multi", &[("amd", "amd64"), ("arm", "arm64")]);
+    layout
+        .push("multi", &registry, "test/multi", &["--all"])
+        .await;
+    let index_digest = registry_digest(&registry, "test/multi", "multi", OCI_INDEX).await;
+    let ad = Artifactd::start(&dir.path().join("ad"), &hub_remote(&registry.url(), ""), "").await;
+
+    let (code, stdout, stderr) =
+        crate::harness::artifactd_cli(&ad, None, &["warm", "--remote", "hub", "test/multi:multi"])
+            .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let blobs: std::collections::HashSet<String> = ["amd", "arm"]
+        .into_iter()
+        .flat_map(|tag| blob_digests(&layout, tag))
+        .collect();
+    for blob in &blobs {
+        assert_eq!(
+            registry.gets(&format!("/test/multi/blobs/{blob}")),
+            1,
+            "{blob}"
+        );
+    }
+    // index + two platform manifests + every distinct blob
+    assert!(
+        stdout.contains(&format!("warmed {} objects", 3 + blobs.len())),
+        "{stdout}"
+    );
+
+    // A client's pull after the warm takes every blob from the cache. (Its
+    // tag manifest request may still go upstream: tag manifests are cached
+    // per Accept class, and the client's differs from warm's.)
+    let blob_gets = registry.gets("/blobs/");
+    let copy = dir.path().join("copy");
+    let out = pull_to_dir(&docker_ref(&ad, "hub/test/multi:multi"), &copy, &["--all"]).await;
+    assert!(
+        out.status.success(),
+        "pull after warm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dir_copy(&copy, &index_digest);
+    assert_eq!(registry.gets("/blobs/"), blob_gets, "no blob fetched again");
+    registry.stop().await;
+}

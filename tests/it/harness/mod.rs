@@ -228,3 +228,31 @@ impl SpawnLogged for tokio::process::Command {
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.as_std().get_program()))
     }
 }
+
+/// Runs the artifactd binary as a client command (`warm`, `cache …`)
+/// against `ad` with `token` as the admin token: (exit code, stdout,
+/// stderr).
+pub async fn artifactd_cli(
+    ad: &Artifactd,
+    token: Option<&str>,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_artifactd"));
+    command
+        .args(args)
+        .env("ARTIFACTD_URL", ad.url(""))
+        .env_remove("ARTIFACTD_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null());
+    if let Some(token) = token {
+        command.env("ARTIFACTD_ADMIN_TOKEN", token);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), command.output())
+        .await
+        .expect("the command finished within 180 s")
+        .expect("the command ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,24 @@
+//! The client commands of the binary: `warm` pre-fills a running
+//! artifactd, `cache ls|du|rm|verify` inspects it through the admin API.
+//! They talk HTTP to the server (`--url`), so they work from any host and
+//! need no access to its storage.
+//!
+//! - [`client`]: the server URL, the admin token and HTTP errors.
+//! - [`warm`]: bounded-concurrency pre-fill with progress, resumable.
+//! - [`cache`]: listing, usage, removal and verification.
+
+pub mod cache;
+pub mod client;
+pub mod warm;
+
+/// Runs a client command on its own runtime (these commands never start
+/// pingora, so a plain tokio runtime is the whole process).
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>>(
+    command: F,
+) -> anyhow::Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(command)
+}
