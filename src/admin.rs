@@ -117,11 +117,8 @@ async fn health(app: &App) -> Reply {
 }
 
 fn metrics(app: &App) -> Reply {
-    let mut text = app.metrics.render(app.catalog_writer.dropped());
-    app.breakers.render(&mut text);
-    app.storage.stats().render(&mut text);
-    let mut reply = Reply::text(StatusCode::OK, text);
-    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    let mut reply = Reply::text(StatusCode::OK, app.metrics.render());
+    reply.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     reply
 }
 

@@ -16,7 +16,7 @@ pub struct App {
     pub storage: &'static CacheStorage,
     pub cache_lock: &'static CacheKeyLockImpl,
     pub metrics: Metrics,
-    pub breakers: Breakers,
+    pub breakers: Arc<Breakers>,
     /// Per-remote upstream credentials (basic, registry tokens).
     pub credentials: Credentials,
     /// Background GETs of tag manifests that clients only HEAD.

@@ -6,7 +6,6 @@
 
 use filters::breaker::{Admit, Breaker, State};
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -99,25 +98,11 @@ impl Breakers {
             .collect()
     }
 
-    /// Prometheus lines: a gauge of whether each remote is up, and how many
-    /// requests a down remote turned away from its upstream.
-    pub fn render(&self, out: &mut String) {
-        let states = self.states();
-        let _ = writeln!(out, "# HELP artifactd_remote_up Whether requests reach the remote's upstream (0: marked down by the circuit breaker).\n# TYPE artifactd_remote_up gauge");
-        for (name, word) in &states {
-            let _ = writeln!(
-                out,
-                "artifactd_remote_up{{remote=\"{name}\"}} {}",
-                u8::from(*word == "up")
-            );
-        }
-        let _ = writeln!(out, "# HELP artifactd_breaker_rejections_total Requests not sent upstream because the remote was marked down.\n# TYPE artifactd_breaker_rejections_total counter");
-        for (name, b) in &self.remotes {
-            let _ = writeln!(
-                out,
-                "artifactd_breaker_rejections_total{{remote=\"{name}\"}} {}",
-                b.rejected.load(Ordering::Relaxed)
-            );
-        }
+    /// Requests a down remote turned away from its upstream, per remote.
+    pub fn rejections(&self) -> Vec<(&str, u64)> {
+        self.remotes
+            .iter()
+            .map(|(name, b)| (name.as_str(), b.rejected.load(Ordering::Relaxed)))
+            .collect()
     }
 }

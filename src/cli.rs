@@ -52,6 +52,9 @@ pub struct ServeArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The client commands talk to a server; they need no local config.
+    if matches!(cli.command, Some(Command::Warm(_) | Command::Cache(_))) {
+        crate::access_log::init(crate::access_log::LogFormat::Text);
+    }
     let cli = match cli.command {
         Some(Command::Warm(args)) => {
             return crate::commands::block_on(crate::commands::warm::run(args))
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    crate::access_log::init(config.server.log_format);
     for warning in &config.warnings {
         log::warn!("{warning}");
     }

@@ -13,6 +13,8 @@
 //!   verify). [`prefill`]: `POST /cache-artifact`. [`jobs`]: the
 //!   background jobs those start.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
+//! - [`access_log`]: text or JSON logs, one access line per request;
+//!   [`request_id`]: `X-Request-Id` kept or made, and returned.
 //! - [`breakers`]: per-remote circuit breakers.
 //! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
 //! - [`fill_lock`]: pingora's cache lock, minus second fetches of fresh fills.
@@ -25,6 +27,7 @@
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
 //! separate background runtime that lives as long as the process.
 
+mod access_log;
 mod admin;
 mod app;
 mod auth;
@@ -45,6 +48,7 @@ mod loopback;
 mod metrics;
 mod prefill;
 mod proxy;
+mod request_id;
 mod server;
 mod state;
 mod storage;
@@ -56,9 +60,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = <cli::Cli as clap::Parser>::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,31 +1,30 @@
-//! Prometheus counters per remote.
+//! Prometheus metrics through `prometheus-client`: counters per remote,
+//! request-duration histograms per remote and cache source, upstream
+//! time-to-first-byte histograms, and the values other parts own (breaker
+//! states, cache size, evictions, catalog losses) read at each scrape.
 //!
-//! The set of remotes is fixed at start, so the map is built once and read
-//! without locks; each counter is a relaxed atomic. Rendering happens only
-//! when `/metrics` is scraped.
+//! The set of remotes is fixed at start, so every handle (a counter or a
+//! histogram for one label set) is created once and kept in a plain map:
+//! recording a request is a map lookup and a few atomic adds, with no
+//! lock of the metric families on the request path.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::breakers::Breakers;
+use crate::catalog::CatalogWriter;
+use crate::storage::CacheStorage;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// A counter family: metric name, help text and the field it reads.
-type Family = (&'static str, &'static str, fn(&RemoteMetrics) -> &AtomicU64);
-
-/// Counters of one remote.
-#[derive(Debug, Default)]
-pub struct RemoteMetrics {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub revalidations: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub denied: AtomicU64,
-    pub bytes_served: AtomicU64,
-    pub uploads: AtomicU64,
-    pub digest_mismatches: AtomicU64,
-    pub checksum_mismatches: AtomicU64,
-}
-
-/// What one finished request contributes.
+/// What one finished request was, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Hit,
@@ -38,124 +37,376 @@ pub enum Outcome {
     Other,
 }
 
-#[derive(Debug, Default)]
+/// Where a response's body came from: the `source` label of the request
+/// histogram and of the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Hit,
+    Miss,
+    /// An expired copy (upstream failing, or revalidating behind it).
+    Stale,
+    /// An expired copy the upstream confirmed (304).
+    Revalidated,
+    /// Not a cached artifact: local repositories, admin, errors.
+    None,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Hit,
+        Source::Miss,
+        Source::Stale,
+        Source::Revalidated,
+        Source::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Miss => "miss",
+            Source::Stale => "stale",
+            Source::Revalidated => "revalidated",
+            Source::None => "none",
+        }
+    }
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteLabel {
+    remote: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    remote: String,
+    source: Source,
+}
+
+/// The counters of one remote.
+#[derive(Clone, Default)]
+struct RemoteCounters {
+    hits: Counter,
+    misses: Counter,
+    revalidations: Counter,
+    upstream_errors: Counter,
+    denied: Counter,
+    bytes_served: Counter,
+    uploads: Counter,
+    digest_mismatches: Counter,
+    checksum_mismatches: Counter,
+}
+
+/// A counter family: name, help, and which counter of a remote it is.
+type CounterSpec = (
+    &'static str,
+    &'static str,
+    fn(&mut RemoteCounters) -> &mut Counter,
+);
+
+/// Seconds, from half a millisecond (a hit from memory) to five minutes
+/// (a large layer on a slow link).
+const DURATION_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// What one request contributes to the metrics.
+pub struct Request<'a> {
+    pub remote: &'a str,
+    pub outcome: Outcome,
+    pub source: Source,
+    pub bytes: u64,
+    pub upstream_error: bool,
+    pub duration: Duration,
+    /// Until the upstream's response header, when the upstream was asked.
+    pub upstream: Option<Duration>,
+}
+
 pub struct Metrics {
-    remotes: BTreeMap<String, RemoteMetrics>,
+    registry: Registry,
+    remotes: HashMap<String, RemoteCounters>,
+    request_durations: HashMap<(String, Source), Histogram>,
+    upstream_durations: HashMap<String, Histogram>,
+}
+
+/// Registers `family` under `name` with one member per remote, and returns
+/// the members by remote.
+fn per_remote<M, F>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    remotes: &[String],
+    family: Family<RemoteLabel, M, F>,
+) -> HashMap<String, M>
+where
+    M: EncodeMetric
+        + prometheus_client::metrics::TypedMetric
+        + Clone
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static,
+    F: prometheus_client::metrics::family::MetricConstructor<M>
+        + Clone
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static,
+{
+    let members = remotes
+        .iter()
+        .map(|remote| {
+            let label = RemoteLabel {
+                remote: remote.clone(),
+            };
+            (remote.clone(), family.get_or_create(&label).clone())
+        })
+        .collect();
+    registry.register(name, help, family);
+    members
 }
 
 impl Metrics {
     pub fn new<'a>(remotes: impl IntoIterator<Item = &'a String>) -> Self {
+        let remotes: Vec<String> = remotes.into_iter().cloned().collect();
+        let mut registry = Registry::default();
+        let counters: [CounterSpec; 9] = [
+            ("artifactd_cache_hits", "Requests served from cache.", |c| &mut c.hits),
+            ("artifactd_cache_misses", "Requests fetched from the upstream.", |c| &mut c.misses),
+            (
+                "artifactd_cache_revalidations",
+                "Expired entries confirmed by the upstream (304) and served from cache.",
+                |c| &mut c.revalidations,
+            ),
+            (
+                "artifactd_upstream_errors",
+                "Requests whose upstream failed or answered 5xx.",
+                |c| &mut c.upstream_errors,
+            ),
+            ("artifactd_denied", "Requests refused by a remote's patterns.", |c| &mut c.denied),
+            (
+                "artifactd_bytes_served",
+                "Response body bytes sent to clients.",
+                |c| &mut c.bytes_served,
+            ),
+            ("artifactd_uploads", "Files uploaded to local repositories.", |c| &mut c.uploads),
+            (
+                "artifactd_digest_mismatch",
+                "Upstream manifests and blobs refused because they did not match their digest.",
+                |c| &mut c.digest_mismatches,
+            ),
+            (
+                "artifactd_checksum_mismatch",
+                "Package files refused because they did not match the checksum their index published.",
+                |c| &mut c.checksum_mismatches,
+            ),
+        ];
+        let mut by_remote: HashMap<String, RemoteCounters> = remotes
+            .iter()
+            .map(|r| (r.clone(), RemoteCounters::default()))
+            .collect();
+        for (name, help, field) in counters {
+            let members = per_remote(&mut registry, name, help, &remotes, Family::default());
+            for (remote, counter) in members {
+                if let Some(counters) = by_remote.get_mut(&remote) {
+                    *field(counters) = counter;
+                }
+            }
+        }
+        let requests: Family<RequestLabels, Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let mut request_durations = HashMap::new();
+        for remote in &remotes {
+            for source in Source::ALL {
+                let labels = RequestLabels {
+                    remote: remote.clone(),
+                    source,
+                };
+                let histogram = requests.get_or_create(&labels).clone();
+                request_durations.insert((remote.clone(), source), histogram);
+            }
+        }
+        registry.register(
+            "artifactd_request_duration_seconds",
+            "Time from a request's arrival to its last byte, by remote and where the body came from.",
+            requests,
+        );
+        let upstream: Family<RemoteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let upstream_durations = per_remote(
+            &mut registry,
+            "artifactd_upstream_response_seconds",
+            "Time from sending a request upstream to the upstream's response header.",
+            &remotes,
+            upstream,
+        );
         Metrics {
-            remotes: remotes
-                .into_iter()
-                .map(|name| (name.clone(), RemoteMetrics::default()))
-                .collect(),
+            registry,
+            remotes: by_remote,
+            request_durations,
+            upstream_durations,
         }
     }
 
-    /// Records one finished request of `remote`.
-    pub fn record(&self, remote: &str, outcome: Outcome, bytes: u64, upstream_error: bool) {
-        let Some(m) = self.remotes.get(remote) else {
+    /// Adds the values other parts of artifactd own, read at each scrape.
+    pub fn register_scraped(&mut self, scraped: Scraped) {
+        self.registry.register_collector(Box::new(scraped));
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, request: &Request<'_>) {
+        let Some(c) = self.remotes.get(request.remote) else {
             return;
         };
-        let counter = match outcome {
-            Outcome::Hit => Some(&m.hits),
-            Outcome::Miss => Some(&m.misses),
-            Outcome::Revalidated => Some(&m.revalidations),
-            Outcome::Denied => Some(&m.denied),
-            Outcome::Upload => Some(&m.uploads),
+        let counter = match request.outcome {
+            Outcome::Hit => Some(&c.hits),
+            Outcome::Miss => Some(&c.misses),
+            Outcome::Revalidated => Some(&c.revalidations),
+            Outcome::Denied => Some(&c.denied),
+            Outcome::Upload => Some(&c.uploads),
             Outcome::Other => None,
         };
         if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
-        if upstream_error {
-            m.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        if request.upstream_error {
+            c.upstream_errors.inc();
         }
-        m.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+        c.bytes_served.inc_by(request.bytes);
+        let key = (request.remote.to_string(), request.source);
+        if let Some(histogram) = self.request_durations.get(&key) {
+            histogram.observe(request.duration.as_secs_f64());
+        }
+        if let (Some(upstream), Some(histogram)) = (
+            request.upstream,
+            self.upstream_durations.get(request.remote),
+        ) {
+            histogram.observe(upstream.as_secs_f64());
+        }
     }
 
     /// Counts an upstream body that did not match its digest.
     pub fn digest_mismatch(&self, remote: &str) {
-        if let Some(m) = self.remotes.get(remote) {
-            m.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.remotes.get(remote) {
+            c.digest_mismatches.inc();
         }
     }
 
     /// Counts a package file refused because it did not match the checksum
     /// its index published.
     pub fn checksum_mismatch(&self, remote: &str) {
-        if let Some(m) = self.remotes.get(remote) {
-            m.checksum_mismatches.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.remotes.get(remote) {
+            c.checksum_mismatches.inc();
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, catalog_events_dropped: u64) -> String {
-        let families: [Family; 9] = [
+    /// The OpenMetrics text exposition, which Prometheus reads.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            log::error!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Values owned elsewhere, encoded at each scrape.
+pub struct Scraped {
+    pub breakers: Arc<Breakers>,
+    pub storage: &'static CacheStorage,
+    pub catalog_writer: Arc<CatalogWriter>,
+}
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scraped")
+    }
+}
+
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let states = self.breakers.states();
+        let mut up = encoder.encode_descriptor(
+            "artifactd_remote_up",
+            "Whether requests reach the remote's upstream (0: marked down by the circuit breaker).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (remote, state) in &states {
+            let labels = [("remote", *remote)];
+            ConstGauge::new(i64::from(*state == "up")).encode(up.encode_family(&labels)?)?;
+        }
+        let mut rejected = encoder.encode_descriptor(
+            "artifactd_breaker_rejections",
+            "Requests not sent upstream because the remote was marked down.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (remote, count) in self.breakers.rejections() {
+            let labels = [("remote", remote)];
+            ConstCounter::new(count).encode(rejected.encode_family(&labels)?)?;
+        }
+        let stats = self.storage.stats();
+        let gauges = [
             (
-                "artifactd_cache_hits_total",
-                "Requests served from cache.",
-                |m| &m.hits,
+                "artifactd_cache_bytes",
+                "Bytes of cached bodies stored.",
+                stats.bytes,
             ),
             (
-                "artifactd_cache_misses_total",
-                "Requests fetched from the upstream.",
-                |m| &m.misses,
+                "artifactd_cache_objects",
+                "Cached objects stored.",
+                stats.objects,
             ),
             (
-                "artifactd_cache_revalidations_total",
-                "Expired entries confirmed by the upstream (304) and served from cache.",
-                |m| &m.revalidations,
-            ),
-            (
-                "artifactd_upstream_errors_total",
-                "Requests whose upstream failed or answered 5xx.",
-                |m| &m.upstream_errors,
-            ),
-            (
-                "artifactd_denied_total",
-                "Requests refused by a remote's patterns.",
-                |m| &m.denied,
-            ),
-            (
-                "artifactd_bytes_served_total",
-                "Response body bytes sent to clients.",
-                |m| &m.bytes_served,
-            ),
-            (
-                "artifactd_uploads_total",
-                "Files uploaded to local repositories.",
-                |m| &m.uploads,
-            ),
-            (
-                "artifactd_digest_mismatch_total",
-                "Upstream manifests and blobs refused because they did not match their digest.",
-                |m| &m.digest_mismatches,
-            ),
-            (
-                "artifactd_checksum_mismatch_total",
-                "Package files refused because they did not match the checksum their index published.",
-                |m| &m.checksum_mismatches,
+                "artifactd_cache_index_bytes_per_entry",
+                "Memory of the in-memory index per cached object.",
+                stats.index_bytes_per_entry,
             ),
         ];
-        let mut out = String::new();
-        for (name, help, field) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (remote, m) in &self.remotes {
-                let _ = writeln!(
-                    out,
-                    "{name}{{remote=\"{remote}\"}} {}",
-                    field(m).load(Ordering::Relaxed)
-                );
-            }
+        for (name, help, value) in gauges {
+            encode_one(&mut encoder, name, help, &ConstGauge::new(value as i64))?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP artifactd_catalog_events_dropped_total Catalog events lost to a full queue.\n# TYPE artifactd_catalog_events_dropped_total counter\nartifactd_catalog_events_dropped_total {}",
-            catalog_events_dropped
-        );
-        out
+        let counters = [
+            (
+                "artifactd_cache_evictions",
+                "Objects evicted to keep the cache within its bounds.",
+                stats.evictions,
+            ),
+            (
+                "artifactd_cache_evicted_bytes",
+                "Bytes reclaimed by eviction.",
+                stats.bytes_reclaimed,
+            ),
+            (
+                "artifactd_catalog_events_dropped",
+                "Catalog events lost to a full queue.",
+                self.catalog_writer.dropped(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            encode_one(&mut encoder, name, help, &ConstCounter::new(value))?;
+        }
+        Ok(())
     }
 }
 
@@ -163,17 +414,42 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn request(remote: &str, outcome: Outcome, source: Source, bytes: u64) -> Request<'_> {
+        Request {
+            remote,
+            outcome,
+            source,
+            bytes,
+            upstream_error: outcome == Outcome::Miss,
+            duration: Duration::from_millis(3),
+            upstream: (source == Source::Miss).then_some(Duration::from_millis(2)),
+        }
+    }
+
     #[test]
-    fn counters_render_per_remote() {
+    fn counters_and_histograms_render_per_remote() {
         let names = vec!["a".to_string(), "b".to_string()];
         let m = Metrics::new(&names);
-        m.record("a", Outcome::Hit, 10, false);
-        m.record("a", Outcome::Miss, 5, true);
-        m.record("unknown", Outcome::Hit, 1, false);
-        let text = m.render(0);
-        assert!(text.contains("artifactd_cache_hits_total{remote=\"a\"} 1"));
+        m.record(&request("a", Outcome::Hit, Source::Hit, 10));
+        m.record(&request("a", Outcome::Miss, Source::Miss, 5));
+        m.record(&request("unknown", Outcome::Hit, Source::Hit, 1));
+        let text = m.render();
+        assert!(
+            text.contains("artifactd_cache_hits_total{remote=\"a\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("artifactd_cache_hits_total{remote=\"b\"} 0"));
         assert!(text.contains("artifactd_bytes_served_total{remote=\"a\"} 15"));
         assert!(text.contains("artifactd_upstream_errors_total{remote=\"a\"} 1"));
+        assert!(text.contains(
+            "artifactd_request_duration_seconds_bucket{le=\"0.005\",remote=\"a\",source=\"hit\"} 1"
+        ) || text.contains(
+            "artifactd_request_duration_seconds_bucket{remote=\"a\",source=\"hit\",le=\"0.005\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains("artifactd_upstream_response_seconds_count{remote=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -10,7 +10,7 @@ use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
 use crate::lifecycle::{InFlight, Supervised};
 use crate::loopback::Loopback;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Scraped};
 use crate::proxy::prefetch::Prefetcher;
 use crate::proxy::snapshots::Snapshots;
 use crate::proxy::ArtifactProxy;
@@ -148,9 +148,16 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let snapshots = Snapshots::new(config.remotes.values(), config.server.read_timeout)?;
     let loopback = Loopback::new(&listen)?;
     let in_flight = Arc::new(InFlight::default());
+    let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
+    let mut metrics = Metrics::new(config.remotes.keys());
+    metrics.register_scraped(Scraped {
+        breakers: breakers.clone(),
+        storage,
+        catalog_writer: catalog_writer.clone(),
+    });
     let app = Arc::new(App {
-        metrics: Metrics::new(config.remotes.keys()),
-        breakers: Breakers::new(config.server.breaker, config.remotes.keys()),
+        metrics,
+        breakers,
         prefetcher: Prefetcher::new(),
         loopback,
         credentials: Credentials::new(

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One catalog row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ArtifactRow {
     pub remote: String,
     pub path: String,
@@ -45,7 +45,7 @@ pub struct PageQuery {
 }
 
 /// One cached artifact as the cache API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct CachedRow {
     pub remote: String,
     pub path: String,
@@ -61,7 +61,7 @@ pub struct CachedRow {
 }
 
 /// What one remote holds in the cache.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct UsageRow {
     pub remote: String,
     pub objects: i64,

@@ -204,27 +204,13 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn list(&self, remote: &str) -> CatalogResult<Vec<ArtifactRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT remote, path, size, sha256, content_type, fetched_at, last_access, local
              FROM artifacts WHERE remote = $1 ORDER BY path",
         )
         .bind(remote)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ArtifactRow {
-                    remote: row.try_get("remote")?,
-                    path: row.try_get("path")?,
-                    size: row.try_get("size")?,
-                    sha256: row.try_get("sha256")?,
-                    content_type: row.try_get("content_type")?,
-                    fetched_at: row.try_get("fetched_at")?,
-                    last_access: row.try_get("last_access")?,
-                    local: row.try_get("local")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn entries(&self) -> CatalogResult<Vec<EntryRow>> {
@@ -264,28 +250,14 @@ impl Catalog for SqliteCatalog {
 
     async fn cached_page(&self, query: &PageQuery) -> CatalogResult<Vec<CachedRow>> {
         let (after_remote, after_path) = query.after.clone().unwrap_or_default();
-        let rows = sqlx::query(CACHED_PAGE)
+        Ok(sqlx::query_as(CACHED_PAGE)
             .bind(&query.remote)
             .bind(&query.prefix)
             .bind(after_remote)
             .bind(after_path)
             .bind(i64::from(query.limit))
             .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(CachedRow {
-                    remote: row.try_get("remote")?,
-                    path: row.try_get("path")?,
-                    size: row.try_get("size")?,
-                    sha256: row.try_get("sha256")?,
-                    content_type: row.try_get("content_type")?,
-                    fetched_at: row.try_get("fetched_at")?,
-                    last_access: row.try_get("last_access")?,
-                    hits: row.try_get("hits")?,
-                })
-            })
-            .collect()
+            .await?)
     }
 
     async fn entries_of(
@@ -306,21 +278,12 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn usage(&self) -> CatalogResult<Vec<UsageRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT remote, count(*) AS objects, coalesce(sum(size), 0) AS bytes
              FROM entries GROUP BY remote ORDER BY remote",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(UsageRow {
-                    remote: row.try_get("remote")?,
-                    objects: row.try_get("objects")?,
-                    bytes: row.try_get("bytes")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn ping(&self) -> CatalogResult<()> {

@@ -50,6 +50,8 @@ pub struct RawServerConfig {
     pub tokens: RawTokens,
     #[serde(default)]
     pub process: RawProcess,
+    #[serde(default)]
+    pub log: RawLog,
     /// Which settings the environment replaced, so their relative paths
     /// resolve against the working directory.
     #[serde(skip)]
@@ -169,6 +171,14 @@ pub struct RawProcess {
     pub upgrade_socket: Option<String>,
 }
 
+/// Logging.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default) or `json`: one JSON object per line.
+    pub format: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct FromEnvironment {
     remotes: bool,
@@ -261,6 +271,7 @@ pub struct ServerConfig {
     pub allow_anonymous_admin: bool,
     pub grace_period: Duration,
     pub upgrade_socket: PathBuf,
+    pub log_format: crate::access_log::LogFormat,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -395,6 +406,15 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         apply: |raw, v| {
             filters::duration::parse(&v)?;
             raw.process.grace_period = Some(RawDuration::Text(v));
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_LOG_FORMAT",
+        field: "log.format",
+        apply: |raw, v| {
+            v.parse::<crate::access_log::LogFormat>()?;
+            raw.log.format = Some(v);
             Ok(())
         },
     },
@@ -641,6 +661,10 @@ pub fn parse_server_config(
         upgrade_socket: match raw.process.upgrade_socket.as_deref() {
             Some(path) => resolve(&file_dir, path),
             None => storage_parent.join("artifactd-upgrade.sock"),
+        },
+        log_format: match raw.log.format.as_deref() {
+            None => crate::access_log::LogFormat::Text,
+            Some(text) => text.parse().map_err(|m| err("log.format", m))?,
         },
         storage,
         state,

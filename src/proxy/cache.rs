@@ -177,6 +177,23 @@ pub fn leads_fill_partially(req: &RequestHeader, phase: CachePhase) -> bool {
         && (req.method == http::Method::HEAD || req.headers.contains_key(http::header::RANGE))
 }
 
+/// The `source` of a finished request for metrics and the access log.
+pub fn metric_source(phase: CachePhase, ctx: &super::ctx::RequestCtx) -> crate::metrics::Source {
+    use crate::metrics::Source;
+    if ctx.artifact.is_none() {
+        return Source::None;
+    }
+    if ctx.stale_reason.is_some() {
+        return Source::Stale;
+    }
+    match phase {
+        CachePhase::Hit => Source::Hit,
+        CachePhase::Stale | CachePhase::StaleUpdating => Source::Stale,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Source::Revalidated,
+        _ => Source::Miss,
+    }
+}
+
 /// `X-Artifact-Source`: `cache` when the body came from storage.
 pub fn source(phase: CachePhase) -> &'static str {
     match phase {

@@ -75,6 +75,10 @@ pub struct RequestCtx {
     pub body_check: Option<super::oci::BodyCheck>,
     /// Checks a package file against the checksum its index published.
     pub file_check: Option<super::verify::Verifier>,
+    /// When the first request went upstream.
+    pub upstream_started: Option<Instant>,
+    /// Until the (last) upstream response header arrived.
+    pub upstream_header: Option<std::time::Duration>,
 }
 
 impl RequestCtx {
@@ -96,6 +100,8 @@ impl RequestCtx {
             header_fix: None,
             body_check: None,
             file_check: None,
+            upstream_started: None,
+            upstream_header: None,
         }
     }
 }

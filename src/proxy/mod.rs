@@ -58,6 +58,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use prefetch::Prefetcher;
 use request::Action;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub struct ArtifactProxy {
     app: Arc<App>,
@@ -191,6 +192,7 @@ impl ProxyHttp for ArtifactProxy {
     /// documents ([`documents::RewriteModule`]).
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         modules.add_module(ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(crate::request_id::RequestIdModuleBuilder));
         modules.add_module(Box::new(documents::RewriteModuleBuilder));
     }
 
@@ -342,6 +344,7 @@ impl ProxyHttp for ArtifactProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         if session.cache.enabled() {
             cache::request_whole_object(upstream_request);
@@ -371,6 +374,7 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_header = ctx.upstream_started.map(|started| started.elapsed());
         let has_copy = session.cache.maybe_cache_meta().is_some();
         if let Some(outcome) = classify_response(ctx, upstream_response, has_copy)? {
             apply_outcome(&self.app, ctx, outcome).await?;
@@ -654,24 +658,35 @@ impl ProxyHttp for ArtifactProxy {
                 self.app.prefetcher.tag_manifest(&self.app, artifact);
             }
         }
-        let source = if ctx.artifact.is_some() {
-            cache::source(phase)
-        } else {
-            "-"
-        };
+        let source = cache::metric_source(phase, ctx);
+        let duration = ctx.started.elapsed();
         if let Some(remote) = &ctx.remote_name {
-            self.app
-                .metrics
-                .record(remote, outcome, bytes, upstream_error);
+            self.app.metrics.record(&crate::metrics::Request {
+                remote,
+                outcome,
+                source,
+                bytes,
+                upstream_error,
+                duration,
+                upstream: ctx.upstream_header,
+            });
         }
         let req = session.req_header();
-        let error_text = error.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
-        log::info!(
-            "{} {} remote={} status={status} source={source} bytes={bytes} ms={}{error_text}",
-            req.method,
-            req.uri.path(),
-            ctx.remote_name.as_deref().unwrap_or("-"),
-            ctx.started.elapsed().as_millis(),
-        );
+        crate::access_log::Access {
+            request_id: crate::request_id::of(req),
+            client: session
+                .client_addr()
+                .map_or_else(|| "-".to_string(), |a| a.to_string()),
+            method: req.method.as_str(),
+            remote: ctx.remote_name.as_deref().unwrap_or("-"),
+            path: req.uri.path(),
+            status,
+            source: source.as_str(),
+            bytes,
+            ms: duration.as_secs_f64() * 1000.0,
+            upstream_ms: ctx.upstream_header.map(|d| d.as_secs_f64() * 1000.0),
+            error: error.map(|e| e.to_string()),
+        }
+        .write();
     }
 }

@@ -252,51 +252,6 @@ impl CacheStorage {
     }
 }
 
-impl super::StorageStats {
-    /// Appends the storage gauges and counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let families = [
-            (
-                "artifactd_cache_bytes",
-                "gauge",
-                "Bytes of cached bodies stored.",
-                self.bytes,
-            ),
-            (
-                "artifactd_cache_objects",
-                "gauge",
-                "Cached objects stored.",
-                self.objects,
-            ),
-            (
-                "artifactd_cache_evictions_total",
-                "counter",
-                "Objects evicted to keep the cache within its bounds.",
-                self.evictions,
-            ),
-            (
-                "artifactd_cache_evicted_bytes_total",
-                "counter",
-                "Bytes reclaimed by eviction.",
-                self.bytes_reclaimed,
-            ),
-            (
-                "artifactd_cache_index_bytes_per_entry",
-                "gauge",
-                "Memory of the in-memory index per cached object.",
-                self.index_bytes_per_entry,
-            ),
-        ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

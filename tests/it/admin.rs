@@ -211,3 +211,108 @@ async fn root_lists_remotes() {
     assert_eq!(root["remotes"][0]["name"], "gen");
     assert_eq!(root["remotes"][0]["package"], "generic");
 }
+
+#[tokio::test]
+async fn request_ids_access_lines_and_duration_histograms() {
+    let origin = Origin::start().await;
+    origin.put("/o.bin", OriginFile::new(pattern_bytes(5000, 4)));
+    let remotes = generic_remote(&origin, "");
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = format!("log:\n  format: {format}\n");
+        let ad = Artifactd::start(dir.path(), &remotes, &extra).await;
+        let http = client();
+        let url = ad.artifact("gen", "o.bin");
+        let miss = http
+            .get(&url)
+            .header("x-request-id", "client-id-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(miss.headers()["x-request-id"], "client-id-42");
+        miss.bytes().await.unwrap();
+        let hit = http.get(&url).send().await.unwrap();
+        let generated = hit.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(generated.len(), 32, "{generated}");
+        hit.bytes().await.unwrap();
+        let refused = http
+            .get(ad.url("/api/v1/remote/nope/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 404);
+        assert!(
+            refused.headers().contains_key("x-request-id"),
+            "every response has one"
+        );
+        // The upstream saw the id of the request that reached it.
+        let upstream = origin.requests().into_iter().last().unwrap();
+        assert_eq!(
+            upstream.headers.get("x-request-id").map(String::as_str),
+            Some("client-id-42")
+        );
+
+        let log = ad.log_text();
+        let line = |id: &str| {
+            log.lines()
+                .find(|l| l.contains(id) && l.contains("o.bin"))
+                .unwrap_or_else(|| panic!("no access line for {id}:\n{log}"))
+                .to_string()
+        };
+        let (miss_line, hit_line) = (line("client-id-42"), line(&generated));
+        if format == "json" {
+            for text in [&miss_line, &hit_line] {
+                let record: serde_json::Value = serde_json::from_str(text).expect("a JSON line");
+                assert_eq!(record["target"], "access");
+                assert_eq!(record["remote"], "gen");
+                assert_eq!(record["status"], 200);
+                assert_eq!(record["bytes"], 5000);
+                assert!(record["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+            }
+            let miss: serde_json::Value = serde_json::from_str(&miss_line).unwrap();
+            let hit: serde_json::Value = serde_json::from_str(&hit_line).unwrap();
+            assert_eq!(
+                (miss["source"].as_str(), hit["source"].as_str()),
+                (Some("miss"), Some("hit"))
+            );
+            assert!(miss["upstream_ms"].as_f64().is_some() && hit["upstream_ms"].is_null());
+            assert!(
+                log.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+                "every line is JSON:\n{log}"
+            );
+        } else {
+            assert!(
+                miss_line.contains("source=miss") && miss_line.contains("127.0.0.1:"),
+                "{miss_line}"
+            );
+            assert!(
+                miss_line.contains("\"GET /api/v1/remote/gen/o.bin\" remote=gen status=200"),
+                "{miss_line}"
+            );
+            assert!(!miss_line.contains("upstream_ms=-"), "{miss_line}");
+            assert!(
+                hit_line.contains("source=hit") && hit_line.contains("upstream_ms=-"),
+                "{hit_line}"
+            );
+        }
+
+        let metrics = http.get(ad.url("/metrics")).send().await.unwrap();
+        assert!(metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let text = metrics.text().await.unwrap();
+        for expected in [
+            "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"miss\"} 1",
+            "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"hit\"} 1",
+            "artifactd_upstream_response_seconds_count{remote=\"gen\"} 1",
+            "artifactd_cache_hits_total{remote=\"gen\"} 1",
+            "artifactd_remote_up{remote=\"gen\"} 1",
+            "artifactd_cache_objects 1",
+        ] {
+            assert!(text.contains(expected), "{expected} in:\n{text}");
+        }
+    }
+}

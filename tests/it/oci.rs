@@ -679,11 +679,11 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
     }
     let log = ad.log_text();
     assert!(
-        log.contains("/v2/library/web/manifests/app remote=hub"),
+        log.contains("/v2/library/web/manifests/app\" remote=hub"),
         "{log}"
     );
     assert!(
-        log.contains("/v2/hub/team/api/manifests/app remote=hub"),
+        log.contains("/v2/hub/team/api/manifests/app\" remote=hub"),
         "{log}"
     );
     // Both images share every blob: each was fetched from the registry once.
@@ -733,7 +733,7 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
     assert!(
         locked
             .iter()
-            .all(|l| l.contains("status=403") && !l.contains("source=remote")),
+            .all(|l| l.contains("status=403") && !l.contains("source=miss")),
         "{locked:?}"
     );
 }

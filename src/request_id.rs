@@ -1,0 +1,94 @@
+//! `X-Request-Id`: kept from the client when it sent a sane one, generated
+//! otherwise, and returned on every response.
+//!
+//! A downstream module does it, because pingora runs modules on every
+//! response, whichever phase wrote it (a proxied or cached artifact, an
+//! admin reply, an error page). The id is written into the request header
+//! itself, so the access log reads it there and the upstream request,
+//! copied from the client's, carries it on.
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
+use pingora::Result;
+use std::any::Any;
+
+pub const HEADER: &str = "x-request-id";
+
+/// Whether a client's id is safe to keep (and to write into logs).
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// The request's id (present once the module has run).
+pub fn of(req: &RequestHeader) -> &str {
+    req.headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
+#[derive(Default)]
+pub struct RequestIdModule {
+    id: Option<String>,
+}
+
+#[async_trait]
+impl HttpModule for RequestIdModule {
+    async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
+        let kept = req
+            .headers
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| acceptable(id))
+            .map(str::to_string);
+        let id = kept.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        req.insert_header(HEADER, &id)?;
+        self.id = Some(id);
+        Ok(())
+    }
+
+    async fn response_header_filter(
+        &mut self,
+        resp: &mut ResponseHeader,
+        _end_of_stream: bool,
+    ) -> Result<()> {
+        if let Some(id) = &self.id {
+            resp.insert_header(HEADER, id)?;
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+pub struct RequestIdModuleBuilder;
+
+impl HttpModuleBuilder for RequestIdModuleBuilder {
+    fn init(&self) -> Module {
+        Box::new(RequestIdModule::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acceptable;
+
+    #[test]
+    fn client_ids_are_kept_only_when_sane() {
+        assert!(acceptable("abc-123_x.Y"));
+        assert!(!acceptable(""));
+        assert!(!acceptable("has space"));
+        assert!(!acceptable("quote\"d"));
+        assert!(!acceptable(&"x".repeat(129)));
+    }
+}
