@@ -79,11 +79,13 @@ pub struct Access<'a> {
     pub error: Option<String>,
 }
 
+/// Whether access lines are logged at all (checked before one is built).
+pub fn enabled() -> bool {
+    log::log_enabled!(target: TARGET, log::Level::Info)
+}
+
 impl Access<'_> {
     pub fn write(&self) {
-        if !log::log_enabled!(target: TARGET, log::Level::Info) {
-            return;
-        }
         match FORMAT.get().copied().unwrap_or_default() {
             LogFormat::Json => {
                 let json = serde_json::to_string(self).unwrap_or_default();

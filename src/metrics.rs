@@ -135,7 +135,8 @@ pub struct Request<'a> {
 pub struct Metrics {
     registry: Registry,
     remotes: HashMap<String, RemoteCounters>,
-    request_durations: HashMap<(String, Source), Histogram>,
+    /// Per remote, one histogram per [`Source`], in `Source::ALL` order.
+    request_durations: HashMap<String, Vec<Histogram>>,
     upstream_durations: HashMap<String, Histogram>,
 }
 
@@ -227,14 +228,14 @@ impl Metrics {
             Family::new_with_constructor(duration_histogram);
         let mut request_durations = HashMap::new();
         for remote in &remotes {
-            for source in Source::ALL {
+            let by_source = Source::ALL.map(|source| {
                 let labels = RequestLabels {
                     remote: remote.clone(),
                     source,
                 };
-                let histogram = requests.get_or_create(&labels).clone();
-                request_durations.insert((remote.clone(), source), histogram);
-            }
+                requests.get_or_create(&labels).clone()
+            });
+            request_durations.insert(remote.clone(), by_source.to_vec());
         }
         registry.register(
             "artifactd_request_duration_seconds",
@@ -283,8 +284,9 @@ impl Metrics {
             c.upstream_errors.inc();
         }
         c.bytes_served.inc_by(request.bytes);
-        let key = (request.remote.to_string(), request.source);
-        if let Some(histogram) = self.request_durations.get(&key) {
+        let position = Source::ALL.iter().position(|s| *s == request.source);
+        let histograms = self.request_durations.get(request.remote);
+        if let Some(histogram) = histograms.zip(position).and_then(|(h, i)| h.get(i)) {
             histogram.observe(request.duration.as_secs_f64());
         }
         if let (Some(upstream), Some(histogram)) = (

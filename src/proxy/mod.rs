@@ -671,6 +671,9 @@ impl ProxyHttp for ArtifactProxy {
                 upstream: ctx.upstream_header,
             });
         }
+        if !crate::access_log::enabled() {
+            return;
+        }
         let req = session.req_header();
         crate::access_log::Access {
             request_id: crate::request_id::of(req),
