@@ -132,12 +132,17 @@ pub struct Request<'a> {
     pub upstream: Option<Duration>,
 }
 
+/// Everything recorded for one remote, found with one lookup per request.
+struct RemoteMetrics {
+    counters: RemoteCounters,
+    /// One histogram per [`Source`], in `Source::ALL` order.
+    durations: Vec<Histogram>,
+    upstream: Histogram,
+}
+
 pub struct Metrics {
     registry: Registry,
-    remotes: HashMap<String, RemoteCounters>,
-    /// Per remote, one histogram per [`Source`], in `Source::ALL` order.
-    request_durations: HashMap<String, Vec<Histogram>>,
-    upstream_durations: HashMap<String, Histogram>,
+    remotes: HashMap<String, RemoteMetrics>,
 }
 
 /// Registers `family` under `name` with one member per remote, and returns
@@ -244,19 +249,27 @@ impl Metrics {
         );
         let upstream: Family<RemoteLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(duration_histogram);
-        let upstream_durations = per_remote(
+        let mut upstream_durations = per_remote(
             &mut registry,
             "artifactd_upstream_response_seconds",
             "Time from sending a request upstream to the upstream's response header.",
             &remotes,
             upstream,
         );
-        Metrics {
-            registry,
-            remotes: by_remote,
-            request_durations,
-            upstream_durations,
-        }
+        let remotes = by_remote
+            .into_iter()
+            .filter_map(|(remote, counters)| {
+                let durations = request_durations.remove(&remote)?;
+                let upstream = upstream_durations.remove(&remote)?;
+                let metrics = RemoteMetrics {
+                    counters,
+                    durations,
+                    upstream,
+                };
+                Some((remote, metrics))
+            })
+            .collect();
+        Metrics { registry, remotes }
     }
 
     /// Adds the values other parts of artifactd own, read at each scrape.
@@ -266,9 +279,10 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn record(&self, request: &Request<'_>) {
-        let Some(c) = self.remotes.get(request.remote) else {
+        let Some(m) = self.remotes.get(request.remote) else {
             return;
         };
+        let c = &m.counters;
         let counter = match request.outcome {
             Outcome::Hit => Some(&c.hits),
             Outcome::Miss => Some(&c.misses),
@@ -285,30 +299,26 @@ impl Metrics {
         }
         c.bytes_served.inc_by(request.bytes);
         let position = Source::ALL.iter().position(|s| *s == request.source);
-        let histograms = self.request_durations.get(request.remote);
-        if let Some(histogram) = histograms.zip(position).and_then(|(h, i)| h.get(i)) {
+        if let Some(histogram) = position.and_then(|i| m.durations.get(i)) {
             histogram.observe(request.duration.as_secs_f64());
         }
-        if let (Some(upstream), Some(histogram)) = (
-            request.upstream,
-            self.upstream_durations.get(request.remote),
-        ) {
-            histogram.observe(upstream.as_secs_f64());
+        if let Some(upstream) = request.upstream {
+            m.upstream.observe(upstream.as_secs_f64());
         }
     }
 
     /// Counts an upstream body that did not match its digest.
     pub fn digest_mismatch(&self, remote: &str) {
-        if let Some(c) = self.remotes.get(remote) {
-            c.digest_mismatches.inc();
+        if let Some(m) = self.remotes.get(remote) {
+            m.counters.digest_mismatches.inc();
         }
     }
 
     /// Counts a package file refused because it did not match the checksum
     /// its index published.
     pub fn checksum_mismatch(&self, remote: &str) {
-        if let Some(c) = self.remotes.get(remote) {
-            c.checksum_mismatches.inc();
+        if let Some(m) = self.remotes.get(remote) {
+            m.counters.checksum_mismatches.inc();
         }
     }
 

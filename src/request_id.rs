@@ -12,6 +12,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use pingora::Result;
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -21,6 +23,19 @@ fn acceptable(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// A new id: a random per-process prefix and a counter, so making one
+/// costs no system call on the request path and ids never repeat across
+/// restarts.
+fn new_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The request's id (present once the module has run).
@@ -45,7 +60,7 @@ impl HttpModule for RequestIdModule {
             .and_then(|v| v.to_str().ok())
             .filter(|id| acceptable(id))
             .map(str::to_string);
-        let id = kept.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let id = kept.unwrap_or_else(new_id);
         req.insert_header(HEADER, &id)?;
         self.id = Some(id);
         Ok(())
