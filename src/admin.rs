@@ -128,17 +128,8 @@ async fn flush(app: &App, req: &RequestHeader) -> Reply {
     }
     let remote = filters::route::query_param(req.uri.query(), "remote");
     if let Some(name) = &remote {
-        match app.config.remotes.get(name) {
-            None => return Reply::text(StatusCode::NOT_FOUND, format!("unknown remote '{name}'")),
-            Some(r) if r.kind == RemoteKind::Local => {
-                return Reply::text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "'{name}' is a local repository, not a cache; delete files with DELETE"
-                    ),
-                )
-            }
-            Some(_) => {}
+        if let Err(refusal) = crate::cache_api::cached_remote(app, name) {
+            return refusal;
         }
     }
     if let Some(pattern) = filters::route::query_param(req.uri.query(), "pattern") {

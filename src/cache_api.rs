@@ -64,11 +64,7 @@ where
 /// Makes the catalog current: hits counted in memory and queued events.
 async fn settle(app: &App) {
     app.storage.report_pending_hits();
-    let writer = app.catalog_writer.clone();
-    let _ = app
-        .background
-        .spawn(async move { writer.drain(Duration::from_secs(2)).await })
-        .await;
+    app.catalog_writer.drain(Duration::from_secs(2)).await;
 }
 
 fn bad_request(message: impl Into<String>) -> Reply {
@@ -142,7 +138,7 @@ async fn usage(app: &App) -> Reply {
 }
 
 /// A cached (not local) remote, or the reply refusing it.
-fn cached_remote<'a>(app: &'a App, name: &str) -> Result<&'a Arc<Remote>, Reply> {
+pub fn cached_remote<'a>(app: &'a App, name: &str) -> Result<&'a Arc<Remote>, Reply> {
     match app.config.remotes.get(name) {
         None => Err(Reply::text(StatusCode::NOT_FOUND, format!("unknown remote '{name}'"))),
         Some(r) if r.kind == RemoteKind::Local => Err(bad_request(format!(

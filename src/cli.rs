@@ -52,9 +52,6 @@ pub struct ServeArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The client commands talk to a server; they need no local config.
-    if matches!(cli.command, Some(Command::Warm(_) | Command::Cache(_))) {
-        crate::access_log::init(crate::access_log::LogFormat::Text);
-    }
     let cli = match cli.command {
         Some(Command::Warm(args)) => {
             return crate::commands::block_on(crate::commands::warm::run(args))
@@ -89,7 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.config.display(),
                 config.remotes.len(),
                 config.server.remotes_file.display(),
-                listeners(&config)
+                crate::config::server::describe(&config.server.listen)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -99,9 +96,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
     }
-}
-
-fn listeners(config: &Config) -> String {
-    let names: Vec<String> = config.server.listen.iter().map(|l| l.to_string()).collect();
-    names.join(", ")
 }

@@ -52,6 +52,7 @@ pub enum Source {
 }
 
 impl Source {
+    /// In declaration order, so `source as usize` is a position here.
     pub const ALL: [Source; 5] = [
         Source::Hit,
         Source::Miss,
@@ -135,8 +136,8 @@ pub struct Request<'a> {
 /// Everything recorded for one remote, found with one lookup per request.
 struct RemoteMetrics {
     counters: RemoteCounters,
-    /// One histogram per [`Source`], in `Source::ALL` order.
-    durations: Vec<Histogram>,
+    /// One histogram per [`Source`], indexed by it.
+    durations: [Histogram; 5],
     upstream: Histogram,
 }
 
@@ -145,46 +146,8 @@ pub struct Metrics {
     remotes: HashMap<String, RemoteMetrics>,
 }
 
-/// Registers `family` under `name` with one member per remote, and returns
-/// the members by remote.
-fn per_remote<M, F>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    remotes: &[String],
-    family: Family<RemoteLabel, M, F>,
-) -> HashMap<String, M>
-where
-    M: EncodeMetric
-        + prometheus_client::metrics::TypedMetric
-        + Clone
-        + Send
-        + Sync
-        + std::fmt::Debug
-        + 'static,
-    F: prometheus_client::metrics::family::MetricConstructor<M>
-        + Clone
-        + Send
-        + Sync
-        + std::fmt::Debug
-        + 'static,
-{
-    let members = remotes
-        .iter()
-        .map(|remote| {
-            let label = RemoteLabel {
-                remote: remote.clone(),
-            };
-            (remote.clone(), family.get_or_create(&label).clone())
-        })
-        .collect();
-    registry.register(name, help, family);
-    members
-}
-
 impl Metrics {
     pub fn new<'a>(remotes: impl IntoIterator<Item = &'a String>) -> Self {
-        let remotes: Vec<String> = remotes.into_iter().cloned().collect();
         let mut registry = Registry::default();
         let counters: [CounterSpec; 9] = [
             ("artifactd_cache_hits", "Requests served from cache.", |c| &mut c.hits),
@@ -217,59 +180,55 @@ impl Metrics {
                 |c| &mut c.checksum_mismatches,
             ),
         ];
-        let mut by_remote: HashMap<String, RemoteCounters> = remotes
-            .iter()
-            .map(|r| (r.clone(), RemoteCounters::default()))
-            .collect();
-        for (name, help, field) in counters {
-            let members = per_remote(&mut registry, name, help, &remotes, Family::default());
-            for (remote, counter) in members {
-                if let Some(counters) = by_remote.get_mut(&remote) {
-                    *field(counters) = counter;
-                }
-            }
-        }
+        let counter_families =
+            counters.map(|spec| (spec, Family::<RemoteLabel, Counter>::default()));
         let requests: Family<RequestLabels, Histogram> =
             Family::new_with_constructor(duration_histogram);
-        let mut request_durations = HashMap::new();
-        for remote in &remotes {
-            let by_source = Source::ALL.map(|source| {
-                let labels = RequestLabels {
+        let upstream: Family<RemoteLabel, Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        // One handle per remote and family, kept for the request path.
+        let by_remote = remotes
+            .into_iter()
+            .map(|remote| {
+                let label = RemoteLabel {
                     remote: remote.clone(),
-                    source,
                 };
-                requests.get_or_create(&labels).clone()
-            });
-            request_durations.insert(remote.clone(), by_source.to_vec());
+                let mut counters = RemoteCounters::default();
+                for ((_, _, field), family) in &counter_families {
+                    *field(&mut counters) = family.get_or_create(&label).clone();
+                }
+                let durations = Source::ALL.map(|source| {
+                    let labels = RequestLabels {
+                        remote: remote.clone(),
+                        source,
+                    };
+                    requests.get_or_create(&labels).clone()
+                });
+                let metrics = RemoteMetrics {
+                    counters,
+                    durations,
+                    upstream: upstream.get_or_create(&label).clone(),
+                };
+                (remote.clone(), metrics)
+            })
+            .collect();
+        for ((name, help, _), family) in counter_families {
+            registry.register(name, help, family);
         }
         registry.register(
             "artifactd_request_duration_seconds",
             "Time from a request's arrival to its last byte, by remote and where the body came from.",
             requests,
         );
-        let upstream: Family<RemoteLabel, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(duration_histogram);
-        let mut upstream_durations = per_remote(
-            &mut registry,
+        registry.register(
             "artifactd_upstream_response_seconds",
             "Time from sending a request upstream to the upstream's response header.",
-            &remotes,
             upstream,
         );
-        let remotes = by_remote
-            .into_iter()
-            .filter_map(|(remote, counters)| {
-                let durations = request_durations.remove(&remote)?;
-                let upstream = upstream_durations.remove(&remote)?;
-                let metrics = RemoteMetrics {
-                    counters,
-                    durations,
-                    upstream,
-                };
-                Some((remote, metrics))
-            })
-            .collect();
-        Metrics { registry, remotes }
+        Metrics {
+            registry,
+            remotes: by_remote,
+        }
     }
 
     /// Adds the values other parts of artifactd own, read at each scrape.
@@ -298,10 +257,7 @@ impl Metrics {
             c.upstream_errors.inc();
         }
         c.bytes_served.inc_by(request.bytes);
-        let position = Source::ALL.iter().position(|s| *s == request.source);
-        if let Some(histogram) = position.and_then(|i| m.durations.get(i)) {
-            histogram.observe(request.duration.as_secs_f64());
-        }
+        m.durations[request.source as usize].observe(request.duration.as_secs_f64());
         if let Some(upstream) = request.upstream {
             m.upstream.observe(upstream.as_secs_f64());
         }

@@ -203,11 +203,10 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         },
         &background,
     );
-    let names: Vec<String> = listen.iter().map(ToString::to_string).collect();
     log::info!(
         "artifactd {} listening on {}",
         env!("CARGO_PKG_VERSION"),
-        names.join(", ")
+        crate::config::server::describe(&listen)
     );
     server.run_forever()
 }

@@ -12,10 +12,12 @@ pub mod client;
 pub mod warm;
 
 /// Runs a client command on its own runtime (these commands never start
-/// pingora, so a plain tokio runtime is the whole process).
+/// pingora, so a plain tokio runtime is the whole process), logging as
+/// text: they read no server config.
 pub fn block_on<F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>>(
     command: F,
 ) -> anyhow::Result<std::process::ExitCode> {
+    crate::access_log::init(crate::access_log::LogFormat::Text);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

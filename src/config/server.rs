@@ -211,6 +211,12 @@ impl Listener {
     }
 }
 
+/// The listeners as one line for messages: `http://…, https://…`.
+pub fn describe(listeners: &[Listener]) -> String {
+    let names: Vec<String> = listeners.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
