@@ -11,12 +11,20 @@
 //!   the catalog queue is written and the process exits, instead of idling
 //!   until the period ends;
 //! - `serve -u` as one command: the new process finds the old one through
-//!   the pid file and sends it SIGQUIT once it is waiting for the sockets.
+//!   the pid file and sends it SIGQUIT once it is waiting for the sockets;
+//! - no connection lost at the stop: pingora drops every connection still
+//!   waiting for its request header the moment it stops listening, and a
+//!   connection accepted a moment before the stop has not sent it yet. So
+//!   connections count as in flight as well as requests ([`Counted`]), and
+//!   pingora's drop waits [`SETTLE`] for those requests to arrive.
 
 use crate::catalog::CatalogWriter;
 use crate::config::ServerConfig;
 use anyhow::{bail, Context};
-use pingora::server::ExecutionPhase;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
 use sd_notify::NotifyState;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,15 +32,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 
-/// Requests being served, so a stopping process knows when it is done.
+/// Connections open and requests being served, so a stopping process
+/// knows when it is done.
 #[derive(Default)]
 pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
 }
 
-/// Held by each request's context; dropped when pingora drops the context
-/// after the response is fully written and logged.
+/// Held by each connection's task and each request's context; dropped when
+/// the connection closes or pingora drops the context after the response is
+/// fully written and logged.
 pub struct InFlightGuard(Arc<InFlight>);
 
 impl InFlight {
@@ -61,6 +71,45 @@ impl Drop for InFlightGuard {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// How long a stopping process gives connections it accepted just before
+/// the stop to send their request (a round trip, or a TLS handshake and a
+/// round trip) before pingora drops those still silent.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// A pingora app whose open connections count as in flight, and whose
+/// cleanup (pingora's drop of connections waiting for a request) waits
+/// [`SETTLE`] after the listeners close.
+pub struct Counted<A> {
+    inner: Arc<A>,
+    in_flight: Arc<InFlight>,
+}
+
+impl<A> Counted<A> {
+    pub fn new(inner: A, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            in_flight,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = self.in_flight.enter();
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(SETTLE).await;
+        self.inner.cleanup().await;
     }
 }
 
@@ -121,9 +170,12 @@ fn stopping(why: &str) {
 /// During the grace period: exits as soon as nothing is in flight (pingora
 /// ends the process itself when the period runs out first).
 async fn finish(supervised: &Supervised) {
+    // Connections accepted just before the stop are counted once their
+    // task runs; they all have by the time pingora's cleanup does.
+    tokio::time::sleep(SETTLE).await;
     let waiting = supervised.in_flight.current();
     if waiting > 0 {
-        log::info!("waiting for {waiting} in-flight request(s) to finish");
+        log::info!("waiting for {waiting} open connection(s) and request(s) to finish");
     }
     supervised.in_flight.until_idle().await;
     if !supervised
@@ -134,7 +186,7 @@ async fn finish(supervised: &Supervised) {
         log::warn!("catalog writes still queued at exit");
     }
     remove_pid_file_if_ours(&supervised.pid_file);
-    log::info!("no request in flight; exiting");
+    log::info!("nothing in flight; exiting");
     std::process::exit(0);
 }
 

@@ -177,8 +177,13 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         background: background.clone(),
         started: Instant::now(),
     });
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, ArtifactProxy::new(app));
+    let mut proxy = pingora::services::listening::Service::new(
+        "artifactd".to_string(),
+        crate::lifecycle::Counted::new(
+            pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app)),
+            in_flight.clone(),
+        ),
+    );
     for (listener, cert) in listen.iter().zip(certs) {
         let address = listener.address.to_string();
         match cert {
