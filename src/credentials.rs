@@ -10,13 +10,20 @@
 //! remembered per remote, so later requests for other repositories fetch
 //! their token before the first upstream request instead of after a 401.
 //!
+//! In a cluster, tokens are also kept in the shared state store (Redis,
+//! with the token's own expiry as TTL): a token one node fetched serves
+//! every node, so N nodes cost the token server what one does.
+//!
 //! Each remote has its own provider and token cache: a token or credential
 //! of one remote is never sent for another. Keeping them off redirect
 //! targets on other hosts is the request rewriter's job
 //! (`proxy::upstream::rewrite_redirected`).
 
 use crate::config::Remote;
+use crate::state::StateStore;
+use crate::storage::index::now_ms;
 use filters::oci::BearerChallenge;
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +69,8 @@ pub struct RemoteCredentials {
     token_service: Mutex<Option<TokenService>>,
     tokens: Mutex<HashMap<TokenKey, Slot>>,
     http: reqwest::Client,
+    /// The cluster's state store, where nodes share tokens.
+    shared: Option<Arc<dyn StateStore>>,
 }
 
 /// Why no token could be had.
@@ -81,7 +90,7 @@ struct TokenResponse {
 }
 
 impl RemoteCredentials {
-    fn new(remote: &Remote, http: reqwest::Client) -> Self {
+    fn new(remote: &Remote, http: reqwest::Client, shared: Option<Arc<dyn StateStore>>) -> Self {
         RemoteCredentials {
             remote: remote.name.clone(),
             basic: remote.upstream.as_ref().and_then(|u| u.basic_auth.clone()),
@@ -90,6 +99,7 @@ impl RemoteCredentials {
             token_service: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             http,
+            shared,
         }
     }
 
@@ -165,10 +175,54 @@ impl RemoteCredentials {
             }
         }
         *slot = None;
-        let token = self.fetch(&key).await?;
+        let token = match self.shared_token(&key, rejected).await {
+            Some(token) => token,
+            None => {
+                let token = self.fetch(&key).await?;
+                self.share(&key, &token).await;
+                token
+            }
+        };
         let header = token.header.clone();
         *slot = Some(token);
         Ok(header)
+    }
+
+    /// Where the cluster keeps the token for `key` (the scope may hold
+    /// any character, so the key names a digest of it).
+    fn shared_key(&self, key: &TokenKey) -> String {
+        let service = key.service.as_deref().unwrap_or_default();
+        let digest = sha2::Sha256::digest(format!("{}\n{service}\n{}", key.realm, key.scope));
+        format!("tokens/{}/{}", self.remote, hex::encode(digest))
+    }
+
+    /// A token another node fetched, still usable and not the one refused.
+    async fn shared_token(&self, key: &TokenKey, rejected: Option<&str>) -> Option<Token> {
+        let store = self.shared.as_ref()?;
+        let value = store.get(&self.shared_key(key)).await.ok()??;
+        let (until_ms, header) = std::str::from_utf8(&value).ok()?.split_once(' ')?;
+        let left_ms = until_ms.parse::<u64>().ok()?.checked_sub(now_ms())?;
+        (Some(header) != rejected).then(|| Token {
+            header: header.to_string(),
+            valid_until: Instant::now() + Duration::from_millis(left_ms),
+        })
+    }
+
+    /// Offers a fetched token to the other nodes for as long as it is
+    /// usable (`{usable until, unix ms} {Authorization value}`).
+    async fn share(&self, key: &TokenKey, token: &Token) {
+        let Some(store) = &self.shared else {
+            return;
+        };
+        let left = token.valid_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let value = format!("{} {}", now_ms() + left.as_millis() as u64, token.header);
+        // Unreachable Redis: the link has logged it; this node keeps its copy.
+        let _ = store
+            .put_expiring(&self.shared_key(key), value.into(), left)
+            .await;
     }
 
     async fn fetch(&self, key: &TokenKey) -> Result<Token, TokenError> {
@@ -230,6 +284,7 @@ impl Credentials {
         remotes: impl IntoIterator<Item = &'a Arc<Remote>>,
         connect_timeout: Duration,
         read_timeout: Duration,
+        shared: Option<Arc<dyn StateStore>>,
     ) -> anyhow::Result<Self> {
         let remotes: Vec<&Arc<Remote>> = remotes.into_iter().collect();
         let clients = crate::upstream_tls::UpstreamClients::build(remotes.iter().copied(), || {
@@ -245,7 +300,8 @@ impl Credentials {
                 .into_iter()
                 .map(|r| {
                     let http = clients.of(&r.name).clone();
-                    (r.name.clone(), Arc::new(RemoteCredentials::new(r, http)))
+                    let credentials = RemoteCredentials::new(r, http, shared.clone());
+                    (r.name.clone(), Arc::new(credentials))
                 })
                 .collect(),
         })

@@ -36,6 +36,7 @@ mod cache_api;
 mod catalog;
 mod checksums;
 mod cli;
+mod cluster;
 mod commands;
 mod config;
 mod credentials;

@@ -3,9 +3,10 @@
 
 use crate::app::App;
 use crate::breakers::Breakers;
-use crate::catalog::{Catalog, CatalogWriter, SqliteCatalog};
+use crate::catalog::{Catalog, CatalogWriter, SqlCatalog};
 use crate::checksums::Checksums;
-use crate::config::{CatalogUrl, Config, Listener, StateUrl, StorageUrl};
+use crate::cluster::link::RedisLink;
+use crate::config::{CatalogUrl, Config, Listener, ServerConfig, StateUrl, StorageUrl};
 use crate::credentials::Credentials;
 use crate::fill_lock::FillLock;
 use crate::lifecycle::{InFlight, Supervised};
@@ -14,7 +15,7 @@ use crate::metrics::{Metrics, Scraped};
 use crate::proxy::prefetch::Prefetcher;
 use crate::proxy::snapshots::Snapshots;
 use crate::proxy::ArtifactProxy;
-use crate::state::{EmbeddedState, StateStore};
+use crate::state::{EmbeddedState, RedisState, StateStore};
 use crate::storage::body::fs::FsBodyStore;
 use crate::storage::body::BodyStore;
 use crate::storage::evict::Bounds;
@@ -70,22 +71,18 @@ fn raise_nofile_limit() {
 pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
     let background = background_runtime()?;
-    let StorageUrl::Filesystem(root) = &config.server.storage;
-    let bodies: Arc<dyn BodyStore> = Arc::new(
-        FsBodyStore::open(root, config.server.fsync)
-            .with_context(|| format!("opening storage {}", root.display()))?,
-    );
+    let bodies = open_bodies(&config.server)?;
     crate::storage::sweep::start(bodies.clone(), &background);
-    let StateUrl::Embedded(state_dir) = &config.server.state;
-    let state: Arc<dyn StateStore> = Arc::new(
-        EmbeddedState::open(state_dir)
-            .with_context(|| format!("opening state store {}", state_dir.display()))?,
-    );
-    let CatalogUrl::Sqlite(catalog_path) = &config.server.catalog;
+    let (state, redis) = open_state(&config.server.state)?;
     let catalog: Arc<dyn Catalog> = Arc::new(
         background
-            .block_on(SqliteCatalog::open(catalog_path))
-            .with_context(|| format!("opening catalog {}", catalog_path.display()))?,
+            .block_on(SqlCatalog::open(&config.server.catalog))
+            .with_context(|| {
+                format!(
+                    "opening catalog {}",
+                    describe_catalog(&config.server.catalog)
+                )
+            })?,
     );
     let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
@@ -103,16 +100,52 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
                 min_free: config.server.min_free,
                 max_entries: config.server.memory_index_entries,
             },
+            shared_store: matches!(config.server.storage, StorageUrl::S3(_)),
         },
     )));
+    let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
+    if let Some(link) = &redis {
+        let listeners = crate::cluster::changes::Listeners {
+            storage: matches!(config.server.storage, StorageUrl::S3(_)).then_some(storage),
+            breakers: breakers.clone(),
+        };
+        crate::cluster::changes::start(link.clone(), listeners, &background);
+    }
+    let cluster = match (&config.server.cluster, &redis) {
+        (Some(settings), Some(link)) => Some(crate::cluster::Cluster {
+            following: Arc::default(),
+            secret: settings.secret.clone(),
+            leases: crate::cluster::fill_lease::FillLeases::new(
+                link.clone(),
+                settings.advertise,
+                settings.lock_ttl,
+                background.clone(),
+            ),
+        }),
+        _ => None,
+    };
+    if let (StorageUrl::S3(_), Some(link)) = (&config.server.storage, &redis) {
+        // A lease outliving three checks: its holder keeps it while alive.
+        let lease = crate::cluster::evict_lease::EvictionLease::new(
+            link.clone(),
+            crate::storage::evict::CHECK_EVERY * 3,
+        );
+        storage.share_eviction(crate::storage::evict::SharedEviction {
+            turn: Arc::new(lease),
+            catalog: catalog.clone(),
+        });
+    }
     let (rows, references) = background
         .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
         .context("reading the catalog's cache entries")?;
     storage.load_index(rows, references);
     storage.start_reconcile();
     storage.start_eviction();
-    let cache_lock: &'static CacheKeyLockImpl =
-        Box::leak(Box::new(FillLock::new(config.server.lock_timeout, storage)));
+    let cache_lock: &'static CacheKeyLockImpl = Box::leak(Box::new(FillLock::new(
+        config.server.lock_timeout,
+        storage,
+        cluster.as_ref().map(|c| c.following.clone()),
+    )));
 
     let grace = config.server.grace_period;
     let conf = ServerConf {
@@ -148,7 +181,6 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let snapshots = Snapshots::new(config.remotes.values(), config.server.read_timeout)?;
     let loopback = Loopback::new(&listen)?;
     let in_flight = Arc::new(InFlight::default());
-    let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
     let mut metrics = Metrics::new(config.remotes.keys());
     metrics.register_scraped(Scraped {
         breakers: breakers.clone(),
@@ -164,6 +196,8 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
             config.remotes.values(),
             config.server.connect_timeout,
             config.server.read_timeout,
+            // Shared only through Redis: the embedded store is a disk.
+            redis.is_some().then(|| state.clone()),
         )?,
         config,
         storage,
@@ -176,6 +210,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         jobs: crate::jobs::Jobs::default(),
         background: background.clone(),
         started: Instant::now(),
+        cluster,
     });
     let mut proxy = pingora::services::listening::Service::new(
         "artifactd".to_string(),
@@ -214,6 +249,44 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         crate::config::server::describe(&listen)
     );
     server.run_forever()
+}
+
+fn open_bodies(server: &ServerConfig) -> anyhow::Result<Arc<dyn BodyStore>> {
+    Ok(match &server.storage {
+        StorageUrl::Filesystem(root) => Arc::new(
+            FsBodyStore::open(root, server.fsync)
+                .with_context(|| format!("opening storage {}", root.display()))?,
+        ),
+        StorageUrl::S3(settings) => Arc::new(crate::storage::body::s3::open(settings)?),
+    })
+}
+
+/// A state store, and the Redis connection behind it when there is one.
+type OpenedState = (Arc<dyn StateStore>, Option<Arc<RedisLink>>);
+
+/// The state store, and the Redis connection behind it when there is one
+/// (the change feed and fill claims of a cluster use it too).
+fn open_state(url: &StateUrl) -> anyhow::Result<OpenedState> {
+    Ok(match url {
+        StateUrl::Embedded(dir) => (
+            Arc::new(
+                EmbeddedState::open(dir)
+                    .with_context(|| format!("opening state store {}", dir.display()))?,
+            ),
+            None,
+        ),
+        StateUrl::Redis(settings) => {
+            let link = Arc::new(RedisLink::new(settings)?);
+            (Arc::new(RedisState::new(link.clone())), Some(link))
+        }
+    })
+}
+
+fn describe_catalog(url: &CatalogUrl) -> String {
+    match url {
+        CatalogUrl::Sqlite(path) => path.display().to_string(),
+        CatalogUrl::Postgres(url) => crate::config::backends::redact_url(url.expose()),
+    }
 }
 
 /// The certificate of each listener (`None` for plain ones), read now so a

@@ -101,6 +101,46 @@ impl Breaker {
     }
 }
 
+/// What another node of a cluster saw of the same remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// It marked the remote down for this long from now.
+    Down { for_ms: u64 },
+    /// Its probe found the remote back.
+    Up,
+}
+
+impl Breaker {
+    /// The state after hearing `news` at `now_ms`. A closed breaker opens
+    /// on another node's discovery (its requests would only add failures);
+    /// an open one closes on another's recovery. A probe in flight here
+    /// decides for itself.
+    pub fn learn(&self, state: State, news: News, now_ms: u64) -> State {
+        if self.threshold == 0 {
+            return State::default();
+        }
+        match (news, state) {
+            (News::Down { for_ms }, State::Closed { .. }) => State::Open {
+                until_ms: now_ms.saturating_add(for_ms),
+            },
+            (News::Up, State::Open { .. }) => State::Closed { failures: 0 },
+            (_, state) => state,
+        }
+    }
+
+    /// What to tell the other nodes of a change from `before` to `after`.
+    pub fn news(&self, before: State, after: State, now_ms: u64) -> Option<News> {
+        match (before, after) {
+            (State::Open { .. }, State::Open { .. }) => None,
+            (_, State::Open { until_ms }) => Some(News::Down {
+                for_ms: until_ms.saturating_sub(now_ms),
+            }),
+            (State::Open { .. } | State::Probing, State::Closed { .. }) => Some(News::Up),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +205,42 @@ mod tests {
         let open = State::Open { until_ms: 1000 };
         assert_eq!(B.record(open, Admit::Yes, true, 10), open);
         assert_eq!(B.record(open, Admit::Yes, false, 10), open);
+    }
+
+    #[test]
+    fn another_nodes_discovery_opens_and_its_recovery_closes() {
+        let closed = State::Closed { failures: 1 };
+        let down = News::Down { for_ms: 700 };
+        assert_eq!(B.learn(closed, down, 100), State::Open { until_ms: 800 });
+        let open = State::Open { until_ms: 800 };
+        assert_eq!(
+            B.learn(open, down, 200),
+            open,
+            "an open breaker keeps its end"
+        );
+        assert_eq!(B.learn(open, News::Up, 300), State::Closed { failures: 0 });
+        assert_eq!(B.learn(State::Probing, News::Up, 300), State::Probing);
+        assert_eq!(B.learn(State::Probing, down, 300), State::Probing);
+    }
+
+    #[test]
+    fn only_openings_and_recoveries_are_news() {
+        let after = fail(fail(fail(State::default(), 0), 1), 2);
+        let before = State::Closed { failures: 2 };
+        assert_eq!(B.news(before, after, 2), Some(News::Down { for_ms: 1000 }));
+        assert_eq!(
+            B.news(State::Probing, after, 2),
+            Some(News::Down { for_ms: 1000 })
+        );
+        assert_eq!(B.news(State::Probing, State::default(), 9), Some(News::Up));
+        assert_eq!(B.news(State::default(), before, 9), None);
+        assert_eq!(B.news(after, after, 9), None);
+        let (_, probing) = B.admit(after, 1002);
+        assert_eq!(
+            B.news(after, probing, 1002),
+            None,
+            "starting a probe is not news"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! rebuilt from them at start); access times are dropped and counted when
 //! too many wait, since they only refine the eviction order.
 
-mod sqlite;
+mod sql;
 
-pub use sqlite::SqliteCatalog;
+pub use sql::SqlCatalog;
 
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One catalog row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ArtifactRow {
     pub remote: String,
     pub path: String,
@@ -121,11 +121,41 @@ pub type CatalogResult<T> = Result<T, CatalogError>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("catalog: {0}")]
-pub struct CatalogError(pub String);
+pub struct CatalogError(pub String, pub Retry);
+
+/// Whether trying the same statements again later may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The database was unreachable, restarting or overloaded.
+    Later,
+    /// The statements themselves failed.
+    Never,
+}
+
+impl CatalogError {
+    pub fn new(message: String) -> CatalogError {
+        CatalogError(message, Retry::Never)
+    }
+}
 
 impl From<sqlx::Error> for CatalogError {
     fn from(e: sqlx::Error) -> Self {
-        CatalogError(e.to_string())
+        let retry = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => Retry::Later,
+            // SQLSTATE classes: connection exception, insufficient
+            // resources, operator intervention (a restart), transaction
+            // rollback (deadlock, serialization).
+            sqlx::Error::Database(db) => match db.code().as_deref().map(|c| c.get(..2)) {
+                Some(Some("08" | "53" | "57" | "40")) => Retry::Later,
+                _ => Retry::Never,
+            },
+            _ => Retry::Never,
+        };
+        CatalogError(e.to_string(), retry)
     }
 }
 
@@ -139,6 +169,9 @@ pub trait Catalog: Send + Sync {
     async fn entries(&self) -> CatalogResult<Vec<EntryRow>>;
     /// Every (manifest, target) reference.
     async fn references(&self) -> CatalogResult<Vec<(u128, u128)>>;
+    /// Up to `limit` entries in eviction order, least recently used first,
+    /// leaving out those a cached manifest names (an image stays whole).
+    async fn eviction_order(&self, limit: i64) -> CatalogResult<Vec<EntryRow>>;
     /// A page of cached artifacts for the cache API.
     async fn cached_page(&self, query: &PageQuery) -> CatalogResult<Vec<CachedRow>>;
     /// The cache entries (id, path) of `remote`: of one path, or all.
@@ -155,6 +188,15 @@ pub trait Catalog: Send + Sync {
 
 /// Access events allowed to wait before new ones are dropped.
 const MAX_PENDING_ACCESSES: u64 = 65_536;
+/// Changes (stored, removed, flushed) allowed to wait while the catalog is
+/// unreachable: about 300 MiB of queue at the worst. Beyond it changes are
+/// dropped and counted; the next start's reconcile repairs the catalog
+/// from the store.
+const MAX_PENDING_CHANGES: u64 = 1_000_000;
+/// Retries of a batch the catalog could not take back off up to this.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// At most one log line per this while the catalog is unreachable.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 const MAX_BATCH: usize = 8192;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -162,6 +204,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct CatalogWriter {
     tx: mpsc::UnboundedSender<CatalogEvent>,
     pending_accesses: Arc<AtomicU64>,
+    pending_changes: Arc<AtomicU64>,
     dropped: AtomicU64,
     /// Events queued so far, and how far the batching task has written.
     submitted: AtomicU64,
@@ -186,17 +229,13 @@ impl CatalogWriter {
     /// Starts the batching task on `runtime` and returns the submitting end.
     pub fn spawn(catalog: Arc<dyn Catalog>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let pending_accesses = Arc::new(AtomicU64::new(0));
+        let pending = Pending::default();
         let progress = Arc::new(Progress::default());
-        runtime.spawn(run_batches(
-            catalog,
-            rx,
-            pending_accesses.clone(),
-            progress.clone(),
-        ));
+        runtime.spawn(run_batches(catalog, rx, pending.clone(), progress.clone()));
         Arc::new(CatalogWriter {
             tx,
-            pending_accesses,
+            pending_accesses: pending.accesses,
+            pending_changes: pending.changes,
             dropped: AtomicU64::new(0),
             submitted: AtomicU64::new(0),
             progress,
@@ -228,6 +267,12 @@ impl CatalogWriter {
                 return;
             }
             self.pending_accesses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            if self.pending_changes.load(Ordering::Relaxed) >= MAX_PENDING_CHANGES {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.pending_changes.fetch_add(1, Ordering::Relaxed);
         }
         self.submitted.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(event).is_err() {
@@ -242,10 +287,17 @@ impl CatalogWriter {
     }
 }
 
+/// Events queued and not yet taken into a batch.
+#[derive(Clone, Default)]
+struct Pending {
+    accesses: Arc<AtomicU64>,
+    changes: Arc<AtomicU64>,
+}
+
 async fn run_batches(
     catalog: Arc<dyn Catalog>,
     mut rx: mpsc::UnboundedReceiver<CatalogEvent>,
-    pending_accesses: Arc<AtomicU64>,
+    pending: Pending,
     progress: Arc<Progress>,
 ) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
@@ -263,14 +315,53 @@ async fn run_batches(
             rx.recv_many(&mut buffer, room).await;
         }
         let accesses = buffer.iter().filter(|e| is_access(e)).count() as u64;
-        pending_accesses.fetch_sub(accesses, Ordering::Relaxed);
         let received = buffer.len() as u64;
         let batch = coalesce_accesses(std::mem::take(&mut buffer));
-        if let Err(e) = catalog.apply(&batch).await {
-            log::warn!("catalog batch of {} events failed: {e}", batch.len());
-        }
+        apply_until_taken(catalog.as_ref(), &batch).await;
+        pending.accesses.fetch_sub(accesses, Ordering::Relaxed);
+        pending
+            .changes
+            .fetch_sub(received - accesses, Ordering::Relaxed);
         progress.applied.fetch_add(received, Ordering::AcqRel);
         progress.changed.notify_waiters();
+    }
+}
+
+/// Applies `batch`, retrying with backoff while the catalog is unreachable
+/// (events queue behind it meanwhile); a batch the catalog refuses for
+/// what it says is logged and dropped.
+async fn apply_until_taken(catalog: &dyn Catalog, batch: &[CatalogEvent]) {
+    let mut delay = Duration::from_millis(100);
+    let mut last_log: Option<std::time::Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        match catalog.apply(batch).await {
+            Ok(()) => {
+                if failures > 0 {
+                    log::info!(
+                        "catalog reachable again: {} queued events written after {failures} failed attempts",
+                        batch.len()
+                    );
+                }
+                return;
+            }
+            Err(CatalogError(message, Retry::Later)) => {
+                failures += 1;
+                if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                    log::warn!(
+                        "catalog unreachable ({message}); {} events wait and are retried",
+                        batch.len()
+                    );
+                    last_log = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            Err(e) => {
+                log::warn!("catalog batch of {} events failed: {e}", batch.len());
+                return;
+            }
+        }
     }
 }
 

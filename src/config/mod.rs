@@ -10,6 +10,7 @@
 //! [`Config::redacted`] is what `GET /config` shows: every password and token
 //! replaced by `***`.
 
+pub mod backends;
 pub mod error;
 pub mod exposure;
 pub mod remotes;
@@ -92,6 +93,17 @@ impl Config {
             if token.is_some() {
                 *token = Some(REDACTED.into());
             }
+        }
+        for url in [&mut server.storage, &mut server.state, &mut server.catalog] {
+            if let Some(text) = url.as_mut() {
+                *text = backends::redact_url(text);
+            }
+        }
+        if server.cluster.secret.is_some() {
+            server.cluster.secret = Some(REDACTED.into());
+        }
+        if server.s3.secret_access_key.is_some() {
+            server.s3.secret_access_key = Some(REDACTED.into());
         }
         let mut remotes = self.raw_remotes.clone();
         for remote in remotes.remotes.values_mut() {

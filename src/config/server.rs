@@ -7,6 +7,10 @@
 //! `remotes.yaml` can move together; relative paths from the environment
 //! resolve against the working directory, as a shell user expects.
 
+use super::backends;
+pub use super::backends::{
+    CatalogUrl, ClusterSettings, RawCluster, RawRedis, RawS3, StateUrl, StorageUrl,
+};
 use super::error::{yaml_error, ConfigError};
 pub use super::units::{RawDuration, RawSize};
 use super::Secret;
@@ -31,12 +35,21 @@ pub struct RawServerConfig {
     pub public_url: Option<String>,
     /// Path of `remotes.yaml`.
     pub remotes: Option<String>,
-    /// Body store URL: `fs://PATH`.
+    /// Body store URL: `fs://PATH` or `s3://BUCKET/PREFIX`.
     pub storage: Option<String>,
-    /// Freshness state URL: `embedded` or `embedded://PATH`.
+    /// Freshness state URL: `embedded`, `embedded://PATH` or `redis://…`.
     pub state: Option<String>,
-    /// Catalog URL: `sqlite://PATH`.
+    /// Catalog URL: `sqlite://PATH` or `postgres://…`.
     pub catalog: Option<String>,
+    /// The bucket's endpoint and credentials when `storage` is `s3://`.
+    #[serde(default)]
+    pub s3: RawS3,
+    /// Key prefix and timeout when `state` is `redis://`.
+    #[serde(default)]
+    pub redis: RawRedis,
+    /// How nodes sharing a bucket and Redis reach each other.
+    #[serde(default)]
+    pub cluster: RawCluster,
     /// Serve uploads, deletes and admin endpoints without tokens on a
     /// non-loopback listener. Refused unless set explicitly.
     pub allow_anonymous_admin: Option<bool>,
@@ -224,24 +237,6 @@ impl fmt::Display for Listener {
     }
 }
 
-/// Where bodies are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageUrl {
-    Filesystem(PathBuf),
-}
-
-/// Where freshness and revalidation state is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateUrl {
-    Embedded(PathBuf),
-}
-
-/// Where the catalog of cached artifacts is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatalogUrl {
-    Sqlite(PathBuf),
-}
-
 /// The resolved server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -278,6 +273,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub upgrade_socket: PathBuf,
     pub log_format: crate::access_log::LogFormat,
+    pub cluster: Option<ClusterSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -308,7 +304,7 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
         .map_err(|_| format!("{value:?} is not a number"))
 }
 
-fn boolean(value: &str) -> Result<bool, String> {
+pub(super) fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -377,6 +373,22 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         apply: |raw, v| {
             raw.from_environment.catalog = true;
             raw.catalog = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_CLUSTER_ADVERTISE",
+        field: "cluster.advertise",
+        apply: |raw, v| {
+            raw.cluster.advertise = Some(v);
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "ARTIFACTD_CLUSTER_SECRET",
+        field: "cluster.secret",
+        apply: |raw, v| {
+            raw.cluster.secret = Some(v);
             Ok(())
         },
     },
@@ -499,52 +511,18 @@ pub fn parse_server_config(
     let cwd = PathBuf::from(".");
     let base = |from_environment: bool| if from_environment { &cwd } else { &file_dir };
     let from_env = raw.from_environment.clone();
-    let storage_text = raw
-        .storage
-        .clone()
-        .unwrap_or_else(|| "fs://data/objects".into());
-    let storage = match storage_text.strip_prefix("fs://") {
-        Some(path) if !path.is_empty() => {
-            StorageUrl::Filesystem(resolve(base(from_env.storage), path))
-        }
-        _ => {
-            return Err(err(
-                "storage",
-                format!("{storage_text:?} is not supported; expected fs://PATH"),
-            ))
-        }
-    };
-    let StorageUrl::Filesystem(storage_root) = &storage;
-    let state_text = raw.state.clone().unwrap_or_else(|| "embedded".into());
-    let state = match state_text.as_str() {
-        "embedded" => StateUrl::Embedded(storage_root.join("state")),
-        other => match other.strip_prefix("embedded://") {
-            Some(path) if !path.is_empty() => {
-                StateUrl::Embedded(resolve(base(from_env.state), path))
-            }
-            _ => {
-                return Err(err(
-                    "state",
-                    format!("{other:?} is not supported; expected embedded or embedded://PATH"),
-                ))
-            }
-        },
-    };
-    let catalog_text = raw.catalog.clone();
-    let catalog = match catalog_text.as_deref() {
-        None => CatalogUrl::Sqlite(storage_root.join("catalog.db")),
-        Some(text) => match text.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => {
-                CatalogUrl::Sqlite(resolve(base(from_env.catalog), path))
-            }
-            _ => {
-                return Err(err(
-                    "catalog",
-                    format!("{text:?} is not supported; expected sqlite://PATH"),
-                ))
-            }
-        },
-    };
+    let field_err = |(field, message): backends::FieldError| err(field, message);
+    let storage = backends::storage(raw.storage.as_deref(), &raw.s3, base(from_env.storage), env)
+        .map_err(field_err)?;
+    let state = backends::state(
+        raw.state.as_deref(),
+        &storage,
+        &raw.redis,
+        base(from_env.state),
+    )
+    .map_err(field_err)?;
+    let catalog = backends::catalog(raw.catalog.as_deref(), &storage, base(from_env.catalog))
+        .map_err(field_err)?;
     let listen = listeners(raw.listen.as_ref(), &file_dir).map_err(|(field, m)| err(&field, m))?;
     let public_url = match raw.public_url.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -590,7 +568,24 @@ pub fn parse_server_config(
     let token = |field: &str, inline: &Option<String>, path: &Option<String>, env: bool| {
         read_token(field, inline, path, base(env)).map_err(|m| err(field, m))
     };
-    let storage_parent = storage_root.parent().unwrap_or(storage_root).to_path_buf();
+    let plain: Vec<SocketAddr> = listen
+        .iter()
+        .filter(|l| l.tls.is_none())
+        .map(|l| l.address)
+        .collect();
+    let cluster_secret = read_token(
+        "cluster.secret",
+        &raw.cluster.secret,
+        &raw.cluster.secret_file,
+        &file_dir,
+    )
+    .map_err(|m| err("cluster.secret", m))?;
+    let cluster = backends::cluster(&raw.cluster, cluster_secret, &storage, &state, &plain)
+        .map_err(field_err)?;
+    let upgrade_socket = match raw.process.upgrade_socket.as_deref() {
+        Some(path) => resolve(&file_dir, path),
+        None => default_upgrade_socket(&storage, &listen),
+    };
     let config = ServerConfig {
         max_object_size: size("cache.max_object_size", &raw.cache.max_object_size)?,
         fsync: raw.cache.fsync.unwrap_or(false),
@@ -664,10 +659,7 @@ pub fn parse_server_config(
             &raw.process.grace_period,
             DEFAULT_GRACE_PERIOD,
         )?,
-        upgrade_socket: match raw.process.upgrade_socket.as_deref() {
-            Some(path) => resolve(&file_dir, path),
-            None => storage_parent.join("artifactd-upgrade.sock"),
-        },
+        upgrade_socket,
         log_format: match raw.log.format.as_deref() {
             None => crate::access_log::LogFormat::Text,
             Some(text) => text.parse().map_err(|m| err("log.format", m))?,
@@ -675,8 +667,24 @@ pub fn parse_server_config(
         storage,
         state,
         catalog,
+        cluster,
     };
     Ok((raw, config))
+}
+
+/// Beside a filesystem store (one per store, so two nodes on one host
+/// with their own stores never meet); with a bucket, a per-port socket in
+/// the temp directory.
+fn default_upgrade_socket(storage: &StorageUrl, listen: &[Listener]) -> PathBuf {
+    match storage {
+        StorageUrl::Filesystem(root) => {
+            root.parent().unwrap_or(root).join("artifactd-upgrade.sock")
+        }
+        StorageUrl::S3(_) => std::env::temp_dir().join(format!(
+            "artifactd-upgrade-{}.sock",
+            listen.first().map_or(0, |l| l.address.port())
+        )),
+    }
 }
 
 /// Resolves `listen:`: at least one listener, distinct addresses, TLS
@@ -742,7 +750,8 @@ fn read_token(
     }
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+/// `path` against `base` unless it is absolute.
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()
@@ -875,7 +884,7 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_field() {
         let e = parse("limits:\n  max_upload_byte: 3\n", &[]).unwrap_err();
         assert!(e.to_string().contains("max_upload_byte"), "{e}");
-        let e = parse("storage: s3://bucket\n", &[]).unwrap_err();
+        let e = parse("storage: gs://bucket\n", &[]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("storage"));
         let e = parse("", &[("ARTIFACTD_THREADS", "many")]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("threads"));

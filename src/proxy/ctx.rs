@@ -79,6 +79,16 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// Until the (last) upstream response header arrived.
     pub upstream_header: Option<std::time::Duration>,
+    /// Whether the fetch was claimed for the cluster (once per request).
+    pub claimed: bool,
+    /// This node's claim on the fetch, released when the request ends.
+    pub fill_lease: Option<crate::cluster::fill_lease::Lease>,
+    /// Another node's fill this request streams instead of the upstream.
+    pub peer: Option<crate::cluster::peer::PeerFill>,
+    /// The cache storage could not be reached for this request (503).
+    pub storage_down: bool,
+    /// The node this request meant to follow, found unreachable.
+    pub dead_peer: Option<crate::cluster::peer::PeerFill>,
 }
 
 impl RequestCtx {
@@ -102,6 +112,11 @@ impl RequestCtx {
             file_check: None,
             upstream_started: None,
             upstream_header: None,
+            claimed: false,
+            fill_lease: None,
+            peer: None,
+            storage_down: false,
+            dead_peer: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod cache;
+mod claim;
 pub mod ctx;
 pub mod documents;
 pub mod files;
@@ -40,6 +41,7 @@ pub mod verify;
 use crate::app::App;
 use crate::metrics::Outcome;
 use async_trait::async_trait;
+pub use claim::FOLLOWING_PEER;
 use ctx::RequestCtx;
 use documents::RewriteModule;
 use filters::breaker::Admit;
@@ -47,7 +49,7 @@ use filters::AdminRoute;
 use outcome::UpstreamOutcome;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler,
-    RespCacheable,
+    NoCacheReason, RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompressionBuilder;
@@ -74,6 +76,7 @@ const REDIRECT_HOP: &str = "following upstream redirect";
 /// How often a waiting request may compete for a fill again.
 const MAX_LOCK_RETRIES: usize = 5;
 const AUTH_RETRY: &str = "retrying with upstream credentials";
+const PEER_GONE: &str = "the node leading the fill no longer has it";
 
 /// Classifies an upstream response once ([`outcome::classify`]) and keeps
 /// the answer in the context for every later phase.
@@ -162,7 +165,10 @@ fn retry(reason: &'static str) -> Box<Error> {
 
 /// Whether an error only asked pingora to send the request again.
 fn is_retry(error: &Error) -> bool {
-    matches!(error.etype(), ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY))
+    matches!(
+        error.etype(),
+        ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY | PEER_GONE)
+    )
 }
 
 /// Whether an error refused an upstream response for its content (or,
@@ -199,6 +205,10 @@ impl ProxyHttp for ArtifactProxy {
     /// Routes, validates and applies the ACL; answers everything that is
     /// not a cacheable artifact request itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::cluster::peer::is_fill_request(session.req_header()) {
+            crate::cluster::peer::serve_fill(&self.app, session).await?;
+            return Ok(true);
+        }
         let decision = request::decide(&self.app, session.req_header());
         ctx.remote_name = decision.remote;
         if decision.denied {
@@ -308,9 +318,21 @@ impl ProxyHttp for ArtifactProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if claim::storage_outage(&self.app, session) == Some(claim::Outage::Refuse) {
+            ctx.storage_down = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "cache storage unreachable",
+            ));
+        }
+        claim::claim(&self.app, session, ctx).await;
+        claim::take_over(&self.app, ctx).await;
+        if let Some(fill) = &ctx.peer {
+            return Ok(Box::new(HttpPeer::new(fill.address, false, String::new())));
+        }
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         // Redirect hops belong to the attempt already admitted.
         if ctx.admitted.is_none() {
@@ -345,6 +367,12 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_started.get_or_insert_with(Instant::now);
+        if let (Some(fill), Some(cluster)) = (&ctx.peer, &self.app.cluster) {
+            let method = &session.req_header().method;
+            *upstream_request =
+                crate::cluster::peer::fill_request(fill, method, cluster.secret.expose())?;
+            return Ok(());
+        }
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         if session.cache.enabled() {
             cache::request_whole_object(upstream_request);
@@ -375,6 +403,16 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_header = ctx.upstream_started.map(|started| started.elapsed());
+        if ctx.peer.is_some() {
+            if upstream_response.status != http::StatusCode::OK {
+                // The fill is gone from that node: fetch it here (without a
+                // claim; the cache is still this request's to fill).
+                ctx.peer = None;
+                return Err(retry(PEER_GONE));
+            }
+            upstream_response.set_version(http::Version::HTTP_11);
+            return Ok(());
+        }
         let has_copy = session.cache.maybe_cache_meta().is_some();
         if let Some(outcome) = classify_response(ctx, upstream_response, has_copy)? {
             apply_outcome(&self.app, ctx, outcome).await?;
@@ -433,6 +471,12 @@ impl ProxyHttp for ArtifactProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        if ctx.peer.is_some() {
+            // Stored once, by the node whose fill this is.
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                FOLLOWING_PEER,
+            )));
+        }
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         Ok(cache::cacheability(
             artifact,
@@ -454,7 +498,13 @@ impl ProxyHttp for ArtifactProxy {
                 oci::rewrite_link(oci, upstream_response)?;
             }
             let phase = session.cache.phase();
-            upstream_response.insert_header("x-artifact-source", cache::source(phase))?;
+            // Another node's fill is this cluster's cache, as a fill on
+            // this node would be for a follower here.
+            let source = match ctx.peer {
+                Some(_) => "cache",
+                None => cache::source(phase),
+            };
+            upstream_response.insert_header("x-artifact-source", source)?;
             let rewriter = documents::BodyRewriter::start(
                 artifact,
                 session.req_header(),
@@ -501,6 +551,26 @@ impl ProxyHttp for ArtifactProxy {
         Ok(None)
     }
 
+    /// A node whose fill this request meant to stream cannot be reached:
+    /// fetch from the upstream here instead (see `claim::take_over`).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(fill) = ctx.peer.take() {
+            log::warn!(
+                "node {} leading a fill cannot be reached ({e}); taking the fetch over once its claim lapses",
+                fill.address
+            );
+            ctx.dead_peer = Some(fill);
+            e.set_retry(true);
+        }
+        e
+    }
+
     /// Answers a failed request with the right status and a one-line reason.
     async fn fail_to_proxy(
         &self,
@@ -510,6 +580,7 @@ impl ProxyHttp for ArtifactProxy {
     ) -> FailToProxy {
         let remote = ctx.remote_name.as_deref().unwrap_or("-");
         let (code, reply) = match (ctx.admitted, &ctx.upstream) {
+            _ if ctx.storage_down => (503, respond::storage_down_reply()),
             (Some(Admit::No { retry_after_ms }), _) => {
                 (503, respond::remote_down_reply(remote, retry_after_ms))
             }

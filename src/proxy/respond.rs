@@ -160,6 +160,16 @@ pub fn remote_down_reply(remote: &str, retry_after_ms: u64) -> Reply {
     .header("retry-after", retry_after_ms.div_ceil(1000).max(1).to_string())
 }
 
+/// 503 for a request the cache storage could not serve or take: the
+/// bucket is unreachable (details are in the log, not for clients).
+pub fn storage_down_reply() -> Reply {
+    Reply::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable: the cache storage cannot be reached; retry shortly",
+    )
+    .header("retry-after", "5")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! fill that replaced it since. Bodies are never overwritten (each fill
 //! has its own key), so deleting a body by key cannot hit a newer one.
 
+use super::coherence::Change;
 use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
 use super::record::{Record, StoredMeta};
@@ -89,6 +90,7 @@ impl CacheStorage {
         };
         let replaced = self.index.insert(id, slot);
         self.catalog.record(CatalogEvent::Entry(row));
+        self.announce(Change::Entry(id)).await;
         let generation = self.flush_generation.load(Ordering::Acquire);
         self.hot.put(id, Arc::new(record), generation);
         if let Some(old) = replaced {
@@ -164,6 +166,7 @@ impl CacheStorage {
                 .map_err(|e| internal("deleting cache body", e))?;
         }
         self.catalog.record(CatalogEvent::EntryRemoved { id });
+        self.announce(Change::Entry(id)).await;
         Ok(Some(body_key))
     }
 
@@ -241,6 +244,7 @@ impl CacheStorage {
             .await
             .map_err(|e| internal("writing freshness", e))?;
         self.index.set_flag(id, REVALIDATED);
+        self.announce(Change::Entry(id)).await;
         let updated = Arc::new(updated);
         let generation = self.flush_generation.load(Ordering::Acquire);
         self.hot.put(id, updated, generation);

@@ -15,18 +15,51 @@
 //! removes the record first and then the body, comparing before deleting
 //! ([`super::commit`]), so a crash leaves at worst an unnamed body that the
 //! reconciliation deletes.
+//!
+//! A shared bucket ([`SharedEviction`]) is bounded differently: a node's
+//! index holds only what it committed, looked up or listed at start, so no
+//! node's view is the bucket's size, and nodes evicting by their own views
+//! would evict at once and too much. The bucket's size is the catalog's
+//! (every node records there), checked by one node at a time (the holder
+//! of a lease, `cluster::evict_lease`), which evicts in the catalog's
+//! order: least recently used to the hour (the catalog's last access is
+//! reported hourly). Fills commit without waiting for room, so a cluster
+//! may exceed its bound by what arrives between two checks.
 
 use super::commit::Expect;
 use super::index::{Candidate, MUTABLE};
 use super::layout::{self, EntryLocation};
 use super::CacheStorage;
+use crate::catalog::{Catalog, CatalogEvent, EntryRow};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the background check runs.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Entries read from the catalog per step of a shared eviction pass.
+const SHARED_BATCH: i64 = 256;
+/// Steps of one shared pass (the next check goes on).
+const SHARED_STEPS: usize = 64;
+/// How long a pass waits for its removals to reach the catalog before it
+/// reads the next candidates.
+const CATALOG_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Whether this node may evict from the shared bucket now.
+#[async_trait::async_trait]
+pub trait EvictionTurn: Send + Sync {
+    async fn my_turn(&self) -> bool;
+}
+
+/// What eviction from a bucket shared by several nodes needs.
+pub struct SharedEviction {
+    pub turn: Arc<dyn EvictionTurn>,
+    /// The catalog every node records its commits in.
+    pub catalog: Arc<dyn Catalog>,
+}
 
 /// The bounds, from the server file.
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,7 +165,10 @@ impl CacheStorage {
         let over_entries = self.index.entries() + incoming_entries > bounds.max_entries;
         let incoming = incoming.bytes();
         let bytes = self.index.bytes() + incoming;
-        let over_bytes = bounds.max_size.filter(|max| bytes > *max);
+        // A shared bucket's size is the catalog's: see `evict_shared`.
+        let over_bytes = bounds
+            .max_size
+            .filter(|max| bytes > *max && !self.settings.shared_store);
         let free = bounds
             .min_free
             .and_then(|min| Some((min, self.bodies.free_bytes()?)))
@@ -215,29 +251,140 @@ impl CacheStorage {
             primary: candidate.id.to_be_bytes(),
         };
         let body_key = layout::body_key_or_inline(&location, candidate.view.body);
-        match self.remove(&location, Expect::Body(&body_key)).await {
+        let view = candidate.view;
+        self.evict_entry(&location, &body_key, view.size, view.last_access)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Removes one entry if it still has `body_key`: `Some(evicted)`, or
+    /// `None` when the store failed.
+    async fn evict_entry(
+        &self,
+        location: &EntryLocation,
+        body_key: &str,
+        size: u64,
+        last_access_ms: u64,
+    ) -> Option<bool> {
+        match self.remove(location, Expect::Body(body_key)).await {
             Ok(Some(_)) => {
                 log::debug!(
-                    "evicted {} ({} bytes, last used {} ms ago)",
+                    "evicted {} ({size} bytes, last used {} ms ago)",
                     location.meta_key(),
-                    candidate.view.size,
-                    super::index::now_ms().saturating_sub(candidate.view.last_access)
+                    super::index::now_ms().saturating_sub(last_access_ms)
                 );
-                self.refs.forget(candidate.id);
+                self.refs.forget(location.id());
                 self.eviction_stats
                     .evictions
                     .fetch_add(1, Ordering::Relaxed);
                 self.eviction_stats
                     .bytes_reclaimed
-                    .fetch_add(candidate.view.size, Ordering::Relaxed);
-                true
+                    .fetch_add(size, Ordering::Relaxed);
+                Some(true)
             }
-            Ok(None) => false,
+            Ok(None) => Some(false),
             Err(e) => {
                 log::warn!("evicting {}: {e}", location.meta_key());
-                false
+                None
             }
         }
+    }
+
+    /// Wires eviction from a bucket other nodes share.
+    pub fn share_eviction(&self, shared: SharedEviction) {
+        if self.shared_eviction.set(shared).is_err() {
+            log::warn!("shared eviction wired twice; keeping the first");
+        }
+    }
+
+    /// One pass over a shared bucket, if it is over `cache.max_size` by the
+    /// catalog and this node holds the eviction lease.
+    async fn evict_shared(&self, shared: &SharedEviction) {
+        let Some(max) = self.bounds.max_size else {
+            return;
+        };
+        if !shared.turn.my_turn().await {
+            return;
+        }
+        // This node's own removals are counted, not stale rows.
+        self.catalog.drain(CATALOG_CATCH_UP).await;
+        let stored = match shared.catalog.usage().await {
+            Ok(rows) => rows.iter().map(|r| r.bytes.max(0) as u64).sum::<u64>(),
+            Err(e) => {
+                log::warn!("eviction: catalog unreadable: {e}");
+                return;
+            }
+        };
+        if stored <= max {
+            return;
+        }
+        let mut excess = stored - low_watermark(max);
+        log::info!("shared cache holds {stored} bytes, over {max}: evicting {excess} bytes");
+        for step in 0..SHARED_STEPS {
+            // Each step renews the lease; one lost (Redis away, or this
+            // node too slow) ends the pass before another node starts one.
+            if step > 0 && !shared.turn.my_turn().await {
+                return;
+            }
+            let rows = match shared.catalog.eviction_order(SHARED_BATCH).await {
+                Ok(rows) if !rows.is_empty() => rows,
+                Ok(_) => break,
+                Err(e) => {
+                    log::warn!("eviction: catalog unreadable: {e}");
+                    return;
+                }
+            };
+            let mut progressed = false;
+            for row in &rows {
+                if excess == 0 {
+                    return;
+                }
+                if self.in_use.contains(row.id) {
+                    continue;
+                }
+                let size = row.size.max(0) as u64;
+                match self.evict_catalog_row(row).await {
+                    Some(true) => excess = excess.saturating_sub(size),
+                    Some(false) => {}
+                    None => return,
+                }
+                progressed = true;
+            }
+            // The next candidates must not include these again.
+            if !progressed || !self.catalog.drain(CATALOG_CATCH_UP).await {
+                break;
+            }
+        }
+        if excess > 0 {
+            log::warn!("shared cache still {excess} bytes over its bound after an eviction pass");
+        }
+    }
+
+    /// Evicts the entry a catalog row names; a row whose entry is gone or
+    /// was replaced meanwhile is stale and dropped from the catalog.
+    async fn evict_catalog_row(&self, row: &EntryRow) -> Option<bool> {
+        let location = EntryLocation {
+            remote: row.remote.clone(),
+            primary: row.id.to_be_bytes(),
+        };
+        let body_key = layout::body_key_or_inline(&location, row.body);
+        let last_access = row.last_access.max(0) as u64;
+        let evicted = self
+            .evict_entry(&location, &body_key, row.size.max(0) as u64, last_access)
+            .await?;
+        if !evicted && self.contains_stored(&location).await == Some(false) {
+            self.catalog
+                .record(CatalogEvent::EntryRemoved { id: row.id });
+        }
+        Some(evicted)
+    }
+
+    /// Whether the store holds a record for `location` (`None`: unknown).
+    async fn contains_stored(&self, location: &EntryLocation) -> Option<bool> {
+        self.read_stored(location, None)
+            .await
+            .ok()
+            .map(|found| found.is_some())
     }
 
     /// Checks the bounds every few seconds (free space can be taken by
@@ -246,6 +393,9 @@ impl CacheStorage {
         self.runtime.spawn(async move {
             loop {
                 self.make_room(Incoming::Nothing).await;
+                if let Some(shared) = self.shared_eviction.get() {
+                    self.evict_shared(shared).await;
+                }
                 tokio::time::sleep(CHECK_EVERY).await;
             }
         });

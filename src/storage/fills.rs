@@ -93,6 +93,8 @@ pub struct Fills {
     active: Mutex<HashMap<u128, Vec<Arc<Fill>>>>,
     next_tag: AtomicU64,
     recent: MemoryCache<u128, ()>,
+    /// Woken whenever a fill starts.
+    started: tokio::sync::Notify,
 }
 
 impl Default for Fills {
@@ -101,6 +103,7 @@ impl Default for Fills {
             active: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
             recent: MemoryCache::new(RECENT_FILLS),
+            started: tokio::sync::Notify::new(),
         }
     }
 }
@@ -116,11 +119,41 @@ impl Fills {
         });
         let mut active = self.active.lock().expect("fills lock");
         active.entry(id).or_default().push(fill.clone());
+        drop(active);
+        self.started.notify_waiters();
         FillHandle {
             fills: self,
             id,
             fill,
             ended: false,
+        }
+    }
+
+    /// A reader of the fill of entry `id` once one starts, waiting up to
+    /// `limit` while `expected` says one is coming (this node fetches it,
+    /// and its upstream has not answered yet).
+    pub async fn reader_once_started(
+        &self,
+        id: u128,
+        limit: std::time::Duration,
+        expected: impl Fn() -> bool,
+    ) -> Option<(CacheMeta, PartialHit)> {
+        // A fetch that fails before its fill starts says nothing; looking
+        // again this often notices that it no longer holds its claim.
+        const RECHECK: std::time::Duration = std::time::Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if let Some(found) = self.reader(id, None) {
+                return Some(found);
+            }
+            let now = tokio::time::Instant::now();
+            if !expected() || now >= deadline {
+                return None;
+            }
+            let _ = tokio::time::timeout((deadline - now).min(RECHECK), started).await;
         }
     }
 

@@ -6,6 +6,7 @@
 //! so a lookup racing with the deletion never serves what was flushed from
 //! memory.
 
+use super::coherence::Change;
 use super::layout::cache_prefix;
 use super::{internal, CacheStorage};
 use crate::catalog::CatalogEvent;
@@ -36,6 +37,8 @@ impl CacheStorage {
         }
         self.catalog
             .record(CatalogEvent::Flushed(remote.map(str::to_string)));
+        self.announce(Change::Flush(remote.map(str::to_string)))
+            .await;
         // A second bump covers lookups that raced with the deletion.
         self.flush_generation.fetch_add(1, Ordering::AcqRel);
         Ok(deleted.len())

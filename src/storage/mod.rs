@@ -17,6 +17,7 @@
 //! `{remote}/{hash}` and take precedence over the commit record.
 
 pub mod body;
+pub mod coherence;
 pub mod commit;
 pub mod evict;
 pub mod fills;
@@ -28,6 +29,7 @@ pub mod inspect;
 pub mod layout;
 pub mod miss;
 pub mod open_bodies;
+pub mod outage;
 pub mod reconcile;
 pub mod record;
 pub mod refs;
@@ -85,6 +87,11 @@ pub struct CacheStorage {
     /// Held by the one eviction pass that may run at a time.
     evicting: tokio::sync::Mutex<()>,
     eviction_stats: evict::EvictionStats,
+    /// A cluster's eviction from the shared bucket, once wired.
+    shared_eviction: std::sync::OnceLock<evict::SharedEviction>,
+    /// Where this node announces its changes, when other nodes share the store.
+    changes: std::sync::OnceLock<Arc<dyn coherence::ChangeFeed>>,
+    outages: outage::Outages,
 }
 
 /// The storage's tunables (`cache.*` in the server file).
@@ -96,6 +103,9 @@ pub struct Settings {
     /// The hot tier's budget.
     pub memory_bytes: u64,
     pub bounds: evict::Bounds,
+    /// Other nodes write the same store: an entry missing from the index
+    /// may still be stored (see [`coherence`]).
+    pub shared_store: bool,
 }
 
 /// What `/metrics` reports about the storage.
@@ -156,6 +166,9 @@ impl CacheStorage {
             in_use: evict::InUse::default(),
             evicting: tokio::sync::Mutex::new(()),
             eviction_stats: evict::EvictionStats::default(),
+            shared_eviction: std::sync::OnceLock::new(),
+            changes: std::sync::OnceLock::new(),
+            outages: outage::Outages::default(),
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
             entry_locks: EntryLocks::default(),
@@ -201,6 +214,11 @@ impl CacheStorage {
         self.index.get(EntryLocation::from_key(key).id()).is_some()
     }
 
+    /// Why the lookup of `key` just failed, if it did (once).
+    pub fn take_lookup_failure(&self, key: &CacheKey) -> Option<outage::LookupFailure> {
+        self.outages.take(EntryLocation::from_key(key).id())
+    }
+
     /// Whether `key` is being filled or was filled moments ago (see
     /// [`Fills::known`]).
     pub fn fill_known(&self, key: &CacheKey) -> bool {
@@ -218,13 +236,14 @@ impl CacheStorage {
     /// The entry's current record, parsed: hot tier, else the store (the
     /// state store's newer meta for a revalidated entry). An entry the
     /// index does not know is looked for in the store only while the index
-    /// is still being reconciled after a start.
+    /// is still being reconciled after a start, or when other nodes share
+    /// the store ([`coherence`]).
     async fn load_record(&self, location: &EntryLocation) -> Result<Option<Arc<Record>>> {
         let id = location.id();
         let generation = self.flush_generation.load(Ordering::Acquire);
         let slot = match self.index.get(id) {
             Some(slot) => Some(slot),
-            None if self.index.complete() => return Ok(None),
+            None if self.index.complete() && !self.settings.shared_store => return Ok(None),
             None => None,
         };
         if let (Some(entry), Some(slot)) = (self.hot.get(id, generation), slot) {
@@ -410,7 +429,16 @@ impl Storage for CacheStorage {
         if let Some((meta, reader)) = self.fills.reader(location.id(), None) {
             return Ok(Some((meta, Box::new(reader))));
         }
-        self.lookup_committed(&location).await
+        let found = self.lookup_committed(&location).await;
+        if let Err(e) = &found {
+            let id = location.id();
+            let failure = outage::LookupFailure {
+                cached: self.index.get(id).is_some(),
+                reason: e.to_string(),
+            };
+            self.outages.note(id, failure);
+        }
+        found
     }
 
     async fn lookup_streaming_write(
@@ -423,10 +451,12 @@ impl Storage for CacheStorage {
             return self.lookup(key, trace).await;
         };
         let id = EntryLocation::from_key(key).id();
-        Ok(self
-            .fills
-            .reader(id, Some(tag))
-            .map(|(meta, reader)| (meta, Box::new(reader) as HitHandler)))
+        match self.fills.reader(id, Some(tag)) {
+            Some((meta, reader)) => Ok(Some((meta, Box::new(reader)))),
+            // The fill waited for has ended: what it committed (or, had it
+            // failed, what was there before) is the answer, not a miss.
+            None => self.lookup(key, trace).await,
+        }
     }
 
     async fn get_miss_handler(

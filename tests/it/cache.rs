@@ -6,7 +6,8 @@ use crate::harness::{
 };
 use std::time::Duration;
 
-fn source(resp: &reqwest::Response) -> String {
+/// `X-Artifact-Source` of a response (`<none>` when missing).
+pub fn source(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("x-artifact-source")
         .and_then(|v| v.to_str().ok())
@@ -217,6 +218,13 @@ async fn truncated_upstream_body_fails_the_client_and_commits_nothing() {
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     assert_eq!(staged, 0, "no staged bytes left behind");
+    if let Some(bodies) = crate::harness::bucket_keys(dir.path(), ".body") {
+        assert_eq!(
+            bodies.len(),
+            1,
+            "only the whole body is in the bucket: {bodies:?}"
+        );
+    }
 }
 
 #[tokio::test]

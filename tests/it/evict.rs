@@ -46,7 +46,7 @@ async fn fetch(ad: &Artifactd, path: &str) -> (String, Vec<u8>) {
     (source, resp.bytes().await.unwrap().to_vec())
 }
 
-async fn metric(ad: &Artifactd, name: &str) -> u64 {
+pub(crate) async fn metric(ad: &Artifactd, name: &str) -> u64 {
     let text = crate::harness::get_text(&client(), ad.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))

@@ -2,6 +2,9 @@
 //! upstreams on loopback, driven by a real HTTP client.
 //!
 //! - `harness`: the counting origin server and the artifactd process.
+//! - `cluster`: flushes across bucket, Redis and PostgreSQL; serving on
+//!   while Redis is killed. (`ARTIFACTD_TEST_SHAPE=cluster` runs the other
+//!   suites against S3 + Redis + PostgreSQL too: `make it-cluster`.)
 //! - `config`: seed `remotes.yaml` examples and config errors.
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
 //! - `cache_api`: `/api/v1/cache`, flush by pattern, verify,
@@ -27,6 +30,7 @@ mod admin;
 mod alpine;
 mod cache;
 mod cache_api;
+mod cluster;
 mod config;
 mod edge;
 mod evict;

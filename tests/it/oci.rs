@@ -11,19 +11,19 @@ use crate::harness::{client, get_json, pattern_bytes, sha256_hex, Artifactd, Ori
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// A docker remote `hub` in front of `upstream`, mirroring Docker Hub.
-fn hub_remote(upstream: &str, extra: &str) -> String {
+pub(crate) fn hub_remote(upstream: &str, extra: &str) -> String {
     format!(
         "remotes:\n  hub:\n    base_url: \"{upstream}\"\n    type: remote\n    package: docker\n    mirror_of: [\"docker.io\"]\n{extra}"
     )
 }
 
 /// A layout with tag `app`: `layers` layers of `size` bytes each.
-async fn app_layout(dir: &Path, layers: usize, size: usize, seed: u64) -> Layout {
+pub(crate) async fn app_layout(dir: &Path, layers: usize, size: usize, seed: u64) -> Layout {
     let layout = Layout::init(&dir.join("layout")).await;
     let files: Vec<(String, Vec<u8>)> = (0..layers)
         .map(|i| (format!("layer{i}"), pattern_bytes(size, seed + i as u64)))
@@ -417,11 +417,11 @@ async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "headers are sent before the body is known bad"
-    );
+    // Headers usually go out before the body is known bad (200, then a
+    // cut transfer); when the whole body arrives before they are sent (a
+    // small blob behind a slower store), the client gets a 502 instead.
+    let status = resp.status();
+    assert!(status == 200 || status == 502, "{status}");
     let body = resp.bytes().await;
     assert!(
         body.as_ref().map_or(true, |b| b.len() < good.len()),

@@ -100,7 +100,12 @@ fn subjects() -> Vec<Subject> {
     let object_dir = tempfile::tempdir().unwrap();
     let counting = Arc::new(Counting::default());
     // Small parts, so that multi-part uploads happen in a test.
-    let object = ObjectBodyStore::new(counting.clone(), 64 * 1024, object_dir.path().into());
+    let object = ObjectBodyStore::new(
+        counting.clone(),
+        64 * 1024,
+        object_dir.path().into(),
+        Duration::from_secs(10),
+    );
     vec![
         Subject {
             name: "filesystem",

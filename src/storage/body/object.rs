@@ -1,6 +1,12 @@
 //! A body store over any `object_store` backend (in-memory for the contract
 //! tests; S3 and its kin for a cluster).
 //!
+//! Every request is bounded: the first answer of each within the store's
+//! timeout, each further chunk of a read within it too (a stalled stream
+//! is an error, not a hang), a part upload within [`part_timeout`]. There
+//! is no bound on a whole read, which lasts as long as the client reading
+//! a large body takes.
+//!
 //! A write is a streaming multipart upload, completed only on commit and
 //! aborted otherwise, so the store never holds a partial object under its
 //! key. Readers of a fill in progress read a local spool file written
@@ -30,15 +36,50 @@ pub struct ObjectBodyStore {
     store: Arc<dyn ObjectStore>,
     part_size: usize,
     spool_dir: PathBuf,
+    timeout: Duration,
 }
 
 impl ObjectBodyStore {
-    pub fn new(store: Arc<dyn ObjectStore>, part_size: usize, spool_dir: PathBuf) -> Self {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        part_size: usize,
+        spool_dir: PathBuf,
+        timeout: Duration,
+    ) -> Self {
         ObjectBodyStore {
             store,
             part_size,
             spool_dir,
+            timeout,
         }
+    }
+
+    async fn within<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> io::Result<T> {
+        within(self.timeout, what, request).await
+    }
+}
+
+/// A part of `part_size` bytes may take this long: a slow link is not a
+/// dead one, but a stalled upload must fail the fill, not hold it.
+fn part_timeout(timeout: Duration) -> Duration {
+    (timeout * 6).max(Duration::from_secs(60))
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = object_store::Result<T>>,
+) -> io::Result<T> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result.map_err(object_error),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("object store {what}: no answer within {limit:?}"),
+        )),
     }
 }
 
@@ -49,6 +90,7 @@ fn object_path(key: &str) -> io::Result<ObjectPath> {
 struct ObjectWrite {
     upload: Option<SyncWrapper<WriteMultipart>>,
     spool: Arc<File>,
+    part_timeout: Duration,
 }
 
 #[async_trait]
@@ -60,10 +102,12 @@ impl BodyWrite for ObjectWrite {
             .as_mut()
             .map(SyncWrapper::get_mut)
             .ok_or_else(|| io::Error::other("upload already closed"))?;
-        upload
-            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
-            .await
-            .map_err(object_error)?;
+        within(
+            self.part_timeout,
+            "part upload",
+            upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT),
+        )
+        .await?;
         upload.put(data);
         Ok(())
     }
@@ -73,12 +117,13 @@ impl BodyWrite for ObjectWrite {
             .upload
             .take()
             .ok_or_else(|| io::Error::other("upload already closed"))?;
-        upload
-            .into_inner()
-            .finish()
-            .await
-            .map(|_| ())
-            .map_err(object_error)
+        within(
+            self.part_timeout,
+            "completing an upload",
+            upload.into_inner().finish(),
+        )
+        .await
+        .map(|_| ())
     }
 
     fn local_file(&self) -> Arc<File> {
@@ -101,11 +146,10 @@ impl Drop for ObjectWrite {
 #[async_trait]
 impl BodyStore for ObjectBodyStore {
     async fn create(&self, key: &str) -> io::Result<Box<dyn BodyWrite>> {
+        let path = object_path(key)?;
         let upload = self
-            .store
-            .put_multipart(&object_path(key)?)
-            .await
-            .map_err(object_error)?;
+            .within("starting an upload", self.store.put_multipart(&path))
+            .await?;
         let spool = tempfile::tempfile_in(&self.spool_dir)?;
         Ok(Box::new(ObjectWrite {
             upload: Some(SyncWrapper::new(WriteMultipart::new_with_chunk_size(
@@ -113,14 +157,16 @@ impl BodyStore for ObjectBodyStore {
                 self.part_size,
             ))),
             spool: Arc::new(spool),
+            part_timeout: part_timeout(self.timeout),
         }))
     }
 
     async fn open(&self, key: &str) -> io::Result<Option<Opened>> {
-        match self.store.head(&object_path(key)?).await {
+        let path = object_path(key)?;
+        match self.within("head", self.store.head(&path)).await {
             Ok(meta) => Ok(Some(Opened::Remote { size: meta.size })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(object_error(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -132,42 +178,44 @@ impl BodyStore for ObjectBodyStore {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
+        let path = object_path(key)?;
         let result = self
-            .store
-            .get_opts(&object_path(key)?, options)
-            .await
-            .map_err(object_error)?;
-        Ok(result.into_stream().map_err(object_error).boxed())
+            .within("ranged read", self.store.get_opts(&path, options))
+            .await?;
+        let limit = self.timeout;
+        let chunks = result.into_stream().map_err(object_error);
+        Ok(stalls_fail(chunks.boxed(), limit))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> io::Result<()> {
-        self.store
-            .put(&object_path(key)?, PutPayload::from(value))
+        let path = object_path(key)?;
+        self.within("put", self.store.put(&path, PutPayload::from(value)))
             .await
             .map(|_| ())
-            .map_err(object_error)
     }
 
     async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>> {
-        match self.store.get(&object_path(key)?).await {
-            Ok(result) => result.bytes().await.map(Some).map_err(object_error),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(object_error(e)),
+        let path = object_path(key)?;
+        let read = async { self.store.get(&path).await?.bytes().await };
+        match self.within("get", read).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     async fn delete(&self, key: &str) -> io::Result<bool> {
         let path = object_path(key)?;
         // Object stores delete idempotently; ask first to answer "existed".
-        match self.store.head(&path).await {
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(object_error(e)),
+        match self.within("head", self.store.head(&path)).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
             Ok(_) => {}
         }
-        match self.store.delete(&path).await {
+        match self.within("delete", self.store.delete(&path)).await {
             Ok(()) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(object_error(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -206,4 +254,23 @@ impl BodyStore for ObjectBodyStore {
     async fn sweep_staging(&self, _min_age: Duration) -> io::Result<u64> {
         Ok(0)
     }
+}
+
+/// `chunks`, failing if the next chunk takes longer than `limit` to come.
+fn stalls_fail(chunks: ByteStream, limit: Duration) -> ByteStream {
+    futures::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(limit, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("object store read: stalled for {limit:?}"),
+                )),
+                None,
+            )),
+        }
+    })
+    .boxed()
 }

@@ -31,6 +31,67 @@ pub struct Options {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// The `storage`/`state`/`catalog` lines; default: the shape's.
+    pub backends: Option<String>,
+}
+
+/// Which deployment shape the suites run against: `embedded` (the
+/// default: filesystem, embedded state, SQLite) or, with
+/// `ARTIFACTD_TEST_SHAPE=cluster`, the shared S3 + Redis + PostgreSQL
+/// services (see `services`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Embedded,
+    Cluster,
+}
+
+pub fn shape() -> Shape {
+    match std::env::var("ARTIFACTD_TEST_SHAPE").as_deref() {
+        Ok("cluster") => Shape::Cluster,
+        Ok("embedded") | Err(_) => Shape::Embedded,
+        Ok(other) => panic!("ARTIFACTD_TEST_SHAPE={other:?}: expected embedded or cluster"),
+    }
+}
+
+/// A name unique to a test directory, so that a restart on the same
+/// directory finds its database, bucket prefix and keys again.
+pub fn namespace(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    format!("t{:016x}", hasher.finish())
+}
+
+/// The backend lines of a node on the shared cluster services, namespaced
+/// by `dir`.
+pub fn cluster_backends(dir: &Path) -> String {
+    let services = super::services::shared();
+    let ns = namespace(dir);
+    cluster_backends_on(
+        &services.s3.url(),
+        &format!("{}/{ns}", super::services::SHARED_BUCKET),
+        &services.redis.url(),
+        &ns,
+        &services.postgres.database(&ns),
+    )
+}
+
+/// Backend lines for an S3 endpoint and `bucket/prefix`, a Redis URL with
+/// a key prefix, and a PostgreSQL URL.
+pub fn cluster_backends_on(
+    s3_url: &str,
+    location: &str,
+    redis_url: &str,
+    key_prefix: &str,
+    postgres_url: &str,
+) -> String {
+    format!(
+        "storage: \"s3://{location}\"\n\
+         s3: {{endpoint: \"{s3_url}\", allow_http: true, access_key_id: test, secret_access_key: test, timeout: 5s}}\n\
+         state: \"{redis_url}\"\n\
+         redis: {{key_prefix: \"{key_prefix}\"}}\n\
+         catalog: \"{postgres_url}\"\n"
+    )
 }
 
 impl Artifactd {
@@ -54,8 +115,15 @@ impl Artifactd {
             ),
             _ => format!("listen: \"127.0.0.1:{port}\"\n"),
         };
-        let config =
-            format!("{listen}threads: 2\nremotes: remotes.yaml\nstorage: \"fs://store\"\n{extra}");
+        let backends = match (options.backends, shape()) {
+            (Some(lines), _) => lines,
+            (None, Shape::Embedded) => "storage: \"fs://store\"\n".into(),
+            (None, Shape::Cluster) => format!(
+                "{}process: {{upgrade_socket: artifactd-upgrade.sock}}\n",
+                cluster_backends(dir)
+            ),
+        };
+        let config = format!("{listen}threads: 2\nremotes: remotes.yaml\n{backends}{extra}");
         std::fs::write(dir.join("artifactd.yaml"), config).expect("write config");
         let mut artifactd = Self::spawn(dir, port, &options.env, &["serve"]);
         artifactd.tls_addr = tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));

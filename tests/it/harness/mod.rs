@@ -12,6 +12,7 @@ pub mod origin;
 pub mod pypi;
 pub mod registry;
 pub mod rpm;
+pub mod services;
 pub mod tls;
 pub mod token;
 
@@ -206,6 +207,21 @@ pub async fn answers_ok(url: &str, secs: u64) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// The keys of `dir`'s node in the shared bucket of the cluster shape
+/// that end in `suffix`; `None` in the embedded shape.
+pub fn bucket_keys(dir: &std::path::Path, suffix: &str) -> Option<Vec<String>> {
+    match artifactd::shape() {
+        artifactd::Shape::Embedded => None,
+        artifactd::Shape::Cluster => {
+            let ns = artifactd::namespace(dir);
+            let keys = services::shared()
+                .s3
+                .keys(services::SHARED_BUCKET, &format!("{ns}/"));
+            Some(keys.into_iter().filter(|k| k.ends_with(suffix)).collect())
+        }
+    }
 }
 
 /// Starts a test server with stdout and stderr appended to `log`, killed

@@ -1,12 +1,22 @@
-//! The SQLite catalog, the single-node default.
+//! The catalog in SQL: SQLite (the single-node default) or PostgreSQL (a
+//! cluster), one schema, one set of migrations and one code path through
+//! sqlx's `Any` driver.
+//!
+//! The statements are written in the SQL both accept: numbered `$n`
+//! parameters, `CASE` instead of the two-argument `max` SQLite has and
+//! PostgreSQL spells `GREATEST`, aggregates cast to `BIGINT` (PostgreSQL's
+//! `sum` of a `BIGINT` is `NUMERIC`, which `Any` does not carry).
 
 use super::{
-    ArtifactRow, CachedRow, Catalog, CatalogEvent, CatalogResult, EntryRow, PageQuery, UsageRow,
+    ArtifactRow, CachedRow, Catalog, CatalogError, CatalogEvent, CatalogResult, EntryRow,
+    PageQuery, UsageRow,
 };
+use crate::config::CatalogUrl;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
-use std::path::Path;
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::{Executor, Row};
+use std::time::Duration;
 
 /// Access reports are applied in bulk, this many rows per statement: each
 /// statement is a round trip to sqlx's database thread, and a sweep over
@@ -21,25 +31,38 @@ fn access_artifacts(rows: usize) -> String {
         "UPDATE artifacts SET last_access = v.column3 FROM (VALUES {}) AS v
          WHERE artifacts.remote = v.column1 AND artifacts.path = v.column2
            AND artifacts.last_access < v.column3",
-        vec!["(?, ?, ?)"; rows].join(", ")
+        value_rows(rows, 3)
     )
 }
 
 fn access_entries(rows: usize) -> String {
     format!(
-        "UPDATE entries SET last_access = max(entries.last_access, v.column2),
+        "UPDATE entries SET last_access = CASE WHEN v.column2 > entries.last_access
+             THEN v.column2 ELSE entries.last_access END,
            hits = entries.hits + v.column3
          FROM (VALUES {}) AS v WHERE entries.id = v.column1",
-        vec!["(?, ?, ?)"; rows].join(", ")
+        value_rows(rows, 3)
     )
+}
+
+/// `($1, $2, $3), ($4, $5, $6), …`: `rows` tuples of `width` parameters.
+fn value_rows(rows: usize, width: usize) -> String {
+    let tuple = |row: usize| {
+        let params: Vec<String> = (1..=width)
+            .map(|i| format!("${}", row * width + i))
+            .collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
 }
 
 /// A page of the cache API: cached (not uploaded) artifacts in (remote,
 /// path) order after a cursor, with the hits of their entries.
 const CACHED_PAGE: &str = "
     SELECT a.remote, a.path, a.size, a.sha256, a.content_type, a.fetched_at,
-           max(a.last_access, coalesce(max(e.last_access), 0) / 1000) AS last_access,
-           coalesce(sum(e.hits), 0) AS hits
+           CASE WHEN coalesce(max(e.last_access), 0) / 1000 > a.last_access
+             THEN coalesce(max(e.last_access), 0) / 1000 ELSE a.last_access END AS last_access,
+           CAST(coalesce(sum(e.hits), 0) AS BIGINT) AS hits
     FROM artifacts a LEFT JOIN entries e ON e.remote = a.remote AND e.path = a.path
     WHERE NOT a.local
       AND ($1 IS NULL OR a.remote = $1)
@@ -56,40 +79,77 @@ const REMOVE_ENTRY: [&str; 3] = [
     "DELETE FROM refs WHERE manifest = $1",
 ];
 
-pub struct SqliteCatalog {
-    pool: SqlitePool,
+/// How long a statement may wait for a connection: a catalog that is down
+/// fails a batch (which the writer retries) instead of stalling it.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqlCatalog {
+    pool: AnyPool,
 }
 
-impl SqliteCatalog {
-    /// Opens (creating if needed) the database file and migrates it.
-    pub async fn open(path: &Path) -> CatalogResult<SqliteCatalog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| super::CatalogError(format!("{}: {e}", dir.display())))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            // A million entries make a catalog of a few hundred MiB; the
-            // default 2 MiB page cache re-reads the B-tree from the OS for
-            // every access report and eviction.
-            .pragma("cache_size", "-32768");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await?;
+impl SqlCatalog {
+    /// Connects (creating an SQLite file if needed) and migrates.
+    pub async fn open(url: &CatalogUrl) -> CatalogResult<SqlCatalog> {
+        sqlx::any::install_default_drivers();
+        let pool = match url {
+            CatalogUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| CatalogError::new(format!("{}: {e}", dir.display())))?;
+                }
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    percent_encoding::utf8_percent_encode(
+                        &path.to_string_lossy(),
+                        SQLITE_PATH_ESCAPES
+                    )
+                );
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // A million entries make a catalog of a few
+                            // hundred MiB; the default 2 MiB page cache
+                            // re-reads the B-tree from the OS for every
+                            // access report and eviction.
+                            conn.execute("PRAGMA cache_size = -32768").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            CatalogUrl::Postgres(url) => {
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(url.expose())
+                    .await?
+            }
+        };
         sqlx::migrate!("src/catalog/migrations")
             .run(&pool)
             .await
-            .map_err(|e| super::CatalogError(e.to_string()))?;
-        Ok(SqliteCatalog { pool })
+            .map_err(|e| CatalogError::new(e.to_string()))?;
+        if matches!(url, CatalogUrl::Sqlite(_)) {
+            // Kept by the file: readers never wait for the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        Ok(SqlCatalog { pool })
     }
 }
 
+/// What an SQLite URL's path may not hold as is.
+const SQLITE_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'?')
+    .add(b'#');
+
 #[async_trait]
-impl Catalog for SqliteCatalog {
+impl Catalog for SqlCatalog {
     async fn apply(&self, events: &[CatalogEvent]) -> CatalogResult<()> {
         let mut tx = self.pool.begin().await?;
         // Accesses only ever raise `last_access` of rows that exist, so
@@ -204,34 +264,49 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn list(&self, remote: &str) -> CatalogResult<Vec<ArtifactRow>> {
-        Ok(sqlx::query_as(
-            "SELECT remote, path, size, sha256, content_type, fetched_at, last_access, local
+        // SQLite has no boolean type `Any` maps; both read `local` as 0 or 1.
+        let rows = sqlx::query(
+            "SELECT remote, path, size, sha256, content_type, fetched_at, last_access,
+                    CAST(local AS INTEGER) AS local
              FROM artifacts WHERE remote = $1 ORDER BY path",
         )
         .bind(remote)
         .fetch_all(&self.pool)
-        .await?)
-    }
-
-    async fn entries(&self) -> CatalogResult<Vec<EntryRow>> {
-        let rows =
-            sqlx::query("SELECT id, remote, path, body, size, flags, last_access FROM entries")
-                .fetch_all(&self.pool)
-                .await?;
+        .await?;
         rows.into_iter()
             .map(|row| {
-                let flags: i64 = row.try_get("flags")?;
-                Ok(EntryRow {
-                    id: parse_id(row.try_get("id")?)?,
+                Ok(ArtifactRow {
                     remote: row.try_get("remote")?,
                     path: row.try_get("path")?,
-                    body: parse_id(row.try_get("body")?)?,
                     size: row.try_get("size")?,
-                    flags: flags as u8,
+                    sha256: row.try_get("sha256")?,
+                    content_type: row.try_get("content_type")?,
+                    fetched_at: row.try_get("fetched_at")?,
                     last_access: row.try_get("last_access")?,
+                    local: row.try_get::<i64, _>("local")? != 0,
                 })
             })
             .collect()
+    }
+
+    async fn entries(&self) -> CatalogResult<Vec<EntryRow>> {
+        let rows = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    async fn eviction_order(&self, limit: i64) -> CatalogResult<Vec<EntryRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries e
+             WHERE NOT EXISTS (SELECT 1 FROM refs r JOIN entries m ON m.id = r.manifest
+                               WHERE r.target = e.id)
+             ORDER BY last_access, id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_row).collect()
     }
 
     async fn references(&self) -> CatalogResult<Vec<(u128, u128)>> {
@@ -279,7 +354,7 @@ impl Catalog for SqliteCatalog {
 
     async fn usage(&self) -> CatalogResult<Vec<UsageRow>> {
         Ok(sqlx::query_as(
-            "SELECT remote, count(*) AS objects, coalesce(sum(size), 0) AS bytes
+            "SELECT remote, count(*) AS objects, CAST(coalesce(sum(size), 0) AS BIGINT) AS bytes
              FROM entries GROUP BY remote ORDER BY remote",
         )
         .fetch_all(&self.pool)
@@ -292,18 +367,45 @@ impl Catalog for SqliteCatalog {
     }
 }
 
+/// The columns [`entry_row`] reads.
+const ENTRY_COLUMNS: &str =
+    "id, remote, path, body, size, CAST(flags AS BIGINT) AS flags, last_access";
+
+fn entry_row(row: &sqlx::any::AnyRow) -> CatalogResult<EntryRow> {
+    let flags: i64 = row.try_get("flags")?;
+    Ok(EntryRow {
+        id: parse_id(row.try_get("id")?)?,
+        remote: row.try_get("remote")?,
+        path: row.try_get("path")?,
+        body: parse_id(row.try_get("body")?)?,
+        size: row.try_get("size")?,
+        flags: flags as u8,
+        last_access: row.try_get("last_access")?,
+    })
+}
+
 fn hex_id(id: u128) -> String {
     format!("{id:032x}")
 }
 
 fn parse_id(text: String) -> CatalogResult<u128> {
     u128::from_str_radix(&text, 16)
-        .map_err(|e| super::CatalogError(format!("entry id {text:?}: {e}")))
+        .map_err(|e| CatalogError::new(format!("entry id {text:?}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh SQLite catalog, in a directory that lives as long as the
+    /// returned guard.
+    async fn temp_catalog() -> (tempfile::TempDir, SqlCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqlCatalog::open(&CatalogUrl::Sqlite(dir.path().join("c.db")))
+            .await
+            .unwrap();
+        (dir, catalog)
+    }
 
     fn row(path: &str, local: bool) -> ArtifactRow {
         ArtifactRow {
@@ -320,8 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_hit_and_per_eviction_statements_use_an_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let (_dir, catalog) = temp_catalog().await;
         let accesses = [access_artifacts(3), access_entries(3)];
         for statement in accesses.iter().map(String::as_str).chain(REMOVE_ENTRY) {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
@@ -347,8 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_access_flush_keeps_uploads() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let (_dir, catalog) = temp_catalog().await;
         catalog
             .apply(&[
                 CatalogEvent::Stored(row("a", false)),
@@ -372,12 +472,46 @@ mod tests {
         assert_eq!(rows, vec![row("up", true)]);
     }
 
+    #[tokio::test]
+    async fn eviction_order_is_oldest_first_and_skips_what_a_cached_manifest_names() {
+        let (_dir, catalog) = temp_catalog().await;
+        let entry = |id: u128, last_access: i64| {
+            CatalogEvent::Entry(EntryRow {
+                id,
+                remote: "r".into(),
+                path: format!("p{id}"),
+                body: id,
+                size: 10,
+                flags: 0,
+                last_access,
+            })
+        };
+        let events = [
+            entry(1, 400),
+            entry(2, 100),
+            entry(3, 300),
+            entry(4, 200),
+            // 2 is named by cached manifest 3; 4 by one that is not cached.
+            CatalogEvent::References {
+                manifest: 3,
+                targets: vec![2],
+            },
+            CatalogEvent::References {
+                manifest: 99,
+                targets: vec![4],
+            },
+        ];
+        catalog.apply(&events).await.unwrap();
+        let ids = |rows: Vec<EntryRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(catalog.eviction_order(10).await.unwrap()), [4, 3, 1]);
+        assert_eq!(ids(catalog.eviction_order(2).await.unwrap()), [4, 3]);
+    }
+
     /// Access reports in bulk: more rows than one statement takes, only
     /// ever raising `last_access`, and none for rows removed in the batch.
     #[tokio::test]
     async fn bulk_accesses_raise_last_access_of_existing_entries_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let (_dir, catalog) = temp_catalog().await;
         let count = ACCESS_CHUNK as u128 * 2 + 7;
         let entry = |id: u128| EntryRow {
             id,
