@@ -70,6 +70,12 @@ async def _timed_get(port: int, path: str) -> tuple[float, float, float, int]:
 def herd(port: int, path: str, clients: int) -> list[tuple[float, float, float, int]]:
     """`clients` concurrent GETs of one path from one event loop (no thread
     scheduling in the times): (start, first body byte, end, bytes) each."""
+    return herd_spread([port], path, clients)
+
+
+def herd_spread(ports: list[int], path: str, clients: int) -> list[tuple[float, float, float, int]]:
+    """[`herd`] with the clients spread round-robin over `ports` (the nodes
+    of a cluster)."""
     async def run() -> list[tuple[float, float, float, int]]:
-        return await asyncio.gather(*(_timed_get(port, path) for _ in range(clients)))
+        return await asyncio.gather(*(_timed_get(ports[i % len(ports)], path) for i in range(clients)))
     return asyncio.run(run())

@@ -19,8 +19,11 @@ Scenarios:
   6. hit latency as cached objects grow, and as the pattern count grows
   7. container images against the distribution registry's proxy mode
      (benches/images.py)
+  8. the cluster shape (three nodes on S3 + Redis + PostgreSQL) against one
+     node on the filesystem default (benches/cluster.py; results in
+     cluster.{md,json})
 
-Usage: run.py [--quick] [--binary PATH] [--out DIR]
+Usage: run.py [--quick] [--cluster-only] [--binary PATH] [--out DIR]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster import bench_cluster, render_cluster
 from filler import fill_fast
 from filler import herd as herd_clients
 from images import bench_images, render_images
@@ -314,6 +318,7 @@ class Bench:
     origin: Origin
     results: dict = field(default_factory=dict)
     image_results: dict = field(default_factory=dict)
+    cluster_results: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -566,6 +571,14 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
                          f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
     lines += render_images(bench.image_results)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
+    write_cluster_results(out_dir, bench, facts, quick)
+
+
+def write_cluster_results(out_dir: Path, bench: Bench, facts: dict, quick: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cluster = {"quick": quick, "machine": facts, "scenarios": bench.cluster_results}
+    (out_dir / "cluster.json").write_text(json.dumps(cluster, indent=2) + "\n")
+    (out_dir / "cluster.md").write_text(render_cluster(bench.cluster_results, facts, quick, fmt))
 
 
 def main() -> int:
@@ -575,6 +588,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results directory (default: benches/results, "
                         "or target/bench-quick for --quick so smoke runs never replace real results)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--cluster-only", action="store_true",
+                        help="only scenario 8; writes cluster.{md,json} and leaves latest.* alone")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -588,27 +603,10 @@ def main() -> int:
     origin = Origin(work / "origin", plan)
     bench = Bench(plan, args.binary.resolve(), work, origin)
     try:
-        proxies = bench.both("main")
-        try:
-            bench.hits_small(proxies, plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
-            bench.hits_small(proxies, plan.many_hit_keys,
-                             f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many")
-            bench.hits_big(proxies)
-            bench.cold(proxies)
-            bench.herd(proxies)
-        finally:
-            for p in proxies:
-                p.stop()
-        # Fresh processes, so the peak belongs to the stream and not to the
-        # load of the scenarios before it.
-        proxies = bench.both("rss")
-        try:
-            bench.rss(proxies)
-        finally:
-            for p in proxies:
-                p.stop()
-        bench.growth()
-        bench_images(bench, Artifactd, free_port, wait_port)
+        if not args.cluster_only:
+            run_single_node_scenarios(bench)
+        bench.cluster_results = bench_cluster(bench, Artifactd, generic_remotes, wrk, median_of,
+                                              free_port, wait_port)
     finally:
         origin.stop()
         if not args.keep:
@@ -616,7 +614,14 @@ def main() -> int:
         else:
             print(f"work directory kept: {work}")
     elapsed = time.monotonic() - started
-    write_results(args.out, bench, machine_facts(args.binary), args.quick, elapsed)
+    facts = machine_facts(args.binary)
+    if len(bench.cluster_results) != 4:
+        raise SystemExit(f"expected 4 cluster scenario groups, got {len(bench.cluster_results)}")
+    if args.cluster_only:
+        write_cluster_results(args.out, bench, facts, args.quick)
+        print(f"results: {args.out / 'cluster.md'} ({elapsed:.0f} s)")
+        return 0
+    write_results(args.out, bench, facts, args.quick, elapsed)
     expected = 6 + len(plan.object_counts) + len(plan.pattern_counts)
     if len(bench.results) != expected:
         raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
@@ -624,6 +629,32 @@ def main() -> int:
         raise SystemExit(f"expected 2 image scenario groups, got {len(bench.image_results)}")
     print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
     return 0
+
+
+def run_single_node_scenarios(bench: Bench) -> None:
+    """Scenarios 1-7: artifactd against nginx and the distribution proxy."""
+    plan = bench.plan
+    proxies = bench.both("main")
+    try:
+        bench.hits_small(proxies, plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
+        bench.hits_small(proxies, plan.many_hit_keys,
+                         f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many")
+        bench.hits_big(proxies)
+        bench.cold(proxies)
+        bench.herd(proxies)
+    finally:
+        for p in proxies:
+            p.stop()
+    # Fresh processes, so the peak belongs to the stream and not to the
+    # load of the scenarios before it.
+    proxies = bench.both("rss")
+    try:
+        bench.rss(proxies)
+    finally:
+        for p in proxies:
+            p.stop()
+    bench.growth()
+    bench_images(bench, Artifactd, free_port, wait_port)
 
 
 if __name__ == "__main__":
