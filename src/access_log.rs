@@ -38,8 +38,12 @@ pub fn init(format: LogFormat) {
     if FORMAT.set(format).is_err() {
         return;
     }
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder = env_logger::Builder::new();
+    // redis-rs warns of every failed connection to a cluster node, many a
+    // second while one is down; the Redis link reports outages itself, once
+    // per interval. `RUST_LOG=redis=warn` still shows them.
+    builder.filter_module("redis", log::LevelFilter::Error);
+    builder.parse_env(env_logger::Env::default().default_filter_or("info"));
     builder.format_timestamp_millis();
     if format == LogFormat::Json {
         builder.format(|buf, record| {

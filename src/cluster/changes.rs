@@ -91,7 +91,7 @@ async fn subscribe(link: Arc<RedisLink>, listeners: Listeners, node: String) {
     let mut last_log: Option<Instant> = None;
     loop {
         let connect = async {
-            let mut pubsub = link.client().get_async_pubsub().await?;
+            let mut pubsub = link.client().await?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

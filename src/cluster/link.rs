@@ -7,10 +7,13 @@
 //! every command by the configured timeout, and after a failure fails fast
 //! for [`RETRY_AFTER`] before letting one command try again. Failures are
 //! logged once per [`LOG_EVERY`], with the count since the last line.
+//!
+//! Which server that is, and how the connection reaches it, is
+//! `redis_target`'s.
 
+use super::redis_target::{Connection, Target};
 use crate::config::backends::RedisSettings;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -20,10 +23,10 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub struct RedisLink {
-    client: redis::Client,
+    target: Target,
     key_prefix: String,
     timeout: Duration,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    connection: tokio::sync::Mutex<Option<Connection>>,
     health: Mutex<Health>,
 }
 
@@ -43,11 +46,10 @@ pub struct Unavailable(pub String);
 
 impl RedisLink {
     pub fn new(settings: &RedisSettings) -> anyhow::Result<RedisLink> {
-        let client = redis::Client::open(settings.url.expose())
-            .map_err(|e| anyhow::anyhow!("state: {e}"))?;
+        let target = Target::open(settings).map_err(|e| anyhow::anyhow!("state: {e}"))?;
         Ok(RedisLink {
-            client,
-            key_prefix: settings.key_prefix.clone(),
+            key_prefix: target.hash_tag(&settings.key_prefix),
+            target,
             timeout: settings.timeout,
             connection: tokio::sync::Mutex::new(None),
             health: Mutex::new(Health::default()),
@@ -59,8 +61,10 @@ impl RedisLink {
         format!("{}:{rest}", self.key_prefix)
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client for the server to use now (for connections of their own,
+    /// such as a subscription).
+    pub async fn client(&self) -> redis::RedisResult<redis::Client> {
+        self.target.client().await
     }
 
     /// The longest one command may take.
@@ -71,7 +75,7 @@ impl RedisLink {
     /// Runs `command` on the shared connection, bounded by the timeout.
     pub async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, Unavailable>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if let Some(until) = self.health.lock().down_until {
@@ -84,27 +88,26 @@ impl RedisLink {
             command(connection).await
         })
         .await;
-        match outcome {
+        let reason = match outcome {
             Ok(Ok(value)) => {
                 self.recovered();
-                Ok(value)
+                return Ok(value);
             }
-            Ok(Err(e)) => Err(self.failed(what, e.to_string())),
-            Err(_) => Err(self.failed(what, format!("no answer within {:?}", self.timeout))),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        if self.target.moves() {
+            self.connection.lock().await.take();
         }
+        Err(self.failed(what, reason))
     }
 
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+    async fn connection(&self) -> redis::RedisResult<Connection> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(self.timeout.as_millis() as u64);
-        let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        let connection = self.target.connect(self.timeout).await?;
         *slot = Some(connection.clone());
         Ok(connection)
     }

@@ -8,6 +8,7 @@
 //! host is needs no extra lines. Everything is checked here, at load, so a
 //! typo names its field instead of failing the first request.
 
+use super::redis_url::{is_cluster, is_sentinel, parse_cluster, parse_sentinel, RedisServers};
 use super::server::resolve;
 use super::units::{RawDuration, RawSize};
 use super::Secret;
@@ -60,6 +61,9 @@ pub struct RawRedis {
     /// The longest one command may take before the node carries on
     /// without Redis (fail-open).
     pub timeout: Option<RawDuration>,
+    /// For a `redis+sentinel://` state: the Sentinels' own password, when
+    /// they ask for one (the URL's is the Redis servers').
+    pub sentinel_password: Option<String>,
 }
 
 /// `cluster:` in the server file: how nodes sharing a bucket and Redis
@@ -185,8 +189,11 @@ pub enum StateUrl {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` (it may carry a password).
+    /// `redis://`, `rediss://`, a Sentinel or a Cluster URL (it may carry
+    /// a password).
     pub url: Secret,
+    pub servers: RedisServers,
+    pub sentinel_password: Option<Secret>,
     pub key_prefix: String,
     pub timeout: Duration,
 }
@@ -366,17 +373,30 @@ pub fn state(
     if let Some(path) = text.strip_prefix("embedded://").filter(|p| !p.is_empty()) {
         return Ok(StateUrl::Embedded(resolve(base, path)));
     }
-    if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+    let wrong = |e: String| ("state", format!("{:?} {e}", redact_url(text)));
+    let servers = if is_sentinel(text) {
+        RedisServers::Sentinel(parse_sentinel(text).map_err(wrong)?)
+    } else if is_cluster(text) {
+        RedisServers::Cluster(parse_cluster(text).map_err(wrong)?)
+    } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+        redis::IntoConnectionInfo::into_connection_info(text)
+            .map_err(|e| ("state", format!("{:?}: {e}", redact_url(text))))?;
+        RedisServers::One
+    } else {
         return Err((
             "state",
             format!(
-                "{:?} is not supported; expected embedded, embedded://PATH, redis://HOST:PORT or rediss://HOST:PORT",
+                "{:?} is not supported; expected embedded, embedded://PATH, redis://HOST:PORT, rediss://HOST:PORT, redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE or redis+cluster://HOST:PORT[,HOST:PORT…]",
                 redact_url(text)
             ),
         ));
+    };
+    if raw.sentinel_password.is_some() && !matches!(servers, RedisServers::Sentinel(_)) {
+        return Err((
+            "redis.sentinel_password",
+            "is for redis+sentinel:// state only".into(),
+        ));
     }
-    redis::IntoConnectionInfo::into_connection_info(text)
-        .map_err(|e| ("state", format!("{:?}: {e}", redact_url(text))))?;
     let key_prefix = raw
         .key_prefix
         .clone()
@@ -396,6 +416,8 @@ pub fn state(
     }
     Ok(StateUrl::Redis(RedisSettings {
         url: Secret::new(text.into()),
+        servers,
+        sentinel_password: raw.sentinel_password.clone().map(Secret::new),
         key_prefix,
         timeout,
     }))
@@ -527,15 +549,19 @@ mod tests {
         assert_eq!(field("s3://bucket", half), "s3.secret_access_key");
     }
 
-    #[test]
-    fn a_bucket_needs_state_and_catalog_named() {
-        let bucket = storage(
+    fn a_bucket() -> StorageUrl {
+        storage(
             Some("s3://bucket"),
             &RawS3::default(),
             Path::new("/"),
             &no_env,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bucket_needs_state_and_catalog_named() {
+        let bucket = a_bucket();
         let raw = RawRedis::default();
         assert_eq!(
             state(None, &bucket, &raw, Path::new("/")).unwrap_err().0,
@@ -567,6 +593,42 @@ mod tests {
         assert_eq!(e.0, "state");
         let e = catalog(Some("mysql://u:pw@h/db"), &bucket, Path::new("/")).unwrap_err();
         assert!(!e.1.contains("pw"), "{}", e.1);
+    }
+
+    #[test]
+    fn sentinel_and_cluster_state_urls_are_read_and_checked() {
+        let bucket = a_bucket();
+        let mut raw = RawRedis {
+            sentinel_password: Some("sp".into()),
+            ..RawRedis::default()
+        };
+        let read = |text: &str, raw: &RawRedis| state(Some(text), &bucket, raw, Path::new("/"));
+        let Ok(StateUrl::Redis(redis)) = read("redis+sentinel://:pw@h1,h2:26380/cache", &raw)
+        else {
+            panic!("sentinel state")
+        };
+        let RedisServers::Sentinel(sentinel) = &redis.servers else {
+            panic!("{:?}", redis.servers)
+        };
+        assert_eq!(sentinel.sentinels.len(), 2);
+        assert_eq!(
+            redis.sentinel_password.as_ref().map(Secret::expose),
+            Some("sp")
+        );
+        let e = read("redis+cluster://n1:7000", &raw).unwrap_err();
+        assert_eq!(e.0, "redis.sentinel_password");
+        raw.sentinel_password = None;
+        let Ok(StateUrl::Redis(redis)) = read("redis+cluster://n1:7000,n2:7001", &raw) else {
+            panic!("cluster state")
+        };
+        assert!(matches!(&redis.servers, RedisServers::Cluster(c) if c.nodes.len() == 2));
+        let e = read("redis+sentinel://:secret@h1", &raw).unwrap_err();
+        assert_eq!(e.0, "state");
+        assert!(
+            e.1.contains("names no master") && !e.1.contains("secret"),
+            "{}",
+            e.1
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod backends;
 pub mod error;
 pub mod exposure;
+pub mod redis_url;
 pub mod remotes;
 pub mod secret;
 pub mod server;
@@ -101,6 +102,9 @@ impl Config {
         }
         if server.cluster.secret.is_some() {
             server.cluster.secret = Some(REDACTED.into());
+        }
+        if server.redis.sentinel_password.is_some() {
+            server.redis.sentinel_password = Some(REDACTED.into());
         }
         if server.s3.secret_access_key.is_some() {
             server.s3.secret_access_key = Some(REDACTED.into());

@@ -16,8 +16,18 @@ use std::time::Duration;
 
 /// How long an unwritten state key lives.
 pub const STATE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Keys deleted per `UNLINK` when a prefix is flushed.
+/// Keys looked at per step when a prefix is flushed.
 const DELETE_BATCH: usize = 500;
+
+/// One step of a prefix walk: `SCAN` a batch and `UNLINK` what matched.
+/// A script, so that in a cluster it runs on the shard that holds every
+/// key of this node: it is routed by `KEYS[1]`, a key of their hash slot
+/// (a bare `SCAN` would go to any node).
+const DELETE_STEP: &str = r#"
+local found = redis.call("SCAN", ARGV[1], "MATCH", ARGV[2], "COUNT", ARGV[3])
+for _, key in ipairs(found[2]) do redis.call("UNLINK", key) end
+return found[1]
+"#;
 
 pub struct RedisState {
     link: Arc<RedisLink>,
@@ -82,38 +92,26 @@ impl StateStore for RedisState {
     /// Walks the prefix with `SCAN` (never `KEYS`, which blocks Redis).
     async fn delete_prefix(&self, prefix: &str) -> StateResult<()> {
         let pattern = format!("{}/*", escape_glob(&self.key(prefix)));
-        let mut cursor: u64 = 0;
+        let script = redis::Script::new(DELETE_STEP);
+        let mut cursor = "0".to_string();
         loop {
-            let scan = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
+            let (route, scan, script) = (self.key(""), pattern.clone(), &script);
+            cursor = self
                 .link
-                .run("scan", |mut c| async move {
-                    redis::cmd("SCAN")
+                .run("flush", |mut c| async move {
+                    script
+                        .key(route)
                         .arg(cursor)
-                        .arg("MATCH")
                         .arg(scan)
-                        .arg("COUNT")
                         .arg(DELETE_BATCH)
-                        .query_async(&mut c)
+                        .invoke_async::<String>(&mut c)
                         .await
                 })
                 .await
                 .map_err(unavailable)?;
-            if !keys.is_empty() {
-                self.link
-                    .run("unlink", |mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(keys)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
-                    .await
-                    .map_err(unavailable)?;
-            }
-            if next == 0 {
+            if cursor == "0" {
                 return Ok(());
             }
-            cursor = next;
         }
     }
 }

@@ -6,7 +6,9 @@
 use crate::cache::source;
 use crate::harness::artifactd::{cluster_backends, cluster_backends_on, namespace, Options};
 use crate::harness::registry::Registry;
-use crate::harness::services::{self, Postgres, Redis, S3Server, SHARED_BUCKET};
+use crate::harness::services::{
+    self, Postgres, Redis, RedisCluster, S3Server, Sentinel, SHARED_BUCKET,
+};
 use crate::harness::token::TokenIssuer;
 use crate::harness::{client, pattern_bytes, Artifactd, Origin, OriginFile};
 use std::time::{Duration, Instant};
@@ -33,6 +35,19 @@ async fn start_node(
         ..Options::default()
     };
     Artifactd::start_with(dir, remotes, extra, options).await
+}
+
+/// Backend lines on the shared bucket and PostgreSQL, in namespace `ns`,
+/// with the Redis at `redis_url`.
+fn shared_backends_with(ns: &str, redis_url: &str) -> String {
+    let shared = services::shared();
+    cluster_backends_on(
+        &shared.s3.url(),
+        &format!("{SHARED_BUCKET}/{ns}"),
+        redis_url,
+        ns,
+        &shared.postgres.database(ns),
+    )
 }
 
 /// Polls `count` until it returns `want`, for up to 10 s.
@@ -144,9 +159,8 @@ async fn flushing_a_remote_clears_its_objects_keys_and_rows_and_nothing_else() {
     assert_eq!(source(&kept), "cache");
 }
 
-#[tokio::test]
-async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
-    let origin = Origin::start().await;
+/// Forty objects `gen/f{i}.tgz` and an expiring `gen/index.yaml`.
+fn forty_objects(origin: &Origin) {
     for i in 0..40 {
         origin.put(
             &format!("/gen/f{i}.tgz"),
@@ -154,28 +168,13 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
         );
     }
     origin.put("/gen/index.yaml", OriginFile::new("v1\n").etag("\"v1\""));
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(&dir.path().join("redis"));
-    let shared = services::shared();
-    let ns = namespace(dir.path());
-    let backends = cluster_backends_on(
-        &shared.s3.url(),
-        &format!("{SHARED_BUCKET}/{ns}"),
-        &redis.url(),
-        &ns,
-        &shared.postgres.database(&ns),
-    );
-    let ad = start_node(
-        &dir.path().join("node"),
-        &two_remotes(&origin),
-        backends,
-        "",
-    )
-    .await;
-    let http = client();
-    for i in 0..20 {
+}
+
+/// GETs the first `count` of [`forty_objects`] through `node`.
+async fn cache_objects(http: &reqwest::Client, node: &Artifactd, count: usize) {
+    for i in 0..count {
         let resp = http
-            .get(ad.artifact("gen", &format!("f{i}.tgz")))
+            .get(node.artifact("gen", &format!("f{i}.tgz")))
             .send()
             .await
             .unwrap();
@@ -184,20 +183,23 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
             pattern_bytes(20_000 + i, i as u64)
         );
     }
+}
 
-    // A bounded load of cached (0..20) and uncached (20..40) objects and
-    // an expiring index, with Redis killed ten requests in.
+/// A bounded load over `nodes` in turn: ten cached objects of
+/// [`forty_objects`], then all forty (half of them uncached) and every
+/// seventh request the expiring index, for up to 400 requests or 6 s;
+/// `before(round)` runs ahead of each. How many were served, and every
+/// failure.
+async fn bounded_load(
+    http: &reqwest::Client,
+    nodes: &[&Artifactd],
+    mut before: impl FnMut(usize),
+) -> (usize, Vec<String>) {
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut served = 0;
-    let mut killed = false;
     for round in 0..400 {
-        // Ten cached requests with Redis up, then the kill, then the rest:
-        // the uncached ones (20..40) all come after it.
-        if round == 10 {
-            redis.kill();
-            killed = true;
-        }
+        before(round);
         if started.elapsed() > Duration::from_secs(6) {
             break;
         }
@@ -207,7 +209,8 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
         } else {
             format!("f{i}.tgz")
         };
-        match http.get(ad.artifact("gen", &path)).send().await {
+        let node = nodes[round % nodes.len()];
+        match http.get(node.artifact("gen", &path)).send().await {
             Ok(resp) if resp.status() == 200 => {
                 let body = resp.bytes().await.unwrap();
                 if path.ends_with(".tgz") {
@@ -219,6 +222,37 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
             Err(e) => failures.push(format!("{path}: {e}")),
         }
     }
+    (served, failures)
+}
+
+#[tokio::test]
+async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
+    let origin = Origin::start().await;
+    forty_objects(&origin);
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(&dir.path().join("redis"));
+    let ns = namespace(dir.path());
+    let backends = shared_backends_with(&ns, &redis.url());
+    let ad = start_node(
+        &dir.path().join("node"),
+        &two_remotes(&origin),
+        backends,
+        "",
+    )
+    .await;
+    let http = client();
+    cache_objects(&http, &ad, 20).await;
+
+    // Ten cached requests with Redis up, then the kill, then the rest: the
+    // uncached objects (20..40) all come after it.
+    let mut killed = false;
+    let (served, failures) = bounded_load(&http, &[&ad], |round| {
+        if round == 10 {
+            redis.kill();
+            killed = true;
+        }
+    })
+    .await;
     assert!(killed);
     assert_eq!(failures, Vec::<String>::new(), "after {served} served");
     assert!(served >= 40, "{served}");
@@ -249,17 +283,197 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
         );
     }
     // And a fresh object is fetched once for concurrent requests.
+    fetched_once(&http, &[&ad], &origin).await;
+}
+
+/// Eight concurrent requests for a new object, spread over `nodes`, cost
+/// one upstream fetch and all get its bytes.
+async fn fetched_once(http: &reqwest::Client, nodes: &[&Artifactd], origin: &Origin) {
     origin.put("/gen/new.tgz", OriginFile::new(pattern_bytes(2_000_000, 9)));
     let fetches: Vec<_> = (0..8)
-        .map(|_| {
-            let (http, url) = (http.clone(), ad.artifact("gen", "new.tgz"));
+        .map(|i| {
+            let url = nodes[i % nodes.len()].artifact("gen", "new.tgz");
+            let http = http.clone();
             tokio::spawn(async move { http.get(url).send().await.unwrap().bytes().await.unwrap() })
         })
         .collect();
     for fetch in fetches {
         assert_eq!(fetch.await.unwrap(), pattern_bytes(2_000_000, 9));
     }
-    assert_eq!(origin.hits("/gen/new.tgz"), 1);
+    let redis_lines: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            let log = n.log_text();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("redis"))
+                .map(String::from)
+                .collect();
+            lines
+        })
+        .collect();
+    assert_eq!(origin.hits("/gen/new.tgz"), 1, "{redis_lines:#?}");
+}
+
+/// A Redis deployment that outlives its master: Sentinel's or a cluster's.
+trait Failover: std::fmt::Debug {
+    fn url(&self) -> String;
+    /// How the nodes' key prefix `ns` is written in key names.
+    fn prefix(&self, ns: &str) -> String;
+    /// The master now of keys starting with `prefix`.
+    fn master(&self, prefix: &str) -> &Redis;
+    fn kill_master(&mut self, prefix: &str);
+    /// Whether a replica has taken over from the killed master.
+    fn failed_over(&self, prefix: &str) -> bool;
+}
+
+impl Failover for Sentinel {
+    fn url(&self) -> String {
+        Sentinel::url(self)
+    }
+
+    fn prefix(&self, ns: &str) -> String {
+        ns.to_string()
+    }
+
+    fn master(&self, _prefix: &str) -> &Redis {
+        match self.master_port() == Some(self.replica.port) {
+            true => &self.replica,
+            false => &self.master,
+        }
+    }
+
+    fn kill_master(&mut self, _prefix: &str) {
+        self.master.kill();
+    }
+
+    fn failed_over(&self, _prefix: &str) -> bool {
+        self.master_port() == Some(self.replica.port)
+    }
+}
+
+impl Failover for RedisCluster {
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+
+    fn prefix(&self, ns: &str) -> String {
+        format!("{{{ns}}}")
+    }
+
+    fn master(&self, prefix: &str) -> &Redis {
+        self.master_of(prefix).expect("a master of the nodes' slot")
+    }
+
+    fn kill_master(&mut self, prefix: &str) {
+        let port = self.master(prefix).port;
+        let node = self.nodes.iter_mut().find(|n| n.port == port).unwrap();
+        node.kill();
+    }
+
+    fn failed_over(&self, prefix: &str) -> bool {
+        self.master_of(prefix).is_some()
+    }
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_moves_every_node_to_the_new_master_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel = Sentinel::start(&dir.path().join("sentinel"));
+    nodes_serve_through_a_failover(dir.path(), sentinel).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_failover_keeps_every_node_serving_and_sharing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(&dir.path().join("redis-cluster"));
+    nodes_serve_through_a_failover(dir.path(), cluster).await;
+}
+
+/// Two nodes on `redis`: state shared through its master, no failed
+/// request while the master is killed and a replica takes over, state
+/// shared and fetches coalesced through the new master without a restart,
+/// and a flush that finds every key of a remote.
+async fn nodes_serve_through_a_failover(dir: &std::path::Path, mut redis: impl Failover) {
+    let origin = Origin::start().await;
+    forty_objects(&origin);
+    origin.put("/other/index.yaml", OriginFile::new("o1\n").etag("\"o1\""));
+    let ns = namespace(dir);
+    let backends = shared_backends_with(&ns, &redis.url());
+    let remotes = two_remotes(&origin);
+    let a = start_node(&dir.join("a"), &remotes, backends.clone(), CLUSTER).await;
+    let b = start_node(&dir.join("b"), &remotes, backends, CLUSTER).await;
+    let http = client();
+    let prefix = redis.prefix(&ns);
+    let state_keys = |redis: &dyn Failover, remote: &str| {
+        let pattern = format!("{prefix}:state:{remote}/*");
+        let master = redis.master(&prefix);
+        master
+            .cli(&["--scan", "--pattern", &pattern])
+            .lines()
+            .count()
+    };
+
+    // Through the master: a revalidation on A is fresh on B.
+    get_gen(&http, &a, "index.yaml").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    get_gen(&http, &a, "index.yaml").await;
+    get_gen(&http, &b, "index.yaml").await;
+    assert_eq!(origin.hits("/gen/index.yaml"), 2);
+    assert_eq!(state_keys(&redis, "gen"), 1);
+    cache_objects(&http, &a, 20).await;
+
+    // The master killed ten requests into a load over both nodes; a
+    // replica takes over meanwhile.
+    let (served, failures) = bounded_load(&http, &[&a, &b], |round| {
+        if round == 10 {
+            redis.kill_master(&prefix);
+        }
+    })
+    .await;
+    assert_eq!(failures, Vec::<String>::new(), "after {served} served");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !redis.failed_over(&prefix) {
+        assert!(
+            Instant::now() < deadline,
+            "no replica took over:\n{redis:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Both nodes use the new master without a restart: A's revalidation
+    // lands there and B finds it fresh.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let before = origin.hits("/other/index.yaml");
+        for node in [&a, &b] {
+            let resp = http.get(node.artifact("other", "index.yaml")).send().await;
+            assert_eq!(resp.unwrap().status(), 200);
+        }
+        if state_keys(&redis, "other") == 1 && origin.hits("/other/index.yaml") == before + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not share state through the new master"
+        );
+    }
+    // A new object is fetched once for requests spread over both.
+    fetched_once(&http, &[&a, &b], &origin).await;
+    assert!(
+        a.log_text().contains("carrying on without it"),
+        "the outage is logged"
+    );
+    // A flush finds the remote's keys on the new master, and only them.
+    let resp = http
+        .put(a.url("/cache/flush?remote=other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(state_keys(&redis, "other"), 0);
+    assert_eq!(state_keys(&redis, "gen"), 1);
 }
 
 #[tokio::test]

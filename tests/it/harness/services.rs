@@ -97,6 +97,200 @@ fn stop(child: &mut Option<Child>) {
     }
 }
 
+/// A master, its replica and one Sentinel (quorum 1) that promotes the
+/// replica half a second after the master stops answering.
+pub struct Sentinel {
+    pub master: Redis,
+    pub replica: Redis,
+    sentinel: Option<Child>,
+    pub port: u16,
+}
+
+/// The master's name in the Sentinel's configuration.
+pub const SENTINEL_SERVICE: &str = "artifactd-test";
+
+impl Sentinel {
+    pub fn start(dir: &Path) -> Sentinel {
+        let master = Redis::start(&dir.join("master"));
+        let replica = Redis::start_replica(&dir.join("replica"), &master);
+        let port = free_port();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_SERVICE} 500\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} 3000\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .expect("sentinel.conf");
+        let log = dir.join("sentinel.log");
+        let child = spawn(
+            Command::new("redis-server").arg(&config).arg("--sentinel"),
+            &log,
+            false,
+        );
+        let sentinel = Sentinel {
+            master,
+            replica,
+            sentinel: Some(child),
+            port,
+        };
+        // Only a replica the Sentinel knows of can be promoted.
+        let replica_port = sentinel.replica.port.to_string();
+        wait_until("the Sentinel", &log, Duration::from_secs(30), || {
+            sentinel
+                .cli(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE])
+                .contains(&replica_port)
+        });
+        sentinel
+    }
+
+    /// The URL artifactd's `state:` takes.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{SENTINEL_SERVICE}",
+            self.port
+        )
+    }
+
+    /// The port of the server the Sentinel names master.
+    pub fn master_port(&self) -> Option<u16> {
+        let answer = self.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE]);
+        answer.lines().nth(1)?.trim().parse().ok()
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+impl std::fmt::Debug for Sentinel {
+    /// What the Sentinel says of the master, for a failure message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let master = self.cli(&["SENTINEL", "MASTER", SENTINEL_SERVICE]);
+        write!(f, "sentinel {}: {}", self.port, master.replace('\n', " "))
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        stop(&mut self.sentinel);
+    }
+}
+
+/// A Redis Cluster of three masters, each with a replica that takes over
+/// a second after its master stops answering.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start(dir: &Path) -> RedisCluster {
+        let nodes: Vec<Redis> = (0..6)
+            .map(|i| {
+                let node_dir = dir.join(format!("node{i}"));
+                // The cluster bus listens 10000 above the port.
+                Redis::start_as(
+                    &node_dir,
+                    free_port_pair(),
+                    false,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-config-file",
+                        &node_dir.join("nodes.conf").to_string_lossy(),
+                    ],
+                )
+            })
+            .collect();
+        let log = dir.join("create.log");
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let status = spawn(&mut create, &log, false).wait().expect("redis-cli");
+        assert!(
+            status.success(),
+            "redis-cli --cluster create: {status}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let cluster = RedisCluster { nodes };
+        // A replica that has not synced once cannot take over.
+        wait_until("the cluster", &log, Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let replication = n.cli(&["INFO", "replication"]);
+                n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
+            })
+        });
+        cluster
+    }
+
+    /// The URL artifactd's `state:` takes: the first three nodes.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes[..3]
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The live node that every live node names master of `key`'s slot
+    /// (None while the slot's master is dead and no replica has taken
+    /// over, or while the nodes' views of it differ).
+    pub fn master_of(&self, key: &str) -> Option<&Redis> {
+        let live: Vec<&Redis> = self.nodes.iter().filter(|n| n.child.is_some()).collect();
+        let slot: u16 = live
+            .first()?
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .ok()?;
+        let views: Vec<Option<u16>> = live.iter().map(|n| slot_master(n, slot)).collect();
+        let port = views.first().copied().flatten()?;
+        if views.iter().any(|view| *view != Some(port)) {
+            return None;
+        }
+        live.into_iter().find(|n| n.port == port)
+    }
+}
+
+impl std::fmt::Debug for RedisCluster {
+    /// Every live node's view of the cluster, for a failure message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let log = std::fs::read_to_string(node.dir.join("redis.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let view = node.cli(&["CLUSTER", "NODES"]);
+            writeln!(f, "node {}:\n{view}log:\n{}", node.port, tail.join("\n"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The port of the master of `slot` in `node`'s view of the cluster.
+fn slot_master(node: &Redis, slot: u16) -> Option<u16> {
+    let table = node.cli(&["CLUSTER", "NODES"]);
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let serves = fields.get(8..)?.iter().any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if l <= slot && slot <= h)
+        });
+        let master = fields.get(2)?.contains("master") && !fields[2].contains("fail");
+        let port = fields.get(1)?.split(['@', ',']).next()?.rsplit(':').next()?;
+        (serves && master).then(|| port.parse::<u16>().ok()).flatten()
+    })
+}
+
 /// A `redis-server` without persistence.
 pub struct Redis {
     child: Option<Child>,
@@ -110,14 +304,42 @@ impl Redis {
     }
 
     fn start_on(dir: &Path, port: u16, with_process: bool) -> Redis {
+        Self::start_as(dir, port, with_process, &[])
+    }
+
+    /// A replica of the server on `master`, once it holds the master's data.
+    pub fn start_replica(dir: &Path, master: &Redis) -> Redis {
+        let master_port = master.port.to_string();
+        let replica = Self::start_as(
+            dir,
+            free_port(),
+            false,
+            &["--replicaof", "127.0.0.1", &master_port],
+        );
+        wait_until(
+            "the replica's sync",
+            &dir.join("redis.log"),
+            Duration::from_secs(20),
+            || {
+                replica
+                    .cli(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
+        );
+        replica
+    }
+
+    fn start_as(dir: &Path, port: u16, with_process: bool, extra: &[&str]) -> Redis {
         std::fs::create_dir_all(dir).expect("redis dir");
         let log = dir.join("redis.log");
         let child = spawn(
             Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
-                .arg(dir),
+                .arg(dir)
+                .args(extra),
             &log,
             with_process,
         );
@@ -148,13 +370,18 @@ impl Redis {
 
     /// Runs a `redis-cli` command and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(self.port, args)
     }
+}
+
+/// Runs a `redis-cli` command against the server on `port`.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Redis {
