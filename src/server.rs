@@ -74,16 +74,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let bodies = open_bodies(&config.server)?;
     crate::storage::sweep::start(bodies.clone(), &background);
     let (state, redis) = open_state(&config.server.state)?;
-    let catalog: Arc<dyn Catalog> = Arc::new(
-        background
-            .block_on(SqlCatalog::open(&config.server.catalog))
-            .with_context(|| {
-                format!(
-                    "opening catalog {}",
-                    describe_catalog(&config.server.catalog)
-                )
-            })?,
-    );
+    let (catalog, catalog_opened) = open_catalog(&config.server.catalog, &background)?;
     let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
     let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
@@ -135,10 +126,13 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
             catalog: catalog.clone(),
         });
     }
-    let (rows, references) = background
-        .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
-        .context("reading the catalog's cache entries")?;
-    storage.load_index(rows, references);
+    if catalog_opened {
+        let (rows, references) = background
+            .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
+            .context("reading the catalog's cache entries")?;
+        storage.load_index(rows, references);
+    }
+    // Without the catalog's rows the walk of the store builds the index.
     storage.start_reconcile();
     storage.start_eviction();
     let cache_lock: &'static CacheKeyLockImpl = Box::leak(Box::new(FillLock::new(
@@ -280,6 +274,35 @@ fn open_state(url: &StateUrl) -> anyhow::Result<OpenedState> {
             (Arc::new(RedisState::new(link.clone())), Some(link))
         }
     })
+}
+
+/// Opens the catalog, and whether it answered. SQLite must open; a
+/// PostgreSQL that is away does not stop the start: the node serves from
+/// its store (whose walk builds the index), queues catalog changes, and
+/// migrates and catches up once the database answers.
+fn open_catalog(
+    url: &CatalogUrl,
+    background: &tokio::runtime::Handle,
+) -> anyhow::Result<(Arc<dyn Catalog>, bool)> {
+    let opened = background.block_on(SqlCatalog::open(url));
+    let (CatalogUrl::Postgres(secret), Err(e)) = (url, &opened) else {
+        let catalog =
+            opened.with_context(|| format!("opening catalog {}", describe_catalog(url)))?;
+        return Ok((Arc::new(catalog), true));
+    };
+    log::warn!(
+        "catalog {} unreachable ({e}); starting without it: the index is built from the store, changes queue until it answers",
+        describe_catalog(url)
+    );
+    // The lazy pool starts its reaper on the current runtime.
+    let _runtime = background.enter();
+    let catalog = Arc::new(
+        SqlCatalog::open_lazy(secret.expose())
+            .with_context(|| format!("catalog {}", describe_catalog(url)))?,
+    );
+    let migrating = catalog.clone();
+    background.spawn(async move { migrating.migrate_when_reachable().await });
+    Ok((catalog, false))
 }
 
 fn describe_catalog(url: &CatalogUrl) -> String {

@@ -121,24 +121,58 @@ impl SqlCatalog {
                     .connect(&url)
                     .await?
             }
-            CatalogUrl::Postgres(url) => {
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect(url.expose())
-                    .await?
-            }
+            CatalogUrl::Postgres(url) => postgres_pool().connect(url.expose()).await?,
         };
-        sqlx::migrate!("src/catalog/migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| CatalogError::new(e.to_string()))?;
+        let catalog = SqlCatalog { pool };
+        catalog.migrate().await?;
         if matches!(url, CatalogUrl::Sqlite(_)) {
             // Kept by the file: readers never wait for the writer.
-            pool.execute("PRAGMA journal_mode = WAL").await?;
+            catalog.pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        Ok(SqlCatalog { pool })
+        Ok(catalog)
     }
+
+    /// A PostgreSQL catalog that connects when first used, for a node
+    /// starting while the database is away: its statements fail (and the
+    /// writer retries them) until [`Self::migrate_when_reachable`] is done.
+    pub fn open_lazy(url: &str) -> CatalogResult<SqlCatalog> {
+        sqlx::any::install_default_drivers();
+        Ok(SqlCatalog {
+            pool: postgres_pool().connect_lazy(url)?,
+        })
+    }
+
+    async fn migrate(&self) -> CatalogResult<()> {
+        sqlx::migrate!("src/catalog/migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| CatalogError::new(e.to_string()))
+    }
+
+    /// Migrates once the database answers, retrying with backoff.
+    pub async fn migrate_when_reachable(&self) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.migrate().await {
+                Ok(()) => {
+                    log::info!("catalog reachable: schema ready, queued changes follow");
+                    return;
+                }
+                Err(e) => log::debug!("catalog still unreachable: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MIGRATE_RETRY_MAX);
+        }
+    }
+}
+
+/// The longest wait between two attempts to migrate a lazy catalog.
+const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+fn postgres_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
 /// What an SQLite URL's path may not hold as is.

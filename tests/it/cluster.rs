@@ -477,9 +477,9 @@ async fn nodes_serve_through_a_failover(dir: &std::path::Path, mut redis: impl F
 }
 
 #[tokio::test]
-async fn postgres_stopped_and_started_fails_no_request_and_the_rows_catch_up() {
+async fn postgres_away_fails_no_request_nor_a_start_and_the_rows_catch_up() {
     let origin = Origin::start().await;
-    for i in 0..30 {
+    for i in 0..31 {
         origin.put(
             &format!("/gen/f{i}.tgz"),
             OriginFile::new(pattern_bytes(30_000, i)),
@@ -496,16 +496,16 @@ async fn postgres_stopped_and_started_fails_no_request_and_the_rows_catch_up() {
         &ns,
         &postgres.database("cache"),
     );
-    let ad = start_node(
+    let mut ad = start_node(
         &dir.path().join("node"),
         &two_remotes(&origin),
-        backends,
+        backends.clone(),
         "",
     )
     .await;
     let http = client();
-    let fetch = |i: u64| {
-        let (http, url) = (http.clone(), ad.artifact("gen", &format!("f{i}.tgz")));
+    let fetch = |node: &Artifactd, i: u64| {
+        let (http, url) = (http.clone(), node.artifact("gen", &format!("f{i}.tgz")));
         async move {
             let resp = http.get(url).send().await.unwrap();
             assert_eq!(resp.status(), 200);
@@ -513,7 +513,7 @@ async fn postgres_stopped_and_started_fails_no_request_and_the_rows_catch_up() {
         }
     };
     for i in 0..10 {
-        fetch(i).await;
+        fetch(&ad, i).await;
     }
     let rows = |postgres: &Postgres| {
         postgres
@@ -528,7 +528,7 @@ async fn postgres_stopped_and_started_fails_no_request_and_the_rows_catch_up() {
     // Misses and hits while the catalog is down: none waits on it.
     for i in 0..30 {
         let asked = Instant::now();
-        fetch(i).await;
+        fetch(&ad, i).await;
         assert!(asked.elapsed() < Duration::from_secs(2), "f{i} waited");
     }
     // Longer than a batch waits for a connection (5 s): the batch fails
@@ -552,6 +552,37 @@ async fn postgres_stopped_and_started_fails_no_request_and_the_rows_catch_up() {
     );
     assert_eq!(origin.hits("/gen/f0.tgz"), 1);
     assert_eq!(origin.hits("/gen/f29.tgz"), 1);
+
+    // A node started while PostgreSQL is away serves what the bucket
+    // holds, fetches what it does not, and its rows arrive once the
+    // database answers.
+    ad.kill();
+    postgres.stop();
+    let restarted = start_node(
+        &dir.path().join("node"),
+        &two_remotes(&origin),
+        backends,
+        "",
+    )
+    .await;
+    for i in [0, 15, 29, 30] {
+        fetch(&restarted, i).await;
+    }
+    for i in [0, 15, 29, 30] {
+        assert_eq!(origin.hits(&format!("/gen/f{i}.tgz")), 1, "f{i}");
+    }
+    postgres.start_again();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rows(&postgres) != 31 {
+        assert!(
+            Instant::now() < deadline,
+            "rows after a start without the catalog: {}\n{}",
+            rows(&postgres),
+            restarted.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(restarted.log_text().contains("starting without it"));
 }
 
 const CLUSTER: &str = "cluster:\n  secret: test-cluster-secret-0123456789\n  lock_ttl: 3s\n";
