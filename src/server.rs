@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::breakers::Breakers;
-use crate::catalog::{Catalog, CatalogWriter, SqlCatalog};
+use crate::catalog::{Catalog, CatalogError, CatalogWriter, Retry, SqlCatalog};
 use crate::checksums::Checksums;
 use crate::cluster::link::RedisLink;
 use crate::config::{CatalogUrl, Config, Listener, ServerConfig, StateUrl, StorageUrl};
@@ -277,7 +277,8 @@ fn open_state(url: &StateUrl) -> anyhow::Result<OpenedState> {
 }
 
 /// Opens the catalog, and whether it answered. SQLite must open; a
-/// PostgreSQL that is away does not stop the start: the node serves from
+/// PostgreSQL that is away (an error worth retrying, not a refused login
+/// or a failed migration) does not stop the start: the node serves from
 /// its store (whose walk builds the index), queues catalog changes, and
 /// migrates and catches up once the database answers.
 fn open_catalog(
@@ -285,7 +286,8 @@ fn open_catalog(
     background: &tokio::runtime::Handle,
 ) -> anyhow::Result<(Arc<dyn Catalog>, bool)> {
     let opened = background.block_on(SqlCatalog::open(url));
-    let (CatalogUrl::Postgres(secret), Err(e)) = (url, &opened) else {
+    let (CatalogUrl::Postgres(secret), Err(e @ CatalogError(_, Retry::Later))) = (url, &opened)
+    else {
         let catalog =
             opened.with_context(|| format!("opening catalog {}", describe_catalog(url)))?;
         return Ok((Arc::new(catalog), true));
