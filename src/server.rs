@@ -76,6 +76,8 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let (state, redis) = open_state(&config.server.state)?;
     let (catalog, catalog_opened) = open_catalog(&config.server.catalog, &background)?;
     let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
+    // Nodes share a bucket: changes, eviction and lookups go through it.
+    let shared_store = matches!(config.server.storage, StorageUrl::S3(_));
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
     let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
         bodies,
@@ -91,13 +93,13 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
                 min_free: config.server.min_free,
                 max_entries: config.server.memory_index_entries,
             },
-            shared_store: matches!(config.server.storage, StorageUrl::S3(_)),
+            shared_store,
         },
     )));
     let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
     if let Some(link) = &redis {
         let listeners = crate::cluster::changes::Listeners {
-            storage: matches!(config.server.storage, StorageUrl::S3(_)).then_some(storage),
+            storage: shared_store.then_some(storage),
             breakers: breakers.clone(),
         };
         crate::cluster::changes::start(link.clone(), listeners, &background);
@@ -115,7 +117,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    if let (StorageUrl::S3(_), Some(link)) = (&config.server.storage, &redis) {
+    if let (true, Some(link)) = (shared_store, &redis) {
         // A lease outliving three checks: its holder keeps it while alive.
         let lease = crate::cluster::evict_lease::EvictionLease::new(
             link.clone(),
