@@ -5,9 +5,9 @@
 //!
 //! A change is published before the request that made it is answered (a
 //! client moving to another node never outruns it), bounded by the Redis
-//! timeout and skipped while Redis is away. The subscription is a connection of its own; when it drops, the node
-//! subscribes again and, having possibly missed changes meanwhile, drops
-//! its hot records.
+//! timeout and skipped while Redis is away. The subscription is a
+//! connection of its own; when it drops, the node subscribes again and,
+//! having possibly missed changes meanwhile, drops its hot records.
 
 use super::link::RedisLink;
 use crate::breakers::{Breakers, RemoteNews};
