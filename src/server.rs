@@ -70,6 +70,13 @@ fn raise_nofile_limit() {
 /// Builds everything and serves until the process is told to stop.
 pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
+    let server_config = &config.server;
+    log::info!(
+        "storage {}, state {}, catalog {}",
+        server_config.storage,
+        server_config.state,
+        server_config.catalog
+    );
     let background = background_runtime()?;
     let bodies = open_bodies(&config.server)?;
     crate::storage::sweep::start(bodies.clone(), &background);
@@ -160,6 +167,10 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
             .to_string(),
         ..ServerConf::default()
     };
+    if let Some(dir) = config.server.upgrade_socket.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the upgrade socket's folder {}", dir.display()))?;
+    }
     let pid_file = crate::lifecycle::pid_file(&config.server);
     if upgrade {
         crate::lifecycle::take_over(&pid_file, &config.server.upgrade_socket)?;
@@ -290,30 +301,21 @@ fn open_catalog(
     let opened = background.block_on(SqlCatalog::open(url));
     let (CatalogUrl::Postgres(secret), Err(e @ CatalogError(_, Retry::Later))) = (url, &opened)
     else {
-        let catalog =
-            opened.with_context(|| format!("opening catalog {}", describe_catalog(url)))?;
+        let catalog = opened.with_context(|| format!("opening catalog {}", url))?;
         return Ok((Arc::new(catalog), true));
     };
     log::warn!(
         "catalog {} unreachable ({e}); starting without it: the index is built from the store, changes queue until it answers",
-        describe_catalog(url)
+        url
     );
     // The lazy pool starts its reaper on the current runtime.
     let _runtime = background.enter();
     let catalog = Arc::new(
-        SqlCatalog::open_lazy(secret.expose())
-            .with_context(|| format!("catalog {}", describe_catalog(url)))?,
+        SqlCatalog::open_lazy(secret.expose()).with_context(|| format!("catalog {}", url))?,
     );
     let migrating = catalog.clone();
     background.spawn(async move { migrating.migrate_when_reachable().await });
     Ok((catalog, false))
-}
-
-fn describe_catalog(url: &CatalogUrl) -> String {
-    match url {
-        CatalogUrl::Sqlite(path) => path.display().to_string(),
-        CatalogUrl::Postgres(url) => crate::config::backends::redact_url(url.expose()),
-    }
 }
 
 /// The certificate of each listener (`None` for plain ones), read now so a
@@ -333,8 +335,8 @@ fn tls_certs(listen: &[Listener]) -> anyhow::Result<Vec<Option<Arc<ReloadableCer
         .collect()
 }
 
-/// What `check-config` and `serve -t` check beyond the files' syntax: each
-/// TLS listener's certificate and key load and match.
-pub fn check_listeners(config: &Config) -> anyhow::Result<()> {
-    tls_certs(&config.server.listen).map(drop)
+/// What `check-config` asks of each TLS listener: its certificate and key
+/// load and match, exactly as the start loads them.
+pub fn check_listeners(listen: &[Listener]) -> anyhow::Result<()> {
+    tls_certs(listen).map(drop)
 }

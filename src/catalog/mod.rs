@@ -10,7 +10,7 @@
 
 mod sql;
 
-pub use sql::SqlCatalog;
+pub use sql::{check_sqlite, SqlCatalog};
 
 use async_trait::async_trait;
 use std::collections::HashMap;

@@ -13,9 +13,13 @@ use super::{
 };
 use crate::config::CatalogUrl;
 use async_trait::async_trait;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::AnyPool;
+use sqlx::{ConnectOptions, Connection};
 use sqlx::{Executor, Row};
+use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Access reports are applied in bulk, this many rows per statement: each
@@ -97,13 +101,6 @@ impl SqlCatalog {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| CatalogError::new(format!("{}: {e}", dir.display())))?;
                 }
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    percent_encoding::utf8_percent_encode(
-                        &path.to_string_lossy(),
-                        SQLITE_PATH_ESCAPES
-                    )
-                );
                 AnyPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -118,7 +115,7 @@ impl SqlCatalog {
                             Ok(())
                         })
                     })
-                    .connect(&url)
+                    .connect_with(sqlite_options(path)?)
                     .await?
             }
             CatalogUrl::Postgres(url) => postgres_pool().connect(url.expose()).await?,
@@ -181,6 +178,50 @@ const SQLITE_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONT
     .add(b'%')
     .add(b'?')
     .add(b'#');
+
+/// The options the `Any` pool opens (or creates) the SQLite file at `path`
+/// with. They travel as a URL, which may read a path differently (a
+/// relative path's first folder becomes the URL's host), so the URL is read
+/// back as the SQLite driver will and must name `path` itself.
+fn sqlite_options(path: &Path) -> CatalogResult<AnyConnectOptions> {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        percent_encoding::utf8_percent_encode(&path.to_string_lossy(), SQLITE_PATH_ESCAPES)
+    );
+    let options = AnyConnectOptions::from_str(&url)?;
+    let read_back = SqliteConnectOptions::try_from(&options)?;
+    if read_back.get_filename() != path {
+        return Err(CatalogError::new(format!(
+            "{} would reach SQLite as {}: give the catalog as an absolute path of UTF-8 characters",
+            path.display(),
+            read_back.get_filename().display()
+        )));
+    }
+    Ok(options)
+}
+
+/// Whether a start can open the SQLite catalog at `path`, changing
+/// nothing: the path survives the driver's URL, and a file already there
+/// is a database (opened read-only and immutable, so SQLite writes no
+/// journal or lock beside it). Whether its folder is writable is the
+/// caller's check, as for every folder a start writes to.
+pub async fn check_sqlite(path: &Path) -> CatalogResult<()> {
+    sqlite_options(path)?;
+    if path.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    let mut connection = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(true)
+        .connect()
+        .await?;
+    connection
+        .fetch_one("SELECT count(*) FROM sqlite_master")
+        .await?;
+    connection.close().await?;
+    Ok(())
+}
 
 #[async_trait]
 impl Catalog for SqlCatalog {
@@ -439,6 +480,46 @@ mod tests {
             .await
             .unwrap();
         (dir, catalog)
+    }
+
+    #[test]
+    fn sqlite_urls_keep_every_absolute_path_and_refuse_what_they_would_change() {
+        for path in [
+            "/srv/a b/c.db",
+            "/srv/50%/c?.db",
+            "/srv/#1/c.db",
+            "/srv/ü/c.db",
+        ] {
+            let options = sqlite_options(Path::new(path)).unwrap();
+            let read_back = SqliteConnectOptions::try_from(&options).unwrap();
+            assert_eq!(read_back.get_filename(), Path::new(path));
+        }
+        // A URL takes `conf` for a host and drops the `..` after it.
+        let error = sqlite_options(Path::new("conf/../var/catalog.db")).unwrap_err();
+        assert!(
+            error.to_string().contains("conf/../var/catalog.db"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_start_check_changes_nothing_and_knows_a_database() {
+        let (dir, catalog) = temp_catalog().await;
+        catalog.pool.close().await;
+        let path = dir.path().join("c.db");
+        let before: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        check_sqlite(&path).await.unwrap();
+        check_sqlite(&dir.path().join("new.db")).await.unwrap();
+        let after: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after);
+        std::fs::write(dir.path().join("text.db"), vec![b'x'; 4096]).unwrap();
+        assert!(check_sqlite(&dir.path().join("text.db")).await.is_err());
     }
 
     fn row(path: &str, local: bool) -> ArtifactRow {

@@ -8,8 +8,8 @@
 //! host is needs no extra lines. Everything is checked here, at load, so a
 //! typo names its field instead of failing the first request.
 
+use super::paths::resolve;
 use super::redis_url::{is_cluster, is_sentinel, parse_cluster, parse_sentinel, RedisServers};
-use super::server::resolve;
 use super::units::{RawDuration, RawSize};
 use super::Secret;
 use serde::{Deserialize, Serialize};
@@ -453,6 +453,37 @@ pub fn catalog(
     sqlx::postgres::PgConnectOptions::from_str(text)
         .map_err(|e| ("catalog", format!("{:?}: {e}", redact_url(text))))?;
     Ok(CatalogUrl::Postgres(Secret::new(text.into())))
+}
+
+// The three backends as URLs again, resolved (absolute paths) and without
+// passwords: what `GET /config`, `check-config` and the start log show.
+
+impl std::fmt::Display for StorageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageUrl::Filesystem(root) => write!(f, "fs://{}", root.display()),
+            StorageUrl::S3(s3) if s3.prefix.is_empty() => write!(f, "s3://{}", s3.bucket),
+            StorageUrl::S3(s3) => write!(f, "s3://{}/{}", s3.bucket, s3.prefix),
+        }
+    }
+}
+
+impl std::fmt::Display for StateUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateUrl::Embedded(dir) => write!(f, "embedded://{}", dir.display()),
+            StateUrl::Redis(redis) => f.write_str(&redact_url(redis.url.expose())),
+        }
+    }
+}
+
+impl std::fmt::Display for CatalogUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            CatalogUrl::Postgres(url) => f.write_str(&redact_url(url.expose())),
+        }
+    }
 }
 
 /// `text` with the password of its `user:password@` part replaced, for

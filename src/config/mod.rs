@@ -4,6 +4,7 @@
 //! - [`remotes`]: the reference system's `remotes.yaml`, compiled.
 //! - [`error`]: errors naming file, line, remote and field.
 //! - [`exposure`]: refusing tokenless admin surfaces on public listeners.
+//! - [`paths`]: relative paths made absolute, once, at load.
 //! - [`units`]: sizes and durations with units. [`secret`]: tokens that
 //!   never print.
 //!
@@ -13,6 +14,7 @@
 pub mod backends;
 pub mod error;
 pub mod exposure;
+pub mod paths;
 pub mod redis_url;
 pub mod remotes;
 pub mod secret;
@@ -121,9 +123,11 @@ impl Config {
                 "listen": self.server.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "threads": self.server.threads,
                 "remotes_file": self.server.remotes_file,
-                "storage": format!("{:?}", self.server.storage),
-                "state": format!("{:?}", self.server.state),
-                "catalog": format!("{:?}", self.server.catalog),
+                "storage": self.server.storage.to_string(),
+                "state": self.server.state.to_string(),
+                "catalog": self.server.catalog.to_string(),
+                "upgrade_socket": self.server.upgrade_socket,
+                "tls": self.server.listen.iter().filter_map(|l| l.tls.as_ref()).collect::<Vec<_>>(),
                 "max_upload_bytes": self.server.max_upload_bytes,
                 "max_path_bytes": self.server.max_path_bytes,
                 "write_token_set": self.server.write_token.is_some(),

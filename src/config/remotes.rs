@@ -415,10 +415,10 @@ fn compile_remote(
             errors.push(err(field, "must be positive".into()));
         }
     }
-    let ca_file = raw.ca_file.as_deref().map(|path| {
-        let base = file.parent().unwrap_or(Path::new("."));
-        base.join(path)
-    });
+    let ca_file = raw
+        .ca_file
+        .as_deref()
+        .map(|path| super::paths::resolve(&super::paths::folder_of(file), path));
     if upstream.is_none() && (ca_file.is_some() || raw.tls_insecure) {
         errors.push(err(
             if raw.tls_insecure {

@@ -12,6 +12,7 @@ pub use super::backends::{
     CatalogUrl, ClusterSettings, RawCluster, RawRedis, RawS3, StateUrl, StorageUrl,
 };
 use super::error::{yaml_error, ConfigError};
+use super::paths::{self, resolve};
 pub use super::units::{RawDuration, RawSize};
 use super::Secret;
 use serde::{Deserialize, Serialize};
@@ -211,7 +212,7 @@ pub struct Listener {
 }
 
 /// PEM files of a TLS listener, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -507,8 +508,8 @@ pub fn parse_server_config(
                 .map_err(|message| err(over.field, format!("{}: {message}", over.var)))?;
         }
     }
-    let file_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let cwd = PathBuf::from(".");
+    let file_dir = paths::folder_of(file);
+    let cwd = paths::working_directory();
     let base = |from_environment: bool| if from_environment { &cwd } else { &file_dir };
     let from_env = raw.from_environment.clone();
     let field_err = |(field, message): backends::FieldError| err(field, message);
@@ -750,16 +751,6 @@ fn read_token(
     }
 }
 
-/// `path` against `base` unless it is absolute.
-pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
-}
-
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -813,7 +804,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen[0].address.to_string(), "127.0.0.1:2");
-        assert_eq!(c.storage, StorageUrl::Filesystem("./rel".into()));
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(c.storage, StorageUrl::Filesystem(cwd.join("rel")));
         assert_eq!(c.write_token.as_ref().map(Secret::expose), Some("t"));
     }
 
