@@ -77,16 +77,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
     match command {
         Command::CheckConfig | Command::Serve(ServeArgs { test: true, .. }) => {
-            if let Err(e) = crate::server::check_listeners(&config) {
-                eprintln!("{}: {e:#}", cli.config.display());
+            if let Err(errors) = crate::preflight::check(&cli.config, &config) {
+                eprintln!("{errors}");
                 return Ok(ExitCode::from(1));
             }
+            let server = &config.server;
             println!(
-                "{}: ok ({} remotes from {}; listening on {})",
+                "{}: ok ({} remotes from {}; listening on {})\n  storage {}, state {}, catalog {}",
                 cli.config.display(),
                 config.remotes.len(),
-                config.server.remotes_file.display(),
-                crate::config::server::describe(&config.server.listen)
+                server.remotes_file.display(),
+                crate::config::server::describe(&server.listen),
+                server.storage,
+                server.state,
+                server.catalog
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@
 //! - [`cli`]: command line (`serve [-t] [-u]`, `check-config`, `warm`,
 //!   `cache`). [`commands`]: the client commands, over HTTP.
 //! - [`config`]: server config and `remotes.yaml`, validated at start.
+//!   [`preflight`]: what `check-config` checks a start will find.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
@@ -48,6 +49,7 @@ mod local_index;
 mod loopback;
 mod metrics;
 mod prefill;
+mod preflight;
 mod proxy;
 mod request_id;
 mod server;
