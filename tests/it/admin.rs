@@ -1,7 +1,8 @@
 //! The administrative endpoints.
 
-use crate::harness::{client, generic_remote, pattern_bytes, Artifactd, Origin, OriginFile};
-use std::process::Command;
+use crate::harness::{
+    client, generic_remote, pattern_bytes, Artifactd, Immutable, Origin, OriginFile,
+};
 
 fn metric(text: &str, name: &str, remote: &str) -> u64 {
     let prefix = format!("{name}{{remote=\"{remote}\"}} ");
@@ -144,28 +145,6 @@ async fn catalog_lists_what_was_cached() {
             "catalog never listed the artifact: {list}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// Makes a directory immutable for the test's lifetime. Root ignores
-/// permission bits, so `chattr +i` is how "unwritable" is made real here.
-struct Immutable(std::path::PathBuf);
-
-impl Immutable {
-    fn set(path: &std::path::Path) -> Immutable {
-        let status = Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .status()
-            .expect("chattr");
-        assert!(status.success(), "chattr +i failed");
-        Immutable(path.to_path_buf())
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
 

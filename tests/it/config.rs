@@ -96,3 +96,116 @@ fn unknown_server_setting_names_the_field() {
         "{stderr}"
     );
 }
+
+/// Runs `check-config` on `server` (with an empty `remotes.yaml`) in `dir`.
+fn check_server_config(dir: &Path, server: &str, user: Option<&str>) -> (bool, String) {
+    std::fs::write(dir.join("remotes.yaml"), "remotes: {}\n").unwrap();
+    std::fs::write(dir.join("artifactd.yaml"), server).unwrap();
+    let mut command = match user {
+        // setpriv: the unit runs artifactd as its own user, where root's
+        // reading of any file proves nothing.
+        Some(user) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", user, "--regid", user, "--clear-groups", "--"]);
+            c.arg(env!("CARGO_BIN_EXE_artifactd"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_artifactd")),
+    };
+    let out = command
+        .arg("--config")
+        .arg(dir.join("artifactd.yaml"))
+        .arg("check-config")
+        .env_remove("ARTIFACTD_CONFIG")
+        .output()
+        .expect("run artifactd");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn check_config_refuses_a_catalog_folder_that_cannot_be_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("locked")).unwrap();
+    let _locked = crate::harness::Immutable::set(&root.join("locked"));
+    std::fs::write(root.join("plain"), "a file, not a folder\n").unwrap();
+
+    let (ok, out) = check_server_config(
+        &root,
+        "storage: fs://store\ncatalog: sqlite://locked/new/catalog.db\n",
+        None,
+    );
+    assert!(!ok, "{out}");
+    let locked = root.join("locked");
+    assert!(out.contains("field 'catalog'"), "{out}");
+    assert!(
+        out.contains(&format!("cannot create {}/new", locked.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("not writable: Operation not permitted"),
+        "{out}"
+    );
+
+    let (ok, out) = check_server_config(&root, "storage: fs://plain/objects\n", None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("field 'storage'"), "{out}");
+    assert!(
+        out.contains(&format!("{} is not a folder", root.join("plain").display())),
+        "{out}"
+    );
+    assert!(
+        !root.join("store").exists(),
+        "check-config created a folder"
+    );
+
+    let (ok, out) = check_server_config(&root, "storage: fs://store\n", None);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "catalog sqlite://{}/store/catalog.db",
+            root.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        !root.join("store").exists(),
+        "check-config created a folder"
+    );
+}
+
+#[test]
+fn check_config_refuses_a_certificate_its_user_cannot_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let ca = crate::harness::tls::TestCa::new(&root.join("ca"));
+    let (cert, key) = ca.issue("localhost");
+    for (path, mode) in [
+        (&root, 0o755),
+        (&root.join("ca"), 0o755),
+        (&cert, 0o600),
+        (&key, 0o644),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let store = root.join("store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let server = format!(
+        "storage: fs://store\nprocess:\n  upgrade_socket: store/upgrade.sock\nlisten:\n  - address: \"127.0.0.1:8443\"\n    tls: {{cert: {}, key: {}}}\n",
+        cert.display(),
+        key.display()
+    );
+    let (ok, out) = check_server_config(&root, &server, Some("65534"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("field 'listen'"), "{out}");
+    assert!(out.contains(&cert.display().to_string()), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    // The same files, readable: ok.
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = check_server_config(&root, &server, Some("65534"));
+    assert!(ok, "{out}");
+}

@@ -24,6 +24,8 @@
 //! - `alpine`: APKINDEX mutable, packages immutable.
 //! - `edge`: TLS and certificate rotation, graceful stop and upgrade,
 //!   sd_notify, safe defaults, token files, the systemd unit.
+//! - `readme`: `make run` from a fresh clone, and the systemd unit's
+//!   commands on its shipped config and token files.
 //! - `helm`: Helm indexes and charts (no helm client installable: its steps).
 
 mod admin;
@@ -41,6 +43,7 @@ mod local;
 mod npm;
 mod oci;
 mod pypi;
+mod readme;
 mod resilience;
 mod rpm;
 mod security;

@@ -272,3 +272,28 @@ pub async fn artifactd_cli(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Makes a directory immutable for the test's lifetime. Root ignores
+/// permission bits, so `chattr +i` is how "unwritable" is made real here.
+pub struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    pub fn set(path: &std::path::Path) -> Immutable {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr");
+        assert!(status.success(), "chattr +i failed");
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
