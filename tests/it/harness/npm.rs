@@ -1,7 +1,8 @@
 //! A real npm upstream for the package-format tests: verdaccio
 //! (`target/tools/npm`, installed by `scripts/install-deps.sh test`) with
-//! no uplinks, packages published to it with the machine's `npm`, and
-//! `npm install` as the client.
+//! no uplinks, packages published to it with `npm`, and `npm install` as
+//! the client, both on the Node.js that script pins (`target/tools/node`),
+//! never the machine's own.
 //!
 //! verdaccio's request log (its stdout) is the count of upstream
 //! requests: one `requested 'GET …'` line each. It is written
@@ -55,7 +56,7 @@ impl Verdaccio {
             "{} is missing: run scripts/install-deps.sh test",
             bin.display()
         );
-        let child = Command::new(bin)
+        let child = node_command(bin)
             .arg("--config")
             .arg(self.dir.join("config.yaml"))
             .arg("--listen")
@@ -108,7 +109,7 @@ impl Verdaccio {
             format!("module.exports = '{version}';\n"),
         )
         .unwrap();
-        let mut command = Command::new("npm");
+        let mut command = node_command(node_bin().join("npm"));
         command
             .current_dir(package.path())
             .args(["publish", "--registry", &format!("{}/", self.url())])
@@ -177,6 +178,28 @@ impl Verdaccio {
 
 /// Runs npm with no user or global configuration and no update check;
 /// returns (success, combined output).
+/// The folder of the pinned `node`, `npm` and `npx`.
+fn node_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/node/bin")
+}
+
+/// `program` with the pinned Node.js first on its `PATH`, where the
+/// `#!/usr/bin/env node` of npm and verdaccio finds it.
+fn node_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let bin = node_bin();
+    assert!(
+        bin.join("node").exists(),
+        "{} is missing: run scripts/install-deps.sh test",
+        bin.join("node").display()
+    );
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
+        .expect("PATH");
+    let mut command = Command::new(program);
+    command.env("PATH", path);
+    command
+}
+
 pub async fn run_npm(command: &mut Command) -> (bool, String) {
     for var in ["NPM_CONFIG_REGISTRY", "npm_config_registry"] {
         command.env_remove(var);
@@ -207,7 +230,7 @@ pub async fn npm_install(registry: &str, dir: &Path, packages: &[&str]) -> (bool
         .unwrap();
     }
     std::fs::write(dir.join(".npmrc-empty"), "").unwrap();
-    let mut command = Command::new("npm");
+    let mut command = node_command(node_bin().join("npm"));
     command
         .current_dir(dir)
         .args(["install", "--registry", registry, "--userconfig"])
