@@ -11,18 +11,23 @@ fn check_config(dir: &Path, remotes: &str) -> (bool, String, String) {
         "remotes: remotes.yaml\nstorage: fs://store\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_artifactd"))
-        .arg("--config")
-        .arg(dir.join("artifactd.yaml"))
-        .arg("check-config")
-        .env_remove("ARTIFACTD_CONFIG")
-        .output()
-        .expect("run artifactd");
+    let out = run_check_config(Command::new(env!("CARGO_BIN_EXE_artifactd")), dir);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+/// `command` (artifactd, or a wrapper that runs it) on `dir/artifactd.yaml`.
+fn run_check_config(mut command: Command, dir: &Path) -> std::process::Output {
+    command
+        .arg("--config")
+        .arg(dir.join("artifactd.yaml"))
+        .arg("check-config")
+        .env_remove("ARTIFACTD_CONFIG")
+        .output()
+        .expect("run artifactd")
 }
 
 #[test]
@@ -83,12 +88,7 @@ fn unknown_server_setting_names_the_field() {
         "limits:\n  max_upload: 5\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_artifactd"))
-        .arg("--config")
-        .arg(dir.path().join("artifactd.yaml"))
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = run_check_config(Command::new(env!("CARGO_BIN_EXE_artifactd")), dir.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -101,7 +101,7 @@ fn unknown_server_setting_names_the_field() {
 fn check_server_config(dir: &Path, server: &str, user: Option<&str>) -> (bool, String) {
     std::fs::write(dir.join("remotes.yaml"), "remotes: {}\n").unwrap();
     std::fs::write(dir.join("artifactd.yaml"), server).unwrap();
-    let mut command = match user {
+    let command = match user {
         // setpriv: the unit runs artifactd as its own user, where root's
         // reading of any file proves nothing.
         Some(user) => {
@@ -112,13 +112,7 @@ fn check_server_config(dir: &Path, server: &str, user: Option<&str>) -> (bool, S
         }
         None => Command::new(env!("CARGO_BIN_EXE_artifactd")),
     };
-    let out = command
-        .arg("--config")
-        .arg(dir.join("artifactd.yaml"))
-        .arg("check-config")
-        .env_remove("ARTIFACTD_CONFIG")
-        .output()
-        .expect("run artifactd");
+    let out = run_check_config(command, dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     (out.status.success(), format!("{stdout}{stderr}"))
