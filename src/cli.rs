@@ -83,14 +83,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let server = &config.server;
             println!(
-                "{}: ok ({} remotes from {}; listening on {})\n  storage {}, state {}, catalog {}",
+                "{}: ok ({} remotes from {}; listening on {})\n  {}",
                 cli.config.display(),
                 config.remotes.len(),
                 server.remotes_file.display(),
                 crate::config::server::describe(&server.listen),
-                server.storage,
-                server.state,
-                server.catalog
+                server.describe_backends()
             );
             Ok(ExitCode::SUCCESS)
         }

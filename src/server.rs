@@ -70,13 +70,7 @@ fn raise_nofile_limit() {
 /// Builds everything and serves until the process is told to stop.
 pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
-    let server_config = &config.server;
-    log::info!(
-        "storage {}, state {}, catalog {}",
-        server_config.storage,
-        server_config.state,
-        server_config.catalog
-    );
+    log::info!("{}", config.server.describe_backends());
     let background = background_runtime()?;
     let bodies = open_bodies(&config.server)?;
     crate::storage::sweep::start(bodies.clone(), &background);

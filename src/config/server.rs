@@ -277,6 +277,17 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterSettings>,
 }
 
+impl ServerConfig {
+    /// Where bodies, state and the catalog are, resolved and without
+    /// passwords: a line for `check-config` and the start log.
+    pub fn describe_backends(&self) -> String {
+        format!(
+            "storage {}, state {}, catalog {}",
+            self.storage, self.state, self.catalog
+        )
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_NEGATIVE_TTL: u64 = 60;
 /// One week: long enough to ride out an upstream outage over a weekend.
