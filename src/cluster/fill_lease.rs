@@ -77,6 +77,10 @@ impl FillLeases {
     pub async fn claim(&self, remote: &str, id: u128) -> Claim {
         let key = self.key(remote, id);
         let value = format!("{} {}", self.advertise, uuid::Uuid::new_v4().simple());
+        // Held from before the claim is set: a node that reads the claim
+        // may ask this one for the fill before this one has read Redis's
+        // answer, and must find it fetching, not absent.
+        let pending = Held::mark(&self.held, id);
         let ttl_ms = self.ttl.as_millis() as u64;
         let (set_key, set_value) = (key.clone(), value.clone());
         // SET NX GET answers the holder's value in the same round trip.
@@ -95,7 +99,7 @@ impl FillLeases {
             })
             .await;
         match answer {
-            Ok(None) => Claim::Won(self.lease(id, key, value)),
+            Ok(None) => Claim::Won(self.lease(pending, key, value)),
             Ok(Some(holder)) => match holder.split_once(' ').map(|(a, _)| a.parse()) {
                 Some(Ok(address)) if address != self.advertise => Claim::HeldBy(address),
                 Some(Ok(_)) => Claim::Unknown,
@@ -135,8 +139,7 @@ impl FillLeases {
         Claim::Unknown
     }
 
-    fn lease(&self, id: u128, key: String, value: String) -> Lease {
-        *self.held.lock().entry(id).or_default() += 1;
+    fn lease(&self, held: Held, key: String, value: String) -> Lease {
         let (link, renew_key, renew_value) = (self.link.clone(), key.clone(), value.clone());
         let ttl = self.ttl;
         let renewal = self.runtime.spawn(async move {
@@ -162,8 +165,7 @@ impl FillLeases {
         });
         Lease {
             link: self.link.clone(),
-            held: self.held.clone(),
-            id,
+            _held: held,
             key,
             value,
             renewal,
@@ -175,8 +177,7 @@ impl FillLeases {
 /// A won claim: renewed until dropped, then released.
 pub struct Lease {
     link: Arc<RedisLink>,
-    held: Arc<Mutex<HashMap<u128, usize>>>,
-    id: u128,
+    _held: Held,
     key: String,
     value: String,
     renewal: tokio::task::JoinHandle<()>,
@@ -186,15 +187,6 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewal.abort();
-        {
-            let mut held = self.held.lock();
-            if let Some(count) = held.get_mut(&self.id) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(&self.id);
-                }
-            }
-        }
         let (link, key, value) = (
             self.link.clone(),
             std::mem::take(&mut self.key),
@@ -208,5 +200,34 @@ impl Drop for Lease {
                 })
                 .await;
         });
+    }
+}
+
+/// One count of entry `id` among the claims this node holds, given back
+/// when dropped.
+struct Held {
+    held: Arc<Mutex<HashMap<u128, usize>>>,
+    id: u128,
+}
+
+impl Held {
+    fn mark(held: &Arc<Mutex<HashMap<u128, usize>>>, id: u128) -> Held {
+        *held.lock().entry(id).or_default() += 1;
+        Held {
+            held: held.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.held.lock();
+        if let Some(count) = held.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.id);
+            }
+        }
     }
 }
