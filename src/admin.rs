@@ -67,7 +67,7 @@ fn root(app: &App) -> Reply {
             json!({
                 "name": r.name,
                 "type": match r.kind { RemoteKind::Remote => "remote", RemoteKind::Local => "local", RemoteKind::Virtual => "virtual" },
-                "package": r.package.as_str(),
+                "package": r.ecosystem.as_str(),
                 "check_mutable_updates": r.check_mutable_updates,
                 "quarantine_days": r.quarantine_days,
             })

@@ -22,7 +22,7 @@
 use crate::config::Remote;
 use crate::state::StateStore;
 use crate::storage::index::now_ms;
-use filters::oci::BearerChallenge;
+use filters::ecosystem::oci::BearerChallenge;
 use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -132,7 +132,8 @@ impl RemoteCredentials {
         scope: Option<&str>,
         rejected: Option<&str>,
     ) -> Result<Option<String>, TokenError> {
-        let Some(challenge) = filters::oci::parse_bearer_challenge(www_authenticate) else {
+        let Some(challenge) = filters::ecosystem::oci::parse_bearer_challenge(www_authenticate)
+        else {
             let basic_unsent = self.basic.is_some() && rejected != self.basic.as_deref();
             return Ok(basic_unsent.then(|| self.basic.clone()).flatten());
         };

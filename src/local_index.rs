@@ -13,8 +13,9 @@ use crate::app::App;
 use crate::config::Remote;
 use crate::proxy::respond::{self, Reply};
 use bytes::Bytes;
-use filters::pypi::{self, FileLink, Form};
-use filters::{links, npm, Package};
+use filters::ecosystem::npm;
+use filters::ecosystem::pypi::{self, FileLink, Form};
+use filters::{links, Ecosystem};
 use http::StatusCode;
 use pingora::proxy::Session;
 use sha2::Digest as _;
@@ -32,10 +33,10 @@ pub async fn try_serve(
     if method != http::Method::GET && method != http::Method::HEAD {
         return Ok(false);
     }
-    if remote.package == Package::Npm {
+    if remote.ecosystem == Ecosystem::Npm {
         return npm_document(app, session, remote, path).await;
     }
-    if remote.package != Package::Pypi {
+    if remote.ecosystem != Ecosystem::Pypi {
         return Ok(false);
     }
     let document = match pypi::document(path) {

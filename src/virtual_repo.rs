@@ -15,8 +15,9 @@ use crate::config::Remote;
 use crate::metrics::Outcome;
 use crate::proxy::respond::{self, Reply};
 use bytes::Bytes;
-use filters::pypi::{self, Form};
-use filters::{helm, npm, Package};
+use filters::ecosystem::pypi::{self, Form};
+use filters::ecosystem::{helm, npm};
+use filters::Ecosystem;
 use http::{Method, StatusCode};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -67,21 +68,21 @@ pub async fn handle(
         respond::send_and_close(session, reply).await?;
         return Ok(Outcome::Other);
     }
-    let merged = match remote.package {
-        Package::Pypi => match pypi::document(path) {
+    let merged = match remote.ecosystem {
+        Ecosystem::Pypi => match pypi::document(path) {
             Some(pypi::Document::Project { name }) => {
                 Some(pypi_project(app, session, remote, &name).await)
             }
             Some(pypi::Document::RootIndex) => Some(pypi_root(app, session, remote).await),
             _ => None,
         },
-        Package::Npm => match npm::classify(path) {
+        Ecosystem::Npm => match npm::classify(path) {
             npm::NpmPath::Document { name } => {
                 Some(npm_document(app, session, remote, &name).await)
             }
             _ => None,
         },
-        Package::Helm if helm::is_index(path) => {
+        Ecosystem::Helm if helm::is_index(path) => {
             Some(helm_index(app, session, remote, raw_path).await)
         }
         _ => None,

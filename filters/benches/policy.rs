@@ -3,7 +3,7 @@
 //! (`cargo bench -p filters`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use filters::{Package, RemotePolicy};
+use filters::{Ecosystem, RemotePolicy};
 
 fn routing(c: &mut Criterion) {
     c.bench_function("route/artifact", |b| {
@@ -38,7 +38,7 @@ fn policy_with(n: usize) -> RemotePolicy {
         .map(|i| format!("^org{i}/project{i}/.*\\.tar\\.gz$"))
         .collect();
     let mutable = vec!["index\\.yaml$".to_string()];
-    RemotePolicy::new(Package::Generic, &immutable, &mutable).expect("patterns compile")
+    RemotePolicy::new(Ecosystem::Generic, &immutable, &mutable).expect("patterns compile")
 }
 
 fn classification(c: &mut Criterion) {
@@ -55,8 +55,8 @@ fn classification(c: &mut Criterion) {
             |b, path| b.iter(|| policy.classify(black_box(path))),
         );
     }
-    let npm =
-        RemotePolicy::new(Package::Npm, &["\\.tgz$"], &["^(?!.*\\.tgz$).*"]).expect("npm example");
+    let npm = RemotePolicy::new(Ecosystem::Npm, &["\\.tgz$"], &["^(?!.*\\.tgz$).*"])
+        .expect("npm example");
     group.bench_function("npm_look_ahead/document", |b| {
         b.iter(|| npm.classify(black_box("@scope/pkg")))
     });
@@ -72,7 +72,7 @@ fn oci(c: &mut Criterion) {
     let is_remote = |s: &str| s == "hub" || s == "ghcr";
     c.bench_function("oci/route_blob", |b| {
         b.iter(|| {
-            filters::oci::route(
+            filters::ecosystem::oci::route(
                 black_box("/hub/org/team/app/blobs/sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
                 None,
                 is_remote,
@@ -81,7 +81,7 @@ fn oci(c: &mut Criterion) {
     });
     c.bench_function("oci/route_mirror_tag", |b| {
         b.iter(|| {
-            filters::oci::route(
+            filters::ecosystem::oci::route(
                 black_box("/library/nginx/manifests/1.27-alpine"),
                 Some("docker.io"),
                 is_remote,
@@ -90,7 +90,7 @@ fn oci(c: &mut Criterion) {
     });
     c.bench_function("oci/accept_class", |b| {
         b.iter(|| {
-            filters::oci::AcceptClass::from_accept([black_box(
+            filters::ecosystem::oci::AcceptClass::from_accept([black_box(
                 "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*",
             )])
         })

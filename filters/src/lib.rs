@@ -21,39 +21,30 @@
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
 //! - [`duration`]: durations with units (`30s`, `1h`) from configuration.
-//! - [`helm`]: Helm `index.yaml` rewriting, chart digests, quarantine.
+//! - [`ecosystem`]: one module per package format (generic, Alpine, OCI,
+//!   PyPI, npm, Helm, RPM) and the one dispatch between them: default
+//!   mutable patterns, routing, index documents, rewriting, published
+//!   checksums.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
-//! - [`npm`]: npm package documents, tarball links, integrity, quarantine
-//!   hiding.
-//! - [`pypi`]: PyPI's simple and JSON APIs: documents, negotiation,
-//!   rewriting, published checksums.
-//! - [`rpm`]: RPM `repomd.xml` and `primary.xml`, content-addressed
-//!   repodata.
-//! - [`oci`]: the OCI distribution API: `/v2/` routes, references,
-//!   classification, key parts, `Accept` classes, error codes, Bearer
-//!   challenges.
 
 pub mod accept;
 pub mod breaker;
 pub mod cache_key;
 pub mod duration;
-pub mod helm;
+pub mod ecosystem;
 pub mod links;
-pub mod npm;
-pub mod oci;
 pub mod path;
 pub mod pattern;
 pub mod policy;
-pub mod pypi;
 pub mod quarantine;
 pub mod range;
 pub mod route;
-pub mod rpm;
 pub mod size;
 pub mod stale;
 
+pub use ecosystem::Ecosystem;
 pub use path::{validate_artifact_path, PathError};
 pub use pattern::{PatternError, PatternSet};
-pub use policy::{Access, ArtifactClass, Package, RemotePolicy};
+pub use policy::{Access, ArtifactClass, RemotePolicy};
 pub use route::{route, AdminRoute, Route};

@@ -9,88 +9,8 @@
 //! - otherwise it is denied (403), unless the remote lists no immutable
 //!   patterns at all, in which case every path is allowed as immutable.
 
+use crate::ecosystem::Ecosystem;
 use crate::pattern::{PatternError, PatternSet};
-use std::fmt;
-use std::str::FromStr;
-
-/// The package format of a remote, which brings its default mutable patterns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Package {
-    Generic,
-    Docker,
-    Pypi,
-    Npm,
-    Helm,
-    Rpm,
-    Alpine,
-}
-
-impl Package {
-    /// Every package type, in the order the docs list them.
-    pub const ALL: [Package; 7] = [
-        Package::Generic,
-        Package::Docker,
-        Package::Pypi,
-        Package::Npm,
-        Package::Helm,
-        Package::Rpm,
-        Package::Alpine,
-    ];
-
-    /// The spelling used in `remotes.yaml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Package::Generic => "generic",
-            Package::Docker => "docker",
-            Package::Pypi => "pypi",
-            Package::Npm => "npm",
-            Package::Helm => "helm",
-            Package::Rpm => "rpm",
-            Package::Alpine => "alpine",
-        }
-    }
-
-    /// Built-in mutable patterns: metadata that changes in place upstream.
-    pub fn default_mutable_patterns(self) -> &'static [&'static str] {
-        match self {
-            Package::Generic | Package::Npm => &[],
-            Package::Alpine => &[r"APKINDEX\.tar\.gz$"],
-            Package::Rpm => &[
-                r"repomd\.xml(\.asc|\.key)?$",
-                r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
-                r"Packages\.gz$",
-            ],
-            // Tags move; digests do not. Look-ahead, so it uses the fallback engine.
-            Package::Docker => &[r"/manifests/(?!sha256:)[^/]+$", r"/tags/list$"],
-            // The simple index, and the JSON API of `/pypi/{project}/json`.
-            Package::Pypi => &[r"(^|/)simple(/|$)", r"^pypi/[^/]+/([^/]+/)?json$"],
-            Package::Helm => &[r"index\.yaml$"],
-        }
-    }
-}
-
-impl fmt::Display for Package {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Package {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Package::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Package::ALL.iter().map(|p| p.as_str()).collect();
-                format!(
-                    "unknown package type {s:?}, expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
 
 /// How long a cached artifact may be served without asking the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +43,7 @@ pub struct PolicyError {
 /// The compiled access and classification policy of one remote.
 #[derive(Debug, Clone)]
 pub struct RemotePolicy {
-    package: Package,
+    ecosystem: Ecosystem,
     immutable: PatternSet,
     user_mutable: PatternSet,
     default_mutable: PatternSet,
@@ -132,7 +52,7 @@ pub struct RemotePolicy {
 impl RemotePolicy {
     /// Compiles a remote's pattern lists; errors name the list and index.
     pub fn new<S: AsRef<str>>(
-        package: Package,
+        ecosystem: Ecosystem,
         immutable_patterns: &[S],
         mutable_patterns: &[S],
     ) -> Result<Self, PolicyError> {
@@ -144,19 +64,19 @@ impl RemotePolicy {
             field: "mutable_patterns",
             source,
         })?;
-        let default_mutable = PatternSet::new(package.default_mutable_patterns())
+        let default_mutable = PatternSet::new(ecosystem.default_mutable_patterns())
             .expect("built-in default patterns compile");
         Ok(RemotePolicy {
-            package,
+            ecosystem,
             immutable,
             user_mutable,
             default_mutable,
         })
     }
 
-    /// The remote's package type.
-    pub fn package(&self) -> Package {
-        self.package
+    /// The remote's package format.
+    pub fn ecosystem(&self) -> Ecosystem {
+        self.ecosystem
     }
 
     /// Whether an image may be pulled (docker remotes, seed 001): allowed
@@ -200,13 +120,13 @@ mod tests {
     });
     const IMMUTABLE: Access = Access::Allowed(ArtifactClass::Immutable);
 
-    fn policy(package: Package, immutable: &[&str], mutable: &[&str]) -> RemotePolicy {
-        RemotePolicy::new(package, immutable, mutable).unwrap()
+    fn policy(ecosystem: Ecosystem, immutable: &[&str], mutable: &[&str]) -> RemotePolicy {
+        RemotePolicy::new(ecosystem, immutable, mutable).unwrap()
     }
 
     #[test]
     fn npm_look_ahead_example_classifies_tarballs_and_documents() {
-        let p = policy(Package::Npm, &["\\.tgz$"], &["^(?!.*\\.tgz$).*"]);
+        let p = policy(Ecosystem::Npm, &["\\.tgz$"], &["^(?!.*\\.tgz$).*"]);
         assert_eq!(p.classify("foo.tgz"), IMMUTABLE);
         assert_eq!(p.classify("foo"), MUTABLE_USER);
         assert_eq!(p.classify("left-pad/-/left-pad-1.3.0.tgz"), IMMUTABLE);
@@ -214,7 +134,7 @@ mod tests {
 
     #[test]
     fn unmatched_path_is_denied_when_immutable_patterns_exist() {
-        let p = policy(Package::Generic, &[r"lxc/incus/.*\.tar\.gz$"], &[]);
+        let p = policy(Ecosystem::Generic, &[r"lxc/incus/.*\.tar\.gz$"], &[]);
         assert_eq!(p.classify("lxc/incus/releases/v1/incus.tar.gz"), IMMUTABLE);
         assert_eq!(
             p.classify("lxc/incus/releases/v1/incus.zip"),
@@ -224,14 +144,14 @@ mod tests {
 
     #[test]
     fn no_immutable_patterns_allows_everything() {
-        let p = policy(Package::Generic, &[], &[]);
+        let p = policy(Ecosystem::Generic, &[], &[]);
         assert_eq!(p.classify("any/thing"), IMMUTABLE);
     }
 
     #[test]
     fn mutable_wins_over_immutable_and_bypasses_acl() {
         let p = policy(
-            Package::Generic,
+            Ecosystem::Generic,
             &[r".*\.tgz$"],
             &[r"index\.yaml$", r"latest\.tgz$"],
         );
@@ -242,7 +162,7 @@ mod tests {
 
     #[test]
     fn package_defaults_are_mutable_without_configuration() {
-        let alpine = policy(Package::Alpine, &[r".*/x86_64/.*\.apk$"], &[]);
+        let alpine = policy(Ecosystem::Alpine, &[r".*/x86_64/.*\.apk$"], &[]);
         assert_eq!(
             alpine.classify("v3.20/main/x86_64/APKINDEX.tar.gz"),
             MUTABLE_DEFAULT
@@ -253,7 +173,7 @@ mod tests {
             Access::Denied
         );
 
-        let rpm = policy(Package::Rpm, &[r".*/x86_64/.*\.rpm$"], &[]);
+        let rpm = policy(Ecosystem::Rpm, &[r".*/x86_64/.*\.rpm$"], &[]);
         assert_eq!(
             rpm.classify("9/BaseOS/x86_64/os/repodata/repomd.xml"),
             MUTABLE_DEFAULT
@@ -268,7 +188,7 @@ mod tests {
         );
         assert_eq!(rpm.classify("9/os/x86_64/Packages/bash.rpm"), IMMUTABLE);
 
-        let docker = policy(Package::Docker, &[], &[]);
+        let docker = policy(Ecosystem::Docker, &[], &[]);
         assert_eq!(
             docker.classify("library/nginx/manifests/latest"),
             MUTABLE_DEFAULT
@@ -283,48 +203,51 @@ mod tests {
             IMMUTABLE
         );
 
-        let pypi = policy(Package::Pypi, &[r"packages/.*\.whl$"], &[]);
+        let pypi = policy(Ecosystem::Pypi, &[r"packages/.*\.whl$"], &[]);
         assert_eq!(pypi.classify("simple/requests/"), MUTABLE_DEFAULT);
         assert_eq!(
             pypi.classify("packages/ab/requests-2.0-py3-none-any.whl"),
             IMMUTABLE
         );
 
-        let helm = policy(Package::Helm, &[r"\.tgz$"], &[]);
+        let helm = policy(Ecosystem::Helm, &[r"\.tgz$"], &[]);
         assert_eq!(helm.classify("index.yaml"), MUTABLE_DEFAULT);
         assert_eq!(helm.classify("vault-0.28.0.tgz"), IMMUTABLE);
 
-        let generic = policy(Package::Generic, &[r"\.deb$"], &[]);
+        let generic = policy(Ecosystem::Generic, &[r"\.deb$"], &[]);
         assert_eq!(generic.classify("dists/stable/InRelease"), Access::Denied);
     }
 
     #[test]
     fn image_acl_matches_name_or_path_without_exemption() {
-        let p = policy(Package::Docker, &["^library/"], &[]);
+        let p = policy(Ecosystem::Docker, &["^library/"], &[]);
         assert!(p.allows_image(&[
             "library/nginx",
             "library/nginx",
             "library/nginx/manifests/1"
         ]));
         assert!(!p.allows_image(&["evil/app", "evil/app", "evil/app/manifests/latest"]));
-        assert!(policy(Package::Docker, &[], &[]).allows_image(&["any/thing"]));
-        let p = policy(Package::Docker, &[], &["/manifests/edge$"]);
+        assert!(policy(Ecosystem::Docker, &[], &[]).allows_image(&["any/thing"]));
+        let p = policy(Ecosystem::Docker, &[], &["/manifests/edge$"]);
         assert!(p.user_mutable("a/manifests/edge"));
         assert!(!p.user_mutable("a/manifests/v1"));
     }
 
     #[test]
     fn every_package_default_compiles() {
-        for package in Package::ALL {
-            PatternSet::new(package.default_mutable_patterns()).unwrap();
-            assert_eq!(package.as_str().parse::<Package>().unwrap(), package);
+        for ecosystem in Ecosystem::ALL {
+            PatternSet::new(ecosystem.default_mutable_patterns()).unwrap();
         }
-        assert!("maven".parse::<Package>().unwrap_err().contains("generic"));
+        assert!("maven"
+            .parse::<Ecosystem>()
+            .unwrap_err()
+            .contains("generic"));
     }
 
     #[test]
     fn bad_pattern_names_field_and_index() {
-        let err = RemotePolicy::new(Package::Generic, &["ok"], &["fine", "(unclosed"]).unwrap_err();
+        let err =
+            RemotePolicy::new(Ecosystem::Generic, &["ok"], &["fine", "(unclosed"]).unwrap_err();
         assert_eq!(err.field, "mutable_patterns");
         assert_eq!(
             err.to_string().split(':').next().unwrap(),

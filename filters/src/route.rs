@@ -31,7 +31,7 @@ pub enum Route<'a> {
         raw_path: &'a str,
     },
     /// `/v2` and everything under it: the OCI distribution API, parsed
-    /// further by [`crate::oci::route`]. `after_v2` starts with `/` or is empty.
+    /// further by [`crate::ecosystem::oci::route`]. `after_v2` starts with `/` or is empty.
     V2 {
         after_v2: &'a str,
     },

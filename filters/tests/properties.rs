@@ -7,11 +7,13 @@
 //! sets `PROPTEST_CASES` far higher.
 
 use filters::breaker::{Admit, Breaker, State};
-use filters::oci::{self, Operation, Reference, V2Route};
-use filters::policy::{Access, ArtifactClass, Package, RemotePolicy};
+use filters::ecosystem::oci::{self, Operation, Reference, V2Route};
+use filters::ecosystem::{npm, pypi};
+use filters::policy::{Access, ArtifactClass, RemotePolicy};
 use filters::range::{single_range, RangeReply};
 use filters::route::{route, Route};
-use filters::{cache_key, links, npm, pypi, size, stale, validate_artifact_path};
+use filters::Ecosystem;
+use filters::{cache_key, links, size, stale, validate_artifact_path};
 use proptest::prelude::*;
 use std::path::{Component, Path};
 use std::time::{Duration, SystemTime};
@@ -186,7 +188,7 @@ proptest! {
     fn classification_follows_the_pattern_lists(
         path in hostile_text(),
         literal in "[a-z]{1,5}",
-        package in prop::sample::select(vec![Package::Generic, Package::Npm, Package::Pypi, Package::Docker]),
+        package in prop::sample::select(vec![Ecosystem::Generic, Ecosystem::Npm, Ecosystem::Pypi, Ecosystem::Docker]),
     ) {
         let open = RemotePolicy::new(package, &[] as &[&str], &[]).unwrap();
         prop_assert!(open.classify(&path) != Access::Denied, "no immutable list denies nothing");

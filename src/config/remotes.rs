@@ -9,7 +9,7 @@
 use super::error::{yaml_error, ConfigError, ConfigErrors};
 use super::units::RawDuration;
 use crate::upstream_tls::UpstreamTls;
-use filters::{Package, RemotePolicy};
+use filters::{Ecosystem, RemotePolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -125,7 +125,7 @@ pub struct Upstream {
 pub struct Remote {
     pub name: String,
     pub kind: RemoteKind,
-    pub package: Package,
+    pub ecosystem: Ecosystem,
     pub policy: RemotePolicy,
     pub upstream: Option<Upstream>,
     /// A PyPI remote's index host, when it is not `upstream` (`index_url`).
@@ -166,7 +166,7 @@ impl Remote {
     pub fn mirrors_docker_hub(&self) -> bool {
         self.mirror_of
             .iter()
-            .any(|host| host == filters::oci::DOCKER_HUB)
+            .any(|host| host == filters::ecosystem::oci::DOCKER_HUB)
     }
 }
 
@@ -251,12 +251,12 @@ fn compile_remote(
         .package
         .as_deref()
         .unwrap_or("generic")
-        .parse::<Package>()
+        .parse::<Ecosystem>()
     {
         Ok(p) => p,
         Err(message) => {
             errors.push(err("package", message));
-            Package::Generic
+            Ecosystem::Generic
         }
     };
     let upstream = match (kind, raw.base_url.as_deref()) {
@@ -294,7 +294,7 @@ fn compile_remote(
     }
     let index_upstream = match (raw.index_url.as_deref(), package) {
         (None, _) => None,
-        (Some(url), Package::Pypi) => match parse_base_url(url) {
+        (Some(url), Ecosystem::Pypi) => match parse_base_url(url) {
             Ok(mut index) => {
                 index.basic_auth = upstream.as_ref().and_then(|u| u.basic_auth.clone());
                 Some(index)
@@ -372,10 +372,18 @@ fn compile_remote(
         .flatten()
         .map(|host| host.trim().to_ascii_lowercase())
         .collect();
-    if !mirror_of.is_empty() && package != Package::Docker {
+    if !mirror_of.is_empty() && !package.can_mirror() {
+        let able: Vec<&str> = Ecosystem::ALL
+            .iter()
+            .filter(|e| e.can_mirror())
+            .map(|e| e.as_str())
+            .collect();
         errors.push(err(
             "mirror_of",
-            "only a remote with package 'docker' can mirror a registry".into(),
+            format!(
+                "a remote with package '{package}' cannot mirror a host; only {} can",
+                able.join(", ")
+            ),
         ));
     }
     for (i, host) in mirror_of.iter().enumerate() {
@@ -386,7 +394,7 @@ fn compile_remote(
         if !valid {
             errors.push(err(
                 &format!("mirror_of[{i}]"),
-                format!("{host:?} is not a registry host (such as \"docker.io\" or \"ghcr.io\")"),
+                format!("{host:?} is not a host name (such as \"docker.io\" or \"ghcr.io\")"),
             ));
         }
     }
@@ -446,7 +454,7 @@ fn compile_remote(
         (true, Some(policy)) => Ok(Remote {
             name: name.to_string(),
             kind,
-            package,
+            ecosystem: package,
             policy,
             upstream,
             index_upstream,
@@ -481,9 +489,9 @@ fn member_errors(file: &Path, remotes: &[Remote]) -> Vec<ConfigError> {
                 Some(m) if m.kind == RemoteKind::Virtual => Some(format!(
                     "'{member}' is virtual itself; list its members instead"
                 )),
-                Some(m) if m.package != remote.package => Some(format!(
+                Some(m) if m.ecosystem != remote.ecosystem => Some(format!(
                     "'{member}' has package '{}', this virtual repository '{}'",
-                    m.package, remote.package
+                    m.ecosystem, remote.ecosystem
                 )),
                 Some(_) => None,
             };

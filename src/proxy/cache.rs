@@ -119,7 +119,7 @@ pub const REMOTE_DOWN: &str = "remote marked down";
 /// validator, and an unchanged tag costs no manifest download (nor, on
 /// rate-limited registries, a counted pull).
 pub fn revalidates_conditionally(artifact: &Artifact) -> bool {
-    if artifact.oci.is_some() {
+    if artifact.oci().is_some() {
         return true;
     }
     match artifact.class {

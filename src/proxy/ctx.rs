@@ -5,7 +5,8 @@ use crate::config::Remote;
 use crate::lifecycle::InFlightGuard;
 use crate::metrics::Outcome;
 use filters::breaker::Admit;
-use filters::oci::{AcceptClass, Kind};
+use filters::ecosystem::oci::{AcceptClass, Kind};
+use filters::ecosystem::{Document, Routed};
 use filters::ArtifactClass;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +22,47 @@ pub struct Artifact {
     /// variants apart (an `Accept` class, a query).
     pub key_parts: Vec<String>,
     pub class: ArtifactClass,
-    /// Set for the OCI distribution API of docker remotes.
-    pub oci: Option<OciArtifact>,
-    /// Set for an index document that is rewritten for each client.
-    pub document: Option<super::documents::Document>,
+    pub kind: ArtifactKind,
+}
+
+/// What kind of thing an artifact request asks for.
+pub enum ArtifactKind {
+    /// A file, stored as the upstream sent it.
+    File,
+    /// An index document, rewritten for each client.
+    Document(Document),
+    /// The OCI distribution API of a docker remote.
+    Oci(OciArtifact),
+}
+
+impl Artifact {
+    /// A request routed by its remote's ecosystem.
+    pub fn routed(remote: Arc<Remote>, routed: Routed) -> Artifact {
+        Artifact {
+            remote,
+            raw_path: routed.upstream_path,
+            key_parts: routed.key_parts,
+            class: routed.class,
+            kind: match routed.document {
+                Some(document) => ArtifactKind::Document(document),
+                None => ArtifactKind::File,
+            },
+        }
+    }
+
+    pub fn document(&self) -> Option<&Document> {
+        match &self.kind {
+            ArtifactKind::Document(document) => Some(document),
+            _ => None,
+        }
+    }
+
+    pub fn oci(&self) -> Option<&OciArtifact> {
+        match &self.kind {
+            ArtifactKind::Oci(oci) => Some(oci),
+            _ => None,
+        }
+    }
 }
 
 /// What an OCI request asks for, once routed to its remote.

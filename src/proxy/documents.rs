@@ -17,9 +17,9 @@ use super::ctx::Artifact;
 use crate::checksums::{Checksums, Published};
 use crate::config::{Remote, ServerConfig, Upstream};
 use bytes::{Bytes, BytesMut};
+use filters::ecosystem::pypi::{self, FileLink, Form, HtmlRewriter};
+use filters::ecosystem::{npm, Document};
 use filters::links::{self, LinkMap};
-use filters::pypi::{self, FileLink, Form, HtmlRewriter};
-use filters::{npm, ArtifactClass, Package};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
@@ -29,114 +29,6 @@ use std::time::{Duration, SystemTime};
 /// passed on as the upstream sent it rather than held in memory.
 pub const MAX_WHOLE_DOCUMENT: usize = 64 << 20;
 
-/// What an index document request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Document {
-    /// PyPI's `simple/` (no project) or `simple/{project}/`, in a form.
-    PypiSimple { project: Option<String>, form: Form },
-    /// PyPI's `pypi/{project}/json`.
-    PypiJsonApi,
-    /// An npm package document, in a form.
-    NpmPackage { form: npm::Form },
-    /// npm's `-/v1/search`: passed to the upstream, never cached.
-    NpmSearch,
-    /// A Helm repository's `index.yaml`.
-    HelmIndex,
-    /// An RPM repository's `repodata/repomd.xml`: not rewritten, but only
-    /// refreshed as a consistent snapshot ([`super::snapshots`]).
-    RpmRepomd,
-}
-
-impl Document {
-    /// Whether responses are cached (and rewritten).
-    pub fn cached(&self) -> bool {
-        !matches!(self, Document::NpmSearch)
-    }
-}
-
-/// Routes an artifact request of a package remote that names an index
-/// document: canonical path and cache key, a key part per form, and the
-/// plan for rewriting. An index document is mutable whatever the remote's
-/// patterns say (npm has no built-in mutable patterns, and a remote that
-/// lists none would otherwise keep package documents forever).
-pub fn route(artifact: &mut Artifact, req: &RequestHeader) {
-    let document = match artifact.remote.package {
-        Package::Pypi => route_pypi(artifact, req),
-        Package::Npm => route_npm(artifact, req),
-        Package::Helm => {
-            filters::helm::is_index(&artifact.key_parts[0]).then_some(Document::HelmIndex)
-        }
-        Package::Rpm => route_rpm(artifact),
-        _ => None,
-    };
-    if let Some(document) = document {
-        if artifact.class == ArtifactClass::Immutable {
-            artifact.class = ArtifactClass::Mutable {
-                user_defined: false,
-            };
-        }
-        artifact.document = Some(document);
-    }
-}
-
-/// RPM: `repomd.xml` is a snapshot; repodata files named by their
-/// checksum never change, whatever the built-in mutable patterns say.
-fn route_rpm(artifact: &mut Artifact) -> Option<Document> {
-    let path = &artifact.key_parts[0];
-    if filters::rpm::is_content_addressed(path) {
-        artifact.class = ArtifactClass::Immutable;
-    }
-    filters::rpm::is_repomd(path).then_some(Document::RpmRepomd)
-}
-
-/// npm: `name`, `@scope/name` (asked upstream as `@scope%2fname`), each
-/// form keyed apart; with quarantine hiding, the full form only (the
-/// abbreviated one may lack the publish times).
-fn route_npm(artifact: &mut Artifact, req: &RequestHeader) -> Option<Document> {
-    match npm::classify(&artifact.key_parts[0]) {
-        npm::NpmPath::File => None,
-        npm::NpmPath::Search => {
-            if let Some(query) = req.uri.query() {
-                artifact.raw_path = format!("{}?{query}", artifact.raw_path);
-            }
-            Some(Document::NpmSearch)
-        }
-        npm::NpmPath::Document { name } => {
-            let form = match artifact.remote.quarantine_hide {
-                true => npm::Form::Full,
-                false => npm::negotiate(header(req, http::header::ACCEPT)),
-            };
-            artifact.raw_path = npm::document_path(&name);
-            artifact.key_parts = vec![name, format!("form={}", form.as_str())];
-            Some(Document::NpmPackage { form })
-        }
-    }
-}
-
-/// PyPI: a non-normalised project name gets the normalised page.
-fn route_pypi(artifact: &mut Artifact, req: &RequestHeader) -> Option<Document> {
-    let doc = pypi::document(&artifact.key_parts[0])?;
-    let path = doc.canonical_path();
-    let form = pypi::negotiate(header(req, http::header::ACCEPT));
-    let document = match doc {
-        pypi::Document::RootIndex => Document::PypiSimple {
-            project: None,
-            form,
-        },
-        pypi::Document::Project { name } => Document::PypiSimple {
-            project: Some(name),
-            form,
-        },
-        pypi::Document::JsonApi { .. } => Document::PypiJsonApi,
-    };
-    artifact.raw_path = path.clone();
-    artifact.key_parts = vec![path];
-    if let Document::PypiSimple { form, .. } = &document {
-        artifact.key_parts.push(format!("form={}", form.as_str()));
-    }
-    Some(document)
-}
-
 fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -145,7 +37,7 @@ fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
 /// index documents, else the remote's `base_url`.
 pub fn upstream_of(artifact: &Artifact) -> Option<&Upstream> {
     let index = artifact
-        .document
+        .document()
         .as_ref()
         .and(artifact.remote.index_upstream.as_ref());
     index.or(artifact.remote.upstream.as_ref())
@@ -161,17 +53,6 @@ pub fn prepare_client_request(req: &mut RequestHeader) {
         http::header::IF_MODIFIED_SINCE,
     ] {
         req.remove_header(&name);
-    }
-}
-
-/// The `Accept` asked of the upstream for a document (`None`: the
-/// client's).
-pub fn upstream_accept(document: &Document) -> Option<&'static str> {
-    match document {
-        Document::PypiSimple { form, .. } => Some(pypi::upstream_accept(*form)),
-        Document::PypiJsonApi => Some("application/json"),
-        Document::NpmPackage { form } => Some(form.accept()),
-        Document::NpmSearch | Document::HelmIndex | Document::RpmRepomd => None,
     }
 }
 
@@ -272,7 +153,7 @@ impl BodyRewriter {
         checksums: &Arc<Checksums>,
         record: bool,
     ) -> pingora::Result<Option<BodyRewriter>> {
-        let Some(document) = &artifact.document else {
+        let Some(document) = artifact.document().filter(|d| d.rewritten()) else {
             return Ok(None);
         };
         if resp.status != http::StatusCode::OK {
@@ -299,9 +180,9 @@ impl BodyRewriter {
             // The upstream's type stays: full or abbreviated.
             Document::NpmPackage { .. } => (None, Form::Json, None, Some(WholeKind::Npm)),
             Document::HelmIndex => (None, Form::Json, None, Some(WholeKind::Helm)),
-            // Search results pass through; repomd.xml's links are relative
-            // and its bytes are checked against the snapshot gate's copy.
-            Document::NpmSearch | Document::RpmRepomd => return Ok(None),
+            // Search results pass through; a snapshot index's links are
+            // relative and its bytes are checked against the gate's copy.
+            _ => return Ok(None),
         };
         let Some(map) = link_map(&artifact.remote, &artifact.raw_path, req, server) else {
             return Ok(None);
@@ -440,8 +321,8 @@ fn rewrite_whole(
             Ok((rewritten.body, published.collect()))
         }
         WholeKind::Helm => {
-            let rewritten =
-                filters::helm::rewrite(doc, map, hide_after).map_err(|e| e.to_string())?;
+            let rewritten = filters::ecosystem::helm::rewrite(doc, map, hide_after)
+                .map_err(|e| e.to_string())?;
             let published = rewritten.charts.into_iter().flat_map(|chart| {
                 let digest = chart.digest;
                 chart.remote_paths.into_iter().filter_map(move |path| {

@@ -9,21 +9,11 @@
 //! The check holds back the last chunk ([`super::verify`]), so a file that
 //! does not match never completes for the client and is never committed.
 
-use super::ctx::Artifact;
-use super::documents::Document;
+use super::ctx::{Artifact, ArtifactKind};
 use super::verify::{Mismatch, Verifier};
 use crate::app::App;
-use filters::Package;
 use pingora::http::ResponseHeader;
 use std::sync::Arc;
-
-/// Whether files of this package type are checked against their index.
-fn verified(package: Package) -> bool {
-    matches!(
-        package,
-        Package::Pypi | Package::Npm | Package::Helm | Package::Rpm
-    )
-}
 
 /// The check of an upstream `200` for a package file whose index
 /// published a checksum (`None` when nothing is known about it), or for a
@@ -35,18 +25,15 @@ pub async fn check(
     resp: &ResponseHeader,
     can_keep_previous: bool,
 ) -> pingora::Result<Option<Verifier>> {
-    if resp.status != http::StatusCode::OK
-        || artifact.oci.is_some()
-        || !verified(artifact.remote.package)
-    {
+    if resp.status != http::StatusCode::OK || !artifact.remote.ecosystem.verifies_files() {
         return Ok(None);
     }
-    match artifact.document {
-        Some(Document::RpmRepomd) => {
+    match &artifact.kind {
+        ArtifactKind::Document(document) if document.is_snapshot() => {
             return app.snapshots.gate(app, artifact, can_keep_previous).await;
         }
-        Some(_) => return Ok(None),
-        None => {}
+        ArtifactKind::Document(_) | ArtifactKind::Oci(_) => return Ok(None),
+        ArtifactKind::File => {}
     }
     let path = &artifact.key_parts[0];
     let expected = app.checksums.expected(&artifact.remote.name, path).await;

@@ -216,7 +216,7 @@ impl ProxyHttp for ArtifactProxy {
         }
         match decision.action {
             Action::Proxy(artifact) => {
-                if artifact.document.is_some() {
+                if artifact.document().is_some() {
                     documents::prepare_client_request(session.req_header_mut());
                 }
                 ctx.artifact = Some(artifact);
@@ -264,7 +264,7 @@ impl ProxyHttp for ArtifactProxy {
 
     /// Enables pingora-cache, with its lock, for artifact requests.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let cached = |a: &ctx::Artifact| a.document.as_ref().is_none_or(|d| d.cached());
+        let cached = |a: &ctx::Artifact| a.document().is_none_or(|d| d.cached());
         if ctx.artifact.as_ref().is_some_and(cached) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
@@ -417,7 +417,7 @@ impl ProxyHttp for ArtifactProxy {
         if let Some(outcome) = classify_response(ctx, upstream_response, has_copy)? {
             apply_outcome(&self.app, ctx, outcome).await?;
         }
-        if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
+        if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci()) {
             oci::complete_upstream_headers(oci, upstream_response)?;
             ctx.body_check = oci::body_check(oci, upstream_response);
         }
@@ -493,7 +493,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(artifact) = &ctx.artifact {
-            if let Some(oci) = &artifact.oci {
+            if let Some(oci) = artifact.oci() {
                 upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
                 oci::rewrite_link(oci, upstream_response)?;
             }
@@ -602,7 +602,7 @@ impl ProxyHttp for ArtifactProxy {
                 (code, reply)
             }
         };
-        let (code, reply) = match ctx.artifact.as_ref().and_then(|a| a.oci.as_ref()) {
+        let (code, reply) = match ctx.artifact.as_ref().and_then(|a| a.oci()) {
             Some(oci) => oci::error_for(
                 code,
                 reply,

@@ -1,15 +1,15 @@
 //! The OCI distribution API on docker remotes: routing a `/v2/` request to
-//! its remote and artifact (the parsing is `filters::oci`), the OCI error
+//! its remote and artifact (the parsing is `filters::ecosystem::oci`), the OCI error
 //! bodies, and the registry headers of responses.
 
-use super::ctx::{Artifact, OciArtifact};
+use super::ctx::{Artifact, ArtifactKind, OciArtifact};
 use super::request::{Action, Decision};
 use super::respond::Reply;
 use super::verify::{Mismatch, Verified, Verifier};
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
-use filters::oci::{self, AcceptClass, ErrorCode, Kind, Registry, V2Route};
-use filters::{ArtifactClass, Package};
+use filters::ecosystem::oci::{self, AcceptClass, ErrorCode, Kind, Registry, V2Route};
+use filters::{ArtifactClass, Ecosystem};
 use http::{Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
@@ -80,13 +80,13 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
         remote: Some(remote.name.clone()),
         denied,
     };
-    if remote.package != Package::Docker || remote.kind != RemoteKind::Remote {
+    if remote.ecosystem != Ecosystem::Docker || remote.kind != RemoteKind::Remote {
         let reply = error_reply(
             StatusCode::BAD_REQUEST,
             ErrorCode::Unsupported,
             format!(
                 "remote '{}' is not a docker remote (package: {})",
-                remote.name, remote.package
+                remote.name, remote.ecosystem
             ),
         );
         return with_remote(Action::Reply(reply), false);
@@ -171,14 +171,13 @@ fn artifact(
         raw_path,
         key_parts,
         class,
-        oci: Some(OciArtifact {
+        kind: ArtifactKind::Oci(OciArtifact {
             client_base: client_base(req.uri.path()),
             name,
             kind,
             digest: op.content_digest().map(|d| d.text.to_string()),
             accept,
         }),
-        document: None,
     }
 }
 
@@ -381,7 +380,7 @@ pub fn declared_media_type(body: &[u8]) -> Option<String> {
 /// the upstream error that fails the transfer.
 pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Box<pingora::Error> {
     let name = artifact
-        .oci
+        .oci()
         .as_ref()
         .map(|o| o.name.as_str())
         .unwrap_or("-");
@@ -405,7 +404,7 @@ pub const DIGEST_MISMATCH: &str = "upstream body does not match its digest";
 /// tag, under the digest it will be cross-linked to: eviction then keeps
 /// those blobs and manifests while it is cached.
 pub fn record_references(app: &App, artifact: &Artifact, verified: &Verified) {
-    let (Some(oci), Some(body)) = (&artifact.oci, &verified.body) else {
+    let (Some(oci), Some(body)) = (artifact.oci(), &verified.body) else {
         return;
     };
     if !oci.kind.is_manifest() {
@@ -440,7 +439,7 @@ pub fn cross_link(
     fix: Option<&HeaderFix>,
     verified: Verified,
 ) {
-    let (Some(oci), Some(body)) = (&artifact.oci, verified.body) else {
+    let (Some(oci), Some(body)) = (artifact.oci(), verified.body) else {
         return;
     };
     let content_type = fix

@@ -113,6 +113,7 @@ impl UpstreamOutcome {
 mod tests {
     use super::*;
     use crate::config::remotes::parse_remotes;
+    use crate::proxy::ctx::ArtifactKind;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -131,8 +132,7 @@ mod tests {
             raw_path: "a".into(),
             key_parts: vec!["a".into()],
             class,
-            oci: None,
-            document: None,
+            kind: ArtifactKind::File,
         }
     }
 

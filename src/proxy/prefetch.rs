@@ -13,7 +13,7 @@
 
 use super::ctx::Artifact;
 use crate::app::App;
-use filters::oci::Kind;
+use filters::ecosystem::oci::Kind;
 use pingora_memory_cache::MemoryCache;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -36,7 +36,7 @@ impl Prefetcher {
     pub fn applies(artifact: &Artifact, method: &http::Method) -> bool {
         method == http::Method::HEAD
             && artifact
-                .oci
+                .oci()
                 .as_ref()
                 .is_some_and(|oci| oci.kind == Kind::TagManifest)
     }
@@ -44,7 +44,7 @@ impl Prefetcher {
     /// GETs the tag manifest of `artifact` through artifactd, in the
     /// background, unless that happened moments ago.
     pub fn tag_manifest(&self, app: &App, artifact: &Artifact) {
-        let Some(oci) = &artifact.oci else { return };
+        let Some(oci) = artifact.oci() else { return };
         let path = format!("/v2/{}/{}", artifact.remote.name, artifact.key_parts[0]);
         let accept = oci.accept.header_value();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -6,6 +6,7 @@ use super::respond::Reply;
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
 use filters::{Access, AdminRoute, Route};
+use http::uri::Authority;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
@@ -49,7 +50,10 @@ pub struct Decision {
 }
 
 pub fn decide(app: &App, req: &RequestHeader) -> Decision {
-    let (method, path) = (&req.method, req.uri.path());
+    if let Some(authority) = absolute_form_authority(req) {
+        return decide_proxied(app, req, &authority);
+    }
+    let path = req.uri.path();
     let plain = |action| Decision {
         action,
         remote: None,
@@ -87,16 +91,86 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             format!("unknown remote '{remote_name}'"),
         )));
     };
+    decide_artifact(app, req, remote, raw_path)
+}
+
+/// The authority of an HTTP/1 absolute-form request (`GET http://host/p`).
+/// pingora keeps only the path on the URI and has already refused a
+/// target whose authority differs from `Host`, so `Host` names it.
+fn absolute_form_authority(req: &RequestHeader) -> Option<Authority> {
+    let target = req.raw_path();
+    let (scheme, rest) = target.split_at(target.iter().position(|&b| b == b':')?);
+    let absolute = rest.starts_with(b"://")
+        && (scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https"));
+    if !absolute || req.version >= http::Version::HTTP_2 {
+        return None;
+    }
+    let host = req.headers.get(http::header::HOST)?;
+    Authority::try_from(host.as_bytes()).ok()
+}
+
+/// An absolute-URI request (`GET http://host/path`, from a client that
+/// uses artifactd as its HTTP proxy): served through the remote that
+/// mirrors the host, if its format's clients work that way; any other
+/// host is refused, never forwarded (artifactd is not an open proxy).
+fn decide_proxied(app: &App, req: &RequestHeader, authority: &Authority) -> Decision {
+    let refused = |message: String| Decision {
+        action: Action::Reply(Reply::text(StatusCode::FORBIDDEN, message)),
+        remote: None,
+        denied: true,
+    };
+    let authority_text = authority.as_str().to_ascii_lowercase();
+    let remote = app
+        .config
+        .mirrors
+        .get(&authority_text)
+        .or_else(|| match authority.port_u16() {
+            None | Some(80) => app
+                .config
+                .mirrors
+                .get(&authority.host().to_ascii_lowercase()),
+            Some(_) => None,
+        })
+        .filter(|remote| remote.ecosystem.proxied());
+    let Some(remote) = remote else {
+        return refused(format!(
+            "no remote mirrors {authority_text} (mirror_of); artifactd is not an open proxy"
+        ));
+    };
+    let base = remote
+        .upstream
+        .as_ref()
+        .map_or("", |u| u.base_path.as_str());
+    let below = req
+        .uri
+        .path()
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix(remote.ecosystem.upstream_prefix()))
+        .and_then(|rest| rest.strip_prefix('/'));
+    match below {
+        Some(raw_path) => decide_artifact(app, req, remote, raw_path),
+        None => refused(format!(
+            "{} is outside what remote '{}' mirrors ({authority_text}{base}/)",
+            req.uri.path(),
+            remote.name
+        )),
+    }
+}
+
+/// A request for `raw_path` of `remote`.
+fn decide_artifact(
+    app: &App,
+    req: &RequestHeader,
+    remote: &Arc<Remote>,
+    raw_path: &str,
+) -> Decision {
+    let method = &req.method;
     let with_remote = |action, denied| Decision {
         action,
         remote: Some(remote.name.clone()),
         denied,
     };
-    // npm asks for scoped package documents as `@scope%2fname`.
-    let raw_path = match remote.package {
-        filters::Package::Npm => filters::npm::unescape_scope(raw_path),
-        _ => std::borrow::Cow::Borrowed(raw_path),
-    };
+    let raw_path = remote.ecosystem.client_path(raw_path);
     let raw_path = raw_path.as_ref();
     let valid = match filters::validate_artifact_path(raw_path, app.config.server.max_path_bytes) {
         Ok(valid) => valid,
@@ -145,16 +219,22 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             true,
         ),
         Access::Allowed(class) => {
-            let mut artifact = Artifact {
-                remote: remote.clone(),
-                raw_path: raw_path.to_string(),
-                key_parts: vec![valid.decoded],
+            let routed = remote.ecosystem.route(&filters::ecosystem::Request {
+                raw_path,
+                path: &valid.decoded,
                 class,
-                oci: None,
-                document: None,
-            };
-            super::documents::route(&mut artifact, req);
-            with_remote(Action::Proxy(artifact), false)
+                accept: header(req, http::header::ACCEPT),
+                query: req.uri.query(),
+                quarantine_hide: remote.quarantine_hide,
+            });
+            with_remote(
+                Action::Proxy(Artifact::routed(remote.clone(), routed)),
+                false,
+            )
         }
     }
+}
+
+fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -1,32 +1,35 @@
-//! Consistent RPM repository snapshots: a client never gets a
-//! `repomd.xml` naming repodata files artifactd cannot serve.
+//! Consistent repository snapshots: a client never gets an index (RPM's
+//! `repomd.xml`) naming files artifactd cannot serve.
 //!
-//! `repomd.xml` names its repodata files by checksum, and when the
-//! upstream regenerates a repository the old files disappear. A cache that
-//! refreshes `repomd.xml` on its own schedule can therefore hand out a new
+//! Such an index names its files by checksum, and when the upstream
+//! regenerates a repository the old files disappear. A cache that
+//! refreshes the index on its own schedule can therefore hand out a new
 //! index whose files it has not got yet (and that a slow upstream mirror
 //! may not have either), or keep an old index whose files the upstream has
-//! deleted. Here, a refreshed `repomd.xml` is only let through once every
-//! file it names is cached; until then the previous snapshot stays served
+//! deleted. Here, a refreshed index is only let through once every file
+//! it names is cached; until then the previous snapshot stays served
 //! (within `cache.stale_if_error`) while a background job fetches the new
-//! files through artifactd itself (verified against `repomd.xml`). On a
+//! files through artifactd itself (verified against the index). On a
 //! cold cache there is no previous snapshot: the new one is served at once
-//! (its files are fetchable now) and warmed in the background.
+//! (its files are fetchable now) and warmed in the background. What an
+//! index names is its ecosystem's answer ([`filters::Ecosystem::snapshot`]);
+//! nothing here knows a format.
 //!
-//! The check needs `repomd.xml`'s body before pingora commits it, and the
+//! The check needs the index's body before pingora commits it, and the
 //! only asynchronous hook before that is `upstream_response_filter`, which
 //! sees headers only; so the gate fetches the (small) document itself, and
 //! pingora's own copy must hash to the same bytes or it is not stored.
 //!
-//! The warm job also reads `primary.xml` and records each package's
-//! checksum, so `.rpm` downloads are verified too.
+//! The warm job also reads the snapshot's package lists and records each
+//! package's checksum, so package downloads are verified too.
 
 use super::ctx::Artifact;
 use super::verify::Verifier;
 use crate::app::App;
 use crate::checksums::Published;
 use crate::config::Remote;
-use filters::rpm::{self, RepoFile};
+use filters::ecosystem::{IndexedFile, Snapshot};
+use filters::Ecosystem;
 use parking_lot::Mutex;
 use pingora::{Error, ErrorType, Result};
 use sha2::Digest as _;
@@ -46,9 +49,9 @@ pub struct Snapshots {
     upstream_timeout: Duration,
     /// Snapshots being warmed (remote, repomd digest).
     warming: Mutex<HashSet<(String, String)>>,
-    /// The `primary` digest whose packages were last recorded, per remote
-    /// and repository root.
-    recorded_primary: Mutex<HashMap<(String, String), String>>,
+    /// The digest of each package list whose packages were last recorded,
+    /// per remote and list path.
+    recorded_lists: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Snapshots {
@@ -62,11 +65,11 @@ impl Snapshots {
             })?,
             upstream_timeout: timeout,
             warming: Mutex::new(HashSet::new()),
-            recorded_primary: Mutex::new(HashMap::new()),
+            recorded_lists: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Decides about an upstream `200` for a `repomd.xml`: the check its
+    /// Decides about an upstream `200` for a snapshot index: the check its
     /// body must pass (the bytes the gate saw), or the error that keeps the
     /// previous snapshot, which `can_keep_previous` says is still servable.
     pub async fn gate(
@@ -86,8 +89,9 @@ impl Snapshots {
                 return Ok(None);
             }
         };
-        let files = match rpm::repomd_files(&path, &body) {
-            Ok(files) => files,
+        let ecosystem = artifact.remote.ecosystem;
+        let snapshot = match ecosystem.snapshot(&path, &body) {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 log::warn!(
                     "remote '{}': {path}: {e}; served unchecked",
@@ -97,14 +101,15 @@ impl Snapshots {
             }
         };
         let remote = &artifact.remote.name;
-        let published = files.iter().filter_map(|f| {
+        let published = snapshot.files.iter().filter_map(|f| {
             Some(Published {
                 path: f.path.clone(),
                 digest: f.digest.clone()?,
             })
         });
         app.checksums.record_now(remote, published.collect()).await;
-        let missing = files
+        let missing = snapshot
+            .files
             .iter()
             .filter(|f| {
                 !app.storage
@@ -112,7 +117,13 @@ impl Snapshots {
             })
             .count();
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
-        self.warm(app, artifact.remote.clone(), &path, digest.clone(), files);
+        self.warm(
+            app,
+            artifact.remote.clone(),
+            &path,
+            digest.clone(),
+            snapshot,
+        );
         if missing > 0 && can_keep_previous {
             return Err(pending(format!(
                 "{missing} file(s) of the new {path} still being fetched"
@@ -146,32 +157,32 @@ impl Snapshots {
             return Err(format!("upstream answered {}", resp.status()));
         }
         let length = resp.content_length().unwrap_or(0);
-        if length > MAX_REPOMD {
-            return Err(format!("{length} bytes is no repomd.xml"));
+        if length > MAX_INDEX {
+            return Err(format!("{length} bytes is too large for an index"));
         }
         resp.bytes().await.map_err(|e| e.to_string())
     }
 
     /// Fetches every file of a snapshot through artifactd (so each is
-    /// verified and cached), then records the packages `primary` lists.
+    /// verified and cached), then records the packages its lists name.
     fn warm(
         &self,
         app: &Arc<App>,
         remote: Arc<Remote>,
-        repomd: &str,
+        index: &str,
         digest: String,
-        files: Vec<RepoFile>,
+        snapshot: Snapshot,
     ) {
         let id = (remote.name.clone(), digest);
         if !self.warming.lock().insert(id.clone()) {
             return;
         }
         let app = app.clone();
-        let root = rpm::repository_root(repomd).to_string();
+        let index = index.to_string();
         app.clone().background.spawn(async move {
             let snapshots = &app.snapshots;
             let mut failed = 0;
-            for file in &files {
+            for file in &snapshot.files {
                 if let Err(e) = snapshots
                     .fetch_through(&app, &remote.name, &file.path, None)
                     .await
@@ -180,16 +191,15 @@ impl Snapshots {
                     failed += 1;
                 }
             }
-            if let Some(primary) = files.iter().find(|f| f.kind == "primary") {
+            for list in &snapshot.package_lists {
                 snapshots
-                    .record_packages(&app, &remote.name, &root, primary)
+                    .record_packages(&app, &remote, &snapshot.root, list)
                     .await;
             }
             log::info!(
-                "remote '{}': snapshot {}repodata/repomd.xml warmed ({} files, {failed} failed)",
+                "remote '{}': snapshot {index} warmed ({} files, {failed} failed)",
                 remote.name,
-                root,
-                files.len()
+                snapshot.files.len()
             );
             snapshots.warming.lock().remove(&id);
         });
@@ -218,76 +228,81 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Reads `primary` (from the cache, through the listener) and records
-    /// the checksum of every package it lists, once per primary digest.
-    async fn record_packages(&self, app: &App, remote: &str, root: &str, primary: &RepoFile) {
-        let Some(digest) = primary.digest.clone() else {
+    /// Reads a package list (from the cache, through the listener) and
+    /// records the checksum of every package it names, once per digest.
+    async fn record_packages(&self, app: &App, remote: &Remote, root: &str, list: &IndexedFile) {
+        let Some(digest) = list.digest.clone() else {
             return;
         };
-        let id = (remote.to_string(), root.to_string());
-        if self.recorded_primary.lock().get(&id) == Some(&digest) {
+        let id = (remote.name.clone(), list.path.clone());
+        if self.recorded_lists.lock().get(&id) == Some(&digest) {
             return;
         }
+        let (ecosystem, remote) = (remote.ecosystem, remote.name.as_str());
         let Ok(mut spool) = tempfile::tempfile() else {
             return;
         };
         if let Err(e) = self
-            .fetch_through(app, remote, &primary.path, Some(&mut spool))
+            .fetch_through(app, remote, &list.path, Some(&mut spool))
             .await
         {
-            log::info!("remote '{remote}': reading {}: {e}", primary.path);
+            log::info!("remote '{remote}': reading {}: {e}", list.path);
             return;
         }
-        let (path, root_owned) = (primary.path.clone(), root.to_string());
-        let parsed =
-            tokio::task::spawn_blocking(move || parse_primary(&path, &root_owned, spool)).await;
+        let (list_owned, root_owned) = (list.clone(), root.to_string());
+        let parsed = tokio::task::spawn_blocking(move || {
+            parse_package_list(ecosystem, &list_owned, &root_owned, spool)
+        })
+        .await;
         match parsed {
             Ok(Ok(packages)) => {
                 let count = packages.len();
                 app.checksums.record_now(remote, packages).await;
-                self.recorded_primary.lock().insert(id, digest);
+                self.recorded_lists.lock().insert(id, digest);
                 log::info!(
                     "remote '{remote}': recorded {count} package checksums from {}",
-                    primary.path
+                    list.path
                 );
             }
-            Ok(Err(e)) => log::warn!("remote '{remote}': {}: {e}", primary.path),
-            Err(e) => log::warn!("remote '{remote}': parsing {}: {e}", primary.path),
+            Ok(Err(e)) => log::warn!("remote '{remote}': {}: {e}", list.path),
+            Err(e) => log::warn!("remote '{remote}': parsing {}: {e}", list.path),
         }
     }
 }
 
-/// The largest `repomd.xml` the gate reads.
-const MAX_REPOMD: u64 = 16 << 20;
+/// The largest index the gate reads.
+const MAX_INDEX: u64 = 16 << 20;
 
 fn pending(reason: String) -> Box<Error> {
     Error::new_up(ErrorType::Custom(SNAPSHOT_PENDING)).more_context(reason)
 }
 
-/// The packages of a spooled `primary` file, decompressed by its name.
-fn parse_primary(
-    path: &str,
+/// The packages of a spooled package list, decompressed by its name.
+fn parse_package_list(
+    ecosystem: Ecosystem,
+    list: &IndexedFile,
     root: &str,
     mut spool: std::fs::File,
 ) -> std::result::Result<Vec<Published>, String> {
     use std::io::{BufReader, Seek};
     spool.rewind().map_err(|e| e.to_string())?;
-    let reader: Box<dyn std::io::Read> = if path.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(spool))
-    } else if path.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(spool).map_err(|e| e.to_string())?)
-    } else if path.ends_with(".xml") {
-        Box::new(spool)
-    } else {
-        return Err("compression not supported; packages stay unverified".into());
+    let extension = list.path.rsplit_once('.').map(|(_, e)| e);
+    let reader: Box<dyn std::io::Read> = match extension {
+        Some("gz") => Box::new(flate2::read::GzDecoder::new(spool)),
+        Some("zst") => {
+            Box::new(zstd::stream::read::Decoder::new(spool).map_err(|e| e.to_string())?)
+        }
+        Some("bz2" | "xz" | "lz4" | "lzma") => {
+            return Err("compression not supported; packages stay unverified".into())
+        }
+        _ => Box::new(spool),
     };
     let mut packages = Vec::new();
-    rpm::primary_packages(root, BufReader::new(reader), |p| {
-        packages.push(Published {
-            path: p.path,
-            digest: p.digest,
-        })
-    })
-    .map_err(|e| e.to_string())?;
+    ecosystem.read_package_list(
+        root,
+        list,
+        &mut BufReader::new(reader),
+        &mut |path, digest| packages.push(Published { path, digest }),
+    )?;
     Ok(packages)
 }

@@ -3,7 +3,7 @@
 
 use super::ctx::Artifact;
 use crate::config::{Remote, ServerConfig, Upstream};
-use filters::Package;
+use filters::Ecosystem;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -72,9 +72,9 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
 /// scope for OCI requests, none otherwise.
 fn scope(artifact: &Artifact) -> Option<String> {
     artifact
-        .oci
+        .oci()
         .as_ref()
-        .map(|oci| filters::oci::pull_scope(&oci.name))
+        .map(|oci| filters::ecosystem::oci::pull_scope(&oci.name))
 }
 
 /// The error of a request whose upstream token could not be had: an
@@ -126,7 +126,7 @@ pub fn rewrite_request(
 ) -> Result<()> {
     let upstream = super::documents::upstream_of(artifact)
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "remote without upstream"))?;
-    let uri = upstream_path(upstream, artifact.remote.package, &artifact.raw_path);
+    let uri = upstream_path(upstream, artifact.remote.ecosystem, &artifact.raw_path);
     req.set_uri(
         uri.parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?,
@@ -139,27 +139,20 @@ pub fn rewrite_request(
     if let Some(auth) = authorization {
         req.insert_header(http::header::AUTHORIZATION, auth)?;
     }
-    if let Some(oci) = &artifact.oci {
+    if let Some(oci) = artifact.oci() {
         req.insert_header(http::header::ACCEPT, super::oci::upstream_accept(oci))?;
     }
-    let document_accept = artifact
-        .document
-        .as_ref()
-        .and_then(super::documents::upstream_accept);
+    let document_accept = artifact.document().and_then(|d| d.upstream_accept());
     if let Some(accept) = document_accept {
         req.insert_header(http::header::ACCEPT, accept)?;
     }
     Ok(())
 }
 
-/// The upstream request path. Docker remotes speak the registry API, so
-/// their paths live under `/v2/` (seed 001).
-pub fn upstream_path(upstream: &Upstream, package: Package, raw_path: &str) -> String {
-    let api = if package == Package::Docker {
-        "/v2"
-    } else {
-        ""
-    };
+/// The upstream request path: the base path, where the ecosystem's paths
+/// live below it (a registry's `/v2`), and the artifact's path.
+pub fn upstream_path(upstream: &Upstream, ecosystem: Ecosystem, raw_path: &str) -> String {
+    let api = ecosystem.upstream_prefix();
     format!("{}{api}/{raw_path}", upstream.base_path)
 }
 
@@ -180,17 +173,17 @@ mod tests {
     #[test]
     fn paths_join_base_and_artifact() {
         assert_eq!(
-            upstream_path(&upstream(""), Package::Generic, "a/b%20c.tgz"),
+            upstream_path(&upstream(""), Ecosystem::Generic, "a/b%20c.tgz"),
             "/a/b%20c.tgz"
         );
         assert_eq!(
-            upstream_path(&upstream("/alma"), Package::Rpm, "9/repomd.xml"),
+            upstream_path(&upstream("/alma"), Ecosystem::Rpm, "9/repomd.xml"),
             "/alma/9/repomd.xml"
         );
         assert_eq!(
             upstream_path(
                 &upstream(""),
-                Package::Docker,
+                Ecosystem::Docker,
                 "library/nginx/manifests/latest"
             ),
             "/v2/library/nginx/manifests/latest"

@@ -55,3 +55,29 @@ async fn traversal_and_encoded_separators_get_400_and_touch_nothing() {
         .collect();
     assert!(escaped.is_empty(), "{escaped:?}");
 }
+
+/// artifactd is not an open proxy: an absolute-URI request (a client
+/// using it as its HTTP proxy) for a host no remote mirrors is refused,
+/// even when a remote's upstream is that host.
+#[tokio::test]
+async fn absolute_uri_requests_for_unmirrored_hosts_get_403_and_reach_nothing() {
+    let origin = Origin::start().await;
+    origin.put("/f.txt", OriginFile::new("upstream bytes"));
+    let root = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(root.path(), &generic_remote(&origin, ""), "").await;
+    let origin_host = origin.base_url().replace("http://", "");
+    for host in [origin_host.as_str(), "example.com", "127.0.0.1:1"] {
+        let request = format!(
+            "GET http://{host}/f.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = raw_request(ad.addr, request.as_bytes()).await;
+        assert_eq!(status, 403, "{host}: {text}");
+        assert!(text.contains("not an open proxy"), "{host}: {text}");
+    }
+    assert_eq!(origin.total_hits(), 0);
+    // The same path in origin form is the remote's, as ever.
+    let request = "GET /api/v1/remote/gen/f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, text) = raw_request(ad.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("upstream bytes"), "{text}");
+}

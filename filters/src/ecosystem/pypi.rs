@@ -12,6 +12,40 @@
 use crate::links::{LinkMap, Mapped};
 use serde_json::{json, Map, Value};
 
+use super::{Request, Routed};
+
+/// Built-in mutable patterns: the simple index, and the JSON API of
+/// `/pypi/{project}/json`.
+pub const MUTABLE_PATTERNS: &[&str] = &[r"(^|/)simple(/|$)", r"^pypi/[^/]+/([^/]+/)?json$"];
+
+/// A non-normalised project name gets the normalised page; the simple
+/// API's forms are keyed apart.
+pub fn route(request: &Request<'_>) -> Routed {
+    let Some(doc) = document(request.path) else {
+        return Routed::file(request);
+    };
+    let path = doc.canonical_path();
+    let form = negotiate(request.accept);
+    let (document, key_parts) = match doc {
+        Document::RootIndex => (
+            super::Document::PypiSimple {
+                project: None,
+                form,
+            },
+            vec![path.clone(), format!("form={}", form.as_str())],
+        ),
+        Document::Project { name } => (
+            super::Document::PypiSimple {
+                project: Some(name),
+                form,
+            },
+            vec![path.clone(), format!("form={}", form.as_str())],
+        ),
+        Document::JsonApi { .. } => (super::Document::PypiJsonApi, vec![path.clone()]),
+    };
+    Routed::document(path, key_parts, request, document)
+}
+
 /// PEP 691 media types.
 pub const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
 pub const HTML_TYPE: &str = "application/vnd.pypi.simple.v1+html";
@@ -23,7 +57,7 @@ pub const MAX_HELD_TAG: usize = 64 * 1024;
 /// PEP 503 name normalisation: lower case, runs of `-`, `_`, `.` as one `-`.
 ///
 /// ```
-/// assert_eq!(filters::pypi::normalize("Foo.Bar__baz"), "foo-bar-baz");
+/// assert_eq!(filters::ecosystem::pypi::normalize("Foo.Bar__baz"), "foo-bar-baz");
 /// ```
 pub fn normalize(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -125,7 +159,7 @@ impl Form {
 /// (JSON on a tie, as the PEP prefers); HTML without an `Accept`.
 ///
 /// ```
-/// use filters::pypi::{negotiate, Form};
+/// use filters::ecosystem::pypi::{negotiate, Form};
 /// let pip = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 /// assert_eq!(negotiate(Some(pip)), Form::Json);
 /// assert_eq!(negotiate(Some("text/html")), Form::Html);
@@ -705,9 +739,9 @@ pub fn root_json(links: &[FileLink]) -> Vec<u8> {
 /// `{name}-{version}.tar.gz` or `.zip`).
 ///
 /// ```
-/// assert_eq!(filters::pypi::project_of_file("Demo_App-1.0-py3-none-any.whl").as_deref(), Some("demo-app"));
-/// assert_eq!(filters::pypi::project_of_file("demo-app-1.0.tar.gz").as_deref(), Some("demo-app"));
-/// assert_eq!(filters::pypi::project_of_file("README.md"), None);
+/// assert_eq!(filters::ecosystem::pypi::project_of_file("Demo_App-1.0-py3-none-any.whl").as_deref(), Some("demo-app"));
+/// assert_eq!(filters::ecosystem::pypi::project_of_file("demo-app-1.0.tar.gz").as_deref(), Some("demo-app"));
+/// assert_eq!(filters::ecosystem::pypi::project_of_file("README.md"), None);
 /// ```
 pub fn project_of_file(filename: &str) -> Option<String> {
     if let Some(stem) = filename.strip_suffix(".whl") {
@@ -827,10 +861,10 @@ mod tests {
             .contains("href=\"a-b/\""));
     }
 
-    const PAGE: &str = include_str!("../../tests/fixtures/pypi/pypiserver-tiny-dep.html");
-    const ROOT: &str = include_str!("../../tests/fixtures/pypi/pypiserver-root.html");
-    const ATTRS: &str = include_str!("../../tests/fixtures/pypi/attributes.html");
-    const JSON_PAGE: &str = include_str!("../../tests/fixtures/pypi/pep691-project.json");
+    const PAGE: &str = include_str!("../../../tests/fixtures/pypi/pypiserver-tiny-dep.html");
+    const ROOT: &str = include_str!("../../../tests/fixtures/pypi/pypiserver-root.html");
+    const ATTRS: &str = include_str!("../../../tests/fixtures/pypi/attributes.html");
+    const JSON_PAGE: &str = include_str!("../../../tests/fixtures/pypi/pep691-project.json");
 
     fn map(page: &str) -> LinkMap {
         let upstream = Upstream::new("http://127.0.0.1:38111", &[]).unwrap();

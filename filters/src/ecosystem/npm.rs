@@ -11,6 +11,42 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::time::SystemTime;
 
+use super::{Document, Request, Routed};
+
+/// Built-in mutable patterns: none (package documents are mutable as
+/// documents, see [`super::Ecosystem::route`]).
+pub const MUTABLE_PATTERNS: &[&str] = &[];
+
+/// `name` and `@scope/name` (asked upstream as `@scope%2fname`), each
+/// form keyed apart; with quarantine hiding, the full form only (the
+/// abbreviated one may lack the publish times). Search passes its query on.
+pub fn route(request: &Request<'_>) -> Routed {
+    match classify(request.path) {
+        NpmPath::File => Routed::file(request),
+        NpmPath::Search => {
+            let mut routed = Routed::file(request);
+            if let Some(query) = request.query {
+                routed.upstream_path = format!("{}?{query}", request.raw_path);
+            }
+            routed.document = Some(Document::NpmSearch);
+            routed
+        }
+        NpmPath::Document { name } => {
+            let form = match request.quarantine_hide {
+                true => Form::Full,
+                false => negotiate(request.accept),
+            };
+            let key_parts = vec![name.clone(), format!("form={}", form.as_str())];
+            Routed::document(
+                document_path(&name),
+                key_parts,
+                request,
+                Document::NpmPackage { form },
+            )
+        }
+    }
+}
+
 /// The abbreviated ("corgi") document type npm asks for when installing.
 pub const ABBREVIATED_TYPE: &str = "application/vnd.npm.install-v1+json";
 
@@ -28,7 +64,7 @@ pub enum NpmPath {
 /// Classifies a decoded path (after [`unescape_scope`]).
 ///
 /// ```
-/// use filters::npm::{classify, NpmPath};
+/// use filters::ecosystem::npm::{classify, NpmPath};
 /// assert_eq!(classify("@s/a"), NpmPath::Document { name: "@s/a".into() });
 /// assert_eq!(classify("a/-/a-1.0.0.tgz"), NpmPath::File);
 /// ```
@@ -56,8 +92,8 @@ pub fn classify(path: &str) -> NpmPath {
 /// separators anywhere else).
 ///
 /// ```
-/// assert_eq!(filters::npm::unescape_scope("@s%2Fa"), "@s/a");
-/// assert_eq!(filters::npm::unescape_scope("a%2fb"), "a%2fb");
+/// assert_eq!(filters::ecosystem::npm::unescape_scope("@s%2Fa"), "@s/a");
+/// assert_eq!(filters::ecosystem::npm::unescape_scope("a%2fb"), "a%2fb");
 /// ```
 pub fn unescape_scope(raw: &str) -> Cow<'_, str> {
     if !raw.starts_with('@') {
@@ -384,9 +420,9 @@ mod tests {
     use crate::links::Upstream;
     use std::time::Duration;
 
-    const FULL: &str = include_str!("../../tests/fixtures/npm/verdaccio-scoped-full.json");
+    const FULL: &str = include_str!("../../../tests/fixtures/npm/verdaccio-scoped-full.json");
     const ABBREVIATED: &str =
-        include_str!("../../tests/fixtures/npm/verdaccio-dep-abbreviated.json");
+        include_str!("../../../tests/fixtures/npm/verdaccio-dep-abbreviated.json");
 
     fn map(page: &str) -> LinkMap {
         let upstream = Upstream::new(&verdaccio_base(), &[]).unwrap();

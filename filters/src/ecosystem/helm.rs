@@ -9,6 +9,20 @@ use crate::links::LinkMap;
 use serde_yaml::Value;
 use std::time::SystemTime;
 
+use super::{Document, Request, Routed};
+
+/// Built-in mutable patterns: the repository index.
+pub const MUTABLE_PATTERNS: &[&str] = &[r"index\.yaml$"];
+
+/// `index.yaml` is the document rewritten for each client.
+pub fn route(request: &Request<'_>) -> Routed {
+    let mut routed = Routed::file(request);
+    if is_index(request.path) {
+        routed.document = Some(Document::HelmIndex);
+    }
+    routed
+}
+
 /// Whether a (decoded) path of a Helm remote is a repository index.
 pub fn is_index(path: &str) -> bool {
     path == "index.yaml" || path.ends_with("/index.yaml")
@@ -174,7 +188,7 @@ mod tests {
     use super::*;
     use crate::links::Upstream;
 
-    const INDEX: &str = include_str!("../../tests/fixtures/helm/index.yaml");
+    const INDEX: &str = include_str!("../../../tests/fixtures/helm/index.yaml");
 
     fn map() -> LinkMap {
         let upstream = Upstream::new("http://127.0.0.1:8879/charts", &[]).unwrap();

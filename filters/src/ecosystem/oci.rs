@@ -16,6 +16,10 @@
 
 use std::fmt;
 
+/// Built-in mutable patterns: tags move; digests do not. Look-ahead, so
+/// it uses the fallback engine.
+pub const MUTABLE_PATTERNS: &[&str] = &[r"/manifests/(?!sha256:)[^/]+$", r"/tags/list$"];
+
 /// The registry host a plain `dockerd` mirror stands in for.
 pub const DOCKER_HUB: &str = "docker.io";
 
@@ -165,7 +169,7 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> RouteError {
 /// segment names a configured remote.
 ///
 /// ```
-/// use filters::oci::{route, Operation, Reference, Registry, V2Route};
+/// use filters::ecosystem::oci::{route, Operation, Reference, Registry, V2Route};
 /// let r = route("/hub/library/nginx/manifests/1.27", None, |s| s == "hub").unwrap();
 /// assert_eq!(r, V2Route::Repository {
 ///     registry: Registry::Remote("hub"),
@@ -603,7 +607,7 @@ pub struct BearerChallenge {
 /// scheme or a malformed header.
 ///
 /// ```
-/// let c = filters::oci::parse_bearer_challenge(
+/// let c = filters::ecosystem::oci::parse_bearer_challenge(
 ///     r#"Bearer realm="https://auth.example/token",service="registry",scope="repository:a/b:pull""#,
 /// ).unwrap();
 /// assert_eq!(c.realm, "https://auth.example/token");

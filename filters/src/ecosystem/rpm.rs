@@ -13,6 +13,54 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::io::BufRead;
 
+use super::{Document, IndexedFile, Request, Routed, Snapshot};
+use crate::policy::ArtifactClass;
+
+/// Built-in mutable patterns: the index and repodata not named by checksum.
+pub const MUTABLE_PATTERNS: &[&str] = &[
+    r"repomd\.xml(\.asc|\.key)?$",
+    r"repodata/[^/]+\.(xml|sqlite|yaml|asc|txt)(\.(gz|bz2|xz|zst))?$",
+    r"Packages\.gz$",
+];
+
+/// The repodata files a `repomd.xml` at `path` names; `primary` lists the
+/// packages.
+pub fn snapshot(path: &str, body: &[u8]) -> Result<Snapshot, String> {
+    let files = repomd_files(path, body).map_err(|e| e.to_string())?;
+    let package_lists = files
+        .iter()
+        .filter(|f| f.kind == "primary")
+        .map(RepoFile::indexed)
+        .collect();
+    Ok(Snapshot {
+        files: files.iter().map(RepoFile::indexed).collect(),
+        package_lists,
+        root: repository_root(path).to_string(),
+    })
+}
+
+/// The packages of a decompressed `primary.xml` of the repository at `root`.
+pub fn read_package_list(
+    root: &str,
+    reader: &mut dyn BufRead,
+    found: &mut dyn FnMut(String, String),
+) -> Result<u64, String> {
+    primary_packages(root, reader, |p| found(p.path, p.digest)).map_err(|e| e.to_string())
+}
+
+/// `repomd.xml` is a snapshot; repodata files named by their checksum
+/// never change, whatever the built-in mutable patterns say.
+pub fn route(request: &Request<'_>) -> Routed {
+    let mut routed = Routed::file(request);
+    if is_content_addressed(request.path) {
+        routed.class = ArtifactClass::Immutable;
+    }
+    if is_repomd(request.path) {
+        routed.document = Some(Document::RpmRepomd);
+    }
+    routed
+}
+
 /// Whether a (decoded) path is a repository's `repomd.xml`.
 pub fn is_repomd(path: &str) -> bool {
     path == "repodata/repomd.xml" || path.ends_with("/repodata/repomd.xml")
@@ -23,8 +71,8 @@ pub fn is_repomd(path: &str) -> bool {
 /// never changes, whatever the built-in mutable patterns say.
 ///
 /// ```
-/// assert!(filters::rpm::is_content_addressed("9/repodata/5764e94d300732186ea4aaf6dd5adda4-primary.xml.gz"));
-/// assert!(!filters::rpm::is_content_addressed("9/repodata/primary.xml.gz"));
+/// assert!(filters::ecosystem::rpm::is_content_addressed("9/repodata/5764e94d300732186ea4aaf6dd5adda4-primary.xml.gz"));
+/// assert!(!filters::ecosystem::rpm::is_content_addressed("9/repodata/primary.xml.gz"));
 /// ```
 pub fn is_content_addressed(path: &str) -> bool {
     let Some((dir, file)) = path.rsplit_once('/') else {
@@ -48,6 +96,15 @@ pub struct RepoFile {
     pub path: String,
     /// `sha256:hex` (or `sha512:`, `sha1:`) of the file as stored.
     pub digest: Option<String>,
+}
+
+impl RepoFile {
+    fn indexed(&self) -> IndexedFile {
+        IndexedFile {
+            path: self.path.clone(),
+            digest: self.digest.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,8 +278,8 @@ pub fn primary_packages(
 mod tests {
     use super::*;
 
-    const REPOMD: &str = include_str!("../../tests/fixtures/rpm/repomd.xml");
-    const PRIMARY: &str = include_str!("../../tests/fixtures/rpm/primary.xml");
+    const REPOMD: &str = include_str!("../../../tests/fixtures/rpm/repomd.xml");
+    const PRIMARY: &str = include_str!("../../../tests/fixtures/rpm/primary.xml");
 
     #[test]
     fn repomd_names_every_file_under_the_repository_root() {
