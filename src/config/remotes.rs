@@ -61,6 +61,9 @@ pub struct RawRemote {
     pub mirror_of: Option<Vec<String>>,
     /// The repositories a `type: virtual` remote serves, in order.
     pub members: Option<Vec<String>>,
+    /// The architectures whose package lists a repository snapshot keeps
+    /// consistent (artifactd): `["amd64"]`; all the index lists if unset.
+    pub architectures: Option<Vec<String>>,
     /// Keys artifactd does not know; warned about, not fatal, because the
     /// reference system ignored them too.
     #[serde(flatten)]
@@ -149,6 +152,9 @@ pub struct Remote {
     pub mirror_of: Vec<String>,
     /// A virtual repository's members, in order.
     pub members: Vec<String>,
+    /// The architectures a snapshot's package lists are kept for; empty
+    /// for all.
+    pub architectures: Vec<String>,
     /// `username`, for keying tokens fetched with it.
     pub username: Option<String>,
     /// `password`, with `username` the basic auth of token requests.
@@ -398,6 +404,19 @@ fn compile_remote(
             ));
         }
     }
+    let architectures = raw.architectures.clone().unwrap_or_default();
+    for (i, arch) in architectures.iter().enumerate() {
+        let valid = !arch.is_empty()
+            && arch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !valid {
+            errors.push(err(
+                &format!("architectures[{i}]"),
+                format!("{arch:?} is not an architecture name (such as \"amd64\")"),
+            ));
+        }
+    }
     let cache = raw.cache.clone().unwrap_or_default();
     let timeouts = raw.timeouts.clone().unwrap_or_default();
     let mut duration = |field: &str, value: &Option<RawDuration>| -> Option<Duration> {
@@ -471,6 +490,7 @@ fn compile_remote(
             releases_api,
             mirror_of,
             members,
+            architectures,
             username: raw.username.clone(),
             password: raw.password.clone(),
         }),

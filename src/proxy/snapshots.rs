@@ -47,8 +47,11 @@ pub struct Snapshots {
     upstream: crate::upstream_tls::UpstreamClients,
     /// Bounds the gate's own upstream request.
     upstream_timeout: Duration,
-    /// Snapshots being warmed (remote, repomd digest).
+    /// Snapshots being warmed (remote, index digest).
     warming: Mutex<HashSet<(String, String)>>,
+    /// Per remote and index path: the snapshot digest and the files of it
+    /// the upstream does not have.
+    absent: Mutex<HashMap<(String, String), AbsentFiles>>,
     /// The digest of each package list whose packages were last recorded,
     /// per remote and list path.
     recorded_lists: Mutex<HashMap<(String, String), String>>,
@@ -65,6 +68,7 @@ impl Snapshots {
             })?,
             upstream_timeout: timeout,
             warming: Mutex::new(HashSet::new()),
+            absent: Mutex::new(HashMap::new()),
             recorded_lists: Mutex::new(HashMap::new()),
         })
     }
@@ -90,7 +94,10 @@ impl Snapshots {
             }
         };
         let ecosystem = artifact.remote.ecosystem;
-        let snapshot = match ecosystem.snapshot(&path, &body) {
+        let scope = filters::ecosystem::Scope {
+            architectures: &artifact.remote.architectures,
+        };
+        let snapshot = match ecosystem.snapshot(&path, &body, &scope) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 log::warn!(
@@ -101,22 +108,21 @@ impl Snapshots {
             }
         };
         let remote = &artifact.remote.name;
-        let published = snapshot.files.iter().filter_map(|f| {
+        let published = snapshot.checksums.iter().filter_map(|f| {
             Some(Published {
                 path: f.path.clone(),
                 digest: f.digest.clone()?,
             })
         });
         app.checksums.record_now(remote, published.collect()).await;
-        let missing = snapshot
-            .files
-            .iter()
-            .filter(|f| {
-                !app.storage
-                    .contains(&super::cache::key_of(remote, std::slice::from_ref(&f.path)))
-            })
-            .count();
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+        let absent = self.absent_of(remote, &path, &digest);
+        let mut missing = 0;
+        for file in snapshot.files.iter().filter(|f| !absent.contains(&f.path)) {
+            if self.cached_as_named(app, remote, file).await != Cached::AsNamed {
+                missing += 1;
+            }
+        }
         self.warm(
             app,
             artifact.remote.clone(),
@@ -183,26 +189,86 @@ impl Snapshots {
             let snapshots = &app.snapshots;
             let mut failed = 0;
             for file in &snapshot.files {
-                if let Err(e) = snapshots
-                    .fetch_through(&app, &remote.name, &file.path, None)
-                    .await
-                {
+                if let Err(e) = snapshots.warm_file(&app, &remote.name, file).await {
+                    if e == Through::Absent {
+                        snapshots.note_absent(&remote.name, &index, &id.1, &file.path);
+                    }
                     log::info!("remote '{}': warming {}: {e}", remote.name, file.path);
                     failed += 1;
                 }
             }
-            for list in &snapshot.package_lists {
+            for choices in &snapshot.package_lists {
                 snapshots
-                    .record_packages(&app, &remote, &snapshot.root, list)
+                    .record_packages(&app, &remote, &snapshot.root, choices)
                     .await;
             }
             log::info!(
-                "remote '{}': snapshot {index} warmed ({} files, {failed} failed)",
+                "remote '{}': snapshot {index} warmed ({} files, {failed} not cached)",
                 remote.name,
                 snapshot.files.len()
             );
             snapshots.warming.lock().remove(&id);
         });
+    }
+
+    /// Caches one file of a snapshot: nothing to do if it is cached with
+    /// the bytes the index names; cached with others (a file whose name
+    /// stays while its content changes), it is removed and fetched again.
+    async fn warm_file(&self, app: &App, remote: &str, file: &IndexedFile) -> Result<(), Through> {
+        match self.cached_as_named(app, remote, file).await {
+            Cached::AsNamed => return Ok(()),
+            Cached::Other => {
+                let key = super::cache::key_of(remote, std::slice::from_ref(&file.path));
+                let id = crate::storage::layout::EntryLocation::from_key(&key).id();
+                let removed = app.storage.remove_entry(remote, id).await;
+                removed.map_err(|e| Through::Failed(format!("replacing it: {e}")))?;
+            }
+            Cached::No => {}
+        }
+        self.fetch_through(app, remote, &file.path, None).await
+    }
+
+    /// Whether `file` is cached with the bytes its index names (when the
+    /// index names them by sha256; otherwise being cached is enough).
+    async fn cached_as_named(&self, app: &App, remote: &str, file: &IndexedFile) -> Cached {
+        let key = super::cache::key_of(remote, std::slice::from_ref(&file.path));
+        if !app.storage.contains(&key) {
+            return Cached::No;
+        }
+        let Some(named) = file
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+        else {
+            return Cached::AsNamed;
+        };
+        match app.storage.committed_sha256(&key).await {
+            Ok(Some(stored)) if stored == named => Cached::AsNamed,
+            Ok(Some(_)) => Cached::Other,
+            Ok(None) | Err(_) => Cached::No,
+        }
+    }
+
+    /// The files of the snapshot `digest` of `index` the upstream does not
+    /// have (an index may name files that are not published, such as an
+    /// uncompressed list): not waited for.
+    fn absent_of(&self, remote: &str, index: &str, digest: &str) -> HashSet<String> {
+        let absent = self.absent.lock();
+        match absent.get(&(remote.to_string(), index.to_string())) {
+            Some((of, paths)) if of == digest => paths.clone(),
+            _ => HashSet::new(),
+        }
+    }
+
+    fn note_absent(&self, remote: &str, index: &str, digest: &str, path: &str) {
+        let mut absent = self.absent.lock();
+        let entry = absent
+            .entry((remote.to_string(), index.to_string()))
+            .or_default();
+        if entry.0 != digest {
+            *entry = (digest.to_string(), HashSet::new());
+        }
+        entry.1.insert(path.to_string());
     }
 
     /// GETs a remote path through artifactd's own listener; with `into`,
@@ -213,61 +279,105 @@ impl Snapshots {
         remote: &str,
         path: &str,
         mut into: Option<&mut std::fs::File>,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<(), Through> {
+        let failed = |e: &dyn std::fmt::Display| Through::Failed(e.to_string());
         let url = format!("/api/v1/remote/{remote}/{path}");
         let request = app.loopback.request(reqwest::Method::GET, &url);
-        let mut resp = request.send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
+        let mut resp = request.send().await.map_err(|e| failed(&e))?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => {
+                return Err(Through::Absent)
+            }
+            status if !status.is_success() => return Err(failed(&format!("status {status}"))),
+            _ => {}
         }
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| failed(&e))? {
             if let Some(file) = into.as_deref_mut() {
-                file.write_all(&chunk).map_err(|e| e.to_string())?;
+                file.write_all(&chunk).map_err(|e| failed(&e))?;
             }
         }
         Ok(())
     }
 
-    /// Reads a package list (from the cache, through the listener) and
-    /// records the checksum of every package it names, once per digest.
-    async fn record_packages(&self, app: &App, remote: &Remote, root: &str, list: &IndexedFile) {
-        let Some(digest) = list.digest.clone() else {
-            return;
-        };
+    /// Reads a package list (from the cache, through the listener): the
+    /// first of `choices` that can be read. Records the checksum of every
+    /// package it names, once per list digest.
+    async fn record_packages(
+        &self,
+        app: &App,
+        remote: &Remote,
+        root: &str,
+        choices: &[IndexedFile],
+    ) {
+        let mut why = Vec::new();
+        for list in choices {
+            match self.record_list(app, remote, root, list).await {
+                Ok(()) => return,
+                Err(e) => why.push(format!("{}: {e}", list.path)),
+            }
+        }
+        log::warn!(
+            "remote '{}': no package list read, packages stay unverified ({})",
+            remote.name,
+            why.join("; ")
+        );
+    }
+
+    async fn record_list(
+        &self,
+        app: &App,
+        remote: &Remote,
+        root: &str,
+        list: &IndexedFile,
+    ) -> Result<(), String> {
+        let digest = list.digest.clone().ok_or("no digest")?;
         let id = (remote.name.clone(), list.path.clone());
         if self.recorded_lists.lock().get(&id) == Some(&digest) {
-            return;
+            return Ok(());
         }
-        let (ecosystem, remote) = (remote.ecosystem, remote.name.as_str());
-        let Ok(mut spool) = tempfile::tempfile() else {
-            return;
-        };
-        if let Err(e) = self
-            .fetch_through(app, remote, &list.path, Some(&mut spool))
+        let ecosystem = remote.ecosystem;
+        let mut spool = tempfile::tempfile().map_err(|e| e.to_string())?;
+        self.fetch_through(app, &remote.name, &list.path, Some(&mut spool))
             .await
-        {
-            log::info!("remote '{remote}': reading {}: {e}", list.path);
-            return;
-        }
+            .map_err(|e| e.to_string())?;
         let (list_owned, root_owned) = (list.clone(), root.to_string());
-        let parsed = tokio::task::spawn_blocking(move || {
+        let packages = tokio::task::spawn_blocking(move || {
             parse_package_list(ecosystem, &list_owned, &root_owned, spool)
         })
-        .await;
-        match parsed {
-            Ok(Ok(packages)) => {
-                let count = packages.len();
-                app.checksums.record_now(remote, packages).await;
-                self.recorded_lists.lock().insert(id, digest);
-                log::info!(
-                    "remote '{remote}': recorded {count} package checksums from {}",
-                    list.path
-                );
-            }
-            Ok(Err(e)) => log::warn!("remote '{remote}': {}: {e}", list.path),
-            Err(e) => log::warn!("remote '{remote}': parsing {}: {e}", list.path),
-        }
+        .await
+        .map_err(|e| e.to_string())??;
+        let count = packages.len();
+        app.checksums.record_now(&remote.name, packages).await;
+        self.recorded_lists.lock().insert(id, digest);
+        log::info!(
+            "remote '{}': recorded {count} package checksums from {}",
+            remote.name,
+            list.path
+        );
+        Ok(())
     }
+}
+
+/// The digest of a snapshot and the files of it the upstream lacks.
+type AbsentFiles = (String, HashSet<String>);
+
+/// Why a file could not be fetched through artifactd.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Through {
+    #[error("not found upstream")]
+    Absent,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How a file of a snapshot is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    No,
+    /// With the bytes its index names.
+    AsNamed,
+    /// With other bytes (an older version under the same name).
+    Other,
 }
 
 /// The largest index the gate reads.

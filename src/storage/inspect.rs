@@ -1,5 +1,5 @@
-//! Operations on single stored entries for the cache API: removal by id
-//! and re-hashing a body against the sha256 recorded when it was fetched.
+//! Operations on single stored entries for the cache API and the
+//! snapshot gate: removal by id, the recorded digest, and re-hashing a body against the sha256 recorded when it was fetched.
 //!
 //! Both go through the same paths as everything else (the entry lock,
 //! compare-before-delete removal, ranged reads of the body store), so they
@@ -43,6 +43,16 @@ impl CacheStorage {
     pub async fn remove_entry(&self, remote: &str, id: u128) -> Result<bool> {
         let location = Self::location(remote, id);
         Ok(self.remove(&location, Expect::Current).await?.is_some())
+    }
+
+    /// The hex sha256 recorded for the body committed under `key`, if an
+    /// entry is.
+    pub async fn committed_sha256(&self, key: &pingora::cache::CacheKey) -> Result<Option<String>> {
+        let location = EntryLocation::from_key(key);
+        Ok(self
+            .load_record(&location)
+            .await?
+            .map(|record| record.body.sha256.clone()))
     }
 
     /// Reads entry `id` of `remote` back and compares its sha256 and size

@@ -124,7 +124,8 @@ impl Ecosystem {
 
     /// What a snapshot index at `path` names (see [`Snapshot`]); `Err`
     /// says why it could not be read (it is then served unchecked).
-    pub fn snapshot(self, path: &str, body: &[u8]) -> Result<Snapshot, String> {
+    pub fn snapshot(self, path: &str, body: &[u8], scope: &Scope<'_>) -> Result<Snapshot, String> {
+        let _ = scope;
         match self {
             Ecosystem::Rpm => rpm::snapshot(path, body),
             _ => Err(format!("{self} has no snapshot indexes")),
@@ -253,15 +254,26 @@ impl Routed {
 /// each with its checksum. A repository is consistent only as a snapshot
 /// (its indexes name files by checksum, and when the upstream regenerates,
 /// the old files go): a refreshed index is served only once every file
-/// here is cached.
+/// here is cached (or known absent upstream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Every file to have cached before the index is served.
     pub files: Vec<IndexedFile>,
-    /// The files among them that list packages with their checksums.
-    pub package_lists: Vec<IndexedFile>,
+    /// Every file whose checksum the index publishes (the files above and
+    /// any others), so that downloads of them are verified.
+    pub checksums: Vec<IndexedFile>,
+    /// The package lists: each a choice of files in order of preference
+    /// (compressions, forms), the first readable one read.
+    pub package_lists: Vec<Vec<IndexedFile>>,
     /// The remote path the package lists' paths are relative to.
     pub root: String,
+}
+
+/// What of a snapshot a remote keeps (its configuration).
+#[derive(Debug, Clone, Default)]
+pub struct Scope<'a> {
+    /// The architectures whose package lists are kept; empty for all.
+    pub architectures: &'a [String],
 }
 
 /// A file an index names.

@@ -30,10 +30,12 @@ pub fn snapshot(path: &str, body: &[u8]) -> Result<Snapshot, String> {
     let package_lists = files
         .iter()
         .filter(|f| f.kind == "primary")
-        .map(RepoFile::indexed)
+        .map(|f| vec![f.indexed()])
         .collect();
+    let files: Vec<IndexedFile> = files.iter().map(RepoFile::indexed).collect();
     Ok(Snapshot {
-        files: files.iter().map(RepoFile::indexed).collect(),
+        checksums: files.clone(),
+        files,
         package_lists,
         root: repository_root(path).to_string(),
     })
