@@ -4,7 +4,7 @@
 //! verified against `repomd.xml` and `primary.xml`.
 
 use crate::harness::rpm::{dnf_install, RpmRepo};
-use crate::harness::{client, Artifactd, Origin};
+use crate::harness::{client, log_says, Artifactd, Origin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,18 +14,6 @@ fn rpm_remote(origin: &Origin, extra: &str) -> String {
         "remotes:\n  el:\n    base_url: \"{}/repo\"\n    package: rpm\n    cache:\n      mutable_ttl: 2\n{extra}",
         origin.base_url()
     )
-}
-
-/// Waits for artifactd's log to say something (background work).
-async fn log_says(ad: &Artifactd, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if ad.log_text().contains(text) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("artifactd never logged {text:?}:\n{}", ad.log_text());
 }
 
 #[tokio::test]

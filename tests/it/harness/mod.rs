@@ -161,6 +161,18 @@ pub async fn run_client(command: &mut tokio::process::Command) -> (bool, String)
     (out.status.success(), text)
 }
 
+/// Waits up to 30 s for artifactd's log to say `text` (background work).
+pub async fn log_says(ad: &Artifactd, text: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if ad.log_text().contains(text) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("artifactd never logged {text:?}:\n{}", ad.log_text());
+}
+
 /// `artifactd_checksum_mismatch_total` of `remote`, scraped now.
 pub async fn checksum_mismatches(ad: &Artifactd, remote: &str) -> u64 {
     let metrics = get_text(&client(), ad.url("/metrics")).await;

@@ -417,3 +417,45 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         write.flush().await?;
     }
 }
+
+/// Mirrors the files under `dir` onto `origin` below `prefix`, as a mirror
+/// syncs a regenerated repository: new and changed files first, the
+/// indexes (`is_index`) after them, then the files that are gone removed.
+/// `published` holds what was mirrored before and is brought up to date.
+pub fn mirror_dir(
+    origin: &Origin,
+    dir: &std::path::Path,
+    prefix: &str,
+    published: &mut std::collections::BTreeSet<String>,
+    is_index: impl Fn(&str) -> bool,
+) {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files);
+    files.sort_by_key(|p| is_index(p));
+    let mut now = std::collections::BTreeSet::new();
+    for relative in files {
+        let bytes = std::fs::read(dir.join(&relative)).unwrap();
+        origin.put(&format!("{prefix}/{relative}"), OriginFile::new(bytes));
+        now.insert(relative);
+    }
+    for gone in published.difference(&now) {
+        origin.remove(&format!("{prefix}/{gone}"));
+    }
+    *published = now;
+}
+
+fn collect(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            out.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string(),
+            );
+        }
+    }
+}

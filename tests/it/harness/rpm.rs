@@ -3,7 +3,7 @@
 //! origin (so a regeneration removes the old repodata as a real mirror
 //! does), and `dnf --installroot` as the client.
 
-use super::{Origin, OriginFile};
+use super::Origin;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -68,23 +68,11 @@ impl RpmRepo {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut now = BTreeSet::new();
-        let mut files = Vec::new();
-        collect(&self.dir, &self.dir, &mut files);
         // repomd.xml last: a mirror syncs the files it names first.
-        files.sort_by_key(|p| p.ends_with("repomd.xml"));
-        for relative in files {
-            let bytes = std::fs::read(self.dir.join(&relative)).unwrap();
-            origin.put(
-                &format!("{}/{relative}", self.prefix),
-                OriginFile::new(bytes),
-            );
-            now.insert(relative);
-        }
-        for gone in self.published.difference(&now) {
-            origin.remove(&format!("{}/{gone}", self.prefix));
-        }
-        self.published = now;
+        let prefix = self.prefix.clone();
+        super::origin::mirror_dir(origin, &self.dir, &prefix, &mut self.published, |p| {
+            p.ends_with("repomd.xml")
+        });
     }
 
     /// The files `repodata/` holds now.
@@ -94,22 +82,6 @@ impl RpmRepo {
             .filter(|p| p.starts_with("repodata/"))
             .cloned()
             .collect()
-    }
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect(root, &path, out);
-        } else {
-            out.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string(),
-            );
-        }
     }
 }
 
