@@ -29,6 +29,9 @@ if [[ ${1:-} == test ]]; then
     # The package-format tests: rpmbuild and createrepo_c make RPM
     # repositories, dnf installs from them.
     packages+=(rpm createrepo-c dnf)
+    # apt-ftparchive (apt-utils) and gpg make APT suites; apt-get (the
+    # machine's own) and dpkg-deb install from them.
+    packages+=(apt-utils gpg gpg-agent)
     # The edge tests: systemd-analyze checks the unit. The README tests run
     # `make run` and the unit's commands in network namespaces of their own
     # (ip brings up their loopback; unshare and nsenter are util-linux's).

@@ -30,6 +30,7 @@
 
 mod admin;
 mod alpine;
+mod apt;
 mod cache;
 mod cache_api;
 mod cluster;

@@ -18,8 +18,10 @@
 //! - [`npm`]: package documents and tarballs.
 //! - [`helm`]: chart repositories' `index.yaml`.
 //! - [`rpm`]: `repomd.xml` snapshots and their repodata.
+//! - [`apt`]: Debian and Ubuntu suites: `InRelease` snapshots, `Packages`.
 
 pub mod alpine;
+pub mod apt;
 pub mod generic;
 pub mod helm;
 pub mod npm;
@@ -42,11 +44,12 @@ pub enum Ecosystem {
     Helm,
     Rpm,
     Alpine,
+    Apt,
 }
 
 impl Ecosystem {
     /// Every format, in the order the docs list them.
-    pub const ALL: [Ecosystem; 7] = [
+    pub const ALL: [Ecosystem; 8] = [
         Ecosystem::Generic,
         Ecosystem::Docker,
         Ecosystem::Pypi,
@@ -54,6 +57,7 @@ impl Ecosystem {
         Ecosystem::Helm,
         Ecosystem::Rpm,
         Ecosystem::Alpine,
+        Ecosystem::Apt,
     ];
 
     /// The spelling used in `remotes.yaml`.
@@ -66,6 +70,7 @@ impl Ecosystem {
             Ecosystem::Helm => "helm",
             Ecosystem::Rpm => "rpm",
             Ecosystem::Alpine => "alpine",
+            Ecosystem::Apt => "apt",
         }
     }
 
@@ -79,6 +84,7 @@ impl Ecosystem {
             Ecosystem::Helm => helm::MUTABLE_PATTERNS,
             Ecosystem::Rpm => rpm::MUTABLE_PATTERNS,
             Ecosystem::Alpine => alpine::MUTABLE_PATTERNS,
+            Ecosystem::Apt => apt::MUTABLE_PATTERNS,
         }
     }
 
@@ -104,13 +110,13 @@ impl Ecosystem {
     /// in for (`mirror_of`): registries that containerd asks for by name,
     /// and hosts whose clients use artifactd as their HTTP proxy.
     pub fn can_mirror(self) -> bool {
-        matches!(self, Ecosystem::Docker)
+        matches!(self, Ecosystem::Docker | Ecosystem::Apt)
     }
 
     /// Whether the format's clients reach a mirrored host through
     /// artifactd as their HTTP proxy (absolute-URI requests).
     pub fn proxied(self) -> bool {
-        false
+        matches!(self, Ecosystem::Apt)
     }
 
     /// Whether the format's indexes publish checksums that its files are
@@ -118,16 +124,16 @@ impl Ecosystem {
     pub fn verifies_files(self) -> bool {
         matches!(
             self,
-            Ecosystem::Pypi | Ecosystem::Npm | Ecosystem::Helm | Ecosystem::Rpm
+            Ecosystem::Pypi | Ecosystem::Npm | Ecosystem::Helm | Ecosystem::Rpm | Ecosystem::Apt
         )
     }
 
     /// What a snapshot index at `path` names (see [`Snapshot`]); `Err`
     /// says why it could not be read (it is then served unchecked).
     pub fn snapshot(self, path: &str, body: &[u8], scope: &Scope<'_>) -> Result<Snapshot, String> {
-        let _ = scope;
         match self {
             Ecosystem::Rpm => rpm::snapshot(path, body),
+            Ecosystem::Apt => apt::snapshot(path, body, scope),
             _ => Err(format!("{self} has no snapshot indexes")),
         }
     }
@@ -143,6 +149,7 @@ impl Ecosystem {
     ) -> Result<u64, String> {
         match self {
             Ecosystem::Rpm => rpm::read_package_list(snapshot_root, reader, found),
+            Ecosystem::Apt => apt::read_package_list(snapshot_root, reader, found),
             _ => Err(format!("{self} has no package lists ({})", list.path)),
         }
     }
@@ -157,6 +164,7 @@ impl Ecosystem {
             Ecosystem::Npm => npm::route(request),
             Ecosystem::Helm => helm::route(request),
             Ecosystem::Rpm => rpm::route(request),
+            Ecosystem::Apt => apt::route(request),
             Ecosystem::Generic | Ecosystem::Alpine | Ecosystem::Docker => Routed::file(request),
         };
         if routed.document.is_some() && routed.class == ArtifactClass::Immutable {
@@ -304,13 +312,15 @@ pub enum Document {
     /// An RPM repository's `repodata/repomd.xml`: not rewritten, but only
     /// refreshed as a consistent snapshot.
     RpmRepomd,
+    /// An APT suite's `InRelease` or `Release`: likewise.
+    AptRelease,
 }
 
 impl Document {
     /// Whether this index names the files fetched after it, so that a new
     /// one is served only once they are cached ([`Ecosystem::snapshot`]).
     pub fn is_snapshot(&self) -> bool {
-        matches!(self, Document::RpmRepomd)
+        matches!(self, Document::RpmRepomd | Document::AptRelease)
     }
 
     /// Whether the document is rewritten for each client (its links come
@@ -331,7 +341,10 @@ impl Document {
             Document::PypiSimple { form, .. } => Some(pypi::upstream_accept(*form)),
             Document::PypiJsonApi => Some("application/json"),
             Document::NpmPackage { form } => Some(form.accept()),
-            Document::NpmSearch | Document::HelmIndex | Document::RpmRepomd => None,
+            Document::NpmSearch
+            | Document::HelmIndex
+            | Document::RpmRepomd
+            | Document::AptRelease => None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! loopback ports
 //! and all torn down on drop.
 
+pub mod apt;
 pub mod artifactd;
 pub mod npm;
 pub mod origin;
