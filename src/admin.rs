@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::auth::bearer_allows;
 use crate::config::{Remote, RemoteKind};
-use crate::proxy::respond::Reply;
+use crate::reply::Reply;
 use filters::AdminRoute;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
@@ -40,11 +40,8 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
 }
 
 /// The 401 for a request without the admin token, when one is set.
-pub fn require_admin(app: &App, req: &RequestHeader) -> Option<Reply> {
-    (!bearer_allows(req, app.config.server.admin_token.as_ref())).then(|| {
-        Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
-            .header("www-authenticate", "Bearer")
-    })
+fn require_admin(app: &App, req: &RequestHeader) -> Option<Reply> {
+    crate::reply::require_admin(app.config.server.admin_token.as_ref(), req)
 }
 
 /// `/metrics` is open unless `tokens.metrics` is set; then it takes that

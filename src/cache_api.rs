@@ -6,11 +6,10 @@
 //! first reports pending hits and waits (briefly) for the queue, so what a
 //! client just fetched is in it.
 
-use crate::admin::require_admin;
 use crate::app::App;
 use crate::catalog::{CachedRow, PageQuery};
 use crate::config::{Remote, RemoteKind};
-use crate::proxy::respond::Reply;
+use crate::reply::{require_admin, Reply};
 use base64::Engine;
 use filters::route::query_param;
 use http::{Method, StatusCode};
@@ -25,7 +24,7 @@ const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 
 /// Answers a request under `/api/v1/cache`; `rest` is the path after it.
 pub async fn handle(app: &Arc<App>, rest: &str, req: &RequestHeader) -> Reply {
-    if let Some(refusal) = require_admin(app, req) {
+    if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
         return refusal;
     }
     let query = req.uri.query();
@@ -281,22 +280,12 @@ fn start_verify(app: &Arc<App>, query: Option<&str>) -> Reply {
             }
             Ok(())
         });
-    job_started(id)
-}
-
-/// The 202 for a started job, pointing at its status.
-pub fn job_started(id: u64) -> Reply {
-    let status_url = format!("/api/v1/jobs/{id}");
-    Reply::json(
-        StatusCode::ACCEPTED,
-        &json!({"job": id, "status_url": status_url}),
-    )
-    .header("location", status_url)
+    crate::jobs::started_reply(id)
 }
 
 /// `GET /api/v1/jobs/{id}`.
 pub fn job_status(app: &App, id: &str, req: &RequestHeader) -> Reply {
-    if let Some(refusal) = require_admin(app, req) {
+    if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
         return refusal;
     }
     match id.parse().ok().and_then(|id| app.jobs.status(id)) {

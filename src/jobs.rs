@@ -150,3 +150,13 @@ impl Jobs {
             .map(|j| j.0.lock().clone())
     }
 }
+
+/// The 202 for a started job, pointing at its status.
+pub fn started_reply(id: u64) -> crate::reply::Reply {
+    let status_url = format!("/api/v1/jobs/{id}");
+    crate::reply::Reply::json(
+        http::StatusCode::ACCEPTED,
+        &serde_json::json!({"job": id, "status_url": status_url}),
+    )
+    .header("location", status_url)
+}

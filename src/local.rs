@@ -10,7 +10,7 @@ use crate::auth::bearer_allows;
 use crate::catalog::{ArtifactRow, CatalogEvent};
 use crate::config::Remote;
 use crate::metrics::Outcome;
-use crate::proxy::respond::{self, Reply};
+use crate::reply::{self, Reply};
 use crate::storage::hit::BodyHit;
 use crate::storage::unix_now;
 use filters::range::{single_range, RangeReply};
@@ -36,7 +36,7 @@ pub async fn handle(
             StatusCode::BAD_REQUEST,
             "bad path: a file path must not end with '/' or contain '#'",
         );
-        respond::send_and_close(session, reply).await?;
+        reply::send_and_close(session, reply).await?;
         return Ok(Outcome::Other);
     }
     let key = format!("local/{}/{path}", remote.name);
@@ -53,7 +53,7 @@ pub async fn handle(
                 "use GET, HEAD, PUT or DELETE",
             )
             .header("allow", "GET, HEAD, PUT, DELETE");
-            respond::send_and_close(session, reply)
+            reply::send_and_close(session, reply)
                 .await
                 .map(|_| Outcome::Other)
         }
@@ -71,7 +71,7 @@ async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
     let bodies = app.storage.bodies();
     let opened = bodies.open(key).await.map_err(storage_error)?;
     let Some(opened) = opened else {
-        return respond::send(session, Reply::text(StatusCode::NOT_FOUND, "not found")).await;
+        return reply::send(session, Reply::text(StatusCode::NOT_FOUND, "not found")).await;
     };
     let size = opened.size();
     let range_header = session
@@ -93,10 +93,10 @@ async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
         RangeReply::Unsatisfiable => {
             let reply = Reply::text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
                 .header("content-range", format!("bytes */{size}"));
-            return respond::send(session, reply).await;
+            return reply::send(session, reply).await;
         }
     };
-    let header = respond::header(status, end - start, &headers)?;
+    let header = reply::header(status, end - start, &headers)?;
     if session.req_header().method == Method::HEAD || start == end {
         return session.write_response_header(Box::new(header), true).await;
     }
@@ -122,7 +122,7 @@ async fn upload(
     if !bearer_allows(session.req_header(), server.write_token.as_ref()) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
-        respond::send_and_close(session, reply).await?;
+        reply::send_and_close(session, reply).await?;
         return Ok(Outcome::Other);
     }
     let declared: Option<u64> = session
@@ -141,7 +141,7 @@ async fn upload(
         )
     };
     if declared.is_some_and(|len| len > server.max_upload_bytes) {
-        respond::send_and_close(session, too_large()).await?;
+        reply::send_and_close(session, too_large()).await?;
         return Ok(Outcome::Other);
     }
     let expects_continue = session
@@ -169,7 +169,7 @@ async fn upload(
         written += chunk.len() as u64;
         if written > server.max_upload_bytes {
             drop(upload);
-            respond::send_and_close(session, too_large()).await?;
+            reply::send_and_close(session, too_large()).await?;
             return Ok(Outcome::Other);
         }
         hasher.update(&chunk);
@@ -196,7 +196,7 @@ async fn upload(
         local: true,
     }));
     let body = json!({"remote": remote.name, "path": path, "size": written, "sha256": sha256});
-    respond::send(session, Reply::json(StatusCode::CREATED, &body)).await?;
+    reply::send(session, Reply::json(StatusCode::CREATED, &body)).await?;
     Ok(Outcome::Upload)
 }
 
@@ -210,7 +210,7 @@ async fn delete(
     if !bearer_allows(session.req_header(), app.config.server.write_token.as_ref()) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
-        return respond::send_and_close(session, reply).await;
+        return reply::send_and_close(session, reply).await;
     }
     let existed = app
         .storage
@@ -219,11 +219,11 @@ async fn delete(
         .await
         .map_err(storage_error)?;
     if !existed {
-        return respond::send(session, Reply::text(StatusCode::NOT_FOUND, "not found")).await;
+        return reply::send(session, Reply::text(StatusCode::NOT_FOUND, "not found")).await;
     }
     app.catalog_writer.record(CatalogEvent::Removed {
         remote: remote.name.clone(),
         path: path.to_string(),
     });
-    respond::send(session, Reply::text(StatusCode::NO_CONTENT, "")).await
+    reply::send(session, Reply::text(StatusCode::NO_CONTENT, "")).await
 }

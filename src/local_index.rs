@@ -11,7 +11,7 @@
 
 use crate::app::App;
 use crate::config::Remote;
-use crate::proxy::respond::{self, Reply};
+use crate::reply::{self, Reply};
 use bytes::Bytes;
 use filters::ecosystem::npm;
 use filters::ecosystem::pypi::{self, FileLink, Form};
@@ -57,7 +57,7 @@ pub async fn try_serve(
             format!("listing '{}': {e}", remote.name),
         ),
     };
-    respond::send(session, reply).await?;
+    reply::send(session, reply).await?;
     Ok(true)
 }
 
@@ -158,7 +158,7 @@ async fn npm_document(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("listing '{}': {e}", remote.name),
             );
-            respond::send(session, reply).await?;
+            reply::send(session, reply).await?;
             return Ok(true);
         }
     };
@@ -198,7 +198,7 @@ async fn npm_document(
     let Some(doc) = npm::local_document(&name, uploads) else {
         return Ok(false);
     };
-    respond::send(session, Reply::json(StatusCode::OK, &doc)).await?;
+    reply::send(session, Reply::json(StatusCode::OK, &doc)).await?;
     Ok(true)
 }
 

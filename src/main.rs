@@ -9,6 +9,8 @@
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
 //! - [`state`]: freshness state store. [`catalog`]: what is cached.
+//! - [`reply`]: small complete responses and the admin token guard (a
+//!   leaf, used by whoever answers).
 //! - [`admin`], [`local`]: endpoints answered without an upstream.
 //!   [`cache_api`]: `/api/v1/cache` (list, usage, inspect, delete,
 //!   verify). [`prefill`]: `POST /cache-artifact`. [`jobs`]: the
@@ -51,6 +53,7 @@ mod metrics;
 mod prefill;
 mod preflight;
 mod proxy;
+mod reply;
 mod request_id;
 mod server;
 mod state;

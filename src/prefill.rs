@@ -13,7 +13,7 @@
 use crate::app::App;
 use crate::config::{Remote, RemoteKind, Upstream};
 use crate::jobs::Job;
-use crate::proxy::respond::Reply;
+use crate::reply::Reply;
 use filters::{Access, Ecosystem, PatternSet};
 use futures::StreamExt;
 use http::StatusCode;
@@ -99,7 +99,7 @@ pub fn start(app: &Arc<App>, body: &[u8]) -> Reply {
             run(job_app, remote, request.project, pattern, job)
         });
     log::info!("cache-artifact job {id} started");
-    crate::cache_api::job_started(id)
+    crate::jobs::started_reply(id)
 }
 
 async fn run(

@@ -13,7 +13,7 @@
 use crate::app::App;
 use crate::config::Remote;
 use crate::metrics::Outcome;
-use crate::proxy::respond::{self, Reply};
+use crate::reply::{self, Reply};
 use bytes::Bytes;
 use filters::ecosystem::pypi::{self, Form};
 use filters::ecosystem::{helm, npm};
@@ -65,7 +65,7 @@ pub async fn handle(
             ),
         )
         .header("allow", "GET, HEAD");
-        respond::send_and_close(session, reply).await?;
+        reply::send_and_close(session, reply).await?;
         return Ok(Outcome::Other);
     }
     let merged = match remote.ecosystem {
@@ -88,7 +88,7 @@ pub async fn handle(
         _ => None,
     };
     match merged {
-        Some(reply) => respond::send(session, reply).await?,
+        Some(reply) => reply::send(session, reply).await?,
         None => first_member(app, session, remote, raw_path).await?,
     }
     Ok(Outcome::Other)
@@ -311,7 +311,7 @@ async fn first_member(
             format!("no member of '{}' has {raw_path}", remote.name),
         )
     });
-    respond::send(session, reply).await
+    reply::send(session, reply).await
 }
 
 async fn stream(session: &mut Session, member: &str, mut resp: reqwest::Response) -> Result<()> {

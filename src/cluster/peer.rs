@@ -18,7 +18,7 @@
 //! [`fill_lease`]: super::fill_lease
 
 use crate::app::App;
-use crate::proxy::respond::{self, Reply};
+use crate::reply::{self, Reply};
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::RequestHeader;
@@ -99,7 +99,7 @@ fn parse(path: &str) -> Option<(&str, u128)> {
 /// else 404 (the follower then fetches upstream itself).
 pub async fn serve_fill(app: &App, session: &mut Session) -> Result<()> {
     let Some(cluster) = &app.cluster else {
-        return respond::send(session, not_found()).await;
+        return reply::send(session, not_found()).await;
     };
     let presented = session
         .req_header()
@@ -108,27 +108,27 @@ pub async fn serve_fill(app: &App, session: &mut Session) -> Result<()> {
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if !crate::auth::constant_time_eq(presented, cluster.secret.expose().as_bytes()) {
-        return respond::send(
+        return reply::send(
             session,
             Reply::text(StatusCode::FORBIDDEN, "not a node of this cluster\n"),
         )
         .await;
     }
     let Some((remote, id)) = parse(session.req_header().uri.path()) else {
-        return respond::send(
+        return reply::send(
             session,
             Reply::text(StatusCode::BAD_REQUEST, "not a fill path\n"),
         )
         .await;
     };
     if !app.config.remotes.contains_key(remote) {
-        return respond::send(session, not_found()).await;
+        return reply::send(session, not_found()).await;
     }
     let remote = remote.to_string();
     let fetching = || cluster.leases.holds(id);
     let limit = app.config.server.lock_timeout;
     let Some((meta, mut body)) = app.storage.follow(&remote, id, limit, fetching).await? else {
-        return respond::send(session, not_found()).await;
+        return reply::send(session, not_found()).await;
     };
     let head = session.req_header().method == http::Method::HEAD;
     let mut header = meta.response_header_copy();

@@ -265,7 +265,7 @@ fn s3_settings(
     let allow_http = match raw.allow_http {
         Some(allow) => allow,
         None => match from_env(&["AWS_ALLOW_HTTP"]) {
-            Some(v) => super::server::boolean(&v).map_err(|m| ("s3.allow_http", m))?,
+            Some(v) => super::units::boolean(&v).map_err(|m| ("s3.allow_http", m))?,
             None => false,
         },
     };

@@ -316,14 +316,6 @@ fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
         .map_err(|_| format!("{value:?} is not a number"))
 }
 
-pub(super) fn boolean(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!("{value:?} is not true or false")),
-    }
-}
-
 /// Every `ARTIFACTD_*` variable, with the setting it replaces and how its
 /// text becomes that setting's type.
 pub const ENV_OVERRIDES: &[EnvOverride] = &[
@@ -408,7 +400,7 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         var: "ARTIFACTD_ALLOW_ANONYMOUS_ADMIN",
         field: "allow_anonymous_admin",
         apply: |raw, v| {
-            raw.allow_anonymous_admin = Some(boolean(&v)?);
+            raw.allow_anonymous_admin = Some(super::units::boolean(&v)?);
             Ok(())
         },
     },

@@ -1,6 +1,7 @@
 //! Sizes and durations as configuration files write them: a plain number
 //! (bytes, seconds — what the reference system's files hold) or a string
-//! with a unit (`50GiB`, `30s`, `1h`). Parsing lives in `filters`.
+//! with a unit (`50GiB`, `30s`, `1h`), and switches as environment
+//! variables write them. Parsing of sizes and durations lives in `filters`.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -42,5 +43,15 @@ impl RawDuration {
 impl From<u64> for RawDuration {
     fn from(seconds: u64) -> Self {
         RawDuration::Seconds(seconds)
+    }
+}
+
+/// A switch from the environment: `1`/`true`/`yes`/`on` or
+/// `0`/`false`/`no`/`off`, any case.
+pub fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
     }
 }

@@ -222,27 +222,27 @@ impl ProxyHttp for ArtifactProxy {
                 ctx.artifact = Some(artifact);
                 return Ok(false);
             }
-            Action::Reply(reply) => respond::send_unread(session, reply).await?,
+            Action::Reply(reply) => crate::reply::send_unread(session, reply).await?,
             Action::Admin(AdminRoute::CacheArtifact) => {
                 let reply = crate::admin::cache_artifact(&self.app, session).await?;
-                respond::send(session, reply).await?;
+                crate::reply::send(session, reply).await?;
             }
             Action::Admin(route) => {
                 let reply = crate::admin::handle(&self.app, route, session.req_header()).await;
-                respond::send(session, reply).await?;
+                crate::reply::send(session, reply).await?;
             }
             Action::CacheApi { rest } => {
                 let reply = crate::cache_api::handle(&self.app, &rest, session.req_header()).await;
-                respond::send(session, reply).await?;
+                crate::reply::send(session, reply).await?;
             }
             Action::Job { id } => {
                 let reply = crate::cache_api::job_status(&self.app, &id, session.req_header());
-                respond::send(session, reply).await?;
+                crate::reply::send(session, reply).await?;
             }
             Action::ArtifactList(remote) => {
                 let reply =
                     crate::admin::artifact_list(&self.app, &remote, session.req_header()).await;
-                respond::send(session, reply).await?;
+                crate::reply::send(session, reply).await?;
             }
             Action::Virtual {
                 remote,
@@ -614,7 +614,7 @@ impl ProxyHttp for ArtifactProxy {
             None => (code, reply),
         };
         if code > 0 && session.response_written().is_none() {
-            if let Err(write_error) = respond::send_and_close(session, reply).await {
+            if let Err(write_error) = crate::reply::send_and_close(session, reply).await {
                 log::debug!("could not send the error response: {write_error}");
             }
         }

@@ -4,10 +4,10 @@
 
 use super::ctx::{Artifact, ArtifactKind, OciArtifact};
 use super::request::{Action, Decision};
-use super::respond::Reply;
 use super::verify::{Mismatch, Verified, Verifier};
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
+use crate::reply::Reply;
 use filters::ecosystem::oci::{self, AcceptClass, ErrorCode, Kind, Registry, V2Route};
 use filters::{ArtifactClass, Ecosystem};
 use http::{Method, StatusCode};

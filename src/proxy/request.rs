@@ -2,9 +2,9 @@
 //! error it gets, before anything touches storage or an upstream.
 
 use super::ctx::Artifact;
-use super::respond::Reply;
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
+use crate::reply::Reply;
 use filters::{Access, AdminRoute, Route};
 use http::uri::Authority;
 use http::{Method, StatusCode};

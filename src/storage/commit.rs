@@ -12,7 +12,7 @@ use super::coherence::Change;
 use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
 use super::record::{Record, StoredMeta};
-use super::{index, internal, miss, CacheStorage};
+use super::{index, internal, CacheStorage};
 use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
 use pingora::cache::{CacheKey, CacheMeta};
@@ -168,28 +168,6 @@ impl CacheStorage {
         self.catalog.record(CatalogEvent::EntryRemoved { id });
         self.announce(Change::Entry(id)).await;
         Ok(Some(body_key))
-    }
-
-    /// Stores a complete small object under `key` unless an entry exists
-    /// (the tag → digest manifest cross-link). Goes through the same
-    /// staging, record and catalog steps as a fill. Returns whether it
-    /// stored anything.
-    pub async fn store_if_absent(
-        &'static self,
-        key: &CacheKey,
-        meta: &CacheMeta,
-        body: Bytes,
-    ) -> Result<bool> {
-        use pingora::cache::storage::HandleMiss;
-        let location = EntryLocation::from_key(key);
-        if self.load_record(&location).await?.is_some() {
-            return Ok(false);
-        }
-        let path = super::catalog_path(key);
-        let mut fill = miss::BodyMiss::start(self, location, path, meta).await?;
-        fill.write_body(body, true).await?;
-        Box::new(fill).finish().await?;
-        Ok(true)
     }
 
     /// Edits the stored response header of a committed entry whose body

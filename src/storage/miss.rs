@@ -20,7 +20,7 @@ use crate::catalog::{ArtifactRow, CatalogEvent};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::storage::{HandleMiss, MissFinishType};
-use pingora::cache::CacheMeta;
+use pingora::cache::{CacheKey, CacheMeta};
 use pingora::{Error, ErrorType, Result};
 use sha2::{Digest, Sha256};
 
@@ -227,5 +227,28 @@ impl Drop for BodyMiss {
                 self.written
             );
         }
+    }
+}
+
+impl CacheStorage {
+    /// Stores a complete small object under `key` unless an entry exists
+    /// (the tag → digest manifest cross-link). Goes through the same
+    /// staging, record and catalog steps as a fill. Returns whether it
+    /// stored anything.
+    pub async fn store_if_absent(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        body: Bytes,
+    ) -> Result<bool> {
+        let location = EntryLocation::from_key(key);
+        if self.load_record(&location).await?.is_some() {
+            return Ok(false);
+        }
+        let path = super::catalog_path(key);
+        let mut fill = BodyMiss::start(self, location, path, meta).await?;
+        fill.write_body(body, true).await?;
+        Box::new(fill).finish().await?;
+        Ok(true)
     }
 }

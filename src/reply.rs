@@ -1,0 +1,116 @@
+//! Small complete responses any part of artifactd writes itself (the
+//! proxy's refusals, admin and cache API answers, local repositories,
+//! another node's fill), and the token guard of admin endpoints: a leaf
+//! module, so that whoever answers needs nothing else of artifactd.
+//!
+//! They go through `Session::write_response_header` so downstream modules
+//! run, carry `Content-Length`, and omit the body for HEAD.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+/// A complete small response.
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn text(status: StatusCode, text: impl Into<String>) -> Reply {
+        let mut body = text.into();
+        if !body.is_empty() && !body.ends_with('\n') {
+            body.push('\n');
+        }
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(body),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(body),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Builds a response header with `Content-Length` and the given extras.
+pub fn header(
+    status: StatusCode,
+    content_length: u64,
+    headers: &[(&'static str, String)],
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    if status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
+        resp.insert_header(http::header::CONTENT_LENGTH, content_length.to_string())?;
+    }
+    for (name, value) in headers {
+        resp.append_header(*name, value.as_str())?;
+    }
+    Ok(resp)
+}
+
+/// Writes `reply` and ends the response.
+pub async fn send(session: &mut Session, reply: Reply) -> Result<()> {
+    let mut headers = reply.headers;
+    headers.push(("content-type", reply.content_type.to_string()));
+    let resp = header(reply.status, reply.body.len() as u64, &headers)?;
+    let is_head = session.req_header().method == Method::HEAD;
+    if is_head || reply.body.is_empty() {
+        session.write_response_header(Box::new(resp), true).await
+    } else {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(reply.body), true).await
+    }
+}
+
+/// Sends `reply` to a request whose body was not read: the connection
+/// cannot be reused, since unread body bytes would follow.
+pub async fn send_and_close(session: &mut Session, reply: Reply) -> Result<()> {
+    session.set_keepalive(None);
+    send(session, reply).await
+}
+
+/// Sends `reply` without reading the request body, keeping the connection
+/// only when the request has no body to leave unread (registry clients
+/// ping `/v2/` on connections they go on using).
+pub async fn send_unread(session: &mut Session, reply: Reply) -> Result<()> {
+    let headers = &session.req_header().headers;
+    let bodyless = !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    if bodyless {
+        send(session, reply).await
+    } else {
+        send_and_close(session, reply).await
+    }
+}
+
+/// The 401 for a request without the admin token, when one is set.
+pub fn require_admin(
+    admin_token: Option<&crate::config::Secret>,
+    req: &pingora::http::RequestHeader,
+) -> Option<Reply> {
+    (!crate::auth::bearer_allows(req, admin_token)).then(|| {
+        Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
+            .header("www-authenticate", "Bearer")
+    })
+}
