@@ -62,6 +62,7 @@ bench-smoke: bench-deps build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import-cycles.py src filters/src
 
 unit: deps
 	$(CARGO) test --workspace --lib --bins

@@ -25,7 +25,7 @@ pub struct App {
     /// Requests to this artifactd's own listener.
     pub loopback: crate::loopback::Loopback,
     /// RPM repository snapshots: the `repomd.xml` gate and warming.
-    pub snapshots: crate::proxy::snapshots::Snapshots,
+    pub snapshots: Arc<crate::proxy::snapshots::Snapshots>,
     /// Checksums that index documents published for their files.
     pub checksums: Arc<crate::checksums::Checksums>,
     pub catalog_writer: Arc<CatalogWriter>,

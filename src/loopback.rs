@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Loopback {
     /// `http://host:port` of the listener.
     base: String,

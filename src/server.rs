@@ -179,8 +179,19 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let certs = tls_certs(&listen)?;
     crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
-    let snapshots = Snapshots::new(config.remotes.values(), config.server.read_timeout)?;
     let loopback = Loopback::new(&listen)?;
+    let checksums = Arc::new(Checksums::new(state.clone(), background.clone()));
+    let snapshot_node = crate::proxy::snapshots::Node {
+        storage,
+        checksums: checksums.clone(),
+        loopback: loopback.clone(),
+        background: background.clone(),
+    };
+    let snapshots = Snapshots::new(
+        config.remotes.values(),
+        config.server.read_timeout,
+        snapshot_node,
+    )?;
     let in_flight = Arc::new(InFlight::default());
     let mut metrics = Metrics::new(config.remotes.keys());
     metrics.register_scraped(Scraped {
@@ -191,7 +202,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let app = Arc::new(App {
         metrics,
         breakers,
-        prefetcher: Prefetcher::new(),
+        prefetcher: Prefetcher::new(loopback.clone(), background.clone()),
         loopback,
         credentials: Credentials::new(
             config.remotes.values(),
@@ -205,8 +216,8 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         cache_lock,
         catalog,
         catalog_writer: catalog_writer.clone(),
-        checksums: Arc::new(Checksums::new(state, background.clone())),
-        snapshots,
+        checksums,
+        snapshots: Arc::new(snapshots),
         in_flight: in_flight.clone(),
         jobs: crate::jobs::Jobs::default(),
         background: background.clone(),

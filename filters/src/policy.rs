@@ -9,18 +9,9 @@
 //! - otherwise it is denied (403), unless the remote lists no immutable
 //!   patterns at all, in which case every path is allowed as immutable.
 
+pub use crate::ecosystem::ArtifactClass;
 use crate::ecosystem::Ecosystem;
 use crate::pattern::{PatternError, PatternSet};
-
-/// How long a cached artifact may be served without asking the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArtifactClass {
-    /// Never changes once published: cached until flushed (or `immutable_ttl`).
-    Immutable,
-    /// Changes in place: revalidated after `mutable_ttl`. `user_defined` tells
-    /// a remote's own `mutable_patterns` apart from the package defaults.
-    Mutable { user_defined: bool },
-}
 
 /// The access decision for one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! Mutable files (indexes, tag manifests) are never held: holding an index
 //! would hide every version, old ones included.
 
-use crate::policy::ArtifactClass;
+use crate::ecosystem::ArtifactClass;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The verdict for one upstream response.

@@ -5,7 +5,7 @@
 //! artifact cache keeps release assets whose origin says `max-age=300`.
 //! Freshness comes from the remote's classification of the path instead.
 
-use super::ctx::Artifact;
+use super::artifact::Artifact;
 use filters::ArtifactClass;
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -140,8 +140,8 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     Some(match error.etype() {
         pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
         pingora::ErrorType::Custom(REMOTE_DOWN) => "remote marked down".into(),
-        pingora::ErrorType::Custom(super::snapshots::SNAPSHOT_PENDING) => {
-            super::snapshots::SNAPSHOT_PENDING.into()
+        pingora::ErrorType::Custom(super::failure::SNAPSHOT_PENDING) => {
+            super::failure::SNAPSHOT_PENDING.into()
         }
         pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
         pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),
@@ -175,23 +175,6 @@ pub fn request_whole_object(upstream_request: &mut RequestHeader) {
 pub fn leads_fill_partially(req: &RequestHeader, phase: CachePhase) -> bool {
     matches!(phase, CachePhase::Miss | CachePhase::Expired)
         && (req.method == http::Method::HEAD || req.headers.contains_key(http::header::RANGE))
-}
-
-/// The `source` of a finished request for metrics and the access log.
-pub fn metric_source(phase: CachePhase, ctx: &super::ctx::RequestCtx) -> crate::metrics::Source {
-    use crate::metrics::Source;
-    if ctx.artifact.is_none() {
-        return Source::None;
-    }
-    if ctx.stale_reason.is_some() {
-        return Source::Stale;
-    }
-    match phase {
-        CachePhase::Hit => Source::Hit,
-        CachePhase::Stale | CachePhase::StaleUpdating => Source::Stale,
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Source::Revalidated,
-        _ => Source::Miss,
-    }
 }
 
 /// `X-Artifact-Source`: `cache` when the body came from storage.

@@ -13,7 +13,7 @@
 //! fill ends with pingora's `Done` task, which only modules see, and a
 //! whole-document rewrite needs that end.
 
-use super::ctx::Artifact;
+use super::artifact::Artifact;
 use crate::checksums::{Checksums, Published};
 use crate::config::{Remote, ServerConfig, Upstream};
 use bytes::{Bytes, BytesMut};

@@ -9,7 +9,7 @@
 //! The check holds back the last chunk ([`super::verify`]), so a file that
 //! does not match never completes for the client and is never committed.
 
-use super::ctx::{Artifact, ArtifactKind};
+use super::artifact::{Artifact, ArtifactKind};
 use super::verify::{Mismatch, Verifier};
 use crate::app::App;
 use pingora::http::ResponseHeader;
@@ -30,7 +30,7 @@ pub async fn check(
     }
     match &artifact.kind {
         ArtifactKind::Document(document) if document.is_snapshot() => {
-            return app.snapshots.gate(app, artifact, can_keep_previous).await;
+            return app.snapshots.gate(artifact, can_keep_previous).await;
         }
         ArtifactKind::Document(_) | ArtifactKind::Oci(_) => return Ok(None),
         ArtifactKind::File => {}

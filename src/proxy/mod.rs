@@ -24,10 +24,13 @@
 //! logging              → metrics, catalog access, one log line
 //! ```
 
+pub mod action;
+pub mod artifact;
 pub mod cache;
 mod claim;
 pub mod ctx;
 pub mod documents;
+pub mod failure;
 pub mod files;
 pub mod oci;
 pub mod outcome;
@@ -40,6 +43,7 @@ pub mod verify;
 
 use crate::app::App;
 use crate::metrics::Outcome;
+use action::Action;
 use async_trait::async_trait;
 pub use claim::FOLLOWING_PEER;
 use ctx::RequestCtx;
@@ -58,7 +62,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use prefetch::Prefetcher;
-use request::Action;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -177,7 +180,7 @@ fn is_body_mismatch(error: &Error) -> bool {
     matches!(
         error.etype(),
         ErrorType::Custom(
-            oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH | snapshots::SNAPSHOT_PENDING
+            oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH | failure::SNAPSHOT_PENDING
         )
     )
 }
@@ -264,7 +267,7 @@ impl ProxyHttp for ArtifactProxy {
 
     /// Enables pingora-cache, with its lock, for artifact requests.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let cached = |a: &ctx::Artifact| a.document().is_none_or(|d| d.cached());
+        let cached = |a: &artifact::Artifact| a.document().is_none_or(|d| d.cached());
         if ctx.artifact.as_ref().is_some_and(cached) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
@@ -726,10 +729,10 @@ impl ProxyHttp for ArtifactProxy {
             if ctx.revalidate_in_background
                 && Prefetcher::applies(artifact, &session.req_header().method)
             {
-                self.app.prefetcher.tag_manifest(&self.app, artifact);
+                self.app.prefetcher.tag_manifest(artifact);
             }
         }
-        let source = cache::metric_source(phase, ctx);
+        let source = ctx.served_from(phase);
         let duration = ctx.started.elapsed();
         if let Some(remote) = &ctx.remote_name {
             self.app.metrics.record(&crate::metrics::Request {

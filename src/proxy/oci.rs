@@ -2,8 +2,8 @@
 //! its remote and artifact (the parsing is `filters::ecosystem::oci`), the OCI error
 //! bodies, and the registry headers of responses.
 
-use super::ctx::{Artifact, ArtifactKind, OciArtifact};
-use super::request::{Action, Decision};
+use super::action::{Action, Decision};
+use super::artifact::{Artifact, ArtifactKind, OciArtifact};
 use super::verify::{Mismatch, Verified, Verifier};
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};

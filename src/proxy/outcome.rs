@@ -6,7 +6,7 @@
 //! Connection-level failures (refused, timeouts, TLS, DNS) produce no
 //! response and so no outcome: those phases read pingora's error for them.
 
-use super::ctx::Artifact;
+use super::artifact::Artifact;
 use super::upstream::{self, Redirect};
 use crate::config::Upstream;
 use filters::quarantine::Quarantine;
@@ -113,7 +113,7 @@ impl UpstreamOutcome {
 mod tests {
     use super::*;
     use crate::config::remotes::parse_remotes;
-    use crate::proxy::ctx::ArtifactKind;
+    use crate::proxy::artifact::ArtifactKind;
     use std::sync::Arc;
     use std::time::Duration;
 

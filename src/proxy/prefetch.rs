@@ -11,8 +11,8 @@
 //!
 //! Background GETs of one tag are at most one per [`REPEAT`].
 
-use super::ctx::Artifact;
-use crate::app::App;
+use super::artifact::Artifact;
+use crate::loopback::Loopback;
 use filters::ecosystem::oci::Kind;
 use pingora_memory_cache::MemoryCache;
 use std::hash::{Hash, Hasher};
@@ -23,12 +23,17 @@ const REPEAT: Duration = Duration::from_secs(5);
 
 pub struct Prefetcher {
     recent: MemoryCache<u64, ()>,
+    /// artifactd's own listener, which the background GETs go through.
+    loopback: Loopback,
+    background: tokio::runtime::Handle,
 }
 
 impl Prefetcher {
-    pub fn new() -> Prefetcher {
+    pub fn new(loopback: Loopback, background: tokio::runtime::Handle) -> Prefetcher {
         Prefetcher {
             recent: MemoryCache::new(4096),
+            loopback,
+            background,
         }
     }
 
@@ -43,7 +48,7 @@ impl Prefetcher {
 
     /// GETs the tag manifest of `artifact` through artifactd, in the
     /// background, unless that happened moments ago.
-    pub fn tag_manifest(&self, app: &App, artifact: &Artifact) {
+    pub fn tag_manifest(&self, artifact: &Artifact) {
         let Some(oci) = artifact.oci() else { return };
         let path = format!("/v2/{}/{}", artifact.remote.name, artifact.key_parts[0]);
         let accept = oci.accept.header_value();
@@ -54,11 +59,11 @@ impl Prefetcher {
             return;
         }
         self.recent.put(&id, (), Some(REPEAT));
-        let request = app
+        let request = self
             .loopback
             .request(reqwest::Method::GET, &path)
             .header(http::header::ACCEPT, accept);
-        app.background.spawn(async move {
+        self.background.spawn(async move {
             let outcome = match request.send().await {
                 Ok(resp) => resp.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

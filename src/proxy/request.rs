@@ -1,53 +1,16 @@
 //! The request phase's decision: which handler a request goes to, or the
 //! error it gets, before anything touches storage or an upstream.
 
-use super::ctx::Artifact;
+use super::action::{Action, Decision};
+use super::artifact::Artifact;
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
 use crate::reply::Reply;
-use filters::{Access, AdminRoute, Route};
+use filters::{Access, Route};
 use http::uri::Authority;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
-
-pub enum Action {
-    /// Answer at once (errors, denials).
-    Reply(Reply),
-    Admin(AdminRoute),
-    /// The catalog listing of one remote (already known to exist).
-    ArtifactList(Arc<Remote>),
-    /// The cache API; `rest` is the path after `/api/v1/cache`.
-    CacheApi {
-        rest: String,
-    },
-    /// A background job's status.
-    Job {
-        id: String,
-    },
-    /// A local repository operation; the path is validated and decoded.
-    Local {
-        remote: Arc<Remote>,
-        path: String,
-    },
-    /// A virtual repository: its members answer.
-    Virtual {
-        remote: Arc<Remote>,
-        /// Decoded, validated.
-        path: String,
-        /// As the client sent it, for the members.
-        raw_path: String,
-    },
-    /// Continue into the cache and, on a miss, the upstream.
-    Proxy(Artifact),
-}
-
-/// What a request is, with the outcome counted for refusals.
-pub struct Decision {
-    pub action: Action,
-    pub remote: Option<String>,
-    pub denied: bool,
-}
 
 pub fn decide(app: &App, req: &RequestHeader) -> Decision {
     if let Some(authority) = absolute_form_authority(req) {

@@ -23,11 +23,13 @@
 //! The warm job also reads the snapshot's package lists and records each
 //! package's checksum, so package downloads are verified too.
 
-use super::ctx::Artifact;
+use super::artifact::Artifact;
 use super::verify::Verifier;
-use crate::app::App;
+use crate::checksums::Checksums;
 use crate::checksums::Published;
 use crate::config::Remote;
+use crate::loopback::Loopback;
+use crate::storage::CacheStorage;
 use filters::ecosystem::{IndexedFile, Snapshot};
 use filters::Ecosystem;
 use parking_lot::Mutex;
@@ -37,9 +39,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The error that keeps the previous snapshot served.
-pub const SNAPSHOT_PENDING: &str = "new repository snapshot not cached yet";
 
 pub struct Snapshots {
     /// The gate's own upstream requests (redirects followed, as mirrors
@@ -55,12 +54,25 @@ pub struct Snapshots {
     /// The digest of each package list whose packages were last recorded,
     /// per remote and list path.
     recorded_lists: Mutex<HashMap<(String, String), String>>,
+    /// What the gate and its warm jobs use of the node.
+    node: Node,
+}
+
+/// The parts of the node the gate uses: it reads and replaces entries,
+/// records checksums, fetches through artifactd's own listener, and warms
+/// in the background.
+pub struct Node {
+    pub storage: &'static CacheStorage,
+    pub checksums: Arc<Checksums>,
+    pub loopback: Loopback,
+    pub background: tokio::runtime::Handle,
 }
 
 impl Snapshots {
     pub fn new<'a>(
         remotes: impl IntoIterator<Item = &'a std::sync::Arc<crate::config::Remote>>,
         timeout: Duration,
+        node: Node,
     ) -> anyhow::Result<Snapshots> {
         Ok(Snapshots {
             upstream: crate::upstream_tls::UpstreamClients::build(remotes, || {
@@ -70,6 +82,7 @@ impl Snapshots {
             warming: Mutex::new(HashSet::new()),
             absent: Mutex::new(HashMap::new()),
             recorded_lists: Mutex::new(HashMap::new()),
+            node,
         })
     }
 
@@ -77,8 +90,7 @@ impl Snapshots {
     /// body must pass (the bytes the gate saw), or the error that keeps the
     /// previous snapshot, which `can_keep_previous` says is still servable.
     pub async fn gate(
-        &self,
-        app: &Arc<App>,
+        self: &Arc<Self>,
         artifact: &Artifact,
         can_keep_previous: bool,
     ) -> Result<Option<Verifier>> {
@@ -114,22 +126,19 @@ impl Snapshots {
                 digest: f.digest.clone()?,
             })
         });
-        app.checksums.record_now(remote, published.collect()).await;
+        self.node
+            .checksums
+            .record_now(remote, published.collect())
+            .await;
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
         let absent = self.absent_of(remote, &path, &digest);
         let mut missing = 0;
         for file in snapshot.files.iter().filter(|f| !absent.contains(&f.path)) {
-            if self.cached_as_named(app, remote, file).await != Cached::AsNamed {
+            if self.cached_as_named(remote, file).await != Cached::AsNamed {
                 missing += 1;
             }
         }
-        self.warm(
-            app,
-            artifact.remote.clone(),
-            &path,
-            digest.clone(),
-            snapshot,
-        );
+        self.warm(artifact.remote.clone(), &path, digest.clone(), snapshot);
         if missing > 0 && can_keep_previous {
             return Err(pending(format!(
                 "{missing} file(s) of the new {path} still being fetched"
@@ -172,8 +181,7 @@ impl Snapshots {
     /// Fetches every file of a snapshot through artifactd (so each is
     /// verified and cached), then records the packages its lists name.
     fn warm(
-        &self,
-        app: &Arc<App>,
+        self: &Arc<Self>,
         remote: Arc<Remote>,
         index: &str,
         digest: String,
@@ -183,13 +191,12 @@ impl Snapshots {
         if !self.warming.lock().insert(id.clone()) {
             return;
         }
-        let app = app.clone();
+        let snapshots = self.clone();
         let index = index.to_string();
-        app.clone().background.spawn(async move {
-            let snapshots = &app.snapshots;
+        self.node.background.spawn(async move {
             let mut failed = 0;
             for file in &snapshot.files {
-                if let Err(e) = snapshots.warm_file(&app, &remote.name, file).await {
+                if let Err(e) = snapshots.warm_file(&remote.name, file).await {
                     if e == Through::Absent {
                         snapshots.note_absent(&remote.name, &index, &id.1, &file.path);
                     }
@@ -199,7 +206,7 @@ impl Snapshots {
             }
             for choices in &snapshot.package_lists {
                 snapshots
-                    .record_packages(&app, &remote, &snapshot.root, choices)
+                    .record_packages(&remote, &snapshot.root, choices)
                     .await;
             }
             log::info!(
@@ -214,25 +221,25 @@ impl Snapshots {
     /// Caches one file of a snapshot: nothing to do if it is cached with
     /// the bytes the index names; cached with others (a file whose name
     /// stays while its content changes), it is removed and fetched again.
-    async fn warm_file(&self, app: &App, remote: &str, file: &IndexedFile) -> Result<(), Through> {
-        match self.cached_as_named(app, remote, file).await {
+    async fn warm_file(&self, remote: &str, file: &IndexedFile) -> Result<(), Through> {
+        match self.cached_as_named(remote, file).await {
             Cached::AsNamed => return Ok(()),
             Cached::Other => {
                 let key = super::cache::key_of(remote, std::slice::from_ref(&file.path));
                 let id = crate::storage::layout::EntryLocation::from_key(&key).id();
-                let removed = app.storage.remove_entry(remote, id).await;
+                let removed = self.node.storage.remove_entry(remote, id).await;
                 removed.map_err(|e| Through::Failed(format!("replacing it: {e}")))?;
             }
             Cached::No => {}
         }
-        self.fetch_through(app, remote, &file.path, None).await
+        self.fetch_through(remote, &file.path, None).await
     }
 
     /// Whether `file` is cached with the bytes its index names (when the
     /// index names them by sha256; otherwise being cached is enough).
-    async fn cached_as_named(&self, app: &App, remote: &str, file: &IndexedFile) -> Cached {
+    async fn cached_as_named(&self, remote: &str, file: &IndexedFile) -> Cached {
         let key = super::cache::key_of(remote, std::slice::from_ref(&file.path));
-        if !app.storage.contains(&key) {
+        if !self.node.storage.contains(&key) {
             return Cached::No;
         }
         let Some(named) = file
@@ -242,7 +249,7 @@ impl Snapshots {
         else {
             return Cached::AsNamed;
         };
-        match app.storage.committed_sha256(&key).await {
+        match self.node.storage.committed_sha256(&key).await {
             Ok(Some(stored)) if stored == named => Cached::AsNamed,
             Ok(Some(_)) => Cached::Other,
             Ok(None) | Err(_) => Cached::No,
@@ -275,14 +282,13 @@ impl Snapshots {
     /// the body is written there.
     async fn fetch_through(
         &self,
-        app: &App,
         remote: &str,
         path: &str,
         mut into: Option<&mut std::fs::File>,
     ) -> Result<(), Through> {
         let failed = |e: &dyn std::fmt::Display| Through::Failed(e.to_string());
         let url = format!("/api/v1/remote/{remote}/{path}");
-        let request = app.loopback.request(reqwest::Method::GET, &url);
+        let request = self.node.loopback.request(reqwest::Method::GET, &url);
         let mut resp = request.send().await.map_err(|e| failed(&e))?;
         match resp.status() {
             reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => {
@@ -302,16 +308,10 @@ impl Snapshots {
     /// Reads a package list (from the cache, through the listener): the
     /// first of `choices` that can be read. Records the checksum of every
     /// package it names, once per list digest.
-    async fn record_packages(
-        &self,
-        app: &App,
-        remote: &Remote,
-        root: &str,
-        choices: &[IndexedFile],
-    ) {
+    async fn record_packages(&self, remote: &Remote, root: &str, choices: &[IndexedFile]) {
         let mut why = Vec::new();
         for list in choices {
-            match self.record_list(app, remote, root, list).await {
+            match self.record_list(remote, root, list).await {
                 Ok(()) => return,
                 Err(e) => why.push(format!("{}: {e}", list.path)),
             }
@@ -325,7 +325,6 @@ impl Snapshots {
 
     async fn record_list(
         &self,
-        app: &App,
         remote: &Remote,
         root: &str,
         list: &IndexedFile,
@@ -337,7 +336,7 @@ impl Snapshots {
         }
         let ecosystem = remote.ecosystem;
         let mut spool = tempfile::tempfile().map_err(|e| e.to_string())?;
-        self.fetch_through(app, &remote.name, &list.path, Some(&mut spool))
+        self.fetch_through(&remote.name, &list.path, Some(&mut spool))
             .await
             .map_err(|e| e.to_string())?;
         let (list_owned, root_owned) = (list.clone(), root.to_string());
@@ -347,7 +346,7 @@ impl Snapshots {
         .await
         .map_err(|e| e.to_string())??;
         let count = packages.len();
-        app.checksums.record_now(&remote.name, packages).await;
+        self.node.checksums.record_now(&remote.name, packages).await;
         self.recorded_lists.lock().insert(id, digest);
         log::info!(
             "remote '{}': recorded {count} package checksums from {}",
@@ -384,7 +383,7 @@ enum Cached {
 const MAX_INDEX: u64 = 16 << 20;
 
 fn pending(reason: String) -> Box<Error> {
-    Error::new_up(ErrorType::Custom(SNAPSHOT_PENDING)).more_context(reason)
+    Error::new_up(ErrorType::Custom(super::failure::SNAPSHOT_PENDING)).more_context(reason)
 }
 
 /// The packages of a spooled package list, decompressed by its name.

@@ -1,7 +1,7 @@
 //! The upstream side of a cache miss or revalidation: which peer to
 //! connect to and what request to send it.
 
-use super::ctx::Artifact;
+use super::artifact::Artifact;
 use crate::config::{Remote, ServerConfig, Upstream};
 use filters::Ecosystem;
 use pingora::http::RequestHeader;

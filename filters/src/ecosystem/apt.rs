@@ -15,7 +15,7 @@
 //! upstream's.
 
 use super::{Document, IndexedFile, Request, Routed, Scope, Snapshot};
-use crate::policy::ArtifactClass;
+use crate::ecosystem::ArtifactClass;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 

@@ -29,10 +29,19 @@ pub mod oci;
 pub mod pypi;
 pub mod rpm;
 
-use crate::policy::ArtifactClass;
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+
+/// How long a cached artifact may be served without asking the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactClass {
+    /// Never changes once published: cached until flushed (or `immutable_ttl`).
+    Immutable,
+    /// Changes in place: revalidated after `mutable_ttl`. `user_defined` tells
+    /// a remote's own `mutable_patterns` apart from the package defaults.
+    Mutable { user_defined: bool },
+}
 
 /// The package format of a remote (`package:` in `remotes.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

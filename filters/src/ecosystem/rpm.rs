@@ -14,7 +14,7 @@ use quick_xml::Reader;
 use std::io::BufRead;
 
 use super::{Document, IndexedFile, Request, Routed, Snapshot};
-use crate::policy::ArtifactClass;
+use crate::ecosystem::ArtifactClass;
 
 /// Built-in mutable patterns: the index and repodata not named by checksum.
 pub const MUTABLE_PATTERNS: &[&str] = &[

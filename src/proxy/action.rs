@@ -1,0 +1,47 @@
+//! What the request phase decided a request is: the handler it goes to,
+//! or the answer it gets at once (a leaf, so that the deciders of each
+//! kind of request need nothing of each other).
+
+use super::artifact::Artifact;
+use crate::config::Remote;
+use crate::reply::Reply;
+use filters::AdminRoute;
+use std::sync::Arc;
+
+pub enum Action {
+    /// Answer at once (errors, denials).
+    Reply(Reply),
+    Admin(AdminRoute),
+    /// The catalog listing of one remote (already known to exist).
+    ArtifactList(Arc<Remote>),
+    /// The cache API; `rest` is the path after `/api/v1/cache`.
+    CacheApi {
+        rest: String,
+    },
+    /// A background job's status.
+    Job {
+        id: String,
+    },
+    /// A local repository operation; the path is validated and decoded.
+    Local {
+        remote: Arc<Remote>,
+        path: String,
+    },
+    /// A virtual repository: its members answer.
+    Virtual {
+        remote: Arc<Remote>,
+        /// Decoded, validated.
+        path: String,
+        /// As the client sent it, for the members.
+        raw_path: String,
+    },
+    /// Continue into the cache and, on a miss, the upstream.
+    Proxy(Artifact),
+}
+
+/// What a request is, with the outcome counted for refusals.
+pub struct Decision {
+    pub action: Action,
+    pub remote: Option<String>,
+    pub denied: bool,
+}
