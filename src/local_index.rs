@@ -15,7 +15,8 @@ use crate::reply::{self, Reply};
 use bytes::Bytes;
 use filters::ecosystem::npm;
 use filters::ecosystem::pypi::{self, FileLink, Form};
-use filters::{links, Ecosystem};
+use filters::ecosystem::IndexDocument;
+use filters::links;
 use http::StatusCode;
 use pingora::proxy::Session;
 use sha2::Digest as _;
@@ -33,15 +34,13 @@ pub async fn try_serve(
     if method != http::Method::GET && method != http::Method::HEAD {
         return Ok(false);
     }
-    if remote.ecosystem == Ecosystem::Npm {
-        return npm_document(app, session, remote, path).await;
-    }
-    if remote.ecosystem != Ecosystem::Pypi {
-        return Ok(false);
-    }
-    let document = match pypi::document(path) {
-        Some(doc @ (pypi::Document::RootIndex | pypi::Document::Project { .. })) => doc,
-        _ => return Ok(false),
+    let document = match remote.ecosystem.index_document(path) {
+        Some(IndexDocument::NpmPackage { name }) => {
+            return npm_document(app, session, remote, &name).await
+        }
+        Some(IndexDocument::PypiRoot) => pypi::Document::RootIndex,
+        Some(IndexDocument::PypiProject { name }) => pypi::Document::Project { name },
+        Some(IndexDocument::HelmIndex) | None => return Ok(false),
     };
     let reply = match app.catalog.list(&remote.name).await {
         Ok(rows) => {
@@ -146,11 +145,8 @@ async fn npm_document(
     app: &App,
     session: &mut Session,
     remote: &Remote,
-    path: &str,
+    name: &str,
 ) -> pingora::Result<bool> {
-    let npm::NpmPath::Document { name } = npm::classify(path) else {
-        return Ok(false);
-    };
     let rows = match app.catalog.list(&remote.name).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -195,7 +191,7 @@ async fn npm_document(
             published: filters::quarantine::rfc3339(uploaded),
         });
     }
-    let Some(doc) = npm::local_document(&name, uploads) else {
+    let Some(doc) = npm::local_document(name, uploads) else {
         return Ok(false);
     };
     reply::send(session, Reply::json(StatusCode::OK, &doc)).await?;

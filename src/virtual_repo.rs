@@ -16,8 +16,8 @@ use crate::metrics::Outcome;
 use crate::reply::{self, Reply};
 use bytes::Bytes;
 use filters::ecosystem::pypi::{self, Form};
+use filters::ecosystem::IndexDocument;
 use filters::ecosystem::{helm, npm};
-use filters::Ecosystem;
 use http::{Method, StatusCode};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
@@ -68,24 +68,16 @@ pub async fn handle(
         reply::send_and_close(session, reply).await?;
         return Ok(Outcome::Other);
     }
-    let merged = match remote.ecosystem {
-        Ecosystem::Pypi => match pypi::document(path) {
-            Some(pypi::Document::Project { name }) => {
-                Some(pypi_project(app, session, remote, &name).await)
-            }
-            Some(pypi::Document::RootIndex) => Some(pypi_root(app, session, remote).await),
-            _ => None,
-        },
-        Ecosystem::Npm => match npm::classify(path) {
-            npm::NpmPath::Document { name } => {
-                Some(npm_document(app, session, remote, &name).await)
-            }
-            _ => None,
-        },
-        Ecosystem::Helm if helm::is_index(path) => {
-            Some(helm_index(app, session, remote, raw_path).await)
+    let merged = match remote.ecosystem.index_document(path) {
+        Some(IndexDocument::PypiProject { name }) => {
+            Some(pypi_project(app, session, remote, &name).await)
         }
-        _ => None,
+        Some(IndexDocument::PypiRoot) => Some(pypi_root(app, session, remote).await),
+        Some(IndexDocument::NpmPackage { name }) => {
+            Some(npm_document(app, session, remote, &name).await)
+        }
+        Some(IndexDocument::HelmIndex) => Some(helm_index(app, session, remote, raw_path).await),
+        None => None,
     };
     match merged {
         Some(reply) => reply::send(session, reply).await?,

@@ -163,6 +163,24 @@ impl Ecosystem {
         }
     }
 
+    /// The index document a path names that a virtual repository merges
+    /// from its members and a local repository generates from its uploads.
+    pub fn index_document(self, path: &str) -> Option<IndexDocument> {
+        match self {
+            Ecosystem::Pypi => match pypi::document(path)? {
+                pypi::Document::RootIndex => Some(IndexDocument::PypiRoot),
+                pypi::Document::Project { name } => Some(IndexDocument::PypiProject { name }),
+                pypi::Document::JsonApi { .. } => None,
+            },
+            Ecosystem::Npm => match npm::classify(path) {
+                npm::NpmPath::Document { name } => Some(IndexDocument::NpmPackage { name }),
+                _ => None,
+            },
+            Ecosystem::Helm => helm::is_index(path).then_some(IndexDocument::HelmIndex),
+            _ => None,
+        }
+    }
+
     /// Routes a request for a path of a remote of this format. An index
     /// document is mutable whatever the remote's patterns say (npm has no
     /// built-in mutable patterns, and a remote that lists none would
@@ -300,6 +318,20 @@ pub struct IndexedFile {
     pub path: String,
     /// `sha256:hex` (or another `algorithm:hex`) of the file as stored.
     pub digest: Option<String>,
+}
+
+/// An index document that virtual repositories merge and local
+/// repositories generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexDocument {
+    /// PyPI's `simple/`.
+    PypiRoot,
+    /// PyPI's `simple/{project}/`, the name normalised.
+    PypiProject { name: String },
+    /// An npm package document.
+    NpmPackage { name: String },
+    /// A Helm repository's `index.yaml`.
+    HelmIndex,
 }
 
 /// An index document of some format.
