@@ -23,7 +23,7 @@ pub fn bearer_allows(req: &RequestHeader, expected: Option<&Secret>) -> bool {
 
 /// Compares without an early exit, so timing does not leak a prefix match.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -254,11 +254,11 @@ async fn helm_index(app: &App, session: &Session, remote: &Remote, raw_path: &st
             Ok(docs) => docs,
             Err(reply) => return reply,
         };
-    let docs: Vec<serde_yaml::Value> = docs
+    let docs: Vec<serde_yaml_ng::Value> = docs
         .iter()
-        .filter_map(|d| serde_yaml::from_slice(d).ok())
+        .filter_map(|d| serde_yaml_ng::from_slice(d).ok())
         .collect();
-    match helm::merge(docs).and_then(|merged| serde_yaml::to_string(&merged).ok()) {
+    match helm::merge(docs).and_then(|merged| serde_yaml_ng::to_string(&merged).ok()) {
         Some(text) => document_reply("application/x-yaml", text.into_bytes()),
         None => Reply::text(StatusCode::BAD_GATEWAY, "no member answered with an index"),
     }

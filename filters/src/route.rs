@@ -123,15 +123,9 @@ pub fn query_params<'q>(
     query: Option<&'q str>,
     name: &'q str,
 ) -> impl Iterator<Item = String> + 'q {
-    query.unwrap_or("").split('&').filter_map(move |pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| {
-            let value = value.replace('+', " ");
-            percent_encoding::percent_decode_str(&value)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(move |(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl From<ConfigError> for ConfigErrors {
 /// Turns a YAML parse error into a [`ConfigError`] that also names the
 /// remote the bad line belongs to, and explains the most common mistake: a
 /// single backslash inside a double-quoted pattern.
-pub fn yaml_error(file: &Path, source: &str, error: &serde_yaml::Error) -> ConfigError {
+pub fn yaml_error(file: &Path, source: &str, error: &serde_yaml_ng::Error) -> ConfigError {
     let location = error.location().map(|l| (l.line(), l.column()));
     let mut message = error.to_string();
     if message.contains("unknown escape character") || message.contains("invalid escape") {

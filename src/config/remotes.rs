@@ -67,7 +67,7 @@ pub struct RawRemote {
     /// Keys artifactd does not know; warned about, not fatal, because the
     /// reference system ignored them too.
     #[serde(flatten)]
-    pub unknown: BTreeMap<String, serde_yaml::Value>,
+    pub unknown: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -79,7 +79,7 @@ pub struct RawRemoteCache {
     /// Seconds an expired copy may be served while the upstream fails (artifactd).
     pub stale_if_error: Option<RawDuration>,
     #[serde(flatten)]
-    pub unknown: BTreeMap<String, serde_yaml::Value>,
+    pub unknown: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// Per-remote upstream timeouts (seconds, or with a unit: `30s`).
@@ -185,7 +185,7 @@ pub fn parse_remotes(
     source: &str,
 ) -> Result<(RawRemotesFile, Vec<Remote>, Vec<String>), ConfigErrors> {
     let raw: RawRemotesFile =
-        serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
+        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
     let mut remotes = Vec::new();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();

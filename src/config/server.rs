@@ -502,7 +502,7 @@ pub fn parse_server_config(
     let mut raw: RawServerConfig = if source.trim().is_empty() {
         RawServerConfig::default()
     } else {
-        serde_yaml::from_str(source).map_err(|e| yaml_error(file, source, &e))?
+        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?
     };
     let err = |field: &str, message: String| ConfigError::new(file, message).field(field);
     for over in ENV_OVERRIDES {

@@ -60,7 +60,7 @@ async fn index_links_every_chart_through_artifactd_and_charts_verify() {
     let http = client();
 
     let text = crate::harness::get_text(&http, ad.artifact("charts", "index.yaml")).await;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let versions = doc["entries"]["demo"].as_sequence().unwrap();
     assert_eq!(versions.len(), 2);
     for version in versions {

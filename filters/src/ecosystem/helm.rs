@@ -6,7 +6,7 @@
 //! An index is YAML and is rewritten whole; the proxy bounds its size.
 
 use crate::links::LinkMap;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use std::time::SystemTime;
 
 use super::{Document, Request, Routed};
@@ -59,7 +59,7 @@ pub fn rewrite(
     map: &LinkMap,
     hide_after: Option<SystemTime>,
 ) -> Result<Rewritten, IndexError> {
-    let mut value: Value = serde_yaml::from_slice(doc).map_err(|e| IndexError(e.to_string()))?;
+    let mut value: Value = serde_yaml_ng::from_slice(doc).map_err(|e| IndexError(e.to_string()))?;
     let entries = value
         .get_mut("entries")
         .and_then(Value::as_mapping_mut)
@@ -88,7 +88,7 @@ pub fn rewrite(
             out.charts.push(rewrite_version(&name, version, map));
         }
     }
-    out.body = serde_yaml::to_string(&value)
+    out.body = serde_yaml_ng::to_string(&value)
         .map_err(|e| IndexError(e.to_string()))?
         .into_bytes();
     Ok(out)
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn every_chart_url_comes_back_through_the_remote() {
         let out = rewrite(INDEX.as_bytes(), &map(), None).unwrap();
-        let doc: Value = serde_yaml::from_slice(&out.body).unwrap();
+        let doc: Value = serde_yaml_ng::from_slice(&out.body).unwrap();
         let demo = &doc["entries"]["demo"];
         assert_eq!(
             demo[0]["urls"][0],
@@ -235,15 +235,15 @@ mod tests {
         let cutoff = humantime::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
         let out = rewrite(INDEX.as_bytes(), &map(), Some(cutoff)).unwrap();
         assert_eq!(out.hidden, ["demo 0.2.0"]);
-        let doc: Value = serde_yaml::from_slice(&out.body).unwrap();
+        let doc: Value = serde_yaml_ng::from_slice(&out.body).unwrap();
         assert_eq!(doc["entries"]["demo"].as_sequence().unwrap().len(), 1);
     }
 
     #[test]
     fn members_merge_first_version_wins() {
         let a: Value =
-            serde_yaml::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [a]}\n").unwrap();
-        let b: Value = serde_yaml::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [b]}\n  - {version: 0.9.0, urls: [b]}\n  y:\n  - {version: 2.0.0, urls: [b]}\n").unwrap();
+            serde_yaml_ng::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [a]}\n").unwrap();
+        let b: Value = serde_yaml_ng::from_str("entries:\n  x:\n  - {version: 1.0.0, urls: [b]}\n  - {version: 0.9.0, urls: [b]}\n  y:\n  - {version: 2.0.0, urls: [b]}\n").unwrap();
         let merged = merge(vec![a, b]).unwrap();
         let x = merged["entries"]["x"].as_sequence().unwrap();
         assert_eq!(x.len(), 2);
