@@ -6,6 +6,7 @@
 //! Freshness comes from the remote's classification of the path instead.
 
 use super::artifact::Artifact;
+use super::failure::Failure;
 use filters::ArtifactClass;
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -105,10 +106,6 @@ pub fn within_stale_period(
     matches!(verdict, filters::stale::Stale::Serve { .. })
 }
 
-/// The error of a request not sent upstream because its remote is marked
-/// down by the circuit breaker.
-pub const REMOTE_DOWN: &str = "remote marked down";
-
 /// Whether an expired copy is revalidated with `If-None-Match` /
 /// `If-Modified-Since` (seeds 000/003): only for a remote with
 /// `check_mutable_updates: true`, and only for its own `mutable_patterns`;
@@ -139,9 +136,9 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     }
     Some(match error.etype() {
         pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
-        pingora::ErrorType::Custom(REMOTE_DOWN) => "remote marked down".into(),
-        pingora::ErrorType::Custom(super::failure::SNAPSHOT_PENDING) => {
-            super::failure::SNAPSHOT_PENDING.into()
+        _ if Failure::of(error) == Some(Failure::RemoteDown) => "remote marked down".into(),
+        _ if Failure::of(error) == Some(Failure::SnapshotPending) => {
+            Failure::SnapshotPending.text().into()
         }
         pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
         pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),

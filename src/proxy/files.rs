@@ -55,8 +55,5 @@ pub fn checksum_mismatch(
         mismatch.actual
     );
     app.metrics.checksum_mismatch(&artifact.remote.name);
-    mismatch.into_error(CHECKSUM_MISMATCH)
+    mismatch.into_error(super::failure::Failure::ChecksumMismatch)
 }
-
-/// The error of a file that did not hash to its published checksum.
-pub const CHECKSUM_MISMATCH: &str = "upstream file does not match the checksum its index published";

@@ -48,6 +48,7 @@ use async_trait::async_trait;
 pub use claim::FOLLOWING_PEER;
 use ctx::RequestCtx;
 use documents::RewriteModule;
+use failure::Failure;
 use filters::breaker::Admit;
 use filters::AdminRoute;
 use outcome::UpstreamOutcome;
@@ -75,11 +76,8 @@ impl ArtifactProxy {
     }
 }
 
-const REDIRECT_HOP: &str = "following upstream redirect";
 /// How often a waiting request may compete for a fill again.
 const MAX_LOCK_RETRIES: usize = 5;
-const AUTH_RETRY: &str = "retrying with upstream credentials";
-const PEER_GONE: &str = "the node leading the fill no longer has it";
 
 /// Classifies an upstream response once ([`outcome::classify`]) and keeps
 /// the answer in the context for every later phase.
@@ -121,13 +119,11 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
         UpstreamOutcome::Passed { .. } => Ok(()),
         UpstreamOutcome::Redirect(target) => {
             if ctx.redirects >= upstream::MAX_REDIRECTS {
-                return Err(Error::new_up(ErrorType::Custom(
-                    "too many upstream redirects",
-                )));
+                return Err(Failure::TooManyRedirects.error());
             }
             ctx.redirects += 1;
             ctx.redirect = Some(target);
-            Err(retry(REDIRECT_HOP))
+            Err(Failure::RedirectHop.retry())
         }
         UpstreamOutcome::Challenge { www_authenticate } => {
             ctx.challenged = true;
@@ -141,7 +137,7 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
                 return Ok(());
             };
             ctx.authorization = Some(authorization);
-            Err(retry(AUTH_RETRY))
+            Err(Failure::AuthRetry.retry())
         }
         UpstreamOutcome::Vanished { status } | UpstreamOutcome::Failed { status, .. } => {
             // The stale path serves a cached copy; otherwise `fail_to_proxy`
@@ -158,31 +154,15 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
     }
 }
 
-/// An error that makes pingora run the upstream phases again; nothing has
-/// reached the client or the cache yet.
-fn retry(reason: &'static str) -> Box<Error> {
-    let mut error = Error::new_up(ErrorType::Custom(reason));
-    error.set_retry(true);
-    error
-}
-
 /// Whether an error only asked pingora to send the request again.
 fn is_retry(error: &Error) -> bool {
-    matches!(
-        error.etype(),
-        ErrorType::Custom(REDIRECT_HOP | AUTH_RETRY | PEER_GONE)
-    )
+    Failure::of(error).is_some_and(Failure::is_retry)
 }
 
-/// Whether an error refused an upstream response for its content (or,
-/// for a repository snapshot, for what is not cached yet).
+/// Whether an error refused an answering upstream's response for its
+/// content (or, for a repository snapshot, for what is not cached yet).
 fn is_body_mismatch(error: &Error) -> bool {
-    matches!(
-        error.etype(),
-        ErrorType::Custom(
-            oci::DIGEST_MISMATCH | files::CHECKSUM_MISMATCH | failure::SNAPSHOT_PENDING
-        )
-    )
+    Failure::of(error).is_some_and(Failure::refused_content)
 }
 
 fn no_artifact() -> Box<Error> {
@@ -345,7 +325,7 @@ impl ProxyHttp for ArtifactProxy {
         if let Some(Admit::No { .. }) = ctx.admitted {
             // No connection attempt: a cached copy is served by the
             // stale-if-error path, anything else fails fast with 503.
-            return Err(Error::new_up(ErrorType::Custom(cache::REMOTE_DOWN)));
+            return Err(Failure::RemoteDown.error());
         }
         match &ctx.redirect {
             Some(redirect) => {
@@ -411,7 +391,7 @@ impl ProxyHttp for ArtifactProxy {
                 // The fill is gone from that node: fetch it here (without a
                 // claim; the cache is still this request's to fill).
                 ctx.peer = None;
-                return Err(retry(PEER_GONE));
+                return Err(Failure::PeerGone.retry());
             }
             upstream_response.set_version(http::Version::HTTP_11);
             return Ok(());

@@ -391,11 +391,8 @@ pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Bo
         mismatch.actual
     );
     app.metrics.digest_mismatch(&artifact.remote.name);
-    mismatch.into_error(DIGEST_MISMATCH)
+    mismatch.into_error(super::failure::Failure::DigestMismatch)
 }
-
-/// The error of a body that did not hash to its digest.
-pub const DIGEST_MISMATCH: &str = "upstream body does not match its digest";
 
 /// Seed 000: a tag manifest just fetched is also stored under its digest
 /// (if absent), so a later pull by digest is a hit. Runs in the background;

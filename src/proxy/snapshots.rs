@@ -33,7 +33,7 @@ use crate::storage::CacheStorage;
 use filters::ecosystem::{IndexedFile, Snapshot};
 use filters::Ecosystem;
 use parking_lot::Mutex;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, Result};
 use sha2::Digest as _;
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -383,7 +383,7 @@ enum Cached {
 const MAX_INDEX: u64 = 16 << 20;
 
 fn pending(reason: String) -> Box<Error> {
-    Error::new_up(ErrorType::Custom(super::failure::SNAPSHOT_PENDING)).more_context(reason)
+    super::failure::Failure::SnapshotPending.explain(reason)
 }
 
 /// The packages of a spooled package list, decompressed by its name.

@@ -79,10 +79,8 @@ fn scope(artifact: &Artifact) -> Option<String> {
 
 /// The error of a request whose upstream token could not be had: an
 /// upstream failure, so a cached copy may still be served.
-pub const TOKEN_FAILED: &str = "upstream token request failed";
-
 fn token_failed(e: crate::credentials::TokenError) -> Box<Error> {
-    Error::new_up(ErrorType::Custom(TOKEN_FAILED)).more_context(e.to_string())
+    super::failure::Failure::TokenFailed.explain(e.to_string())
 }
 
 /// The `Authorization` to send before any challenge: the remote's cached

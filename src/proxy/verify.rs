@@ -64,14 +64,10 @@ pub struct Mismatch {
 }
 
 impl Mismatch {
-    /// The upstream error (of kind `what`) that fails the transfer; the
-    /// caller has logged and counted it.
-    pub fn into_error(self, what: &'static str) -> Box<pingora::Error> {
-        pingora::Error::explain(
-            pingora::ErrorType::Custom(what),
-            format!("expected {}, got {}", self.expected, self.actual),
-        )
-        .into_up()
+    /// The upstream error (of kind `failure`) that fails the transfer;
+    /// the caller has logged and counted it.
+    pub fn into_error(self, failure: super::failure::Failure) -> Box<pingora::Error> {
+        failure.explain(format!("expected {}, got {}", self.expected, self.actual))
     }
 }
 
