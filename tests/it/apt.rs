@@ -5,9 +5,10 @@
 //! verified against the `InRelease` and `Packages` that name them.
 
 use crate::harness::apt::{AptClient, AptRepo, Via};
-use crate::harness::{checksum_mismatches, client, log_says, Artifactd, Origin, OriginFile};
+use crate::harness::{
+    checksum_mismatches, client, log_says, Artifactd, ClientLoop, Origin, OriginFile,
+};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,26 +100,11 @@ async fn a_regenerated_suite_never_fails_apt_and_the_new_version_arrives_after_t
     assert!(ok, "{out}");
 
     // Clients keep updating and downloading while the upstream publishes.
-    let stop = Arc::new(AtomicBool::new(false));
     let loop_clients = {
-        let (stop, via, base, key) = (
-            stop.clone(),
-            via.clone(),
-            dir.path().to_path_buf(),
-            repo.key.clone(),
-        );
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            let mut runs = 0;
-            while !stop.load(Ordering::Relaxed) && runs < 80 {
-                let apt = AptClient::new(&base.join(format!("loop{runs}")), &via, &key);
-                let (ok, out) = apt.update_and_download("adtest").await;
-                if !ok {
-                    failures.push(out);
-                }
-                runs += 1;
-            }
-            (runs, failures)
+        let (via, base, key) = (via.clone(), dir.path().to_path_buf(), repo.key.clone());
+        ClientLoop::start(80, move |run| {
+            let apt = AptClient::new(&base.join(format!("loop{run}")), &via, &key);
+            async move { apt.update_and_download("adtest").await }
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -137,15 +123,7 @@ async fn a_regenerated_suite_never_fails_apt_and_the_new_version_arrives_after_t
         assert!(Instant::now() < deadline, "adtest 2.0 never arrived: {out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (runs, failures) = loop_clients.await.unwrap();
-    assert!(runs >= 2, "the apt loop ran {runs} times");
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} apt runs failed:\n{}",
-        failures.len(),
-        failures.join("\n---\n")
-    );
+    loop_clients.stop_without_failures("apt").await;
     // The package lists of the served suite are all cached.
     let http = client();
     for list in repo.package_lists() {

@@ -4,9 +4,7 @@
 //! verified against `repomd.xml` and `primary.xml`.
 
 use crate::harness::rpm::{dnf_install, RpmRepo};
-use crate::harness::{client, log_says, Artifactd, Origin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use crate::harness::{client, log_says, Artifactd, ClientLoop, Origin};
 use std::time::{Duration, Instant};
 
 fn rpm_remote(origin: &Origin, extra: &str) -> String {
@@ -38,20 +36,11 @@ async fn a_regenerated_repository_switches_snapshots_without_a_client_ever_faili
         crate::harness::get_text(&http, ad.artifact("el", "repodata/repomd.xml")).await;
 
     // Clients keep installing while the upstream regenerates.
-    let stop = Arc::new(AtomicBool::new(false));
     let installs = {
-        let (stop, url, base) = (stop.clone(), url.clone(), dir.path().to_path_buf());
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            let mut runs = 0;
-            while !stop.load(Ordering::Relaxed) && runs < 60 {
-                let (ok, out) = dnf_install(&url, &base.join(format!("loop{runs}")), "tiny").await;
-                if !ok {
-                    failures.push(out);
-                }
-                runs += 1;
-            }
-            (runs, failures)
+        let (url, base) = (url.clone(), dir.path().to_path_buf());
+        ClientLoop::start(60, move |run| {
+            let (url, root) = (url.clone(), base.join(format!("loop{run}")));
+            async move { dnf_install(&url, &root, "tiny").await }
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -84,15 +73,7 @@ async fn a_regenerated_repository_switches_snapshots_without_a_client_ever_faili
         attempt += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (runs, failures) = installs.await.unwrap();
-    assert!(runs >= 2, "the install loop ran {runs} times");
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} installs failed:\n{}",
-        failures.len(),
-        failures.join("\n---\n")
-    );
+    installs.stop_without_failures("install").await;
 
     // The snapshot now served names only files artifactd serves.
     let served = crate::harness::get_text(&http, ad.artifact("el", "repodata/repomd.xml")).await;

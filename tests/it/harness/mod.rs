@@ -162,6 +162,52 @@ pub async fn run_client(command: &mut tokio::process::Command) -> (bool, String)
     (out.status.success(), text)
 }
 
+/// A client run again and again in the background (a package manager
+/// while its repository changes), until stopped or `max` runs.
+pub struct ClientLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl ClientLoop {
+    /// Starts running `run(n)`, which answers (success, output).
+    pub fn start<F, Fut>(max: usize, mut run: F) -> ClientLoop
+    where
+        F: FnMut(usize) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (bool, String)> + Send,
+    {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut runs = 0;
+            while !stopped.load(Ordering::Relaxed) && runs < max {
+                let (ok, out) = run(runs).await;
+                if !ok {
+                    failures.push(out);
+                }
+                runs += 1;
+            }
+            (runs, failures)
+        });
+        ClientLoop { stop, task }
+    }
+
+    /// Stops the loop; it ran at least twice and no run failed.
+    pub async fn stop_without_failures(self, what: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (runs, failures) = self.task.await.unwrap();
+        assert!(runs >= 2, "the {what} loop ran {runs} times");
+        assert!(
+            failures.is_empty(),
+            "{} of {runs} {what} runs failed:\n{}",
+            failures.len(),
+            failures.join("\n---\n")
+        );
+    }
+}
+
 /// Waits up to 30 s for artifactd's log to say `text` (background work).
 pub async fn log_says(ad: &Artifactd, text: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
