@@ -210,282 +210,53 @@ fn compile_remote(
     raw: &RawRemote,
     warnings: &mut Vec<String>,
 ) -> Result<Remote, Vec<ConfigError>> {
-    let err =
-        |field: &str, message: String| ConfigError::new(file, message).remote(name).field(field);
-    let mut errors = Vec::new();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || name.starts_with('.')
-    {
-        errors.push(
-            ConfigError::new(
-                file,
-                "remote names may only use letters, digits, '-', '_' and '.' (and not start with '.')",
-            )
-            .remote(name),
-        );
-    }
-    for key in raw.unknown.keys() {
-        warnings.push(format!(
-            "{}: remote '{name}': unknown field '{key}' ignored",
-            file.display()
-        ));
-    }
-    if let Some(cache) = &raw.cache {
-        for key in cache.unknown.keys() {
-            warnings.push(format!(
-                "{}: remote '{name}': unknown field 'cache.{key}' ignored",
-                file.display()
-            ));
-        }
-    }
-    let kind = match raw.kind.as_deref().unwrap_or("remote") {
-        "remote" => RemoteKind::Remote,
-        "local" => RemoteKind::Local,
-        "virtual" => RemoteKind::Virtual,
-        other => {
-            errors.push(err(
-                "type",
-                format!("unknown type {other:?}, expected remote, local or virtual"),
-            ));
-            RemoteKind::Remote
-        }
+    let mut c = Compiler {
+        file,
+        name,
+        errors: Vec::new(),
+        warnings,
     };
-    let package = match raw
-        .package
-        .as_deref()
-        .unwrap_or("generic")
-        .parse::<Ecosystem>()
-    {
-        Ok(p) => p,
-        Err(message) => {
-            errors.push(err("package", message));
-            Ecosystem::Generic
-        }
-    };
-    let upstream = match (kind, raw.base_url.as_deref()) {
-        (RemoteKind::Remote, None) => {
-            errors.push(err(
-                "base_url",
-                "required for a remote of type 'remote'".into(),
-            ));
-            None
-        }
-        (RemoteKind::Remote, Some(url)) => match parse_base_url(url) {
-            Ok(mut upstream) => {
-                upstream.basic_auth = basic_auth(raw.username.as_deref(), raw.password.as_deref());
-                Some(upstream)
-            }
-            Err(message) => {
-                errors.push(err("base_url", message));
-                None
-            }
-        },
-        (RemoteKind::Local | RemoteKind::Virtual, _) => None,
-    };
-    let members: Vec<String> = raw.members.clone().unwrap_or_default();
-    match kind {
-        RemoteKind::Virtual if members.is_empty() => errors.push(err(
-            "members",
-            "a virtual repository needs at least one member".into(),
-        )),
-        RemoteKind::Virtual => {}
-        _ if !members.is_empty() => errors.push(err(
-            "members",
-            "only a remote of type 'virtual' has members".into(),
-        )),
-        _ => {}
-    }
-    let index_upstream = match (raw.index_url.as_deref(), package) {
-        (None, _) => None,
-        (Some(url), Ecosystem::Pypi) => match parse_base_url(url) {
-            Ok(mut index) => {
-                index.basic_auth = upstream.as_ref().and_then(|u| u.basic_auth.clone());
-                Some(index)
-            }
-            Err(message) => {
-                errors.push(err("index_url", message));
-                None
-            }
-        },
-        (Some(_), other) => {
-            errors.push(err(
-                "index_url",
-                format!("only a remote with package 'pypi' has a separate index, not '{other}'"),
-            ));
-            None
-        }
-    };
-    let releases_api = match (raw.releases_api.as_deref(), &upstream) {
-        (Some(url), Some(_)) => match parse_base_url(url) {
-            Ok(_) => Some(url.trim_end_matches('/').to_string()),
-            Err(message) => {
-                errors.push(err("releases_api", message));
-                None
-            }
-        },
-        (Some(_), None) => {
-            errors.push(err(
-                "releases_api",
-                "only a remote with a base_url has releases".into(),
-            ));
-            None
-        }
-        (None, Some(up)) => Some(format!(
-            "{}://{}/api/v3",
-            if up.tls { "https" } else { "http" },
-            if (up.tls && up.port == 443) || (!up.tls && up.port == 80) {
-                up.host.clone()
-            } else {
-                format!("{}:{}", up.host, up.port)
-            }
-        )),
-        (None, None) => None,
-    };
-    let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
-        (Some(patterns), _) => patterns.clone(),
-        (None, Some(patterns)) => {
-            warnings.push(format!(
-                "{}: remote '{name}': 'include_patterns' is deprecated, read as 'immutable_patterns'",
-                file.display()
-            ));
-            patterns.clone()
-        }
-        (None, None) => Vec::new(),
-    };
-    let mutable = raw.mutable_patterns.clone().unwrap_or_default();
-    let policy = match RemotePolicy::new(package, &immutable, &mutable) {
-        Ok(policy) => Some(policy),
-        Err(e) => {
-            errors.push(err(
-                &format!("{}[{}]", e.field, e.source.index),
-                format!("invalid regex {:?}: {}", e.source.pattern, e.source.message),
-            ));
-            None
-        }
-    };
+    c.check_name();
+    c.warn_unknown(raw);
+    let kind = c.kind(raw);
+    let ecosystem = c.ecosystem(raw);
+    let upstream = c.upstream(raw, kind);
+    let members = c.members(raw, kind);
+    let index_upstream = c.index_upstream(raw, ecosystem, upstream.as_ref());
+    let releases_api = c.releases_api(raw, upstream.as_ref());
+    let policy = c.policy(raw, ecosystem);
     if raw.quarantine_new && raw.quarantine_days.unwrap_or(0) == 0 {
-        errors.push(err(
+        c.error(
             "quarantine_days",
             "must be a positive number of days when quarantine_new is true".into(),
-        ));
+        );
     }
-    let mirror_of: Vec<String> = raw
-        .mirror_of
-        .iter()
-        .flatten()
-        .map(|host| host.trim().to_ascii_lowercase())
-        .collect();
-    if !mirror_of.is_empty() && !package.can_mirror() {
-        let able: Vec<&str> = Ecosystem::ALL
-            .iter()
-            .filter(|e| e.can_mirror())
-            .map(|e| e.as_str())
-            .collect();
-        errors.push(err(
-            "mirror_of",
-            format!(
-                "a remote with package '{package}' cannot mirror a host; only {} can",
-                able.join(", ")
-            ),
-        ));
-    }
-    for (i, host) in mirror_of.iter().enumerate() {
-        let valid = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if !valid {
-            errors.push(err(
-                &format!("mirror_of[{i}]"),
-                format!("{host:?} is not a host name (such as \"docker.io\" or \"ghcr.io\")"),
-            ));
-        }
-    }
-    let architectures = raw.architectures.clone().unwrap_or_default();
-    for (i, arch) in architectures.iter().enumerate() {
-        let valid = !arch.is_empty()
-            && arch
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-        if !valid {
-            errors.push(err(
-                &format!("architectures[{i}]"),
-                format!("{arch:?} is not an architecture name (such as \"amd64\")"),
-            ));
-        }
-    }
-    let cache = raw.cache.clone().unwrap_or_default();
-    let timeouts = raw.timeouts.clone().unwrap_or_default();
-    let mut duration = |field: &str, value: &Option<RawDuration>| -> Option<Duration> {
-        match value.as_ref().map(RawDuration::duration)? {
-            Ok(d) => Some(d),
-            Err(message) => {
-                errors.push(err(field, message));
-                None
-            }
-        }
-    };
-    let immutable_ttl = duration("cache.immutable_ttl", &cache.immutable_ttl);
-    let mutable_ttl = duration("cache.mutable_ttl", &cache.mutable_ttl);
-    let negative_ttl = duration("cache.negative_ttl", &cache.negative_ttl);
-    let stale_if_error = duration("cache.stale_if_error", &cache.stale_if_error);
-    let connect_timeout = duration("timeouts.connect", &timeouts.connect);
-    let read_timeout = duration("timeouts.read", &timeouts.read);
-    for (field, value) in [
-        ("timeouts.connect", connect_timeout),
-        ("timeouts.read", read_timeout),
-    ] {
-        if value.is_some_and(|d| d.is_zero()) {
-            errors.push(err(field, "must be positive".into()));
-        }
-    }
-    let ca_file = raw
-        .ca_file
-        .as_deref()
-        .map(|path| super::paths::resolve(&super::paths::folder_of(file), path));
-    if upstream.is_none() && (ca_file.is_some() || raw.tls_insecure) {
-        errors.push(err(
-            if raw.tls_insecure {
-                "tls_insecure"
-            } else {
-                "ca_file"
-            },
-            "only a remote with a base_url has upstream TLS".into(),
-        ));
-    }
-    let upstream_tls = match UpstreamTls::load(ca_file.as_deref(), raw.tls_insecure) {
-        Ok(tls) => Arc::new(tls),
-        Err(e) => {
-            errors.push(err("ca_file", format!("{e:#}")));
-            Arc::default()
-        }
-    };
-    if raw.tls_insecure {
-        warnings.push(format!(
-            "{}: remote '{name}': tls_insecure: the upstream's certificate is not verified",
-            file.display()
-        ));
-    }
-    match (errors.is_empty(), policy) {
+    let mirror_of = c.mirror_of(raw, ecosystem);
+    let architectures = c.names(
+        "architectures",
+        raw.architectures.clone().unwrap_or_default(),
+        |ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_'),
+        "an architecture name (such as \"amd64\")",
+    );
+    let timing = c.timing(raw);
+    let upstream_tls = c.upstream_tls(raw, upstream.is_some());
+    match (c.errors.is_empty(), policy) {
         (true, Some(policy)) => Ok(Remote {
             name: name.to_string(),
             kind,
-            ecosystem: package,
+            ecosystem,
             policy,
             upstream,
             index_upstream,
             check_mutable_updates: raw.check_mutable_updates,
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
             quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
-            immutable_ttl: immutable_ttl.filter(|ttl| !ttl.is_zero()),
-            mutable_ttl: mutable_ttl.unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
-            negative_ttl,
-            stale_if_error,
-            connect_timeout,
-            read_timeout,
+            immutable_ttl: timing.immutable_ttl.filter(|ttl| !ttl.is_zero()),
+            mutable_ttl: (timing.mutable_ttl).unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
+            negative_ttl: timing.negative_ttl,
+            stale_if_error: timing.stale_if_error,
+            connect_timeout: timing.connect_timeout,
+            read_timeout: timing.read_timeout,
             upstream_tls,
             releases_api,
             mirror_of,
@@ -494,7 +265,288 @@ fn compile_remote(
             username: raw.username.clone(),
             password: raw.password.clone(),
         }),
-        _ => Err(errors),
+        _ => Err(c.errors),
+    }
+}
+
+/// Compiles one remote's fields, collecting every error (each naming the
+/// file, the remote and the field) and warning rather than stopping at
+/// the first.
+struct Compiler<'a> {
+    file: &'a Path,
+    name: &'a str,
+    errors: Vec<ConfigError>,
+    warnings: &'a mut Vec<String>,
+}
+
+/// The durations of a remote that override the server's.
+struct Timing {
+    immutable_ttl: Option<Duration>,
+    mutable_ttl: Option<Duration>,
+    negative_ttl: Option<Duration>,
+    stale_if_error: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, field: &str, message: String) {
+        let error = ConfigError::new(self.file, message)
+            .remote(self.name)
+            .field(field);
+        self.errors.push(error);
+    }
+
+    fn warn(&mut self, message: &str) {
+        let warning = format!("{}: remote '{}': {message}", self.file.display(), self.name);
+        self.warnings.push(warning);
+    }
+
+    fn check_name(&mut self) {
+        let name = self.name;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.');
+        if !valid {
+            self.errors.push(
+                ConfigError::new(
+                    self.file,
+                    "remote names may only use letters, digits, '-', '_' and '.' (and not start with '.')",
+                )
+                .remote(name),
+            );
+        }
+    }
+
+    fn warn_unknown(&mut self, raw: &RawRemote) {
+        for key in raw.unknown.keys() {
+            self.warn(&format!("unknown field '{key}' ignored"));
+        }
+        for key in raw.cache.iter().flat_map(|cache| cache.unknown.keys()) {
+            self.warn(&format!("unknown field 'cache.{key}' ignored"));
+        }
+    }
+
+    fn kind(&mut self, raw: &RawRemote) -> RemoteKind {
+        match raw.kind.as_deref().unwrap_or("remote") {
+            "remote" => RemoteKind::Remote,
+            "local" => RemoteKind::Local,
+            "virtual" => RemoteKind::Virtual,
+            other => {
+                let message = format!("unknown type {other:?}, expected remote, local or virtual");
+                self.error("type", message);
+                RemoteKind::Remote
+            }
+        }
+    }
+
+    fn ecosystem(&mut self, raw: &RawRemote) -> Ecosystem {
+        let text = raw.package.as_deref().unwrap_or("generic");
+        text.parse::<Ecosystem>().unwrap_or_else(|message| {
+            self.error("package", message);
+            Ecosystem::Generic
+        })
+    }
+
+    /// A URL field, parsed; `None` (and an error) if it does not parse.
+    fn url(&mut self, field: &str, url: &str) -> Option<Upstream> {
+        parse_base_url(url)
+            .map_err(|message| self.error(field, message))
+            .ok()
+    }
+
+    fn upstream(&mut self, raw: &RawRemote, kind: RemoteKind) -> Option<Upstream> {
+        match (kind, raw.base_url.as_deref()) {
+            (RemoteKind::Remote, None) => {
+                let message = "required for a remote of type 'remote'".into();
+                self.error("base_url", message);
+                None
+            }
+            (RemoteKind::Remote, Some(url)) => {
+                let mut upstream = self.url("base_url", url)?;
+                upstream.basic_auth = basic_auth(raw.username.as_deref(), raw.password.as_deref());
+                Some(upstream)
+            }
+            (RemoteKind::Local | RemoteKind::Virtual, _) => None,
+        }
+    }
+
+    fn members(&mut self, raw: &RawRemote, kind: RemoteKind) -> Vec<String> {
+        let members = raw.members.clone().unwrap_or_default();
+        match kind {
+            RemoteKind::Virtual if members.is_empty() => self.error(
+                "members",
+                "a virtual repository needs at least one member".into(),
+            ),
+            RemoteKind::Virtual => {}
+            _ if !members.is_empty() => self.error(
+                "members",
+                "only a remote of type 'virtual' has members".into(),
+            ),
+            _ => {}
+        }
+        members
+    }
+
+    fn index_upstream(
+        &mut self,
+        raw: &RawRemote,
+        ecosystem: Ecosystem,
+        upstream: Option<&Upstream>,
+    ) -> Option<Upstream> {
+        let url = raw.index_url.as_deref()?;
+        if ecosystem != Ecosystem::Pypi {
+            let message = format!(
+                "only a remote with package 'pypi' has a separate index, not '{ecosystem}'"
+            );
+            self.error("index_url", message);
+            return None;
+        }
+        let mut index = self.url("index_url", url)?;
+        index.basic_auth = upstream.and_then(|u| u.basic_auth.clone());
+        Some(index)
+    }
+
+    fn releases_api(&mut self, raw: &RawRemote, upstream: Option<&Upstream>) -> Option<String> {
+        match (raw.releases_api.as_deref(), upstream) {
+            (Some(url), Some(_)) => {
+                self.url("releases_api", url)?;
+                Some(url.trim_end_matches('/').to_string())
+            }
+            (Some(_), None) => {
+                let message = "only a remote with a base_url has releases".into();
+                self.error("releases_api", message);
+                None
+            }
+            (None, Some(up)) => Some(format!(
+                "{}://{}/api/v3",
+                if up.tls { "https" } else { "http" },
+                if (up.tls && up.port == 443) || (!up.tls && up.port == 80) {
+                    up.host.clone()
+                } else {
+                    format!("{}:{}", up.host, up.port)
+                }
+            )),
+            (None, None) => None,
+        }
+    }
+
+    fn policy(&mut self, raw: &RawRemote, ecosystem: Ecosystem) -> Option<RemotePolicy> {
+        let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
+            (Some(patterns), _) => patterns.clone(),
+            (None, Some(patterns)) => {
+                self.warn("'include_patterns' is deprecated, read as 'immutable_patterns'");
+                patterns.clone()
+            }
+            (None, None) => Vec::new(),
+        };
+        let mutable = raw.mutable_patterns.clone().unwrap_or_default();
+        RemotePolicy::new(ecosystem, &immutable, &mutable)
+            .map_err(|e| {
+                let field = format!("{}[{}]", e.field, e.source.index);
+                let message = format!("invalid regex {:?}: {}", e.source.pattern, e.source.message);
+                self.error(&field, message)
+            })
+            .ok()
+    }
+
+    fn mirror_of(&mut self, raw: &RawRemote, ecosystem: Ecosystem) -> Vec<String> {
+        let hosts: Vec<String> = (raw.mirror_of.iter().flatten())
+            .map(|host| host.trim().to_ascii_lowercase())
+            .collect();
+        if !hosts.is_empty() && !ecosystem.can_mirror() {
+            let able: Vec<&str> = (Ecosystem::ALL.iter())
+                .filter(|e| e.can_mirror())
+                .map(|e| e.as_str())
+                .collect();
+            let message = format!(
+                "a remote with package '{ecosystem}' cannot mirror a host; only {} can",
+                able.join(", ")
+            );
+            self.error("mirror_of", message);
+        }
+        self.names(
+            "mirror_of",
+            hosts,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'),
+            "a host name (such as \"docker.io\" or \"ghcr.io\")",
+        )
+    }
+
+    /// A list of names, each non-empty and of `allowed` characters.
+    fn names(
+        &mut self,
+        field: &str,
+        names: Vec<String>,
+        allowed: fn(char) -> bool,
+        what: &str,
+    ) -> Vec<String> {
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() || !name.chars().all(allowed) {
+                self.error(&format!("{field}[{i}]"), format!("{name:?} is not {what}"));
+            }
+        }
+        names
+    }
+
+    fn duration(&mut self, field: &str, value: &Option<RawDuration>) -> Option<Duration> {
+        match value.as_ref().map(RawDuration::duration)? {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.error(field, message);
+                None
+            }
+        }
+    }
+
+    fn timing(&mut self, raw: &RawRemote) -> Timing {
+        let cache = raw.cache.clone().unwrap_or_default();
+        let timeouts = raw.timeouts.clone().unwrap_or_default();
+        let timing = Timing {
+            immutable_ttl: self.duration("cache.immutable_ttl", &cache.immutable_ttl),
+            mutable_ttl: self.duration("cache.mutable_ttl", &cache.mutable_ttl),
+            negative_ttl: self.duration("cache.negative_ttl", &cache.negative_ttl),
+            stale_if_error: self.duration("cache.stale_if_error", &cache.stale_if_error),
+            connect_timeout: self.duration("timeouts.connect", &timeouts.connect),
+            read_timeout: self.duration("timeouts.read", &timeouts.read),
+        };
+        for (field, value) in [
+            ("timeouts.connect", timing.connect_timeout),
+            ("timeouts.read", timing.read_timeout),
+        ] {
+            if value.is_some_and(|d| d.is_zero()) {
+                self.error(field, "must be positive".into());
+            }
+        }
+        timing
+    }
+
+    fn upstream_tls(&mut self, raw: &RawRemote, has_upstream: bool) -> Arc<UpstreamTls> {
+        let folder = super::paths::folder_of(self.file);
+        let ca_file = (raw.ca_file.as_deref()).map(|path| super::paths::resolve(&folder, path));
+        if !has_upstream && (ca_file.is_some() || raw.tls_insecure) {
+            let field = if raw.tls_insecure {
+                "tls_insecure"
+            } else {
+                "ca_file"
+            };
+            self.error(
+                field,
+                "only a remote with a base_url has upstream TLS".into(),
+            );
+        }
+        if raw.tls_insecure {
+            self.warn("tls_insecure: the upstream's certificate is not verified");
+        }
+        match UpstreamTls::load(ca_file.as_deref(), raw.tls_insecure) {
+            Ok(tls) => Arc::new(tls),
+            Err(e) => {
+                self.error("ca_file", format!("{e:#}"));
+                Arc::default()
+            }
+        }
     }
 }
 
