@@ -72,11 +72,53 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
     log::info!("{}", config.server.describe_backends());
     let background = background_runtime()?;
+    let opened = open_backends(&config, &background)?;
+    let (mut server, pid_file) = pingora_server(&config, upgrade)?;
+    let listen = config.server.listen.clone();
+    let certs = tls_certs(&listen)?;
+    crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
+    let in_flight = Arc::new(InFlight::default());
+    let catalog_writer = opened.catalog_writer.clone();
+    let app = build_app(config, opened, in_flight.clone(), &background)?;
+    let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
+    server.add_service(proxy);
+    crate::lifecycle::supervise(
+        server.watch_execution_phase(),
+        Supervised {
+            in_flight,
+            catalog_writer,
+            listeners: listen.iter().map(|l| l.address).collect(),
+            pid_file,
+        },
+        &background,
+    );
+    log::info!(
+        "artifactd {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::config::server::describe(&listen)
+    );
+    server.run_forever()
+}
+
+/// What the node keeps and shares, opened and started: storage and its
+/// index, state, catalog, breakers, the cluster's leases, the cache lock.
+struct Opened {
+    storage: &'static CacheStorage,
+    state: Arc<dyn crate::state::StateStore>,
+    redis: Option<Arc<crate::cluster::link::RedisLink>>,
+    catalog: Arc<dyn Catalog>,
+    catalog_writer: Arc<CatalogWriter>,
+    breakers: Arc<Breakers>,
+    cluster: Option<crate::cluster::Cluster>,
+    cache_lock: &'static CacheKeyLockImpl,
+}
+
+fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow::Result<Opened> {
     let bodies = open_bodies(&config.server)?;
-    crate::storage::sweep::start(bodies.clone(), &background);
+    crate::storage::sweep::start(bodies.clone(), background);
     let (state, redis) = open_state(&config.server.state)?;
-    let (catalog, catalog_opened) = open_catalog(&config.server.catalog, &background)?;
-    let catalog_writer = CatalogWriter::spawn(catalog.clone(), &background);
+    let (catalog, catalog_opened) = open_catalog(&config.server.catalog, background)?;
+    let catalog_writer = CatalogWriter::spawn(catalog.clone(), background);
     // Nodes share a bucket: changes, eviction and lookups go through it.
     let shared_store = matches!(config.server.storage, StorageUrl::S3(_));
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
@@ -98,37 +140,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         },
     )));
     let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
-    if let Some(link) = &redis {
-        let listeners = crate::cluster::changes::Listeners {
-            storage: shared_store.then_some(storage),
-            breakers: breakers.clone(),
-        };
-        crate::cluster::changes::start(link.clone(), listeners, &background);
-    }
-    let cluster = match (&config.server.cluster, &redis) {
-        (Some(settings), Some(link)) => Some(crate::cluster::Cluster {
-            following: Arc::default(),
-            secret: settings.secret.clone(),
-            leases: crate::cluster::fill_lease::FillLeases::new(
-                link.clone(),
-                settings.advertise,
-                settings.lock_ttl,
-                background.clone(),
-            ),
-        }),
-        _ => None,
-    };
-    if let (true, Some(link)) = (shared_store, &redis) {
-        // A lease outliving three checks: its holder keeps it while alive.
-        let lease = crate::cluster::evict_lease::EvictionLease::new(
-            link.clone(),
-            crate::storage::evict::CHECK_EVERY * 3,
-        );
-        storage.share_eviction(crate::storage::evict::SharedEviction {
-            turn: Arc::new(lease),
-            catalog: catalog.clone(),
-        });
-    }
+    let cluster = join_cluster(config, &redis, storage, &breakers, &catalog, background);
     if catalog_opened {
         let (rows, references) = background
             .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
@@ -143,7 +155,62 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         storage,
         cluster.as_ref().map(|c| c.following.clone()),
     )));
+    Ok(Opened {
+        storage,
+        state,
+        redis,
+        catalog,
+        catalog_writer,
+        breakers,
+        cluster,
+        cache_lock,
+    })
+}
 
+/// With Redis: the change feed (and, on a shared bucket, one evicting
+/// node at a time); with a cluster section, the fill leases too.
+fn join_cluster(
+    config: &Config,
+    redis: &Option<Arc<crate::cluster::link::RedisLink>>,
+    storage: &'static CacheStorage,
+    breakers: &Arc<Breakers>,
+    catalog: &Arc<dyn Catalog>,
+    background: &tokio::runtime::Handle,
+) -> Option<crate::cluster::Cluster> {
+    let link = redis.as_ref()?;
+    let shared_store = matches!(config.server.storage, StorageUrl::S3(_));
+    let listeners = crate::cluster::changes::Listeners {
+        storage: shared_store.then_some(storage),
+        breakers: breakers.clone(),
+    };
+    crate::cluster::changes::start(link.clone(), listeners, background);
+    if shared_store {
+        // A lease outliving three checks: its holder keeps it while alive.
+        let lease = crate::cluster::evict_lease::EvictionLease::new(
+            link.clone(),
+            crate::storage::evict::CHECK_EVERY * 3,
+        );
+        storage.share_eviction(crate::storage::evict::SharedEviction {
+            turn: Arc::new(lease),
+            catalog: catalog.clone(),
+        });
+    }
+    let settings = config.server.cluster.as_ref()?;
+    Some(crate::cluster::Cluster {
+        following: Arc::default(),
+        secret: settings.secret.clone(),
+        leases: crate::cluster::fill_lease::FillLeases::new(
+            link.clone(),
+            settings.advertise,
+            settings.lock_ttl,
+            background.clone(),
+        ),
+    })
+}
+
+/// pingora's server, bootstrapped (taking the listeners over from a
+/// running artifactd with `upgrade`), and the pid file it is known by.
+fn pingora_server(config: &Config, upgrade: bool) -> anyhow::Result<(Server, std::path::PathBuf)> {
     let grace = config.server.grace_period;
     let conf = ServerConf {
         threads: config.server.threads,
@@ -175,12 +242,18 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    Ok((server, pid_file))
+}
 
-    let listen = config.server.listen.clone();
-    let certs = tls_certs(&listen)?;
-    crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
-    let loopback = Loopback::new(&listen)?;
-    let checksums = Arc::new(Checksums::new(state.clone(), background.clone()));
+fn build_app(
+    config: Config,
+    opened: Opened,
+    in_flight: Arc<InFlight>,
+    background: &tokio::runtime::Handle,
+) -> anyhow::Result<Arc<App>> {
+    let storage = opened.storage;
+    let loopback = Loopback::new(&config.server.listen)?;
+    let checksums = Arc::new(Checksums::new(opened.state.clone(), background.clone()));
     let snapshot_node = crate::proxy::snapshots::Node {
         storage,
         checksums: checksums.clone(),
@@ -192,43 +265,54 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         config.server.read_timeout,
         snapshot_node,
     )?;
-    let in_flight = Arc::new(InFlight::default());
     let mut metrics = Metrics::new(config.remotes.keys());
     metrics.register_scraped(Scraped {
-        breakers: breakers.clone(),
+        breakers: opened.breakers.clone(),
         storage,
-        catalog_writer: catalog_writer.clone(),
+        catalog_writer: opened.catalog_writer.clone(),
     });
-    let app = Arc::new(App {
+    let credentials = Credentials::new(
+        config.remotes.values(),
+        config.server.connect_timeout,
+        config.server.read_timeout,
+        // Shared only through Redis: the embedded store is a disk.
+        opened.redis.is_some().then(|| opened.state.clone()),
+    )?;
+    Ok(Arc::new(App {
         metrics,
-        breakers,
+        breakers: opened.breakers,
         prefetcher: Prefetcher::new(loopback.clone(), background.clone()),
         loopback,
-        credentials: Credentials::new(
-            config.remotes.values(),
-            config.server.connect_timeout,
-            config.server.read_timeout,
-            // Shared only through Redis: the embedded store is a disk.
-            redis.is_some().then(|| state.clone()),
-        )?,
+        credentials,
         config,
         storage,
-        cache_lock,
-        catalog,
-        catalog_writer: catalog_writer.clone(),
+        cache_lock: opened.cache_lock,
+        catalog: opened.catalog,
+        catalog_writer: opened.catalog_writer,
         checksums,
         snapshots: Arc::new(snapshots),
-        in_flight: in_flight.clone(),
+        in_flight,
         jobs: crate::jobs::Jobs::default(),
         background: background.clone(),
         started: Instant::now(),
-        cluster,
-    });
+        cluster: opened.cluster,
+    }))
+}
+
+/// The proxy on every listener: plain TCP, or TLS (with HTTP/2) where a
+/// certificate is configured.
+fn proxy_service(
+    server: &Server,
+    app: Arc<App>,
+    listen: &[Listener],
+    certs: Vec<Option<Arc<ReloadableCert>>>,
+    in_flight: Arc<InFlight>,
+) -> anyhow::Result<impl pingora::services::Service + 'static> {
     let mut proxy = pingora::services::listening::Service::new(
         "artifactd".to_string(),
         crate::lifecycle::Counted::new(
             pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app)),
-            in_flight.clone(),
+            in_flight,
         ),
     );
     for (listener, cert) in listen.iter().zip(certs) {
@@ -244,23 +328,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
             }
         }
     }
-    server.add_service(proxy);
-    crate::lifecycle::supervise(
-        server.watch_execution_phase(),
-        Supervised {
-            in_flight,
-            catalog_writer,
-            listeners: listen.iter().map(|l| l.address).collect(),
-            pid_file,
-        },
-        &background,
-    );
-    log::info!(
-        "artifactd {} listening on {}",
-        env!("CARGO_PKG_VERSION"),
-        crate::config::server::describe(&listen)
-    );
-    server.run_forever()
+    Ok(proxy)
 }
 
 fn open_bodies(server: &ServerConfig) -> anyhow::Result<Arc<dyn BodyStore>> {
