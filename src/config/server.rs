@@ -499,166 +499,96 @@ pub fn parse_server_config(
     source: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(RawServerConfig, ServerConfig), ConfigError> {
-    let mut raw: RawServerConfig = if source.trim().is_empty() {
-        RawServerConfig::default()
-    } else {
-        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?
-    };
-    let err = |field: &str, message: String| ConfigError::new(file, message).field(field);
-    for over in ENV_OVERRIDES {
-        if let Some(value) = env(over.var) {
-            (over.apply)(&mut raw, value)
-                .map_err(|message| err(over.field, format!("{}: {message}", over.var)))?;
-        }
-    }
-    let file_dir = paths::folder_of(file);
-    let cwd = paths::working_directory();
-    let base = |from_environment: bool| if from_environment { &cwd } else { &file_dir };
-    let from_env = raw.from_environment.clone();
-    let field_err = |(field, message): backends::FieldError| err(field, message);
-    let storage = backends::storage(raw.storage.as_deref(), &raw.s3, base(from_env.storage), env)
-        .map_err(field_err)?;
+    let raw = read_raw(file, source, env)?;
+    let f = Fields::new(file);
+    let from_env = &raw.from_environment;
+    let storage = backends::storage(
+        raw.storage.as_deref(),
+        &raw.s3,
+        f.base(from_env.storage),
+        env,
+    )
+    .map_err(|e| f.field_error(e))?;
     let state = backends::state(
         raw.state.as_deref(),
         &storage,
         &raw.redis,
-        base(from_env.state),
+        f.base(from_env.state),
     )
-    .map_err(field_err)?;
-    let catalog = backends::catalog(raw.catalog.as_deref(), &storage, base(from_env.catalog))
-        .map_err(field_err)?;
-    let listen = listeners(raw.listen.as_ref(), &file_dir).map_err(|(field, m)| err(&field, m))?;
-    let public_url = match raw.public_url.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(url) => {
-            let valid = url
-                .parse::<http::Uri>()
-                .ok()
-                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
-                .filter(|u| u.host().is_some_and(|h| !h.is_empty()))
-                .filter(|u| u.query().is_none());
-            if valid.is_none() {
-                return Err(err(
-                    "public_url",
-                    format!("{url:?} is not an http(s) URL like https://artifacts.example.com"),
-                ));
-            }
-            Some(url.trim_end_matches('/').to_string())
-        }
-    };
-    let threads = raw.threads.unwrap_or_else(default_threads);
-    if threads == 0 {
-        return Err(err("threads", "must be at least 1".into()));
-    }
-    let duration = |field: &str, value: &Option<RawDuration>, default: Duration| match value {
-        None => Ok(default),
-        Some(v) => v.duration().map_err(|message| err(field, message)),
-    };
-    let positive = |field: &str, value: &Option<RawDuration>, default: u64| match duration(
-        field,
-        value,
-        Duration::from_secs(default),
-    )? {
-        d if d.is_zero() => Err(err(field, "must be positive".into())),
-        d => Ok(d),
-    };
-    let size = |field: &str, value: &Option<RawSize>| -> Result<Option<u64>, ConfigError> {
-        value
-            .as_ref()
-            .map(|v| v.bytes().map_err(|message| err(field, message)))
-            .transpose()
-    };
-    let tokens = &raw.tokens;
-    let token = |field: &str, inline: &Option<String>, path: &Option<String>, env: bool| {
-        read_token(field, inline, path, base(env)).map_err(|m| err(field, m))
-    };
-    let plain: Vec<SocketAddr> = listen
-        .iter()
-        .filter(|l| l.tls.is_none())
-        .map(|l| l.address)
-        .collect();
-    let cluster_secret = read_token(
-        "cluster.secret",
-        &raw.cluster.secret,
-        &raw.cluster.secret_file,
-        &file_dir,
-    )
-    .map_err(|m| err("cluster.secret", m))?;
-    let cluster = backends::cluster(&raw.cluster, cluster_secret, &storage, &state, &plain)
-        .map_err(field_err)?;
+    .map_err(|e| f.field_error(e))?;
+    let catalog = backends::catalog(raw.catalog.as_deref(), &storage, f.base(from_env.catalog))
+        .map_err(|e| f.field_error(e))?;
+    let listen =
+        listeners(raw.listen.as_ref(), &f.file_dir).map_err(|(field, m)| f.err(&field, m))?;
+    let public_url = f.public_url(&raw)?;
+    let threads = f.threads(&raw)?;
+    let cluster = f.cluster(&raw, &storage, &state, &listen)?;
     let upgrade_socket = match raw.process.upgrade_socket.as_deref() {
-        Some(path) => resolve(&file_dir, path),
+        Some(path) => resolve(&f.file_dir, path),
         None => default_upgrade_socket(&storage, &listen),
     };
+    let (cache, limits, upstream, tokens) = (&raw.cache, &raw.limits, &raw.upstream, &raw.tokens);
     let config = ServerConfig {
-        max_object_size: size("cache.max_object_size", &raw.cache.max_object_size)?,
-        fsync: raw.cache.fsync.unwrap_or(false),
-        max_size: size("cache.max_size", &raw.cache.max_size)?,
-        min_free: size("cache.min_free", &raw.cache.min_free)?,
-        memory_index_entries: match raw.cache.memory_index_entries {
-            Some(0) => return Err(err("cache.memory_index_entries", "must be positive".into())),
+        max_object_size: f.size("cache.max_object_size", &cache.max_object_size)?,
+        fsync: cache.fsync.unwrap_or(false),
+        max_size: f.size("cache.max_size", &cache.max_size)?,
+        min_free: f.size("cache.min_free", &cache.min_free)?,
+        memory_index_entries: match cache.memory_index_entries {
+            Some(0) => return Err(f.err("cache.memory_index_entries", "must be positive".into())),
             other => other.unwrap_or(DEFAULT_MEMORY_INDEX_ENTRIES),
         },
-        memory_body_max: size("cache.memory_body_max", &raw.cache.memory_body_max)?
+        memory_body_max: (f.size("cache.memory_body_max", &cache.memory_body_max)?)
             .unwrap_or(DEFAULT_MEMORY_BODY_MAX),
-        memory_bytes: size("cache.memory_bytes", &raw.cache.memory_bytes)?
+        memory_bytes: (f.size("cache.memory_bytes", &cache.memory_bytes)?)
             .unwrap_or(DEFAULT_MEMORY_BYTES),
         listen,
         threads,
         public_url,
         remotes_file: resolve(
-            base(from_env.remotes),
+            f.base(from_env.remotes),
             raw.remotes.as_deref().unwrap_or("remotes.yaml"),
         ),
-        lock_timeout: positive("cache.lock_timeout", &raw.cache.lock_timeout, 300)?,
-        negative_ttl: duration(
+        lock_timeout: f.positive("cache.lock_timeout", &cache.lock_timeout, 300)?,
+        negative_ttl: f.seconds(
             "cache.negative_ttl",
-            &raw.cache.negative_ttl,
-            Duration::from_secs(DEFAULT_NEGATIVE_TTL),
+            &cache.negative_ttl,
+            DEFAULT_NEGATIVE_TTL,
         )?,
-        stale_if_error: duration(
+        stale_if_error: f.seconds(
             "cache.stale_if_error",
-            &raw.cache.stale_if_error,
-            Duration::from_secs(DEFAULT_STALE_IF_ERROR),
+            &cache.stale_if_error,
+            DEFAULT_STALE_IF_ERROR,
         )?,
-        max_upload_bytes: size("limits.max_upload_bytes", &raw.limits.max_upload_bytes)?
+        max_upload_bytes: (f.size("limits.max_upload_bytes", &limits.max_upload_bytes)?)
             .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
-        max_path_bytes: raw.limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
-        connect_timeout: positive(
-            "upstream.connect_timeout",
-            &raw.upstream.connect_timeout,
-            10,
-        )?,
-        read_timeout: positive("upstream.read_timeout", &raw.upstream.read_timeout, 60)?,
+        max_path_bytes: limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
+        connect_timeout: f.positive("upstream.connect_timeout", &upstream.connect_timeout, 10)?,
+        read_timeout: f.positive("upstream.read_timeout", &upstream.read_timeout, 60)?,
         breaker: filters::breaker::Breaker {
-            threshold: raw.upstream.breaker_failures.unwrap_or(5),
-            backoff_ms: positive(
-                "upstream.breaker_backoff",
-                &raw.upstream.breaker_backoff,
-                30,
-            )?
-            .as_millis() as u64,
+            threshold: upstream.breaker_failures.unwrap_or(5),
+            backoff_ms: (f.positive("upstream.breaker_backoff", &upstream.breaker_backoff, 30)?)
+                .as_millis() as u64,
         },
-        write_token: token(
+        write_token: f.token(
             "tokens.write",
             &tokens.write,
             &tokens.write_file,
             from_env.write_token_file,
         )?,
-        admin_token: token(
+        admin_token: f.token(
             "tokens.admin",
             &tokens.admin,
             &tokens.admin_file,
             from_env.admin_token_file,
         )?,
-        metrics_token: token(
+        metrics_token: f.token(
             "tokens.metrics",
             &tokens.metrics,
             &tokens.metrics_file,
             from_env.metrics_token_file,
         )?,
         allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
-        grace_period: duration(
+        grace_period: f.duration(
             "process.grace_period",
             &raw.process.grace_period,
             DEFAULT_GRACE_PERIOD,
@@ -666,7 +596,7 @@ pub fn parse_server_config(
         upgrade_socket,
         log_format: match raw.log.format.as_deref() {
             None => crate::access_log::LogFormat::Text,
-            Some(text) => text.parse().map_err(|m| err("log.format", m))?,
+            Some(text) => text.parse().map_err(|m| f.err("log.format", m))?,
         },
         storage,
         state,
@@ -674,6 +604,164 @@ pub fn parse_server_config(
         cluster,
     };
     Ok((raw, config))
+}
+
+/// The file's settings as written, with the environment's overrides.
+fn read_raw(
+    file: &Path,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawServerConfig, ConfigError> {
+    let mut raw: RawServerConfig = if source.trim().is_empty() {
+        RawServerConfig::default()
+    } else {
+        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?
+    };
+    for over in ENV_OVERRIDES {
+        if let Some(value) = env(over.var) {
+            (over.apply)(&mut raw, value).map_err(|message| {
+                ConfigError::new(file, format!("{}: {message}", over.var)).field(over.field)
+            })?;
+        }
+    }
+    Ok(raw)
+}
+
+/// Reads the server file's fields into their types, each error naming
+/// the file and the field. Relative paths resolve against the file's
+/// folder, or the working directory for a path from the environment.
+struct Fields<'a> {
+    file: &'a Path,
+    file_dir: PathBuf,
+    cwd: PathBuf,
+}
+
+impl<'a> Fields<'a> {
+    fn new(file: &'a Path) -> Fields<'a> {
+        Fields {
+            file,
+            file_dir: paths::folder_of(file),
+            cwd: paths::working_directory(),
+        }
+    }
+
+    fn err(&self, field: &str, message: String) -> ConfigError {
+        ConfigError::new(self.file, message).field(field)
+    }
+
+    fn field_error(&self, (field, message): backends::FieldError) -> ConfigError {
+        self.err(field, message)
+    }
+
+    /// Where a relative path of the setting resolves.
+    fn base(&self, from_environment: bool) -> &Path {
+        if from_environment {
+            &self.cwd
+        } else {
+            &self.file_dir
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        value: &Option<RawDuration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => v.duration().map_err(|message| self.err(field, message)),
+        }
+    }
+
+    fn seconds(
+        &self,
+        field: &str,
+        value: &Option<RawDuration>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.duration(field, value, Duration::from_secs(default))
+    }
+
+    fn positive(
+        &self,
+        field: &str,
+        value: &Option<RawDuration>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        match self.seconds(field, value, default)? {
+            d if d.is_zero() => Err(self.err(field, "must be positive".into())),
+            d => Ok(d),
+        }
+    }
+
+    fn size(&self, field: &str, value: &Option<RawSize>) -> Result<Option<u64>, ConfigError> {
+        value
+            .as_ref()
+            .map(|v| v.bytes().map_err(|message| self.err(field, message)))
+            .transpose()
+    }
+
+    fn token(
+        &self,
+        field: &str,
+        inline: &Option<String>,
+        path: &Option<String>,
+        from_environment: bool,
+    ) -> Result<Option<Secret>, ConfigError> {
+        read_token(field, inline, path, self.base(from_environment)).map_err(|m| self.err(field, m))
+    }
+
+    fn threads(&self, raw: &RawServerConfig) -> Result<usize, ConfigError> {
+        match raw.threads.unwrap_or_else(default_threads) {
+            0 => Err(self.err("threads", "must be at least 1".into())),
+            threads => Ok(threads),
+        }
+    }
+
+    fn public_url(&self, raw: &RawServerConfig) -> Result<Option<String>, ConfigError> {
+        let url = match raw.public_url.as_deref().map(str::trim) {
+            None | Some("") => return Ok(None),
+            Some(url) => url,
+        };
+        let valid = url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+            .filter(|u| u.host().is_some_and(|h| !h.is_empty()))
+            .filter(|u| u.query().is_none());
+        match valid {
+            Some(_) => Ok(Some(url.trim_end_matches('/').to_string())),
+            None => Err(self.err(
+                "public_url",
+                format!("{url:?} is not an http(s) URL like https://artifacts.example.com"),
+            )),
+        }
+    }
+
+    /// The cluster section, which needs the shared backends and a plain
+    /// listener for the other nodes.
+    fn cluster(
+        &self,
+        raw: &RawServerConfig,
+        storage: &StorageUrl,
+        state: &StateUrl,
+        listen: &[Listener],
+    ) -> Result<Option<ClusterSettings>, ConfigError> {
+        let plain: Vec<SocketAddr> = (listen.iter())
+            .filter(|l| l.tls.is_none())
+            .map(|l| l.address)
+            .collect();
+        let secret = read_token(
+            "cluster.secret",
+            &raw.cluster.secret,
+            &raw.cluster.secret_file,
+            &self.file_dir,
+        )
+        .map_err(|m| self.err("cluster.secret", m))?;
+        backends::cluster(&raw.cluster, secret, storage, state, &plain)
+            .map_err(|e| self.field_error(e))
+    }
 }
 
 /// Beside a filesystem store (one per store, so two nodes on one host
