@@ -223,6 +223,105 @@ pub async fn check_sqlite(path: &Path) -> CatalogResult<()> {
     Ok(())
 }
 
+/// Writes one change (anything but an access) within the batch's
+/// transaction.
+async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> CatalogResult<()> {
+    match change {
+        CatalogEvent::Stored(row) => {
+            sqlx::query(
+                "INSERT INTO artifacts (remote, path, size, sha256, content_type, fetched_at, last_access, local)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (remote, path) DO UPDATE SET size = excluded.size,
+                   sha256 = excluded.sha256, content_type = excluded.content_type,
+                   fetched_at = excluded.fetched_at, last_access = excluded.last_access,
+                   local = excluded.local",
+            )
+            .bind(&row.remote)
+            .bind(&row.path)
+            .bind(row.size)
+            .bind(&row.sha256)
+            .bind(&row.content_type)
+            .bind(row.fetched_at)
+            .bind(row.last_access)
+            .bind(row.local)
+            .execute(&mut *conn)
+            .await?;
+        }
+        CatalogEvent::Removed { remote, path } => {
+            sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND path = $2")
+                .bind(remote)
+                .bind(path)
+                .execute(&mut *conn)
+                .await?;
+        }
+        CatalogEvent::Entry(row) => {
+            sqlx::query(
+                "INSERT INTO entries (id, remote, path, body, size, flags, last_access)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET remote = excluded.remote,
+                   path = excluded.path, body = excluded.body, size = excluded.size,
+                   flags = excluded.flags, last_access = excluded.last_access",
+            )
+            .bind(hex_id(row.id))
+            .bind(&row.remote)
+            .bind(&row.path)
+            .bind(hex_id(row.body))
+            .bind(row.size)
+            .bind(row.flags as i64)
+            .bind(row.last_access)
+            .execute(&mut *conn)
+            .await?;
+        }
+        CatalogEvent::EntryRemoved { id } => {
+            let id = hex_id(*id);
+            for statement in REMOVE_ENTRY {
+                sqlx::query(statement).bind(&id).execute(&mut *conn).await?;
+            }
+        }
+        CatalogEvent::References { manifest, targets } => {
+            for target in targets {
+                sqlx::query(
+                    "INSERT INTO refs (manifest, target) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(hex_id(*manifest))
+                .bind(hex_id(*target))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        CatalogEvent::Flushed(remote) => flush(conn, remote.as_deref()).await?,
+        CatalogEvent::Accessed { .. } | CatalogEvent::EntryAccessed { .. } => {}
+    }
+    Ok(())
+}
+
+/// Forgets the cached rows of `remote` (or of every remote); uploads to
+/// local repositories stay.
+async fn flush(conn: &mut sqlx::AnyConnection, remote: Option<&str>) -> CatalogResult<()> {
+    match remote {
+        Some(remote) => {
+            sqlx::query("DELETE FROM entries WHERE remote = $1")
+                .bind(remote)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND NOT local")
+                .bind(remote)
+                .execute(&mut *conn)
+                .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM entries")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM refs").execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM artifacts WHERE NOT local")
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Catalog for SqlCatalog {
     async fn apply(&self, events: &[CatalogEvent]) -> CatalogResult<()> {
@@ -233,89 +332,13 @@ impl Catalog for SqlCatalog {
         let mut entry_accesses = Vec::new();
         for event in events {
             match event {
-                CatalogEvent::Stored(row) => {
-                    sqlx::query(
-                        "INSERT INTO artifacts (remote, path, size, sha256, content_type, fetched_at, last_access, local)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (remote, path) DO UPDATE SET size = excluded.size,
-                           sha256 = excluded.sha256, content_type = excluded.content_type,
-                           fetched_at = excluded.fetched_at, last_access = excluded.last_access,
-                           local = excluded.local",
-                    )
-                    .bind(&row.remote)
-                    .bind(&row.path)
-                    .bind(row.size)
-                    .bind(&row.sha256)
-                    .bind(&row.content_type)
-                    .bind(row.fetched_at)
-                    .bind(row.last_access)
-                    .bind(row.local)
-                    .execute(&mut *tx)
-                    .await?;
-                }
                 CatalogEvent::Accessed { remote, path, at } => {
                     artifact_accesses.push((remote, path, *at));
-                }
-                CatalogEvent::Removed { remote, path } => {
-                    sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND path = $2")
-                        .bind(remote)
-                        .bind(path)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                CatalogEvent::Entry(row) => {
-                    sqlx::query(
-                        "INSERT INTO entries (id, remote, path, body, size, flags, last_access)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (id) DO UPDATE SET remote = excluded.remote,
-                           path = excluded.path, body = excluded.body, size = excluded.size,
-                           flags = excluded.flags, last_access = excluded.last_access",
-                    )
-                    .bind(hex_id(row.id))
-                    .bind(&row.remote)
-                    .bind(&row.path)
-                    .bind(hex_id(row.body))
-                    .bind(row.size)
-                    .bind(row.flags as i64)
-                    .bind(row.last_access)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                CatalogEvent::EntryRemoved { id } => {
-                    let id = hex_id(*id);
-                    for statement in REMOVE_ENTRY {
-                        sqlx::query(statement).bind(&id).execute(&mut *tx).await?;
-                    }
                 }
                 CatalogEvent::EntryAccessed { id, at_ms, hits } => {
                     entry_accesses.push((hex_id(*id), *at_ms, i64::from(*hits)));
                 }
-                CatalogEvent::References { manifest, targets } => {
-                    for target in targets {
-                        sqlx::query("INSERT INTO refs (manifest, target) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(hex_id(*manifest))
-                            .bind(hex_id(*target))
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                CatalogEvent::Flushed(Some(remote)) => {
-                    sqlx::query("DELETE FROM entries WHERE remote = $1")
-                        .bind(remote)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND NOT local")
-                        .bind(remote)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                CatalogEvent::Flushed(None) => {
-                    sqlx::query("DELETE FROM entries").execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM refs").execute(&mut *tx).await?;
-                    sqlx::query("DELETE FROM artifacts WHERE NOT local")
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                change => write_change(&mut tx, change).await?,
             }
         }
         for chunk in artifact_accesses.chunks(ACCESS_CHUNK) {
