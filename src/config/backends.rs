@@ -270,26 +270,7 @@ fn s3_settings(
         },
     };
     if let Some(endpoint) = &endpoint {
-        let uri = endpoint
-            .parse::<http::Uri>()
-            .ok()
-            .filter(|u| u.host().is_some_and(|h| !h.is_empty()));
-        match uri.as_ref().and_then(|u| u.scheme_str()) {
-            Some("https") => {}
-            Some("http") if allow_http => {}
-            Some("http") => {
-                return Err((
-                    "s3.endpoint",
-                    format!("{endpoint:?} is plain HTTP; set s3.allow_http: true (or AWS_ALLOW_HTTP=true) to allow it"),
-                ))
-            }
-            _ => {
-                return Err((
-                    "s3.endpoint",
-                    format!("{endpoint:?} is not a URL like https://s3.example.com:9000"),
-                ))
-            }
-        }
+        check_endpoint(endpoint, allow_http)?;
     }
     let access_key_id = raw
         .access_key_id
@@ -305,28 +286,7 @@ fn s3_settings(
             "set both s3.access_key_id and s3.secret_access_key (or neither)".into(),
         ));
     }
-    let part_size = match &raw.part_size {
-        None => DEFAULT_PART_SIZE,
-        Some(size) => size.bytes().map_err(|m| ("s3.part_size", m))?,
-    };
-    if part_size < MIN_PART_SIZE {
-        return Err((
-            "s3.part_size",
-            format!("{part_size} bytes is below S3's minimum part size of 5 MiB"),
-        ));
-    }
-    let timeout = match &raw.timeout {
-        None => DEFAULT_S3_TIMEOUT,
-        Some(t) => t.duration().map_err(|m| ("s3.timeout", m))?,
-    };
-    if timeout.is_zero() {
-        return Err(("s3.timeout", "must be positive".into()));
-    }
-    let on_failure = match raw.on_failure.as_deref() {
-        None | Some("pass") => OnFailure::Pass,
-        Some("fail") => OnFailure::Fail,
-        Some(other) => return Err(("s3.on_failure", format!("{other:?} is not pass or fail"))),
-    };
+    let (part_size, timeout, on_failure) = s3_transfers(raw)?;
     Ok(S3Settings {
         on_failure,
         bucket: bucket.into(),
@@ -349,6 +309,54 @@ fn s3_settings(
             .map(|dir| resolve(base, dir))
             .unwrap_or_else(std::env::temp_dir),
     })
+}
+
+/// An S3 endpoint is an https URL, or http where allowed.
+fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), FieldError> {
+    let uri = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.host().is_some_and(|h| !h.is_empty()));
+    match uri.as_ref().and_then(|u| u.scheme_str()) {
+        Some("https") => Ok(()),
+        Some("http") if allow_http => Ok(()),
+        Some("http") => Err((
+            "s3.endpoint",
+            format!("{endpoint:?} is plain HTTP; set s3.allow_http: true (or AWS_ALLOW_HTTP=true) to allow it"),
+        )),
+        _ => Err((
+            "s3.endpoint",
+            format!("{endpoint:?} is not a URL like https://s3.example.com:9000"),
+        )),
+    }
+}
+
+/// How bodies move to and from the bucket: the multipart part size, the
+/// time one request may take, and what a miss does while it is away.
+fn s3_transfers(raw: &RawS3) -> Result<(u64, Duration, OnFailure), FieldError> {
+    let part_size = match &raw.part_size {
+        None => DEFAULT_PART_SIZE,
+        Some(size) => size.bytes().map_err(|m| ("s3.part_size", m))?,
+    };
+    if part_size < MIN_PART_SIZE {
+        return Err((
+            "s3.part_size",
+            format!("{part_size} bytes is below S3's minimum part size of 5 MiB"),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        None => DEFAULT_S3_TIMEOUT,
+        Some(t) => t.duration().map_err(|m| ("s3.timeout", m))?,
+    };
+    if timeout.is_zero() {
+        return Err(("s3.timeout", "must be positive".into()));
+    }
+    let on_failure = match raw.on_failure.as_deref() {
+        None | Some("pass") => OnFailure::Pass,
+        Some("fail") => OnFailure::Fail,
+        Some(other) => return Err(("s3.on_failure", format!("{other:?} is not pass or fail"))),
+    };
+    Ok((part_size, timeout, on_failure))
 }
 
 /// Resolves `state:`. Its default, `embedded`, keeps state beside a

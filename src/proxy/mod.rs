@@ -32,6 +32,7 @@ pub mod ctx;
 pub mod documents;
 pub mod failure;
 pub mod files;
+mod finish;
 pub mod oci;
 pub mod outcome;
 pub mod prefetch;
@@ -61,7 +62,7 @@ use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 use prefetch::Prefetcher;
 use std::sync::Arc;
 use std::time::Instant;
@@ -157,12 +158,6 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
 /// Whether an error only asked pingora to send the request again.
 fn is_retry(error: &Error) -> bool {
     Failure::of(error).is_some_and(Failure::is_retry)
-}
-
-/// Whether an error refused an answering upstream's response for its
-/// content (or, for a repository snapshot, for what is not cached yet).
-fn is_body_mismatch(error: &Error) -> bool {
-    Failure::of(error).is_some_and(Failure::refused_content)
 }
 
 fn no_artifact() -> Box<Error> {
@@ -664,86 +659,6 @@ impl ProxyHttp for ArtifactProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        let bytes = session.body_bytes_sent() as u64;
-        let phase = session.cache.phase();
-        let outcome = ctx.outcome.unwrap_or(match phase {
-            CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Hit,
-            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
-            _ if ctx.artifact.is_some() => Outcome::Miss,
-            _ => Outcome::Other,
-        });
-        // A response's outcome says whether the upstream failed (a 5xx
-        // served stale by pingora's revalidation reaches here without an
-        // error); without a response, an upstream error (refused, timed
-        // out, token, digest mismatch) is the failure.
-        let upstream_error = match &ctx.upstream {
-            Some(UpstreamOutcome::Vanished { .. } | UpstreamOutcome::Quarantined { .. }) => false,
-            Some(outcome) if outcome.is_upstream_failure() => true,
-            _ => error.is_some_and(|e| e.esource() == &ErrorSource::Upstream && !is_retry(e)),
-        };
-        if let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
-            (&ctx.artifact, ctx.admitted)
-        {
-            // A body that failed its digest or checksum came from an
-            // upstream that answers: the breaker is for availability.
-            let answered = !upstream_error || error.is_some_and(is_body_mismatch);
-            self.app
-                .breakers
-                .record(&artifact.remote.name, admit, answered);
-        }
-        if let (Some(artifact), Some(fix)) = (&ctx.artifact, ctx.header_fix.take()) {
-            // The fill has committed by now: later hits carry what the
-            // upstream left out.
-            let edit = |header: &mut ResponseHeader| fix.apply(header);
-            let key = cache::key(artifact);
-            let updated = self.app.storage.update_header(&key, &fix.body_sha256, edit);
-            if let Err(e) = updated.await {
-                log::warn!("completing the headers of a cached manifest: {e}");
-            }
-        }
-        if let Some(artifact) = &ctx.artifact {
-            if ctx.revalidate_in_background
-                && Prefetcher::applies(artifact, &session.req_header().method)
-            {
-                self.app.prefetcher.tag_manifest(artifact);
-            }
-        }
-        let source = ctx.served_from(phase);
-        let duration = ctx.started.elapsed();
-        if let Some(remote) = &ctx.remote_name {
-            self.app.metrics.record(&crate::metrics::Request {
-                remote,
-                outcome,
-                source,
-                bytes,
-                upstream_error,
-                duration,
-                upstream: ctx.upstream_header,
-            });
-        }
-        if !crate::access_log::enabled() {
-            return;
-        }
-        let req = session.req_header();
-        crate::access_log::Access {
-            request_id: crate::request_id::of(req),
-            client: session
-                .client_addr()
-                .map_or_else(|| "-".to_string(), |a| a.to_string()),
-            method: req.method.as_str(),
-            remote: ctx.remote_name.as_deref().unwrap_or("-"),
-            path: req.uri.path(),
-            status,
-            source: source.as_str(),
-            bytes,
-            ms: duration.as_secs_f64() * 1000.0,
-            upstream_ms: ctx.upstream_header.map(|d| d.as_secs_f64() * 1000.0),
-            error: error.map(|e| e.to_string()),
-        }
-        .write();
+        finish::request_ended(&self.app, session, error, ctx).await;
     }
 }
