@@ -4,11 +4,14 @@
 use crate::app::App;
 use crate::auth::bearer_allows;
 use crate::config::{Remote, RemoteKind};
+use crate::proxy::action::AdminRequest;
 use crate::reply::Reply;
 use filters::AdminRoute;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use serde_json::json;
+use std::sync::Arc;
 
 /// Answers an admin request.
 pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply {
@@ -37,6 +40,26 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         // Answered by `cache_artifact`, which reads the request body.
         AdminRoute::CacheArtifact => Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
     }
+}
+
+/// Answers an admin endpoint: the one place they are dispatched.
+pub async fn answer(
+    app: &Arc<App>,
+    session: &mut Session,
+    request: AdminRequest,
+) -> pingora::Result<()> {
+    let reply = match request {
+        AdminRequest::Route(AdminRoute::CacheArtifact) => cache_artifact(app, session).await?,
+        AdminRequest::Route(route) => handle(app, route, session.req_header()).await,
+        AdminRequest::CacheApi { rest } => {
+            crate::cache_api::handle(app, &rest, session.req_header()).await
+        }
+        AdminRequest::Job { id } => crate::cache_api::job_status(app, &id, session.req_header()),
+        AdminRequest::ArtifactList(remote) => {
+            artifact_list(app, &remote, session.req_header()).await
+        }
+    };
+    crate::reply::send(session, reply).await
 }
 
 /// The 401 for a request without the admin token, when one is set.

@@ -11,22 +11,10 @@ use std::sync::Arc;
 pub enum Action {
     /// Answer at once (errors, denials).
     Reply(Reply),
-    Admin(AdminRoute),
-    /// The catalog listing of one remote (already known to exist).
-    ArtifactList(Arc<Remote>),
-    /// The cache API; `rest` is the path after `/api/v1/cache`.
-    CacheApi {
-        rest: String,
-    },
-    /// A background job's status.
-    Job {
-        id: String,
-    },
+    /// An admin endpoint, answered by `admin::answer`.
+    Admin(AdminRequest),
     /// A local repository operation; the path is validated and decoded.
-    Local {
-        remote: Arc<Remote>,
-        path: String,
-    },
+    Local { remote: Arc<Remote>, path: String },
     /// A virtual repository: its members answer.
     Virtual {
         remote: Arc<Remote>,
@@ -37,6 +25,22 @@ pub enum Action {
     },
     /// Continue into the cache and, on a miss, the upstream.
     Proxy(Artifact),
+}
+
+/// The admin endpoints: the server's own, the cache API and its jobs, and
+/// a remote's catalog listing.
+pub enum AdminRequest {
+    Route(AdminRoute),
+    /// The catalog listing of one remote (already known to exist).
+    ArtifactList(Arc<Remote>),
+    /// The cache API; `rest` is the path after `/api/v1/cache`.
+    CacheApi {
+        rest: String,
+    },
+    /// A background job's status.
+    Job {
+        id: String,
+    },
 }
 
 /// What a request is, with the outcome counted for refusals.

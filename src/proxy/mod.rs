@@ -51,7 +51,6 @@ use ctx::RequestCtx;
 use documents::RewriteModule;
 use failure::Failure;
 use filters::breaker::Admit;
-use filters::AdminRoute;
 use outcome::UpstreamOutcome;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler,
@@ -201,27 +200,7 @@ impl ProxyHttp for ArtifactProxy {
                 return Ok(false);
             }
             Action::Reply(reply) => crate::reply::send_unread(session, reply).await?,
-            Action::Admin(AdminRoute::CacheArtifact) => {
-                let reply = crate::admin::cache_artifact(&self.app, session).await?;
-                crate::reply::send(session, reply).await?;
-            }
-            Action::Admin(route) => {
-                let reply = crate::admin::handle(&self.app, route, session.req_header()).await;
-                crate::reply::send(session, reply).await?;
-            }
-            Action::CacheApi { rest } => {
-                let reply = crate::cache_api::handle(&self.app, &rest, session.req_header()).await;
-                crate::reply::send(session, reply).await?;
-            }
-            Action::Job { id } => {
-                let reply = crate::cache_api::job_status(&self.app, &id, session.req_header());
-                crate::reply::send(session, reply).await?;
-            }
-            Action::ArtifactList(remote) => {
-                let reply =
-                    crate::admin::artifact_list(&self.app, &remote, session.req_header()).await;
-                crate::reply::send(session, reply).await?;
-            }
+            Action::Admin(request) => crate::admin::answer(&self.app, session, request).await?,
             Action::Virtual {
                 remote,
                 path,

@@ -1,7 +1,7 @@
 //! The request phase's decision: which handler a request goes to, or the
 //! error it gets, before anything touches storage or an upstream.
 
-use super::action::{Action, Decision};
+use super::action::{Action, AdminRequest, Decision};
 use super::artifact::Artifact;
 use crate::app::App;
 use crate::config::{Remote, RemoteKind};
@@ -23,7 +23,7 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
         denied: false,
     };
     let (remote_name, raw_path) = match filters::route(path) {
-        Route::Admin(route) => return plain(Action::Admin(route)),
+        Route::Admin(route) => return plain(Action::Admin(AdminRequest::Route(route))),
         Route::NotFound => {
             return plain(Action::Reply(Reply::text(
                 StatusCode::NOT_FOUND,
@@ -32,15 +32,15 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
         }
         Route::Artifact { remote, raw_path } => (remote, raw_path),
         Route::CacheApi { rest } => {
-            return plain(Action::CacheApi {
+            return plain(Action::Admin(AdminRequest::CacheApi {
                 rest: rest.to_string(),
-            })
+            }))
         }
-        Route::Job { id } => return plain(Action::Job { id: id.to_string() }),
+        Route::Job { id } => return plain(Action::Admin(AdminRequest::Job { id: id.to_string() })),
         Route::V2 { after_v2 } => return super::oci::decide(app, req, after_v2),
         Route::ArtifactList { remote } => {
             return match app.config.remotes.get(remote) {
-                Some(r) => plain(Action::ArtifactList(r.clone())),
+                Some(r) => plain(Action::Admin(AdminRequest::ArtifactList(r.clone()))),
                 None => plain(Action::Reply(Reply::text(
                     StatusCode::NOT_FOUND,
                     format!("unknown remote '{remote}'"),
