@@ -16,6 +16,11 @@
 //!   verify). [`prefill`]: `POST /cache-artifact`. [`jobs`]: the
 //!   background jobs those start.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
+//! - [`checksums`]: what index documents publish, for verified downloads.
+//!   [`virtual_repo`], [`local_index`]: virtual repositories and the
+//!   indexes of local ones. [`loopback`]: artifactd's requests to itself.
+//! - [`cluster`]: what nodes share through Redis (change feed, fill and
+//!   eviction leases, another node's fill).
 //! - [`access_log`]: text or JSON logs, one access line per request;
 //!   [`request_id`]: `X-Request-Id` kept or made, and returned.
 //! - [`breakers`]: per-remote circuit breakers.

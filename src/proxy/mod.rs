@@ -4,10 +4,12 @@
 //! module and applies it:
 //!
 //! ```text
-//! request_filter ── request::decide ──┬─ Reply  → respond::send (403/404/400/405)
-//!                                     ├─ Admin  → admin::handle
+//! request_filter ── request::decide ──┬─ Reply  → reply::send (403/404/400/405)
+//!                                     ├─ Admin  → admin::answer
 //!                                     ├─ Local  → local::handle
-//!                                     └─ Proxy  → ctx.artifact, continue
+//!                                     ├─ Virtual → virtual_repo::handle
+//!                                     └─ Proxy  → ctx.artifact (routed by its
+//!                                        ecosystem), continue
 //! request_cache_filter → enable pingora-cache (storage, cache lock)
 //! cache_key_callback   → cache::key
 //! upstream_peer        → upstream::peer      (only on miss/revalidation)
@@ -21,8 +23,13 @@
 //! response_filter      → X-Artifact-Source, registry API version,
 //!                        documents::BodyRewriter for index documents
 //!                        (applied by the downstream RewriteModule)
-//! logging              → metrics, catalog access, one log line
+//! fail_to_proxy        → respond::error_reply (status and reason)
+//! logging              → finish::request_ended (breaker, metrics, log)
 //! ```
+//!
+//! Plain data the helpers share sits in leaves: `artifact` (what a request
+//! asks for), `action` (what the request phase decided), `failure` (the
+//! failures told apart, carried as typed error causes).
 
 pub mod action;
 pub mod artifact;
