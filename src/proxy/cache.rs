@@ -134,12 +134,11 @@ pub fn upstream_failure(error: &pingora::Error) -> Option<String> {
     if error.esource() != &pingora::ErrorSource::Upstream {
         return None;
     }
+    let failure = Failure::of(error);
     Some(match error.etype() {
         pingora::ErrorType::HTTPStatus(code) => format!("upstream status {code}"),
-        _ if Failure::of(error) == Some(Failure::RemoteDown) => "remote marked down".into(),
-        _ if Failure::of(error) == Some(Failure::SnapshotPending) => {
-            Failure::SnapshotPending.text().into()
-        }
+        _ if failure == Some(Failure::RemoteDown) => "remote marked down".into(),
+        _ if failure == Some(Failure::SnapshotPending) => Failure::SnapshotPending.text().into(),
         pingora::ErrorType::ConnectNoRoute => "upstream unresolvable or unroutable".into(),
         pingora::ErrorType::ConnectRefused => "upstream refused the connection".into(),
         pingora::ErrorType::ConnectTimedout => "upstream connect timeout".into(),

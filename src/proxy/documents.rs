@@ -29,7 +29,8 @@ use std::time::{Duration, SystemTime};
 /// passed on as the upstream sent it rather than held in memory.
 pub const MAX_WHOLE_DOCUMENT: usize = 64 << 20;
 
-fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
+/// A request header's value, if it is text.
+pub(super) fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -40,6 +40,7 @@ pub async fn request_ended(
     });
     let source = ctx.served_from(phase);
     let bytes = session.body_bytes_sent() as u64;
+    let duration = ctx.started.elapsed();
     if let Some(remote) = &ctx.remote_name {
         app.metrics.record(&crate::metrics::Request {
             remote,
@@ -47,12 +48,12 @@ pub async fn request_ended(
             source,
             bytes,
             upstream_error,
-            duration: ctx.started.elapsed(),
+            duration,
             upstream: ctx.upstream_header,
         });
     }
     if crate::access_log::enabled() {
-        write_access(session, error, ctx, source, bytes);
+        write_access(session, error, ctx, source, bytes, duration);
     }
 }
 
@@ -105,6 +106,7 @@ fn write_access(
     ctx: &RequestCtx,
     source: crate::metrics::Source,
     bytes: u64,
+    duration: std::time::Duration,
 ) {
     let req = session.req_header();
     let status = (session.response_written()).map_or(0, |r| r.status.as_u16());
@@ -117,7 +119,7 @@ fn write_access(
         status,
         source: source.as_str(),
         bytes,
-        ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+        ms: duration.as_secs_f64() * 1000.0,
         upstream_ms: ctx.upstream_header.map(|d| d.as_secs_f64() * 1000.0),
         error: error.map(|e| e.to_string()),
     }

@@ -186,7 +186,7 @@ fn decide_artifact(
                 raw_path,
                 path: &valid.decoded,
                 class,
-                accept: header(req, http::header::ACCEPT),
+                accept: super::documents::header(req, http::header::ACCEPT),
                 query: req.uri.query(),
                 quarantine_hide: remote.quarantine_hide,
             });
@@ -196,8 +196,4 @@ fn decide_artifact(
             )
         }
     }
-}
-
-fn header(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
 }

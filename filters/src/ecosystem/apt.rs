@@ -171,8 +171,9 @@ pub fn snapshot(path: &str, body: &[u8], scope: &Scope<'_>) -> Result<Snapshot, 
             .map(|form| format!("{list}{form}"))
             .filter(|name| release.sums[strongest].contains_key(name))
             .collect();
-        files.extend(forms.iter().map(|name| fetched(name)));
-        package_lists.push(forms.iter().map(|name| fetched(name)).collect());
+        let choices: Vec<IndexedFile> = forms.iter().map(|name| fetched(name)).collect();
+        files.extend(choices.iter().cloned());
+        package_lists.push(choices);
     }
     Ok(Snapshot {
         files,
