@@ -11,6 +11,7 @@ use crate::catalog::{ArtifactRow, CatalogEvent};
 use crate::config::Remote;
 use crate::metrics::Outcome;
 use crate::reply::{self, Reply};
+use crate::storage::body::BodyWrite;
 use crate::storage::hit::BodyHit;
 use crate::storage::unix_now;
 use filters::range::{single_range, RangeReply};
@@ -153,37 +154,18 @@ async fn upload(
     if expects_continue {
         session.write_continue_response().await?;
     }
-    let mut upload = app
+    let upload = app
         .storage
         .bodies()
         .create(key)
         .await
         .map_err(storage_error)?;
-    let mut hasher = Sha256::new();
-    let mut written: u64 = 0;
-    loop {
-        // An error here (client gone, body cut) drops `upload`, which discards it.
-        let Some(chunk) = session.read_request_body().await? else {
-            break;
-        };
-        written += chunk.len() as u64;
-        if written > server.max_upload_bytes {
-            drop(upload);
-            reply::send_and_close(session, too_large()).await?;
-            return Ok(Outcome::Other);
-        }
-        hasher.update(&chunk);
-        upload.write(chunk).await.map_err(storage_error)?;
-    }
-    if declared.is_some_and(|len| len != written) {
-        drop(upload);
-        return Error::e_explain(
-            ErrorType::ReadError,
-            "upload body shorter than Content-Length",
-        );
-    }
-    upload.commit().await.map_err(storage_error)?;
-    let sha256 = hex::encode(hasher.finalize());
+    let Some((written, sha256)) =
+        receive(session, upload, server.max_upload_bytes, declared).await?
+    else {
+        reply::send_and_close(session, too_large()).await?;
+        return Ok(Outcome::Other);
+    };
     let now = unix_now() as i64;
     app.catalog_writer.record(CatalogEvent::Stored(ArtifactRow {
         remote: remote.name.clone(),
@@ -198,6 +180,35 @@ async fn upload(
     let body = json!({"remote": remote.name, "path": path, "size": written, "sha256": sha256});
     reply::send(session, Reply::json(StatusCode::CREATED, &body)).await?;
     Ok(Outcome::Upload)
+}
+
+/// Streams the request body into `upload`, committing it once the whole
+/// body arrived; `None` when it grew past `limit`. An error (client gone,
+/// body cut, shorter than declared) drops `upload`, which discards it.
+async fn receive(
+    session: &mut Session,
+    mut upload: Box<dyn BodyWrite>,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Option<(u64, String)>> {
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    while let Some(chunk) = session.read_request_body().await? {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Ok(None);
+        }
+        hasher.update(&chunk);
+        upload.write(chunk).await.map_err(storage_error)?;
+    }
+    if declared.is_some_and(|len| len != written) {
+        return Error::e_explain(
+            ErrorType::ReadError,
+            "upload body shorter than Content-Length",
+        );
+    }
+    upload.commit().await.map_err(storage_error)?;
+    Ok(Some((written, hex::encode(hasher.finalize()))))
 }
 
 async fn delete(

@@ -141,6 +141,53 @@ struct RemoteMetrics {
     upstream: Histogram,
 }
 
+/// The counter families, each with a handle per remote.
+const COUNTERS: [CounterSpec; 9] = [
+    ("artifactd_cache_hits", "Requests served from cache.", |c| {
+        &mut c.hits
+    }),
+    (
+        "artifactd_cache_misses",
+        "Requests fetched from the upstream.",
+        |c| &mut c.misses,
+    ),
+    (
+        "artifactd_cache_revalidations",
+        "Expired entries confirmed by the upstream (304) and served from cache.",
+        |c| &mut c.revalidations,
+    ),
+    (
+        "artifactd_upstream_errors",
+        "Requests whose upstream failed or answered 5xx.",
+        |c| &mut c.upstream_errors,
+    ),
+    (
+        "artifactd_denied",
+        "Requests refused by a remote's patterns.",
+        |c| &mut c.denied,
+    ),
+    (
+        "artifactd_bytes_served",
+        "Response body bytes sent to clients.",
+        |c| &mut c.bytes_served,
+    ),
+    (
+        "artifactd_uploads",
+        "Files uploaded to local repositories.",
+        |c| &mut c.uploads,
+    ),
+    (
+        "artifactd_digest_mismatch",
+        "Upstream manifests and blobs refused because they did not match their digest.",
+        |c| &mut c.digest_mismatches,
+    ),
+    (
+        "artifactd_checksum_mismatch",
+        "Package files refused because they did not match the checksum their index published.",
+        |c| &mut c.checksum_mismatches,
+    ),
+];
+
 pub struct Metrics {
     registry: Registry,
     remotes: HashMap<String, RemoteMetrics>,
@@ -149,39 +196,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new<'a>(remotes: impl IntoIterator<Item = &'a String>) -> Self {
         let mut registry = Registry::default();
-        let counters: [CounterSpec; 9] = [
-            ("artifactd_cache_hits", "Requests served from cache.", |c| &mut c.hits),
-            ("artifactd_cache_misses", "Requests fetched from the upstream.", |c| &mut c.misses),
-            (
-                "artifactd_cache_revalidations",
-                "Expired entries confirmed by the upstream (304) and served from cache.",
-                |c| &mut c.revalidations,
-            ),
-            (
-                "artifactd_upstream_errors",
-                "Requests whose upstream failed or answered 5xx.",
-                |c| &mut c.upstream_errors,
-            ),
-            ("artifactd_denied", "Requests refused by a remote's patterns.", |c| &mut c.denied),
-            (
-                "artifactd_bytes_served",
-                "Response body bytes sent to clients.",
-                |c| &mut c.bytes_served,
-            ),
-            ("artifactd_uploads", "Files uploaded to local repositories.", |c| &mut c.uploads),
-            (
-                "artifactd_digest_mismatch",
-                "Upstream manifests and blobs refused because they did not match their digest.",
-                |c| &mut c.digest_mismatches,
-            ),
-            (
-                "artifactd_checksum_mismatch",
-                "Package files refused because they did not match the checksum their index published.",
-                |c| &mut c.checksum_mismatches,
-            ),
-        ];
         let counter_families =
-            counters.map(|spec| (spec, Family::<RemoteLabel, Counter>::default()));
+            COUNTERS.map(|spec| (spec, Family::<RemoteLabel, Counter>::default()));
         let requests: Family<RequestLabels, Histogram> =
             Family::new_with_constructor(duration_histogram);
         let upstream: Family<RemoteLabel, Histogram> =

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::config::{Remote, RemoteKind, Upstream};
 use crate::jobs::Job;
 use crate::reply::Reply;
-use filters::{Access, Ecosystem, PatternSet};
+use filters::{Access, PatternSet};
 use futures::StreamExt;
 use http::StatusCode;
 use serde::Deserialize;
@@ -66,7 +66,7 @@ pub fn start(app: &Arc<App>, body: &[u8]) -> Reply {
                 format!("unknown remote '{}'", request.remote),
             )
         }
-        Some(r) if r.kind != RemoteKind::Remote || r.ecosystem != Ecosystem::Generic => {
+        Some(r) if r.kind != RemoteKind::Remote || !r.ecosystem.has_release_assets() => {
             return Reply::text(
                 StatusCode::BAD_REQUEST,
                 format!("'{}' is not a generic remote with releases", r.name),

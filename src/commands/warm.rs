@@ -57,6 +57,41 @@ struct Progress {
 }
 
 impl Progress {
+    /// A bar on a terminal, plain lines otherwise; `state` is appended to
+    /// as objects finish.
+    fn new(plain: bool, state: Option<&std::path::Path>) -> anyhow::Result<Progress> {
+        let bar = if plain {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} objects, {msg}, ETA {eta}",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let state = match state {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Progress {
+            bar,
+            plain,
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            failed: Mutex::new(Vec::new()),
+            state,
+        })
+    }
+
     fn done(&self, object: &str, bytes: u64) {
         let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.bar.inc(1);
@@ -86,8 +121,8 @@ impl Progress {
     }
 }
 
-pub async fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
-    let server = Server::connect(&args.server)?;
+/// The paths or image references of the command line and `--list`.
+fn requested_items(args: &WarmArgs) -> anyhow::Result<Vec<String>> {
     let mut items = args.items.clone();
     if let Some(list) = &args.list {
         let text =
@@ -102,6 +137,12 @@ pub async fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
     if items.is_empty() {
         bail!("nothing to warm: give paths or --list FILE");
     }
+    Ok(items)
+}
+
+pub async fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
+    let server = Server::connect(&args.server)?;
+    let items = requested_items(&args)?;
     let package = remote_package(&server, &args.remote).await?;
     let finished: HashSet<String> = match &args.state {
         Some(path) => std::fs::read_to_string(path)
@@ -112,36 +153,7 @@ pub async fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
         None => HashSet::new(),
     };
     let plain = !std::io::stderr().is_terminal() || server.json;
-    let bar = if plain {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} objects, {msg}, ETA {eta}",
-        )?
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let state = match &args.state {
-        Some(path) => Some(Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-        )),
-        None => None,
-    };
-    let progress = Progress {
-        bar,
-        plain,
-        bytes: AtomicU64::new(0),
-        started: Instant::now(),
-        failed: Mutex::new(Vec::new()),
-        state,
-    };
+    let progress = Progress::new(plain, args.state.as_deref())?;
     // Every object to fetch, as a path of the server; images are expanded
     // into their manifests and blobs first (those GETs warm the manifests).
     let mut objects = Vec::new();

@@ -397,7 +397,7 @@ impl Compiler<'_> {
         upstream: Option<&Upstream>,
     ) -> Option<Upstream> {
         let url = raw.index_url.as_deref()?;
-        if ecosystem != Ecosystem::Pypi {
+        if !ecosystem.has_separate_index() {
             let message = format!(
                 "only a remote with package 'pypi' has a separate index, not '{ecosystem}'"
             );

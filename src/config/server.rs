@@ -501,23 +501,8 @@ pub fn parse_server_config(
 ) -> Result<(RawServerConfig, ServerConfig), ConfigError> {
     let raw = read_raw(file, source, env)?;
     let f = Fields::new(file);
+    let (storage, state, catalog) = f.backends(&raw, env)?;
     let from_env = &raw.from_environment;
-    let storage = backends::storage(
-        raw.storage.as_deref(),
-        &raw.s3,
-        f.base(from_env.storage),
-        env,
-    )
-    .map_err(|e| f.field_error(e))?;
-    let state = backends::state(
-        raw.state.as_deref(),
-        &storage,
-        &raw.redis,
-        f.base(from_env.state),
-    )
-    .map_err(|e| f.field_error(e))?;
-    let catalog = backends::catalog(raw.catalog.as_deref(), &storage, f.base(from_env.catalog))
-        .map_err(|e| f.field_error(e))?;
     let listen =
         listeners(raw.listen.as_ref(), &f.file_dir).map_err(|(field, m)| f.err(&field, m))?;
     let public_url = f.public_url(&raw)?;
@@ -527,16 +512,14 @@ pub fn parse_server_config(
         Some(path) => resolve(&f.file_dir, path),
         None => default_upgrade_socket(&storage, &listen),
     };
-    let (cache, limits, upstream, tokens) = (&raw.cache, &raw.limits, &raw.upstream, &raw.tokens);
+    let [write_token, admin_token, metrics_token] = f.tokens(&raw)?;
+    let (cache, limits, upstream) = (&raw.cache, &raw.limits, &raw.upstream);
     let config = ServerConfig {
         max_object_size: f.size("cache.max_object_size", &cache.max_object_size)?,
         fsync: cache.fsync.unwrap_or(false),
         max_size: f.size("cache.max_size", &cache.max_size)?,
         min_free: f.size("cache.min_free", &cache.min_free)?,
-        memory_index_entries: match cache.memory_index_entries {
-            Some(0) => return Err(f.err("cache.memory_index_entries", "must be positive".into())),
-            other => other.unwrap_or(DEFAULT_MEMORY_INDEX_ENTRIES),
-        },
+        memory_index_entries: f.memory_index_entries(cache)?,
         memory_body_max: (f.size("cache.memory_body_max", &cache.memory_body_max)?)
             .unwrap_or(DEFAULT_MEMORY_BODY_MAX),
         memory_bytes: (f.size("cache.memory_bytes", &cache.memory_bytes)?)
@@ -569,24 +552,9 @@ pub fn parse_server_config(
             backoff_ms: (f.positive("upstream.breaker_backoff", &upstream.breaker_backoff, 30)?)
                 .as_millis() as u64,
         },
-        write_token: f.token(
-            "tokens.write",
-            &tokens.write,
-            &tokens.write_file,
-            from_env.write_token_file,
-        )?,
-        admin_token: f.token(
-            "tokens.admin",
-            &tokens.admin,
-            &tokens.admin_file,
-            from_env.admin_token_file,
-        )?,
-        metrics_token: f.token(
-            "tokens.metrics",
-            &tokens.metrics,
-            &tokens.metrics_file,
-            from_env.metrics_token_file,
-        )?,
+        write_token,
+        admin_token,
+        metrics_token,
         allow_anonymous_admin: raw.allow_anonymous_admin.unwrap_or(false),
         grace_period: f.duration(
             "process.grace_period",
@@ -710,6 +678,69 @@ impl<'a> Fields<'a> {
         from_environment: bool,
     ) -> Result<Option<Secret>, ConfigError> {
         read_token(field, inline, path, self.base(from_environment)).map_err(|m| self.err(field, m))
+    }
+
+    /// The three backends, each relative path resolved where its setting
+    /// came from (the file or the environment).
+    fn backends(
+        &self,
+        raw: &RawServerConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(StorageUrl, StateUrl, CatalogUrl), ConfigError> {
+        let from_env = &raw.from_environment;
+        let storage = backends::storage(
+            raw.storage.as_deref(),
+            &raw.s3,
+            self.base(from_env.storage),
+            env,
+        )
+        .map_err(|e| self.field_error(e))?;
+        let state = backends::state(
+            raw.state.as_deref(),
+            &storage,
+            &raw.redis,
+            self.base(from_env.state),
+        )
+        .map_err(|e| self.field_error(e))?;
+        let catalog = backends::catalog(
+            raw.catalog.as_deref(),
+            &storage,
+            self.base(from_env.catalog),
+        )
+        .map_err(|e| self.field_error(e))?;
+        Ok((storage, state, catalog))
+    }
+
+    /// The write, admin and metrics tokens, each inline or from its file.
+    fn tokens(&self, raw: &RawServerConfig) -> Result<[Option<Secret>; 3], ConfigError> {
+        let (t, from_env) = (&raw.tokens, &raw.from_environment);
+        Ok([
+            self.token(
+                "tokens.write",
+                &t.write,
+                &t.write_file,
+                from_env.write_token_file,
+            )?,
+            self.token(
+                "tokens.admin",
+                &t.admin,
+                &t.admin_file,
+                from_env.admin_token_file,
+            )?,
+            self.token(
+                "tokens.metrics",
+                &t.metrics,
+                &t.metrics_file,
+                from_env.metrics_token_file,
+            )?,
+        ])
+    }
+
+    fn memory_index_entries(&self, cache: &RawCacheSettings) -> Result<u64, ConfigError> {
+        match cache.memory_index_entries {
+            Some(0) => Err(self.err("cache.memory_index_entries", "must be positive".into())),
+            other => Ok(other.unwrap_or(DEFAULT_MEMORY_INDEX_ENTRIES)),
+        }
     }
 
     fn threads(&self, raw: &RawServerConfig) -> Result<usize, ConfigError> {

@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::config::{Remote, RemoteKind};
 use crate::reply::Reply;
 use filters::ecosystem::oci::{self, AcceptClass, ErrorCode, Kind, Registry, V2Route};
-use filters::{ArtifactClass, Ecosystem};
+use filters::ArtifactClass;
 use http::{Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
@@ -62,6 +62,24 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
                 .header(API_VERSION.0, API_VERSION.1),
         ));
     };
+    let remote = match registry_remote(app, registry) {
+        Ok(remote) => remote,
+        Err(unknown) => return plain(refuse(ErrorCode::NameUnknown, unknown)),
+    };
+    let (action, denied) = match repository_action(remote, req, name, &op) {
+        Ok(artifact) => (Action::Proxy(artifact), false),
+        Err((reply, denied)) => (Action::Reply(reply), denied),
+    };
+    Decision {
+        action,
+        remote: Some(remote.name.clone()),
+        denied,
+    }
+}
+
+/// The remote a repository route names, by its name or by the registry
+/// host it mirrors; `Err` says why there is none.
+fn registry_remote<'a>(app: &'a App, registry: Registry<'_>) -> Result<&'a Arc<Remote>, String> {
     let (remote, unknown) = match registry {
         Registry::Remote(remote) => (
             app.config.remotes.get(remote),
@@ -72,15 +90,18 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
             format!("no remote mirrors registry {host:?} (mirror_of)"),
         ),
     };
-    let Some(remote) = remote else {
-        return plain(refuse(ErrorCode::NameUnknown, unknown));
-    };
-    let with_remote = |action, denied| Decision {
-        action,
-        remote: Some(remote.name.clone()),
-        denied,
-    };
-    if remote.ecosystem != Ecosystem::Docker || remote.kind != RemoteKind::Remote {
+    remote.ok_or(unknown)
+}
+
+/// The artifact of a repository request on `remote`, or the OCI error
+/// refusing it (with whether the remote's patterns denied it).
+fn repository_action(
+    remote: &Arc<Remote>,
+    req: &RequestHeader,
+    name: &str,
+    op: &oci::Operation<'_>,
+) -> Result<Artifact, (Reply, bool)> {
+    if !remote.ecosystem.speaks_registry_api() || remote.kind != RemoteKind::Remote {
         let reply = error_reply(
             StatusCode::BAD_REQUEST,
             ErrorCode::Unsupported,
@@ -89,14 +110,14 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
                 remote.name, remote.ecosystem
             ),
         );
-        return with_remote(Action::Reply(reply), false);
+        return Err((reply, false));
     }
     let name = if remote.mirrors_docker_hub() {
         oci::docker_hub_name(name).into_owned()
     } else {
         name.to_string()
     };
-    let upstream_path = oci::upstream_path(&name, &op);
+    let upstream_path = oci::upstream_path(&name, op);
     if !remote
         .policy
         .allows_image(&[&name, first_two_segments(&name), &upstream_path])
@@ -109,12 +130,9 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
                 remote.name
             ),
         );
-        return with_remote(Action::Reply(reply), true);
+        return Err((reply, true));
     }
-    with_remote(
-        Action::Proxy(artifact(remote, req, name, &op, upstream_path)),
-        false,
-    )
+    Ok(artifact(remote, req, name, op, upstream_path))
 }
 
 fn first_two_segments(name: &str) -> &str {

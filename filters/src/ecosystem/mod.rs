@@ -128,6 +128,23 @@ impl Ecosystem {
         matches!(self, Ecosystem::Apt)
     }
 
+    /// Whether remotes of this format answer the registry API (`/v2/…`).
+    pub fn speaks_registry_api(self) -> bool {
+        matches!(self, Ecosystem::Docker)
+    }
+
+    /// Whether the format's files are a project's release assets, which
+    /// `POST /cache-artifact` lists from a releases API and pre-fills.
+    pub fn has_release_assets(self) -> bool {
+        matches!(self, Ecosystem::Generic)
+    }
+
+    /// Whether the format's index may live on another host than its files
+    /// (the remote's `index_url`).
+    pub fn has_separate_index(self) -> bool {
+        matches!(self, Ecosystem::Pypi)
+    }
+
     /// Whether the format's indexes publish checksums that its files are
     /// verified against.
     pub fn verifies_files(self) -> bool {
