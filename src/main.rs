@@ -16,6 +16,8 @@
 //!   verify). [`prefill`]: `POST /cache-artifact`. [`jobs`]: the
 //!   background jobs those start.
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
+//!   [`served_from`]: where a response came from (one value for the
+//!   header, the metrics and the access log).
 //! - [`checksums`]: what index documents publish, for verified downloads.
 //!   [`virtual_repo`], [`local_index`]: virtual repositories and the
 //!   indexes of local ones. [`loopback`]: artifactd's requests to itself.
@@ -60,6 +62,7 @@ mod preflight;
 mod proxy;
 mod reply;
 mod request_id;
+mod served_from;
 mod server;
 mod state;
 mod storage;

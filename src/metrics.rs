@@ -10,6 +10,7 @@
 
 use crate::breakers::Breakers;
 use crate::catalog::CatalogWriter;
+use crate::served_from::ServedFrom;
 use crate::storage::CacheStorage;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -37,42 +38,19 @@ pub enum Outcome {
     Other,
 }
 
-/// Where a response's body came from: the `source` label of the request
-/// histogram and of the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Hit,
-    Miss,
-    /// An expired copy (upstream failing, or revalidating behind it).
-    Stale,
-    /// An expired copy the upstream confirmed (304).
-    Revalidated,
-    /// Not a cached artifact: local repositories, admin, errors.
-    None,
-}
-
-impl Source {
-    /// In declaration order, so `source as usize` is a position here.
-    pub const ALL: [Source; 5] = [
-        Source::Hit,
-        Source::Miss,
-        Source::Stale,
-        Source::Revalidated,
-        Source::None,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Hit => "hit",
-            Source::Miss => "miss",
-            Source::Stale => "stale",
-            Source::Revalidated => "revalidated",
-            Source::None => "none",
+impl From<ServedFrom> for Outcome {
+    /// The counter a request without an outcome of its own moves.
+    fn from(served: ServedFrom) -> Outcome {
+        match served {
+            ServedFrom::Hit | ServedFrom::Stale => Outcome::Hit,
+            ServedFrom::Revalidated => Outcome::Revalidated,
+            ServedFrom::Miss => Outcome::Miss,
+            ServedFrom::Local | ServedFrom::Passed => Outcome::Other,
         }
     }
 }
 
-impl EncodeLabelValue for Source {
+impl EncodeLabelValue for ServedFrom {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.as_str())
     }
@@ -86,7 +64,7 @@ struct RemoteLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     remote: String,
-    source: Source,
+    source: ServedFrom,
 }
 
 /// The counters of one remote.
@@ -125,7 +103,7 @@ fn duration_histogram() -> Histogram {
 pub struct Request<'a> {
     pub remote: &'a str,
     pub outcome: Outcome,
-    pub source: Source,
+    pub source: ServedFrom,
     pub bytes: u64,
     pub upstream_error: bool,
     pub duration: Duration,
@@ -136,8 +114,8 @@ pub struct Request<'a> {
 /// Everything recorded for one remote, found with one lookup per request.
 struct RemoteMetrics {
     counters: RemoteCounters,
-    /// One histogram per [`Source`], indexed by it.
-    durations: [Histogram; 5],
+    /// One histogram per [`ServedFrom`], indexed by it.
+    durations: [Histogram; 6],
     upstream: Histogram,
 }
 
@@ -213,7 +191,7 @@ impl Metrics {
                 for ((_, _, field), family) in &counter_families {
                     *field(&mut counters) = family.get_or_create(&label).clone();
                 }
-                let durations = Source::ALL.map(|source| {
+                let durations = ServedFrom::ALL.map(|source| {
                     let labels = RequestLabels {
                         remote: remote.clone(),
                         source,
@@ -398,7 +376,7 @@ impl Collector for Scraped {
 mod tests {
     use super::*;
 
-    fn request(remote: &str, outcome: Outcome, source: Source, bytes: u64) -> Request<'_> {
+    fn request(remote: &str, outcome: Outcome, source: ServedFrom, bytes: u64) -> Request<'_> {
         Request {
             remote,
             outcome,
@@ -406,7 +384,7 @@ mod tests {
             bytes,
             upstream_error: outcome == Outcome::Miss,
             duration: Duration::from_millis(3),
-            upstream: (source == Source::Miss).then_some(Duration::from_millis(2)),
+            upstream: (source == ServedFrom::Miss).then_some(Duration::from_millis(2)),
         }
     }
 
@@ -414,9 +392,9 @@ mod tests {
     fn counters_and_histograms_render_per_remote() {
         let names = vec!["a".to_string(), "b".to_string()];
         let m = Metrics::new(&names);
-        m.record(&request("a", Outcome::Hit, Source::Hit, 10));
-        m.record(&request("a", Outcome::Miss, Source::Miss, 5));
-        m.record(&request("unknown", Outcome::Hit, Source::Hit, 1));
+        m.record(&request("a", Outcome::Hit, ServedFrom::Hit, 10));
+        m.record(&request("a", Outcome::Miss, ServedFrom::Miss, 5));
+        m.record(&request("unknown", Outcome::Hit, ServedFrom::Hit, 1));
         let text = m.render();
         assert!(
             text.contains("artifactd_cache_hits_total{remote=\"a\"} 1"),

@@ -172,15 +172,3 @@ pub fn leads_fill_partially(req: &RequestHeader, phase: CachePhase) -> bool {
     matches!(phase, CachePhase::Miss | CachePhase::Expired)
         && (req.method == http::Method::HEAD || req.headers.contains_key(http::header::RANGE))
 }
-
-/// `X-Artifact-Source`: `cache` when the body came from storage.
-pub fn source(phase: CachePhase) -> &'static str {
-    match phase {
-        CachePhase::Hit
-        | CachePhase::Stale
-        | CachePhase::StaleUpdating
-        | CachePhase::Revalidated
-        | CachePhase::RevalidatedNoCache(_) => "cache",
-        _ => "remote",
-    }
-}

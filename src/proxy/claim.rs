@@ -64,7 +64,7 @@ pub async fn claim(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     let Some(cluster) = &app.cluster else {
         return;
     };
-    if std::mem::replace(&mut ctx.claimed, true) {
+    if std::mem::replace(&mut ctx.fill.claimed, true) {
         return;
     }
     if !matches!(
@@ -80,7 +80,7 @@ pub async fn claim(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
     match cluster.leases.claim(&location.remote, id).await {
         Claim::Won(lease) => {
             cluster.following.forget(id);
-            ctx.fill_lease = Some(lease);
+            ctx.fill.lease = Some(lease);
         }
         Claim::HeldBy(address) => {
             // The cache stays enabled (this request keeps its place as the
@@ -88,7 +88,7 @@ pub async fn claim(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
             // `response_cache_filter` declines it then. If the peer is gone,
             // this request takes the fetch over and stores it.
             cluster.following.follow(id, cluster.leases.ttl());
-            ctx.peer = Some(PeerFill {
+            ctx.fill.peer = Some(PeerFill {
                 address,
                 id,
                 remote: location.remote,
@@ -103,7 +103,7 @@ pub async fn claim(app: &App, session: &mut Session, ctx: &mut RequestCtx) {
 /// and goes upstream, storing the object; or follows the node that took
 /// the fetch over first.
 pub async fn take_over(app: &App, ctx: &mut RequestCtx) {
-    let (Some(cluster), Some(dead)) = (&app.cluster, ctx.dead_peer.take()) else {
+    let (Some(cluster), Some(dead)) = (&app.cluster, ctx.fill.dead_peer.take()) else {
         return;
     };
     match cluster
@@ -113,10 +113,10 @@ pub async fn take_over(app: &App, ctx: &mut RequestCtx) {
     {
         Claim::Won(lease) => {
             cluster.following.forget(dead.id);
-            ctx.fill_lease = Some(lease);
+            ctx.fill.lease = Some(lease);
         }
         Claim::HeldBy(address) => {
-            ctx.peer = Some(PeerFill { address, ..dead });
+            ctx.fill.peer = Some(PeerFill { address, ..dead });
         }
         Claim::Unknown => cluster.following.forget(dead.id),
     }

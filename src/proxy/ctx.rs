@@ -1,12 +1,15 @@
-//! Per-request state shared across the proxy phases.
+//! Per-request state shared across the proxy phases, in named parts: what
+//! the request is, its upstream attempt, its part in a cluster fill, and
+//! the checks its response passes through.
 
 use super::artifact::Artifact;
 use super::upstream::Redirect;
 use crate::lifecycle::InFlightGuard;
-use crate::metrics::{Outcome, Source};
+use crate::metrics::Outcome;
+use crate::served_from::ServedFrom;
 use filters::breaker::Admit;
 use pingora::cache::CachePhase;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct RequestCtx {
     /// Counts this request as in flight until pingora drops the context.
@@ -18,14 +21,30 @@ pub struct RequestCtx {
     pub remote_name: Option<String>,
     /// Set when `request_filter` answered by itself.
     pub outcome: Option<Outcome>,
+    /// Decided once, by the first phase that asks (see [`Self::served_from`]).
+    served: Option<ServedFrom>,
+    /// Why an expired copy is being served (`X-Artifact-Stale`).
+    pub stale_reason: Option<String>,
+    /// A HEAD answered from an expired tag manifest; a background GET
+    /// revalidates it (`prefetch`).
+    pub revalidate_in_background: bool,
+    /// The cache storage could not be reached for this request (503).
+    pub storage_down: bool,
+    pub attempt: UpstreamAttempt,
+    pub fill: FillPart,
+    pub checks: Checks,
+}
+
+/// The request's way to the upstream: hops, challenges, the breaker's
+/// answer and timings.
+#[derive(Default)]
+pub struct UpstreamAttempt {
     /// What the last upstream response meant, if one arrived.
-    pub upstream: Option<super::outcome::UpstreamOutcome>,
+    pub outcome: Option<super::outcome::UpstreamOutcome>,
     /// The hop to ask next after an upstream redirect.
     pub redirect: Option<Redirect>,
     /// Redirects followed so far for this request.
     pub redirects: u8,
-    /// Why an expired copy is being served (`X-Artifact-Stale`).
-    pub stale_reason: Option<String>,
     /// The breaker's answer for this request's first upstream attempt.
     pub admitted: Option<Admit>,
     /// The `Authorization` value obtained after an upstream challenge, for
@@ -33,29 +52,34 @@ pub struct RequestCtx {
     pub authorization: Option<String>,
     /// Whether the request was already retried after a 401 challenge.
     pub challenged: bool,
-    /// A HEAD answered from an expired tag manifest; a background GET
-    /// revalidates it (`prefetch`).
-    pub revalidate_in_background: bool,
+    /// When the first request went upstream.
+    pub started: Option<Instant>,
+    /// Until the (last) upstream response header arrived.
+    pub header_wait: Option<Duration>,
+}
+
+/// The request's part in a fill shared by the cluster's nodes.
+#[derive(Default)]
+pub struct FillPart {
+    /// Whether the fetch was claimed for the cluster (once per request).
+    pub claimed: bool,
+    /// This node's claim on the fetch, released when the request ends.
+    pub lease: Option<crate::cluster::fill_lease::Lease>,
+    /// Another node's fill this request streams instead of the upstream.
+    pub peer: Option<crate::cluster::peer::PeerFill>,
+    /// The node this request meant to follow, found unreachable.
+    pub dead_peer: Option<crate::cluster::peer::PeerFill>,
+}
+
+/// What the response is checked against, or completed with, as it streams.
+#[derive(Default)]
+pub struct Checks {
     /// Headers a fetched manifest lacked, stored with it once committed.
     pub header_fix: Option<super::oci::HeaderFix>,
     /// Checks the body of a manifest or blob response while it streams.
     pub body_check: Option<super::oci::BodyCheck>,
     /// Checks a package file against the checksum its index published.
     pub file_check: Option<super::verify::Verifier>,
-    /// When the first request went upstream.
-    pub upstream_started: Option<Instant>,
-    /// Until the (last) upstream response header arrived.
-    pub upstream_header: Option<std::time::Duration>,
-    /// Whether the fetch was claimed for the cluster (once per request).
-    pub claimed: bool,
-    /// This node's claim on the fetch, released when the request ends.
-    pub fill_lease: Option<crate::cluster::fill_lease::Lease>,
-    /// Another node's fill this request streams instead of the upstream.
-    pub peer: Option<crate::cluster::peer::PeerFill>,
-    /// The cache storage could not be reached for this request (503).
-    pub storage_down: bool,
-    /// The node this request meant to follow, found unreachable.
-    pub dead_peer: Option<crate::cluster::peer::PeerFill>,
 }
 
 impl RequestCtx {
@@ -66,42 +90,38 @@ impl RequestCtx {
             artifact: None,
             remote_name: None,
             outcome: None,
-            upstream: None,
-            redirect: None,
-            redirects: 0,
+            served: None,
             stale_reason: None,
-            admitted: None,
-            authorization: None,
-            challenged: false,
             revalidate_in_background: false,
-            header_fix: None,
-            body_check: None,
-            file_check: None,
-            upstream_started: None,
-            upstream_header: None,
-            claimed: false,
-            fill_lease: None,
-            peer: None,
             storage_down: false,
-            dead_peer: None,
+            attempt: UpstreamAttempt::default(),
+            fill: FillPart::default(),
+            checks: Checks::default(),
         }
     }
-}
 
-impl RequestCtx {
-    /// Where the response came from, for metrics and the access log.
-    pub fn served_from(&self, phase: CachePhase) -> Source {
-        if self.artifact.is_none() {
-            return Source::None;
+    /// Marks a request its handler answered without the cache.
+    pub fn answered_by(&mut self, served: ServedFrom, outcome: Outcome) {
+        self.served = Some(served);
+        self.outcome = Some(outcome);
+    }
+
+    /// Where the response came from: decided by the first phase that asks
+    /// (the response header's, or the end of a request that had none), so
+    /// the header, the metrics and the access log say the same.
+    pub fn served_from(&mut self, phase: CachePhase) -> ServedFrom {
+        if let Some(served) = self.served {
+            return served;
         }
-        if self.stale_reason.is_some() {
-            return Source::Stale;
-        }
-        match phase {
-            CachePhase::Hit => Source::Hit,
-            CachePhase::Stale | CachePhase::StaleUpdating => Source::Stale,
-            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Source::Revalidated,
-            _ => Source::Miss,
-        }
+        let served = match phase {
+            _ if self.artifact.is_none() => ServedFrom::Passed,
+            _ if self.stale_reason.is_some() => ServedFrom::Stale,
+            CachePhase::Hit => ServedFrom::Hit,
+            CachePhase::Stale | CachePhase::StaleUpdating => ServedFrom::Stale,
+            CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => ServedFrom::Revalidated,
+            _ => ServedFrom::Miss,
+        };
+        self.served = Some(served);
+        served
     }
 }

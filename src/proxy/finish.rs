@@ -10,7 +10,6 @@ use super::prefetch::Prefetcher;
 use crate::app::App;
 use crate::metrics::Outcome;
 use filters::breaker::Admit;
-use pingora::cache::CachePhase;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource};
@@ -31,14 +30,8 @@ pub async fn request_ended(
             app.prefetcher.tag_manifest(artifact);
         }
     }
-    let phase = session.cache.phase();
-    let outcome = ctx.outcome.unwrap_or(match phase {
-        CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Hit,
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
-        _ if ctx.artifact.is_some() => Outcome::Miss,
-        _ => Outcome::Other,
-    });
-    let source = ctx.served_from(phase);
+    let source = ctx.served_from(session.cache.phase());
+    let outcome = ctx.outcome.unwrap_or(Outcome::from(source));
     let bytes = session.body_bytes_sent() as u64;
     let duration = ctx.started.elapsed();
     if let Some(remote) = &ctx.remote_name {
@@ -49,7 +42,7 @@ pub async fn request_ended(
             bytes,
             upstream_error,
             duration,
-            upstream: ctx.upstream_header,
+            upstream: ctx.attempt.header_wait,
         });
     }
     if crate::access_log::enabled() {
@@ -63,7 +56,7 @@ pub async fn request_ended(
 /// token, digest mismatch) is the failure, unless it only asked for a
 /// retry.
 fn upstream_failed(ctx: &RequestCtx, error: Option<&Error>) -> bool {
-    match &ctx.upstream {
+    match &ctx.attempt.outcome {
         Some(UpstreamOutcome::Vanished { .. } | UpstreamOutcome::Quarantined { .. }) => false,
         Some(outcome) if outcome.is_upstream_failure() => true,
         _ => error.is_some_and(|e| {
@@ -75,7 +68,8 @@ fn upstream_failed(ctx: &RequestCtx, error: Option<&Error>) -> bool {
 /// A body that failed its digest or checksum came from an upstream that
 /// answers: the breaker is for availability.
 fn tell_breaker(app: &App, ctx: &RequestCtx, error: Option<&Error>, upstream_error: bool) {
-    let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) = (&ctx.artifact, ctx.admitted)
+    let (Some(artifact), Some(admit @ (Admit::Yes | Admit::Probe))) =
+        (&ctx.artifact, ctx.attempt.admitted)
     else {
         return;
     };
@@ -89,7 +83,7 @@ fn tell_breaker(app: &App, ctx: &RequestCtx, error: Option<&Error>, upstream_err
 /// The fill has committed by now: later hits carry what the upstream
 /// left out of a manifest's headers.
 async fn complete_manifest_headers(app: &App, ctx: &mut RequestCtx) {
-    let (Some(artifact), Some(fix)) = (&ctx.artifact, ctx.header_fix.take()) else {
+    let (Some(artifact), Some(fix)) = (&ctx.artifact, ctx.checks.header_fix.take()) else {
         return;
     };
     let edit = |header: &mut ResponseHeader| fix.apply(header);
@@ -104,7 +98,7 @@ fn write_access(
     session: &Session,
     error: Option<&Error>,
     ctx: &RequestCtx,
-    source: crate::metrics::Source,
+    source: crate::served_from::ServedFrom,
     bytes: u64,
     duration: std::time::Duration,
 ) {
@@ -120,7 +114,7 @@ fn write_access(
         source: source.as_str(),
         bytes,
         ms: duration.as_secs_f64() * 1000.0,
-        upstream_ms: ctx.upstream_header.map(|d| d.as_secs_f64() * 1000.0),
+        upstream_ms: ctx.attempt.header_wait.map(|d| d.as_secs_f64() * 1000.0),
         error: error.map(|e| e.to_string()),
     }
     .write();

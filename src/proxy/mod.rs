@@ -14,7 +14,7 @@
 //! cache_key_callback   → cache::key
 //! upstream_peer        → upstream::peer      (only on miss/revalidation)
 //! upstream_request_filter → upstream::rewrite_request (+ credentials)
-//! upstream_response_filter → outcome::classify once into ctx.upstream
+//! upstream_response_filter → outcome::classify once into ctx.attempt.outcome
 //!                            (redirect, challenge, failure, vanished,
 //!                            quarantine); oci headers and digest check setup
 //! upstream_response_body_filter → verify::Verifier (digest, or the
@@ -51,6 +51,7 @@ pub mod verify;
 
 use crate::app::App;
 use crate::metrics::Outcome;
+use crate::served_from::ServedFrom;
 use action::Action;
 use async_trait::async_trait;
 pub use claim::FOLLOWING_PEER;
@@ -96,7 +97,7 @@ fn classify_response(
     let Some(artifact) = &ctx.artifact else {
         return Ok(None);
     };
-    let hop = match &ctx.redirect {
+    let hop = match &ctx.attempt.redirect {
         Some(redirect) => redirect.upstream(),
         None => documents::upstream_of(artifact)
             .cloned()
@@ -106,11 +107,11 @@ fn classify_response(
         artifact,
         has_copy,
         hop: &hop,
-        challenged: ctx.challenged,
+        challenged: ctx.attempt.challenged,
         now: std::time::SystemTime::now(),
     };
     let outcome = outcome::classify(resp, &cx);
-    ctx.upstream = Some(outcome.clone());
+    ctx.attempt.outcome = Some(outcome.clone());
     Ok(Some(outcome))
 }
 
@@ -125,25 +126,25 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
     match outcome {
         UpstreamOutcome::Passed { .. } => Ok(()),
         UpstreamOutcome::Redirect(target) => {
-            if ctx.redirects >= upstream::MAX_REDIRECTS {
+            if ctx.attempt.redirects >= upstream::MAX_REDIRECTS {
                 return Err(Failure::TooManyRedirects.error());
             }
-            ctx.redirects += 1;
-            ctx.redirect = Some(target);
+            ctx.attempt.redirects += 1;
+            ctx.attempt.redirect = Some(target);
             Err(Failure::RedirectHop.retry())
         }
         UpstreamOutcome::Challenge { www_authenticate } => {
-            ctx.challenged = true;
+            ctx.attempt.challenged = true;
             let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-            let rejected = ctx.authorization.as_deref();
+            let rejected = ctx.attempt.authorization.as_deref();
             let answer =
                 upstream::answer_challenge(app, artifact, &www_authenticate, rejected).await?;
             let Some(authorization) = answer else {
                 // Nothing to answer with: the 401 goes to the client.
-                ctx.upstream = Some(UpstreamOutcome::Passed { status: 401 });
+                ctx.attempt.outcome = Some(UpstreamOutcome::Passed { status: 401 });
                 return Ok(());
             };
-            ctx.authorization = Some(authorization);
+            ctx.attempt.authorization = Some(authorization);
             Err(Failure::AuthRetry.retry())
         }
         UpstreamOutcome::Vanished { status } | UpstreamOutcome::Failed { status, .. } => {
@@ -216,11 +217,11 @@ impl ProxyHttp for ArtifactProxy {
                 let outcome =
                     crate::virtual_repo::handle(&self.app, session, &remote, &path, &raw_path)
                         .await?;
-                ctx.outcome = Some(outcome);
+                ctx.answered_by(ServedFrom::Passed, outcome);
             }
             Action::Local { remote, path } => {
                 let outcome = crate::local::handle(&self.app, session, &remote, &path).await?;
-                ctx.outcome = Some(outcome);
+                ctx.answered_by(ServedFrom::Local, outcome);
             }
         }
         Ok(true)
@@ -294,21 +295,21 @@ impl ProxyHttp for ArtifactProxy {
         }
         claim::claim(&self.app, session, ctx).await;
         claim::take_over(&self.app, ctx).await;
-        if let Some(fill) = &ctx.peer {
+        if let Some(fill) = &ctx.fill.peer {
             return Ok(Box::new(HttpPeer::new(fill.address, false, String::new())));
         }
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
         // Redirect hops belong to the attempt already admitted.
-        if ctx.admitted.is_none() {
+        if ctx.attempt.admitted.is_none() {
             let admit = self.app.breakers.admit(&artifact.remote.name);
-            ctx.admitted = Some(admit);
+            ctx.attempt.admitted = Some(admit);
         }
-        if let Some(Admit::No { .. }) = ctx.admitted {
+        if let Some(Admit::No { .. }) = ctx.attempt.admitted {
             // No connection attempt: a cached copy is served by the
             // stale-if-error path, anything else fails fast with 503.
             return Err(Failure::RemoteDown.error());
         }
-        match &ctx.redirect {
+        match &ctx.attempt.redirect {
             Some(redirect) => {
                 upstream::peer(
                     &redirect.upstream(),
@@ -330,8 +331,8 @@ impl ProxyHttp for ArtifactProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_started.get_or_insert_with(Instant::now);
-        if let (Some(fill), Some(cluster)) = (&ctx.peer, &self.app.cluster) {
+        ctx.attempt.started.get_or_insert_with(Instant::now);
+        if let (Some(fill), Some(cluster)) = (&ctx.fill.peer, &self.app.cluster) {
             let method = &session.req_header().method;
             *upstream_request =
                 crate::cluster::peer::fill_request(fill, method, cluster.secret.expose())?;
@@ -341,11 +342,11 @@ impl ProxyHttp for ArtifactProxy {
         if session.cache.enabled() {
             cache::request_whole_object(upstream_request);
         }
-        if ctx.authorization.is_none() {
-            ctx.authorization = upstream::authorization(&self.app, artifact).await?;
+        if ctx.attempt.authorization.is_none() {
+            ctx.attempt.authorization = upstream::authorization(&self.app, artifact).await?;
         }
-        let authorization = ctx.authorization.as_deref();
-        match &ctx.redirect {
+        let authorization = ctx.attempt.authorization.as_deref();
+        match &ctx.attempt.redirect {
             Some(redirect) => {
                 upstream::rewrite_redirected(artifact, redirect, authorization, upstream_request)?
             }
@@ -366,12 +367,12 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_header = ctx.upstream_started.map(|started| started.elapsed());
-        if ctx.peer.is_some() {
+        ctx.attempt.header_wait = ctx.attempt.started.map(|started| started.elapsed());
+        if ctx.fill.peer.is_some() {
             if upstream_response.status != http::StatusCode::OK {
                 // The fill is gone from that node: fetch it here (without a
                 // claim; the cache is still this request's to fill).
-                ctx.peer = None;
+                ctx.fill.peer = None;
                 return Err(Failure::PeerGone.retry());
             }
             upstream_response.set_version(http::Version::HTTP_11);
@@ -383,7 +384,7 @@ impl ProxyHttp for ArtifactProxy {
         }
         if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci()) {
             oci::complete_upstream_headers(oci, upstream_response)?;
-            ctx.body_check = oci::body_check(oci, upstream_response);
+            ctx.checks.body_check = oci::body_check(oci, upstream_response);
         }
         if let Some(artifact) = &ctx.artifact {
             let server = &self.app.config.server;
@@ -391,7 +392,7 @@ impl ProxyHttp for ArtifactProxy {
                 .cache
                 .maybe_cache_meta()
                 .is_some_and(|meta| cache::within_stale_period(artifact, server, meta));
-            ctx.file_check =
+            ctx.checks.file_check =
                 files::check(&self.app, artifact, upstream_response, can_keep_previous).await?;
         }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
@@ -408,12 +409,12 @@ impl ProxyHttp for ArtifactProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let (Some(check), Some(artifact)) = (ctx.file_check.as_mut(), &ctx.artifact) {
+        if let (Some(check), Some(artifact)) = (ctx.checks.file_check.as_mut(), &ctx.artifact) {
             if let Err(mismatch) = check.filter(body, end_of_stream) {
                 return Err(files::checksum_mismatch(&self.app, artifact, mismatch));
             }
         }
-        let (Some(check), Some(artifact)) = (ctx.body_check.as_mut(), &ctx.artifact) else {
+        let (Some(check), Some(artifact)) = (ctx.checks.body_check.as_mut(), &ctx.artifact) else {
             return Ok(None);
         };
         match check.verifier.filter(body, end_of_stream) {
@@ -422,7 +423,7 @@ impl ProxyHttp for ArtifactProxy {
                 oci::record_references(&self.app, artifact, &verified);
                 let fix = oci::HeaderFix::of(check, &verified);
                 oci::cross_link(&self.app, artifact, check, fix.as_ref(), verified);
-                ctx.header_fix = fix;
+                ctx.checks.header_fix = fix;
                 Ok(None)
             }
             Err(mismatch) => Err(oci::digest_mismatch(&self.app, artifact, mismatch)),
@@ -435,7 +436,7 @@ impl ProxyHttp for ArtifactProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        if ctx.peer.is_some() {
+        if ctx.fill.peer.is_some() {
             // Stored once, by the node whose fill this is.
             return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
                 FOLLOWING_PEER,
@@ -456,46 +457,43 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(artifact) = &ctx.artifact {
-            if let Some(oci) = artifact.oci() {
-                upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
-                oci::rewrite_link(oci, upstream_response)?;
-            }
-            let phase = session.cache.phase();
-            // Another node's fill is this cluster's cache, as a fill on
-            // this node would be for a follower here.
-            let source = match ctx.peer {
-                Some(_) => "cache",
-                None => cache::source(phase),
-            };
-            upstream_response.insert_header("x-artifact-source", source)?;
-            let rewriter = documents::BodyRewriter::start(
-                artifact,
-                session.req_header(),
-                upstream_response,
-                &self.app.config.server,
-                &self.app.checksums,
-                phase != CachePhase::Hit,
-            )?;
-            if let Some(rewriter) = rewriter {
-                let module = session.downstream_modules_ctx.get_mut::<RewriteModule>();
-                module.ok_or_else(no_artifact)?.set(rewriter);
-            }
-            if cache::leads_fill_partially(session.req_header(), phase) {
-                session.set_keepalive(None);
-            }
-            if ctx.revalidate_in_background {
-                upstream_response
-                    .insert_header("x-artifact-stale", "revalidating in the background")?;
-            }
-            if let (CachePhase::Stale, Some(reason)) = (phase, &ctx.stale_reason) {
-                upstream_response.insert_header("warning", "110 - \"Response is Stale\"")?;
-                upstream_response.insert_header("x-artifact-stale", reason.as_str())?;
-                // NOTE: pingora closes the client connection after serving
-                // stale for a failed upstream; say so, or the client's next
-                // request on it is reset.
-                session.set_keepalive(None);
-            }
+        if ctx.artifact.is_none() {
+            return Ok(());
+        }
+        let phase = session.cache.phase();
+        let source = ctx.served_from(phase).header(ctx.fill.peer.is_some());
+        let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        if let Some(oci) = artifact.oci() {
+            upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
+            oci::rewrite_link(oci, upstream_response)?;
+        }
+        upstream_response.insert_header("x-artifact-source", source)?;
+        let rewriter = documents::BodyRewriter::start(
+            artifact,
+            session.req_header(),
+            upstream_response,
+            &self.app.config.server,
+            &self.app.checksums,
+            phase != CachePhase::Hit,
+        )?;
+        if let Some(rewriter) = rewriter {
+            let module = session.downstream_modules_ctx.get_mut::<RewriteModule>();
+            module.ok_or_else(no_artifact)?.set(rewriter);
+        }
+        if cache::leads_fill_partially(session.req_header(), phase) {
+            session.set_keepalive(None);
+        }
+        if ctx.revalidate_in_background {
+            upstream_response
+                .insert_header("x-artifact-stale", "revalidating in the background")?;
+        }
+        if let (CachePhase::Stale, Some(reason)) = (phase, &ctx.stale_reason) {
+            upstream_response.insert_header("warning", "110 - \"Response is Stale\"")?;
+            upstream_response.insert_header("x-artifact-stale", reason.as_str())?;
+            // NOTE: pingora closes the client connection after serving
+            // stale for a failed upstream; say so, or the client's next
+            // request on it is reset.
+            session.set_keepalive(None);
         }
         Ok(())
     }
@@ -524,12 +522,12 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(fill) = ctx.peer.take() {
+        if let Some(fill) = ctx.fill.peer.take() {
             log::warn!(
                 "node {} leading a fill cannot be reached ({e}); taking the fetch over once its claim lapses",
                 fill.address
             );
-            ctx.dead_peer = Some(fill);
+            ctx.fill.dead_peer = Some(fill);
             e.set_retry(true);
         }
         e
@@ -543,7 +541,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let remote = ctx.remote_name.as_deref().unwrap_or("-");
-        let (code, reply) = match (ctx.admitted, &ctx.upstream) {
+        let (code, reply) = match (ctx.attempt.admitted, &ctx.attempt.outcome) {
             _ if ctx.storage_down => (503, respond::storage_down_reply()),
             (Some(Admit::No { retry_after_ms }), _) => {
                 (503, respond::remote_down_reply(remote, retry_after_ms))
@@ -571,7 +569,8 @@ impl ProxyHttp for ArtifactProxy {
                 code,
                 reply,
                 oci.kind,
-                ctx.upstream
+                ctx.attempt
+                    .outcome
                     .as_ref()
                     .and_then(UpstreamOutcome::failed_status),
             ),
@@ -605,7 +604,7 @@ impl ProxyHttp for ArtifactProxy {
         let Some(meta) = session.cache.maybe_cache_meta() else {
             return false;
         };
-        if let Some(UpstreamOutcome::Vanished { .. }) = ctx.upstream {
+        if let Some(UpstreamOutcome::Vanished { .. }) = ctx.attempt.outcome {
             // An immutable artifact the upstream no longer has: the cached
             // copy is the artifact, whatever its age.
             ctx.stale_reason = Some(reason);
@@ -620,7 +619,10 @@ impl ProxyHttp for ArtifactProxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // A quarantine hold is policy, logged by the request line.
-        matches!(ctx.upstream, Some(UpstreamOutcome::Quarantined { .. }))
+        matches!(
+            ctx.attempt.outcome,
+            Some(UpstreamOutcome::Quarantined { .. })
+        )
     }
 
     /// Retries are routine; so is a client leaving while its fill goes on
