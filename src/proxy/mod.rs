@@ -9,27 +9,33 @@
 //!                                     ├─ Local  → local::handle
 //!                                     ├─ Virtual → virtual_repo::handle
 //!                                     └─ Proxy  → ctx.artifact (routed by its
-//!                                        ecosystem), continue
-//! request_cache_filter → enable pingora-cache (storage, cache lock)
+//!                                        ecosystem), hooks::client_request
+//! request_cache_filter → enable pingora-cache (storage, cache lock) when
+//!                        hooks::cached
 //! cache_key_callback   → cache::key
 //! upstream_peer        → upstream::peer      (only on miss/revalidation)
 //! upstream_request_filter → upstream::rewrite_request (+ credentials)
 //! upstream_response_filter → outcome::classify once into ctx.attempt.outcome
 //!                            (redirect, challenge, failure, vanished,
-//!                            quarantine); oci headers and digest check setup
+//!                            quarantine); hooks::upstream_response (the
+//!                            kind's header fixes and body checks)
 //! upstream_response_body_filter → verify::Verifier (digest, or the
 //!                                 checksum an index published: files)
 //! response_cache_filter   → cache::cacheability
-//! response_filter      → X-Artifact-Source, registry API version,
-//!                        documents::BodyRewriter for index documents
-//!                        (applied by the downstream RewriteModule)
-//! fail_to_proxy        → respond::error_reply (status and reason)
+//! response_filter      → X-Artifact-Source (ctx.served_from),
+//!                        hooks::client_response, documents::BodyRewriter
+//!                        for index documents (applied by the downstream
+//!                        RewriteModule)
+//! fail_to_proxy        → respond::error_reply (status and reason), in
+//!                        the kind's terms by hooks::error_reply
 //! logging              → finish::request_ended (breaker, metrics, log)
 //! ```
 //!
 //! Plain data the helpers share sits in leaves: `artifact` (what a request
 //! asks for), `action` (what the request phase decided), `failure` (the
-//! failures told apart, carried as typed error causes).
+//! failures told apart, carried as typed error causes). What a kind of
+//! artifact (file, index document, OCI) adds to a phase is a hook in
+//! `hooks`, one match per hook, so the phases never ask which it is.
 
 pub mod action;
 pub mod artifact;
@@ -40,6 +46,7 @@ pub mod documents;
 pub mod failure;
 pub mod files;
 mod finish;
+mod hooks;
 pub mod oci;
 pub mod outcome;
 pub mod prefetch;
@@ -201,9 +208,7 @@ impl ProxyHttp for ArtifactProxy {
         }
         match decision.action {
             Action::Proxy(artifact) => {
-                if artifact.document().is_some() {
-                    documents::prepare_client_request(session.req_header_mut());
-                }
+                hooks::client_request(&artifact, session.req_header_mut());
                 ctx.artifact = Some(artifact);
                 return Ok(false);
             }
@@ -229,8 +234,7 @@ impl ProxyHttp for ArtifactProxy {
 
     /// Enables pingora-cache, with its lock, for artifact requests.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let cached = |a: &artifact::Artifact| a.document().is_none_or(|d| d.cached());
-        if ctx.artifact.as_ref().is_some_and(cached) {
+        if ctx.artifact.as_ref().is_some_and(hooks::cached) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
             // Bounds re-checks after fills that failed or vanished (see
@@ -382,18 +386,15 @@ impl ProxyHttp for ArtifactProxy {
         if let Some(outcome) = classify_response(ctx, upstream_response, has_copy)? {
             apply_outcome(&self.app, ctx, outcome).await?;
         }
-        if let Some(oci) = ctx.artifact.as_ref().and_then(|a| a.oci()) {
-            oci::complete_upstream_headers(oci, upstream_response)?;
-            ctx.checks.body_check = oci::body_check(oci, upstream_response);
-        }
         if let Some(artifact) = &ctx.artifact {
             let server = &self.app.config.server;
             let can_keep_previous = session
                 .cache
                 .maybe_cache_meta()
                 .is_some_and(|meta| cache::within_stale_period(artifact, server, meta));
-            ctx.checks.file_check =
-                files::check(&self.app, artifact, upstream_response, can_keep_previous).await?;
+            let checks =
+                hooks::upstream_response(&self.app, artifact, upstream_response, can_keep_previous);
+            ctx.checks = checks.await?;
         }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
@@ -420,10 +421,7 @@ impl ProxyHttp for ArtifactProxy {
         match check.verifier.filter(body, end_of_stream) {
             Ok(None) => Ok(None),
             Ok(Some(verified)) => {
-                oci::record_references(&self.app, artifact, &verified);
-                let fix = oci::HeaderFix::of(check, &verified);
-                oci::cross_link(&self.app, artifact, check, fix.as_ref(), verified);
-                ctx.checks.header_fix = fix;
+                ctx.checks.header_fix = oci::verified(&self.app, artifact, check, verified);
                 Ok(None)
             }
             Err(mismatch) => Err(oci::digest_mismatch(&self.app, artifact, mismatch)),
@@ -463,10 +461,7 @@ impl ProxyHttp for ArtifactProxy {
         let phase = session.cache.phase();
         let source = ctx.served_from(phase).header(ctx.fill.peer.is_some());
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-        if let Some(oci) = artifact.oci() {
-            upstream_response.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
-            oci::rewrite_link(oci, upstream_response)?;
-        }
+        hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header("x-artifact-source", source)?;
         let rewriter = documents::BodyRewriter::start(
             artifact,
@@ -564,18 +559,9 @@ impl ProxyHttp for ArtifactProxy {
                 (code, reply)
             }
         };
-        let (code, reply) = match ctx.artifact.as_ref().and_then(|a| a.oci()) {
-            Some(oci) => oci::error_for(
-                code,
-                reply,
-                oci.kind,
-                ctx.attempt
-                    .outcome
-                    .as_ref()
-                    .and_then(UpstreamOutcome::failed_status),
-            ),
-            None => (code, reply),
-        };
+        let upstream_status =
+            (ctx.attempt.outcome.as_ref()).and_then(UpstreamOutcome::failed_status);
+        let (code, reply) = hooks::error_reply(ctx.artifact.as_ref(), code, reply, upstream_status);
         if code > 0 && session.response_written().is_none() {
             if let Err(write_error) = crate::reply::send_and_close(session, reply).await {
                 log::debug!("could not send the error response: {write_error}");

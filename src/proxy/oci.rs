@@ -210,6 +210,21 @@ fn client_base(path: &str) -> String {
     base.to_string()
 }
 
+/// A manifest or blob that matched its digest: its references are
+/// recorded, a manifest fetched by tag is linked to its digest, and the
+/// headers the upstream left out are returned, to be stored with it.
+pub fn verified(
+    app: &Arc<App>,
+    artifact: &Artifact,
+    check: &BodyCheck,
+    verified: Verified,
+) -> Option<HeaderFix> {
+    record_references(app, artifact, &verified);
+    let fix = HeaderFix::of(check, &verified);
+    cross_link(app, artifact, check, fix.as_ref(), verified);
+    fix
+}
+
 /// Points an upstream pagination `Link` (`</v2/{name}/tags/list?…>`) at the
 /// client's own path layout; runs after the cache, per client.
 pub fn rewrite_link(oci: &OciArtifact, resp: &mut ResponseHeader) -> pingora::Result<()> {

@@ -1,0 +1,77 @@
+//! What each kind of artifact adds to the proxy's phases: one hook per
+//! phase, called once by that phase, which never asks which kind it
+//! serves. A plain file adds the check against the checksum its index
+//! published; an index document is rewritten for its client (and a
+//! snapshot index waits for what it names); the OCI API completes and
+//! verifies its responses and speaks its own error bodies. A new kind is
+//! one arm in each hook that concerns it; every other hook passes it by.
+
+use super::artifact::{Artifact, ArtifactKind};
+use super::ctx::Checks;
+use super::{documents, files, oci};
+use crate::app::App;
+use crate::reply::Reply;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+use std::sync::Arc;
+
+/// `request_filter`: the client's request as the cache should see it.
+pub fn client_request(artifact: &Artifact, req: &mut RequestHeader) {
+    if let ArtifactKind::Document(_) = artifact.kind {
+        documents::prepare_client_request(req);
+    }
+}
+
+/// `request_cache_filter`: whether the cache keeps this artifact at all.
+pub fn cached(artifact: &Artifact) -> bool {
+    match &artifact.kind {
+        ArtifactKind::Document(document) => document.cached(),
+        ArtifactKind::File | ArtifactKind::Oci(_) => true,
+    }
+}
+
+/// `upstream_response_filter`: completes the upstream's header and says
+/// what its body is checked against as it streams; `can_keep_previous`
+/// says an expired copy may still be served instead (a snapshot index
+/// waits for what it names only then).
+pub async fn upstream_response(
+    app: &Arc<App>,
+    artifact: &Artifact,
+    resp: &mut ResponseHeader,
+    can_keep_previous: bool,
+) -> Result<Checks> {
+    let mut checks = Checks::default();
+    match &artifact.kind {
+        ArtifactKind::Oci(oci) => {
+            oci::complete_upstream_headers(oci, resp)?;
+            checks.body_check = oci::body_check(oci, resp);
+        }
+        ArtifactKind::File | ArtifactKind::Document(_) => {
+            checks.file_check = files::check(app, artifact, resp, can_keep_previous).await?;
+        }
+    }
+    Ok(checks)
+}
+
+/// `response_filter`: headers the client's response carries for the kind.
+pub fn client_response(artifact: &Artifact, resp: &mut ResponseHeader) -> Result<()> {
+    if let ArtifactKind::Oci(oci) = &artifact.kind {
+        resp.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
+        oci::rewrite_link(oci, resp)?;
+    }
+    Ok(())
+}
+
+/// `fail_to_proxy`: the error response in the kind's own terms; `code` 0
+/// means nothing is sent.
+pub fn error_reply(
+    artifact: Option<&Artifact>,
+    code: u16,
+    reply: Reply,
+    upstream_status: Option<u16>,
+) -> (u16, Reply) {
+    match artifact.map(|a| &a.kind) {
+        Some(ArtifactKind::Oci(oci)) => oci::error_for(code, reply, oci.kind, upstream_status),
+        _ => (code, reply),
+    }
+}
