@@ -51,8 +51,8 @@ pub async fn answer(
     let reply = match request {
         AdminRequest::Route(AdminRoute::CacheArtifact) => cache_artifact(app, session).await?,
         AdminRequest::Route(route) => handle(app, route, session.req_header()).await,
-        AdminRequest::CacheApi { rest } => {
-            crate::cache_api::handle(app, &rest, session.req_header()).await
+        AdminRequest::CacheApi(route) => {
+            crate::cache_api::handle(app, route, session.req_header()).await
         }
         AdminRequest::Job { id } => crate::cache_api::job_status(app, &id, session.req_header()),
         AdminRequest::ArtifactList(remote) => {

@@ -12,6 +12,7 @@ use crate::config::{Remote, RemoteKind};
 use crate::reply::{require_admin, Reply};
 use base64::Engine;
 use filters::route::query_param;
+use filters::CacheApiRoute;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
 use serde_json::json;
@@ -23,18 +24,19 @@ const MAX_LIMIT: u32 = 10_000;
 const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Answers a request under `/api/v1/cache`; `rest` is the path after it.
-pub async fn handle(app: &Arc<App>, rest: &str, req: &RequestHeader) -> Reply {
+pub async fn handle(app: &Arc<App>, route: CacheApiRoute, req: &RequestHeader) -> Reply {
     if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
         return refusal;
     }
     let query = req.uri.query();
-    match (&req.method, rest.trim_end_matches('/')) {
-        (&Method::GET, "") => list(app, query).await,
-        (&Method::GET, "/usage") => usage(app).await,
-        (&Method::POST, "/verify") => start_verify(app, query),
-        (method, rest) if rest.len() > 1 && (method == Method::GET || method == Method::DELETE) => {
-            let (remote, raw_path) = rest[1..].split_once('/').unwrap_or((&rest[1..], ""));
-            artifact(app, method, remote, raw_path).await
+    match (route, &req.method) {
+        (CacheApiRoute::List, &Method::GET) => list(app, query).await,
+        (CacheApiRoute::Usage, &Method::GET) => usage(app).await,
+        (CacheApiRoute::Verify, &Method::POST) => start_verify(app, query),
+        (CacheApiRoute::Artifact { remote, raw_path }, method)
+            if method == Method::GET || method == Method::DELETE =>
+        {
+            artifact(app, method, &remote, &raw_path).await
         }
         _ => Reply::text(
             StatusCode::METHOD_NOT_ALLOWED,

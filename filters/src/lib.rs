@@ -47,4 +47,4 @@ pub use ecosystem::Ecosystem;
 pub use path::{validate_artifact_path, PathError};
 pub use pattern::{PatternError, PatternSet};
 pub use policy::{Access, ArtifactClass, RemotePolicy};
-pub use route::{route, AdminRoute, Route};
+pub use route::{route, AdminRoute, CacheApiRoute, Route};

@@ -39,16 +39,47 @@ pub enum Route<'a> {
     ArtifactList {
         remote: &'a str,
     },
-    /// `/api/v1/cache` and below: the cache API. `rest` follows it: empty,
-    /// `/verify`, or `/{remote}/{path}`.
-    CacheApi {
-        rest: &'a str,
-    },
+    /// `/api/v1/cache` and below: the cache API.
+    CacheApi(CacheApiRoute),
     /// `GET /api/v1/jobs/{id}`: a background job's status.
     Job {
         id: &'a str,
     },
     NotFound,
+}
+
+/// The cache API's endpoints by path; the handler checks the method (and
+/// answers 405 with this list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheApiRoute {
+    /// `GET /api/v1/cache[?remote=&prefix=&limit=&cursor=]`
+    List,
+    /// `GET /api/v1/cache/usage`
+    Usage,
+    /// `POST /api/v1/cache/verify[?remote=][&repair]`
+    Verify,
+    /// `GET|DELETE /api/v1/cache/{remote}/{path}`; `raw_path` is still
+    /// percent-encoded and may be empty.
+    Artifact { remote: String, raw_path: String },
+}
+
+impl CacheApiRoute {
+    /// Routes what follows `/api/v1/cache` (empty or starting with `/`).
+    fn of(rest: &str) -> CacheApiRoute {
+        match rest.trim_end_matches('/') {
+            "" => CacheApiRoute::List,
+            "/usage" => CacheApiRoute::Usage,
+            "/verify" => CacheApiRoute::Verify,
+            rest => {
+                let rest = &rest[1..];
+                let (remote, raw_path) = rest.split_once('/').unwrap_or((rest, ""));
+                CacheApiRoute::Artifact {
+                    remote: remote.to_string(),
+                    raw_path: raw_path.to_string(),
+                }
+            }
+        }
+    }
 }
 
 const ARTIFACT_PREFIXES: [&str; 2] = ["/api/v1/remote/", "/api/"];
@@ -82,7 +113,7 @@ pub fn route(path: &str) -> Route<'_> {
     }
     if let Some(rest) = path.strip_prefix("/api/v1/cache") {
         if rest.is_empty() || rest.starts_with('/') {
-            return Route::CacheApi { rest };
+            return Route::CacheApi(CacheApiRoute::of(rest));
         }
     }
     if let Some(id) = path.strip_prefix("/api/v1/jobs/") {
@@ -134,12 +165,32 @@ mod tests {
 
     #[test]
     fn cache_api_and_jobs_come_before_the_older_artifact_route() {
-        assert_eq!(route("/api/v1/cache"), Route::CacheApi { rest: "" });
+        assert_eq!(route("/api/v1/cache"), Route::CacheApi(CacheApiRoute::List));
+        assert_eq!(
+            route("/api/v1/cache/"),
+            Route::CacheApi(CacheApiRoute::List)
+        );
+        assert_eq!(
+            route("/api/v1/cache/usage"),
+            Route::CacheApi(CacheApiRoute::Usage)
+        );
+        assert_eq!(
+            route("/api/v1/cache/verify/"),
+            Route::CacheApi(CacheApiRoute::Verify)
+        );
         assert_eq!(
             route("/api/v1/cache/gen/a/b.tgz"),
-            Route::CacheApi {
-                rest: "/gen/a/b.tgz"
-            }
+            Route::CacheApi(CacheApiRoute::Artifact {
+                remote: "gen".into(),
+                raw_path: "a/b.tgz".into()
+            })
+        );
+        assert_eq!(
+            route("/api/v1/cache/usage/x"),
+            Route::CacheApi(CacheApiRoute::Artifact {
+                remote: "usage".into(),
+                raw_path: "x".into()
+            })
         );
         assert_eq!(route("/api/v1/jobs/7"), Route::Job { id: "7" });
         assert_eq!(

@@ -11,7 +11,7 @@ use filters::ecosystem::oci::{self, Operation, Reference, V2Route};
 use filters::ecosystem::{npm, pypi};
 use filters::policy::{Access, ArtifactClass, RemotePolicy};
 use filters::range::{single_range, RangeReply};
-use filters::route::{route, Route};
+use filters::route::{route, CacheApiRoute, Route};
 use filters::Ecosystem;
 use filters::{cache_key, links, size, stale, validate_artifact_path};
 use proptest::prelude::*;
@@ -146,8 +146,17 @@ proptest! {
             }
             Route::ArtifactList { remote } => prop_assert!(!remote.contains('/')),
             Route::V2 { after_v2 } => prop_assert!(after_v2.is_empty() || after_v2.starts_with('/')),
-            Route::CacheApi { rest } => {
-                prop_assert_eq!(format!("/api/v1/cache{rest}"), path.clone());
+            Route::CacheApi(api) => {
+                let rebuilt = match api {
+                    CacheApiRoute::List => "/api/v1/cache".to_string(),
+                    CacheApiRoute::Usage => "/api/v1/cache/usage".to_string(),
+                    CacheApiRoute::Verify => "/api/v1/cache/verify".to_string(),
+                    CacheApiRoute::Artifact { remote, raw_path } => {
+                        prop_assert!(!remote.contains('/'));
+                        format!("/api/v1/cache/{remote}/{raw_path}")
+                    }
+                };
+                prop_assert_eq!(rebuilt.trim_end_matches('/'), path.trim_end_matches('/'));
             }
             Route::Job { id } => prop_assert!(!id.is_empty() && !id.contains('/')),
             Route::Admin(_) | Route::NotFound => {}

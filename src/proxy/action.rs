@@ -5,7 +5,7 @@
 use super::artifact::Artifact;
 use crate::config::Remote;
 use crate::reply::Reply;
-use filters::AdminRoute;
+use filters::{AdminRoute, CacheApiRoute};
 use std::sync::Arc;
 
 pub enum Action {
@@ -33,10 +33,8 @@ pub enum AdminRequest {
     Route(AdminRoute),
     /// The catalog listing of one remote (already known to exist).
     ArtifactList(Arc<Remote>),
-    /// The cache API; `rest` is the path after `/api/v1/cache`.
-    CacheApi {
-        rest: String,
-    },
+    /// One of the cache API's endpoints.
+    CacheApi(CacheApiRoute),
     /// A background job's status.
     Job {
         id: String,

@@ -31,11 +31,7 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             )))
         }
         Route::Artifact { remote, raw_path } => (remote, raw_path),
-        Route::CacheApi { rest } => {
-            return plain(Action::Admin(AdminRequest::CacheApi {
-                rest: rest.to_string(),
-            }))
-        }
+        Route::CacheApi(route) => return plain(Action::Admin(AdminRequest::CacheApi(route))),
         Route::Job { id } => return plain(Action::Admin(AdminRequest::Job { id: id.to_string() })),
         Route::V2 { after_v2 } => return super::oci::decide(app, req, after_v2),
         Route::ArtifactList { remote } => {
