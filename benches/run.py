@@ -149,6 +149,18 @@ class Proxy:
                 pass
         return total
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time so far of the proxy's processes (every
+        thread; nginx's master and workers)."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def reset_peak(self) -> None:
         """Resets VmHWM to the current RSS (clear_refs 5), so a phase's peak is its own."""
         for pid in self.pids():
@@ -274,18 +286,25 @@ def parse_bytes(text: str) -> float:
 
 
 def wrk(port: int, path_or_script: str, seconds: int, connections: int, threads: int,
-        script_args: list[str] | None = None) -> dict:
-    """Runs wrk for a bounded time; returns rps, p50/p99 ms, bytes/s, errors."""
+        script_args: list[str] | None = None, server: "Proxy | None" = None) -> dict:
+    """Runs wrk for a bounded time; returns rps, p50/p99 ms, bytes/s, errors and,
+    given the server, its CPU time per request (µs): on a machine whose load
+    generator shares the cores, the figure that says what a request costs."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if script_args is not None:
         cmd += ["-s", str(HERE / "keys.lua"), f"http://127.0.0.1:{port}", "--"] + script_args
     else:
         cmd += [f"http://127.0.0.1:{port}{path_or_script}"]
+    cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "bytes_per_s": 0.0, "errors": 0}
+    cpu = server.cpu_seconds() - cpu_before if server else 0.0
+    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "bytes_per_s": 0.0, "errors": 0,
+              "requests": 0, "cpu_us": None}
     for line in out.splitlines():
         line = line.strip()
-        if line.startswith("Requests/sec:"):
+        if re.match(r"^\d+ requests in", line):
+            result["requests"] = int(line.split()[0])
+        elif line.startswith("Requests/sec:"):
             result["rps"] = float(line.split()[1])
         elif line.startswith("Transfer/sec:"):
             result["bytes_per_s"] = parse_bytes(line.split()[1])
@@ -297,6 +316,8 @@ def wrk(port: int, path_or_script: str, seconds: int, connections: int, threads:
             result["errors"] += sum(int(n) for n in re.findall(r"\d+", line.split(":", 1)[1]))
     if "Requests/sec:" not in out:
         raise SystemExit(f"wrk produced no result:\n{' '.join(cmd)}\n{out}")
+    if server and result["requests"]:
+        result["cpu_us"] = cpu * 1e6 / result["requests"]
     # A proxy that answered nothing in the whole run (seen once with nginx
     # after filling 20,000 keys) scores zero rather than ending the bench.
     return result
@@ -306,6 +327,9 @@ def median_of(runs: list[dict]) -> dict:
     keys = runs[0].keys()
     return {k: statistics.median([r[k] for r in runs]) if all(isinstance(r[k], (int, float)) for r in runs)
             else runs[0][k] for k in keys}
+
+
+CPU_NOTE = "utime+stime of every server process across the wrk run, over its requests"
 
 
 # --- the run -------------------------------------------------------------------
@@ -336,7 +360,7 @@ class Bench:
 
     def record(self, scenario: str, metric: str, unit: str, values: dict, better: str, note: str = "") -> None:
         a, n = values["artifactd"], values["nginx"]
-        ratio = (a / n) if n else None
+        ratio = (a / n) if a is not None and n else None
         self.results.setdefault(scenario, []).append(
             {"metric": metric, "unit": unit, "artifactd": a, "nginx": n, "ratio": ratio,
              "better": better, "note": note})
@@ -359,6 +383,12 @@ class Bench:
         p50 = f"p50 artifactd {fmt(med['artifactd']['p50_ms'])} ms, nginx {fmt(med['nginx']['p50_ms'])} ms"
         self.record(scenario, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower", p50)
         self.record(scenario, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
+        self.record_cpu(scenario, med)
+
+    def record_cpu(self, scenario: str, med: dict) -> None:
+        """The servers' CPU time per request of a wrk run (see `wrk`)."""
+        self.record(scenario, "server CPU per request", "µs", {k: v["cpu_us"] for k, v in med.items()},
+                    "lower", CPU_NOTE)
 
     # 1. ----------------------------------------------------------------------
     def hits_small(self, proxies: list[Proxy], keys: int, scen: str, prefix: str) -> None:
@@ -369,9 +399,10 @@ class Bench:
         for _ in range(self.plan.rounds):
             for p in proxies:
                 runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, self.plan.threads,
-                                        [p.url("b", f"{prefix}/"), str(keys)]))
+                                        [p.url("b", f"{prefix}/"), str(keys)], server=p))
         med = {name: median_of(r) for name, r in runs.items()}
         self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
+        self.record_cpu(scen, med)
         self.record(scen, "p50 latency", "ms", {k: v["p50_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "errors", "count", {k: v["errors"] for k, v in med.items()}, "lower")
@@ -386,10 +417,13 @@ class Bench:
         for _ in range(self.plan.rounds):
             for p in proxies:
                 runs[p.name].append(wrk(p.port, p.url("b", "big/one.bin"), self.plan.wrk_seconds, 8,
-                                        self.plan.threads))
+                                        self.plan.threads, server=p))
         med = {name: median_of(r) for name, r in runs.items()}
-        self.record(f"2. hit, {self.plan.big_bytes // MiB} MiB, 8 conns", "throughput", "MiB/s",
-                    {k: v["bytes_per_s"] / MiB for k, v in med.items()}, "higher")
+        scen = f"2. hit, {self.plan.big_bytes // MiB} MiB, 8 conns"
+        self.record(scen, "throughput", "MiB/s", {k: v["bytes_per_s"] / MiB for k, v in med.items()}, "higher")
+        self.record(scen, "server CPU per MiB", "ms",
+                    {k: 1000 * v["cpu_us"] / 1e6 / (self.plan.big_bytes / MiB) if v["cpu_us"] else None
+                     for k, v in med.items()}, "lower", CPU_NOTE)
 
     # 3. ----------------------------------------------------------------------
     def cold(self, proxies: list[Proxy]) -> None:
@@ -488,7 +522,7 @@ class Bench:
                 med = {}
                 for p in proxies:
                     med[p.name] = wrk(p.port, "", self.plan.wrk_seconds, 16, self.plan.threads,
-                                      [p.url("b", "small/grow/"), str(count)])
+                                      [p.url("b", "small/grow/"), str(count)], server=p)
                 self.record_hit_run(f"6a. hit with {count} cached objects", med)
         finally:
             for p in proxies:
@@ -502,7 +536,7 @@ class Bench:
                     status, _, _ = get(p.port, p.url("p", "denied/x.bin"))
                     assert status == 403, (p.name, status)
                 med = {p.name: wrk(p.port, "", self.plan.wrk_seconds, 16, self.plan.threads,
-                                   [p.url("p", "small/pat/"), str(keys)]) for p in proxies}
+                                   [p.url("p", "small/pat/"), str(keys)], server=p) for p in proxies}
                 self.record_hit_run(f"6b. hit with {count} patterns", med)
             finally:
                 for p in proxies:
