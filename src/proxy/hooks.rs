@@ -30,7 +30,7 @@ pub fn cached(artifact: &Artifact) -> bool {
     }
 }
 
-/// `upstream_response_filter`: completes the upstream's header and says
+/// `upstream_response_filter`: completes the upstream's header and sets
 /// what its body is checked against as it streams; `can_keep_previous`
 /// says an expired copy may still be served instead (a snapshot index
 /// waits for what it names only then).
@@ -39,18 +39,20 @@ pub async fn upstream_response(
     artifact: &Artifact,
     resp: &mut ResponseHeader,
     can_keep_previous: bool,
-) -> Result<Checks> {
-    let mut checks = Checks::default();
+    checks: &mut Checks,
+) -> Result<()> {
     match &artifact.kind {
         ArtifactKind::Oci(oci) => {
             oci::complete_upstream_headers(oci, resp)?;
             checks.body_check = oci::body_check(oci, resp);
+            checks.file_check = None;
         }
         ArtifactKind::File | ArtifactKind::Document(_) => {
+            checks.body_check = None;
             checks.file_check = files::check(app, artifact, resp, can_keep_previous).await?;
         }
     }
-    Ok(checks)
+    Ok(())
 }
 
 /// `response_filter`: headers the client's response carries for the kind.

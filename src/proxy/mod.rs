@@ -392,9 +392,15 @@ impl ProxyHttp for ArtifactProxy {
                 .cache
                 .maybe_cache_meta()
                 .is_some_and(|meta| cache::within_stale_period(artifact, server, meta));
-            let checks =
-                hooks::upstream_response(&self.app, artifact, upstream_response, can_keep_previous);
-            ctx.checks = checks.await?;
+            let checks = &mut ctx.checks;
+            hooks::upstream_response(
+                &self.app,
+                artifact,
+                upstream_response,
+                can_keep_previous,
+                checks,
+            )
+            .await?;
         }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
