@@ -23,7 +23,7 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Answers a request under `/api/v1/cache`; `rest` is the path after it.
+/// Answers one of the cache API's endpoints, checking its method.
 pub async fn handle(app: &Arc<App>, route: CacheApiRoute, req: &RequestHeader) -> Reply {
     if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
         return refusal;

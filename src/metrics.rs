@@ -115,7 +115,7 @@ pub struct Request<'a> {
 struct RemoteMetrics {
     counters: RemoteCounters,
     /// One histogram per [`ServedFrom`], indexed by it.
-    durations: [Histogram; 6],
+    durations: [Histogram; ServedFrom::ALL.len()],
     upstream: Histogram,
 }
 

@@ -10,7 +10,7 @@
 
 use super::paths::resolve;
 use super::redis_url::{is_cluster, is_sentinel, parse_cluster, parse_sentinel, RedisServers};
-use super::units::{RawDuration, RawSize};
+use super::units::{positive_duration, RawDuration, RawSize};
 use super::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -344,13 +344,8 @@ fn s3_transfers(raw: &RawS3) -> Result<(u64, Duration, OnFailure), FieldError> {
             format!("{part_size} bytes is below S3's minimum part size of 5 MiB"),
         ));
     }
-    let timeout = match &raw.timeout {
-        None => DEFAULT_S3_TIMEOUT,
-        Some(t) => t.duration().map_err(|m| ("s3.timeout", m))?,
-    };
-    if timeout.is_zero() {
-        return Err(("s3.timeout", "must be positive".into()));
-    }
+    let timeout =
+        positive_duration(&raw.timeout, DEFAULT_S3_TIMEOUT).map_err(|m| ("s3.timeout", m))?;
     let on_failure = match raw.on_failure.as_deref() {
         None | Some("pass") => OnFailure::Pass,
         Some("fail") => OnFailure::Fail,
@@ -415,13 +410,8 @@ pub fn state(
             format!("{key_prefix:?} must be non-empty, without spaces"),
         ));
     }
-    let timeout = match &raw.timeout {
-        None => DEFAULT_REDIS_TIMEOUT,
-        Some(t) => t.duration().map_err(|m| ("redis.timeout", m))?,
-    };
-    if timeout.is_zero() {
-        return Err(("redis.timeout", "must be positive".into()));
-    }
+    let timeout =
+        positive_duration(&raw.timeout, DEFAULT_REDIS_TIMEOUT).map_err(|m| ("redis.timeout", m))?;
     Ok(StateUrl::Redis(RedisSettings {
         url: Secret::new(text.into()),
         servers,

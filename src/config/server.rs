@@ -13,6 +13,7 @@ pub use super::backends::{
 };
 use super::error::{yaml_error, ConfigError};
 use super::paths::{self, resolve};
+use super::units::positive_duration;
 pub use super::units::{RawDuration, RawSize};
 use super::Secret;
 use serde::{Deserialize, Serialize};
@@ -657,10 +658,7 @@ impl<'a> Fields<'a> {
         value: &Option<RawDuration>,
         default: u64,
     ) -> Result<Duration, ConfigError> {
-        match self.seconds(field, value, default)? {
-            d if d.is_zero() => Err(self.err(field, "must be positive".into())),
-            d => Ok(d),
-        }
+        positive_duration(value, Duration::from_secs(default)).map_err(|m| self.err(field, m))
     }
 
     fn size(&self, field: &str, value: &Option<RawSize>) -> Result<Option<u64>, ConfigError> {

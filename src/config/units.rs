@@ -48,6 +48,22 @@ impl From<u64> for RawDuration {
 
 /// A switch from the environment: `1`/`true`/`yes`/`on` or
 /// `0`/`false`/`no`/`off`, any case.
+/// A duration setting that must be positive, `default` when absent; `Err`
+/// is the message for its field.
+pub fn positive_duration(
+    value: &Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, String> {
+    let duration = match value {
+        None => default,
+        Some(v) => v.duration()?,
+    };
+    if duration.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(duration)
+}
+
 pub fn boolean(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),

@@ -59,9 +59,7 @@ fn upstream_failed(ctx: &RequestCtx, error: Option<&Error>) -> bool {
     match &ctx.attempt.outcome {
         Some(UpstreamOutcome::Vanished { .. } | UpstreamOutcome::Quarantined { .. }) => false,
         Some(outcome) if outcome.is_upstream_failure() => true,
-        _ => error.is_some_and(|e| {
-            e.esource() == &ErrorSource::Upstream && !Failure::of(e).is_some_and(Failure::is_retry)
-        }),
+        _ => error.is_some_and(|e| e.esource() == &ErrorSource::Upstream && !super::is_retry(e)),
     }
 }
 

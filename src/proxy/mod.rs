@@ -461,12 +461,11 @@ impl ProxyHttp for ArtifactProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.artifact.is_none() {
-            return Ok(());
-        }
         let phase = session.cache.phase();
         let source = ctx.served_from(phase).header(ctx.fill.peer.is_some());
-        let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
+        let Some(artifact) = &ctx.artifact else {
+            return Ok(());
+        };
         hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header("x-artifact-source", source)?;
         let rewriter = documents::BodyRewriter::start(
