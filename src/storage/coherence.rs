@@ -79,11 +79,13 @@ impl CacheStorage {
             Change::Entry(id) => {
                 self.index.remove(*id, None);
                 self.hot.remove(*id);
+                self.fills.forget(*id);
             }
             Change::Flush(remote) => {
                 self.flush_generation.fetch_add(1, Ordering::AcqRel);
                 self.index
                     .clear(remote.as_deref().map(|r| self.remote_index(r)));
+                self.fills.forget_all();
                 self.flush_generation.fetch_add(1, Ordering::AcqRel);
             }
         }

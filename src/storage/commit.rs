@@ -148,6 +148,7 @@ impl CacheStorage {
         }
         self.index.remove(id, slot.map(|s| s.body));
         self.hot.remove(id);
+        self.fills.forget(id);
         self.refs.forget(id);
         if flags & REVALIDATED != 0 {
             if let Err(e) = self.state.delete(&location.state_key()).await {

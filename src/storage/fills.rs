@@ -92,7 +92,12 @@ impl FillData {
 pub struct Fills {
     active: Mutex<HashMap<u128, Vec<Arc<Fill>>>>,
     next_tag: AtomicU64,
-    recent: MemoryCache<u128, ()>,
+    /// The [`Self::forgetting`] epoch each recent fill ended in.
+    recent: MemoryCache<u128, u64>,
+    /// Bumped when recent fills no longer mean "look again" (a flush: what
+    /// they committed is gone, and a request sent back to look would only
+    /// miss again until the lock's retry limit, uncached).
+    forgetting: AtomicU64,
     /// Woken whenever a fill starts.
     started: tokio::sync::Notify,
 }
@@ -103,6 +108,7 @@ impl Default for Fills {
             active: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
             recent: MemoryCache::new(RECENT_FILLS),
+            forgetting: AtomicU64::new(0),
             started: tokio::sync::Notify::new(),
         }
     }
@@ -183,13 +189,25 @@ impl Fills {
     /// (seen with five concurrent `skopeo copy` on a loaded machine). The
     /// lock asks this first and sends such a request back to look up again.
     pub fn known(&self, id: u128) -> bool {
-        self.recent.get(&id).0.is_some()
+        let epoch = self.forgetting.load(Ordering::Acquire);
+        self.recent.get(&id).0 == Some(epoch)
             || self.active.lock().expect("fills lock").contains_key(&id)
+    }
+
+    /// Forgets the recent fill of `id`: its entry was removed.
+    pub fn forget(&self, id: u128) {
+        self.recent.remove(&id);
+    }
+
+    /// Forgets every recent fill (a flush).
+    pub fn forget_all(&self) {
+        self.forgetting.fetch_add(1, Ordering::AcqRel);
     }
 
     fn end(&self, id: u128, tag: u64, done: bool) {
         if done {
-            self.recent.put(&id, (), Some(RECENT));
+            let epoch = self.forgetting.load(Ordering::Acquire);
+            self.recent.put(&id, epoch, Some(RECENT));
         }
         let mut active = self.active.lock().expect("fills lock");
         if let Some(fills) = active.get_mut(&id) {

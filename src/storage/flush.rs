@@ -19,6 +19,7 @@ impl CacheStorage {
     pub async fn flush(&self, remote: Option<&str>) -> Result<usize> {
         self.flush_generation.fetch_add(1, Ordering::AcqRel);
         self.index.clear(remote.map(|r| self.remote_index(r)));
+        self.fills.forget_all();
         let deleted = self
             .bodies
             .delete_prefix(&cache_prefix(remote))
