@@ -7,6 +7,8 @@
 //!   [`preflight`]: what `check-config` checks a start will find.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
+//! - [`fast_path`]: fresh hits held in memory answered from the connection,
+//!   before pingora's phases.
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
 //! - [`state`]: freshness state store. [`catalog`]: what is cached.
 //! - [`reply`]: small complete responses and the admin token guard (a
@@ -50,6 +52,7 @@ mod cluster;
 mod commands;
 mod config;
 mod credentials;
+mod fast_path;
 mod fill_lock;
 mod jobs;
 mod lifecycle;

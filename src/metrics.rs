@@ -79,6 +79,7 @@ struct RemoteCounters {
     uploads: Counter,
     digest_mismatches: Counter,
     checksum_mismatches: Counter,
+    fast_hits: Counter,
 }
 
 /// A counter family: name, help, and which counter of a remote it is.
@@ -109,6 +110,8 @@ pub struct Request<'a> {
     pub duration: Duration,
     /// Until the upstream's response header, when the upstream was asked.
     pub upstream: Option<Duration>,
+    /// Answered by the hit fast path.
+    pub fast_path: bool,
 }
 
 /// Everything recorded for one remote, found with one lookup per request.
@@ -120,7 +123,7 @@ struct RemoteMetrics {
 }
 
 /// The counter families, each with a handle per remote.
-const COUNTERS: [CounterSpec; 9] = [
+const COUNTERS: [CounterSpec; 10] = [
     ("artifactd_cache_hits", "Requests served from cache.", |c| {
         &mut c.hits
     }),
@@ -163,6 +166,11 @@ const COUNTERS: [CounterSpec; 9] = [
         "artifactd_checksum_mismatch",
         "Package files refused because they did not match the checksum their index published.",
         |c| &mut c.checksum_mismatches,
+    ),
+    (
+        "artifactd_fast_path_hits",
+        "Hits answered from memory before pingora's phases (part of artifactd_cache_hits).",
+        |c| &mut c.fast_hits,
     ),
 ];
 
@@ -249,6 +257,9 @@ impl Metrics {
         }
         if request.upstream_error {
             c.upstream_errors.inc();
+        }
+        if request.fast_path {
+            c.fast_hits.inc();
         }
         c.bytes_served.inc_by(request.bytes);
         m.durations[request.source as usize].observe(request.duration.as_secs_f64());
@@ -385,6 +396,7 @@ mod tests {
             upstream_error: outcome == Outcome::Miss,
             duration: Duration::from_millis(3),
             upstream: (source == ServedFrom::Miss).then_some(Duration::from_millis(2)),
+            fast_path: false,
         }
     }
 

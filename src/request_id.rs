@@ -38,6 +38,13 @@ fn new_id() -> String {
     )
 }
 
+/// The id a request gets: the client's own when it is sane, else a new one.
+pub fn pick(client: Option<&str>) -> String {
+    client
+        .filter(|id| acceptable(id))
+        .map_or_else(new_id, str::to_string)
+}
+
 /// The request's id (present once the module has run).
 pub fn of(req: &RequestHeader) -> &str {
     req.headers
@@ -54,13 +61,7 @@ pub struct RequestIdModule {
 #[async_trait]
 impl HttpModule for RequestIdModule {
     async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
-        let kept = req
-            .headers
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| acceptable(id))
-            .map(str::to_string);
-        let id = kept.unwrap_or_else(new_id);
+        let id = pick(req.headers.get(HEADER).and_then(|v| v.to_str().ok()));
         req.insert_header(HEADER, &id)?;
         self.id = Some(id);
         Ok(())

@@ -311,7 +311,10 @@ fn proxy_service(
     let mut proxy = pingora::services::listening::Service::new(
         "artifactd".to_string(),
         crate::lifecycle::Counted::new(
-            pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app)),
+            crate::fast_path::FastPath::new(
+                pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app.clone())),
+                app,
+            ),
             in_flight,
         ),
     );

@@ -17,6 +17,8 @@
 //! - [`quarantine`]: holding newly published artifacts back.
 //! - [`stale`]: serving an expired copy while the upstream fails.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
+//! - [`request_head`]: HTTP/1 request heads as the hit fast path reads
+//!   them, and whether one is plain enough to answer without pingora.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
@@ -39,6 +41,7 @@ pub mod pattern;
 pub mod policy;
 pub mod quarantine;
 pub mod range;
+pub mod request_head;
 pub mod route;
 pub mod size;
 pub mod stale;

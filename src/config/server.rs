@@ -121,6 +121,8 @@ pub struct RawCacheSettings {
     pub max_object_size: Option<RawSize>,
     /// fsync bodies and records before they become visible.
     pub fsync: Option<bool>,
+    /// Answer fresh hits held in memory before pingora's phases.
+    pub fast_path: Option<bool>,
     /// Bytes the cache may occupy (bytes or with a unit: `50GiB`); least
     /// recently used objects are evicted beyond it. Unbounded when absent.
     pub max_size: Option<RawSize>,
@@ -258,6 +260,8 @@ pub struct ServerConfig {
     pub max_object_size: Option<u64>,
     /// fsync bodies and records before they become visible.
     pub fsync: bool,
+    /// Fresh hits held in memory are answered before pingora's phases.
+    pub fast_path: bool,
     pub max_size: Option<u64>,
     pub min_free: Option<u64>,
     pub memory_index_entries: u64,
@@ -518,6 +522,7 @@ pub fn parse_server_config(
     let config = ServerConfig {
         max_object_size: f.size("cache.max_object_size", &cache.max_object_size)?,
         fsync: cache.fsync.unwrap_or(false),
+        fast_path: cache.fast_path.unwrap_or(true),
         max_size: f.size("cache.max_size", &cache.max_size)?,
         min_free: f.size("cache.min_free", &cache.min_free)?,
         memory_index_entries: f.memory_index_entries(cache)?,

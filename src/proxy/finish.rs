@@ -43,6 +43,7 @@ pub async fn request_ended(
             upstream_error,
             duration,
             upstream: ctx.attempt.header_wait,
+            fast_path: false,
         });
     }
     if crate::access_log::enabled() {

@@ -30,6 +30,16 @@ pub fn cached(artifact: &Artifact) -> bool {
     }
 }
 
+/// The hit fast path: whether a hit sends the stored response as it is
+/// (an index document is rewritten per client, and the OCI API adds its
+/// headers; their hits go through the phases).
+pub fn served_as_stored(artifact: &Artifact) -> bool {
+    match &artifact.kind {
+        ArtifactKind::File => true,
+        ArtifactKind::Document(_) | ArtifactKind::Oci(_) => false,
+    }
+}
+
 /// `upstream_response_filter`: completes the upstream's header and sets
 /// what its body is checked against as it streams; `can_keep_previous`
 /// says an expired copy may still be served instead (a snapshot index

@@ -46,7 +46,7 @@ pub mod documents;
 pub mod failure;
 pub mod files;
 mod finish;
-mod hooks;
+pub mod hooks;
 pub mod oci;
 pub mod outcome;
 pub mod prefetch;

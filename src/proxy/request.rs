@@ -12,6 +12,24 @@ use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
+/// What the artifact decision reads of a request: the same for a parsed
+/// pingora header and for the hit fast path's own parse.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub query: Option<&'a str>,
+    pub accept: Option<&'a str>,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn of(req: &'a RequestHeader) -> Self {
+        RequestView {
+            method: &req.method,
+            query: req.uri.query(),
+            accept: super::documents::header(req, http::header::ACCEPT),
+        }
+    }
+}
+
 pub fn decide(app: &App, req: &RequestHeader) -> Decision {
     if let Some(authority) = absolute_form_authority(req) {
         return decide_proxied(app, req, &authority);
@@ -50,7 +68,7 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             format!("unknown remote '{remote_name}'"),
         )));
     };
-    decide_artifact(app, req, remote, raw_path)
+    decide_artifact(app, &RequestView::of(req), remote, raw_path)
 }
 
 /// The authority of an HTTP/1 absolute-form request (`GET http://host/p`).
@@ -107,7 +125,7 @@ fn decide_proxied(app: &App, req: &RequestHeader, authority: &Authority) -> Deci
         .and_then(|rest| rest.strip_prefix(remote.ecosystem.upstream_prefix()))
         .and_then(|rest| rest.strip_prefix('/'));
     match below {
-        Some(raw_path) => decide_artifact(app, req, remote, raw_path),
+        Some(raw_path) => decide_artifact(app, &RequestView::of(req), remote, raw_path),
         None => refused(format!(
             "{} is outside what remote '{}' mirrors ({authority_text}{base}/)",
             req.uri.path(),
@@ -117,13 +135,13 @@ fn decide_proxied(app: &App, req: &RequestHeader, authority: &Authority) -> Deci
 }
 
 /// A request for `raw_path` of `remote`.
-fn decide_artifact(
+pub fn decide_artifact(
     app: &App,
-    req: &RequestHeader,
+    req: &RequestView<'_>,
     remote: &Arc<Remote>,
     raw_path: &str,
 ) -> Decision {
-    let method = &req.method;
+    let method = req.method;
     let with_remote = |action, denied| Decision {
         action,
         remote: Some(remote.name.clone()),
@@ -182,8 +200,8 @@ fn decide_artifact(
                 raw_path,
                 path: &valid.decoded,
                 class,
-                accept: super::documents::header(req, http::header::ACCEPT),
-                query: req.uri.query(),
+                accept: req.accept,
+                query: req.query,
                 quarantine_hide: remote.quarantine_hide,
             });
             with_remote(

@@ -217,6 +217,7 @@ impl CacheStorage {
             meta: StoredMeta::of(meta),
             body: current.body.clone(),
             inline_body: current.inline_body.clone(),
+            fast_head: Default::default(),
         };
         self.state
             .put(&location.state_key(), Bytes::from(updated.encode()))

@@ -180,6 +180,7 @@ impl HandleMiss for BodyMiss {
                 fetched_at,
             },
             inline_body,
+            fast_head: Default::default(),
         };
         self.storage
             .make_room(super::evict::Incoming::Entry {

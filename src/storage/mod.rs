@@ -214,6 +214,28 @@ impl CacheStorage {
         self.index.get(EntryLocation::from_key(key).id()).is_some()
     }
 
+    /// The hit fast path's lookup: entry `id` if it is committed, held in
+    /// the hot tier with its body, fresh at `now`, and still the entry the
+    /// index names (not flushed, replaced, evicted or invalidated by another
+    /// node since it was loaded). Counts as an access, as a hit does. `None`
+    /// sends the request down pingora's path, which loads what is missing.
+    pub fn fresh_in_memory(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
+        let slot = self.index.get(id)?;
+        let entry = self
+            .hot
+            .get(id, self.flush_generation.load(Ordering::Acquire))?;
+        let whole = entry.inline_body.is_some()
+            && layout::body_id(&entry.body.body_key) == slot.body
+            && entry.meta.fresh_until >= now;
+        if !whole {
+            return None;
+        }
+        if self.index.touch(id, ACCESS_REPORT_SECS) {
+            self.report_access(id, &entry);
+        }
+        Some(entry)
+    }
+
     /// Why the lookup of `key` just failed, if it did (once).
     pub fn take_lookup_failure(&self, key: &CacheKey) -> Option<outage::LookupFailure> {
         self.outages.take(EntryLocation::from_key(key).id())

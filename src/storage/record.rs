@@ -173,6 +173,10 @@ pub struct Record {
     /// The body itself, when it is small enough to live in the record
     /// (`body.body_key` is then empty).
     pub inline_body: Option<bytes::Bytes>,
+    /// The response head the hit fast path sends, built on its first use.
+    /// A record never changes once shared (a revalidation or a header fix
+    /// makes a new one), so the head cannot go stale.
+    pub fast_head: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Why bytes could not be read as a [`Record`].
@@ -242,6 +246,7 @@ impl Record {
             meta,
             body,
             inline_body,
+            fast_head: Default::default(),
         })
     }
 }
@@ -332,6 +337,7 @@ mod tests {
                 fetched_at: 1,
             },
             inline_body: None,
+            fast_head: Default::default(),
         }
     }
 

@@ -7,6 +7,8 @@
 //!   suites against S3 + Redis + PostgreSQL too: `make it-cluster`.)
 //! - `config`: seed `remotes.yaml` examples and config errors.
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
+//! - `fast_path`: hot hits before the phases: their headers, 304, 206/416,
+//!   HEAD, refusals, expiry, flushes, pipelined and HTTP/1.0 connections.
 //! - `cache_api`: `/api/v1/cache`, flush by pattern, verify,
 //!   `/cache-artifact`, and the `warm` and `cache` commands.
 //! - `evict`: `cache.max_size`, LRU order, readers and images kept, the
@@ -37,6 +39,7 @@ mod cluster;
 mod config;
 mod edge;
 mod evict;
+mod fast_path;
 mod fill;
 mod harness;
 mod helm;

@@ -55,6 +55,8 @@ async fn quarantine_holds_new_immutable_artifacts_only() {
         2,
         "a held artifact is never cached"
     );
+    let fast = crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
+    assert_eq!(fast.await, 0, "nor answered by the fast path");
 
     for (path, body) in [
         ("q/old-1.0.tgz", "old release"),

@@ -222,10 +222,16 @@ pub async fn log_says(ad: &Artifactd, text: &str) {
 
 /// `artifactd_checksum_mismatch_total` of `remote`, scraped now.
 pub async fn checksum_mismatches(ad: &Artifactd, remote: &str) -> u64 {
+    remote_metric(ad, "artifactd_checksum_mismatch_total", remote).await
+}
+
+/// The value of `name{remote="…"}`, scraped now.
+pub async fn remote_metric(ad: &Artifactd, name: &str, remote: &str) -> u64 {
     let metrics = get_text(&client(), ad.url("/metrics")).await;
-    let line = format!("artifactd_checksum_mismatch_total{{remote=\"{remote}\"}} ");
-    let count = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
-    count.expect("the checksum counter").parse().unwrap()
+    let line = format!("{name}{{remote=\"{remote}\"}} ");
+    let value = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
+    let value = value.unwrap_or_else(|| panic!("no {line}in\n{metrics}"));
+    value.trim().parse().unwrap()
 }
 
 /// A `.tar.gz` of `files` (relative path, content), made with `tar` in a

@@ -1,0 +1,251 @@
+//! HTTP/1 request heads as the hit fast path reads them: parsed once, with
+//! the few headers a cached answer depends on picked out, and a verdict on
+//! whether the request is simple enough to answer without pingora.
+//!
+//! The fast path never guesses: anything unusual (a body, `Expect`,
+//! `Upgrade`, an absolute or odd target, a header this parser does not
+//! accept, more headers than it holds) makes [`Head::plain`] false, and the
+//! request goes to pingora with its bytes, which parses it as if it had
+//! read it itself and gives the answer it always gave.
+
+/// Headers held while parsing; a request with more goes to pingora.
+pub const MAX_HEADERS: usize = 48;
+
+/// The outcome of parsing the bytes read so far.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A whole head of `len` bytes.
+    Complete { head: Head<'a>, len: usize },
+    /// More bytes are needed.
+    Partial,
+    /// Not a head this parser accepts (pingora decides what it is).
+    Other,
+}
+
+/// A parsed request head.
+#[derive(Debug, Default)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// The request target as sent: path and query.
+    pub target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub accept: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    /// `If-None-Match`, `If-Modified-Since`, `Range` or `If-Range`: the
+    /// answer depends on the stored header's validators or on ranges.
+    pub conditional: bool,
+    pub if_none_match: Option<&'a str>,
+    pub if_modified_since: Option<&'a str>,
+    pub range: Option<&'a str>,
+    pub if_range: Option<&'a str>,
+    /// `Connection: close` (1.1) or no `Connection: keep-alive` (1.0).
+    close: bool,
+    keep_alive_asked: bool,
+    /// A body follows the head (`Content-Length` other than 0, or
+    /// `Transfer-Encoding`): pingora reads it from the connection.
+    body: bool,
+    /// Something only pingora handles: `Expect`, `Upgrade`, a repeated
+    /// header this parser reads.
+    unusual: bool,
+}
+
+impl<'a> Head<'a> {
+    /// Whether the connection stays open after the answer (RFC 9112 §9.3).
+    pub fn keep_alive(&self) -> bool {
+        match self.minor_version {
+            1 => !self.close,
+            _ => self.keep_alive_asked && !self.close,
+        }
+    }
+
+    /// Whether this is a GET or HEAD the fast path may answer: no body, no
+    /// protocol switch, an origin-form target of plain characters.
+    pub fn plain(&self) -> bool {
+        !self.unusual
+            && !self.body
+            && matches!(self.method, "GET" | "HEAD")
+            && self.target.starts_with('/')
+            && self.target.bytes().all(plain_target_byte)
+    }
+
+    /// The target's path and query.
+    pub fn path_and_query(&self) -> (&'a str, Option<&'a str>) {
+        match self.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (self.target, None),
+        }
+    }
+
+    /// Whether the request ends with its head, so the bytes after it are
+    /// the next request's.
+    pub fn bodiless(&self) -> bool {
+        !self.body
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// Bytes of an origin-form target that every URI parser reads alike
+/// (RFC 3986 unreserved, sub-delims, `:@/?%`); anything else goes to
+/// pingora, whose parser decides.
+fn plain_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// Parses `buf` as an HTTP/1 request head.
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Parsed::Other;
+    };
+    let mut head = Head {
+        method,
+        target,
+        minor_version,
+        ..Head::default()
+    };
+    for header in req.headers.iter() {
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            return Parsed::Other;
+        };
+        read_header(&mut head, header.name, value.trim());
+    }
+    Parsed::Complete { head, len }
+}
+
+fn read_header<'a>(head: &mut Head<'a>, name: &'a str, value: &'a str) {
+    let set = |slot: &mut Option<&'a str>, unusual: &mut bool| {
+        // A repeated header the answer depends on: let pingora judge it.
+        *unusual |= slot.replace(value).is_some();
+    };
+    if name.eq_ignore_ascii_case("accept") {
+        set(&mut head.accept, &mut head.unusual);
+    } else if name.eq_ignore_ascii_case("x-request-id") {
+        set(&mut head.request_id, &mut head.unusual);
+    } else if name.eq_ignore_ascii_case("if-none-match") {
+        set(&mut head.if_none_match, &mut head.unusual);
+        head.conditional = true;
+    } else if name.eq_ignore_ascii_case("if-modified-since") {
+        set(&mut head.if_modified_since, &mut head.unusual);
+        head.conditional = true;
+    } else if name.eq_ignore_ascii_case("range") {
+        set(&mut head.range, &mut head.unusual);
+        head.conditional = true;
+    } else if name.eq_ignore_ascii_case("if-range") {
+        set(&mut head.if_range, &mut head.unusual);
+        head.conditional = true;
+    } else if name.eq_ignore_ascii_case("connection") {
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                head.close = true;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                head.keep_alive_asked = true;
+            } else if token.eq_ignore_ascii_case("upgrade") {
+                head.unusual = true;
+            }
+        }
+    } else if name.eq_ignore_ascii_case("content-length") {
+        head.body |= value != "0";
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        head.body = true;
+    } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
+        head.unusual = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head<'_> {
+        match parse(text.as_bytes()) {
+            Parsed::Complete { head, len } => {
+                assert_eq!(len, text.len());
+                head
+            }
+            other => panic!("not complete: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_plain_and_keeps_the_connection() {
+        let h = head("GET /api/v1/remote/b/a.bin?x=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n");
+        assert!(h.plain());
+        assert!(h.keep_alive());
+        assert!(!h.conditional);
+        assert_eq!(h.path_and_query(), ("/api/v1/remote/b/a.bin", Some("x=1")));
+        assert_eq!(h.accept, Some("*/*"));
+    }
+
+    #[test]
+    fn connection_semantics_follow_the_version() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!head("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_pingora() {
+        for text in [
+            "POST /a HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            "GET /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /a HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET http://host/a HTTP/1.1\r\n\r\n",
+            "GET /a\"b HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nAccept: a\r\nAccept: b\r\n\r\n",
+            "GET /a HTTP/1.1\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
+        ] {
+            if let Parsed::Complete { head, .. } = parse(text.as_bytes()) {
+                assert!(!head.plain(), "{text:?}");
+            }
+        }
+        assert!(head("GET /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n").plain());
+        assert!(head("POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n").bodiless());
+        assert!(!head("PUT /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n").bodiless());
+        assert!(!head("PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").bodiless());
+    }
+
+    #[test]
+    fn validators_and_ranges_mark_the_request_conditional() {
+        for name in ["If-None-Match", "If-Modified-Since", "Range", "If-Range"] {
+            let text = format!("GET /a HTTP/1.1\r\n{name}: x\r\n\r\n");
+            assert!(head(&text).conditional, "{name}");
+        }
+    }
+
+    #[test]
+    fn partial_and_foreign_input_is_told_apart() {
+        assert!(matches!(parse(b"GET /a HTTP/1.1\r\nHost"), Parsed::Partial));
+        assert!(matches!(parse(b"GET"), Parsed::Partial));
+        assert!(matches!(
+            parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Parsed::Other
+        ));
+        assert!(matches!(parse(b"\x16\x03\x01"), Parsed::Other));
+    }
+
+    #[test]
+    fn a_pipelined_request_is_left_in_the_buffer() {
+        let two = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        match parse(two) {
+            Parsed::Complete { head, len } => {
+                assert_eq!(head.target, "/a");
+                assert_eq!(&two[len..], b"GET /b HTTP/1.1\r\n\r\n");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! One request answered from the hot tier, or declined.
+//!
+//! The request is decided exactly as the request phase decides it (route,
+//! remote, path validation, patterns, the ecosystem's routing), so a
+//! refusal, a local or virtual remote or an admin path is declined and
+//! answered by the phases as always. A hit is then what pingora's hit
+//! would have sent: the stored header with `Age`, `Accept-Ranges`,
+//! `X-Artifact-Source: cache`, `X-Request-Id`, `Date` and `Connection`,
+//! with pingora's own conditional (304) and range (206, 416) filters
+//! applied when the request carries validators or a range.
+
+use crate::app::App;
+use crate::config::Remote;
+use crate::proxy::action::Action;
+use crate::proxy::request::{self, RequestView};
+use crate::proxy::{cache, hooks};
+use crate::storage::layout::EntryLocation;
+use crate::storage::record::Record;
+use bytes::{BufMut, Bytes, BytesMut};
+use filters::request_head::Head;
+use filters::Route;
+use http::header::{self, HeaderName};
+use http::{Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
+use pingora::protocols::http::date::get_cached_date;
+use pingora::proxy::{range_header_filter, RangeType};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// pingora's default limit on the ranges of one request.
+const MAX_RANGES: Option<usize> = Some(200);
+
+/// A response ready to write, and what the request's log line and metrics
+/// need once it is written.
+pub struct Answer {
+    pub bytes: BytesMut,
+    pub status: u16,
+    /// Body bytes in `bytes` (what pingora counts as sent).
+    pub body_bytes: u64,
+    pub remote: Arc<Remote>,
+    pub request_id: String,
+}
+
+/// The answer to `head` if it is a fresh hit held in memory whose stored
+/// response is sent as it is; `None` sends the request down the phases.
+pub fn answer(app: &App, head: &Head<'_>, keep_alive: bool) -> Option<Answer> {
+    if !head.plain() {
+        return None;
+    }
+    let (path, query) = head.path_and_query();
+    let Route::Artifact { remote, raw_path } = filters::route(path) else {
+        return None;
+    };
+    let remote = app.config.remotes.get(remote)?;
+    let method = if head.is_head() {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let view = RequestView {
+        method: &method,
+        query,
+        accept: head.accept,
+    };
+    let Action::Proxy(artifact) = request::decide_artifact(app, &view, remote, raw_path).action
+    else {
+        return None;
+    };
+    if !hooks::served_as_stored(&artifact) || !hooks::cached(&artifact) {
+        return None;
+    }
+    let id = EntryLocation::from_key(&cache::key(&artifact)).id();
+    let now = SystemTime::now();
+    let entry = app.storage.fresh_in_memory(id, now)?;
+    let age = now
+        .duration_since(entry.meta.epoch)
+        .unwrap_or_default()
+        .as_secs();
+    let request_id = crate::request_id::pick(head.request_id);
+    let tail = Tail {
+        age,
+        request_id: &request_id,
+        keep_alive,
+    };
+    let (bytes, status, body_bytes) = if head.conditional {
+        conditional(head, &entry, &tail)?
+    } else {
+        plain(head, &entry, &tail)?
+    };
+    Some(Answer {
+        bytes,
+        status,
+        body_bytes,
+        remote: artifact.remote,
+        request_id,
+    })
+}
+
+/// What each response adds to the stored head.
+struct Tail<'a> {
+    age: u64,
+    request_id: &'a str,
+    keep_alive: bool,
+}
+
+impl Tail<'_> {
+    fn connection(&self) -> &'static str {
+        if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        }
+    }
+
+    fn write(&self, out: &mut BytesMut) {
+        let date = get_cached_date();
+        let age = self.age.to_string();
+        for (name, value) in [
+            ("age", age.as_bytes()),
+            (crate::request_id::HEADER, self.request_id.as_bytes()),
+            ("date", date.as_bytes()),
+            ("connection", self.connection().as_bytes()),
+        ] {
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// The common case: the record's prepared head, the tail, the body.
+fn plain(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, u16, u64)> {
+    let body = entry.inline_body.as_ref()?;
+    let prepared = entry.fast_head.get_or_init(|| prepare(entry));
+    if prepared.is_empty() {
+        return None;
+    }
+    let send_body = !head.is_head();
+    let body_len = if send_body { body.len() } else { 0 };
+    let mut out = BytesMut::with_capacity(prepared.len() + 160 + body_len);
+    out.put_slice(prepared);
+    tail.write(&mut out);
+    if send_body {
+        out.put_slice(body);
+    }
+    Some((out, entry.meta.header.status.as_u16(), body_len as u64))
+}
+
+/// The stored head as a hit sends it before the per-request headers;
+/// empty when the fast path cannot send it (no `Content-Length` that
+/// matches the body: pingora frames that one itself).
+fn prepare(entry: &Record) -> Bytes {
+    let mut header = entry.meta.header.clone();
+    let framed = header
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .zip(entry.inline_body.as_ref())
+        .is_some_and(|(length, body)| length == body.len());
+    if !framed || header.headers.contains_key(header::TRANSFER_ENCODING) {
+        return Bytes::new();
+    }
+    if header.status == StatusCode::OK {
+        // What pingora's range filter adds to a whole response.
+        let _ = header.insert_header(header::ACCEPT_RANGES, "bytes");
+    }
+    let _ = header.insert_header("x-artifact-source", "cache");
+    let mut out = BytesMut::with_capacity(256);
+    status_line(&header, &mut out);
+    header.header_to_h1_wire(&mut out);
+    out.freeze()
+}
+
+/// A request with validators or a range: pingora's own filters on a copy
+/// of the stored header, in the order its hit path applies them. A
+/// multi-range request is declined (pingora writes multipart bodies).
+fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, u16, u64)> {
+    let body = entry.inline_body.as_ref()?;
+    if entry.fast_head.get_or_init(|| prepare(entry)).is_empty() {
+        return None;
+    }
+    let method = if head.is_head() {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let mut req = RequestHeader::build(method, head.target.as_bytes(), Some(4)).ok()?;
+    let validators: [(HeaderName, Option<&str>); 4] = [
+        (header::IF_NONE_MATCH, head.if_none_match),
+        (header::IF_MODIFIED_SINCE, head.if_modified_since),
+        (header::RANGE, head.range),
+        (header::IF_RANGE, head.if_range),
+    ];
+    for (name, value) in validators {
+        if let Some(value) = value {
+            req.insert_header(name, value).ok()?;
+        }
+    }
+    let mut resp = entry.meta.header.clone();
+    resp.insert_header(header::AGE, tail.age).ok()?;
+    let not_modified = not_modified_filter(&req, &resp);
+    if not_modified {
+        to_304(&mut resp);
+    }
+    let range = match range_header_filter(&req, &mut resp, MAX_RANGES) {
+        RangeType::Multi(_) => return None,
+        RangeType::Single(range) => Some(range),
+        RangeType::Invalid => Some(0..0),
+        RangeType::None if not_modified => Some(0..0),
+        RangeType::None => None,
+    };
+    let part = range.map_or_else(|| body.clone(), |r| body.slice(r));
+    let send = if head.is_head() { Bytes::new() } else { part };
+    resp.insert_header("x-artifact-source", "cache").ok()?;
+    resp.insert_header(crate::request_id::HEADER, tail.request_id)
+        .ok()?;
+    resp.insert_header(header::DATE, get_cached_date()).ok()?;
+    resp.insert_header(header::CONNECTION, tail.connection())
+        .ok()?;
+    let mut out = BytesMut::with_capacity(512 + send.len());
+    status_line(&resp, &mut out);
+    resp.header_to_h1_wire(&mut out);
+    out.put_slice(b"\r\n");
+    out.put_slice(&send);
+    Some((out, resp.status.as_u16(), send.len() as u64))
+}
+
+/// `HTTP/1.1 200 OK\r\n`, as pingora writes a hit's status line.
+fn status_line(resp: &ResponseHeader, out: &mut BytesMut) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(resp.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    if let Some(reason) = resp.get_reason_phrase() {
+        out.put_slice(reason.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
