@@ -211,10 +211,26 @@ class NginxProxy(Proxy):
         conf = render(HERE / "nginx-proxy.conf", workdir / "nginx-proxy.conf", dir=workdir,
                       workers=plan.threads, origin_port=origin_port, port=self.port,
                       pattern_map=pattern_map)
+        self.launch(workdir, conf)
+
+    def launch(self, workdir: Path, conf: Path) -> None:
         self.proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-e",
                                       str(workdir / "nginx-proxy-error.log")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc, "nginx proxy")
+
+
+class LightNginxProxy(NginxProxy):
+    """nginx with the lightest proxy_cache configuration (remote "b" only):
+    what a hit costs nginx when it does nothing else."""
+
+    def __init__(self, workdir: Path, origin_port: int, plan: Plan):
+        self.name = "nginx-light"
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = render(HERE / "nginx-proxy-light.conf", workdir / "nginx-proxy.conf", dir=workdir,
+                      workers=plan.threads, origin_port=origin_port, port=self.port)
+        self.launch(workdir, conf)
 
 
 class Origin:
@@ -406,6 +422,15 @@ class Bench:
         self.record(scen, "p50 latency", "ms", {k: v["p50_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "errors", "count", {k: v["errors"] for k, v in med.items()}, "lower")
+        if "nginx-light" in med:
+            light = {"artifactd": med["artifactd"], "nginx": med["nginx-light"]}
+            note = "against nginx-proxy-light.conf: no ACL map, no regex location, no added header"
+            self.record(scen, "requests/s, light nginx", "req/s",
+                        {k: v["rps"] for k, v in light.items()}, "higher", note)
+            self.record(scen, "server CPU per request, light nginx", "µs",
+                        {k: v["cpu_us"] for k, v in light.items()}, "lower", note)
+            self.record(scen, "p99 latency, light nginx", "ms",
+                        {k: v["p99_ms"] for k, v in light.items()}, "lower", note)
 
     # 2. ----------------------------------------------------------------------
     def hits_big(self, proxies: list[Proxy]) -> None:
@@ -669,15 +694,17 @@ def run_single_node_scenarios(bench: Bench) -> None:
     """Scenarios 1-7: artifactd against nginx and the distribution proxy."""
     plan = bench.plan
     proxies = bench.both("main")
+    light = LightNginxProxy(bench.work / "nginx-light-main", bench.origin.port, plan)
     try:
-        bench.hits_small(proxies, plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
-        bench.hits_small(proxies, plan.many_hit_keys,
+        bench.hits_small(proxies + [light], plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
+        bench.hits_small(proxies + [light], plan.many_hit_keys,
                          f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many")
+        light.stop()
         bench.hits_big(proxies)
         bench.cold(proxies)
         bench.herd(proxies)
     finally:
-        for p in proxies:
+        for p in proxies + [light]:
             p.stop()
     # Fresh processes, so the peak belongs to the stream and not to the
     # load of the scenarios before it.
