@@ -66,7 +66,7 @@ impl<'a> Head<'a> {
             && !self.body
             && matches!(self.method, "GET" | "HEAD")
             && self.target.starts_with('/')
-            && self.target.bytes().all(plain_target_byte)
+            && self.target.bytes().all(|b| PLAIN_TARGET[b as usize])
     }
 
     /// The target's path and query.
@@ -91,9 +91,21 @@ impl<'a> Head<'a> {
 /// Bytes of an origin-form target that every URI parser reads alike
 /// (RFC 3986 unreserved, sub-delims, `:@/?%`); anything else goes to
 /// pingora, whose parser decides.
-fn plain_target_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
-}
+const PLAIN_TARGET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=:@/?%";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Parses `buf` as an HTTP/1 request head.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
@@ -115,52 +127,86 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
         ..Head::default()
     };
     for header in req.headers.iter() {
+        let Some(which) = Known::of(header.name) else {
+            continue;
+        };
         let Ok(value) = std::str::from_utf8(header.value) else {
             return Parsed::Other;
         };
-        read_header(&mut head, header.name, value.trim());
+        read_header(&mut head, which, value.trim());
     }
     Parsed::Complete { head, len }
 }
 
-fn read_header<'a>(head: &mut Head<'a>, name: &'a str, value: &'a str) {
+/// The headers the fast path reads; the others it passes by unread.
+#[derive(Clone, Copy)]
+enum Known {
+    Accept,
+    RequestId,
+    IfNoneMatch,
+    IfModifiedSince,
+    Range,
+    IfRange,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    /// `Expect` or `Upgrade`.
+    Unusual,
+}
+
+impl Known {
+    fn of(name: &str) -> Option<Known> {
+        const NAMES: [(&str, Known); 11] = [
+            ("accept", Known::Accept),
+            ("x-request-id", Known::RequestId),
+            ("if-none-match", Known::IfNoneMatch),
+            ("if-modified-since", Known::IfModifiedSince),
+            ("range", Known::Range),
+            ("if-range", Known::IfRange),
+            ("connection", Known::Connection),
+            ("content-length", Known::ContentLength),
+            ("transfer-encoding", Known::TransferEncoding),
+            ("expect", Known::Unusual),
+            ("upgrade", Known::Unusual),
+        ];
+        NAMES
+            .iter()
+            .find(|(known, _)| known.len() == name.len() && known.eq_ignore_ascii_case(name))
+            .map(|(_, which)| *which)
+    }
+}
+
+fn read_header<'a>(head: &mut Head<'a>, which: Known, value: &'a str) {
     let set = |slot: &mut Option<&'a str>, unusual: &mut bool| {
         // A repeated header the answer depends on: let pingora judge it.
         *unusual |= slot.replace(value).is_some();
     };
-    if name.eq_ignore_ascii_case("accept") {
-        set(&mut head.accept, &mut head.unusual);
-    } else if name.eq_ignore_ascii_case("x-request-id") {
-        set(&mut head.request_id, &mut head.unusual);
-    } else if name.eq_ignore_ascii_case("if-none-match") {
-        set(&mut head.if_none_match, &mut head.unusual);
-        head.conditional = true;
-    } else if name.eq_ignore_ascii_case("if-modified-since") {
-        set(&mut head.if_modified_since, &mut head.unusual);
-        head.conditional = true;
-    } else if name.eq_ignore_ascii_case("range") {
-        set(&mut head.range, &mut head.unusual);
-        head.conditional = true;
-    } else if name.eq_ignore_ascii_case("if-range") {
-        set(&mut head.if_range, &mut head.unusual);
-        head.conditional = true;
-    } else if name.eq_ignore_ascii_case("connection") {
-        for token in value.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                head.close = true;
-            } else if token.eq_ignore_ascii_case("keep-alive") {
-                head.keep_alive_asked = true;
-            } else if token.eq_ignore_ascii_case("upgrade") {
-                head.unusual = true;
+    match which {
+        Known::Accept => set(&mut head.accept, &mut head.unusual),
+        Known::RequestId => set(&mut head.request_id, &mut head.unusual),
+        Known::IfNoneMatch => set(&mut head.if_none_match, &mut head.unusual),
+        Known::IfModifiedSince => set(&mut head.if_modified_since, &mut head.unusual),
+        Known::Range => set(&mut head.range, &mut head.unusual),
+        Known::IfRange => set(&mut head.if_range, &mut head.unusual),
+        Known::Connection => {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive_asked = true;
+                } else if token.eq_ignore_ascii_case("upgrade") {
+                    head.unusual = true;
+                }
             }
         }
-    } else if name.eq_ignore_ascii_case("content-length") {
-        head.body |= value != "0";
-    } else if name.eq_ignore_ascii_case("transfer-encoding") {
-        head.body = true;
-    } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
-        head.unusual = true;
+        Known::ContentLength => head.body |= value != "0",
+        Known::TransferEncoding => head.body = true,
+        Known::Unusual => head.unusual = true,
     }
+    head.conditional |= matches!(
+        which,
+        Known::IfNoneMatch | Known::IfModifiedSince | Known::Range | Known::IfRange
+    );
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora::protocols::http::date::get_cached_date;
 use pingora::proxy::{range_header_filter, RangeType};
+use pingora_memory_cache::MemoryCache;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -44,35 +45,18 @@ pub struct Answer {
 
 /// The answer to `head` if it is a fresh hit held in memory whose stored
 /// response is sent as it is; `None` sends the request down the phases.
-pub fn answer(app: &App, head: &Head<'_>, keep_alive: bool) -> Option<Answer> {
+pub fn answer(
+    app: &App,
+    decisions: &Decisions,
+    head: &Head<'_>,
+    keep_alive: bool,
+) -> Option<Answer> {
     if !head.plain() {
         return None;
     }
-    let (path, query) = head.path_and_query();
-    let Route::Artifact { remote, raw_path } = filters::route(path) else {
-        return None;
-    };
-    let remote = app.config.remotes.get(remote)?;
-    let method = if head.is_head() {
-        Method::HEAD
-    } else {
-        Method::GET
-    };
-    let view = RequestView {
-        method: &method,
-        query,
-        accept: head.accept,
-    };
-    let Action::Proxy(artifact) = request::decide_artifact(app, &view, remote, raw_path).action
-    else {
-        return None;
-    };
-    if !hooks::served_as_stored(&artifact) || !hooks::cached(&artifact) {
-        return None;
-    }
-    let id = EntryLocation::from_key(&cache::key(&artifact)).id();
+    let decided = decisions.decide(app, head)?;
     let now = SystemTime::now();
-    let entry = app.storage.fresh_in_memory(id, now)?;
+    let entry = app.storage.fresh_in_memory(decided.id, now)?;
     let age = now
         .duration_since(entry.meta.epoch)
         .unwrap_or_default()
@@ -92,8 +76,89 @@ pub fn answer(app: &App, head: &Head<'_>, keep_alive: bool) -> Option<Answer> {
         bytes,
         status,
         body_bytes,
-        remote: artifact.remote,
+        remote: decided.remote.clone(),
         request_id,
+    })
+}
+
+/// Requests already decided, by target and `Accept`: the decision reads
+/// nothing but the request and the configuration, which does not change
+/// while the process runs, and making it (route, path validation,
+/// patterns, the ecosystem's routing, the cache key and its hash) costs
+/// more than the rest of a hit. Only requests the fast path may answer
+/// are kept; a refusal or anything else is decided by the phases each
+/// time.
+pub struct Decisions {
+    memo: MemoryCache<u64, Arc<Decided>>,
+}
+
+/// An artifact request the fast path may answer: its remote and entry.
+struct Decided {
+    target: Box<str>,
+    accept: Option<Box<str>>,
+    remote: Arc<Remote>,
+    id: u128,
+}
+
+/// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
+const DECISIONS: usize = 32 * 1024;
+
+impl Decisions {
+    pub fn new() -> Self {
+        Decisions {
+            memo: MemoryCache::new(DECISIONS),
+        }
+    }
+
+    fn decide(&self, app: &App, head: &Head<'_>) -> Option<Arc<Decided>> {
+        let hash = request_hash(head.target, head.accept);
+        if let (Some(decided), _) = self.memo.get(&hash) {
+            if *decided.target == *head.target && decided.accept.as_deref() == head.accept {
+                return Some(decided);
+            }
+        }
+        let decided = Arc::new(decide(app, head)?);
+        self.memo.put(&hash, decided.clone(), None);
+        Some(decided)
+    }
+}
+
+/// FNV-1a over the target and `Accept` (a collision only costs a fresh
+/// decision: the memo compares both).
+fn request_hash(target: &str, accept: Option<&str>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let accept = accept.map_or(&[0xff][..], str::as_bytes);
+    for &byte in target.as_bytes().iter().chain([0u8].iter()).chain(accept) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The request phase's decision, when it is an artifact whose stored
+/// response is sent as it is.
+fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
+    let (path, query) = head.path_and_query();
+    let Route::Artifact { remote, raw_path } = filters::route(path) else {
+        return None;
+    };
+    let remote = app.config.remotes.get(remote)?;
+    let view = RequestView {
+        method: &Method::GET,
+        query,
+        accept: head.accept,
+    };
+    let Action::Proxy(artifact) = request::decide_artifact(app, &view, remote, raw_path).action
+    else {
+        return None;
+    };
+    if !hooks::served_as_stored(&artifact) || !hooks::cached(&artifact) {
+        return None;
+    }
+    Some(Decided {
+        target: head.target.into(),
+        accept: head.accept.map(Into::into),
+        id: EntryLocation::from_key(&cache::key(&artifact)).id(),
+        remote: artifact.remote,
     })
 }
 

@@ -32,11 +32,14 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 /// How long an idle connection waits for its next request (pingora's
 /// default too).
@@ -48,6 +51,7 @@ const MAX_HEAD: usize = 16 * 1024;
 pub struct FastPath {
     proxy: Arc<HttpProxy<ArtifactProxy>>,
     app: Arc<App>,
+    decisions: hit::Decisions,
     stopping: Stopping,
 }
 
@@ -56,25 +60,8 @@ impl FastPath {
         FastPath {
             proxy: Arc::new(proxy),
             app,
+            decisions: hit::Decisions::new(),
             stopping: Stopping::default(),
-        }
-    }
-
-    /// Reads more of the next request; `None` when the connection is done
-    /// (closed, idle too long, or the service stopping).
-    async fn read_more(&self, stream: &mut Stream, buf: &mut BytesMut) -> Option<()> {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let read = tokio::select! {
-            biased;
-            read = stream.read_buf(buf) => read,
-            _ = self.stopping.wait() => return None,
-            _ = tokio::time::sleep(KEEPALIVE) => return None,
-        };
-        match read {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(()),
         }
     }
 
@@ -125,20 +112,29 @@ impl FastPath {
 impl ServerApp for FastPath {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         if h2 || !self.app.config.server.fast_path {
             return self.proxy.process_new(stream, shutdown).await;
         }
+        let mut stream = stream;
         let mut buf = BytesMut::with_capacity(4096);
+        let idle = tokio::time::sleep(KEEPALIVE);
+        let stopped = self.stopping.wait();
+        tokio::pin!(idle, stopped);
+        let mut waits = Waits {
+            idle: idle.as_mut(),
+            stopped: stopped.as_mut(),
+        };
         loop {
             match request_head::parse(&buf) {
                 Parsed::Complete { head, len } => {
                     let started = Instant::now();
                     let keep_alive = head.keep_alive() && !*shutdown.borrow();
-                    if let Some(answer) = hit::answer(&self.app, &head, keep_alive) {
+                    if let Some(answer) = hit::answer(&self.app, &self.decisions, &head, keep_alive)
+                    {
                         let sent = self.send(&mut stream, &head, answer, started).await;
                         if !sent || !keep_alive {
                             return None;
@@ -155,7 +151,7 @@ impl ServerApp for FastPath {
                     }
                 }
                 Parsed::Partial if buf.len() < MAX_HEAD => {
-                    self.read_more(&mut stream, &mut buf).await?;
+                    waits.read_more(&mut stream, &mut buf).await?;
                     continue;
                 }
                 Parsed::Partial | Parsed::Other => {}
@@ -213,6 +209,38 @@ fn record(
         error: error.map(|e| format!("writing the response: {e}")),
     }
     .write();
+}
+
+/// What a connection waits on besides its socket: the idle timeout and the
+/// service's stop. Both live as long as the connection, so a request costs
+/// no timer registration (a later deadline only moves the pending one) and
+/// no waiter list insertion.
+struct Waits<'a, S> {
+    idle: Pin<&'a mut Sleep>,
+    stopped: Pin<&'a mut S>,
+}
+
+impl<S: Future<Output = ()>> Waits<'_, S> {
+    /// Reads more of the next request; `None` when the connection is done
+    /// (closed, idle too long, or the service stopping).
+    async fn read_more(&mut self, stream: &mut Stream, buf: &mut BytesMut) -> Option<()> {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + KEEPALIVE);
+        let read = tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => read,
+            _ = self.stopped.as_mut() => return None,
+            _ = self.idle.as_mut() => return None,
+        };
+        match read {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(()),
+        }
+    }
 }
 
 /// The service's stop, seen by connections waiting for a request.
