@@ -18,6 +18,7 @@
 //! fast again. HTTP/2 connections are pingora's whole.
 
 mod hit;
+mod rehome;
 
 use crate::app::App;
 use crate::metrics::{Outcome, Request};
@@ -119,7 +120,7 @@ impl ServerApp for FastPath {
         if h2 || !self.app.config.server.fast_path {
             return self.proxy.process_new(stream, shutdown).await;
         }
-        let mut stream = stream;
+        let mut stream = rehome::rehome(stream);
         let mut buf = BytesMut::with_capacity(4096);
         let idle = tokio::time::sleep(KEEPALIVE);
         let stopped = self.stopping.wait();
