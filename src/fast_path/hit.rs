@@ -29,15 +29,22 @@ use pingora_memory_cache::MemoryCache;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// A body up to this size is copied behind its head and sent with one
+/// write; a larger one is written from the record after the head.
+const COPIED_BODY_MAX: usize = 16 << 10;
+
 /// pingora's default limit on the ranges of one request.
 const MAX_RANGES: Option<usize> = Some(200);
 
 /// A response ready to write, and what the request's log line and metrics
 /// need once it is written.
 pub struct Answer {
+    /// The head, and the body when it is small enough to copy.
     pub bytes: BytesMut,
+    /// The body when it is written after the head instead.
+    pub body: Bytes,
     pub status: u16,
-    /// Body bytes in `bytes` (what pingora counts as sent).
+    /// Body bytes sent (what pingora counts as sent).
     pub body_bytes: u64,
     pub remote: Arc<Remote>,
     pub request_id: String,
@@ -67,13 +74,21 @@ pub fn answer(
         request_id: &request_id,
         keep_alive,
     };
-    let (bytes, status, body_bytes) = if head.conditional {
+    let (mut bytes, body, status) = if head.conditional {
         conditional(head, &entry, &tail)?
     } else {
         plain(head, &entry, &tail)?
     };
+    let body_bytes = body.len() as u64;
+    let body = if body.len() <= COPIED_BODY_MAX {
+        bytes.put_slice(&body);
+        Bytes::new()
+    } else {
+        body
+    };
     Some(Answer {
         bytes,
+        body,
         status,
         body_bytes,
         remote: decided.remote.clone(),
@@ -197,21 +212,26 @@ impl Tail<'_> {
 }
 
 /// The common case: the record's prepared head, the tail, the body.
-fn plain(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, u16, u64)> {
+fn plain(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, Bytes, u16)> {
     let body = entry.inline_body.as_ref()?;
     let prepared = entry.fast_head.get_or_init(|| prepare(entry));
     if prepared.is_empty() {
         return None;
     }
-    let send_body = !head.is_head();
-    let body_len = if send_body { body.len() } else { 0 };
-    let mut out = BytesMut::with_capacity(prepared.len() + 160 + body_len);
+    let send = if head.is_head() {
+        Bytes::new()
+    } else {
+        body.clone()
+    };
+    let copied = if send.len() <= COPIED_BODY_MAX {
+        send.len()
+    } else {
+        0
+    };
+    let mut out = BytesMut::with_capacity(prepared.len() + 160 + copied);
     out.put_slice(prepared);
     tail.write(&mut out);
-    if send_body {
-        out.put_slice(body);
-    }
-    Some((out, entry.meta.header.status.as_u16(), body_len as u64))
+    Some((out, send, entry.meta.header.status.as_u16()))
 }
 
 /// The stored head as a hit sends it before the per-request headers;
@@ -243,7 +263,7 @@ fn prepare(entry: &Record) -> Bytes {
 /// A request with validators or a range: pingora's own filters on a copy
 /// of the stored header, in the order its hit path applies them. A
 /// multi-range request is declined (pingora writes multipart bodies).
-fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, u16, u64)> {
+fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, Bytes, u16)> {
     let body = entry.inline_body.as_ref()?;
     if entry.fast_head.get_or_init(|| prepare(entry)).is_empty() {
         return None;
@@ -286,12 +306,11 @@ fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(Byte
     resp.insert_header(header::DATE, get_cached_date()).ok()?;
     resp.insert_header(header::CONNECTION, tail.connection())
         .ok()?;
-    let mut out = BytesMut::with_capacity(512 + send.len());
+    let mut out = BytesMut::with_capacity(512 + send.len().min(COPIED_BODY_MAX));
     status_line(&resp, &mut out);
     resp.header_to_h1_wire(&mut out);
     out.put_slice(b"\r\n");
-    out.put_slice(&send);
-    Some((out, resp.status.as_u16(), send.len() as u64))
+    Some((out, send, resp.status.as_u16()))
 }
 
 /// `HTTP/1.1 200 OK\r\n`, as pingora writes a hit's status line.

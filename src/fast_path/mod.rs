@@ -93,10 +93,13 @@ impl FastPath {
         answer: Answer,
         started: Instant,
     ) -> bool {
-        let written = match stream.write_all(&answer.bytes).await {
-            Ok(()) => stream.flush().await,
-            Err(e) => Err(e),
-        };
+        let mut written = stream.write_all(&answer.bytes).await;
+        if written.is_ok() && !answer.body.is_empty() {
+            written = stream.write_all(&answer.body).await;
+        }
+        if written.is_ok() {
+            written = stream.flush().await;
+        }
         record(
             &self.app,
             stream,

@@ -327,3 +327,34 @@ async fn connections_move_between_the_fast_path_and_the_phases() {
     assert_eq!(fast_hits(&ad).await, before + 3);
     assert_eq!(origin.hits(&format!("/{PATH}")), 1);
 }
+
+#[tokio::test]
+async fn a_hot_body_written_after_its_head_arrives_whole() {
+    let origin = Origin::start().await;
+    // Held in memory (under cache.memory_body_max), too large to copy.
+    let body = pattern_bytes(60 * 1024, 26);
+    origin.put(&format!("/{PATH}"), OriginFile::new(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, PATTERNS), "").await;
+    let http = client();
+    let url = ad.artifact("gen", PATH);
+    until_fast(&ad, &url).await;
+    let before = fast_hits(&ad).await;
+
+    let whole = http.get(&url).send().await.unwrap();
+    assert_eq!(whole.headers()["content-length"], "61440");
+    assert_eq!(whole.bytes().await.unwrap(), body);
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], "61440");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let part = http
+        .get(&url)
+        .header("range", "bytes=30000-59999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), body[30000..60000]);
+    assert_eq!(fast_hits(&ad).await, before + 3);
+    assert_eq!(origin.hits(&format!("/{PATH}")), 1);
+}
