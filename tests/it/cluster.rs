@@ -10,7 +10,7 @@ use crate::harness::services::{
     self, Postgres, Redis, RedisCluster, S3Server, Sentinel, SHARED_BUCKET,
 };
 use crate::harness::token::TokenIssuer;
-use crate::harness::{client, pattern_bytes, Artifactd, Origin, OriginFile};
+use crate::harness::{client, pattern_bytes, remote_metric, Artifactd, Origin, OriginFile};
 use std::time::{Duration, Instant};
 
 fn two_remotes(origin: &Origin) -> String {
@@ -704,6 +704,53 @@ async fn nodes_share_commits_revalidations_and_flushes_within_100_ms() {
     );
     assert_eq!(origin.hits("/gen/a.tgz"), 2);
     assert_eq!(get(a, "a.tgz").await, ("cache".to_string(), body.into()));
+}
+
+#[tokio::test]
+async fn a_deletion_or_flush_on_one_node_ends_fast_hits_on_the_others() {
+    let origin = Origin::start().await;
+    let version = |n: u64| pattern_bytes(1024, 40 + n);
+    origin.put("/gen/hot.tgz", OriginFile::new(version(1)));
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), &two_remotes(&origin), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let http = client();
+    let get = |node, path| get_gen(&http, node, path);
+    let fast_hits = |node| remote_metric(node, "artifactd_fast_path_hits_total", "gen");
+
+    assert_eq!(
+        get(a, "hot.tgz").await,
+        ("remote".into(), version(1).into())
+    );
+    for _ in 0..3 {
+        assert_eq!(get(b, "hot.tgz").await, ("cache".into(), version(1).into()));
+    }
+    assert!(fast_hits(b).await >= 1, "hot on B:\n{}", b.log_text());
+
+    // Deleted on A: B's hot copy is gone as soon as the change arrives.
+    origin.put("/gen/hot.tgz", OriginFile::new(version(2)));
+    let deleted = http.delete(a.url("/api/v1/cache/gen/hot.tgz")).send().await;
+    assert_eq!(deleted.unwrap().status(), 200);
+    tokio::time::sleep(PUBSUB_DELIVERY).await;
+    assert_eq!(
+        get(b, "hot.tgz").await,
+        ("remote".into(), version(2).into())
+    );
+    let hot_again = fast_hits(b).await;
+    assert_eq!(get(b, "hot.tgz").await, ("cache".into(), version(2).into()));
+    assert_eq!(get(b, "hot.tgz").await, ("cache".into(), version(2).into()));
+    assert!(fast_hits(b).await > hot_again, "hot on B again");
+
+    // Flushed on A: the same.
+    origin.put("/gen/hot.tgz", OriginFile::new(version(3)));
+    let flushed = http.put(a.url("/cache/flush?remote=gen")).send().await;
+    assert_eq!(flushed.unwrap().status(), 200);
+    tokio::time::sleep(PUBSUB_DELIVERY).await;
+    assert_eq!(
+        get(b, "hot.tgz").await,
+        ("remote".into(), version(3).into())
+    );
+    assert_eq!(origin.hits("/gen/hot.tgz"), 3);
 }
 
 #[tokio::test]
