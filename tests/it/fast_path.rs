@@ -5,8 +5,8 @@
 
 use crate::cache::source;
 use crate::harness::{
-    client, generic_remote, pattern_bytes, raw_request, remote_metric, Artifactd, Origin,
-    OriginFile,
+    client, generic_remote, get_bytes, pattern_bytes, raw_request, remote_metric, Artifactd,
+    Origin, OriginFile,
 };
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ async fn until_fast(ad: &Artifactd, url: &str) {
     let http = client();
     let before = fast_hits(ad).await;
     for _ in 0..3 {
-        http.get(url).send().await.unwrap().bytes().await.unwrap();
+        get_bytes(&http, url).await;
     }
     assert!(
         fast_hits(ad).await > before,
@@ -70,13 +70,7 @@ async fn a_hot_hit_is_the_response_the_phases_send() {
         Artifactd::start(phases_dir.path(), &remotes, "cache:\n  fast_path: false\n").await;
     let phases_url = phases.artifact("gen", PATH);
     for _ in 0..3 {
-        http.get(&phases_url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        get_bytes(&http, &phases_url).await;
     }
     let through_phases = http.get(&phases_url).send().await.unwrap();
     assert_eq!(source(&through_phases), "cache");
@@ -259,10 +253,7 @@ async fn a_flushed_or_deleted_hot_object_is_never_served_again() {
     assert_eq!(origin.hits(&path), 2);
     until_fast(&ad, &url).await;
     for _ in 0..20 {
-        assert_eq!(
-            http.get(&url).send().await.unwrap().bytes().await.unwrap(),
-            second
-        );
+        assert_eq!(get_bytes(&http, &url).await, second);
     }
     assert_eq!(origin.hits(&path), 2, "cached again after the flush");
 

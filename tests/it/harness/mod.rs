@@ -139,6 +139,15 @@ pub async fn get_text(http: &reqwest::Client, url: impl AsRef<str>) -> String {
         .unwrap_or_else(|e| panic!("{url}: no text body: {e}"))
 }
 
+/// GETs `url` and returns the body.
+pub async fn get_bytes(http: &reqwest::Client, url: impl AsRef<str>) -> bytes::Bytes {
+    let url = url.as_ref();
+    let resp = http.get(url).send().await.expect("response");
+    resp.bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: no body: {e}"))
+}
+
 /// Sends a request and returns only its status.
 pub async fn status(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
     request.send().await.expect("response").status()
