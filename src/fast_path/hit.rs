@@ -117,6 +117,9 @@ struct Decided {
 
 /// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
 const DECISIONS: usize = 32 * 1024;
+/// Longer targets (and `Accept` values) are decided each time rather than
+/// kept: the memo is bounded by count, so its memory is bounded by this.
+const KEPT_REQUEST_MAX: usize = 512;
 
 impl Decisions {
     pub fn new() -> Self {
@@ -133,7 +136,9 @@ impl Decisions {
             }
         }
         let decided = Arc::new(decide(app, head)?);
-        self.memo.put(&hash, decided.clone(), None);
+        if head.target.len() + head.accept.map_or(0, str::len) <= KEPT_REQUEST_MAX {
+            self.memo.put(&hash, decided.clone(), None);
+        }
         Some(decided)
     }
 }
@@ -322,4 +327,29 @@ fn status_line(resp: &ResponseHeader, out: &mut BytesMut) {
         out.put_slice(reason.as_bytes());
     }
     out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_hash;
+
+    #[test]
+    fn the_request_hash_tells_target_and_accept_apart() {
+        let hashes = [
+            request_hash("/a/b", None),
+            request_hash("/a/b", Some("")),
+            request_hash("/a/b", Some("x")),
+            request_hash("/a/bx", None),
+            request_hash("/a/b\0x", None),
+        ];
+        for (i, a) in hashes.iter().enumerate() {
+            for b in &hashes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            request_hash("/a/b", Some("x")),
+            request_hash("/a/b", Some("x"))
+        );
+    }
 }
