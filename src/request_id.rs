@@ -33,16 +33,8 @@ fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // By hand: `format!` costs several times more, on every request.
-    let mut id = String::with_capacity(32);
-    for value in [prefix, count] {
-        for shift in (0..16).rev() {
-            id.push(char::from(
-                b"0123456789abcdef"[(value >> (shift * 4)) as usize & 0xf],
-            ));
-        }
-    }
-    id
+    // Not `format!`: it costs several times more, on every request.
+    hex::encode(((u128::from(prefix) << 64) | u128::from(count)).to_be_bytes())
 }
 
 /// The id a request gets: the client's own when it is sane, else a new one.

@@ -2,6 +2,9 @@
 //! `X-Artifact-Source` header, the request histogram's `source` label and
 //! the access log, so that the three never disagree.
 
+/// The response header that says it: `cache` or `remote` ([`ServedFrom::header`]).
+pub const HEADER: &str = "x-artifact-source";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServedFrom {
     /// A fresh cached copy.

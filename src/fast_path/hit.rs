@@ -14,6 +14,7 @@ use crate::config::Remote;
 use crate::proxy::action::Action;
 use crate::proxy::request::{self, RequestView};
 use crate::proxy::{cache, hooks};
+use crate::served_from::{self, ServedFrom};
 use crate::storage::layout::EntryLocation;
 use crate::storage::record::Record;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -32,6 +33,15 @@ use std::time::SystemTime;
 /// A body up to this size is copied behind its head and sent with one
 /// write; a larger one is written from the record after the head.
 const COPIED_BODY_MAX: usize = 16 << 10;
+
+/// The bytes of `body` copied behind its head.
+fn copied(body: &Bytes) -> usize {
+    if body.len() <= COPIED_BODY_MAX {
+        body.len()
+    } else {
+        0
+    }
+}
 
 /// pingora's default limit on the ranges of one request.
 const MAX_RANGES: Option<usize> = Some(200);
@@ -74,13 +84,18 @@ pub fn answer(
         request_id: &request_id,
         keep_alive,
     };
+    let body = entry.inline_body.as_ref()?;
+    let prepared = entry.fast_head.get_or_init(|| prepare(&entry));
+    if prepared.is_empty() {
+        return None;
+    }
     let (mut bytes, body, status) = if head.conditional {
-        conditional(head, &entry, &tail)?
+        conditional(head, &entry, body, &tail)?
     } else {
-        plain(head, &entry, &tail)?
+        plain(head, &entry, body, prepared, &tail)
     };
     let body_bytes = body.len() as u64;
-    let body = if body.len() <= COPIED_BODY_MAX {
+    let body = if copied(&body) > 0 {
         bytes.put_slice(&body);
         Bytes::new()
     } else {
@@ -171,7 +186,7 @@ fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
     else {
         return None;
     };
-    if !hooks::served_as_stored(&artifact) || !hooks::cached(&artifact) {
+    if !hooks::served_as_stored(&artifact) {
         return None;
     }
     Some(Decided {
@@ -217,26 +232,22 @@ impl Tail<'_> {
 }
 
 /// The common case: the record's prepared head, the tail, the body.
-fn plain(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, Bytes, u16)> {
-    let body = entry.inline_body.as_ref()?;
-    let prepared = entry.fast_head.get_or_init(|| prepare(entry));
-    if prepared.is_empty() {
-        return None;
-    }
+fn plain(
+    head: &Head<'_>,
+    entry: &Record,
+    body: &Bytes,
+    prepared: &Bytes,
+    tail: &Tail<'_>,
+) -> (BytesMut, Bytes, u16) {
     let send = if head.is_head() {
         Bytes::new()
     } else {
         body.clone()
     };
-    let copied = if send.len() <= COPIED_BODY_MAX {
-        send.len()
-    } else {
-        0
-    };
-    let mut out = BytesMut::with_capacity(prepared.len() + 160 + copied);
+    let mut out = BytesMut::with_capacity(prepared.len() + 160 + copied(&send));
     out.put_slice(prepared);
     tail.write(&mut out);
-    Some((out, send, entry.meta.header.status.as_u16()))
+    (out, send, entry.meta.header.status.as_u16())
 }
 
 /// The stored head as a hit sends it before the per-request headers;
@@ -258,7 +269,7 @@ fn prepare(entry: &Record) -> Bytes {
         // What pingora's range filter adds to a whole response.
         let _ = header.insert_header(header::ACCEPT_RANGES, "bytes");
     }
-    let _ = header.insert_header("x-artifact-source", "cache");
+    let _ = header.insert_header(served_from::HEADER, ServedFrom::Hit.header(false));
     let mut out = BytesMut::with_capacity(256);
     status_line(&header, &mut out);
     header.header_to_h1_wire(&mut out);
@@ -268,11 +279,12 @@ fn prepare(entry: &Record) -> Bytes {
 /// A request with validators or a range: pingora's own filters on a copy
 /// of the stored header, in the order its hit path applies them. A
 /// multi-range request is declined (pingora writes multipart bodies).
-fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(BytesMut, Bytes, u16)> {
-    let body = entry.inline_body.as_ref()?;
-    if entry.fast_head.get_or_init(|| prepare(entry)).is_empty() {
-        return None;
-    }
+fn conditional(
+    head: &Head<'_>,
+    entry: &Record,
+    body: &Bytes,
+    tail: &Tail<'_>,
+) -> Option<(BytesMut, Bytes, u16)> {
     let method = if head.is_head() {
         Method::HEAD
     } else {
@@ -291,7 +303,6 @@ fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(Byte
         }
     }
     let mut resp = entry.meta.header.clone();
-    resp.insert_header(header::AGE, tail.age).ok()?;
     let not_modified = not_modified_filter(&req, &resp);
     if not_modified {
         to_304(&mut resp);
@@ -305,16 +316,12 @@ fn conditional(head: &Head<'_>, entry: &Record, tail: &Tail<'_>) -> Option<(Byte
     };
     let part = range.map_or_else(|| body.clone(), |r| body.slice(r));
     let send = if head.is_head() { Bytes::new() } else { part };
-    resp.insert_header("x-artifact-source", "cache").ok()?;
-    resp.insert_header(crate::request_id::HEADER, tail.request_id)
+    resp.insert_header(served_from::HEADER, ServedFrom::Hit.header(false))
         .ok()?;
-    resp.insert_header(header::DATE, get_cached_date()).ok()?;
-    resp.insert_header(header::CONNECTION, tail.connection())
-        .ok()?;
-    let mut out = BytesMut::with_capacity(512 + send.len().min(COPIED_BODY_MAX));
+    let mut out = BytesMut::with_capacity(512 + copied(&send));
     status_line(&resp, &mut out);
     resp.header_to_h1_wire(&mut out);
-    out.put_slice(b"\r\n");
+    tail.write(&mut out);
     Some((out, send, resp.status.as_u16()))
 }
 

@@ -30,9 +30,9 @@ pub fn cached(artifact: &Artifact) -> bool {
     }
 }
 
-/// The hit fast path: whether a hit sends the stored response as it is
-/// (an index document is rewritten per client, and the OCI API adds its
-/// headers; their hits go through the phases).
+/// The hit fast path: whether the artifact is cached and a hit sends the
+/// stored response as it is (an index document is rewritten per client,
+/// and the OCI API adds its headers; their hits go through the phases).
 pub fn served_as_stored(artifact: &Artifact) -> bool {
     match &artifact.kind {
         ArtifactKind::File => true,

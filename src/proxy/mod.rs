@@ -467,7 +467,7 @@ impl ProxyHttp for ArtifactProxy {
             return Ok(());
         };
         hooks::client_response(artifact, upstream_response)?;
-        upstream_response.insert_header("x-artifact-source", source)?;
+        upstream_response.insert_header(crate::served_from::HEADER, source)?;
         let rewriter = documents::BodyRewriter::start(
             artifact,
             session.req_header(),

@@ -221,13 +221,9 @@ impl CacheStorage {
     /// sends the request down pingora's path, which loads what is missing.
     pub fn fresh_in_memory(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
         let slot = self.index.get(id)?;
-        let entry = self
-            .hot
-            .get(id, self.flush_generation.load(Ordering::Acquire))?;
-        let whole = entry.inline_body.is_some()
-            && layout::body_id(&entry.body.body_key) == slot.body
-            && entry.meta.fresh_until >= now;
-        if !whole {
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        let entry = self.hot_current(id, generation, slot)?;
+        if entry.inline_body.is_none() || entry.meta.fresh_until < now {
             return None;
         }
         if self.index.touch(id, ACCESS_REPORT_SECS) {
@@ -268,10 +264,8 @@ impl CacheStorage {
             None if self.index.complete() && !self.settings.shared_store => return Ok(None),
             None => None,
         };
-        if let (Some(entry), Some(slot)) = (self.hot.get(id, generation), slot) {
-            if layout::body_id(&entry.body.body_key) == slot.body {
-                return Ok(Some(entry));
-            }
+        if let Some(entry) = slot.and_then(|slot| self.hot_current(id, generation, slot)) {
+            return Ok(Some(entry));
         }
         let Some((record, revalidated)) = self.read_stored(location, slot).await? else {
             return Ok(None);
@@ -282,6 +276,13 @@ impl CacheStorage {
         }
         self.hot.put(id, entry.clone(), generation);
         Ok(Some(entry))
+    }
+
+    /// The hot tier's record of `id`, if it was loaded under `generation`
+    /// and is the one the index's `slot` names (not replaced since).
+    fn hot_current(&self, id: u128, generation: u64, slot: SlotView) -> Option<Arc<Record>> {
+        let entry = self.hot.get(id, generation)?;
+        (layout::body_id(&entry.body.body_key) == slot.body).then_some(entry)
     }
 
     /// Reads an entry's record from the store: the commit record, or the
