@@ -1,4 +1,4 @@
-//! One request answered from the hot tier, or declined.
+//! One request answered from what the cache holds at hand, or declined.
 //!
 //! The request is decided exactly as the request phase decides it (route,
 //! remote, path validation, patterns, the ecosystem's routing), so a
@@ -17,6 +17,7 @@ use crate::proxy::{cache, hooks};
 use crate::served_from::{self, ServedFrom};
 use crate::storage::layout::EntryLocation;
 use crate::storage::record::Record;
+use crate::storage::{FreshBody, FreshHit, OpenFile};
 use bytes::{BufMut, Bytes, BytesMut};
 use filters::request_head::Head;
 use filters::Route;
@@ -27,21 +28,13 @@ use pingora::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora::protocols::http::date::get_cached_date;
 use pingora::proxy::{range_header_filter, RangeType};
 use pingora_memory_cache::MemoryCache;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A body up to this size is copied behind its head and sent with one
 /// write; a larger one is written from the record after the head.
 const COPIED_BODY_MAX: usize = 16 << 10;
-
-/// The bytes of `body` copied behind its head.
-fn copied(body: &Bytes) -> usize {
-    if body.len() <= COPIED_BODY_MAX {
-        body.len()
-    } else {
-        0
-    }
-}
 
 /// pingora's default limit on the ranges of one request.
 const MAX_RANGES: Option<usize> = Some(200);
@@ -51,8 +44,8 @@ const MAX_RANGES: Option<usize> = Some(200);
 pub struct Answer {
     /// The head, and the body when it is small enough to copy.
     pub bytes: BytesMut,
-    /// The body when it is written after the head instead.
-    pub body: Bytes,
+    /// What is written after `bytes`.
+    pub body: Body,
     pub status: u16,
     /// Body bytes sent (what pingora counts as sent).
     pub body_bytes: u64,
@@ -60,8 +53,20 @@ pub struct Answer {
     pub request_id: String,
 }
 
-/// The answer to `head` if it is a fresh hit held in memory whose stored
-/// response is sent as it is; `None` sends the request down the phases.
+/// The part of a body written after the head.
+pub enum Body {
+    /// None (copied behind the head, or no body at all).
+    Sent,
+    Memory(Bytes),
+    File {
+        open: OpenFile,
+        range: Range<u64>,
+    },
+}
+
+/// The answer to `head` if it is a fresh hit whose record and body are at
+/// hand and whose stored response is sent as it is; `None` sends the
+/// request down the phases.
 pub fn answer(
     app: &App,
     decisions: &Decisions,
@@ -73,9 +78,13 @@ pub fn answer(
     }
     let decided = decisions.decide(app, head)?;
     let now = SystemTime::now();
-    let entry = app.storage.fresh_in_memory(decided.id, now)?;
+    let FreshHit { record, body } = app.storage.fresh_now(decided.id, now)?;
+    let prepared = record.fast_head.get_or_init(|| prepare(&record));
+    if prepared.is_empty() {
+        return None;
+    }
     let age = now
-        .duration_since(entry.meta.epoch)
+        .duration_since(record.meta.epoch)
         .unwrap_or_default()
         .as_secs();
     let request_id = crate::request_id::pick(head.request_id);
@@ -84,22 +93,25 @@ pub fn answer(
         request_id: &request_id,
         keep_alive,
     };
-    let body = entry.inline_body.as_ref()?;
-    let prepared = entry.fast_head.get_or_init(|| prepare(&entry));
-    if prepared.is_empty() {
-        return None;
-    }
-    let (mut bytes, body, status) = if head.conditional {
-        conditional(head, &entry, body, &tail)?
+    let (mut bytes, range, status) = if head.conditional {
+        conditional(head, &record, &tail)?
     } else {
-        plain(head, &entry, body, prepared, &tail)
+        plain(&record, prepared, &tail)
     };
-    let body_bytes = body.len() as u64;
-    let body = if copied(&body) > 0 {
-        bytes.put_slice(&body);
-        Bytes::new()
-    } else {
-        body
+    let range = if head.is_head() { 0..0 } else { range };
+    let body_bytes = range.end - range.start;
+    let body = match body {
+        _ if body_bytes == 0 => Body::Sent,
+        FreshBody::Memory(body) => {
+            let part = body.slice(range.start as usize..range.end as usize);
+            if part.len() <= COPIED_BODY_MAX {
+                bytes.put_slice(&part);
+                Body::Sent
+            } else {
+                Body::Memory(part)
+            }
+        }
+        FreshBody::File(open) => Body::File { open, range },
     };
     Some(Answer {
         bytes,
@@ -231,23 +243,14 @@ impl Tail<'_> {
     }
 }
 
-/// The common case: the record's prepared head, the tail, the body.
-fn plain(
-    head: &Head<'_>,
-    entry: &Record,
-    body: &Bytes,
-    prepared: &Bytes,
-    tail: &Tail<'_>,
-) -> (BytesMut, Bytes, u16) {
-    let send = if head.is_head() {
-        Bytes::new()
-    } else {
-        body.clone()
-    };
-    let mut out = BytesMut::with_capacity(prepared.len() + 160 + copied(&send));
+/// The common case: the record's prepared head, the tail, the whole body.
+fn plain(entry: &Record, prepared: &Bytes, tail: &Tail<'_>) -> (BytesMut, Range<u64>, u16) {
+    let mut out = BytesMut::with_capacity(
+        prepared.len() + 160 + COPIED_BODY_MAX.min(entry.body.size as usize),
+    );
     out.put_slice(prepared);
     tail.write(&mut out);
-    (out, send, entry.meta.header.status.as_u16())
+    (out, 0..entry.body.size, entry.meta.header.status.as_u16())
 }
 
 /// The stored head as a hit sends it before the per-request headers;
@@ -259,9 +262,8 @@ fn prepare(entry: &Record) -> Bytes {
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .zip(entry.inline_body.as_ref())
-        .is_some_and(|(length, body)| length == body.len());
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length == entry.body.size);
     if !framed || header.headers.contains_key(header::TRANSFER_ENCODING) {
         return Bytes::new();
     }
@@ -277,14 +279,14 @@ fn prepare(entry: &Record) -> Bytes {
 }
 
 /// A request with validators or a range: pingora's own filters on a copy
-/// of the stored header, in the order its hit path applies them. A
-/// multi-range request is declined (pingora writes multipart bodies).
+/// of the stored header, in the order its hit path applies them, and the
+/// part of the body they leave. A multi-range request is declined
+/// (pingora writes multipart bodies).
 fn conditional(
     head: &Head<'_>,
     entry: &Record,
-    body: &Bytes,
     tail: &Tail<'_>,
-) -> Option<(BytesMut, Bytes, u16)> {
+) -> Option<(BytesMut, Range<u64>, u16)> {
     let method = if head.is_head() {
         Method::HEAD
     } else {
@@ -314,15 +316,15 @@ fn conditional(
         RangeType::None if not_modified => Some(0..0),
         RangeType::None => None,
     };
-    let part = range.map_or_else(|| body.clone(), |r| body.slice(r));
-    let send = if head.is_head() { Bytes::new() } else { part };
+    let part = range.map_or(0..entry.body.size, |r| r.start as u64..r.end as u64);
     resp.insert_header(served_from::HEADER, ServedFrom::Hit.header(false))
         .ok()?;
-    let mut out = BytesMut::with_capacity(512 + copied(&send));
+    let mut out =
+        BytesMut::with_capacity(512 + COPIED_BODY_MAX.min(part.end as usize - part.start as usize));
     status_line(&resp, &mut out);
     resp.header_to_h1_wire(&mut out);
     tail.write(&mut out);
-    Some((out, send, resp.status.as_u16()))
+    Some((out, part, resp.status.as_u16()))
 }
 
 /// `HTTP/1.1 200 OK\r\n`, as pingora writes a hit's status line.

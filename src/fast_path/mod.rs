@@ -1,24 +1,28 @@
-//! The hit fast path: fresh objects held in memory are answered straight
-//! from the connection, before pingora builds a session for the request.
+//! The hit fast path: fresh objects whose record is at hand (the hot tier,
+//! or the page cache) are answered straight from the connection, before
+//! pingora builds a session for the request.
 //!
 //! Why: a 1 KiB hit through pingora's phases costs about twice the CPU of
 //! nginx's `proxy_cache` (a session and its modules, the cache state
 //! machine, the stored header cloned, filtered and serialised, every phase
 //! called). Most requests to a mirror are exactly that kind of hit, and the
 //! answer to one is known bytes: the record's head, prepared once, a few
-//! per-request headers, the body.
+//! per-request headers, the body (from memory, or a file sent by
+//! [`send_file`]).
 //!
 //! [`FastPath`] is the listener's app around pingora's HTTP proxy. On an
 //! HTTP/1 connection it reads each request head itself
 //! ([`filters::request_head`]) and asks [`hit::answer`] for the response.
-//! Whatever it declines (a miss, an expired, flushed or large object, a
-//! refusal, admin, anything it does not parse) goes to pingora with the
-//! bytes already read, which parses them as if it had read them itself;
-//! the connection comes back after that request, so the next hit on it is
-//! fast again. HTTP/2 connections are pingora's whole.
+//! Whatever it declines (a miss, an expired or flushed object, one whose
+//! record would have to wait for a disk or a bucket, a refusal, admin,
+//! anything it does not parse) goes to pingora with the bytes already
+//! read, which parses them as if it had read them itself; the connection
+//! comes back after that request, so the next hit on it is fast again.
+//! HTTP/2 connections are pingora's whole.
 
 mod hit;
 mod rehome;
+mod send_file;
 
 use crate::app::App;
 use crate::metrics::{Outcome, Request};
@@ -27,7 +31,7 @@ use crate::served_from::ServedFrom;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use filters::request_head::{self, Head, Parsed};
-use hit::Answer;
+use hit::{Answer, Body};
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
@@ -94,8 +98,14 @@ impl FastPath {
         started: Instant,
     ) -> bool {
         let mut written = stream.write_all(&answer.bytes).await;
-        if written.is_ok() && !answer.body.is_empty() {
-            written = stream.write_all(&answer.body).await;
+        if written.is_ok() {
+            written = match &answer.body {
+                Body::Sent => Ok(()),
+                Body::Memory(body) => stream.write_all(body).await,
+                Body::File { open, range } => {
+                    send_file::send(stream, &open.file, range.clone()).await
+                }
+            };
         }
         if written.is_ok() {
             written = stream.flush().await;

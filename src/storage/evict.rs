@@ -243,12 +243,8 @@ impl CacheStorage {
     }
 
     async fn evict_one(&self, candidate: &Candidate) -> bool {
-        let Some(remote) = self.known_remotes.get(candidate.view.remote as usize) else {
+        let Some(location) = self.location_of(candidate.id, candidate.view.remote) else {
             return false;
-        };
-        let location = EntryLocation {
-            remote: remote.clone(),
-            primary: candidate.id.to_be_bytes(),
         };
         let body_key = layout::body_key_or_inline(&location, candidate.view.body);
         let view = candidate.view;

@@ -94,6 +94,24 @@ pub struct CacheStorage {
     outages: outage::Outages,
 }
 
+/// A fresh hit for the fast path: the record, and its body at hand.
+pub struct FreshHit {
+    pub record: Arc<Record>,
+    pub body: FreshBody,
+}
+
+pub enum FreshBody {
+    /// A small body, kept in its record.
+    Memory(bytes::Bytes),
+    File(OpenFile),
+}
+
+/// A committed body file, open; eviction keeps away while this lives.
+pub struct OpenFile {
+    pub file: Arc<std::fs::File>,
+    _in_use: evict::InUseGuard,
+}
+
 /// The storage's tunables (`cache.*` in the server file).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -214,22 +232,56 @@ impl CacheStorage {
         self.index.get(EntryLocation::from_key(key).id()).is_some()
     }
 
-    /// The hit fast path's lookup: entry `id` if it is committed, held in
-    /// the hot tier with its body, fresh at `now`, and still the entry the
-    /// index names (not flushed, replaced, evicted or invalidated by another
-    /// node since it was loaded). Counts as an access, as a hit does. `None`
-    /// sends the request down pingora's path, which loads what is missing.
-    pub fn fresh_in_memory(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
+    /// The hit fast path's lookup: entry `id` if it is committed, fresh at
+    /// `now`, still the entry the index names (not flushed, replaced,
+    /// evicted or invalidated by another node since it was loaded), and
+    /// both its record and its body can be had without waiting: the record
+    /// from the hot tier or the page cache, the body from the record or an
+    /// open local file. Counts as an access, as a hit does. `None` sends
+    /// the request down pingora's path, which loads what is missing.
+    pub fn fresh_now(&'static self, id: u128, now: std::time::SystemTime) -> Option<FreshHit> {
         let slot = self.index.get(id)?;
         let generation = self.flush_generation.load(Ordering::Acquire);
-        let entry = self.hot_current(id, generation, slot)?;
-        if entry.inline_body.is_none() || entry.meta.fresh_until < now {
+        let record = self
+            .hot_current(id, generation, slot)
+            .or_else(|| self.read_record_now(id, generation, slot))?;
+        if record.meta.fresh_until < now {
             return None;
         }
+        let body = match &record.inline_body {
+            Some(body) if body.len() as u64 == record.body.size => FreshBody::Memory(body.clone()),
+            Some(_) => return None,
+            None => self.open_body_now(id, &record)?,
+        };
         if self.index.touch(id, ACCESS_REPORT_SECS) {
-            self.report_access(id, &entry);
+            self.report_access(id, &record);
         }
-        Some(entry)
+        Some(FreshHit { record, body })
+    }
+
+    /// The record's body file, open, when the store is local and the file
+    /// has the size the record says (anything else is for the phases,
+    /// which drop a broken entry).
+    fn open_body_now(&'static self, id: u128, record: &Record) -> Option<FreshBody> {
+        let key = &record.body.body_key;
+        let (file, size) = match self.open_bodies.get(id, key) {
+            Some(open) => open,
+            None => {
+                let Opened::File { file, size } = self.bodies.open_now(key)? else {
+                    return None;
+                };
+                if size == record.body.size {
+                    self.open_bodies.keep(id, key, file.clone(), size);
+                }
+                (file, size)
+            }
+        };
+        (size == record.body.size).then(|| {
+            FreshBody::File(OpenFile {
+                file,
+                _in_use: self.in_use.enter(id),
+            })
+        })
     }
 
     /// Why the lookup of `key` just failed, if it did (once).
@@ -241,6 +293,16 @@ impl CacheStorage {
     /// [`Fills::known`]).
     pub fn fill_known(&self, key: &CacheKey) -> bool {
         self.fills.known(EntryLocation::from_key(key).id())
+    }
+
+    /// Where entry `id` of the remote at `remote` (its position in the
+    /// remote names, as an index slot holds it) lives.
+    fn location_of(&self, id: u128, remote: u16) -> Option<EntryLocation> {
+        let remote = self.known_remotes.get(remote as usize)?;
+        Some(EntryLocation {
+            remote: remote.clone(),
+            primary: id.to_be_bytes(),
+        })
     }
 
     /// The position of `remote` in the remote names (u16::MAX if unknown).
@@ -283,6 +345,27 @@ impl CacheStorage {
     fn hot_current(&self, id: u128, generation: u64, slot: SlotView) -> Option<Arc<Record>> {
         let entry = self.hot.get(id, generation)?;
         (layout::body_id(&entry.body.body_key) == slot.body).then_some(entry)
+    }
+
+    /// The entry's commit record read from the store without waiting (a
+    /// local file in the page cache), parsed and put in the hot tier, as
+    /// [`Self::load_record`] would; `None` whenever that is not possible
+    /// here (the state store holds a newer meta, a remote store, a read
+    /// that would wait for the disk, a record that does not match the
+    /// slot), and the caller takes the path that waits.
+    fn read_record_now(&self, id: u128, generation: u64, slot: SlotView) -> Option<Arc<Record>> {
+        if slot.flags & REVALIDATED != 0 {
+            return None;
+        }
+        let location = self.location_of(id, slot.remote)?;
+        let bytes = self.bodies.get_small_now(&location.meta_key())?;
+        let record = Record::decode(&bytes).ok()?;
+        if layout::body_id(&record.body.body_key) != slot.body {
+            return None;
+        }
+        let entry = Arc::new(record);
+        self.hot.put(id, entry.clone(), generation);
+        Some(entry)
     }
 
     /// Reads an entry's record from the store: the commit record, or the

@@ -349,3 +349,116 @@ async fn a_hot_body_written_after_its_head_arrives_whole() {
     assert_eq!(fast_hits(&ad).await, before + 3);
     assert_eq!(origin.hits(&format!("/{PATH}")), 1);
 }
+
+/// `url` fetched with curl over HTTP/1.1 into `out`, with curl's extra
+/// `args`; the HTTP status.
+async fn curl_into(url: &str, out: &std::path::Path, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new("curl");
+    command
+        .args(["-sS", "--http1.1", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(url);
+    let (ok, text) = crate::harness::run_client(&mut command).await;
+    assert!(ok, "curl {url}: {text}");
+    text.trim().to_string()
+}
+
+#[tokio::test]
+async fn a_body_file_is_sent_from_the_fast_path_over_plain_and_tls() {
+    let origin = Origin::start().await;
+    // Past cache.memory_body_max, so it lives in a body file; more than
+    // one of the kernel's send windows, and not a multiple of one.
+    let body = pattern_bytes(9 * 1024 * 1024 + 123, 27);
+    origin.put(
+        &format!("/{PATH}"),
+        OriginFile::new(body.clone()).etag("\"big\""),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::harness::tls::TestCa::new(&dir.path().join("pki"));
+    let options = crate::harness::artifactd::Options {
+        tls: Some(ca.issue("edge")),
+        ..Default::default()
+    };
+    let remotes = generic_remote(&origin, PATTERNS);
+    let ad = Artifactd::start_with(dir.path(), &remotes, "", options).await;
+    let http = client();
+    let url = ad.artifact("gen", PATH);
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(source(&first), "remote");
+    assert_eq!(first.bytes().await.unwrap(), body);
+
+    let whole = http.get(&url).send().await.unwrap();
+    assert_eq!(source(&whole), "cache");
+    assert_eq!(whole.headers()["content-length"], body.len().to_string());
+    assert_eq!(whole.bytes().await.unwrap(), body);
+    assert_eq!(fast_hits(&ad).await, 1);
+    let tail_range = format!("bytes={}-", body.len() - 5000);
+    let cases: [(&str, &str, u16, &[u8]); 4] = [
+        (
+            "range",
+            "bytes=4194000-8389000",
+            206,
+            &body[4194000..=8389000],
+        ),
+        ("range", &tail_range, 206, &body[body.len() - 5000..]),
+        ("if-none-match", "\"big\"", 304, b""),
+        ("range", "bytes=99999999-", 416, b""),
+    ];
+    for (name, value, status, expected) in cases {
+        let resp = http.get(&url).header(name, value).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{name}: {value}");
+        assert!(resp.bytes().await.unwrap() == expected, "{name}: {value}");
+    }
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], body.len().to_string());
+    assert!(head.bytes().await.unwrap().is_empty());
+    assert_eq!(fast_hits(&ad).await, 6);
+
+    // Over TLS the file is read and written instead of sent by the kernel.
+    let tls_port = ad.tls_addr.unwrap().port();
+    let https = format!("https://localhost:{tls_port}/api/v1/remote/gen/{PATH}");
+    let ca_file = ca.cert.to_string_lossy().to_string();
+    let out = dir.path().join("over-tls");
+    assert_eq!(
+        curl_into(&https, &out, &["--cacert", &ca_file]).await,
+        "200"
+    );
+    assert!(std::fs::read(&out).unwrap() == body);
+    let range = ["--cacert", &ca_file, "-r", "1000-5000000"];
+    assert_eq!(curl_into(&https, &out, &range).await, "206");
+    assert!(std::fs::read(&out).unwrap() == body[1000..=5000000]);
+    assert_eq!(fast_hits(&ad).await, 8);
+    let served = remote_metric(&ad, "artifactd_bytes_served_total", "gen").await;
+    let ranges = (8389000 - 4194000 + 1) + 5000 + (5000000 - 1000 + 1);
+    assert_eq!(served as usize, 3 * body.len() + ranges);
+    assert_eq!(origin.hits(&format!("/{PATH}")), 1);
+}
+
+#[tokio::test]
+async fn after_a_restart_the_first_hit_is_answered_on_the_fast_path() {
+    let origin = Origin::start().await;
+    let small = hot_file(&origin);
+    let big = pattern_bytes(200 * 1024, 28);
+    origin.put("/pkg/big-1.0.tgz", OriginFile::new(big.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(&origin, PATTERNS);
+    let mut ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    for (path, body) in [(PATH, &small), ("pkg/big-1.0.tgz", &big)] {
+        assert_eq!(&get_bytes(&http, &ad.artifact("gen", path)).await, body);
+    }
+    ad.kill();
+
+    // Nothing is in the hot tier: the record is read from the page cache
+    // (where the fill left it) by the fast path itself.
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    for (path, body) in [(PATH, &small), ("pkg/big-1.0.tgz", &big)] {
+        let resp = http.get(ad.artifact("gen", path)).send().await.unwrap();
+        assert_eq!(source(&resp), "cache");
+        assert_eq!(&resp.bytes().await.unwrap().to_vec(), body);
+    }
+    assert_eq!(fast_hits(&ad).await, 2, "{}", ad.log_text());
+    assert_eq!(origin.total_hits(), 2);
+}

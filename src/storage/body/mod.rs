@@ -72,6 +72,21 @@ pub trait BodyStore: Send + Sync + 'static {
     /// Reads a small object whole; `None` when absent.
     async fn get_small(&self, key: &str) -> io::Result<Option<Bytes>>;
 
+    /// Opens `key` if that needs no waiting (a local file): for a caller
+    /// on the request's thread that has a slower way to fall back to.
+    /// `None` says nothing about whether the object exists.
+    fn open_now(&self, _key: &str) -> Option<Opened> {
+        None
+    }
+
+    /// Reads a small object whole if that needs no waiting (a local file
+    /// whose bytes are in the page cache): for a caller on the request's
+    /// thread that has a slower way to fall back to. `None` says nothing
+    /// about whether the object exists.
+    fn get_small_now(&self, _key: &str) -> Option<Bytes> {
+        None
+    }
+
     /// Deletes one object. Returns whether it existed.
     async fn delete(&self, key: &str) -> io::Result<bool>;
 
