@@ -28,6 +28,8 @@ pub struct App {
     pub snapshots: Arc<crate::proxy::snapshots::Snapshots>,
     /// Checksums that index documents published for their files.
     pub checksums: Arc<crate::checksums::Checksums>,
+    /// Index documents rewritten for their clients, kept.
+    pub rewrites: Arc<crate::rewrites::Rewrites>,
     pub catalog_writer: Arc<CatalogWriter>,
     /// Background jobs of the admin API.
     pub jobs: crate::jobs::Jobs,

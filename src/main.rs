@@ -65,6 +65,7 @@ mod preflight;
 mod proxy;
 mod reply;
 mod request_id;
+mod rewrites;
 mod served_from;
 mod server;
 mod state;

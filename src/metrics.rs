@@ -298,6 +298,7 @@ pub struct Scraped {
     pub breakers: Arc<Breakers>,
     pub storage: &'static CacheStorage,
     pub catalog_writer: Arc<CatalogWriter>,
+    pub rewrites: Arc<crate::rewrites::Rewrites>,
 }
 
 impl std::fmt::Debug for Scraped {
@@ -339,6 +340,7 @@ impl Collector for Scraped {
             ConstCounter::new(count).encode(rejected.encode_family(&labels)?)?;
         }
         let stats = self.storage.stats();
+        let (rewritten, rewritten_bytes, rewrites_made) = self.rewrites.usage();
         let gauges = [
             (
                 "artifactd_cache_bytes",
@@ -355,6 +357,16 @@ impl Collector for Scraped {
                 "Memory of the in-memory index per cached object.",
                 stats.index_bytes_per_entry,
             ),
+            (
+                "artifactd_rewritten_documents",
+                "Index documents kept rewritten for their clients.",
+                rewritten as u64,
+            ),
+            (
+                "artifactd_rewritten_documents_bytes",
+                "Bytes of index documents kept rewritten for their clients.",
+                rewritten_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             encode_one(&mut encoder, name, help, &ConstGauge::new(value as i64))?;
@@ -369,6 +381,11 @@ impl Collector for Scraped {
                 "artifactd_cache_evicted_bytes",
                 "Bytes reclaimed by eviction.",
                 stats.bytes_reclaimed,
+            ),
+            (
+                "artifactd_rewritten_documents_made",
+                "Index document rewrites kept since start (each served every later hit on its version and client base).",
+                rewrites_made,
             ),
             (
                 "artifactd_catalog_events_dropped",

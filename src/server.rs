@@ -265,11 +265,13 @@ fn build_app(
         config.server.read_timeout,
         snapshot_node,
     )?;
+    let rewrites = crate::rewrites::Rewrites::new(config.server.rewritten_bytes);
     let mut metrics = Metrics::new(config.remotes.keys());
     metrics.register_scraped(Scraped {
         breakers: opened.breakers.clone(),
         storage,
         catalog_writer: opened.catalog_writer.clone(),
+        rewrites: rewrites.clone(),
     });
     let credentials = Credentials::new(
         config.remotes.values(),
@@ -290,6 +292,7 @@ fn build_app(
         catalog: opened.catalog,
         catalog_writer: opened.catalog_writer,
         checksums,
+        rewrites,
         snapshots: Arc::new(snapshots),
         in_flight,
         jobs: crate::jobs::Jobs::default(),

@@ -32,6 +32,10 @@ pub struct Head<'a> {
     pub minor_version: u8,
     pub accept: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    /// `Host` and `X-Forwarded-Proto`: where a rewritten index document's
+    /// links point.
+    pub host: Option<&'a str>,
+    pub forwarded_proto: Option<&'a str>,
     /// `If-None-Match`, `If-Modified-Since`, `Range` or `If-Range`: the
     /// answer depends on the stored header's validators or on ranges.
     pub conditional: bool,
@@ -143,6 +147,8 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
 enum Known {
     Accept,
     RequestId,
+    Host,
+    ForwardedProto,
     IfNoneMatch,
     IfModifiedSince,
     Range,
@@ -156,9 +162,11 @@ enum Known {
 
 impl Known {
     fn of(name: &str) -> Option<Known> {
-        const NAMES: [(&str, Known); 11] = [
+        const NAMES: [(&str, Known); 13] = [
             ("accept", Known::Accept),
             ("x-request-id", Known::RequestId),
+            ("host", Known::Host),
+            ("x-forwarded-proto", Known::ForwardedProto),
             ("if-none-match", Known::IfNoneMatch),
             ("if-modified-since", Known::IfModifiedSince),
             ("range", Known::Range),
@@ -184,6 +192,8 @@ fn read_header<'a>(head: &mut Head<'a>, which: Known, value: &'a str) {
     match which {
         Known::Accept => set(&mut head.accept, &mut head.unusual),
         Known::RequestId => set(&mut head.request_id, &mut head.unusual),
+        Known::Host => set(&mut head.host, &mut head.unusual),
+        Known::ForwardedProto => set(&mut head.forwarded_proto, &mut head.unusual),
         Known::IfNoneMatch => set(&mut head.if_none_match, &mut head.unusual),
         Known::IfModifiedSince => set(&mut head.if_modified_since, &mut head.unusual),
         Known::Range => set(&mut head.range, &mut head.unusual),
@@ -231,6 +241,10 @@ mod tests {
         assert!(!h.conditional);
         assert_eq!(h.path_and_query(), ("/api/v1/remote/b/a.bin", Some("x=1")));
         assert_eq!(h.accept, Some("*/*"));
+        assert_eq!(h.host, Some("h"));
+        assert_eq!(h.forwarded_proto, None);
+        let h = head("GET / HTTP/1.1\r\nhost: a:1\r\nX-Forwarded-Proto: https\r\n\r\n");
+        assert_eq!((h.host, h.forwarded_proto), (Some("a:1"), Some("https")));
     }
 
     #[test]
@@ -253,6 +267,7 @@ mod tests {
             "GET /a\"b HTTP/1.1\r\n\r\n",
             "GET /a HTTP/1.1\r\nAccept: a\r\nAccept: b\r\n\r\n",
             "GET /a HTTP/1.1\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             if let Parsed::Complete { head, .. } = parse(text.as_bytes()) {
                 assert!(!head.plain(), "{text:?}");

@@ -136,6 +136,8 @@ pub struct RawCacheSettings {
     pub memory_body_max: Option<RawSize>,
     /// Memory for hot records and small bodies.
     pub memory_bytes: Option<RawSize>,
+    /// Memory for rewritten index documents (0: rewrite every response).
+    pub rewritten_bytes: Option<RawSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -267,6 +269,7 @@ pub struct ServerConfig {
     pub memory_index_entries: u64,
     pub memory_body_max: u64,
     pub memory_bytes: u64,
+    pub rewritten_bytes: u64,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -301,6 +304,7 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
+pub const DEFAULT_REWRITTEN_BYTES: u64 = 128 << 20;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
 /// Long enough for a large layer on a slow client; systemd's
 /// `TimeoutStopSec` in the shipped unit allows for it.
@@ -530,6 +534,8 @@ pub fn parse_server_config(
             .unwrap_or(DEFAULT_MEMORY_BODY_MAX),
         memory_bytes: (f.size("cache.memory_bytes", &cache.memory_bytes)?)
             .unwrap_or(DEFAULT_MEMORY_BYTES),
+        rewritten_bytes: (f.size("cache.rewritten_bytes", &cache.rewritten_bytes)?)
+            .unwrap_or(DEFAULT_REWRITTEN_BYTES),
         listen,
         threads,
         public_url,

@@ -13,7 +13,8 @@ use crate::app::App;
 use crate::config::Remote;
 use crate::proxy::action::Action;
 use crate::proxy::request::{self, RequestView};
-use crate::proxy::{cache, hooks};
+use crate::proxy::{cache, documents, hooks};
+use crate::rewrites;
 use crate::served_from::{self, ServedFrom};
 use crate::storage::layout::EntryLocation;
 use crate::storage::record::Record;
@@ -78,21 +79,16 @@ pub fn answer(
     }
     let decided = decisions.decide(app, head)?;
     let now = SystemTime::now();
+    if decided.rewritten {
+        return rewritten(app, &decided, head, keep_alive, now);
+    }
     let FreshHit { record, body } = app.storage.fresh_now(decided.id, now)?;
     let prepared = record.fast_head.get_or_init(|| prepare(&record));
     if prepared.is_empty() {
         return None;
     }
-    let age = now
-        .duration_since(record.meta.epoch)
-        .unwrap_or_default()
-        .as_secs();
     let request_id = crate::request_id::pick(head.request_id);
-    let tail = Tail {
-        age,
-        request_id: &request_id,
-        keep_alive,
-    };
+    let tail = Tail::new(&record, now, &request_id, keep_alive);
     let (mut bytes, range, status) = if head.conditional {
         conditional(head, &record, &tail)?
     } else {
@@ -123,6 +119,56 @@ pub fn answer(
     })
 }
 
+/// A hit on an index document, answered with its kept rewrite for this
+/// client ([`crate::rewrites`]) when there is one made from the entry's
+/// current record. Validators and ranges are not applied: they describe
+/// the upstream's bytes, and the phases drop them for documents too.
+fn rewritten(
+    app: &App,
+    decided: &Decided,
+    head: &Head<'_>,
+    keep_alive: bool,
+    now: SystemTime,
+) -> Option<Answer> {
+    let record = app.storage.fresh_record_now(decided.id, now)?;
+    let base = documents::client_base(
+        &app.config.server,
+        &decided.remote,
+        head.host,
+        head.forwarded_proto,
+    );
+    let key = rewrites::key(decided.id, &record.body.sha256, &base);
+    let copy = app.rewrites.get(&key)?;
+    if copy.epoch != record.meta.epoch {
+        // Made from an older meta: the phases make its header again.
+        return None;
+    }
+    app.storage.accessed(decided.id, &record);
+    let request_id = crate::request_id::pick(head.request_id);
+    let tail = Tail::new(&record, now, &request_id, keep_alive);
+    let prepared = copy.fast_head.get_or_init(|| wire(&copy.header));
+    let send = if head.is_head() { 0 } else { copy.body.len() };
+    let mut bytes = BytesMut::with_capacity(prepared.len() + 160 + send.min(COPIED_BODY_MAX));
+    bytes.put_slice(prepared);
+    tail.write(&mut bytes);
+    let body = match send {
+        0 => Body::Sent,
+        small if small <= COPIED_BODY_MAX => {
+            bytes.put_slice(&copy.body);
+            Body::Sent
+        }
+        _ => Body::Memory(copy.body.clone()),
+    };
+    Some(Answer {
+        bytes,
+        body,
+        status: copy.header.status.as_u16(),
+        body_bytes: send as u64,
+        remote: decided.remote.clone(),
+        request_id,
+    })
+}
+
 /// Requests already decided, by target and `Accept`: the decision reads
 /// nothing but the request and the configuration, which does not change
 /// while the process runs, and making it (route, path validation,
@@ -140,6 +186,8 @@ struct Decided {
     accept: Option<Box<str>>,
     remote: Arc<Remote>,
     id: u128,
+    /// An index document, answered with a kept rewrite.
+    rewritten: bool,
 }
 
 /// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
@@ -198,7 +246,8 @@ fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
     else {
         return None;
     };
-    if !hooks::served_as_stored(&artifact) {
+    let rewritten = hooks::served_rewritten(&artifact) && app.rewrites.enabled();
+    if !hooks::served_as_stored(&artifact) && !rewritten {
         return None;
     }
     Some(Decided {
@@ -206,6 +255,7 @@ fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
         accept: head.accept.map(Into::into),
         id: EntryLocation::from_key(&cache::key(&artifact)).id(),
         remote: artifact.remote,
+        rewritten,
     })
 }
 
@@ -216,7 +266,19 @@ struct Tail<'a> {
     keep_alive: bool,
 }
 
-impl Tail<'_> {
+impl<'a> Tail<'a> {
+    fn new(record: &Record, now: SystemTime, request_id: &'a str, keep_alive: bool) -> Self {
+        let age = now
+            .duration_since(record.meta.epoch)
+            .unwrap_or_default()
+            .as_secs();
+        Tail {
+            age,
+            request_id,
+            keep_alive,
+        }
+    }
+
     fn connection(&self) -> &'static str {
         if self.keep_alive {
             "keep-alive"
@@ -272,8 +334,13 @@ fn prepare(entry: &Record) -> Bytes {
         let _ = header.insert_header(header::ACCEPT_RANGES, "bytes");
     }
     let _ = header.insert_header(served_from::HEADER, ServedFrom::Hit.header(false));
+    wire(&header)
+}
+
+/// A response header as pingora writes it, without the per-request tail.
+fn wire(header: &ResponseHeader) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
-    status_line(&header, &mut out);
+    status_line(header, &mut out);
     header.header_to_h1_wire(&mut out);
     out.freeze()
 }

@@ -14,12 +14,16 @@
 //! whole-document rewrite needs that end.
 
 use super::artifact::Artifact;
+use crate::app::App;
 use crate::checksums::{Checksums, Published};
 use crate::config::{Remote, ServerConfig, Upstream};
+use crate::rewrites::{self, Found, Making, Rewrites, Rewritten};
+use crate::storage::layout::EntryLocation;
 use bytes::{Bytes, BytesMut};
 use filters::ecosystem::pypi::{self, FileLink, Form, HtmlRewriter};
 use filters::ecosystem::{npm, Document};
 use filters::links::{self, LinkMap};
+use pingora::cache::CachePhase;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
@@ -68,6 +72,82 @@ pub fn url_of(upstream: &Upstream) -> String {
     format!("{scheme}://{host}:{}{}/", upstream.port, upstream.base_path)
 }
 
+/// The base URL a document's links point at for a client that sent these
+/// `Host` and `X-Forwarded-Proto` headers.
+pub fn client_base(
+    server: &ServerConfig,
+    remote: &Remote,
+    host: Option<&str>,
+    forwarded_proto: Option<&str>,
+) -> String {
+    links::proxy_base(
+        server.public_url.as_deref(),
+        host,
+        forwarded_proto,
+        &remote.name,
+    )
+}
+
+/// What a hit may reuse of an earlier rewrite ([`crate::rewrites`]).
+pub enum Reuse {
+    /// Rewrite, and keep nothing.
+    Nothing,
+    /// The kept copy, for a hit on the stored meta of `epoch`.
+    Copy {
+        copy: Arc<Rewritten>,
+        epoch: SystemTime,
+        rewrites: Arc<Rewrites>,
+    },
+    /// Rewrite, and keep the result (made from the meta of `epoch`).
+    Make { making: Making, epoch: SystemTime },
+}
+
+/// What a response in `phase` may reuse: a fresh hit on a document whose
+/// stored body the hot tier holds (a lookup has just put it there) looks
+/// for a kept copy for this client, and waits for one being made.
+pub async fn reuse(
+    app: &App,
+    artifact: &Artifact,
+    req: &RequestHeader,
+    phase: CachePhase,
+    epoch: Option<SystemTime>,
+) -> Reuse {
+    // Not a stale response: its header is not the one a hit sends, and it
+    // records the document's checksums again.
+    let hit = phase == CachePhase::Hit;
+    let (Some(epoch), true) = (epoch, hit && app.rewrites.enabled()) else {
+        return Reuse::Nothing;
+    };
+    if !super::hooks::served_rewritten(artifact) {
+        return Reuse::Nothing;
+    }
+    let id = EntryLocation::from_key(&super::cache::key(artifact)).id();
+    let Some(digest) = app.storage.held_digest(id) else {
+        return Reuse::Nothing;
+    };
+    let base = client_base(
+        &app.config.server,
+        &artifact.remote,
+        header(req, http::header::HOST),
+        header(req, FORWARDED_PROTO),
+    );
+    match app
+        .rewrites
+        .get_or_make(rewrites::key(id, &digest, &base))
+        .await
+    {
+        Found::Copy(copy) => Reuse::Copy {
+            copy,
+            epoch,
+            rewrites: app.rewrites.clone(),
+        },
+        Found::Make(making) => Reuse::Make { making, epoch },
+    }
+}
+
+const FORWARDED_PROTO: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-forwarded-proto");
+
 /// The link map of a document of `remote` for the client of `req`;
 /// `canonical_path` is the upstream path (still percent-encoded).
 fn link_map(
@@ -83,14 +163,11 @@ fn link_map(
         upstreams.push(links::Upstream::new(&url_of(index), &["simple/", "pypi/"]).ok()?);
     }
     let page = format!("{}{canonical_path}", url_of(index));
-    let proxy_base = links::proxy_base(
-        server.public_url.as_deref(),
+    let proxy_base = client_base(
+        server,
+        remote,
         header(req, http::header::HOST),
-        header(
-            req,
-            http::header::HeaderName::from_static("x-forwarded-proto"),
-        ),
-        &remote.name,
+        header(req, FORWARDED_PROTO),
     );
     LinkMap::new(&page, upstreams, &proxy_base).ok()
 }
@@ -106,6 +183,16 @@ pub struct BodyRewriter {
     checksums: Arc<Checksums>,
     /// Versions published after this are left out (quarantine).
     hide_after: Option<SystemTime>,
+    /// The output being gathered to keep, when this rewrite is kept.
+    keep: Option<Keep>,
+}
+
+/// A rewrite being kept ([`crate::rewrites`]).
+struct Keep {
+    making: Making,
+    header: ResponseHeader,
+    epoch: SystemTime,
+    out: BytesMut,
 }
 
 enum Input {
@@ -122,6 +209,9 @@ enum Input {
     },
     /// A document too large to rewrite, passed on unchanged.
     Passthrough,
+    /// A kept rewrite of the stored body: the body read is dropped and the
+    /// copy sent at its end.
+    Kept(Bytes),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +243,7 @@ impl BodyRewriter {
         server: &ServerConfig,
         checksums: &Arc<Checksums>,
         record: bool,
+        reuse: Reuse,
     ) -> pingora::Result<Option<BodyRewriter>> {
         let Some(document) = artifact.document().filter(|d| d.rewritten()) else {
             return Ok(None);
@@ -212,6 +303,28 @@ impl BodyRewriter {
         if !matches!(document, Document::PypiJsonApi | Document::HelmIndex) {
             resp.insert_header(http::header::VARY, "Accept")?;
         }
+        let (input, keep) = match reuse {
+            Reuse::Nothing => (input, None),
+            Reuse::Copy {
+                copy,
+                epoch,
+                rewrites,
+            } => {
+                if copy.epoch != epoch {
+                    rewrites.reframe(&copy, resp.clone(), epoch);
+                }
+                (Input::Kept(copy.body.clone()), None)
+            }
+            Reuse::Make { making, epoch } => {
+                let keep = Keep {
+                    making,
+                    header: resp.clone(),
+                    epoch,
+                    out: BytesMut::new(),
+                };
+                (input, Some(keep))
+            }
+        };
         Ok(Some(BodyRewriter {
             remote: artifact.remote.name.clone(),
             input,
@@ -220,12 +333,17 @@ impl BodyRewriter {
             record,
             checksums: checksums.clone(),
             hide_after: quarantine_cutoff(&artifact.remote),
+            keep,
         }))
     }
 
     /// Rewrites one body event in place.
     pub fn filter(&mut self, body: &mut Option<Bytes>, end: bool) -> pingora::Result<()> {
         let chunk = body.take().unwrap_or_default();
+        if let Input::Kept(copy) = &self.input {
+            *body = end.then(|| copy.clone());
+            return Ok(());
+        }
         let mut out = Vec::new();
         match &mut self.input {
             Input::Html { rewriter, stream } => {
@@ -248,17 +366,35 @@ impl BodyRewriter {
                     out.extend_from_slice(buffer);
                     out.extend_from_slice(&chunk);
                     self.input = Input::Passthrough;
+                    self.keep = None;
                 } else {
                     buffer.extend_from_slice(&chunk);
                 }
             }
-            Input::Passthrough => out.extend_from_slice(&chunk),
+            Input::Passthrough | Input::Kept(_) => out.extend_from_slice(&chunk),
         }
         if end {
             out.extend(self.finish()?);
         }
+        self.gather(&out, end);
         *body = (!out.is_empty() || end).then(|| Bytes::from(out));
         Ok(())
+    }
+
+    /// Gathers the output of a rewrite being kept, and keeps it at the end.
+    fn gather(&mut self, out: &[u8], end: bool) {
+        let Some(keep) = &mut self.keep else {
+            return;
+        };
+        keep.out.extend_from_slice(out);
+        if keep.out.len() > MAX_WHOLE_DOCUMENT {
+            self.keep = None;
+        } else if end {
+            if let Some(keep) = self.keep.take() {
+                keep.making
+                    .finish(keep.header, keep.epoch, keep.out.freeze());
+            }
+        }
     }
 
     /// The whole-document part of the output, at the end of the body, and
@@ -288,11 +424,13 @@ impl BodyRewriter {
                             "remote '{}': {UNREWRITABLE}: {e}; passed on as is",
                             self.remote
                         );
+                        // Not kept: the next hit tries (and logs) again.
+                        self.keep = None;
                         (buffer.to_vec(), Vec::new())
                     }
                 }
             }
-            Input::Passthrough => (Vec::new(), Vec::new()),
+            Input::Passthrough | Input::Kept(_) => (Vec::new(), Vec::new()),
         };
         if self.record && !published.is_empty() {
             self.checksums.record(&self.remote, published);
@@ -463,6 +601,7 @@ mod tests {
             record: false,
             checksums: checksums.clone(),
             hide_after: None,
+            keep: None,
         }
     }
 
@@ -511,6 +650,7 @@ mod tests {
             record: false,
             checksums: checksums.clone(),
             hide_after: None,
+            keep: None,
         };
         let whole = rewrite(&html_to_json, PYPI_HTML, PYPI_HTML.len());
         let json: serde_json::Value = serde_json::from_slice(&whole).unwrap();

@@ -40,6 +40,15 @@ pub fn served_as_stored(artifact: &Artifact) -> bool {
     }
 }
 
+/// Whether a hit on the artifact is a stored index document rewritten
+/// for its client, whose rewrite may be kept ([`crate::rewrites`]): not
+/// where quarantined versions are hidden, as what shows moves with the
+/// clock.
+pub fn served_rewritten(artifact: &Artifact) -> bool {
+    let hides = artifact.remote.quarantine_days.is_some() && artifact.remote.quarantine_hide;
+    artifact.document().is_some_and(|d| d.rewritten()) && !hides
+}
+
 /// `upstream_response_filter`: completes the upstream's header and sets
 /// what its body is checked against as it streams; `can_keep_previous`
 /// says an expired copy may still be served instead (a snapshot index

@@ -468,6 +468,8 @@ impl ProxyHttp for ArtifactProxy {
         };
         hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header(crate::served_from::HEADER, source)?;
+        let epoch = session.cache.maybe_cache_meta().map(|meta| meta.epoch());
+        let reuse = documents::reuse(&self.app, artifact, session.req_header(), phase, epoch).await;
         let rewriter = documents::BodyRewriter::start(
             artifact,
             session.req_header(),
@@ -475,6 +477,7 @@ impl ProxyHttp for ArtifactProxy {
             &self.app.config.server,
             &self.app.checksums,
             phase != CachePhase::Hit,
+            reuse,
         )?;
         if let Some(rewriter) = rewriter {
             let module = session.downstream_modules_ctx.get_mut::<RewriteModule>();

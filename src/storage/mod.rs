@@ -240,23 +240,33 @@ impl CacheStorage {
     /// open local file. Counts as an access, as a hit does. `None` sends
     /// the request down pingora's path, which loads what is missing.
     pub fn fresh_now(&'static self, id: u128, now: std::time::SystemTime) -> Option<FreshHit> {
-        let slot = self.index.get(id)?;
-        let generation = self.flush_generation.load(Ordering::Acquire);
-        let record = self
-            .hot_current(id, generation, slot)
-            .or_else(|| self.read_record_now(id, generation, slot))?;
-        if record.meta.fresh_until < now {
-            return None;
-        }
+        let record = self.fresh_record_now(id, now)?;
         let body = match &record.inline_body {
             Some(body) if body.len() as u64 == record.body.size => FreshBody::Memory(body.clone()),
             Some(_) => return None,
             None => self.open_body_now(id, &record)?,
         };
-        if self.index.touch(id, ACCESS_REPORT_SECS) {
-            self.report_access(id, &record);
-        }
+        self.accessed(id, &record);
         Some(FreshHit { record, body })
+    }
+
+    /// Entry `id`'s record under the same conditions as [`Self::fresh_now`]
+    /// (its body is not looked at), for a hit that sends something made
+    /// from it; the caller reports the hit with [`Self::accessed`].
+    pub fn fresh_record_now(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
+        let slot = self.index.get(id)?;
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        let record = self
+            .hot_current(id, generation, slot)
+            .or_else(|| self.read_record_now(id, generation, slot))?;
+        (record.meta.fresh_until >= now).then_some(record)
+    }
+
+    /// Counts a hit on entry `id` served without a lookup.
+    pub fn accessed(&self, id: u128, record: &Record) {
+        if self.index.touch(id, ACCESS_REPORT_SECS) {
+            self.report_access(id, record);
+        }
     }
 
     /// The record's body file, open, when the store is local and the file
@@ -282,6 +292,15 @@ impl CacheStorage {
                 _in_use: self.in_use.enter(id),
             })
         })
+    }
+
+    /// The sha256 of entry `id`'s body, if the hot tier holds its current
+    /// record (as it does right after a hit's lookup).
+    pub fn held_digest(&self, id: u128) -> Option<String> {
+        let slot = self.index.get(id)?;
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        let record = self.hot_current(id, generation, slot)?;
+        (!record.body.sha256.is_empty()).then(|| record.body.sha256.clone())
     }
 
     /// Why the lookup of `key` just failed, if it did (once).

@@ -9,6 +9,7 @@
 //! - `cache`: miss/hit, revalidation, single-flight, truncation, restart, ranges.
 //! - `fast_path`: hot hits before the phases: their headers, 304, 206/416,
 //!   HEAD, refusals, expiry, flushes, pipelined and HTTP/1.0 connections.
+//! - `rewrites`: index documents rewritten once per version and client base.
 //! - `cache_api`: `/api/v1/cache`, flush by pattern, verify,
 //!   `/cache-artifact`, and the `warm` and `cache` commands.
 //! - `evict`: `cache.max_size`, LRU order, readers and images kept, the
@@ -49,5 +50,6 @@ mod oci;
 mod pypi;
 mod readme;
 mod resilience;
+mod rewrites;
 mod rpm;
 mod security;

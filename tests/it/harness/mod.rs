@@ -236,8 +236,14 @@ pub async fn checksum_mismatches(ad: &Artifactd, remote: &str) -> u64 {
 
 /// The value of `name{remote="…"}`, scraped now.
 pub async fn remote_metric(ad: &Artifactd, name: &str, remote: &str) -> u64 {
+    metric(ad, &format!("{name}{{remote=\"{remote}\"}}")).await
+}
+
+/// The value of the sample `selector` (a name, and its labels if it has
+/// any), scraped now.
+pub async fn metric(ad: &Artifactd, selector: &str) -> u64 {
     let metrics = get_text(&client(), ad.url("/metrics")).await;
-    let line = format!("{name}{{remote=\"{remote}\"}} ");
+    let line = format!("{selector} ");
     let value = metrics.lines().find_map(|l| l.strip_prefix(line.as_str()));
     let value = value.unwrap_or_else(|| panic!("no {line}in\n{metrics}"));
     value.trim().parse().unwrap()
