@@ -76,6 +76,13 @@ mod virtual_repo;
 
 use std::process::ExitCode;
 
+/// mimalloc: with glibc's malloc, a fifth of the CPU of hits at a few
+/// hundred thousand cached objects went to consolidating and unlinking
+/// chunks (records parsed, hot-tier entries evicted); with mimalloc a hit
+/// there costs about a third less, and a hot 1 KiB hit a fifth less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = <cli::Cli as clap::Parser>::parse();
     match cli::run(cli) {
