@@ -19,6 +19,9 @@ Scenarios:
   6. hit latency as cached objects grow, and as the pattern count grows
   7. container images against the distribution registry's proxy mode
      (benches/images.py)
+  9. a 16 MB npm document asked for by 64 clients at once: artifactd, artifactd
+     rewriting every response, and verdaccio 6.8 as a proxy of the same origin
+     (benches/documents.py)
   8. the cluster shape (three nodes on S3 + Redis + PostgreSQL) against one
      node on the filesystem default (benches/cluster.py; results in
      cluster.{md,json})
@@ -47,6 +50,7 @@ from pathlib import Path
 from cluster import bench_cluster, render_cluster
 from filler import fill_fast
 from filler import herd as herd_clients
+from documents import bench_documents, render_documents
 from images import bench_images, render_images
 from procs import stop_process
 
@@ -183,14 +187,14 @@ def generic_remotes(origin_port: int, pattern_count: int) -> dict:
 
 
 class Artifactd(Proxy):
-    def __init__(self, binary: Path, workdir: Path, remotes: dict, plan: Plan):
+    def __init__(self, binary: Path, workdir: Path, remotes: dict, plan: Plan, extra: str = ""):
         self.name = "artifactd"
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "remotes.yaml").write_text(json.dumps(remotes))  # JSON is YAML
         (workdir / "artifactd.yaml").write_text(
             f"listen: 127.0.0.1:{self.port}\nthreads: {plan.threads}\nremotes: remotes.yaml\n"
-            f"storage: fs://store\n")
+            f"storage: fs://store\n{extra}")
         log = open(workdir / "artifactd.log", "ab")
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen([str(binary), "--config", str(workdir / "artifactd.yaml"), "serve"],
@@ -238,6 +242,7 @@ class Origin:
         self.port = free_port()
         files = workdir / "files"
         files.mkdir(parents=True, exist_ok=True)
+        self.files = files
         (files / "1k.bin").write_bytes(os.urandom(1024))
         (files / "64k.bin").write_bytes(os.urandom(64 * 1024))
         for name, size in [("herd.bin", plan.herd_bytes), ("big.bin", plan.big_bytes)]:
@@ -358,6 +363,7 @@ class Bench:
     origin: Origin
     results: dict = field(default_factory=dict)
     image_results: dict = field(default_factory=dict)
+    document_results: dict = field(default_factory=dict)
     cluster_results: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
 
@@ -611,7 +617,7 @@ def machine_facts(binary: Path) -> dict:
 def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed: float) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results,
-           "image_scenarios": bench.image_results}
+           "image_scenarios": bench.image_results, "document_scenarios": bench.document_results}
     (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
@@ -629,6 +635,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
             lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(row['artifactd'])} | "
                          f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
     lines += render_images(bench.image_results)
+    lines += render_documents(bench.document_results)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     write_cluster_results(out_dir, bench, facts, quick)
 
@@ -686,12 +693,15 @@ def main() -> int:
         raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
     if len(bench.image_results) != 2:
         raise SystemExit(f"expected 2 image scenario groups, got {len(bench.image_results)}")
+    if len(bench.document_results) != 1:
+        raise SystemExit(f"expected 1 document scenario group, got {len(bench.document_results)}")
     print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
     return 0
 
 
 def run_single_node_scenarios(bench: Bench) -> None:
-    """Scenarios 1-7: artifactd against nginx and the distribution proxy."""
+    """Scenarios 1-7 and 9: artifactd against nginx, the distribution proxy and
+    verdaccio."""
     plan = bench.plan
     proxies = bench.both("main")
     light = LightNginxProxy(bench.work / "nginx-light-main", bench.origin.port, plan)
@@ -716,6 +726,7 @@ def run_single_node_scenarios(bench: Bench) -> None:
             p.stop()
     bench.growth()
     bench_images(bench, Artifactd, free_port, wait_port)
+    bench_documents(bench, Artifactd, free_port, wait_port)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 # machine. Idempotent: installs only what is missing, and touches apt only
 # when something is. Rust (rustup, cargo) is the one prerequisite.
 #
-# Usage: install-deps.sh [bench|test]   (bench: also nginx-light and wrk, which
-# the benchmark harness and its smoke run in `make test` need; test: those plus
-# the real registry and container clients the integration tests drive)
+# Usage: install-deps.sh [bench|test]   (bench: also nginx-light, wrk and
+# verdaccio, which the benchmark harness and its smoke run in `make test`
+# need; test: those plus the real registry and container clients the
+# integration tests drive)
 set -euo pipefail
 
 # cmake: Pingora's zlib-ng build script; pkg-config: -sys crates;
@@ -78,8 +79,8 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     fi
 fi
 
-if [[ ${1:-} == test ]]; then
-    # The npm tests run verdaccio (tests/tools/npm) as the upstream and npm
+if [[ ${1:-} == bench || ${1:-} == test ]]; then
+    # The npm tests (and the benchmark's scenario 9) run verdaccio (tests/tools/npm) as the upstream and npm
     # as the client, on a pinned Node.js from its PyPI wheel, whatever Node
     # the machine has or lacks (Debian 12's own is 18, too old for both).
     # The wheel keeps npm as a copy whose relative require breaks, so
