@@ -246,7 +246,7 @@ fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
     else {
         return None;
     };
-    let rewritten = hooks::served_rewritten(&artifact) && app.rewrites.enabled();
+    let rewritten = documents::served_rewritten(&artifact) && app.rewrites.enabled();
     if !hooks::served_as_stored(&artifact) && !rewritten {
         return None;
     }

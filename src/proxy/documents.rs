@@ -14,11 +14,11 @@
 //! whole-document rewrite needs that end.
 
 use super::artifact::Artifact;
-use crate::app::App;
 use crate::checksums::{Checksums, Published};
 use crate::config::{Remote, ServerConfig, Upstream};
 use crate::rewrites::{self, Found, Making, Rewrites, Rewritten};
 use crate::storage::layout::EntryLocation;
+use crate::storage::CacheStorage;
 use bytes::{Bytes, BytesMut};
 use filters::ecosystem::pypi::{self, FileLink, Form, HtmlRewriter};
 use filters::ecosystem::{npm, Document};
@@ -88,6 +88,15 @@ pub fn client_base(
     )
 }
 
+/// Whether a hit on the artifact is a stored index document rewritten
+/// for its client, whose rewrite may be kept ([`crate::rewrites`]): not
+/// where quarantined versions are hidden, as what shows moves with the
+/// clock.
+pub fn served_rewritten(artifact: &Artifact) -> bool {
+    let hides = artifact.remote.quarantine_days.is_some() && artifact.remote.quarantine_hide;
+    artifact.document().is_some_and(|d| d.rewritten()) && !hides
+}
+
 /// What a hit may reuse of an earlier rewrite ([`crate::rewrites`]).
 pub enum Reuse {
     /// Rewrite, and keep nothing.
@@ -106,7 +115,8 @@ pub enum Reuse {
 /// stored body the hot tier holds (a lookup has just put it there) looks
 /// for a kept copy for this client, and waits for one being made.
 pub async fn reuse(
-    app: &App,
+    (kept, storage): (&Arc<Rewrites>, &CacheStorage),
+    server: &ServerConfig,
     artifact: &Artifact,
     req: &RequestHeader,
     phase: CachePhase,
@@ -115,31 +125,27 @@ pub async fn reuse(
     // Not a stale response: its header is not the one a hit sends, and it
     // records the document's checksums again.
     let hit = phase == CachePhase::Hit;
-    let (Some(epoch), true) = (epoch, hit && app.rewrites.enabled()) else {
+    let (Some(epoch), true) = (epoch, hit && kept.enabled()) else {
         return Reuse::Nothing;
     };
-    if !super::hooks::served_rewritten(artifact) {
+    if !served_rewritten(artifact) {
         return Reuse::Nothing;
     }
     let id = EntryLocation::from_key(&super::cache::key(artifact)).id();
-    let Some(digest) = app.storage.held_digest(id) else {
+    let Some(digest) = storage.held_digest(id) else {
         return Reuse::Nothing;
     };
     let base = client_base(
-        &app.config.server,
+        server,
         &artifact.remote,
         header(req, http::header::HOST),
         header(req, FORWARDED_PROTO),
     );
-    match app
-        .rewrites
-        .get_or_make(rewrites::key(id, &digest, &base))
-        .await
-    {
+    match kept.get_or_make(rewrites::key(id, &digest, &base)).await {
         Found::Copy(copy) => Reuse::Copy {
             copy,
             epoch,
-            rewrites: app.rewrites.clone(),
+            rewrites: kept.clone(),
         },
         Found::Make(making) => Reuse::Make { making, epoch },
     }

@@ -32,21 +32,13 @@ pub fn cached(artifact: &Artifact) -> bool {
 
 /// The hit fast path: whether the artifact is cached and a hit sends the
 /// stored response as it is (an index document is rewritten per client,
-/// and the OCI API adds its headers; their hits go through the phases).
+/// answered fast only with a kept rewrite: `documents::served_rewritten`;
+/// the OCI API adds its headers, so its hits go through the phases).
 pub fn served_as_stored(artifact: &Artifact) -> bool {
     match &artifact.kind {
         ArtifactKind::File => true,
         ArtifactKind::Document(_) | ArtifactKind::Oci(_) => false,
     }
-}
-
-/// Whether a hit on the artifact is a stored index document rewritten
-/// for its client, whose rewrite may be kept ([`crate::rewrites`]): not
-/// where quarantined versions are hidden, as what shows moves with the
-/// clock.
-pub fn served_rewritten(artifact: &Artifact) -> bool {
-    let hides = artifact.remote.quarantine_days.is_some() && artifact.remote.quarantine_hide;
-    artifact.document().is_some_and(|d| d.rewritten()) && !hides
 }
 
 /// `upstream_response_filter`: completes the upstream's header and sets

@@ -469,7 +469,10 @@ impl ProxyHttp for ArtifactProxy {
         hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header(crate::served_from::HEADER, source)?;
         let epoch = session.cache.maybe_cache_meta().map(|meta| meta.epoch());
-        let reuse = documents::reuse(&self.app, artifact, session.req_header(), phase, epoch).await;
+        let stores = (&self.app.rewrites, self.app.storage);
+        let server = &self.app.config.server;
+        let reuse =
+            documents::reuse(stores, server, artifact, session.req_header(), phase, epoch).await;
         let rewriter = documents::BodyRewriter::start(
             artifact,
             session.req_header(),
