@@ -98,15 +98,10 @@ pub fn answer(
     let body_bytes = range.end - range.start;
     let body = match body {
         _ if body_bytes == 0 => Body::Sent,
-        FreshBody::Memory(body) => {
-            let part = body.slice(range.start as usize..range.end as usize);
-            if part.len() <= COPIED_BODY_MAX {
-                bytes.put_slice(&part);
-                Body::Sent
-            } else {
-                Body::Memory(part)
-            }
-        }
+        FreshBody::Memory(body) => from_memory(
+            &mut bytes,
+            body.slice(range.start as usize..range.end as usize),
+        ),
         FreshBody::File(open) => Body::File { open, range },
     };
     Some(Answer {
@@ -147,23 +142,19 @@ fn rewritten(
     let request_id = crate::request_id::pick(head.request_id);
     let tail = Tail::new(&record, now, &request_id, keep_alive);
     let prepared = copy.fast_head.get_or_init(|| wire(&copy.header));
-    let send = if head.is_head() { 0 } else { copy.body.len() };
-    let mut bytes = BytesMut::with_capacity(prepared.len() + 160 + send.min(COPIED_BODY_MAX));
-    bytes.put_slice(prepared);
-    tail.write(&mut bytes);
-    let body = match send {
-        0 => Body::Sent,
-        small if small <= COPIED_BODY_MAX => {
-            bytes.put_slice(&copy.body);
-            Body::Sent
-        }
-        _ => Body::Memory(copy.body.clone()),
+    let send = if head.is_head() {
+        Bytes::new()
+    } else {
+        copy.body.clone()
     };
+    let body_bytes = send.len() as u64;
+    let mut bytes = headed(prepared, &tail, body_bytes);
+    let body = from_memory(&mut bytes, send);
     Some(Answer {
         bytes,
         body,
         status: copy.header.status.as_u16(),
-        body_bytes: send as u64,
+        body_bytes,
         remote: decided.remote.clone(),
         request_id,
     })
@@ -307,12 +298,31 @@ impl<'a> Tail<'a> {
 
 /// The common case: the record's prepared head, the tail, the whole body.
 fn plain(entry: &Record, prepared: &Bytes, tail: &Tail<'_>) -> (BytesMut, Range<u64>, u16) {
-    let mut out = BytesMut::with_capacity(
-        prepared.len() + 160 + COPIED_BODY_MAX.min(entry.body.size as usize),
-    );
+    let out = headed(prepared, tail, entry.body.size);
+    (out, 0..entry.body.size, entry.meta.header.status.as_u16())
+}
+
+/// A prepared head and its tail, with room behind them for a body of
+/// `body_len` bytes if it is small enough to copy.
+fn headed(prepared: &Bytes, tail: &Tail<'_>, body_len: u64) -> BytesMut {
+    let copied = COPIED_BODY_MAX.min(body_len as usize);
+    let mut out = BytesMut::with_capacity(prepared.len() + 160 + copied);
     out.put_slice(prepared);
     tail.write(&mut out);
-    (out, 0..entry.body.size, entry.meta.header.status.as_u16())
+    out
+}
+
+/// `part` of a body held in memory: copied behind the head in `bytes`
+/// when it is small, written after it otherwise.
+fn from_memory(bytes: &mut BytesMut, part: Bytes) -> Body {
+    if part.is_empty() {
+        Body::Sent
+    } else if part.len() <= COPIED_BODY_MAX {
+        bytes.put_slice(&part);
+        Body::Sent
+    } else {
+        Body::Memory(part)
+    }
 }
 
 /// The stored head as a hit sends it before the per-request headers;
