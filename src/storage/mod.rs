@@ -274,24 +274,19 @@ impl CacheStorage {
     /// which drop a broken entry).
     fn open_body_now(&'static self, id: u128, record: &Record) -> Option<FreshBody> {
         let key = &record.body.body_key;
-        let (file, size) = match self.open_bodies.get(id, key) {
-            Some(open) => open,
-            None => {
-                let Opened::File { file, size } = self.bodies.open_now(key)? else {
-                    return None;
-                };
-                if size == record.body.size {
-                    self.open_bodies.keep(id, key, file.clone(), size);
-                }
-                (file, size)
-            }
+        let opened = match self.kept_body(id, key) {
+            Some(kept) => kept,
+            None => self.keep_body(id, key, self.bodies.open_now(key)?),
         };
-        (size == record.body.size).then(|| {
-            FreshBody::File(OpenFile {
-                file,
-                _in_use: self.in_use.enter(id),
-            })
-        })
+        match opened {
+            Opened::File { file, size } if size == record.body.size => {
+                Some(FreshBody::File(OpenFile {
+                    file,
+                    _in_use: self.in_use.enter(id),
+                }))
+            }
+            _ => None,
+        }
     }
 
     /// The sha256 of entry `id`'s body, if the hot tier holds its current
@@ -454,18 +449,29 @@ impl CacheStorage {
 
     /// Opens an entry's body, reusing an open handle when there is one.
     async fn open_body(&self, id: u128, body_key: &str) -> Result<Option<Opened>> {
-        if let Some((file, size)) = self.open_bodies.get(id, body_key) {
-            return Ok(Some(Opened::File { file, size }));
+        if let Some(kept) = self.kept_body(id, body_key) {
+            return Ok(Some(kept));
         }
         let opened = self
             .bodies
             .open(body_key)
             .await
             .map_err(|e| internal("opening cache body", e))?;
-        if let Some(Opened::File { file, size }) = &opened {
+        Ok(opened.map(|opened| self.keep_body(id, body_key, opened)))
+    }
+
+    /// The body handle kept open for entry `id`, if it is `body_key`'s.
+    fn kept_body(&self, id: u128, body_key: &str) -> Option<Opened> {
+        let (file, size) = self.open_bodies.get(id, body_key)?;
+        Some(Opened::File { file, size })
+    }
+
+    /// Keeps a local body file open for the entry's next hits.
+    fn keep_body(&self, id: u128, body_key: &str, opened: Opened) -> Opened {
+        if let Opened::File { file, size } = &opened {
             self.open_bodies.keep(id, body_key, file.clone(), *size);
         }
-        Ok(opened)
+        opened
     }
 
     /// Tells the catalog about an access the index says is due (at most

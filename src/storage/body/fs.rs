@@ -125,6 +125,23 @@ impl FsBodyStore {
         });
     }
 
+    /// Opens `key` with its size (an open of a local file does not wait
+    /// for the disk's data); `None` when absent.
+    fn open_local(&self, key: &str) -> io::Result<Option<Opened>> {
+        let path = self.path(key)?;
+        match open_for_reading(&path) {
+            Ok(file) => {
+                let size = file.metadata().map_err(|e| with_path(&path, e))?.len();
+                Ok(Some(Opened::File {
+                    file: Arc::new(file),
+                    size,
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(with_path(&path, e)),
+        }
+    }
+
     fn path(&self, key: &str) -> io::Result<PathBuf> {
         let relative = Path::new(key);
         let plain = !key.is_empty()
@@ -353,18 +370,7 @@ impl BodyStore for FsBodyStore {
     }
 
     async fn open(&self, key: &str) -> io::Result<Option<Opened>> {
-        let path = self.path(key)?;
-        match open_for_reading(&path) {
-            Ok(file) => {
-                let size = file.metadata().map_err(|e| with_path(&path, e))?.len();
-                Ok(Some(Opened::File {
-                    file: Arc::new(file),
-                    size,
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(with_path(&path, e)),
-        }
+        self.open_local(key)
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> io::Result<ByteStream> {
@@ -413,19 +419,15 @@ impl BodyStore for FsBodyStore {
     }
 
     fn open_now(&self, key: &str) -> Option<Opened> {
-        let file = open_for_reading(&self.path(key).ok()?).ok()?;
-        let size = file.metadata().ok()?.len();
-        Some(Opened::File {
-            file: Arc::new(file),
-            size,
-        })
+        self.open_local(key).ok().flatten()
     }
 
     fn get_small_now(&self, key: &str) -> Option<Bytes> {
-        let file = open_for_reading(&self.path(key).ok()?).ok()?;
-        let size = file.metadata().ok()?.len() as usize;
-        let mut buf = vec![0u8; size];
-        (read_cached(&file, &mut buf, 0)? == size).then(|| Bytes::from(buf))
+        let Opened::File { file, size } = self.open_now(key)? else {
+            return None;
+        };
+        let mut buf = vec![0u8; size as usize];
+        (read_cached(&file, &mut buf, 0)? == buf.len()).then(|| Bytes::from(buf))
     }
 
     async fn delete(&self, key: &str) -> io::Result<bool> {
