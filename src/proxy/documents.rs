@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use filters::ecosystem::pypi::{self, FileLink, Form, HtmlRewriter};
 use filters::ecosystem::{npm, Document};
 use filters::links::{self, LinkMap};
-use pingora::cache::CachePhase;
+use pingora::cache::{CachePhase, HttpCache};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
@@ -111,27 +111,27 @@ pub enum Reuse {
     Make { making: Making, epoch: SystemTime },
 }
 
-/// What a response in `phase` may reuse: a fresh hit on a document whose
-/// stored body the hot tier holds (a lookup has just put it there) looks
-/// for a kept copy for this client, and waits for one being made.
+/// What the response `cache` describes may reuse: a fresh hit on a
+/// document whose stored body the hot tier holds (its lookup has just put
+/// it there) looks for a kept copy for this client, and waits for one
+/// being made.
 pub async fn reuse(
     (kept, storage): (&Arc<Rewrites>, &CacheStorage),
     server: &ServerConfig,
     artifact: &Artifact,
     req: &RequestHeader,
-    phase: CachePhase,
-    epoch: Option<SystemTime>,
+    cache: &HttpCache,
 ) -> Reuse {
     // Not a stale response: its header is not the one a hit sends, and it
     // records the document's checksums again.
-    let hit = phase == CachePhase::Hit;
-    let (Some(epoch), true) = (epoch, hit && kept.enabled()) else {
-        return Reuse::Nothing;
-    };
-    if !served_rewritten(artifact) {
+    let hit = cache.phase() == CachePhase::Hit;
+    if !hit || !kept.enabled() || !served_rewritten(artifact) {
         return Reuse::Nothing;
     }
-    let id = EntryLocation::from_key(&super::cache::key(artifact)).id();
+    let (Some(key), Some(meta)) = (cache.maybe_cache_key(), cache.maybe_cache_meta()) else {
+        return Reuse::Nothing;
+    };
+    let (id, epoch) = (EntryLocation::from_key(key).id(), meta.epoch());
     let Some(digest) = storage.held_digest(id) else {
         return Reuse::Nothing;
     };
@@ -346,12 +346,13 @@ impl BodyRewriter {
     /// Rewrites one body event in place.
     pub fn filter(&mut self, body: &mut Option<Bytes>, end: bool) -> pingora::Result<()> {
         let chunk = body.take().unwrap_or_default();
-        if let Input::Kept(copy) = &self.input {
-            *body = end.then(|| copy.clone());
-            return Ok(());
-        }
         let mut out = Vec::new();
         match &mut self.input {
+            Input::Kept(copy) => {
+                // Sent whole at the end, without a copy into `out`.
+                *body = end.then(|| copy.clone());
+                return Ok(());
+            }
             Input::Html { rewriter, stream } => {
                 rewriter.push(&chunk, &mut out);
                 if end {
@@ -377,7 +378,7 @@ impl BodyRewriter {
                     buffer.extend_from_slice(&chunk);
                 }
             }
-            Input::Passthrough | Input::Kept(_) => out.extend_from_slice(&chunk),
+            Input::Passthrough => out.extend_from_slice(&chunk),
         }
         if end {
             out.extend(self.finish()?);

@@ -468,11 +468,10 @@ impl ProxyHttp for ArtifactProxy {
         };
         hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header(crate::served_from::HEADER, source)?;
-        let epoch = session.cache.maybe_cache_meta().map(|meta| meta.epoch());
         let stores = (&self.app.rewrites, self.app.storage);
         let server = &self.app.config.server;
-        let reuse =
-            documents::reuse(stores, server, artifact, session.req_header(), phase, epoch).await;
+        let request = session.req_header();
+        let reuse = documents::reuse(stores, server, artifact, request, &session.cache).await;
         let rewriter = documents::BodyRewriter::start(
             artifact,
             session.req_header(),
