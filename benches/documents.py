@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from procs import stop_process
 
@@ -168,8 +169,8 @@ def bench_documents(bench, artifactd_cls, free_port, wait_port) -> None:
             {"metric": metric, "unit": unit, **values, "better": "lower", "note": note})
 
 
-def render_documents(results: dict) -> list[str]:
-    """The index documents table of latest.md."""
+def render_documents(results: dict, fmt: Callable[[object], str]) -> list[str]:
+    """The index documents table of latest.md, numbers written by `fmt`."""
     if not results:
         return []
     lines = ["", "## Index documents: artifactd vs verdaccio 6.8", "",
@@ -181,8 +182,8 @@ def render_documents(results: dict) -> list[str]:
     for scenario, rows in results.items():
         for row in rows:
             a, every, v = row["artifactd"], row["rewrite each"], row["verdaccio"]
-            lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {_fmt(a)} | {_fmt(every)} | "
-                         f"{_fmt(v)} | {_fmt(_ratio(a, every))} | {_fmt(_ratio(a, v))} | {row['better']} "
+            lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(a)} | {fmt(every)} | "
+                         f"{fmt(v)} | {fmt(_ratio(a, every))} | {fmt(_ratio(a, v))} | {row['better']} "
                          f"| {row['note']} |")
     return lines
 
@@ -190,10 +191,3 @@ def render_documents(results: dict) -> list[str]:
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}" if value < 1 else f"{value:,.2f}"
-    return str(value)

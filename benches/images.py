@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from procs import stop_process
 
@@ -144,8 +145,8 @@ def bench_images(bench, artifactd_cls, free_port, wait_port) -> None:
                 peer.stop()
 
 
-def render_images(results: dict) -> list[str]:
-    """The images table of latest.md."""
+def render_images(results: dict, fmt: Callable[[object], str]) -> list[str]:
+    """The images table of latest.md, numbers written by `fmt`."""
     if not results:
         return []
     lines = ["", "## Container images: artifactd vs the distribution registry's proxy mode", "",
@@ -155,18 +156,10 @@ def render_images(results: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|---|---|"]
     for scenario, rows in results.items():
         for row in rows:
-            lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {_fmt(row['artifactd'])} | "
-                         f"{_fmt(row['distribution'])} | {_fmt(row['ratio'])} | {_fmt(row.get('upstream'))} | "
+            lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(row['artifactd'])} | "
+                         f"{fmt(row['distribution'])} | {fmt(row['ratio'])} | {fmt(row.get('upstream'))} | "
                          f"{row['better']} | {row['note']} |")
     return lines
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}" if value < 1 else f"{value:.2f}"
-    return str(value)
 
 
 if __name__ == "__main__":

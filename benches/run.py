@@ -634,8 +634,8 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
         for row in rows:
             lines.append(f"| {scenario} | {row['metric']} ({row['unit']}) | {fmt(row['artifactd'])} | "
                          f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
-    lines += render_images(bench.image_results)
-    lines += render_documents(bench.document_results)
+    lines += render_images(bench.image_results, fmt)
+    lines += render_documents(bench.document_results, fmt)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     write_cluster_results(out_dir, bench, facts, quick)
 
