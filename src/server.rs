@@ -122,23 +122,28 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
     // Nodes share a bucket: changes, eviction and lookups go through it.
     let shared_store = matches!(config.server.storage, StorageUrl::S3(_));
     let remote_names: Vec<String> = config.remotes.keys().cloned().collect();
-    let storage: &'static CacheStorage = Box::leak(Box::new(CacheStorage::new(
-        bodies,
-        state.clone(),
-        catalog_writer.clone(),
-        background.clone(),
-        remote_names,
-        Settings {
-            memory_body_max: config.server.memory_body_max,
-            memory_bytes: config.server.memory_bytes,
-            bounds: Bounds {
-                max_size: config.server.max_size,
-                min_free: config.server.min_free,
-                max_entries: config.server.memory_index_entries,
+    let storage: &'static CacheStorage = Box::leak(Box::new(
+        CacheStorage::new(
+            bodies,
+            state.clone(),
+            catalog_writer.clone(),
+            background.clone(),
+            remote_names,
+            Settings {
+                memory_body_max: config.server.memory_body_max,
+                memory_bytes: config.server.memory_bytes,
+                bounds: Bounds {
+                    max_size: config.server.max_size,
+                    min_free: config.server.min_free,
+                    max_entries: config.server.memory_index_entries,
+                },
+                shared_store,
+                fsync: config.server.fsync,
+                segment_size: config.server.segment_size,
             },
-            shared_store,
-        },
-    )));
+        )
+        .context("opening the record segments")?,
+    ));
     let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
     let cluster = join_cluster(config, &redis, storage, &breakers, &catalog, background);
     if catalog_opened {
@@ -147,6 +152,7 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
             .context("reading the catalog's cache entries")?;
         storage.load_index(rows, references);
     }
+    background.block_on(storage.recover_segments());
     // Without the catalog's rows the walk of the store builds the index.
     storage.start_reconcile();
     storage.start_eviction();

@@ -80,6 +80,9 @@ pub struct EntryRow {
     pub flags: u8,
     /// Milliseconds since the Unix epoch.
     pub last_access: i64,
+    /// The record's location in the record segments; 0 for a record kept
+    /// as its own object.
+    pub record: u64,
 }
 
 /// A change to record.

@@ -256,11 +256,12 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
         }
         CatalogEvent::Entry(row) => {
             sqlx::query(
-                "INSERT INTO entries (id, remote, path, body, size, flags, last_access)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO entries (id, remote, path, body, size, flags, last_access, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (id) DO UPDATE SET remote = excluded.remote,
                    path = excluded.path, body = excluded.body, size = excluded.size,
-                   flags = excluded.flags, last_access = excluded.last_access",
+                   flags = excluded.flags, last_access = excluded.last_access,
+                   record = excluded.record",
             )
             .bind(hex_id(row.id))
             .bind(&row.remote)
@@ -269,6 +270,7 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
             .bind(row.size)
             .bind(row.flags as i64)
             .bind(row.last_access)
+            .bind(row.record as i64)
             .execute(&mut *conn)
             .await?;
         }
@@ -467,7 +469,7 @@ impl Catalog for SqlCatalog {
 
 /// The columns [`entry_row`] reads.
 const ENTRY_COLUMNS: &str =
-    "id, remote, path, body, size, CAST(flags AS BIGINT) AS flags, last_access";
+    "id, remote, path, body, size, CAST(flags AS BIGINT) AS flags, last_access, record";
 
 fn entry_row(row: &sqlx::any::AnyRow) -> CatalogResult<EntryRow> {
     let flags: i64 = row.try_get("flags")?;
@@ -478,6 +480,7 @@ fn entry_row(row: &sqlx::any::AnyRow) -> CatalogResult<EntryRow> {
         body: parse_id(row.try_get("body")?)?,
         size: row.try_get("size")?,
         flags: flags as u8,
+        record: row.try_get::<i64, _>("record")? as u64,
         last_access: row.try_get("last_access")?,
     })
 }
@@ -622,6 +625,7 @@ mod tests {
                 size: 10,
                 flags: 0,
                 last_access,
+                record: id as u64,
             })
         };
         let events = [
@@ -643,6 +647,8 @@ mod tests {
         let ids = |rows: Vec<EntryRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(catalog.eviction_order(10).await.unwrap()), [4, 3, 1]);
         assert_eq!(ids(catalog.eviction_order(2).await.unwrap()), [4, 3]);
+        let rows = catalog.entries().await.unwrap();
+        assert!(rows.iter().all(|r| r.record == r.id as u64), "{rows:?}");
     }
 
     /// Access reports in bulk: more rows than one statement takes, only
@@ -659,6 +665,7 @@ mod tests {
             size: 1,
             flags: 0,
             last_access: 1000,
+            record: 0,
         };
         let mut events: Vec<_> = (0..count)
             .map(|id| CatalogEvent::Entry(entry(id)))

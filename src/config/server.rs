@@ -138,6 +138,8 @@ pub struct RawCacheSettings {
     pub memory_bytes: Option<RawSize>,
     /// Memory for rewritten index documents (0: rewrite every response).
     pub rewritten_bytes: Option<RawSize>,
+    /// How long a record segment grows before the next one starts.
+    pub segment_size: Option<RawSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -270,6 +272,7 @@ pub struct ServerConfig {
     pub memory_body_max: u64,
     pub memory_bytes: u64,
     pub rewritten_bytes: u64,
+    pub segment_size: u64,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -305,6 +308,7 @@ pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_REWRITTEN_BYTES: u64 = 128 << 20;
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 pub const DEFAULT_MAX_PATH_BYTES: usize = 2048;
 /// Long enough for a large layer on a slow client; systemd's
 /// `TimeoutStopSec` in the shipped unit allows for it.
@@ -536,6 +540,7 @@ pub fn parse_server_config(
             .unwrap_or(DEFAULT_MEMORY_BYTES),
         rewritten_bytes: (f.size("cache.rewritten_bytes", &cache.rewritten_bytes)?)
             .unwrap_or(DEFAULT_REWRITTEN_BYTES),
+        segment_size: f.segment_size(cache)?,
         listen,
         threads,
         public_url,
@@ -750,6 +755,20 @@ impl<'a> Fields<'a> {
             Some(0) => Err(self.err("cache.memory_index_entries", "must be positive".into())),
             other => Ok(other.unwrap_or(DEFAULT_MEMORY_INDEX_ENTRIES)),
         }
+    }
+
+    /// A segment holds at least one record and its offsets fit 32 bits.
+    fn segment_size(&self, cache: &RawCacheSettings) -> Result<u64, ConfigError> {
+        let size = self
+            .size("cache.segment_size", &cache.segment_size)?
+            .unwrap_or(DEFAULT_SEGMENT_SIZE);
+        if !(1 << 16..=1 << 31).contains(&size) {
+            return Err(self.err(
+                "cache.segment_size",
+                format!("{size} bytes is outside 64KiB..2GiB"),
+            ));
+        }
+        Ok(size)
     }
 
     fn threads(&self, raw: &RawServerConfig) -> Result<usize, ConfigError> {

@@ -13,7 +13,7 @@ use super::index::{Slot, REVALIDATED};
 use super::layout::{self, EntryLocation};
 use super::record::{Record, StoredMeta};
 use super::{index, internal, CacheStorage};
-use crate::catalog::{CatalogEvent, EntryRow};
+use crate::catalog::CatalogEvent;
 use bytes::Bytes;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
@@ -41,7 +41,7 @@ impl Default for EntryLocks {
 }
 
 impl EntryLocks {
-    async fn lock(&self, id: u128) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(super) async fn lock(&self, id: u128) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes[(id % STRIPES as u128) as usize].lock().await
     }
 }
@@ -67,28 +67,19 @@ impl CacheStorage {
         let id = location.id();
         let flags = super::flags_of(&record.meta);
         let _guard = self.entry_locks.lock(id).await;
-        self.bodies
-            .put(&location.meta_key(), Bytes::from(record.encode()))
-            .await
-            .map_err(|e| internal("writing cache record", e))?;
+        let at = self.write_record(location, record.encode()).await?;
         let slot = Slot::new(
             layout::body_id(&record.body.body_key),
             record.body.size,
             self.remote_index(&location.remote),
             flags,
             index::now_ms(),
-        );
+        )
+        .in_segment(at);
         let new_body = slot.body;
-        let row = EntryRow {
-            id,
-            remote: location.remote.clone(),
-            path: record.body.path.clone(),
-            body: new_body,
-            size: record.body.size as i64,
-            flags,
-            last_access: slot.last_access.load(Ordering::Relaxed) as i64,
-        };
+        let row = self.entry_row(location, &record, &slot);
         let replaced = self.index.insert(id, slot);
+        self.recount(location, at, record.body.size, replaced);
         self.catalog.record(CatalogEvent::Entry(row));
         self.announce(Change::Entry(id)).await;
         let generation = self.flush_generation.load(Ordering::Acquire);
@@ -155,10 +146,7 @@ impl CacheStorage {
                 log::warn!("{e}");
             }
         }
-        self.bodies
-            .delete(&location.meta_key())
-            .await
-            .map_err(|e| internal("deleting cache record", e))?;
+        self.delete_record(location, slot).await?;
         if !body_key.is_empty() {
             self.open_bodies.close(&body_key);
             self.bodies

@@ -389,6 +389,7 @@ impl CacheStorage {
         self.runtime.spawn(async move {
             loop {
                 self.make_room(Incoming::Nothing).await;
+                self.compact_sparse().await;
                 if let Some(shared) = self.shared_eviction.get() {
                     self.evict_shared(shared).await;
                 }
@@ -408,6 +409,7 @@ mod tests {
             id,
             view: SlotView {
                 body: 0,
+                record: 0,
                 size: 1,
                 last_access,
                 remote: 0,

@@ -29,6 +29,9 @@ impl CacheStorage {
         for key in &deleted {
             self.open_bodies.close(key);
         }
+        if let Some(segments) = &self.segments {
+            segments.forget(remote);
+        }
         let state_result = match remote {
             Some(remote) => self.state.delete_prefix(remote).await,
             None => self.state_clear_all().await,

@@ -6,7 +6,7 @@
 //! upstream), how many bytes and objects are stored (eviction's trigger),
 //! and which entries were used least recently (eviction's order).
 //!
-//! A slot is about 64 bytes plus the hash table's overhead; [`Index::memory`]
+//! A slot is 48 bytes (64 with its key) plus the hash table's overhead; [`Index::memory`]
 //! reports the table's actual size. The slot does not hold the response
 //! header: the hot tier ([`super::hot`]) holds parsed records of entries in
 //! use, and the record file serves the rest.
@@ -17,7 +17,7 @@
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 const SHARDS: usize = 64;
 
@@ -28,30 +28,45 @@ pub const MUTABLE: u8 = 1;
 /// revalidation extended it).
 pub const REVALIDATED: u8 = 2;
 
-/// Where a committed entry's body is and how it is used.
+/// Where a committed entry's record and body are and how it is used.
 #[derive(Debug)]
 pub struct Slot {
     /// The body file's id (the uuid in its key); 0 when the body lives in
     /// the record.
     pub body: u128,
-    pub size: u64,
+    /// Where the record is in the record segments ([`super::segments`]);
+    /// 0 for a record kept as its own object (the `.meta` key).
+    pub record: u64,
+    /// Body size, remote and flags in one word (see [`pack`]): the slot
+    /// stays 48 bytes with the record's location in it.
+    packed: AtomicU64,
     /// Milliseconds since the Unix epoch.
     pub last_access: AtomicU64,
     /// Unix seconds of the last access reported to the catalog (the slot
     /// lives as long as the entry, so the throttle does not depend on the
     /// entry staying in the hot tier).
     reported: AtomicU32,
-    /// Hits since the last report to the catalog (fits the slot's padding).
+    /// Hits since the last report to the catalog.
     unreported_hits: AtomicU32,
-    /// Index into the storage's remote names.
-    pub remote: u16,
-    pub flags: AtomicU8,
+}
+
+/// Bits of the packed word holding the body size: 1 TiB, far above any
+/// body a cache node holds in one entry.
+const SIZE_BITS: u32 = 40;
+const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
+const REMOTE_SHIFT: u32 = SIZE_BITS;
+const FLAGS_SHIFT: u32 = SIZE_BITS + 16;
+
+/// Size (clamped to [`SIZE_BITS`]), remote and flags in one word.
+fn pack(size: u64, remote: u16, flags: u8) -> u64 {
+    size.min(SIZE_MASK) | (remote as u64) << REMOTE_SHIFT | (flags as u64) << FLAGS_SHIFT
 }
 
 /// A copy of a slot's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotView {
     pub body: u128,
+    pub record: u64,
     pub size: u64,
     pub last_access: u64,
     pub remote: u16,
@@ -62,22 +77,37 @@ impl Slot {
     pub fn new(body: u128, size: u64, remote: u16, flags: u8, last_access: u64) -> Slot {
         Slot {
             body,
-            size,
+            record: 0,
+            packed: AtomicU64::new(pack(size, remote, flags)),
             last_access: AtomicU64::new(last_access),
             reported: AtomicU32::new((last_access / 1000) as u32),
             unreported_hits: AtomicU32::new(0),
-            remote,
-            flags: AtomicU8::new(flags),
         }
     }
 
-    fn view(&self) -> SlotView {
+    /// The slot with its record at `record` in the segments.
+    pub fn in_segment(mut self, record: u64) -> Slot {
+        self.record = record;
+        self
+    }
+
+    pub fn size(&self) -> u64 {
+        self.packed.load(Ordering::Relaxed) & SIZE_MASK
+    }
+
+    fn remote(&self) -> u16 {
+        (self.packed.load(Ordering::Relaxed) >> REMOTE_SHIFT) as u16
+    }
+
+    pub fn view(&self) -> SlotView {
+        let packed = self.packed.load(Ordering::Relaxed);
         SlotView {
             body: self.body,
-            size: self.size,
+            record: self.record,
+            size: packed & SIZE_MASK,
             last_access: self.last_access.load(Ordering::Relaxed),
-            remote: self.remote,
-            flags: self.flags.load(Ordering::Relaxed),
+            remote: (packed >> REMOTE_SHIFT) as u16,
+            flags: (packed >> FLAGS_SHIFT) as u8,
         }
     }
 }
@@ -168,7 +198,7 @@ impl Index {
 
     /// Makes `slot` the entry's slot; returns the one it replaced.
     pub fn insert(&self, id: u128, slot: Slot) -> Option<SlotView> {
-        let size = slot.size;
+        let size = slot.size();
         let old = self
             .shard(id)
             .write()
@@ -202,9 +232,22 @@ impl Index {
         Some(removed)
     }
 
+    /// Points the entry's record at `to` if it is still at `from` (a
+    /// compaction moving it); whether it was.
+    pub fn relocate(&self, id: u128, from: u64, to: u64) -> bool {
+        match self.shard(id).write().get_mut(&id) {
+            Some(slot) if slot.record == from => {
+                slot.record = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn set_flag(&self, id: u128, flag: u8) {
         if let Some(slot) = self.shard(id).read().get(&id) {
-            slot.flags.fetch_or(flag, Ordering::Relaxed);
+            slot.packed
+                .fetch_or((flag as u64) << FLAGS_SHIFT, Ordering::Relaxed);
         }
     }
 
@@ -214,11 +257,11 @@ impl Index {
         for shard in &self.shards {
             let mut shard = shard.write();
             shard.retain(|_, slot| {
-                let keep = remote.is_some_and(|r| slot.remote != r);
+                let keep = remote.is_some_and(|r| slot.remote() != r);
                 if !keep {
                     removed += 1;
                     self.entries.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub(slot.size, Ordering::Relaxed);
+                    self.bytes.fetch_sub(slot.size(), Ordering::Relaxed);
                 }
                 keep
             });
@@ -288,6 +331,27 @@ mod tests {
         assert_eq!(index.clear(Some(0)), 0);
         assert_eq!(index.clear(Some(1)), 1);
         assert_eq!((index.entries(), index.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_slot_packs_size_remote_and_flags_into_48_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
+        let index = Index::default();
+        index.insert(
+            7,
+            Slot::new(3, (1 << 40) - 1, 513, MUTABLE, 9).in_segment(42),
+        );
+        index.set_flag(7, REVALIDATED);
+        let view = index.get(7).unwrap();
+        assert_eq!(
+            (view.size, view.remote, view.flags, view.record),
+            ((1 << 40) - 1, 513, MUTABLE | REVALIDATED, 42)
+        );
+        assert!(!index.relocate(7, 41, 50), "moved from elsewhere");
+        assert!(index.relocate(7, 42, 50));
+        assert_eq!(index.get(7).unwrap().record, 50);
+        assert_eq!(index.clear(Some(512)), 0);
+        assert_eq!(index.clear(Some(513)), 1);
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl CacheStorage {
     /// with what was recorded at commit.
     pub async fn verify_entry(&self, remote: &str, id: u128) -> Result<Verified> {
         let location = Self::location(remote, id);
-        let Some((record, _)) = self.read_stored(&location, None).await? else {
+        let slot = self.index.get(id);
+        let Some((record, _)) = self.read_stored(&location, slot).await? else {
             return Ok(Verified::Vanished);
         };
         let expected_size = record.body.size;

@@ -3,6 +3,8 @@
 //! - [`body`]: the body store trait and its filesystem and `object_store`
 //!   implementations. [`layout`]: which keys an entry uses.
 //! - [`record`]: the commit record's format (small bodies inside it).
+//!   [`records`]: where records are kept; [`segments`]: the append-only
+//!   files that hold them on a local store.
 //!   [`index`]: every committed entry, compactly, for existence, accounting
 //!   and eviction order. [`hot`]: parsed records and small bodies of the
 //!   entries in use. [`open_bodies`]: body files kept open between hits.
@@ -32,7 +34,9 @@ pub mod open_bodies;
 pub mod outage;
 pub mod reconcile;
 pub mod record;
+pub mod records;
 pub mod refs;
+pub mod segments;
 pub mod sweep;
 
 use crate::catalog::{CatalogEvent, CatalogWriter};
@@ -92,6 +96,11 @@ pub struct CacheStorage {
     /// Where this node announces its changes, when other nodes share the store.
     changes: std::sync::OnceLock<Arc<dyn coherence::ChangeFeed>>,
     outages: outage::Outages,
+    /// The record segments, on a local store.
+    segments: Option<Arc<segments::Segments>>,
+    /// Per remote, the newest segment the catalog's rows name: recovery
+    /// reads from there (see [`records`]).
+    recovery_floors: parking_lot::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// A fresh hit for the fast path: the record, and its body at hand.
@@ -124,6 +133,10 @@ pub struct Settings {
     /// Other nodes write the same store: an entry missing from the index
     /// may still be stored (see [`coherence`]).
     pub shared_store: bool,
+    /// Records reach stable storage before they count (`cache.fsync`).
+    pub fsync: bool,
+    /// How long a record segment grows (`cache.segment_size`).
+    pub segment_size: u64,
 }
 
 /// What `/metrics` reports about the storage.
@@ -171,8 +184,11 @@ impl CacheStorage {
         runtime: tokio::runtime::Handle,
         known_remotes: Vec<String>,
         settings: Settings,
-    ) -> Self {
-        CacheStorage {
+    ) -> std::io::Result<Self> {
+        // Nodes sharing a store read each other's records by key.
+        let local_root = bodies.local_root().filter(|_| !settings.shared_store);
+        let segments = records::open_segments(local_root, settings.segment_size)?;
+        Ok(CacheStorage {
             bodies,
             state,
             catalog,
@@ -193,7 +209,9 @@ impl CacheStorage {
             flush_generation: AtomicU64::new(0),
             runtime,
             known_remotes,
-        }
+            segments,
+            recovery_floors: Default::default(),
+        })
     }
 
     pub fn bodies(&self) -> &Arc<dyn BodyStore> {
@@ -371,8 +389,7 @@ impl CacheStorage {
         if slot.flags & REVALIDATED != 0 {
             return None;
         }
-        let location = self.location_of(id, slot.remote)?;
-        let bytes = self.bodies.get_small_now(&location.meta_key())?;
+        let bytes = self.record_bytes_now(id, slot)?;
         let record = Record::decode(&bytes).ok()?;
         if layout::body_id(&record.body.body_key) != slot.body {
             return None;
@@ -408,12 +425,9 @@ impl CacheStorage {
                 return Ok(from_state.map(|r| (r, true)));
             }
         }
-        let bytes = self
-            .bodies
-            .get_small(&location.meta_key())
-            .await
-            .map_err(|e| internal("reading cache record", e))?;
-        let Some(bytes) = bytes else { return Ok(None) };
+        let Some(bytes) = self.record_bytes(location, slot).await? else {
+            return Ok(None);
+        };
         let committed = match Record::decode(&bytes) {
             Ok(record) => record,
             Err(e) => {

@@ -2,6 +2,9 @@
 //!
 //! At start the index is filled from the catalog's entry rows (one query,
 //! no walk of the store), so hits, accounting and eviction work at once.
+//! Before the node serves, records in segments are brought up to date
+//! from the segments the catalog may lag behind ([`super::records`]): a
+//! lookup of a key the index lacks could not find them otherwise.
 //! The catalog is written in batches, so a killed process may have
 //! committed a few entries it never heard of, or removed a few it still
 //! lists. A background walk of the store's `cache/` directories (names
@@ -25,6 +28,7 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 impl CacheStorage {
     /// Fills the index from the catalog's rows and references.
     pub fn load_index(&self, rows: Vec<EntryRow>, references: Vec<(u128, u128)>) {
+        let mut unreadable = 0;
         for row in rows {
             let remote = self.remote_index(&row.remote);
             if remote == u16::MAX {
@@ -32,14 +36,29 @@ impl CacheStorage {
                 // a flush; they are not served.
                 continue;
             }
+            if row.record != 0 {
+                self.note_recovery_floor(&row.remote, row.record);
+                if !self.segments.as_ref().is_some_and(|s| s.holds(row.record)) {
+                    unreadable += 1;
+                    continue;
+                }
+            }
+            let size = row.size.max(0) as u64;
             let slot = Slot::new(
                 row.body,
-                row.size.max(0) as u64,
+                size,
                 remote,
                 row.flags,
                 row.last_access.max(0) as u64,
-            );
+            )
+            .in_segment(row.record);
             self.index.insert(row.id, slot);
+            if let Some(segments) = self.segments.as_ref().filter(|_| row.record != 0) {
+                segments.count(row.record, size);
+            }
+        }
+        if unreadable > 0 {
+            log::warn!("{unreadable} catalog entries name record segments that are gone; dropped");
         }
         for (manifest, target) in references {
             self.refs.add(manifest, &[target]);
@@ -72,7 +91,10 @@ impl CacheStorage {
         // nobody committed or used since the walk started).
         let mut dropped = 0;
         for candidate in self.index.candidates() {
-            if !seen.contains(&candidate.id) && candidate.view.last_access < started {
+            // A record in a segment was checked when it was loaded.
+            let in_segment = candidate.view.record != 0;
+            if !in_segment && !seen.contains(&candidate.id) && candidate.view.last_access < started
+            {
                 self.index.remove(candidate.id, Some(candidate.view.body));
                 dropped += 1;
             }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const MIB: usize = 1024 * 1024;
 const BOUND: &str = "cache:\n  max_size: 10MiB\n";
 
-fn remotes(origin: &Origin, registry: Option<&Registry>) -> String {
+pub(crate) fn remotes(origin: &Origin, registry: Option<&Registry>) -> String {
     let mut yaml = format!(
         "remotes:\n  gen:\n    base_url: \"{}\"\n    package: generic\n    immutable_patterns:\n      - '\\.bin$'\n",
         origin.base_url()
@@ -36,7 +36,8 @@ fn disk_use(dir: &Path) -> u64 {
         .sum()
 }
 
-async fn fetch(ad: &Artifactd, path: &str) -> (String, Vec<u8>) {
+/// Fetches `path` of remote `gen`: its `X-Artifact-Source` and bytes.
+pub(crate) async fn fetch(ad: &Artifactd, path: &str) -> (String, Vec<u8>) {
     let resp = client().get(ad.artifact("gen", path)).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{path}");
     let source = resp.headers()["x-artifact-source"]

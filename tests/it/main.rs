@@ -14,6 +14,8 @@
 //!   `/cache-artifact`, and the `warm` and `cache` commands.
 //! - `evict`: `cache.max_size`, LRU order, readers and images kept, the
 //!   index after a restart.
+//! - `segments`: records in segment files, recovery after `kill -9` with
+//!   the catalog behind, compaction.
 //! - `fill`: followers of fills in progress, aborts, HEAD/range misses,
 //!   failed fills, staging cleanup after `kill -9`.
 //! - `local`: local repository uploads, limits, tokens, deletes.
@@ -53,3 +55,4 @@ mod resilience;
 mod rewrites;
 mod rpm;
 mod security;
+mod segments;

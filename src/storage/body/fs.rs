@@ -166,13 +166,18 @@ fn new_staging_file(staging: &Path) -> io::Result<(PathBuf, File)> {
         uuid::Uuid::new_v4().simple()
     );
     let path = staging.join(name);
-    let file = OpenOptions::new()
+    let file = create_new(&path)?;
+    Ok((path, file))
+}
+
+/// Creates `path`, which must not exist, for reading and writing.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(&path)
-        .map_err(|e| with_path(&path, e))?;
-    Ok((path, file))
+        .open(path)
+        .map_err(|e| with_path(path, e))
 }
 
 /// Opens a committed file to serve it, without updating its access time:
@@ -471,6 +476,10 @@ impl BodyStore for FsBodyStore {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn free_bytes(&self) -> Option<u64> {

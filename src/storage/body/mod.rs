@@ -110,6 +110,12 @@ pub trait BodyStore: Send + Sync + 'static {
         self.delete(&key).await.map(|_| ())
     }
 
+    /// The directory holding the store, when it is local: its record
+    /// segments live there too ([`crate::storage::segments`]).
+    fn local_root(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// Free bytes on the filesystem holding the store, when it is local.
     fn free_bytes(&self) -> Option<u64> {
         None

@@ -1,0 +1,365 @@
+//! Where an entry's record is written, read and deleted: a frame in the
+//! record segments ([`super::segments`]) on a local store; an object of its
+//! own (the `.meta` key) on a remote store, and for entries a version
+//! without segments wrote, which are read as they are until replaced.
+//!
+//! Also the segments' upkeep: at start, the frames the catalog may not have
+//! heard of (the newest segments of each remote) are read back into the
+//! index; in the background, segments left mostly dead by evictions are
+//! compacted.
+
+use super::index::{Slot, SlotView};
+use super::layout::EntryLocation;
+use super::record::Record;
+use super::segments::{self, Frame, Kind, Segments};
+use super::{flags_of, internal, CacheStorage};
+use crate::catalog::{CatalogEvent, EntryRow};
+use bytes::Bytes;
+use pingora::Result;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The size of the body kept in an entry's record (0 when it has a file):
+/// how much a segment read asks for beyond the stored head.
+fn inline_size(slot: SlotView) -> u64 {
+    if slot.body == 0 {
+        slot.size
+    } else {
+        0
+    }
+}
+
+impl CacheStorage {
+    /// Writes entry `location`'s record: its location in the segments, or
+    /// 0 when it went to an object of its own. With `cache.fsync` it is on
+    /// stable storage when this returns.
+    pub(super) async fn write_record(
+        &self,
+        location: &EntryLocation,
+        encoded: Vec<u8>,
+    ) -> Result<u64> {
+        let Some(segments) = &self.segments else {
+            self.bodies
+                .put(&location.meta_key(), Bytes::from(encoded))
+                .await
+                .map_err(|e| internal("writing cache record", e))?;
+            return Ok(0);
+        };
+        let at = segments
+            .append(&location.remote, Kind::Record, location.id(), &encoded)
+            .map_err(|e| internal("writing cache record", e))?;
+        if self.settings.fsync {
+            let segments = segments.clone();
+            tokio::task::spawn_blocking(move || segments.sync(at))
+                .await
+                .map_err(|e| internal("syncing cache record", e))?
+                .map_err(|e| internal("syncing cache record", e))?;
+        }
+        Ok(at)
+    }
+
+    /// Entry `id`'s record where `slot` says it is, if that needs no wait.
+    pub(super) fn record_bytes_now(&self, id: u128, slot: SlotView) -> Option<Bytes> {
+        match slot.record {
+            0 => {
+                let location = self.location_of(id, slot.remote)?;
+                self.bodies.get_small_now(&location.meta_key())
+            }
+            at => self.segments.as_ref()?.read_now(at, id, inline_size(slot)),
+        }
+    }
+
+    /// Entry `location`'s record where `slot` says it is (its own object
+    /// for an entry the index does not know); `None` when it is gone.
+    pub(super) async fn record_bytes(
+        &self,
+        location: &EntryLocation,
+        slot: Option<SlotView>,
+    ) -> Result<Option<Bytes>> {
+        let read = match (slot.filter(|s| s.record != 0), &self.segments) {
+            (Some(slot), Some(segments)) => {
+                segments
+                    .read(slot.record, location.id(), inline_size(slot))
+                    .await
+            }
+            (Some(_), None) => Ok(None),
+            (None, _) => self.bodies.get_small(&location.meta_key()).await,
+        };
+        read.map_err(|e| internal("reading cache record", e))
+    }
+
+    /// Deletes the record of an entry just removed from the index, which
+    /// was where `slot` says (its own object when the index did not know it).
+    pub(super) async fn delete_record(
+        &self,
+        location: &EntryLocation,
+        slot: Option<SlotView>,
+    ) -> Result<()> {
+        match (slot.filter(|s| s.record != 0), &self.segments) {
+            (Some(slot), Some(segments)) => {
+                // A tombstone, so that recovery after a crash does not
+                // bring the entry back from a frame the catalog lists.
+                if let Err(e) = segments.append(&location.remote, Kind::Removed, location.id(), &[])
+                {
+                    log::warn!("recording the removal of {}: {e}", location.meta_key());
+                }
+                segments.release(slot.record, slot.size);
+                Ok(())
+            }
+            (Some(_), None) => Ok(()),
+            (None, _) => self
+                .bodies
+                .delete(&location.meta_key())
+                .await
+                .map(|_| ())
+                .map_err(|e| internal("deleting cache record", e)),
+        }
+    }
+
+    /// Keeps the segments' counts right when entry `location` got a slot
+    /// with its record at `record` (0: its own object) that replaced
+    /// `replaced`. A record of its own that a segment frame replaced is
+    /// deleted.
+    pub(super) fn recount(
+        &'static self,
+        location: &EntryLocation,
+        record: u64,
+        size: u64,
+        replaced: Option<SlotView>,
+    ) {
+        let Some(segments) = &self.segments else {
+            return;
+        };
+        if record != 0 {
+            segments.count(record, size);
+        }
+        match replaced {
+            Some(old) if old.record != 0 => segments.release(old.record, old.size),
+            Some(_) if record != 0 => {
+                let key = location.meta_key();
+                self.runtime.spawn(async move {
+                    if let Err(e) = self.bodies.delete(&key).await {
+                        log::warn!("deleting replaced record {key}: {e}");
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// The newest segment each remote's catalog rows name (the floor of
+    /// what recovery reads), noted while the index is loaded.
+    pub(super) fn note_recovery_floor(&self, remote: &str, record: u64) {
+        let mut floors = self.recovery_floors.lock();
+        let floor = floors.entry(remote.to_string()).or_insert(0);
+        *floor = (*floor).max(segments::number_of(record));
+    }
+
+    /// Reads back into the index what the catalog may not have heard of:
+    /// frames of each remote's segments from the newest its rows name on
+    /// (every segment when the catalog was not read at start). A record
+    /// newer than the slot's is adopted, a tombstone newer than it removes
+    /// the entry. Then segments nothing lives in are deleted.
+    pub async fn recover_segments(&'static self) {
+        let Some(segments) = &self.segments else {
+            return;
+        };
+        let floors: HashMap<String, u32> = std::mem::take(&mut *self.recovery_floors.lock());
+        let started = std::time::Instant::now();
+        let (mut scanned, mut adopted, mut removed) = (0, 0, 0);
+        for (remote, number) in segments.listed() {
+            if number < floors.get(&remote).copied().unwrap_or(0) {
+                continue;
+            }
+            let Some(frames) = scan(segments, number, &remote).await else {
+                continue;
+            };
+            scanned += 1;
+            for frame in frames {
+                match self.recover_frame(&remote, frame) {
+                    Some(true) => adopted += 1,
+                    Some(false) => removed += 1,
+                    None => {}
+                }
+            }
+        }
+        segments.delete_unused();
+        log::info!(
+            "read {scanned} record segments in {:?}: {adopted} entries adopted, {removed} removed",
+            started.elapsed()
+        );
+    }
+
+    /// Applies one frame found by recovery if it is newer than what the
+    /// index holds: `Some(true)` adopted, `Some(false)` removed.
+    fn recover_frame(&'static self, remote: &str, frame: Frame) -> Option<bool> {
+        let current = self.index.get(frame.id);
+        let newer = current.is_none_or(|slot| slot.record < frame.location);
+        if !newer {
+            return None;
+        }
+        let location = EntryLocation {
+            remote: remote.to_string(),
+            primary: frame.id.to_be_bytes(),
+        };
+        match frame.kind {
+            Kind::Removed => {
+                let slot = current?;
+                self.index.remove(frame.id, Some(slot.body));
+                self.recount(&location, 0, 0, Some(slot));
+                self.catalog
+                    .record(CatalogEvent::EntryRemoved { id: frame.id });
+                Some(false)
+            }
+            Kind::Record => {
+                let record = Record::decode(&frame.payload).ok()?;
+                let remote_index = self.remote_index(remote);
+                if remote_index == u16::MAX {
+                    return None;
+                }
+                let slot = Slot::new(
+                    super::layout::body_id(&record.body.body_key),
+                    record.body.size,
+                    remote_index,
+                    flags_of(&record.meta),
+                    record.body.fetched_at * 1000,
+                )
+                .in_segment(frame.location);
+                let row = self.entry_row(&location, &record, &slot);
+                let replaced = self.index.insert(frame.id, slot);
+                self.recount(&location, frame.location, record.body.size, replaced);
+                self.catalog.record(CatalogEvent::Entry(row));
+                Some(true)
+            }
+        }
+    }
+
+    /// The catalog row of an entry with `record` in `slot`.
+    pub(super) fn entry_row(
+        &self,
+        location: &EntryLocation,
+        record: &Record,
+        slot: &Slot,
+    ) -> EntryRow {
+        let view = slot.view();
+        EntryRow {
+            id: location.id(),
+            remote: location.remote.clone(),
+            path: record.body.path.clone(),
+            body: view.body,
+            size: view.size as i64,
+            flags: view.flags,
+            last_access: view.last_access as i64,
+            record: view.record,
+        }
+    }
+
+    /// Compacts the segments evictions left mostly dead: each live frame
+    /// is appended anew and its entry pointed at the copy, after which the
+    /// old segment holds nothing and is deleted.
+    pub(super) async fn compact_sparse(&'static self) {
+        let Some(segments) = &self.segments else {
+            return;
+        };
+        for number in segments.sparse() {
+            let Some(remote) = segments.remote_of(number) else {
+                continue;
+            };
+            let Some(frames) = scan(segments, number, &remote).await else {
+                continue;
+            };
+            let mut moved = 0;
+            for frame in frames {
+                if frame.kind == Kind::Record && self.move_frame(&remote, &frame).await {
+                    moved += 1;
+                }
+            }
+            log::debug!("compacted segment {number:08x} of {remote}: {moved} records moved");
+        }
+    }
+
+    /// Moves a live frame to the remote's current segment; whether it was
+    /// live and moved.
+    async fn move_frame(&'static self, remote: &str, frame: &Frame) -> bool {
+        let Some(segments) = &self.segments else {
+            return false;
+        };
+        let _guard = self.entry_locks.lock(frame.id).await;
+        let Some(slot) = self
+            .index
+            .get(frame.id)
+            .filter(|s| s.record == frame.location)
+        else {
+            return false;
+        };
+        let Ok(record) = Record::decode(&frame.payload) else {
+            return false;
+        };
+        let to = match segments.append(remote, Kind::Record, frame.id, &frame.payload) {
+            Ok(to) => to,
+            Err(e) => {
+                log::warn!(
+                    "compacting segment {:08x}: {e}",
+                    segments::number_of(frame.location)
+                );
+                return false;
+            }
+        };
+        if self.settings.fsync {
+            let syncing = segments.clone();
+            if let Ok(Err(e)) | Err(e) = tokio::task::spawn_blocking(move || syncing.sync(to))
+                .await
+                .map_err(std::io::Error::other)
+            {
+                log::warn!("syncing a compacted record: {e}");
+                return false;
+            }
+        }
+        if !self.index.relocate(frame.id, frame.location, to) {
+            return false;
+        }
+        segments.count(to, slot.size);
+        segments.release(frame.location, slot.size);
+        let location = EntryLocation {
+            remote: remote.to_string(),
+            primary: frame.id.to_be_bytes(),
+        };
+        let moved = Slot::new(
+            slot.body,
+            slot.size,
+            slot.remote,
+            slot.flags,
+            slot.last_access,
+        )
+        .in_segment(to);
+        self.catalog.record(CatalogEvent::Entry(
+            self.entry_row(&location, &record, &moved),
+        ));
+        true
+    }
+}
+
+/// Every whole frame of segment `number`, read on the blocking pool;
+/// `None` (logged) when it cannot be read.
+async fn scan(segments: &Arc<Segments>, number: u32, remote: &str) -> Option<Vec<Frame>> {
+    let scanning = segments.clone();
+    match tokio::task::spawn_blocking(move || scanning.scan(number))
+        .await
+        .map_err(std::io::Error::other)
+    {
+        Ok(Ok(frames)) => Some(frames),
+        Ok(Err(e)) | Err(e) => {
+            log::warn!("reading segment {number:08x} of {remote}: {e}");
+            None
+        }
+    }
+}
+
+/// The segments of a local store rooted at `root`.
+pub fn open_segments(
+    root: Option<&std::path::Path>,
+    segment_size: u64,
+) -> std::io::Result<Option<Arc<Segments>>> {
+    root.map(|root| Segments::open(root, segment_size).map(Arc::new))
+        .transpose()
+}

@@ -1,0 +1,585 @@
+//! Records in append-only segment files, on a local store.
+//!
+//! A record file per entry costs a file create and a rename on every fill
+//! and an open, a read and a close on every hit whose record is not in
+//! memory; at millions of entries that is millions of inodes, a dentry walk
+//! per cold hit and a start that cannot afford to look at them. On a local
+//! store records therefore go into segments,
+//! `cache/{remote}/segments/{number:08x}.seg`: runs of frames, appended
+//! and never rewritten. The index slot holds a frame's location (segment
+//! number and offset), so a cold hit is one `pread` on a descriptor kept
+//! open.
+//!
+//! A frame is a 32-byte header (magic, kind, payload length, entry id, a
+//! CRC-32 of all of them and of the payload) and its payload. A frame is
+//! trusted only whole and matching its CRC, so a tail torn by a crash reads
+//! as the end of its segment; nothing in it was committed, because the
+//! index learns of a record only after its frame is written. A removal
+//! appends a tombstone, so that recovery does not bring back an entry
+//! removed just before a crash.
+//!
+//! Segments are per remote, so a flush of a remote deletes them with the
+//! rest of its directory. Each counts the entries whose current record it
+//! holds and an estimate of their bytes: a sealed segment with none left is
+//! deleted, and one with less than half its length live is compacted (its
+//! live frames appended anew, the index pointed at the copies) until it
+//! empties.
+
+use super::body::fs::{create_new, read_cached};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 4] = b"ADS1";
+/// Bytes of a frame's header.
+pub const HEADER: usize = 32;
+/// What a cold read asks for beyond the record's inline body: a stored
+/// head rarely needs more, so most cold hits are a single read.
+const HEAD_ALLOWANCE: usize = 1536;
+/// A typical stored head (status, headers, freshness, body info).
+const HEAD_ESTIMATE: u64 = 512;
+const DIR: &str = "segments";
+const SUFFIX: &str = ".seg";
+
+/// What a frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The payload is the entry's record.
+    Record = 1,
+    /// The entry was removed (no payload).
+    Removed = 2,
+}
+
+/// A frame read back by a scan.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub location: u64,
+    pub kind: Kind,
+    pub id: u128,
+    pub payload: Bytes,
+}
+
+/// A segment location: segment number in the high half, offset in the low.
+/// Numbers start at 1, so no location is 0 (a slot's "no segment").
+pub fn location(number: u32, offset: u64) -> u64 {
+    (number as u64) << 32 | offset
+}
+
+pub fn number_of(location: u64) -> u32 {
+    (location >> 32) as u32
+}
+
+fn offset_of(location: u64) -> u64 {
+    location & 0xffff_ffff
+}
+
+/// The bytes an entry of `size` is taken to occupy in its segment, for
+/// deciding when to compact (the exact length of a record is not kept).
+fn estimate(size: u64) -> u64 {
+    HEADER as u64 + HEAD_ESTIMATE + size
+}
+
+fn encode(kind: Kind, id: u128, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER + payload.len());
+    frame.extend_from_slice(MAGIC);
+    frame.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&id.to_le_bytes());
+    let crc = checksum(&frame[4..28], payload);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// A header's kind, payload length and id, if it is one.
+fn header(bytes: &[u8]) -> Option<(Kind, usize, u128)> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let kind = match bytes[4] {
+        1 => Kind::Record,
+        2 => Kind::Removed,
+        _ => return None,
+    };
+    let len = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
+    let id = u128::from_le_bytes(bytes[12..28].try_into().ok()?);
+    Some((kind, len, id))
+}
+
+/// The frame at the start of `bytes` if it is whole and its CRC matches:
+/// kind, id and the payload's range in `bytes`.
+fn whole(bytes: &[u8]) -> Option<(Kind, u128, std::ops::Range<usize>)> {
+    let (kind, len, id) = header(bytes)?;
+    let payload = bytes.get(HEADER..HEADER + len)?;
+    let crc = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
+    (checksum(&bytes[4..28], payload) == crc).then_some((kind, id, HEADER..HEADER + len))
+}
+
+/// One segment file.
+struct Segment {
+    number: u32,
+    remote: String,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes written: where the next frame goes.
+    len: AtomicU64,
+    /// Entries whose current record is here, and their estimated bytes.
+    live: AtomicU64,
+    live_bytes: AtomicU64,
+    /// No longer appended to.
+    sealed: AtomicBool,
+}
+
+/// Every segment of the store, and the one each remote appends to.
+pub struct Segments {
+    root: PathBuf,
+    segment_max: u64,
+    next: AtomicU64,
+    all: RwLock<HashMap<u32, Arc<Segment>>>,
+    active: Mutex<HashMap<String, Arc<Segment>>>,
+}
+
+impl Segments {
+    /// The segments under the store `root`, all sealed: a process appends
+    /// only to segments it created, each until it is `segment_max` long.
+    pub fn open(root: &Path, segment_max: u64) -> io::Result<Segments> {
+        let mut all = HashMap::new();
+        let cache = root.join("cache");
+        let remotes = match std::fs::read_dir(&cache) {
+            Ok(entries) => entries.collect::<io::Result<Vec<_>>>()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for remote in remotes {
+            let remote_name = remote.file_name().to_string_lossy().into_owned();
+            let dir = remote.path().join(DIR);
+            let Ok(files) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for file in files {
+                let path = file?.path();
+                let Some(number) = path
+                    .file_name()
+                    .and_then(|n| n.to_str()?.strip_suffix(SUFFIX))
+                    .and_then(|n| u32::from_str_radix(n, 16).ok())
+                else {
+                    continue;
+                };
+                let file = File::open(&path)?;
+                let len = file.metadata()?.len();
+                let segment = Segment::new(number, remote_name.clone(), path, file, len);
+                segment.sealed.store(true, Ordering::Relaxed);
+                all.insert(number, Arc::new(segment));
+            }
+        }
+        let next = all.keys().max().map_or(1, |n| *n as u64 + 1);
+        Ok(Segments {
+            root: root.to_path_buf(),
+            segment_max,
+            next: AtomicU64::new(next),
+            all: RwLock::new(all),
+            active: Mutex::default(),
+        })
+    }
+
+    /// Appends a frame to `remote`'s segment; its location. The bytes are
+    /// in the page cache, not necessarily on disk (see [`Self::sync`]).
+    pub fn append(&self, remote: &str, kind: Kind, id: u128, payload: &[u8]) -> io::Result<u64> {
+        let frame = encode(kind, id, payload);
+        let mut active = self.active.lock();
+        let current = active.get(remote).filter(|segment| {
+            let len = segment.len.load(Ordering::Relaxed);
+            len == 0 || len + frame.len() as u64 <= self.segment_max
+        });
+        let segment = match current {
+            Some(segment) => segment.clone(),
+            None => {
+                let segment = self.create(remote)?;
+                if let Some(full) = active.insert(remote.to_string(), segment.clone()) {
+                    self.seal(&full);
+                }
+                segment
+            }
+        };
+        let offset = segment.len.load(Ordering::Relaxed);
+        // A failed write leaves `len` where it was: the next frame
+        // overwrites whatever part of this one reached the file.
+        segment
+            .file
+            .write_all_at(&frame, offset)
+            .map_err(|e| with_path(&segment.path, e))?;
+        segment
+            .len
+            .store(offset + frame.len() as u64, Ordering::Release);
+        Ok(location(segment.number, offset))
+    }
+
+    fn create(&self, remote: &str) -> io::Result<Arc<Segment>> {
+        let number = u32::try_from(self.next.fetch_add(1, Ordering::Relaxed))
+            .map_err(|_| io::Error::other("segment numbers exhausted"))?;
+        let dir = self.root.join("cache").join(remote).join(DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| with_path(&dir, e))?;
+        let path = dir.join(format!("{number:08x}{SUFFIX}"));
+        let file = create_new(&path)?;
+        let segment = Arc::new(Segment::new(number, remote.to_string(), path, file, 0));
+        self.all.write().insert(number, segment.clone());
+        Ok(segment)
+    }
+
+    fn seal(&self, segment: &Segment) {
+        segment.sealed.store(true, Ordering::Release);
+        self.delete_if_empty(segment);
+    }
+
+    fn get(&self, number: u32) -> Option<Arc<Segment>> {
+        self.all.read().get(&number).cloned()
+    }
+
+    /// Makes what was appended at `location` durable (with its directory
+    /// entry, for a segment's first frame). Blocking.
+    pub fn sync(&self, location: u64) -> io::Result<()> {
+        let Some(segment) = self.get(number_of(location)) else {
+            return Ok(());
+        };
+        segment.file.sync_data()?;
+        if offset_of(location) == 0 {
+            if let Some(dir) = segment.path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the segment of `location` exists.
+    pub fn holds(&self, location: u64) -> bool {
+        self.all.read().contains_key(&number_of(location))
+    }
+
+    /// The record of entry `id` at `location` if the page cache holds it;
+    /// `None` when reading would wait, or the frame is not that entry's
+    /// record. `inline` is the size of a body kept in the record.
+    pub fn read_now(&self, location: u64, id: u128, inline: u64) -> Option<Bytes> {
+        let segment = self.get(number_of(location))?;
+        read_frame(&segment.file, location, id, inline, read_cached)
+    }
+
+    /// The record of entry `id` at `location`: from the page cache when it
+    /// is there, else on the blocking pool. `None` when the segment is
+    /// gone or the frame is not that entry's record.
+    pub async fn read(&self, location: u64, id: u128, inline: u64) -> io::Result<Option<Bytes>> {
+        let Some(segment) = self.get(number_of(location)) else {
+            return Ok(None);
+        };
+        if let Some(record) = read_frame(&segment.file, location, id, inline, read_cached) {
+            return Ok(Some(record));
+        }
+        let file = segment.file.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok(read_frame(&file, location, id, inline, |f, buf, at| {
+                f.read_at(buf, at).ok()
+            }))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Counts an entry of `size` whose current record is at `location`.
+    pub fn count(&self, location: u64, size: u64) {
+        if let Some(segment) = self.get(number_of(location)) {
+            segment.live.fetch_add(1, Ordering::Relaxed);
+            segment
+                .live_bytes
+                .fetch_add(estimate(size), Ordering::Relaxed);
+        }
+    }
+
+    /// Uncounts an entry whose record was at `location`; a sealed segment
+    /// left with no entries is deleted.
+    pub fn release(&self, location: u64, size: u64) {
+        let Some(segment) = self.get(number_of(location)) else {
+            return;
+        };
+        let dec = |n: u64, by: u64| Some(n.saturating_sub(by));
+        let _ = segment
+            .live_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                dec(n, estimate(size))
+            });
+        let _ = segment
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| dec(n, 1));
+        self.delete_if_empty(&segment);
+    }
+
+    fn delete_if_empty(&self, segment: &Segment) {
+        if !segment.sealed.load(Ordering::Acquire) || segment.live.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        if self.all.write().remove(&segment.number).is_none() {
+            return;
+        }
+        // Readers holding the descriptor finish; the space comes back
+        // when they let go.
+        match std::fs::remove_file(&segment.path) {
+            Ok(()) => log::debug!("deleted empty segment {}", segment.path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("deleting {}: {e}", segment.path.display()),
+        }
+    }
+
+    /// Deletes every sealed segment no entry uses (after the index is
+    /// rebuilt, for segments whose entries all went while the node was
+    /// down or whose frames were never committed).
+    pub fn delete_unused(&self) {
+        let segments: Vec<_> = self.all.read().values().cloned().collect();
+        for segment in segments {
+            self.delete_if_empty(&segment);
+        }
+    }
+
+    /// Forgets the segments of `remote` (or all), which a flush deleted:
+    /// the next append starts a new one.
+    pub fn forget(&self, remote: Option<&str>) {
+        let matches = |segment: &Segment| remote.is_none_or(|r| segment.remote == r);
+        self.active.lock().retain(|_, segment| !matches(segment));
+        self.all.write().retain(|_, segment| !matches(segment));
+    }
+
+    /// Sealed segments less than half live, worth compacting.
+    pub fn sparse(&self) -> Vec<u32> {
+        let mut sparse: Vec<_> = self
+            .all
+            .read()
+            .values()
+            .filter(|s| s.sealed.load(Ordering::Acquire))
+            .filter(|s| {
+                let live = s.live_bytes.load(Ordering::Relaxed);
+                live * 2 < s.len.load(Ordering::Relaxed)
+            })
+            .map(|s| s.number)
+            .collect();
+        sparse.sort_unstable();
+        sparse
+    }
+
+    /// Remote and numbers of every segment, oldest first.
+    pub fn listed(&self) -> Vec<(String, u32)> {
+        let mut listed: Vec<_> = self
+            .all
+            .read()
+            .values()
+            .map(|s| (s.remote.clone(), s.number))
+            .collect();
+        listed.sort_unstable_by_key(|(_, number)| *number);
+        listed
+    }
+
+    /// The remote a segment belongs to.
+    pub fn remote_of(&self, number: u32) -> Option<String> {
+        self.get(number).map(|s| s.remote.clone())
+    }
+
+    /// Every whole frame of segment `number`, in order, up to the first
+    /// that is not (a torn tail). Blocking: reads the whole segment.
+    pub fn scan(&self, number: u32) -> io::Result<Vec<Frame>> {
+        let Some(segment) = self.get(number) else {
+            return Ok(Vec::new());
+        };
+        let len = segment.len.load(Ordering::Acquire) as usize;
+        let mut bytes = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match segment.file.read_at(&mut bytes[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(with_path(&segment.path, e)),
+            }
+        }
+        bytes.truncate(filled);
+        let bytes = Bytes::from(bytes);
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some((kind, id, payload)) = whole(&bytes[at..]) {
+            frames.push(Frame {
+                location: location(number, at as u64),
+                kind,
+                id,
+                payload: bytes.slice(at + payload.start..at + payload.end),
+            });
+            at += payload.end;
+        }
+        Ok(frames)
+    }
+}
+
+impl Segment {
+    fn new(number: u32, remote: String, path: PathBuf, file: File, len: u64) -> Segment {
+        Segment {
+            number,
+            remote,
+            path,
+            file: Arc::new(file),
+            len: AtomicU64::new(len),
+            live: AtomicU64::new(0),
+            live_bytes: AtomicU64::new(0),
+            sealed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Reads the frame at `location` with `read` (which may stop short), in
+/// one call when the record is no longer than its inline body and
+/// [`HEAD_ALLOWANCE`]; its payload if it is entry `id`'s whole record.
+fn read_frame(
+    file: &File,
+    location: u64,
+    id: u128,
+    inline: u64,
+    read: impl Fn(&File, &mut [u8], u64) -> Option<usize>,
+) -> Option<Bytes> {
+    let offset = offset_of(location);
+    let mut buf = vec![0u8; HEADER + HEAD_ALLOWANCE + inline as usize];
+    let mut got = read(file, &mut buf, offset)?;
+    let (kind, len, found) = header(&buf[..got])?;
+    if kind != Kind::Record || found != id {
+        return None;
+    }
+    if got < HEADER + len {
+        buf.resize(HEADER + len, 0);
+        got += read(file, &mut buf[got..], offset + got as u64)?;
+    }
+    let (_, _, payload) = whole(&buf[..got])?;
+    Some(Bytes::from(buf).slice(payload))
+}
+
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    fn blocking_read(segments: &Segments, location: u64, id: u128) -> Option<Bytes> {
+        let segment = segments.get(number_of(location))?;
+        read_frame(&segment.file, location, id, 0, |f, buf, at| {
+            f.read_at(buf, at).ok()
+        })
+    }
+
+    #[test]
+    fn appended_records_read_back_by_location_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 64 << 20).unwrap();
+        let small = segments.append("r", Kind::Record, 7, b"seven").unwrap();
+        // Longer than the first read: a second read completes it.
+        let long = vec![9u8; HEAD_ALLOWANCE * 3];
+        let large = segments.append("r", Kind::Record, 8, &long).unwrap();
+        assert_eq!(number_of(small), number_of(large));
+        assert_eq!(blocking_read(&segments, small, 7).unwrap(), &b"seven"[..]);
+        assert_eq!(blocking_read(&segments, large, 8).unwrap(), long);
+        assert!(
+            blocking_read(&segments, small, 8).is_none(),
+            "another entry's"
+        );
+        let removed = segments.append("r", Kind::Removed, 7, b"").unwrap();
+        assert!(
+            blocking_read(&segments, removed, 7).is_none(),
+            "a tombstone"
+        );
+        let other = segments.append("s", Kind::Record, 7, b"s").unwrap();
+        assert_ne!(number_of(other), number_of(small), "one segment per remote");
+        assert!(dir.path().join("cache/s/segments").is_dir());
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_ends_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 64 << 20).unwrap();
+        let first = segments.append("r", Kind::Record, 1, b"one").unwrap();
+        let second = segments.append("r", Kind::Record, 2, b"two").unwrap();
+        let number = number_of(first);
+        let path = segments.get(number).unwrap().path.clone();
+        // A crash mid-write: the last frame lost its last byte.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len - 1).unwrap();
+        drop(segments);
+        let reopened = Segments::open(dir.path(), 64 << 20).unwrap();
+        let frames = reopened.scan(number).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!((frames[0].id, &frames[0].payload[..]), (1, &b"one"[..]));
+        assert!(blocking_read(&reopened, second, 2).is_none());
+        // A flipped payload byte fails the CRC.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"X", offset_of(first) + HEADER as u64)
+            .unwrap();
+        assert!(blocking_read(&reopened, first, 1).is_none());
+        assert!(reopened.scan(number).unwrap().is_empty());
+        // A new process appends to a new segment, never after a torn tail.
+        let next = reopened.append("r", Kind::Record, 3, b"three").unwrap();
+        assert!(number_of(next) > number);
+    }
+
+    #[test]
+    fn full_segments_are_sealed_and_deleted_when_nothing_lives_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 200).unwrap();
+        let a = segments.append("r", Kind::Record, 1, &[1; 100]).unwrap();
+        segments.count(a, 100);
+        let b = segments.append("r", Kind::Record, 2, &[2; 100]).unwrap();
+        segments.count(b, 100);
+        assert_ne!(number_of(a), number_of(b), "the first segment was full");
+        let path = segments.get(number_of(a)).unwrap().path.clone();
+        assert!(path.exists());
+        assert_eq!(segments.sparse(), Vec::<u32>::new());
+        segments.release(a, 100);
+        assert!(!path.exists(), "sealed and empty");
+        assert!(!segments.holds(a));
+        // The active segment stays, empty or not.
+        segments.release(b, 100);
+        assert!(segments.holds(b));
+        segments.forget(Some("r"));
+        assert!(!segments.holds(b));
+    }
+
+    #[test]
+    fn a_sealed_segment_mostly_dead_is_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 5000).unwrap();
+        let mut first = Vec::new();
+        for id in 0..4u128 {
+            let at = segments.append("r", Kind::Record, id, &[0; 1000]).unwrap();
+            segments.count(at, 1000);
+            first.push(at);
+        }
+        let next = segments.append("r", Kind::Record, 9, &[0; 1000]).unwrap();
+        assert_ne!(number_of(next), number_of(first[0]));
+        assert_eq!(segments.sparse(), Vec::<u32>::new());
+        for at in &first[..3] {
+            segments.release(*at, 1000);
+        }
+        assert_eq!(segments.sparse(), vec![number_of(first[0])]);
+        let frames = segments.scan(number_of(first[0])).unwrap();
+        assert_eq!(
+            frames.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(frames[3].location, first[3]);
+    }
+}
