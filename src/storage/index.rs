@@ -6,8 +6,8 @@
 //! upstream), how many bytes and objects are stored (eviction's trigger),
 //! and which entries were used least recently (eviction's order).
 //!
-//! A slot is 48 bytes (64 with its key) plus the hash table's overhead; [`Index::memory`]
-//! reports the table's actual size. The slot does not hold the response
+//! A slot is 32 bytes (48 with its key) plus the hash table's overhead;
+//! [`Index::memory`] reports the table's actual size. The slot does not hold the response
 //! header: the hot tier ([`super::hot`]) holds parsed records of entries in
 //! use, and the record file serves the rest.
 //!
@@ -17,7 +17,7 @@
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const SHARDS: usize = 64;
 
@@ -28,60 +28,35 @@ pub const MUTABLE: u8 = 1;
 /// revalidation extended it).
 pub const REVALIDATED: u8 = 2;
 
-/// Where a committed entry's record and body are and how it is used.
-#[derive(Debug)]
+/// A slot's contents, as [`Index::insert`] takes them and [`SlotView`]
+/// gives them back.
+#[derive(Debug, Clone, Copy)]
 pub struct Slot {
-    /// The body file's id (the uuid in its key); 0 when the body lives in
-    /// the record.
+    /// The body file's id (the number in its key); 0 when the body lives
+    /// in the record.
     pub body: u128,
     /// Where the record is in the record segments ([`super::segments`]);
     /// 0 for a record kept as its own object (the `.meta` key).
     pub record: u64,
-    /// Body size, remote and flags in one word (see [`pack`]): the slot
-    /// stays 48 bytes with the record's location in it.
-    packed: AtomicU64,
+    pub size: u64,
+    pub remote: u16,
+    pub flags: u8,
     /// Milliseconds since the Unix epoch.
-    pub last_access: AtomicU64,
-    /// Unix seconds of the last access reported to the catalog (the slot
-    /// lives as long as the entry, so the throttle does not depend on the
-    /// entry staying in the hot tier).
-    reported: AtomicU32,
-    /// Hits since the last report to the catalog.
-    unreported_hits: AtomicU32,
-}
-
-/// Bits of the packed word holding the body size: 1 TiB, far above any
-/// body a cache node holds in one entry.
-const SIZE_BITS: u32 = 40;
-const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
-const REMOTE_SHIFT: u32 = SIZE_BITS;
-const FLAGS_SHIFT: u32 = SIZE_BITS + 16;
-
-/// Size (clamped to [`SIZE_BITS`]), remote and flags in one word.
-fn pack(size: u64, remote: u16, flags: u8) -> u64 {
-    size.min(SIZE_MASK) | (remote as u64) << REMOTE_SHIFT | (flags as u64) << FLAGS_SHIFT
+    pub last_access: u64,
 }
 
 /// A copy of a slot's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotView {
-    pub body: u128,
-    pub record: u64,
-    pub size: u64,
-    pub last_access: u64,
-    pub remote: u16,
-    pub flags: u8,
-}
+pub type SlotView = Slot;
 
 impl Slot {
     pub fn new(body: u128, size: u64, remote: u16, flags: u8, last_access: u64) -> Slot {
         Slot {
             body,
             record: 0,
-            packed: AtomicU64::new(pack(size, remote, flags)),
-            last_access: AtomicU64::new(last_access),
-            reported: AtomicU32::new((last_access / 1000) as u32),
-            unreported_hits: AtomicU32::new(0),
+            size,
+            remote,
+            flags,
+            last_access,
         }
     }
 
@@ -90,25 +65,79 @@ impl Slot {
         self.record = record;
         self
     }
+}
 
-    pub fn size(&self) -> u64 {
-        self.packed.load(Ordering::Relaxed) & SIZE_MASK
+/// What the table keeps per entry: 32 bytes, 48 with the key, so that ten
+/// million entries fit in well under 100 bytes each.
+#[derive(Debug)]
+struct Stored {
+    /// The body id, or [`WIDE`] for a 128-bit id of an earlier version,
+    /// kept in [`Index::wide_bodies`].
+    body: u64,
+    record: u64,
+    /// Body size (clamped to [`SIZE_BITS`]), remote and flags.
+    packed: AtomicU64,
+    /// Last access in milliseconds ([`TIME_BITS`]) and hits not yet
+    /// reported to the catalog above them.
+    access: AtomicU64,
+}
+
+/// Body ids of new fills fit 64 bits; this one says "look it up".
+const WIDE: u64 = u64::MAX;
+/// Bits of the packed word holding the body size: 1 TiB, far above any
+/// body a cache node holds in one entry.
+const SIZE_BITS: u32 = 40;
+const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
+const REMOTE_SHIFT: u32 = SIZE_BITS;
+const FLAGS_SHIFT: u32 = SIZE_BITS + 16;
+/// Milliseconds since the Unix epoch up to the year 2109.
+const TIME_BITS: u32 = 42;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+/// Unreported hits saturate here (they are reported hourly at most).
+const HITS_MAX: u64 = (1 << (64 - TIME_BITS)) - 1;
+
+impl Stored {
+    fn of(slot: &Slot) -> Stored {
+        let body = u64::try_from(slot.body)
+            .ok()
+            .filter(|b| *b != WIDE)
+            .unwrap_or(WIDE);
+        let packed = slot.size.min(SIZE_MASK)
+            | (slot.remote as u64) << REMOTE_SHIFT
+            | (slot.flags as u64) << FLAGS_SHIFT;
+        Stored {
+            body,
+            record: slot.record,
+            packed: AtomicU64::new(packed),
+            access: AtomicU64::new(slot.last_access & TIME_MASK),
+        }
     }
 
     fn remote(&self) -> u16 {
         (self.packed.load(Ordering::Relaxed) >> REMOTE_SHIFT) as u16
     }
 
-    pub fn view(&self) -> SlotView {
+    fn size(&self) -> u64 {
+        self.packed.load(Ordering::Relaxed) & SIZE_MASK
+    }
+
+    /// The slot, but for a [`WIDE`] body id, which the caller fills in.
+    fn view(&self) -> Slot {
         let packed = self.packed.load(Ordering::Relaxed);
-        SlotView {
-            body: self.body,
+        Slot {
+            body: self.body as u128,
             record: self.record,
             size: packed & SIZE_MASK,
-            last_access: self.last_access.load(Ordering::Relaxed),
             remote: (packed >> REMOTE_SHIFT) as u16,
             flags: (packed >> FLAGS_SHIFT) as u8,
+            last_access: self.access.load(Ordering::Relaxed) & TIME_MASK,
         }
+    }
+
+    /// Takes the unreported hits, leaving the access time.
+    fn take_hits(&self) -> u32 {
+        let old = self.access.fetch_and(TIME_MASK, Ordering::Relaxed);
+        (old >> TIME_BITS) as u32
     }
 }
 
@@ -120,7 +149,9 @@ pub struct Candidate {
 }
 
 pub struct Index {
-    shards: Vec<RwLock<HashMap<u128, Slot>>>,
+    shards: Vec<RwLock<HashMap<u128, Stored>>>,
+    /// Body ids wider than 64 bits (fills of earlier versions), by entry.
+    wide_bodies: RwLock<HashMap<u128, u128>>,
     entries: AtomicU64,
     bytes: AtomicU64,
     complete: AtomicBool,
@@ -130,6 +161,7 @@ impl Default for Index {
     fn default() -> Self {
         Index {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            wide_bodies: RwLock::default(),
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             complete: AtomicBool::new(false),
@@ -145,40 +177,54 @@ pub fn now_ms() -> u64 {
 }
 
 impl Index {
-    fn shard(&self, id: u128) -> &RwLock<HashMap<u128, Slot>> {
+    fn shard(&self, id: u128) -> &RwLock<HashMap<u128, Stored>> {
         // The id is a hash already: its low bits spread evenly.
         &self.shards[(id as usize) % SHARDS]
     }
 
+    /// The slot of `stored`, entry `id`, with a wide body id filled in.
+    fn view(&self, id: u128, stored: &Stored) -> Slot {
+        let mut slot = stored.view();
+        if stored.body == WIDE {
+            slot.body = self.wide_bodies.read().get(&id).copied().unwrap_or(0);
+        }
+        slot
+    }
+
     pub fn get(&self, id: u128) -> Option<SlotView> {
-        self.shard(id).read().get(&id).map(Slot::view)
+        let shard = self.shard(id).read();
+        shard.get(&id).map(|stored| self.view(id, stored))
     }
 
     /// Marks an access now. Returns whether it is due to be reported to
-    /// the catalog: at most once per `report_every_secs` per entry.
+    /// the catalog: on the first access in each period of
+    /// `report_every_secs` (every access for 0).
     pub fn touch(&self, id: u128, report_every_secs: u32) -> bool {
+        self.touch_at(id, now_ms(), report_every_secs)
+    }
+
+    fn touch_at(&self, id: u128, now: u64, report_every_secs: u32) -> bool {
         let shard = self.shard(id).read();
-        let Some(slot) = shard.get(&id) else {
+        let Some(stored) = shard.get(&id) else {
             return false;
         };
-        let now = now_ms();
-        slot.last_access.store(now, Ordering::Relaxed);
-        slot.unreported_hits.fetch_add(1, Ordering::Relaxed);
-        let now_secs = (now / 1000) as u32;
-        let reported = slot.reported.load(Ordering::Relaxed);
-        now_secs >= reported.saturating_add(report_every_secs)
-            && slot
-                .reported
-                .compare_exchange(reported, now_secs, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let Ok(old) = stored
+            .access
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let hits = ((old >> TIME_BITS) + 1).min(HITS_MAX);
+                Some(hits << TIME_BITS | (now & TIME_MASK))
+            })
+        else {
+            return false;
+        };
+        let period = report_every_secs as u64 * 1000;
+        period == 0 || (old & TIME_MASK) / period != now / period
     }
 
     /// The hits of `id` since they were last taken, now zero.
     pub fn take_hits(&self, id: u128) -> u32 {
         let shard = self.shard(id).read();
-        shard
-            .get(&id)
-            .map_or(0, |slot| slot.unreported_hits.swap(0, Ordering::Relaxed))
+        shard.get(&id).map_or(0, Stored::take_hits)
     }
 
     /// Every entry with hits not yet reported: (id, last access in ms,
@@ -186,10 +232,11 @@ impl Index {
     pub fn take_all_hits(&self) -> Vec<(u128, u64, u32)> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            for (id, slot) in shard.read().iter() {
-                let hits = slot.unreported_hits.swap(0, Ordering::Relaxed);
+            for (id, stored) in shard.read().iter() {
+                let hits = stored.take_hits();
                 if hits > 0 {
-                    out.push((*id, slot.last_access.load(Ordering::Relaxed), hits));
+                    let at = stored.access.load(Ordering::Relaxed) & TIME_MASK;
+                    out.push((*id, at, hits));
                 }
             }
         }
@@ -198,13 +245,26 @@ impl Index {
 
     /// Makes `slot` the entry's slot; returns the one it replaced.
     pub fn insert(&self, id: u128, slot: Slot) -> Option<SlotView> {
-        let size = slot.size();
-        let old = self
-            .shard(id)
-            .write()
-            .insert(id, slot)
-            .map(|old| old.view());
-        match &old {
+        let stored = Stored::of(&slot);
+        let wide = stored.body == WIDE;
+        let mut shard = self.shard(id).write();
+        let old = shard
+            .insert(id, stored)
+            .map(|old| (old.body == WIDE, old.view()));
+        let mut old_view = old.map(|(_, view)| view);
+        if wide || old.is_some_and(|(was_wide, _)| was_wide) {
+            let mut bodies = self.wide_bodies.write();
+            let replaced = if wide {
+                bodies.insert(id, slot.body)
+            } else {
+                bodies.remove(&id)
+            };
+            if let (Some(view), Some(body)) = (&mut old_view, replaced) {
+                view.body = body;
+            }
+        }
+        drop(shard);
+        match &old_view {
             Some(old) => {
                 self.bytes.fetch_sub(old.size, Ordering::Relaxed);
             }
@@ -212,32 +272,35 @@ impl Index {
                 self.entries.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
-        old
+        self.bytes
+            .fetch_add(slot.size.min(SIZE_MASK), Ordering::Relaxed);
+        old_view
     }
 
     /// Removes the entry if its body is still `body` (or whatever it is,
     /// for `None`); returns what was removed.
     pub fn remove(&self, id: u128, body: Option<u128>) -> Option<SlotView> {
         let mut shard = self.shard(id).write();
-        if let (Some(body), Some(slot)) = (body, shard.get(&id)) {
-            if slot.body != body {
-                return None;
-            }
+        let current = self.view(id, shard.get(&id)?);
+        if body.is_some_and(|body| body != current.body) {
+            return None;
         }
-        let removed = shard.remove(&id)?.view();
+        let removed = shard.remove(&id)?;
+        if removed.body == WIDE {
+            self.wide_bodies.write().remove(&id);
+        }
         drop(shard);
         self.entries.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(removed.size, Ordering::Relaxed);
-        Some(removed)
+        self.bytes.fetch_sub(current.size, Ordering::Relaxed);
+        Some(current)
     }
 
     /// Points the entry's record at `to` if it is still at `from` (a
     /// compaction moving it); whether it was.
     pub fn relocate(&self, id: u128, from: u64, to: u64) -> bool {
         match self.shard(id).write().get_mut(&id) {
-            Some(slot) if slot.record == from => {
-                slot.record = to;
+            Some(stored) if stored.record == from => {
+                stored.record = to;
                 true
             }
             _ => false,
@@ -245,8 +308,9 @@ impl Index {
     }
 
     pub fn set_flag(&self, id: u128, flag: u8) {
-        if let Some(slot) = self.shard(id).read().get(&id) {
-            slot.packed
+        if let Some(stored) = self.shard(id).read().get(&id) {
+            stored
+                .packed
                 .fetch_or((flag as u64) << FLAGS_SHIFT, Ordering::Relaxed);
         }
     }
@@ -254,17 +318,25 @@ impl Index {
     /// Removes every entry of `remote` (or all); returns how many.
     pub fn clear(&self, remote: Option<u16>) -> usize {
         let mut removed = 0;
+        let mut wide = Vec::new();
         for shard in &self.shards {
             let mut shard = shard.write();
-            shard.retain(|_, slot| {
-                let keep = remote.is_some_and(|r| slot.remote() != r);
+            shard.retain(|id, stored| {
+                let keep = remote.is_some_and(|r| stored.remote() != r);
                 if !keep {
                     removed += 1;
                     self.entries.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub(slot.size(), Ordering::Relaxed);
+                    self.bytes.fetch_sub(stored.size(), Ordering::Relaxed);
+                    if stored.body == WIDE {
+                        wide.push(*id);
+                    }
                 }
                 keep
             });
+        }
+        let mut bodies = self.wide_bodies.write();
+        for id in wide {
+            bodies.remove(&id);
         }
         removed
     }
@@ -274,9 +346,9 @@ impl Index {
         let mut out = Vec::with_capacity(self.entries() as usize);
         for shard in &self.shards {
             let shard = shard.read();
-            out.extend(shard.iter().map(|(id, slot)| Candidate {
+            out.extend(shard.iter().map(|(id, stored)| Candidate {
                 id: *id,
-                view: slot.view(),
+                view: self.view(*id, stored),
             }));
         }
         out
@@ -302,7 +374,7 @@ impl Index {
     /// Bytes the tables occupy (buckets of key and slot plus a control
     /// byte each), for the per-entry figure in `/metrics`.
     pub fn memory(&self) -> u64 {
-        let bucket = std::mem::size_of::<(u128, Slot)>() + 1;
+        let bucket = std::mem::size_of::<(u128, Stored)>() + 1;
         self.shards
             .iter()
             // hashbrown keeps an eighth of its buckets free.
@@ -334,8 +406,8 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_packs_size_remote_and_flags_into_48_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+    fn an_entry_takes_48_bytes_with_its_key() {
+        assert_eq!(std::mem::size_of::<(u128, Stored)>(), 48);
         let index = Index::default();
         index.insert(
             7,
@@ -344,8 +416,15 @@ mod tests {
         index.set_flag(7, REVALIDATED);
         let view = index.get(7).unwrap();
         assert_eq!(
-            (view.size, view.remote, view.flags, view.record),
-            ((1 << 40) - 1, 513, MUTABLE | REVALIDATED, 42)
+            (
+                view.body,
+                view.size,
+                view.remote,
+                view.flags,
+                view.record,
+                view.last_access
+            ),
+            (3, (1 << 40) - 1, 513, MUTABLE | REVALIDATED, 42, 9)
         );
         assert!(!index.relocate(7, 41, 50), "moved from elsewhere");
         assert!(index.relocate(7, 42, 50));
@@ -355,19 +434,67 @@ mod tests {
     }
 
     #[test]
-    fn accesses_are_due_for_the_catalog_once_per_period() {
+    fn body_ids_of_earlier_versions_keep_all_128_bits() {
         let index = Index::default();
-        index.insert(1, Slot::new(10, 1, 0, 0, now_ms()));
-        assert!(!index.touch(1, 60), "just stored: nothing to report yet");
-        assert!(index.touch(1, 0));
-        index.insert(2, Slot::new(20, 1, 0, 0, 0));
-        assert!(index.touch(2, 60), "last reported long ago");
-        assert!(!index.touch(2, 60), "reported just now");
+        let wide = u128::MAX - 5;
+        index.insert(1, Slot::new(wide, 10, 0, 0, 1));
+        assert_eq!(index.get(1).unwrap().body, wide);
+        assert!(
+            index.remove(1, Some(wide as u64 as u128)).is_none(),
+            "compared whole"
+        );
+        let old = index.insert(1, Slot::new(4, 10, 0, 0, 2)).unwrap();
+        assert_eq!(old.body, wide);
+        assert!(
+            index.wide_bodies.read().is_empty(),
+            "replaced by a narrow id"
+        );
+        index.insert(2, Slot::new(u64::MAX as u128, 10, 0, 0, 1));
+        assert_eq!(
+            index
+                .candidates()
+                .iter()
+                .find(|c| c.id == 2)
+                .unwrap()
+                .view
+                .body,
+            u64::MAX as u128
+        );
+        assert_eq!(
+            index.remove(2, Some(u64::MAX as u128)).unwrap().body,
+            u64::MAX as u128
+        );
+        assert!(index.wide_bodies.read().is_empty());
+    }
+
+    #[test]
+    fn accesses_are_due_for_the_catalog_once_per_period_and_count_hits() {
+        let index = Index::default();
+        let hour = 3_600_000;
+        index.insert(1, Slot::new(10, 1, 0, 0, 5 * hour + 10));
+        assert!(!index.touch_at(1, 5 * hour + 20, 3600), "stored this hour");
+        assert!(
+            index.touch_at(1, 6 * hour + 1, 3600),
+            "first access of the next hour"
+        );
+        assert!(!index.touch_at(1, 6 * hour + 2, 3600), "reported this hour");
+        assert!(index.touch_at(1, 6 * hour + 3, 0), "period 0: every access");
+        assert_eq!(index.get(1).unwrap().last_access, 6 * hour + 3);
+        assert_eq!(index.take_hits(1), 4);
+        assert_eq!(index.take_hits(1), 0);
+        assert_eq!(
+            index.get(1).unwrap().last_access,
+            6 * hour + 3,
+            "taking hits keeps the time"
+        );
+        index.touch(1, 3600);
+        assert_eq!(index.take_all_hits().len(), 1);
+        assert!(index.take_all_hits().is_empty());
         assert!(!index.touch(9, 0), "unknown entry");
     }
 
     #[test]
-    fn a_million_entries_cost_under_200_bytes_each() {
+    fn a_million_entries_cost_under_110_bytes_each() {
         let index = Index::default();
         let n: u64 = 1_000_000;
         for i in 0..n {
@@ -377,6 +504,6 @@ mod tests {
         assert_eq!(index.entries(), n);
         let per_entry = index.memory() / n;
         eprintln!("index: {per_entry} bytes per entry at {n} entries");
-        assert!(per_entry < 200, "{per_entry} bytes per entry");
+        assert!(per_entry < 110, "{per_entry} bytes per entry");
     }
 }

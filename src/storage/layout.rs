@@ -50,9 +50,14 @@ impl EntryLocation {
         format!("{dir}/{hash}.meta")
     }
 
+    /// A body key no earlier fill of the entry used. Its id is random and
+    /// fits 64 bits (the index keeps 64), nonzero (0 means "in the
+    /// record") and never `u64::MAX`.
     pub fn new_body_key(&self) -> String {
         let (dir, hash) = self.dir_and_hash();
-        format!("{dir}/{hash}.{}.body", uuid::Uuid::new_v4().simple())
+        let random = uuid::Uuid::new_v4().as_u64_pair().1;
+        let id = (random | 1).min(u64::MAX - 1);
+        format!("{dir}/{hash}.{id:032x}.body")
     }
 
     /// The key of the entry's freshness in the state store.
@@ -125,6 +130,7 @@ mod tests {
         assert_eq!(id_of_key("health-probe"), None);
         let body = body_id(&key);
         assert_ne!(body, 0);
+        assert!(body < u64::MAX as u128, "fits the index's 64 bits");
         assert_eq!(body_key(&location, body), key);
         assert_eq!(body_id(""), 0);
     }

@@ -241,16 +241,15 @@ impl CacheStorage {
         record: &Record,
         slot: &Slot,
     ) -> EntryRow {
-        let view = slot.view();
         EntryRow {
             id: location.id(),
             remote: location.remote.clone(),
             path: record.body.path.clone(),
-            body: view.body,
-            size: view.size as i64,
-            flags: view.flags,
-            last_access: view.last_access as i64,
-            record: view.record,
+            body: slot.body,
+            size: slot.size as i64,
+            flags: slot.flags,
+            last_access: slot.last_access as i64,
+            record: slot.record,
         }
     }
 
@@ -324,14 +323,7 @@ impl CacheStorage {
             remote: remote.to_string(),
             primary: frame.id.to_be_bytes(),
         };
-        let moved = Slot::new(
-            slot.body,
-            slot.size,
-            slot.remote,
-            slot.flags,
-            slot.last_access,
-        )
-        .in_segment(to);
+        let moved = slot.in_segment(to);
         self.catalog.record(CatalogEvent::Entry(
             self.entry_row(&location, &record, &moved),
         ));
