@@ -45,6 +45,8 @@ const HEAD_ALLOWANCE: usize = 1536;
 /// A typical stored head (status, headers, freshness, body info).
 const HEAD_ESTIMATE: u64 = 512;
 const DIR: &str = "segments";
+/// Segment numbers a starting process leaves to the one it replaces.
+const UPGRADE_GAP: u64 = 1024;
 const SUFFIX: &str = ".seg";
 
 /// What a frame says.
@@ -185,7 +187,9 @@ impl Segments {
                 all.insert(number, Arc::new(segment));
             }
         }
-        let next = all.keys().max().map_or(1, |n| *n as u64 + 1);
+        // Past a gap: during a graceful upgrade the old process still
+        // creates segments for a few seconds, numbered from where it was.
+        let next = all.keys().max().map_or(1, |n| *n as u64 + 1 + UPGRADE_GAP);
         Ok(Segments {
             root: root.to_path_buf(),
             segment_max,
@@ -228,12 +232,19 @@ impl Segments {
     }
 
     fn create(&self, remote: &str) -> io::Result<Arc<Segment>> {
-        let number = u32::try_from(self.next.fetch_add(1, Ordering::Relaxed))
-            .map_err(|_| io::Error::other("segment numbers exhausted"))?;
         let dir = self.root.join("cache").join(remote).join(DIR);
         std::fs::create_dir_all(&dir).map_err(|e| with_path(&dir, e))?;
-        let path = dir.join(format!("{number:08x}{SUFFIX}"));
-        let file = create_new(&path)?;
+        let (number, path, file) = loop {
+            let number = u32::try_from(self.next.fetch_add(1, Ordering::Relaxed))
+                .map_err(|_| io::Error::other("segment numbers exhausted"))?;
+            let path = dir.join(format!("{number:08x}{SUFFIX}"));
+            match create_new(&path) {
+                Ok(file) => break (number, path, file),
+                // Another process took the number: take the next.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let segment = Arc::new(Segment::new(number, remote.to_string(), path, file, 0));
         self.all.write().insert(number, segment.clone());
         Ok(segment)
@@ -531,9 +542,25 @@ mod tests {
             .unwrap();
         assert!(blocking_read(&reopened, first, 1).is_none());
         assert!(reopened.scan(number).unwrap().is_empty());
-        // A new process appends to a new segment, never after a torn tail.
+        // A new process appends to a new segment, never after a torn tail,
+        // numbered past what the process it replaces may still create.
         let next = reopened.append("r", Kind::Record, 3, b"three").unwrap();
-        assert!(number_of(next) > number);
+        assert!(number_of(next) > number + UPGRADE_GAP as u32);
+    }
+
+    #[test]
+    fn a_number_another_process_took_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 64 << 20).unwrap();
+        let taken = dir.path().join("cache/r/segments");
+        std::fs::create_dir_all(&taken).unwrap();
+        std::fs::write(taken.join(format!("{:08x}{SUFFIX}", 1)), b"theirs").unwrap();
+        let at = segments.append("r", Kind::Record, 1, b"mine").unwrap();
+        assert_eq!(number_of(at), 2);
+        assert_eq!(
+            std::fs::read(taken.join(format!("{:08x}{SUFFIX}", 1))).unwrap(),
+            b"theirs"
+        );
     }
 
     #[test]
