@@ -8,8 +8,8 @@
 //! - readiness: `READY=1` to systemd once every listener accepts, and a
 //!   pid file, so `systemctl start` and scripts know when to proceed;
 //! - an early exit: once no request is in flight during the grace period,
-//!   the catalog queue is written and the process exits, instead of idling
-//!   until the period ends;
+//!   the catalog queue and the index snapshot are written and the process
+//!   exits, instead of idling until the period ends;
 //! - `serve -u` as one command: the new process finds the old one through
 //!   the pid file and sends it SIGQUIT once it is waiting for the sockets;
 //! - no connection lost at the stop: pingora drops every connection still
@@ -117,6 +117,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
 pub struct Supervised {
     pub in_flight: Arc<InFlight>,
     pub catalog_writer: Arc<CatalogWriter>,
+    /// Writes its index snapshot at the end, for the next start.
+    pub storage: &'static crate::storage::CacheStorage,
     pub listeners: Vec<std::net::SocketAddr>,
     pub pid_file: PathBuf,
 }
@@ -185,6 +187,7 @@ async fn finish(supervised: &Supervised) {
     {
         log::warn!("catalog writes still queued at exit");
     }
+    supervised.storage.snapshot_now().await;
     remove_pid_file_if_ours(&supervised.pid_file);
     log::info!("nothing in flight; exiting");
     std::process::exit(0);

@@ -79,6 +79,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
     let in_flight = Arc::new(InFlight::default());
     let catalog_writer = opened.catalog_writer.clone();
+    let storage = opened.storage;
     let app = build_app(config, opened, in_flight.clone(), &background)?;
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
@@ -87,6 +88,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
         Supervised {
             in_flight,
             catalog_writer,
+            storage,
             listeners: listen.iter().map(|l| l.address).collect(),
             pid_file,
         },
@@ -146,16 +148,27 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
     ));
     let breakers = Arc::new(Breakers::new(config.server.breaker, config.remotes.keys()));
     let cluster = join_cluster(config, &redis, storage, &breakers, &catalog, background);
+    // The snapshot, when there is a good one, stands in for the catalog's
+    // rows (which take seconds per million); references are few.
+    let from_snapshot = storage.load_snapshot();
     if catalog_opened {
-        let (rows, references) = background
-            .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
-            .context("reading the catalog's cache entries")?;
-        storage.load_index(rows, references);
+        if from_snapshot {
+            let references = background
+                .block_on(catalog.references())
+                .context("reading the catalog's references")?;
+            storage.load_index(Vec::new(), references);
+        } else {
+            let (rows, references) = background
+                .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
+                .context("reading the catalog's cache entries")?;
+            storage.load_index(rows, references);
+        }
     }
     background.block_on(storage.recover_segments());
     // Without the catalog's rows the walk of the store builds the index.
     storage.start_reconcile();
     storage.start_eviction();
+    storage.start_snapshots();
     let cache_lock: &'static CacheKeyLockImpl = Box::leak(Box::new(FillLock::new(
         config.server.lock_timeout,
         storage,

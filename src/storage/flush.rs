@@ -31,6 +31,7 @@ impl CacheStorage {
         }
         if let Some(segments) = &self.segments {
             segments.forget(remote);
+            self.forget_snapshot(segments);
         }
         let state_result = match remote {
             Some(remote) => self.state.delete_prefix(remote).await,

@@ -341,6 +341,16 @@ impl Index {
         removed
     }
 
+    /// Hands every entry to `each`, one shard at a time.
+    pub fn each(&self, mut each: impl FnMut(u128, Slot)) {
+        for shard in &self.shards {
+            let shard = shard.read();
+            for (id, stored) in shard.iter() {
+                each(*id, self.view(*id, stored));
+            }
+        }
+    }
+
     /// Every entry, for eviction to order.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::with_capacity(self.entries() as usize);

@@ -4,7 +4,8 @@
 //!   implementations. [`layout`]: which keys an entry uses.
 //! - [`record`]: the commit record's format (small bodies inside it).
 //!   [`records`]: where records are kept; [`segments`]: the append-only
-//!   files that hold them on a local store.
+//!   files that hold them on a local store; [`snapshot`]: the index in one
+//!   file, for a fast start.
 //!   [`index`]: every committed entry, compactly, for existence, accounting
 //!   and eviction order. [`hot`]: parsed records and small bodies of the
 //!   entries in use. [`open_bodies`]: body files kept open between hits.
@@ -37,6 +38,7 @@ pub mod record;
 pub mod records;
 pub mod refs;
 pub mod segments;
+pub mod snapshot;
 pub mod sweep;
 
 use crate::catalog::{CatalogEvent, CatalogWriter};

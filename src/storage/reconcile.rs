@@ -40,6 +40,8 @@ impl CacheStorage {
                 self.note_recovery_floor(&row.remote, row.record);
                 if !self.segments.as_ref().is_some_and(|s| s.holds(row.record)) {
                     unreadable += 1;
+                    self.catalog
+                        .record(crate::catalog::CatalogEvent::EntryRemoved { id: row.id });
                     continue;
                 }
             }

@@ -12,7 +12,7 @@ use super::index::{Slot, SlotView};
 use super::layout::EntryLocation;
 use super::record::Record;
 use super::segments::{self, Frame, Kind, Segments};
-use super::{flags_of, internal, CacheStorage};
+use super::{flags_of, internal, snapshot, CacheStorage};
 use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
 use pingora::Result;
@@ -354,4 +354,124 @@ pub fn open_segments(
 ) -> std::io::Result<Option<Arc<Segments>>> {
     root.map(|root| Segments::open(root, segment_size).map(Arc::new))
         .transpose()
+}
+
+impl CacheStorage {
+    /// Writes the index snapshot, on a local store with segments; how
+    /// many entries it holds. Blocking.
+    pub fn write_snapshot(&self) -> std::io::Result<Option<u64>> {
+        let Some(segments) = &self.segments else {
+            return Ok(None);
+        };
+        // Floors first: what commits while the index is walked is at or
+        // after them.
+        let remotes: Vec<(String, u32)> = self
+            .known_remotes
+            .iter()
+            .map(|remote| (remote.clone(), segments.floor(remote)))
+            .collect();
+        let path = segments.root().join(snapshot::FILE);
+        snapshot::write(&path, &remotes, |each| {
+            self.index.each(|id, slot| each(id, &slot))
+        })
+        .map(Some)
+    }
+
+    /// Fills the index from the snapshot if there is a good one, with the
+    /// floors recovery starts from; whether it did. Entries of remotes no
+    /// longer configured or in segments that are gone are left out.
+    pub fn load_snapshot(&self) -> bool {
+        let Some(segments) = &self.segments else {
+            return false;
+        };
+        let path = segments.root().join(snapshot::FILE);
+        let reader = match snapshot::open(&path) {
+            Ok(Some(reader)) => reader,
+            Ok(None) => return false,
+            Err(e) => {
+                log::warn!("{}: {e}; reading the catalog instead", path.display());
+                return false;
+            }
+        };
+        let started = std::time::Instant::now();
+        let positions: Vec<u16> = reader
+            .remotes
+            .iter()
+            .map(|(name, _)| self.remote_index(name))
+            .collect();
+        let floors: HashMap<String, u32> = reader.remotes.iter().cloned().collect();
+        let mut dropped = Vec::new();
+        let loaded = reader.entries(|id, mut slot| {
+            let remote = positions.get(slot.remote as usize).copied();
+            match remote.filter(|r| *r != u16::MAX) {
+                Some(remote) if slot.record == 0 || segments.holds(slot.record) => {
+                    slot.remote = remote;
+                    self.index.insert(id, slot);
+                    if slot.record != 0 {
+                        segments.count(slot.record, slot.size);
+                    }
+                }
+                _ => dropped.push(id),
+            }
+        });
+        match loaded {
+            Ok(entries) => {
+                *self.recovery_floors.lock() = floors;
+                for id in &dropped {
+                    self.catalog.record(CatalogEvent::EntryRemoved { id: *id });
+                }
+                log::info!(
+                    "index loaded from {}: {entries} entries in {:?}, {} left out",
+                    path.display(),
+                    started.elapsed(),
+                    dropped.len()
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!("{}: {e}; reading the catalog instead", path.display());
+                self.index.clear(None);
+                segments.uncount_all();
+                false
+            }
+        }
+    }
+
+    /// Deletes the snapshot: it lists what a flush just deleted.
+    pub(super) fn forget_snapshot(&self, segments: &Segments) {
+        let path = segments.root().join(snapshot::FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("deleting {}: {e}", path.display()),
+        }
+    }
+
+    /// Writes the snapshot every [`snapshot::EVERY`] on the storage's
+    /// runtime.
+    pub fn start_snapshots(&'static self) {
+        if self.segments.is_none() {
+            return;
+        }
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(snapshot::EVERY).await;
+                self.snapshot_now().await;
+            }
+        });
+    }
+
+    /// Writes the snapshot on the blocking pool, logging the outcome.
+    pub async fn snapshot_now(&'static self) {
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || self.write_snapshot()).await {
+            Ok(Ok(Some(entries))) => log::info!(
+                "index snapshot written: {entries} entries in {:?}",
+                started.elapsed()
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => log::warn!("writing the index snapshot: {e}"),
+            Err(e) => log::warn!("writing the index snapshot: {e}"),
+        }
+    }
 }

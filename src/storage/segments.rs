@@ -307,6 +307,28 @@ impl Segments {
         .map_err(io::Error::other)?
     }
 
+    /// The storage root the segments live under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where recovery would start for `remote` if the node stopped now:
+    /// the segment it appends to, or the next number when it has none.
+    pub fn floor(&self, remote: &str) -> u32 {
+        match self.active.lock().get(remote) {
+            Some(segment) => segment.number,
+            None => self.next.load(Ordering::Relaxed).min(u32::MAX as u64) as u32,
+        }
+    }
+
+    /// Forgets every count (an index load that is being undone).
+    pub fn uncount_all(&self) {
+        for segment in self.all.read().values() {
+            segment.live.store(0, Ordering::Relaxed);
+            segment.live_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Counts an entry of `size` whose current record is at `location`.
     pub fn count(&self, location: u64, size: u64) {
         if let Some(segment) = self.get(number_of(location)) {

@@ -182,3 +182,70 @@ async fn segments_left_mostly_dead_by_evictions_are_compacted() {
         assert_eq!(origin.hits(&format!("/keep{k}.bin")), 1, "keep{k}");
     }
 }
+
+/// The numbers in the start's "index loaded from …: N entries" line, if
+/// the index came from the snapshot.
+fn loaded_from_snapshot(ad: &Artifactd) -> Option<u64> {
+    let log = ad.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("index loaded from"))?;
+    let after = &line[line.find(": ").unwrap() + 2..];
+    after.split_whitespace().next()?.parse().ok()
+}
+
+/// A graceful stop writes the index snapshot and the next start loads it
+/// instead of the catalog's rows; what came after it (commits and a
+/// removal before a `kill -9`) comes from the segments; a flush deletes it.
+#[tokio::test]
+async fn a_start_loads_the_index_snapshot_and_the_segments_after_it() {
+    let origin = Origin::start().await;
+    let body = |i: usize| pattern_bytes(3_000 + i, 50 + i as u64);
+    for i in 0..8 {
+        origin.put(&format!("/o{i}.bin"), OriginFile::new(body(i)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = remotes(&origin, None);
+    let snapshot = dir.path().join("store/index.snap");
+    let mut ad = Artifactd::start(dir.path(), &remotes, "").await;
+    assert!(loaded_from_snapshot(&ad).is_none(), "nothing to load yet");
+    for i in 0..5 {
+        fetch(&ad, &format!("o{i}.bin")).await;
+    }
+    ad.signal(libc::SIGTERM);
+    assert!(ad.exited_within(Duration::from_secs(15)).await.is_some());
+    assert!(snapshot.exists(), "written at the stop");
+
+    let mut ad = Artifactd::start(dir.path(), &remotes, "").await;
+    assert_eq!(loaded_from_snapshot(&ad), Some(5));
+    for i in 5..8 {
+        fetch(&ad, &format!("o{i}.bin")).await;
+    }
+    let deleted = client()
+        .delete(ad.url("/api/v1/cache/gen/o0.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    ad.kill();
+
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    assert_eq!(loaded_from_snapshot(&ad), Some(5), "the stop's snapshot");
+    assert_eq!(recovered(&ad), (3, 1), "what came after it");
+    for i in 1..8 {
+        let (source, bytes) = fetch(&ad, &format!("o{i}.bin")).await;
+        assert_eq!(source, "cache", "o{i}");
+        assert!(bytes == body(i), "o{i}");
+        assert_eq!(origin.hits(&format!("/o{i}.bin")), 1, "o{i}");
+    }
+    let (source, _) = fetch(&ad, "o0.bin").await;
+    assert_ne!(source, "cache", "removed after the snapshot, stays removed");
+    let flushed = client()
+        .put(ad.url("/cache/flush?remote=gen"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flushed.status(), 200, "{}", flushed.text().await.unwrap());
+    assert!(!snapshot.exists(), "a flush deletes the snapshot");
+}
