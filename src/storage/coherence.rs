@@ -105,10 +105,7 @@ impl CacheStorage {
         if let Some((meta, reader)) = started {
             return Ok(Some((meta, Box::new(reader))));
         }
-        let location = super::layout::EntryLocation {
-            remote: remote.to_string(),
-            primary: id.to_be_bytes(),
-        };
+        let location = super::layout::EntryLocation::new(remote, id);
         self.lookup_committed(&location).await
     }
 

@@ -359,10 +359,7 @@ impl CacheStorage {
     /// Evicts the entry a catalog row names; a row whose entry is gone or
     /// was replaced meanwhile is stale and dropped from the catalog.
     async fn evict_catalog_row(&self, row: &EntryRow) -> Option<bool> {
-        let location = EntryLocation {
-            remote: row.remote.clone(),
-            primary: row.id.to_be_bytes(),
-        };
+        let location = EntryLocation::new(&row.remote, row.id);
         let body_key = layout::body_key_or_inline(&location, row.body);
         let last_access = row.last_access.max(0) as u64;
         let evicted = self

@@ -32,16 +32,9 @@ pub enum Verified {
 }
 
 impl CacheStorage {
-    fn location(remote: &str, id: u128) -> EntryLocation {
-        EntryLocation {
-            remote: remote.to_string(),
-            primary: id.to_be_bytes(),
-        }
-    }
-
     /// Removes entry `id` of `remote`; whether there was one.
     pub async fn remove_entry(&self, remote: &str, id: u128) -> Result<bool> {
-        let location = Self::location(remote, id);
+        let location = EntryLocation::new(remote, id);
         Ok(self.remove(&location, Expect::Current).await?.is_some())
     }
 
@@ -58,7 +51,7 @@ impl CacheStorage {
     /// Reads entry `id` of `remote` back and compares its sha256 and size
     /// with what was recorded at commit.
     pub async fn verify_entry(&self, remote: &str, id: u128) -> Result<Verified> {
-        let location = Self::location(remote, id);
+        let location = EntryLocation::new(remote, id);
         let slot = self.index.get(id);
         let Some((record, _)) = self.read_stored(&location, slot).await? else {
             return Ok(Verified::Vanished);

@@ -22,6 +22,14 @@ pub struct EntryLocation {
 }
 
 impl EntryLocation {
+    /// Entry `id` of `remote`.
+    pub fn new(remote: &str, id: u128) -> Self {
+        EntryLocation {
+            remote: remote.to_string(),
+            primary: id.to_be_bytes(),
+        }
+    }
+
     pub fn from_compact(key: &CompactCacheKey) -> Self {
         EntryLocation {
             remote: key.user_tag.to_string(),

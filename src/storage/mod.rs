@@ -333,10 +333,7 @@ impl CacheStorage {
     /// remote names, as an index slot holds it) lives.
     fn location_of(&self, id: u128, remote: u16) -> Option<EntryLocation> {
         let remote = self.known_remotes.get(remote as usize)?;
-        Some(EntryLocation {
-            remote: remote.clone(),
-            primary: id.to_be_bytes(),
-        })
+        Some(EntryLocation::new(remote, id))
     }
 
     /// The position of `remote` in the remote names (u16::MAX if unknown).

@@ -139,10 +139,7 @@ impl CacheStorage {
         if key.ends_with(".meta") {
             seen.insert(id);
             if self.index.get(id).is_none() {
-                let location = EntryLocation {
-                    remote: remote.to_string(),
-                    primary: id.to_be_bytes(),
-                };
+                let location = EntryLocation::new(remote, id);
                 // Reading it adopts it into the index.
                 if let Err(e) = self.load_record(&location).await {
                     log::warn!("reconciling {key}: {e}");

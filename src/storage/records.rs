@@ -198,10 +198,7 @@ impl CacheStorage {
         if !newer {
             return None;
         }
-        let location = EntryLocation {
-            remote: remote.to_string(),
-            primary: frame.id.to_be_bytes(),
-        };
+        let location = EntryLocation::new(remote, frame.id);
         match frame.kind {
             Kind::Removed => {
                 let slot = current?;
@@ -319,10 +316,7 @@ impl CacheStorage {
         }
         segments.count(to, slot.size);
         segments.release(frame.location, slot.size);
-        let location = EntryLocation {
-            remote: remote.to_string(),
-            primary: frame.id.to_be_bytes(),
-        };
+        let location = EntryLocation::new(remote, frame.id);
         let moved = slot.in_segment(to);
         self.catalog.record(CatalogEvent::Entry(
             self.entry_row(&location, &record, &moved),
