@@ -445,19 +445,24 @@ impl CacheStorage {
 
     /// Puts an entry found in the store but not in the index into the index.
     fn adopt(&self, location: &EntryLocation, entry: &Record, revalidated: bool) {
-        let body = &entry.body;
-        let mut flags = flags_of(&entry.meta);
+        let mut slot = self.found_slot(location, entry);
         if revalidated {
-            flags |= REVALIDATED;
+            slot.flags |= REVALIDATED;
         }
-        let slot = index::Slot::new(
+        self.index.insert(location.id(), slot);
+    }
+
+    /// The slot of a record found in the store rather than committed here:
+    /// last used when it was fetched.
+    fn found_slot(&self, location: &EntryLocation, entry: &Record) -> index::Slot {
+        let body = &entry.body;
+        index::Slot::new(
             layout::body_id(&body.body_key),
             body.size,
             self.remote_index(&location.remote),
-            flags,
+            flags_of(&entry.meta),
             body.fetched_at * 1000,
-        );
-        self.index.insert(location.id(), slot);
+        )
     }
 
     /// Opens an entry's body, reusing an open handle when there is one.

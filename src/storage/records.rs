@@ -12,7 +12,7 @@ use super::index::{Slot, SlotView};
 use super::layout::EntryLocation;
 use super::record::Record;
 use super::segments::{self, Frame, Kind, Segments};
-use super::{flags_of, internal, snapshot, CacheStorage};
+use super::{internal, snapshot, CacheStorage};
 use crate::catalog::{CatalogEvent, EntryRow};
 use bytes::Bytes;
 use pingora::Result;
@@ -45,15 +45,24 @@ impl CacheStorage {
                 .map_err(|e| internal("writing cache record", e))?;
             return Ok(0);
         };
-        let at = segments
-            .append(&location.remote, Kind::Record, location.id(), &encoded)
-            .map_err(|e| internal("writing cache record", e))?;
+        self.append_record(segments, &location.remote, location.id(), &encoded)
+            .await
+            .map_err(|e| internal("writing cache record", e))
+    }
+
+    /// Appends entry `id`'s record to `remote`'s segment, synced to stable
+    /// storage with `cache.fsync`; its location.
+    async fn append_record(
+        &self,
+        segments: &Arc<Segments>,
+        remote: &str,
+        id: u128,
+        record: &[u8],
+    ) -> std::io::Result<u64> {
+        let at = segments.append(remote, Kind::Record, id, record)?;
         if self.settings.fsync {
             let segments = segments.clone();
-            tokio::task::spawn_blocking(move || segments.sync(at))
-                .await
-                .map_err(|e| internal("syncing cache record", e))?
-                .map_err(|e| internal("syncing cache record", e))?;
+            blocking(move || segments.sync(at)).await?;
         }
         Ok(at)
     }
@@ -210,18 +219,12 @@ impl CacheStorage {
             }
             Kind::Record => {
                 let record = Record::decode(&frame.payload).ok()?;
-                let remote_index = self.remote_index(remote);
-                if remote_index == u16::MAX {
+                let slot = self
+                    .found_slot(&location, &record)
+                    .in_segment(frame.location);
+                if slot.remote == u16::MAX {
                     return None;
                 }
-                let slot = Slot::new(
-                    super::layout::body_id(&record.body.body_key),
-                    record.body.size,
-                    remote_index,
-                    flags_of(&record.meta),
-                    record.body.fetched_at * 1000,
-                )
-                .in_segment(frame.location);
                 let row = self.entry_row(&location, &record, &slot);
                 let replaced = self.index.insert(frame.id, slot);
                 self.recount(&location, frame.location, record.body.size, replaced);
@@ -291,7 +294,10 @@ impl CacheStorage {
         let Ok(record) = Record::decode(&frame.payload) else {
             return false;
         };
-        let to = match segments.append(remote, Kind::Record, frame.id, &frame.payload) {
+        let appended = self
+            .append_record(segments, remote, frame.id, &frame.payload)
+            .await;
+        let to = match appended {
             Ok(to) => to,
             Err(e) => {
                 log::warn!(
@@ -301,16 +307,6 @@ impl CacheStorage {
                 return false;
             }
         };
-        if self.settings.fsync {
-            let syncing = segments.clone();
-            if let Ok(Err(e)) | Err(e) = tokio::task::spawn_blocking(move || syncing.sync(to))
-                .await
-                .map_err(std::io::Error::other)
-            {
-                log::warn!("syncing a compacted record: {e}");
-                return false;
-            }
-        }
         if !self.index.relocate(frame.id, frame.location, to) {
             return false;
         }
@@ -329,16 +325,19 @@ impl CacheStorage {
 /// `None` (logged) when it cannot be read.
 async fn scan(segments: &Arc<Segments>, number: u32, remote: &str) -> Option<Vec<Frame>> {
     let scanning = segments.clone();
-    match tokio::task::spawn_blocking(move || scanning.scan(number))
+    blocking(move || scanning.scan(number))
         .await
-        .map_err(std::io::Error::other)
-    {
-        Ok(Ok(frames)) => Some(frames),
-        Ok(Err(e)) | Err(e) => {
-            log::warn!("reading segment {number:08x} of {remote}: {e}");
-            None
-        }
-    }
+        .inspect_err(|e| log::warn!("reading segment {number:08x} of {remote}: {e}"))
+        .ok()
+}
+
+/// Runs `work` on the blocking pool; a panic in it is an error like any.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// The segments of a local store rooted at `root`.
@@ -458,13 +457,12 @@ impl CacheStorage {
     /// Writes the snapshot on the blocking pool, logging the outcome.
     pub async fn snapshot_now(&'static self) {
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || self.write_snapshot()).await {
-            Ok(Ok(Some(entries))) => log::info!(
+        match blocking(move || self.write_snapshot()).await {
+            Ok(Some(entries)) => log::info!(
                 "index snapshot written: {entries} entries in {:?}",
                 started.elapsed()
             ),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => log::warn!("writing the index snapshot: {e}"),
+            Ok(None) => {}
             Err(e) => log::warn!("writing the index snapshot: {e}"),
         }
     }

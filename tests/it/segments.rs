@@ -49,6 +49,16 @@ async fn lock_catalog(path: &Path) -> tokio::process::Child {
     child
 }
 
+/// Deletes the cached `path` of remote `gen` through the cache API.
+async fn delete_cached(ad: &Artifactd, path: &str) {
+    let deleted = client()
+        .delete(ad.url(&format!("/api/v1/cache/gen/{path}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200, "{}", deleted.text().await.unwrap());
+}
+
 /// The numbers in the start's "… N entries adopted, M removed" line.
 fn recovered(ad: &Artifactd) -> (u64, u64) {
     let log = ad.log_text();
@@ -100,12 +110,7 @@ async fn a_node_killed_while_its_catalog_was_locked_recovers_from_its_segments()
         fetch(&ad, &format!("s{i}.bin")).await;
     }
     fetch(&ad, "l1.bin").await;
-    let deleted = client()
-        .delete(ad.url("/api/v1/cache/gen/s0.bin"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200, "{}", deleted.text().await.unwrap());
+    delete_cached(&ad, "s0.bin").await;
     ad.kill();
     lock.kill().await.unwrap();
 
@@ -222,12 +227,7 @@ async fn a_start_loads_the_index_snapshot_and_the_segments_after_it() {
     for i in 5..8 {
         fetch(&ad, &format!("o{i}.bin")).await;
     }
-    let deleted = client()
-        .delete(ad.url("/api/v1/cache/gen/o0.bin"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    delete_cached(&ad, "o0.bin").await;
     ad.kill();
 
     let ad = Artifactd::start(dir.path(), &remotes, "").await;
