@@ -156,12 +156,13 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
             let references = background
                 .block_on(catalog.references())
                 .context("reading the catalog's references")?;
-            storage.load_index(Vec::new(), references);
+            storage.load_references(references);
         } else {
             let (rows, references) = background
                 .block_on(async { tokio::try_join!(catalog.entries(), catalog.references()) })
                 .context("reading the catalog's cache entries")?;
-            storage.load_index(rows, references);
+            storage.load_index(rows);
+            storage.load_references(references);
         }
     }
     background.block_on(storage.recover_segments());

@@ -26,8 +26,8 @@ use std::time::Duration;
 const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 
 impl CacheStorage {
-    /// Fills the index from the catalog's rows and references.
-    pub fn load_index(&self, rows: Vec<EntryRow>, references: Vec<(u128, u128)>) {
+    /// Fills the index from the catalog's rows.
+    pub fn load_index(&self, rows: Vec<EntryRow>) {
         let mut unreadable = 0;
         for row in rows {
             let remote = self.remote_index(&row.remote);
@@ -62,6 +62,10 @@ impl CacheStorage {
         if unreadable > 0 {
             log::warn!("{unreadable} catalog entries name record segments that are gone; dropped");
         }
+    }
+
+    /// Notes what the catalog's cached manifests name.
+    pub fn load_references(&self, references: Vec<(u128, u128)>) {
         for (manifest, target) in references {
             self.refs.add(manifest, &[target]);
         }
