@@ -354,13 +354,7 @@ impl Index {
     /// Every entry, for eviction to order.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::with_capacity(self.entries() as usize);
-        for shard in &self.shards {
-            let shard = shard.read();
-            out.extend(shard.iter().map(|(id, stored)| Candidate {
-                id: *id,
-                view: self.view(*id, stored),
-            }));
-        }
+        self.each(|id, view| out.push(Candidate { id, view }));
         out
     }
 
