@@ -26,36 +26,63 @@ use std::time::Duration;
 /// statement is a round trip to sqlx's database thread, and a sweep over
 /// many cached objects reports thousands of accesses a second.
 const ACCESS_CHUNK: usize = 256;
+/// Stored rows likewise (8 parameters each, far below either database's
+/// limit of parameters per statement).
+const UPSERT_CHUNK: usize = 256;
 
 /// The statements run for access reports and per eviction must find their
 /// rows through an index, never scan a table of a million rows (tested
 /// below with the query planner).
-fn access_artifacts(rows: usize) -> String {
+fn access_artifacts(rows: usize, params: Params) -> String {
     format!(
         "UPDATE artifacts SET last_access = v.column3 FROM (VALUES {}) AS v
          WHERE artifacts.remote = v.column1 AND artifacts.path = v.column2
            AND artifacts.last_access < v.column3",
-        value_rows(rows, 3)
+        value_rows(rows, 3, params)
     )
 }
 
-fn access_entries(rows: usize) -> String {
+fn access_entries(rows: usize, params: Params) -> String {
     format!(
         "UPDATE entries SET last_access = CASE WHEN v.column2 > entries.last_access
              THEN v.column2 ELSE entries.last_access END,
            hits = entries.hits + v.column3
          FROM (VALUES {}) AS v WHERE entries.id = v.column1",
-        value_rows(rows, 3)
+        value_rows(rows, 3, params)
     )
 }
 
-/// `($1, $2, $3), ($4, $5, $6), …`: `rows` tuples of `width` parameters.
-fn value_rows(rows: usize, width: usize) -> String {
+/// How a multi-row statement names its parameters. PostgreSQL knows only
+/// numbered ones (`$n`); SQLite binds a numbered one by looking its name up
+/// in a list as long as the statement's (quadratic in the rows: half an
+/// import's catalog time), an anonymous one (`?`) in order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Params {
+    Numbered,
+    Anonymous,
+}
+
+impl Params {
+    fn of(conn: &sqlx::AnyConnection) -> Params {
+        if conn.backend_name() == "SQLite" {
+            Params::Anonymous
+        } else {
+            Params::Numbered
+        }
+    }
+}
+
+/// `($1, $2, $3), ($4, $5, $6), …` (or `(?, ?, ?), …`): `rows` tuples of
+/// `width` parameters.
+fn value_rows(rows: usize, width: usize, params: Params) -> String {
     let tuple = |row: usize| {
-        let params: Vec<String> = (1..=width)
-            .map(|i| format!("${}", row * width + i))
+        let names: Vec<String> = (1..=width)
+            .map(|i| match params {
+                Params::Numbered => format!("${}", row * width + i),
+                Params::Anonymous => "?".to_string(),
+            })
             .collect();
-        format!("({})", params.join(", "))
+        format!("({})", names.join(", "))
     };
     (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
 }
@@ -227,26 +254,7 @@ pub async fn check_sqlite(path: &Path) -> CatalogResult<()> {
 /// transaction.
 async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> CatalogResult<()> {
     match change {
-        CatalogEvent::Stored(row) => {
-            sqlx::query(
-                "INSERT INTO artifacts (remote, path, size, sha256, content_type, fetched_at, last_access, local)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (remote, path) DO UPDATE SET size = excluded.size,
-                   sha256 = excluded.sha256, content_type = excluded.content_type,
-                   fetched_at = excluded.fetched_at, last_access = excluded.last_access,
-                   local = excluded.local",
-            )
-            .bind(&row.remote)
-            .bind(&row.path)
-            .bind(row.size)
-            .bind(&row.sha256)
-            .bind(&row.content_type)
-            .bind(row.fetched_at)
-            .bind(row.last_access)
-            .bind(row.local)
-            .execute(&mut *conn)
-            .await?;
-        }
+        CatalogEvent::Stored(row) => STORE_ARTIFACTS.write(conn, &[row]).await?,
         CatalogEvent::Removed { remote, path } => {
             sqlx::query("DELETE FROM artifacts WHERE remote = $1 AND path = $2")
                 .bind(remote)
@@ -254,26 +262,7 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
                 .execute(&mut *conn)
                 .await?;
         }
-        CatalogEvent::Entry(row) => {
-            sqlx::query(
-                "INSERT INTO entries (id, remote, path, body, size, flags, last_access, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (id) DO UPDATE SET remote = excluded.remote,
-                   path = excluded.path, body = excluded.body, size = excluded.size,
-                   flags = excluded.flags, last_access = excluded.last_access,
-                   record = excluded.record",
-            )
-            .bind(hex_id(row.id))
-            .bind(&row.remote)
-            .bind(&row.path)
-            .bind(hex_id(row.body))
-            .bind(row.size)
-            .bind(row.flags as i64)
-            .bind(row.last_access)
-            .bind(row.record as i64)
-            .execute(&mut *conn)
-            .await?;
-        }
+        CatalogEvent::Entry(row) => STORE_ENTRIES.write(conn, &[row]).await?,
         CatalogEvent::EntryRemoved { id } => {
             let id = hex_id(*id);
             for statement in REMOVE_ENTRY {
@@ -295,6 +284,122 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
         CatalogEvent::Accessed { .. } | CatalogEvent::EntryAccessed { .. } => {}
     }
     Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A multi-row upsert of one table: `INSERT INTO {into} VALUES …
+/// ON CONFLICT {on_conflict}`, each row bound by `bind` as `width`
+/// parameters.
+struct Upsert<T> {
+    into: &'static str,
+    on_conflict: &'static str,
+    width: usize,
+    bind: for<'q> fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+}
+
+impl<T> Upsert<T> {
+    /// Writes `rows`, [`UPSERT_CHUNK`] per statement.
+    async fn write(&self, conn: &mut sqlx::AnyConnection, rows: &[&T]) -> CatalogResult<()> {
+        for chunk in rows.chunks(UPSERT_CHUNK) {
+            let statement = format!(
+                "INSERT INTO {} VALUES {} ON CONFLICT {}",
+                self.into,
+                value_rows(chunk.len(), self.width, Params::of(conn)),
+                self.on_conflict
+            );
+            let query = chunk.iter().fold(sqlx::query(&statement), |query, row| {
+                (self.bind)(query, row)
+            });
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+const STORE_ARTIFACTS: Upsert<ArtifactRow> = Upsert {
+    into: "artifacts (remote, path, size, sha256, content_type, fetched_at, last_access, local)",
+    on_conflict: "(remote, path) DO UPDATE SET size = excluded.size,
+        sha256 = excluded.sha256, content_type = excluded.content_type,
+        fetched_at = excluded.fetched_at, last_access = excluded.last_access,
+        local = excluded.local",
+    width: 8,
+    bind: |query, row| {
+        query
+            .bind(&row.remote)
+            .bind(&row.path)
+            .bind(row.size)
+            .bind(&row.sha256)
+            .bind(&row.content_type)
+            .bind(row.fetched_at)
+            .bind(row.last_access)
+            .bind(row.local)
+    },
+};
+
+const STORE_ENTRIES: Upsert<EntryRow> = Upsert {
+    into: "entries (id, remote, path, body, size, flags, last_access, record)",
+    on_conflict: "(id) DO UPDATE SET remote = excluded.remote,
+        path = excluded.path, body = excluded.body, size = excluded.size,
+        flags = excluded.flags, last_access = excluded.last_access,
+        record = excluded.record",
+    width: 8,
+    bind: |query, row| {
+        query
+            .bind(hex_id(row.id))
+            .bind(&row.remote)
+            .bind(&row.path)
+            .bind(hex_id(row.body))
+            .bind(row.size)
+            .bind(row.flags as i64)
+            .bind(row.last_access)
+            .bind(row.record as i64)
+    },
+};
+
+/// Consecutive stores of a batch, written as multi-row upserts. A row
+/// stored twice in one run keeps its last version only: PostgreSQL refuses
+/// an upsert that touches a row twice, and the last one wins anyway.
+#[derive(Default)]
+struct PendingStores<'a> {
+    artifacts: Vec<&'a ArtifactRow>,
+    entries: Vec<&'a EntryRow>,
+}
+
+impl<'a> PendingStores<'a> {
+    /// Takes `event` into the run if it is a store; `false` if it is not.
+    fn take(&mut self, event: &'a CatalogEvent) -> bool {
+        match event {
+            CatalogEvent::Stored(row) => self.artifacts.push(row),
+            CatalogEvent::Entry(row) => self.entries.push(row),
+            _ => return false,
+        }
+        true
+    }
+
+    async fn write(&mut self, conn: &mut sqlx::AnyConnection) -> CatalogResult<()> {
+        let artifacts = last_of_each(std::mem::take(&mut self.artifacts), |row| {
+            (row.remote.as_str(), row.path.as_str())
+        });
+        let entries = last_of_each(std::mem::take(&mut self.entries), |row| row.id);
+        STORE_ARTIFACTS.write(conn, &artifacts).await?;
+        STORE_ENTRIES.write(conn, &entries).await
+    }
+}
+
+/// `rows` without those a later row of the same key replaces, in order.
+fn last_of_each<'a, T, K: Eq + std::hash::Hash>(
+    rows: Vec<&'a T>,
+    key: impl Fn(&'a T) -> K,
+) -> Vec<&'a T> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut kept: Vec<&T> = rows
+        .into_iter()
+        .rev()
+        .filter(|row| seen.insert(key(row)))
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Forgets the cached rows of `remote` (or of every remote); uploads to
@@ -332,6 +437,7 @@ impl Catalog for SqlCatalog {
         // applying them after the batch's other events changes nothing.
         let mut artifact_accesses = Vec::new();
         let mut entry_accesses = Vec::new();
+        let mut pending = PendingStores::default();
         for event in events {
             match event {
                 CatalogEvent::Accessed { remote, path, at } => {
@@ -340,11 +446,16 @@ impl Catalog for SqlCatalog {
                 CatalogEvent::EntryAccessed { id, at_ms, hits } => {
                     entry_accesses.push((hex_id(*id), *at_ms, i64::from(*hits)));
                 }
-                change => write_change(&mut tx, change).await?,
+                change if pending.take(change) => {}
+                change => {
+                    pending.write(&mut tx).await?;
+                    write_change(&mut tx, change).await?;
+                }
             }
         }
+        pending.write(&mut tx).await?;
         for chunk in artifact_accesses.chunks(ACCESS_CHUNK) {
-            let statement = access_artifacts(chunk.len());
+            let statement = access_artifacts(chunk.len(), Params::of(&tx));
             let mut query = sqlx::query(&statement);
             for (remote, path, at) in chunk {
                 query = query.bind(*remote).bind(*path).bind(at);
@@ -352,7 +463,7 @@ impl Catalog for SqlCatalog {
             query.execute(&mut *tx).await?;
         }
         for chunk in entry_accesses.chunks(ACCESS_CHUNK) {
-            let statement = access_entries(chunk.len());
+            let statement = access_entries(chunk.len(), Params::of(&tx));
             let mut query = sqlx::query(&statement);
             for (id, at_ms, hits) in chunk {
                 query = query.bind(id).bind(at_ms).bind(hits);
@@ -564,7 +675,10 @@ mod tests {
     #[tokio::test]
     async fn per_hit_and_per_eviction_statements_use_an_index() {
         let (_dir, catalog) = temp_catalog().await;
-        let accesses = [access_artifacts(3), access_entries(3)];
+        let accesses = [
+            access_artifacts(3, Params::Anonymous),
+            access_entries(3, Params::Anonymous),
+        ];
         for statement in accesses.iter().map(String::as_str).chain(REMOVE_ENTRY) {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
                 .fetch_all(&catalog.pool)
