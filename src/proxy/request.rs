@@ -184,8 +184,8 @@ pub fn decide_artifact(
         .header("allow", "GET, HEAD");
         return with_remote(Action::Reply(reply), false);
     }
-    match remote.policy.classify(&valid.decoded) {
-        Access::Denied => with_remote(
+    match routed_artifact(remote, req, raw_path, &valid.decoded) {
+        None => with_remote(
             Action::Reply(Reply::text(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -195,19 +195,30 @@ pub fn decide_artifact(
             )),
             true,
         ),
-        Access::Allowed(class) => {
-            let routed = remote.ecosystem.route(&filters::ecosystem::Request {
-                raw_path,
-                path: &valid.decoded,
-                class,
-                accept: req.accept,
-                query: req.query,
-                quarantine_hide: remote.quarantine_hide,
-            });
-            with_remote(
-                Action::Proxy(Artifact::routed(remote.clone(), routed)),
-                false,
-            )
-        }
+        Some(artifact) => with_remote(Action::Proxy(artifact), false),
     }
+}
+
+/// What a request for `raw_path` (decoded: `path`) of a proxy remote
+/// asks for, routed by the remote's ecosystem; `None` when its patterns
+/// deny the path. Also how `artifactd import` keys what it stores, so an
+/// imported file is found by the request that would have fetched it.
+pub fn routed_artifact(
+    remote: &Arc<Remote>,
+    req: &RequestView<'_>,
+    raw_path: &str,
+    path: &str,
+) -> Option<Artifact> {
+    let Access::Allowed(class) = remote.policy.classify(path) else {
+        return None;
+    };
+    let routed = remote.ecosystem.route(&filters::ecosystem::Request {
+        raw_path,
+        path,
+        class,
+        accept: req.accept,
+        query: req.query,
+        quarantine_hide: remote.quarantine_hide,
+    });
+    Some(Artifact::routed(remote.clone(), routed))
 }

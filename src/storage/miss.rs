@@ -242,14 +242,23 @@ impl CacheStorage {
         meta: &CacheMeta,
         body: Bytes,
     ) -> Result<bool> {
-        let location = EntryLocation::from_key(key);
-        if self.load_record(&location).await?.is_some() {
+        if self
+            .load_record(&EntryLocation::from_key(key))
+            .await?
+            .is_some()
+        {
             return Ok(false);
         }
-        let path = super::catalog_path(key);
-        let mut fill = BodyMiss::start(self, location, path, meta).await?;
+        let mut fill = self.start_fill(key, meta).await?;
         fill.write_body(body, true).await?;
         Box::new(fill).finish().await?;
         Ok(true)
+    }
+
+    /// A fill of `key` with `meta`, as a miss starts one: what the body
+    /// written to it becomes once `finish` commits it.
+    pub async fn start_fill(&'static self, key: &CacheKey, meta: &CacheMeta) -> Result<BodyMiss> {
+        let location = EntryLocation::from_key(key);
+        BodyMiss::start(self, location, super::catalog_path(key), meta).await
     }
 }

@@ -614,9 +614,7 @@ impl Storage for CacheStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let location = EntryLocation::from_key(key);
-        let handler = miss::BodyMiss::start(self, location, catalog_path(key), meta).await?;
-        Ok(Box::new(handler))
+        Ok(Box::new(self.start_fill(key, meta).await?))
     }
 
     async fn purge(
