@@ -29,6 +29,8 @@
 //!   checksums.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
+//! - [`media_type`]: a file's media type by its name, for files stored
+//!   without an upstream's header.
 
 pub mod accept;
 pub mod breaker;
@@ -36,6 +38,7 @@ pub mod cache_key;
 pub mod duration;
 pub mod ecosystem;
 pub mod links;
+pub mod media_type;
 pub mod path;
 pub mod pattern;
 pub mod policy;
