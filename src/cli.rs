@@ -36,6 +36,9 @@ pub enum Command {
     Warm(crate::commands::warm::WarmArgs),
     /// Inspect a running artifactd's cache: ls, du, rm, verify.
     Cache(crate::commands::cache::CacheArgs),
+    /// Store files in the cache of a stopped artifactd, without an
+    /// upstream: a directory's files, or the paths a manifest lists.
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::serve(config, args.upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import(args) => crate::import::run(config, args),
         Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
     }
 }

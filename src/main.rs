@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`cli`]: command line (`serve [-t] [-u]`, `check-config`, `warm`,
-//!   `cache`). [`commands`]: the client commands, over HTTP.
+//!   `cache`, `import`). [`commands`]: the client commands, over HTTP.
+//!   [`import`]: files into a stopped node's cache, without an upstream;
+//!   [`store_lock`]: servers or one import on a local store.
 //! - [`config`]: server config and `remotes.yaml`, validated at start.
 //!   [`preflight`]: what `check-config` checks a start will find.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
@@ -54,6 +56,7 @@ mod config;
 mod credentials;
 mod fast_path;
 mod fill_lock;
+mod import;
 mod jobs;
 mod lifecycle;
 mod local;
@@ -70,6 +73,7 @@ mod served_from;
 mod server;
 mod state;
 mod storage;
+mod store_lock;
 mod tls;
 mod upstream_tls;
 mod virtual_repo;

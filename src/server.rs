@@ -31,7 +31,7 @@ use std::time::Instant;
 
 /// Starts a runtime for work that outlives any request (catalog batches,
 /// deferred deletes) and for async start-up. It runs until the process ends.
-fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+pub(crate) fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("artifactd-bg")
@@ -71,6 +71,9 @@ fn raise_nofile_limit() {
 pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
     log::info!("{}", config.server.describe_backends());
+    // Held until the process exits, which `run_forever` does itself.
+    let _store_lock =
+        crate::store_lock::take(&config.server.storage, crate::store_lock::Holder::Server)?;
     let background = background_runtime()?;
     let opened = open_backends(&config, &background)?;
     let (mut server, pid_file) = pingora_server(&config, upgrade)?;
@@ -184,6 +187,25 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
         breakers,
         cluster,
         cache_lock,
+    })
+}
+
+/// What `artifactd import` writes through: the storage with its index
+/// loaded and recovered, and the catalog's writer.
+pub(crate) struct OpenedStore {
+    pub storage: &'static CacheStorage,
+    pub catalog_writer: Arc<CatalogWriter>,
+}
+
+/// Opens the store as a start does, without serving.
+pub(crate) fn open_store(
+    config: &Config,
+    background: &tokio::runtime::Handle,
+) -> anyhow::Result<OpenedStore> {
+    let opened = open_backends(config, background)?;
+    Ok(OpenedStore {
+        storage: opened.storage,
+        catalog_writer: opened.catalog_writer,
     })
 }
 

@@ -262,6 +262,19 @@ impl CatalogWriter {
         tokio::time::timeout(limit, written).await.is_ok()
     }
 
+    /// Waits until fewer than `most` changes are queued: how a bulk
+    /// writer (`artifactd import`) keeps the queue from growing without
+    /// bound while the catalog is slower than it.
+    pub async fn wait_for_room(&self, most: u64) {
+        loop {
+            let changed = self.progress.changed.notified();
+            if self.pending_changes.load(Ordering::Acquire) < most {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Queues an event without waiting.
     pub fn record(&self, event: CatalogEvent) {
         if is_access(&event) {

@@ -46,6 +46,7 @@ mod fast_path;
 mod fill;
 mod harness;
 mod helm;
+mod import;
 mod local;
 mod npm;
 mod oci;
