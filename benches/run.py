@@ -22,6 +22,9 @@ Scenarios:
   9. a 16 MB npm document asked for by 64 clients at once: artifactd, artifactd
      rewriting every response, and verdaccio 6.8 as a proxy of the same origin
      (benches/documents.py)
+  10. a cache of ten million 1 KiB objects filled by `artifactd import`:
+     import rate, start-up time, memory per object, hits over every key
+     (benches/bulk.py; artifactd only)
   8. the cluster shape (three nodes on S3 + Redis + PostgreSQL) against one
      node on the filesystem default (benches/cluster.py; results in
      cluster.{md,json})
@@ -47,6 +50,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulk import bench_bulk, render_bulk
 from cluster import bench_cluster, render_cluster
 from filler import fill_fast
 from filler import herd as herd_clients
@@ -76,17 +80,18 @@ class Plan:
     huge_bytes: int
     object_counts: list[int]
     pattern_counts: list[int]
+    bulk_objects: int
     threads: int = 2
 
     @staticmethod
     def full() -> "Plan":
         return Plan(3, 8, 2000, 20000, 100 * MiB, 1000, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
-                    2048 * MiB, [1000, 10000, 100000, 1000000], [10, 100, 1000])
+                    2048 * MiB, [1000, 10000, 100000, 1000000], [10, 100, 1000], 10_000_000)
 
     @staticmethod
     def quick() -> "Plan":
         return Plan(1, 2, 200, 2000, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
-                    128 * MiB, [100, 1000], [10, 100])
+                    128 * MiB, [100, 1000], [10, 100], 20_000)
 
 
 def free_port() -> int:
@@ -364,6 +369,7 @@ class Bench:
     results: dict = field(default_factory=dict)
     image_results: dict = field(default_factory=dict)
     document_results: dict = field(default_factory=dict)
+    bulk_results: dict = field(default_factory=dict)
     cluster_results: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
 
@@ -617,7 +623,8 @@ def machine_facts(binary: Path) -> dict:
 def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed: float) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results,
-           "image_scenarios": bench.image_results, "document_scenarios": bench.document_results}
+           "image_scenarios": bench.image_results, "document_scenarios": bench.document_results,
+           "bulk_scenarios": bench.bulk_results}
     (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
@@ -636,6 +643,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
                          f"{fmt(row['nginx'])} | {fmt(row['ratio'])} | {row['better']} | {row['note']} |")
     lines += render_images(bench.image_results, fmt)
     lines += render_documents(bench.document_results, fmt)
+    lines += render_bulk(bench.bulk_results, fmt)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     write_cluster_results(out_dir, bench, facts, quick)
 
@@ -695,13 +703,15 @@ def main() -> int:
         raise SystemExit(f"expected 2 image scenario groups, got {len(bench.image_results)}")
     if len(bench.document_results) != 1:
         raise SystemExit(f"expected 1 document scenario group, got {len(bench.document_results)}")
+    if len(bench.bulk_results) != 1:
+        raise SystemExit(f"expected 1 bulk scenario group, got {len(bench.bulk_results)}")
     print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
     return 0
 
 
 def run_single_node_scenarios(bench: Bench) -> None:
-    """Scenarios 1-7 and 9: artifactd against nginx, the distribution proxy and
-    verdaccio."""
+    """Scenarios 1-7, 9 and 10: artifactd against nginx, the distribution
+    proxy and verdaccio, and artifactd alone at ten million objects."""
     plan = bench.plan
     proxies = bench.both("main")
     light = LightNginxProxy(bench.work / "nginx-light-main", bench.origin.port, plan)
@@ -727,6 +737,7 @@ def run_single_node_scenarios(bench: Bench) -> None:
     bench.growth()
     bench_images(bench, Artifactd, free_port, wait_port)
     bench_documents(bench, Artifactd, free_port, wait_port)
+    bench_bulk(bench, Artifactd, generic_remotes, wrk)
 
 
 if __name__ == "__main__":
