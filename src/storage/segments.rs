@@ -87,16 +87,57 @@ fn estimate(size: u64) -> u64 {
     HEADER as u64 + HEAD_ESTIMATE + size
 }
 
-fn encode(kind: Kind, id: u128, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&[kind as u8, 0, 0, 0]);
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&id.to_le_bytes());
-    let crc = checksum(&frame[4..28], payload);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    frame.extend_from_slice(payload);
-    frame
+/// A frame's header for `payload`: magic, kind, length, id and the CRC of
+/// all but the magic and the payload.
+fn frame_header(kind: Kind, id: u128, payload: &[u8]) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header[..4].copy_from_slice(MAGIC);
+    header[4] = kind as u8;
+    header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[12..28].copy_from_slice(&id.to_le_bytes());
+    let crc = checksum(&header[4..28], payload);
+    header[28..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Writes `header` then `payload` at `offset` with `pwritev`, so a record
+/// (a small body inside it) is not copied into one frame buffer first.
+fn write_frame_at(file: &File, header: &[u8], payload: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let total = header.len() + payload.len();
+    let mut written = 0;
+    while written < total {
+        let (head, tail) = match written.checked_sub(header.len()) {
+            None => (&header[written..], payload),
+            Some(into_payload) => (&[][..], &payload[into_payload..]),
+        };
+        let parts = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: tail.as_ptr() as *mut libc::c_void,
+                iov_len: tail.len(),
+            },
+        ];
+        let at = libc::off_t::try_from(offset + written as u64)
+            .map_err(|_| io::Error::other("segment offset out of range"))?;
+        // SAFETY: both iovecs point into slices that outlive the call, and
+        // the descriptor is `file`'s, open for as long as it lives.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr(), 2, at) };
+        match n {
+            n if n > 0 => written += n as usize,
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn checksum(header: &[u8], payload: &[u8]) -> u32 {
@@ -202,11 +243,12 @@ impl Segments {
     /// Appends a frame to `remote`'s segment; its location. The bytes are
     /// in the page cache, not necessarily on disk (see [`Self::sync`]).
     pub fn append(&self, remote: &str, kind: Kind, id: u128, payload: &[u8]) -> io::Result<u64> {
-        let frame = encode(kind, id, payload);
+        let header = frame_header(kind, id, payload);
+        let frame_len = (HEADER + payload.len()) as u64;
         let mut active = self.active.lock();
         let current = active.get(remote).filter(|segment| {
             let len = segment.len.load(Ordering::Relaxed);
-            len == 0 || len + frame.len() as u64 <= self.segment_max
+            len == 0 || len + frame_len <= self.segment_max
         });
         let segment = match current {
             Some(segment) => segment.clone(),
@@ -221,13 +263,9 @@ impl Segments {
         let offset = segment.len.load(Ordering::Relaxed);
         // A failed write leaves `len` where it was: the next frame
         // overwrites whatever part of this one reached the file.
-        segment
-            .file
-            .write_all_at(&frame, offset)
+        write_frame_at(&segment.file, &header, payload, offset)
             .map_err(|e| with_path(&segment.path, e))?;
-        segment
-            .len
-            .store(offset + frame.len() as u64, Ordering::Release);
+        segment.len.store(offset + frame_len, Ordering::Release);
         Ok(location(segment.number, offset))
     }
 
