@@ -81,7 +81,11 @@ async fn a_hot_hit_is_the_response_the_phases_send() {
     let dir = tempfile::tempdir().unwrap();
     let ad = Artifactd::start(dir.path(), &remotes, "").await;
     let url = ad.artifact("gen", PATH);
-    assert_eq!(source(&http.get(&url).send().await.unwrap()), "remote");
+    // Read to the end: until the fill's last byte is sent, the object is
+    // not committed and a request on another connection follows the fill.
+    let miss = http.get(&url).send().await.unwrap();
+    assert_eq!(source(&miss), "remote");
+    assert_eq!(miss.bytes().await.unwrap(), body);
 
     let fast = http
         .get(&url)
