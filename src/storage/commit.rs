@@ -26,6 +26,8 @@ use std::time::Duration;
 /// store without open-file semantics can finish reading.
 const REPLACED_BODY_GRACE: Duration = Duration::from_secs(30);
 const STRIPES: usize = 64;
+/// The largest inline body a commit puts in the hot tier (one page).
+const HOT_AT_COMMIT_MAX_BODY: usize = 4096;
 
 /// Per-entry mutual exclusion for record changes, striped by entry id.
 pub struct EntryLocks {
@@ -82,8 +84,7 @@ impl CacheStorage {
         self.recount(location, at, record.body.size, replaced);
         self.catalog.record(CatalogEvent::Entry(row));
         self.announce(Change::Entry(id)).await;
-        let generation = self.flush_generation.load(Ordering::Acquire);
-        self.hot.put(id, Arc::new(record), generation);
+        self.remember_committed(id, record);
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -100,6 +101,21 @@ impl CacheStorage {
             }
         }
         Ok(())
+    }
+
+    /// A committed record enters the hot tier at once unless it holds a
+    /// body of more than a page and sits in a local segment: that one is
+    /// a `pread` away and enters on its first hit, so a fill does not pay,
+    /// on its critical path, for fresh memory holding a body nobody may
+    /// ask for again (at 64 KiB, a tenth of a miss's CPU in page faults).
+    fn remember_committed(&self, id: u128, record: Record) {
+        let inline = record.inline_body.as_ref().map_or(0, |b| b.len());
+        if self.segments.is_some() && inline > HOT_AT_COMMIT_MAX_BODY {
+            self.hot.remove(id);
+        } else {
+            let generation = self.flush_generation.load(Ordering::Acquire);
+            self.hot.put(id, Arc::new(record), generation);
+        }
     }
 
     fn delete_body_later(&'static self, body_key: String) {
