@@ -407,7 +407,7 @@ class Bench:
         """A row of the images table: artifactd, the distribution proxy and, when
         measured, the upstream registry directly."""
         a, d = values["artifactd"], values["distribution"]
-        ratio = (a / d) if d else None
+        ratio = (a / d) if a is not None and d else None
         self.image_results.setdefault(scenario, []).append(
             {"metric": metric, "unit": unit, "artifactd": a, "distribution": d, "ratio": ratio,
              "upstream": values.get("upstream"), "better": better, "note": note})
