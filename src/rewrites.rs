@@ -94,11 +94,14 @@ impl Rewrites {
     /// The copy under `key`; while another request is making it, waits for
     /// that (up to [`WAIT_FOR_MAKER`]); else the right to make it.
     pub async fn get_or_make(self: &Arc<Self>, key: String) -> Found {
-        if let Some(copy) = self.get(&key) {
-            return Found::Copy(copy);
-        }
         let wait = {
+            // Looked for under the lock a maker leaves by, after keeping its
+            // copy: a copy kept between a look outside it and taking it
+            // would be made a second time.
             let mut making = self.making.lock();
+            if let Some(copy) = self.get(&key) {
+                return Found::Copy(copy);
+            }
             match making.get(key.as_str()) {
                 // Made under the lock the maker's end takes: it cannot be
                 // missed.
