@@ -63,6 +63,7 @@ mod local;
 mod local_index;
 mod loopback;
 mod metrics;
+mod one_in;
 mod prefill;
 mod preflight;
 mod proxy;

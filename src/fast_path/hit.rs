@@ -17,8 +17,8 @@ use crate::proxy::{cache, documents, hooks};
 use crate::rewrites;
 use crate::served_from::{self, ServedFrom};
 use crate::storage::layout::EntryLocation;
-use crate::storage::record::Record;
-use crate::storage::{FreshBody, FreshHit, OpenFile};
+use crate::storage::record::{Record, RecordView};
+use crate::storage::{AtHand, FreshBody, FreshHit, OpenFile};
 use bytes::{BufMut, Bytes, BytesMut};
 use filters::request_head::Head;
 use filters::Route;
@@ -82,17 +82,47 @@ pub fn answer(
     if decided.rewritten {
         return rewritten(app, &decided, head, keep_alive, now);
     }
-    let FreshHit { record, body } = app.storage.fresh_now(decided.id, now)?;
+    let request_id = crate::request_id::pick(head.request_id);
+    let at_hand = app.storage.fresh_at_hand(decided.id, now, |view| {
+        let tail = Tail::new(view.epoch, now, &request_id, keep_alive);
+        (!head.conditional).then(|| from_view(view, &tail, head.is_head()))?
+    })?;
+    let response = match at_hand {
+        AtHand::Made(response) => response,
+        AtHand::Parsed(hit) => {
+            let tail = Tail::new(hit.record.meta.epoch, now, &request_id, keep_alive);
+            from_record(hit, head, &tail)?
+        }
+    };
+    Some(Answer {
+        bytes: response.bytes,
+        body: response.body,
+        status: response.status,
+        body_bytes: response.body_bytes,
+        remote: decided.remote.clone(),
+        request_id,
+    })
+}
+
+/// What is written for a hit, before the request's log line is added.
+struct Response {
+    bytes: BytesMut,
+    body: Body,
+    status: u16,
+    body_bytes: u64,
+}
+
+/// A hit whose parsed record is at hand (the hot tier).
+fn from_record(hit: FreshHit, head: &Head<'_>, tail: &Tail<'_>) -> Option<Response> {
+    let FreshHit { record, body } = hit;
     let prepared = record.fast_head.get_or_init(|| prepare(&record));
     if prepared.is_empty() {
         return None;
     }
-    let request_id = crate::request_id::pick(head.request_id);
-    let tail = Tail::new(&record, now, &request_id, keep_alive);
     let (mut bytes, range, status) = if head.conditional {
-        conditional(head, &record, &tail)?
+        conditional(head, &record, tail)?
     } else {
-        plain(&record, prepared, &tail)
+        plain(&record, prepared, tail)
     };
     let range = if head.is_head() { 0..0 } else { range };
     let body_bytes = range.end - range.start;
@@ -104,13 +134,31 @@ pub fn answer(
         ),
         FreshBody::File(open) => Body::File { open, range },
     };
-    Some(Answer {
+    Some(Response {
         bytes,
         body,
         status,
         body_bytes,
-        remote: decided.remote.clone(),
-        request_id,
+    })
+}
+
+/// A plain (unconditional, unranged) hit answered from its record where
+/// it lies: the head written from the stored pairs as [`prepare`] writes
+/// it, the tail, the inline body copied behind them (the record is in a
+/// buffer that is reused).
+fn from_view(view: &RecordView<'_>, tail: &Tail<'_>, is_head: bool) -> Option<Response> {
+    let body = if is_head { &[][..] } else { view.inline_body? };
+    let mut bytes = BytesMut::with_capacity(512 + body.len());
+    if !write_hit_head(view.status, view.header_pairs(), view.size, &mut bytes) {
+        return None;
+    }
+    tail.write(&mut bytes);
+    bytes.put_slice(body);
+    Some(Response {
+        bytes,
+        body: Body::Sent,
+        status: view.status.as_u16(),
+        body_bytes: body.len() as u64,
     })
 }
 
@@ -140,7 +188,7 @@ fn rewritten(
     }
     app.storage.accessed(decided.id, &record);
     let request_id = crate::request_id::pick(head.request_id);
-    let tail = Tail::new(&record, now, &request_id, keep_alive);
+    let tail = Tail::new(record.meta.epoch, now, &request_id, keep_alive);
     let prepared = copy.fast_head.get_or_init(|| wire(&copy.header));
     let send = if head.is_head() {
         Bytes::new()
@@ -183,6 +231,8 @@ struct Decided {
 
 /// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
 const DECISIONS: usize = 32 * 1024;
+/// One new decision in this many is offered to the memo.
+const OFFER_EVERY: u32 = 4;
 /// Longer targets (and `Accept` values) are decided each time rather than
 /// kept: the memo is bounded by count, so its memory is bounded by this.
 const KEPT_REQUEST_MAX: usize = 512;
@@ -202,7 +252,12 @@ impl Decisions {
             }
         }
         let decided = Arc::new(decide(app, head)?);
-        if head.target.len() + head.accept.map_or(0, str::len) <= KEPT_REQUEST_MAX {
+        let short = head.target.len() + head.accept.map_or(0, str::len) <= KEPT_REQUEST_MAX;
+        // Offered to the memo one time in a few: a target asked again and
+        // again gets in soon, and a spread of targets too wide for the
+        // memo (a million objects) costs a decision each, not also an
+        // insert the memo's filter would mostly turn away.
+        if short && crate::one_in::one_in(OFFER_EVERY) {
             self.memo.put(&hash, decided.clone(), None);
         }
         Some(decided)
@@ -258,11 +313,8 @@ struct Tail<'a> {
 }
 
 impl<'a> Tail<'a> {
-    fn new(record: &Record, now: SystemTime, request_id: &'a str, keep_alive: bool) -> Self {
-        let age = now
-            .duration_since(record.meta.epoch)
-            .unwrap_or_default()
-            .as_secs();
+    fn new(epoch: SystemTime, now: SystemTime, request_id: &'a str, keep_alive: bool) -> Self {
+        let age = now.duration_since(epoch).unwrap_or_default().as_secs();
         Tail {
             age,
             request_id,
@@ -326,31 +378,88 @@ fn from_memory(bytes: &mut BytesMut, part: Bytes) -> Body {
 }
 
 /// The stored head as a hit sends it before the per-request headers;
-/// empty when the fast path cannot send it (no `Content-Length` that
-/// matches the body: pingora frames that one itself).
+/// empty when the fast path cannot send it (see [`write_hit_head`]).
 fn prepare(entry: &Record) -> Bytes {
-    let mut header = entry.meta.header.clone();
-    let framed = header
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|length| length == entry.body.size);
-    if !framed || header.headers.contains_key(header::TRANSFER_ENCODING) {
+    let mut out = BytesMut::with_capacity(256);
+    let header = &entry.meta.header;
+    let pairs = entry.meta.header_pairs().into_iter();
+    if !write_hit_head(header.status, pairs, entry.body.size, &mut out) {
         return Bytes::new();
     }
-    if header.status == StatusCode::OK {
-        // What pingora's range filter adds to a whole response.
-        let _ = header.insert_header(header::ACCEPT_RANGES, "bytes");
+    out.freeze()
+}
+
+/// Writes a stored head as a hit sends it before the per-request tail: the
+/// status line and the stored pairs, with `Accept-Ranges` (on a 200, as
+/// pingora's range filter adds it) and `X-Artifact-Source` set as
+/// pingora's `insert_header` sets a header: in the place of the first
+/// pair of that name, the others dropped, or else at the end. `false` when
+/// the fast path cannot send it: no `Content-Length` equal to the body's
+/// size, or a `Transfer-Encoding` (pingora frames those itself).
+fn write_hit_head<'p>(
+    status: StatusCode,
+    pairs: impl Iterator<Item = (&'p [u8], &'p [u8])> + Clone,
+    body_size: u64,
+    out: &mut BytesMut,
+) -> bool {
+    let named = |stored: &[u8], name: &HeaderName| stored.eq_ignore_ascii_case(name.as_ref());
+    let framed = pairs
+        .clone()
+        .find(|(name, _)| named(name, &header::CONTENT_LENGTH))
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length == body_size);
+    if !framed
+        || pairs
+            .clone()
+            .any(|(name, _)| named(name, &header::TRANSFER_ENCODING))
+    {
+        return false;
     }
-    let _ = header.insert_header(served_from::HEADER, ServedFrom::Hit.header(false));
-    wire(&header)
+    let served: &[u8] = ServedFrom::Hit.header(false).as_bytes();
+    // `Accept-Ranges` in the case pingora gives a known name it inserts.
+    let both = [
+        ("Accept-Ranges", &b"bytes"[..]),
+        (served_from::HEADER, served),
+    ];
+    let set = if status == StatusCode::OK {
+        &both[..]
+    } else {
+        &both[1..]
+    };
+    let mut placed = [false; 2];
+    status_line(status, status.canonical_reason(), out);
+    for (name, value) in pairs {
+        match set
+            .iter()
+            .position(|(set, _)| name.eq_ignore_ascii_case(set.as_bytes()))
+        {
+            None => put_pair(out, name, value),
+            Some(i) if !placed[i] => {
+                put_pair(out, set[i].0.as_bytes(), set[i].1);
+                placed[i] = true;
+            }
+            Some(_) => {}
+        }
+    }
+    for ((name, value), placed) in set.iter().zip(placed) {
+        if !placed {
+            put_pair(out, name.as_bytes(), value);
+        }
+    }
+    true
+}
+
+fn put_pair(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 /// A response header as pingora writes it, without the per-request tail.
 fn wire(header: &ResponseHeader) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
-    status_line(header, &mut out);
+    status_line(header.status, header.get_reason_phrase(), &mut out);
     header.header_to_h1_wire(&mut out);
     out.freeze()
 }
@@ -398,18 +507,18 @@ fn conditional(
         .ok()?;
     let mut out =
         BytesMut::with_capacity(512 + COPIED_BODY_MAX.min(part.end as usize - part.start as usize));
-    status_line(&resp, &mut out);
+    status_line(resp.status, resp.get_reason_phrase(), &mut out);
     resp.header_to_h1_wire(&mut out);
     tail.write(&mut out);
     Some((out, part, resp.status.as_u16()))
 }
 
 /// `HTTP/1.1 200 OK\r\n`, as pingora writes a hit's status line.
-fn status_line(resp: &ResponseHeader, out: &mut BytesMut) {
+fn status_line(status: StatusCode, reason: Option<&str>, out: &mut BytesMut) {
     out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(resp.status.as_str().as_bytes());
+    out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
-    if let Some(reason) = resp.get_reason_phrase() {
+    if let Some(reason) = reason {
         out.put_slice(reason.as_bytes());
     }
     out.put_slice(b"\r\n");
@@ -417,7 +526,128 @@ fn status_line(resp: &ResponseHeader, out: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
-    use super::request_hash;
+    use super::*;
+    use crate::storage::record::{BodyInfo, StoredMeta};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn record(status: u16, headers: &[(&str, &str)]) -> Record {
+        let mut header = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in headers {
+            header.append_header(name.to_string(), *value).unwrap();
+        }
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let body = Bytes::from(vec![b'x'; 42]);
+        let stored = Record {
+            meta: StoredMeta {
+                fresh_until: at + Duration::from_secs(60),
+                created: at,
+                epoch: at,
+                stale_while_revalidate_sec: 0,
+                stale_if_error_sec: 0,
+                header,
+            },
+            body: BodyInfo {
+                body_key: String::new(),
+                size: body.len() as u64,
+                sha256: String::new(),
+                remote: "r".into(),
+                path: "p".into(),
+                fetched_at: 0,
+            },
+            inline_body: Some(body),
+            fast_head: Default::default(),
+        };
+        // As a restart would read it back.
+        Record::decode(&stored.encode()).unwrap()
+    }
+
+    /// The head as pingora's own calls make it: the stored header cloned,
+    /// the two headers inserted, then written.
+    fn pingora_head(entry: &Record) -> Bytes {
+        let mut header = entry.meta.header.clone();
+        if header.status == StatusCode::OK {
+            header
+                .insert_header(header::ACCEPT_RANGES, "bytes")
+                .unwrap();
+        }
+        header
+            .insert_header(served_from::HEADER, ServedFrom::Hit.header(false))
+            .unwrap();
+        wire(&header)
+    }
+
+    #[test]
+    fn the_written_head_is_the_one_pingora_makes() {
+        let cases: [(u16, &[(&str, &str)]); 4] = [
+            (
+                200,
+                &[
+                    ("Content-Type", "a/b"),
+                    ("Content-Length", "42"),
+                    ("ETag", "\"e\""),
+                ],
+            ),
+            (
+                200,
+                &[
+                    ("X-Artifact-Source", "upstream"),
+                    ("Content-Length", "42"),
+                    ("accept-Ranges", "none"),
+                    ("Accept-Ranges", "bytes, none"),
+                    ("Vary", "a"),
+                    ("vary", "b"),
+                ],
+            ),
+            (203, &[("content-length", "42"), ("Accept-Ranges", "none")]),
+            (299, &[("Content-Length", "42")]),
+        ];
+        for (status, headers) in cases {
+            let entry = record(status, headers);
+            let expected = pingora_head(&entry);
+            assert_eq!(
+                prepare(&entry),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_pingora_must_frame_is_not_written() {
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("Content-Type", "a/b")],
+            &[("Content-Length", "41")],
+            &[("Content-Length", "x42")],
+            &[("Content-Length", "42"), ("Transfer-Encoding", "chunked")],
+        ];
+        for headers in cases {
+            assert!(prepare(&record(200, headers)).is_empty(), "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_hit_from_the_record_where_it_lies_is_the_hit_from_the_hot_tier() {
+        let entry = record(200, &[("Content-Length", "42"), ("ETag", "\"e\"")]);
+        let encoded = entry.encode();
+        let view = RecordView::parse(&encoded).unwrap();
+        let now = entry.meta.epoch + Duration::from_secs(7);
+        for is_head in [false, true] {
+            let tail = Tail::new(entry.meta.epoch, now, "id-1", true);
+            let made = from_view(&view, &tail, is_head).unwrap();
+            let mut expected = BytesMut::new();
+            expected.put_slice(&prepare(&entry));
+            tail.write(&mut expected);
+            if !is_head {
+                expected.put_slice(entry.inline_body.as_deref().unwrap());
+            }
+            assert_eq!(made.bytes, expected);
+            assert_eq!(
+                (made.status, made.body_bytes),
+                (200, if is_head { 0 } else { 42 })
+            );
+        }
+    }
 
     #[test]
     fn the_request_hash_tells_target_and_accept_apart() {

@@ -57,7 +57,7 @@ use pingora::cache::storage::{
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::{Error, ErrorType, Result};
-use record::Record;
+use record::{Record, RecordView};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -104,6 +104,22 @@ pub struct CacheStorage {
     /// reads from there (see [`records`]).
     recovery_floors: parking_lot::Mutex<std::collections::HashMap<String, u32>>,
 }
+
+/// A fresh entry at hand, for the fast path ([`CacheStorage::fresh_at_hand`]).
+pub enum AtHand<R, P = FreshHit> {
+    /// Its parsed record and body: the hot tier held it, or it was read
+    /// and offered to the tier.
+    Parsed(P),
+    /// What the caller made from its record where it lies.
+    Made(R),
+}
+
+/// One hot-tier miss in this many that could be answered from the record
+/// where it lies is parsed and offered to the hot tier instead: an entry
+/// hit again and again gets in after a few hits, and the many read once
+/// in a while cost no parse and no insert. (Per thread; which read is
+/// the one does not matter.)
+const ADMIT_EVERY: u32 = 16;
 
 /// A fresh hit for the fast path: the record, and its body at hand.
 pub struct FreshHit {
@@ -259,8 +275,40 @@ impl CacheStorage {
     /// from the hot tier or the page cache, the body from the record or an
     /// open local file. Counts as an access, as a hit does. `None` sends
     /// the request down pingora's path, which loads what is missing.
-    pub fn fresh_now(&'static self, id: u128, now: std::time::SystemTime) -> Option<FreshHit> {
-        let record = self.fresh_record_now(id, now)?;
+    ///
+    /// An entry the hot tier does not hold, with its body in its record,
+    /// is given to `make` as it lies in the page cache (see
+    /// [`Self::make_from_frame`]); when `make` declines it is parsed.
+    pub fn fresh_at_hand<R>(
+        &'static self,
+        id: u128,
+        now: std::time::SystemTime,
+        make: impl FnOnce(&RecordView<'_>) -> Option<R>,
+    ) -> Option<AtHand<R>> {
+        let slot = self.index.get(id)?;
+        let generation = self.flush_generation.load(Ordering::Acquire);
+        if let Some(record) = self.hot_current(id, generation, slot) {
+            return self.fresh_hit(id, record, now).map(AtHand::Parsed);
+        }
+        let record = match self.make_from_frame(id, generation, slot, now, make) {
+            Some(AtHand::Made(made)) => return Some(AtHand::Made(made)),
+            Some(AtHand::Parsed(record)) => record,
+            None => self.read_record_now(id, generation, slot)?,
+        };
+        self.fresh_hit(id, record, now).map(AtHand::Parsed)
+    }
+
+    /// `record` and its body, if it is fresh at `now` and the body is at
+    /// hand.
+    fn fresh_hit(
+        &'static self,
+        id: u128,
+        record: Arc<Record>,
+        now: std::time::SystemTime,
+    ) -> Option<FreshHit> {
+        if record.meta.fresh_until < now {
+            return None;
+        }
         let body = match &record.inline_body {
             Some(body) if body.len() as u64 == record.body.size => FreshBody::Memory(body.clone()),
             Some(_) => return None,
@@ -270,7 +318,43 @@ impl CacheStorage {
         Some(FreshHit { record, body })
     }
 
-    /// Entry `id`'s record under the same conditions as [`Self::fresh_now`]
+    /// What `make` makes of entry `id`'s record where it lies in its
+    /// segment, if the entry is fresh at `now`, carries its body and the
+    /// page cache holds it. The record is parsed instead (and offered to
+    /// the hot tier) when `make` declines, and on one read in
+    /// [`ADMIT_EVERY`]. `None` when the record is not there to be read
+    /// without waiting, or is not the entry's current one.
+    fn make_from_frame<R>(
+        &self,
+        id: u128,
+        generation: u64,
+        slot: SlotView,
+        now: std::time::SystemTime,
+        make: impl FnOnce(&RecordView<'_>) -> Option<R>,
+    ) -> Option<AtHand<R, Arc<Record>>> {
+        let segments = self.segments.as_ref()?;
+        if slot.flags & REVALIDATED != 0 || slot.record == 0 || slot.body != 0 {
+            return None;
+        }
+        segments.with_record_now(slot.record, id, records::inline_size(slot), |bytes| {
+            let view = RecordView::parse(bytes).ok()?;
+            if layout::body_id(view.body_key) != slot.body {
+                return None;
+            }
+            let fresh = view.fresh_until >= now && view.inline_body.is_some();
+            if fresh && !crate::one_in::one_in(ADMIT_EVERY) {
+                if let Some(made) = make(&view) {
+                    self.accessed_as(id, view.remote, view.path);
+                    return Some(AtHand::Made(made));
+                }
+            }
+            let record = Arc::new(view.to_record().ok()?);
+            self.hot.put(id, record.clone(), generation);
+            Some(AtHand::Parsed(record))
+        })
+    }
+
+    /// Entry `id`'s record under the same conditions as [`Self::fresh_at_hand`]
     /// (its body is not looked at), for a hit that sends something made
     /// from it; the caller reports the hit with [`Self::accessed`].
     pub fn fresh_record_now(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
@@ -284,8 +368,13 @@ impl CacheStorage {
 
     /// Counts a hit on entry `id` served without a lookup.
     pub fn accessed(&self, id: u128, record: &Record) {
+        self.accessed_as(id, &record.body.remote, &record.body.path);
+    }
+
+    /// [`Self::accessed`] for the entry of `remote`'s `path`.
+    fn accessed_as(&self, id: u128, remote: &str, path: &str) {
         if self.index.touch(id, ACCESS_REPORT_SECS) {
-            self.report_access(id, record);
+            self.report_access(id, remote, path);
         }
     }
 
@@ -494,11 +583,11 @@ impl CacheStorage {
 
     /// Tells the catalog about an access the index says is due (at most
     /// once per [`ACCESS_REPORT_SECS`] per entry).
-    fn report_access(&self, id: u128, entry: &Record) {
+    fn report_access(&self, id: u128, remote: &str, path: &str) {
         let at_ms = index::now_ms();
         self.catalog.record(CatalogEvent::Accessed {
-            remote: entry.body.remote.clone(),
-            path: entry.body.path.clone(),
+            remote: remote.to_owned(),
+            path: path.to_owned(),
             at: (at_ms / 1000) as i64,
         });
         self.catalog.record(CatalogEvent::EntryAccessed {
@@ -559,7 +648,7 @@ impl CacheStorage {
             }
         };
         if report_due {
-            self.report_access(location.id(), &record);
+            self.report_access(location.id(), &record.body.remote, &record.body.path);
         }
         Ok(Some((record.meta.to_meta(), Box::new(handler))))
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// The size of the body kept in an entry's record (0 when it has a file):
 /// how much a segment read asks for beyond the stored head.
-fn inline_size(slot: SlotView) -> u64 {
+pub(super) fn inline_size(slot: SlotView) -> u64 {
     if slot.body == 0 {
         slot.size
     } else {

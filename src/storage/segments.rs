@@ -325,6 +325,30 @@ impl Segments {
         read_frame(&segment.file, location, id, inline, read_cached)
     }
 
+    /// `look` at the record of entry `id` at `location` if the page cache
+    /// holds it, read into a buffer the thread reuses; `None` as with
+    /// [`Self::read_now`].
+    pub fn with_record_now<R>(
+        &self,
+        location: u64,
+        id: u128,
+        inline: u64,
+        look: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Option<R> {
+        let segment = self.get(number_of(location))?;
+        READ_BUFFER.with(|cell| {
+            let mut fresh = Vec::new();
+            let mut kept = cell.try_borrow_mut();
+            let buf = kept.as_deref_mut().unwrap_or(&mut fresh);
+            let payload = read_frame_into(buf, &segment.file, location, id, inline, read_cached);
+            let seen = payload.and_then(|payload| look(&buf[payload]));
+            if buf.capacity() > KEPT_BUFFER_MAX {
+                *buf = Vec::new();
+            }
+            seen
+        })
+    }
+
     /// The record of entry `id` at `location`: from the page cache when it
     /// is there, else on the blocking pool. `None` when the segment is
     /// gone or the frame is not that entry's record.
@@ -522,9 +546,24 @@ fn read_frame(
     inline: u64,
     read: impl Fn(&File, &mut [u8], u64) -> Option<usize>,
 ) -> Option<Bytes> {
+    let mut buf = Vec::new();
+    let payload = read_frame_into(&mut buf, file, location, id, inline, read)?;
+    Some(Bytes::from(buf).slice(payload))
+}
+
+/// [`read_frame`] into `buf`: where in it the payload is.
+fn read_frame_into(
+    buf: &mut Vec<u8>,
+    file: &File,
+    location: u64,
+    id: u128,
+    inline: u64,
+    read: impl Fn(&File, &mut [u8], u64) -> Option<usize>,
+) -> Option<std::ops::Range<usize>> {
     let offset = offset_of(location);
-    let mut buf = vec![0u8; HEADER + HEAD_ALLOWANCE + inline as usize];
-    let mut got = read(file, &mut buf, offset)?;
+    buf.clear();
+    buf.resize(HEADER + HEAD_ALLOWANCE + inline as usize, 0);
+    let mut got = read(file, buf, offset)?;
     let (kind, len, found) = header(&buf[..got])?;
     if kind != Kind::Record || found != id {
         return None;
@@ -534,8 +573,18 @@ fn read_frame(
         got += read(file, &mut buf[got..], offset + got as u64)?;
     }
     let (_, _, payload) = whole(&buf[..got])?;
-    Some(Bytes::from(buf).slice(payload))
+    Some(payload)
 }
+
+thread_local! {
+    /// The buffer [`Segments::with_record_now`] reads into: a hit that
+    /// only looks at its record allocates nothing for the read.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A reused read buffer grows to the largest record read on its thread;
+/// one larger than this is let go after use.
+const KEPT_BUFFER_MAX: usize = 64 << 10;
 
 fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
