@@ -11,6 +11,7 @@
 
 use crate::app::App;
 use crate::config::Remote;
+use crate::one_in::{one_in, Calls};
 use crate::proxy::action::Action;
 use crate::proxy::request::{self, RequestView};
 use crate::proxy::{cache, documents, hooks};
@@ -233,6 +234,8 @@ struct Decided {
 const DECISIONS: usize = 32 * 1024;
 /// One new decision in this many is offered to the memo.
 const OFFER_EVERY: u32 = 4;
+
+thread_local!(static DECIDED: Calls = const { Calls::new(0) });
 /// Longer targets (and `Accept` values) are decided each time rather than
 /// kept: the memo is bounded by count, so its memory is bounded by this.
 const KEPT_REQUEST_MAX: usize = 512;
@@ -257,7 +260,7 @@ impl Decisions {
         // again gets in soon, and a spread of targets too wide for the
         // memo (a million objects) costs a decision each, not also an
         // insert the memo's filter would mostly turn away.
-        if short && crate::one_in::one_in(OFFER_EVERY) {
+        if short && one_in(&DECIDED, OFFER_EVERY) {
             self.memo.put(&hash, decided.clone(), None);
         }
         Some(decided)

@@ -42,6 +42,7 @@ pub mod snapshot;
 pub mod sweep;
 
 use crate::catalog::{CatalogEvent, CatalogWriter};
+use crate::one_in::{one_in, Calls};
 use crate::state::StateStore;
 use async_trait::async_trait;
 use body::{BodyStore, Opened};
@@ -120,6 +121,8 @@ pub enum AtHand<R, P = FreshHit> {
 /// in a while cost no parse and no insert. (Per thread; which read is
 /// the one does not matter.)
 const ADMIT_EVERY: u32 = 16;
+
+thread_local!(static FRAME_READS: Calls = const { Calls::new(0) });
 
 /// A fresh hit for the fast path: the record, and its body at hand.
 pub struct FreshHit {
@@ -342,7 +345,7 @@ impl CacheStorage {
                 return None;
             }
             let fresh = view.fresh_until >= now && view.inline_body.is_some();
-            if fresh && !crate::one_in::one_in(ADMIT_EVERY) {
+            if fresh && !one_in(&FRAME_READS, ADMIT_EVERY) {
                 if let Some(made) = make(&view) {
                     self.accessed_as(id, view.remote, view.path);
                     return Some(AtHand::Made(made));
