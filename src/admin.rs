@@ -1,5 +1,13 @@
-//! The administrative endpoints: `/`, `/health`, `/config`, `/metrics`,
-//! `/cache/flush` (all or by pattern) and `/cache-artifact`.
+//! The administrative endpoints: `/`, the probes (`/livez`, `/readyz` and
+//! `/health`), `/config`, `/metrics`, `/cache/flush` (all or by pattern)
+//! and `/cache-artifact`.
+//!
+//! Readiness asks only what serving needs: the body store answering a
+//! read. Serving never waits on the catalog, so a catalog that does not
+//! answer is reported as degraded but leaves the node ready; otherwise one
+//! database blip would take every replica out of its Service at once. Each
+//! check is bounded, so a probe answers within a second whatever a backend
+//! does, and none writes.
 
 use crate::app::App;
 use crate::auth::bearer_allows;
@@ -12,12 +20,17 @@ use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Answers an admin request.
 pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply {
     let read_only = matches!(
         route,
-        AdminRoute::Root | AdminRoute::Health | AdminRoute::Config | AdminRoute::Metrics
+        AdminRoute::Root
+            | AdminRoute::Health
+            | AdminRoute::Live
+            | AdminRoute::Config
+            | AdminRoute::Metrics
     );
     let method_ok = if read_only {
         req.method == Method::GET || req.method == Method::HEAD
@@ -31,7 +44,8 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
     }
     match route {
         AdminRoute::Root => root(app),
-        AdminRoute::Health => health(app).await,
+        AdminRoute::Health => readiness(app).await,
+        AdminRoute::Live => Reply::text(StatusCode::OK, "ok"),
         AdminRoute::Config => Reply::json(StatusCode::OK, &app.config.redacted()),
         AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app),
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
@@ -103,36 +117,53 @@ fn root(app: &App) -> Reply {
     )
 }
 
-async fn health(app: &App) -> Reply {
-    let storage = app.storage.bodies().check_writable().await;
+/// How long one readiness check may take: both run at once, so a probe
+/// answers within this and the time to write the reply.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// A check's result, or why it has none after [`CHECK_TIMEOUT`].
+async fn bounded<E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+    }
+}
+
+async fn readiness(app: &App) -> Reply {
     let catalog = app.catalog.clone();
-    let catalog_result = app
-        .background
-        .spawn(async move { catalog.ping().await })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let check = |result: Result<(), String>| match result {
+    // On the background runtime, as every catalog call: its pool lives there.
+    let catalog_ping = app.background.spawn(async move { catalog.ping().await });
+    let (storage, catalog) = tokio::join!(
+        bounded(app.storage.bodies().check_readable()),
+        bounded(async {
+            match catalog_ping.await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }),
+    );
+    let check = |result: &Result<(), String>| match result {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e}),
     };
-    let healthy = storage.is_ok() && catalog_result.is_ok();
+    let (status, word) = match (&storage, &catalog) {
+        (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        (Ok(()), Err(_)) => (StatusCode::OK, "degraded"),
+        (Ok(()), Ok(())) => (StatusCode::OK, "ok"),
+    };
     let body = json!({
-        "status": if healthy { "ok" } else { "unhealthy" },
+        "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "remotes": app.config.remotes.len(),
         "upstreams": app.breakers.states(),
         "checks": {
-            "storage": check(storage.map_err(|e| e.to_string())),
-            "catalog": check(catalog_result),
+            "storage": check(&storage),
+            "catalog": check(&catalog),
         },
     });
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     Reply::json(status, &body)
 }
 

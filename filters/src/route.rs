@@ -8,8 +8,11 @@
 pub enum AdminRoute {
     /// `GET /`: name, version and remotes.
     Root,
-    /// `GET /health`: JSON status, including the storage check.
+    /// `GET /health` and `GET /readyz`: readiness, as JSON: the body store
+    /// answers a read; the catalog is reported but does not fail it.
     Health,
+    /// `GET /livez`: the process serves requests (nothing else is asked).
+    Live,
     /// `GET /config`: the effective configuration, secrets redacted.
     Config,
     /// `GET /metrics`: Prometheus text.
@@ -96,7 +99,8 @@ const ARTIFACT_PREFIXES: [&str; 2] = ["/api/v1/remote/", "/api/"];
 pub fn route(path: &str) -> Route<'_> {
     let admin = match path {
         "/" => Some(AdminRoute::Root),
-        "/health" => Some(AdminRoute::Health),
+        "/health" | "/readyz" => Some(AdminRoute::Health),
+        "/livez" => Some(AdminRoute::Live),
         "/config" => Some(AdminRoute::Config),
         "/metrics" => Some(AdminRoute::Metrics),
         "/cache/flush" => Some(AdminRoute::Flush),
@@ -230,6 +234,8 @@ mod tests {
         assert_eq!(route("/config"), Route::Admin(AdminRoute::Config));
         assert_eq!(route("/metrics"), Route::Admin(AdminRoute::Metrics));
         assert_eq!(route("/cache/flush"), Route::Admin(AdminRoute::Flush));
+        assert_eq!(route("/readyz"), Route::Admin(AdminRoute::Health));
+        assert_eq!(route("/livez"), Route::Admin(AdminRoute::Live));
         assert_eq!(route("/healthz"), Route::NotFound);
         assert_eq!(
             route("/artifacts/github"),

@@ -149,35 +149,59 @@ async fn catalog_lists_what_was_cached() {
 }
 
 #[tokio::test]
-async fn health_reports_storage_failure() {
+async fn readiness_reports_a_store_that_cannot_be_read_and_liveness_does_not() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), "").await;
     let http = client();
-    let ok = http.get(ad.url("/health")).send().await.unwrap();
-    assert_eq!(ok.status(), 200);
-    let ok: serde_json::Value = ok.json().await.unwrap();
-    assert_eq!(ok["status"], "ok");
-    assert_eq!(ok["checks"]["storage"]["ok"], true);
+    for probe in ["/health", "/readyz"] {
+        let ok = http.get(ad.url(probe)).send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{probe}");
+        let ok: serde_json::Value = ok.json().await.unwrap();
+        assert_eq!(ok["status"], "ok", "{probe}");
+        assert_eq!(ok["checks"]["storage"]["ok"], true, "{probe}");
+        assert_eq!(ok["checks"]["catalog"]["ok"], true, "{probe}");
+    }
 
-    let _guard = Immutable::set(&dir.path().join("store"));
-    let bad = http.get(ad.url("/health")).send().await.unwrap();
-    assert_eq!(bad.status(), 503);
-    let bad: serde_json::Value = bad.json().await.unwrap();
-    assert_eq!(bad["checks"]["storage"]["ok"], false);
-    assert!(
-        bad["checks"]["storage"]["error"]
-            .as_str()
-            .unwrap_or("")
-            .len()
-            > 3,
-        "{bad}"
-    );
-    drop(_guard);
+    // A store that takes no writes still serves hits: ready.
+    let guard = Immutable::set(&dir.path().join("store"));
     assert_eq!(
-        crate::harness::status(http.get(ad.url("/health"))).await,
+        crate::harness::status(http.get(ad.url("/readyz"))).await,
         200
     );
+    drop(guard);
+
+    // A store whose root is gone (an unmounted volume) serves nothing.
+    let store = dir.path().join("store");
+    let away = dir.path().join("store-away");
+    std::fs::rename(&store, &away).unwrap();
+    for probe in ["/health", "/readyz"] {
+        let asked = std::time::Instant::now();
+        let bad = http.get(ad.url(probe)).send().await.unwrap();
+        assert!(asked.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(bad.status(), 503, "{probe}");
+        let bad: serde_json::Value = bad.json().await.unwrap();
+        assert_eq!(bad["status"], "unhealthy");
+        assert_eq!(bad["checks"]["storage"]["ok"], false);
+        let error = bad["checks"]["storage"]["error"].as_str().unwrap_or("");
+        assert!(error.contains("store"), "the error names the root: {bad}");
+    }
+    // The process still serves: liveness says so, as plain text.
+    let live = http.get(ad.url("/livez")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.text().await.unwrap().trim(), "ok");
+    std::fs::rename(&away, &store).unwrap();
+    assert_eq!(
+        crate::harness::status(http.get(ad.url("/readyz"))).await,
+        200
+    );
+    // Probes take reads only: nothing was left in the store's root.
+    let left: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("probe"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

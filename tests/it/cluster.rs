@@ -528,6 +528,16 @@ async fn postgres_away_fails_no_request_nor_a_start_and_the_rows_catch_up() {
     eventually("rows before the outage", 10, || rows(&postgres)).await;
 
     postgres.stop();
+    // Readiness does not wait on the catalog either: still ready, the
+    // catalog reported, within a second.
+    let asked = Instant::now();
+    let ready = http.get(ad.url("/readyz")).send().await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(1), "/readyz waited");
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["checks"]["catalog"]["ok"], false, "{ready}");
+    assert_eq!(ready["checks"]["storage"]["ok"], true, "{ready}");
     // Misses and hits while the catalog is down: none waits on it.
     for i in 0..30 {
         let asked = Instant::now();

@@ -27,6 +27,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The key [`BodyStore::check_readable`] asks a remote store for: never
+/// written, so the answer is a quick "absent" from a store that works.
+const READ_PROBE_KEY: &str = "readiness-probe";
+
 /// An opened body.
 pub enum Opened {
     /// A local file, read with `pread`; one handle serves concurrent hits.
@@ -102,12 +106,21 @@ pub trait BodyStore: Send + Sync + 'static {
     /// `min_age`. Returns the bytes reclaimed.
     async fn sweep_staging(&self, min_age: Duration) -> io::Result<u64>;
 
-    /// Writes and removes a probe object: proves the store takes writes.
-    async fn check_writable(&self) -> io::Result<()> {
-        // At the top level, so that an unwritable root is noticed at once.
-        let key = format!("health-probe-{}", uuid::Uuid::new_v4().simple());
-        self.put(&key, Bytes::from_static(b"ok")).await?;
-        self.delete(&key).await.map(|_| ())
+    /// Proves the store answers reads, without writing anything: a local
+    /// store lists its root (an unmounted or removed root fails), a remote
+    /// one is asked for a key that is never written. What readiness asks.
+    async fn check_readable(&self) -> io::Result<()> {
+        if let Some(root) = self.local_root() {
+            let root = root.to_path_buf();
+            return tokio::task::spawn_blocking(move || {
+                std::fs::read_dir(&root)
+                    .map(|_| ())
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))
+            })
+            .await
+            .map_err(io::Error::other)?;
+        }
+        self.get_small(READ_PROBE_KEY).await.map(|_| ())
     }
 
     /// The directory holding the store, when it is local: its record
