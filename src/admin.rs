@@ -3,9 +3,9 @@
 //! and `/cache-artifact`.
 //!
 //! Readiness asks only what serving needs: the body store answering a
-//! read. Serving never waits on the catalog, so a catalog that does not
-//! answer is reported as degraded but leaves the node ready; otherwise one
-//! database blip would take every replica out of its Service at once. Each
+//! read. Serving never waits on the catalog or Redis, so either not
+//! answering is reported as degraded but leaves the node ready; otherwise
+//! one database blip would take every replica out of its Service at once. Each
 //! check is bounded, so a probe answers within a second whatever a backend
 //! does, and none writes.
 
@@ -135,7 +135,7 @@ async fn readiness(app: &App) -> Reply {
     let catalog = app.catalog.clone();
     // On the background runtime, as every catalog call: its pool lives there.
     let catalog_ping = app.background.spawn(async move { catalog.ping().await });
-    let (storage, catalog) = tokio::join!(
+    let (storage, catalog, redis) = tokio::join!(
         bounded(app.storage.bodies().check_readable()),
         bounded(async {
             match catalog_ping.await {
@@ -143,28 +143,46 @@ async fn readiness(app: &App) -> Reply {
                 Err(e) => Err(e.to_string()),
             }
         }),
+        async {
+            let link = app.redis.as_ref()?;
+            Some(bounded(ping_redis(link)).await)
+        },
     );
     let check = |result: &Result<(), String>| match result {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e}),
     };
-    let (status, word) = match (&storage, &catalog) {
+    let degraded = catalog.is_err() || redis.as_ref().is_some_and(|r| r.is_err());
+    let (status, word) = match (&storage, degraded) {
         (Err(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
-        (Ok(()), Err(_)) => (StatusCode::OK, "degraded"),
-        (Ok(()), Ok(())) => (StatusCode::OK, "ok"),
+        (Ok(()), true) => (StatusCode::OK, "degraded"),
+        (Ok(()), false) => (StatusCode::OK, "ok"),
     };
+    let mut checks = json!({
+        "storage": check(&storage),
+        "catalog": check(&catalog),
+    });
+    if let Some(redis) = &redis {
+        checks["redis"] = check(redis);
+    }
     let body = json!({
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "remotes": app.config.remotes.len(),
         "upstreams": app.breakers.states(),
-        "checks": {
-            "storage": check(&storage),
-            "catalog": check(&catalog),
-        },
+        "checks": checks,
     });
     Reply::json(status, &body)
+}
+
+async fn ping_redis(link: &crate::cluster::link::RedisLink) -> Result<(), String> {
+    link.run("readiness ping", |mut c| async move {
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 fn metrics(app: &App) -> Reply {

@@ -41,4 +41,6 @@ pub struct App {
     pub started: Instant,
     /// Set when this node is one of several sharing a bucket and Redis.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The Redis connection state and the cluster share, when configured.
+    pub redis: Option<Arc<crate::cluster::link::RedisLink>>,
 }

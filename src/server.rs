@@ -341,6 +341,7 @@ fn build_app(
         background: background.clone(),
         started: Instant::now(),
         cluster: opened.cluster,
+        redis: opened.redis,
     }))
 }
 

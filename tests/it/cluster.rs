@@ -261,6 +261,11 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
         log.contains("carrying on without it"),
         "the outage is logged:\n{log}"
     );
+    // Serving does not wait on Redis, so neither does readiness.
+    let (status, ready) = readiness(&http, &ad).await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["checks"]["redis"]["ok"], false, "{ready}");
 
     // Back: freshness is written to Redis again without a restart.
     redis.restart();
@@ -282,8 +287,22 @@ async fn a_node_serves_on_while_redis_is_killed_and_uses_it_again_when_back() {
             "no state written after Redis came back"
         );
     }
+    let ready: serde_json::Value = crate::harness::get_json(&http, ad.url("/readyz")).await;
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["redis"]["ok"], true, "{ready}");
     // And a fresh object is fetched once for concurrent requests.
     fetched_once(&http, &[&ad], &origin).await;
+}
+
+/// `/readyz` of `node`, which must answer within a second whatever its
+/// backends do: its status and JSON.
+async fn readiness(http: &reqwest::Client, node: &Artifactd) -> (u16, serde_json::Value) {
+    let asked = Instant::now();
+    let resp = http.get(node.url("/readyz")).send().await.unwrap();
+    let waited = asked.elapsed();
+    assert!(waited < Duration::from_secs(1), "/readyz took {waited:?}");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
 }
 
 /// Eight concurrent requests for a new object, spread over `nodes`, cost
@@ -530,11 +549,8 @@ async fn postgres_away_fails_no_request_nor_a_start_and_the_rows_catch_up() {
     postgres.stop();
     // Readiness does not wait on the catalog either: still ready, the
     // catalog reported, within a second.
-    let asked = Instant::now();
-    let ready = http.get(ad.url("/readyz")).send().await.unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(1), "/readyz waited");
-    assert_eq!(ready.status(), 200);
-    let ready: serde_json::Value = ready.json().await.unwrap();
+    let (status, ready) = readiness(&http, &ad).await;
+    assert_eq!(status, 200);
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["checks"]["catalog"]["ok"], false, "{ready}");
     assert_eq!(ready["checks"]["storage"]["ok"], true, "{ready}");
@@ -1044,9 +1060,29 @@ async fn a_stopped_bucket_gets_503_for_cached_objects_and_passes_misses_until_it
         assert_eq!(source(&resp), "remote");
         resp.bytes().await.unwrap();
     }
+    // Probes only read: the bucket sees no write from twenty of them.
+    let writes = s3.writes("cache");
+    assert!(writes > 0, "the fills above were counted");
+    for _ in 0..10 {
+        for ad in [pass, fail] {
+            assert_eq!(
+                crate::harness::status(http.get(ad.url("/readyz"))).await,
+                200
+            );
+        }
+    }
+    assert_eq!(s3.writes("cache"), writes, "a probe wrote to the bucket");
 
     s3.stop();
     for ad in [pass, fail] {
+        // Cached objects cannot be served: not ready, and said at once.
+        let (status, ready) = readiness(&http, ad).await;
+        assert_eq!(status, 503);
+        assert_eq!(ready["checks"]["storage"]["ok"], false, "{ready}");
+        assert_eq!(
+            crate::harness::status(http.get(ad.url("/livez"))).await,
+            200
+        );
         let asked = Instant::now();
         let resp = http.get(ad.artifact("gen", "a.tgz")).send().await.unwrap();
         assert_eq!(resp.status(), 503, "a cached object without its bucket");
@@ -1116,6 +1152,12 @@ async fn a_stopped_bucket_gets_503_for_cached_objects_and_passes_misses_until_it
     }
     assert_eq!(origin.hits("/gen/a.tgz"), 2);
     assert_eq!(origin.hits("/gen/b.tgz"), 2);
+    for ad in [pass, fail] {
+        assert_eq!(
+            crate::harness::status(http.get(ad.url("/readyz"))).await,
+            200
+        );
+    }
 }
 
 #[tokio::test]

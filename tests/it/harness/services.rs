@@ -559,6 +559,9 @@ pub struct S3Server {
     child: Option<Child>,
     pub port: u16,
     ports: [u16; 3],
+    /// Prometheus metrics: the gateway's requests, counted by bucket,
+    /// status and type.
+    metrics_port: u16,
     dir: PathBuf,
     with_process: bool,
 }
@@ -574,6 +577,7 @@ impl S3Server {
             child: None,
             port: free_port_pair(),
             ports: [free_port_pair(), free_port_pair(), free_port_pair()],
+            metrics_port: super::artifactd::free_port(),
             dir: dir.to_path_buf(),
             with_process,
         };
@@ -593,6 +597,7 @@ impl S3Server {
                 .arg(format!("-volume.port={}", port(volume)))
                 .arg(format!("-filer.port={}", port(filer)))
                 .arg(format!("-s3.port={}", port(self.port)))
+                .arg(format!("-metricsPort={}", port(self.metrics_port)))
                 .args([
                     "-s3",
                     "-master.telemetry=false",
@@ -638,6 +643,30 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Requests the gateway has answered for `bucket` that change it
+    /// (PUT, POST, DELETE, and the multipart calls), from its metrics.
+    pub fn writes(&self, bucket: &str) -> u64 {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("SeaweedFS_s3_request_total"),
+            "no S3 metrics:\n{text}"
+        );
+        text.lines()
+            .filter(|line| line.starts_with("SeaweedFS_s3_request_total{"))
+            .filter(|line| line.contains(&format!("bucket=\"{bucket}\"")))
+            .filter(|line| !line.contains("type=\"GET\"") && !line.contains("type=\"HEAD\""))
+            .filter(|line| !line.contains("type=\"LIST\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// The keys under `prefix` in `bucket` (ListObjectsV2, every page).
