@@ -14,6 +14,7 @@ use crate::auth::bearer_allows;
 use crate::config::{Remote, RemoteKind};
 use crate::proxy::action::AdminRequest;
 use crate::reply::Reply;
+use filters::flush::CacheType;
 use filters::AdminRoute;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
@@ -191,62 +192,96 @@ fn metrics(app: &App) -> Reply {
     reply
 }
 
+/// `PUT /cache/flush[?remote=R][&cache_type=all|files|index][&pattern=RE]`,
+/// answered in the reference's shape, `{"flushed": {"operations": [...]}}`,
+/// with the counts beside it.
 async fn flush(app: &App, req: &RequestHeader) -> Reply {
     if let Some(refusal) = require_admin(app, req) {
         return refusal;
     }
-    let remote = filters::route::query_param(req.uri.query(), "remote");
+    let query = req.uri.query();
+    let remote = filters::route::query_param(query, "remote");
     if let Some(name) = &remote {
         if let Err(refusal) = crate::cache_api::cached_remote(app, name) {
             return refusal;
         }
     }
-    if let Some(pattern) = filters::route::query_param(req.uri.query(), "pattern") {
-        return flush_matching(app, remote.as_deref(), &pattern).await;
-    }
-    match app.storage.flush(remote.as_deref()).await {
-        Ok(deleted) => {
-            log::info!(
-                "cache flushed ({}): {deleted} objects",
-                remote.as_deref().unwrap_or("all remotes")
-            );
-            Reply::json(
-                StatusCode::OK,
-                &json!({"flushed": {"remote": remote, "objects_deleted": deleted}}),
+    let cache_type =
+        match CacheType::parse(filters::route::query_param(query, "cache_type").as_deref()) {
+            Ok(cache_type) => cache_type,
+            Err(message) => return Reply::text(StatusCode::BAD_REQUEST, message),
+        };
+    let pattern = filters::route::query_param(query, "pattern");
+    let deleted = match (&pattern, cache_type.mutable_only()) {
+        (None, false) => app.storage.flush(remote.as_deref()).await.map_err(|e| {
+            Reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("flush failed: {e}"),
             )
-        }
-        Err(e) => Reply::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("flush failed: {e}"),
-        ),
-    }
-}
-
-/// Flushes the entries whose path matches `pattern`, of one remote or of
-/// every remote that caches.
-async fn flush_matching(app: &App, remote: Option<&str>, pattern: &str) -> Reply {
-    let remotes: Vec<&str> = match remote {
-        Some(remote) => vec![remote],
-        None => (app.config.remotes.values())
-            .filter(|r| r.kind == RemoteKind::Remote)
-            .map(|r| r.name.as_str())
-            .collect(),
+        }),
+        _ => flush_selected(app, remote.as_deref(), pattern.as_deref(), cache_type).await,
     };
-    let mut deleted = 0;
-    for name in remotes {
-        match crate::cache_api::flush_matching(app, name, pattern).await {
-            Ok(n) => deleted += n,
-            Err(reply) => return reply,
-        }
-    }
-    log::info!(
-        "cache flushed ({}, paths matching {pattern:?}): {deleted} objects",
-        remote.unwrap_or("all remotes")
-    );
+    let deleted = match deleted {
+        Ok(deleted) => deleted,
+        Err(reply) => return reply,
+    };
+    let scope = match &remote {
+        Some(name) => format!(" for remote '{name}'"),
+        None => String::new(),
+    };
+    let what = match (cache_type.mutable_only(), &pattern) {
+        (true, Some(p)) => format!(" of mutable paths matching {p:?}"),
+        (true, None) => " of mutable paths".to_string(),
+        (false, Some(p)) => format!(" of paths matching {p:?}"),
+        (false, None) => String::new(),
+    };
+    let operation = format!("Deleted {deleted} cached objects{what}{scope}");
+    log::info!("cache flush: {operation}");
     Reply::json(
         StatusCode::OK,
-        &json!({"flushed": {"remote": remote, "pattern": pattern, "objects_deleted": deleted}}),
+        &json!({"flushed": {
+            "operations": [operation],
+            "remote": remote,
+            "cache_type": cache_type.as_str(),
+            "pattern": pattern,
+            "objects_deleted": deleted,
+        }}),
     )
+}
+
+/// Flushes the entries of one remote, or of every remote that caches,
+/// whose path matches `pattern` (if given) and, for `cache_type=index`,
+/// that the remote classes as mutable.
+async fn flush_selected(
+    app: &App,
+    remote: Option<&str>,
+    pattern: Option<&str>,
+    cache_type: CacheType,
+) -> Result<usize, Reply> {
+    let pattern = match pattern {
+        Some(p) => Some(
+            filters::PatternSet::new(&[p])
+                .map_err(|e| Reply::text(StatusCode::BAD_REQUEST, format!("pattern: {e}")))?,
+        ),
+        None => None,
+    };
+    let remotes: Vec<&Arc<Remote>> = (app.config.remotes.values())
+        .filter(|r| r.kind == RemoteKind::Remote)
+        .filter(|r| remote.is_none_or(|name| r.name == name))
+        .collect();
+    let mut deleted = 0;
+    for cached in remotes {
+        deleted += crate::cache_api::flush_where(app, &cached.name, |path| {
+            pattern.as_ref().is_none_or(|p| p.is_match(path))
+                && (!cache_type.mutable_only()
+                    || matches!(
+                        cached.policy.classify(path),
+                        filters::Access::Allowed(filters::ArtifactClass::Mutable { .. })
+                    ))
+        })
+        .await?;
+    }
+    Ok(deleted)
 }
 
 /// `POST /cache-artifact`: reads the JSON request (at most 64 KiB) and

@@ -213,17 +213,22 @@ async fn artifact(app: &App, method: &Method, remote: &str, raw_path: &str) -> R
     )
 }
 
-/// Removes the cached entries of `remote` whose path matches `pattern`
-/// (Python `re.search` semantics, as in `remotes.yaml`). Returns how many.
-pub async fn flush_matching(app: &App, remote: &str, pattern: &str) -> Result<usize, Reply> {
-    let patterns =
-        filters::PatternSet::new(&[pattern]).map_err(|e| bad_request(format!("pattern: {e}")))?;
+/// Removes the cached entries of `remote` whose path `select` picks
+/// (paths as the catalog records them, once the events queued for it are
+/// written, so an entry committed just before is not missed). Returns how
+/// many.
+pub async fn flush_where(
+    app: &App,
+    remote: &str,
+    select: impl Fn(&str) -> bool,
+) -> Result<usize, Reply> {
+    settle(app).await;
     let catalog = app.catalog.clone();
     let name = remote.to_string();
     let entries = on_background(app, async move { catalog.entries_of(&name, None).await }).await?;
     let mut removed = 0;
     for (id, path) in entries {
-        if !patterns.is_match(&path) {
+        if !select(&path) {
             continue;
         }
         match app.storage.remove_entry(remote, id).await {

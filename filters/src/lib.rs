@@ -21,6 +21,7 @@
 //!   them, and whether one is plain enough to answer without pingora.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
 //! - [`cache_key`]: unambiguous, length-prefixed cache key encoding.
+//! - [`flush`]: what `PUT /cache/flush` removes (`cache_type`).
 //! - [`size`]: byte sizes with units (`50GiB`) from configuration.
 //! - [`duration`]: durations with units (`30s`, `1h`) from configuration.
 //! - [`ecosystem`]: one module per package format (generic, Alpine, OCI,
@@ -37,6 +38,7 @@ pub mod breaker;
 pub mod cache_key;
 pub mod duration;
 pub mod ecosystem;
+pub mod flush;
 pub mod links;
 pub mod media_type;
 pub mod path;

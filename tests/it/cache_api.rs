@@ -378,3 +378,58 @@ async fn cache_commands_list_measure_remove_and_verify() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("not cached: gen/x/one.bin"), "{stdout}");
 }
+
+/// A script written for the reference's flush: `cache_type=index` drops
+/// only the mutable paths, `files` everything, and the answer carries
+/// `.flushed.operations`.
+#[tokio::test]
+async fn flush_by_cache_type_answers_in_the_reference_shape() {
+    let origin = Origin::start().await;
+    origin.put("/index.yaml", OriginFile::new(pattern_bytes(900, 1)));
+    origin.put("/c/a.tgz", OriginFile::new(pattern_bytes(30_000, 2)));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(&origin, "    mutable_patterns: ['index\\.yaml$']\n");
+    let ad = Artifactd::start(dir.path(), &remotes, ADMIN).await;
+    let fetch_both = || async {
+        assert_eq!(get_body(&ad, "index.yaml").await, pattern_bytes(900, 1));
+        assert_eq!(get_body(&ad, "c/a.tgz").await, pattern_bytes(30_000, 2));
+    };
+    fetch_both().await;
+    fetch_both().await;
+    assert_eq!(origin.hits("/index.yaml"), 1, "a fresh copy is kept");
+
+    let flushed = admin_json(
+        &ad,
+        reqwest::Method::PUT,
+        "/cache/flush?remote=gen&cache_type=index",
+    )
+    .await;
+    let operations = flushed["flushed"]["operations"].as_array().unwrap();
+    assert_eq!(operations.len(), 1, "{flushed}");
+    let operation = operations[0].as_str().unwrap();
+    assert!(operation.starts_with("Deleted 1 "), "{operation}");
+    assert!(operation.contains("remote 'gen'"), "{operation}");
+    assert_eq!(flushed["flushed"]["cache_type"], "index");
+    fetch_both().await;
+    assert_eq!(origin.hits("/index.yaml"), 2, "the index file went");
+    assert_eq!(origin.hits("/c/a.tgz"), 1, "the artifact stayed");
+
+    let flushed = admin_json(&ad, reqwest::Method::PUT, "/cache/flush?cache_type=files").await;
+    assert!(flushed["flushed"]["operations"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("Deleted "));
+    fetch_both().await;
+    assert_eq!(origin.hits("/index.yaml"), 3);
+    assert_eq!(origin.hits("/c/a.tgz"), 2, "files takes everything");
+
+    let bad = client()
+        .put(ad.url("/cache/flush?cache_type=bodies"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let text = bad.text().await.unwrap();
+    assert!(text.contains("all, files or index"), "{text}");
+}
