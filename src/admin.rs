@@ -47,7 +47,11 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         AdminRoute::Root => root(app),
         AdminRoute::Health => readiness(app).await,
         AdminRoute::Live => Reply::text(StatusCode::OK, "ok"),
-        AdminRoute::Config => Reply::json(StatusCode::OK, &app.config.redacted()),
+        // Redacted, yet it maps the upstreams and their accounts: admins only.
+        AdminRoute::Config => match require_admin(app, req) {
+            Some(refusal) => refusal,
+            None => Reply::json(StatusCode::OK, &app.config.redacted()),
+        },
         AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app),
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
             .header("www-authenticate", "Bearer"),

@@ -22,7 +22,20 @@ async fn config_hides_every_secret() {
     );
     let extra = "tokens:\n  write: \"write-tok-123\"\n  admin: \"admin-tok-456\"\n";
     let ad = Artifactd::start(dir.path(), &remotes, extra).await;
-    let text = crate::harness::get_text(&client(), ad.url("/config")).await;
+    // With an admin token set, the configuration is the admin's to read.
+    assert_eq!(
+        crate::harness::status(client().get(ad.url("/config"))).await,
+        401
+    );
+    let text = client()
+        .get(ad.url("/config"))
+        .bearer_auth("admin-tok-456")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for secret in ["pa55-w0rd-xyz", "write-tok-123", "admin-tok-456"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }

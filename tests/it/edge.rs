@@ -395,6 +395,7 @@ async fn tokens_from_files_guard_admin_and_metrics_and_never_leak() {
     }
     let config = http
         .get(ad.url("/config"))
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap()
