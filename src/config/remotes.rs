@@ -36,6 +36,8 @@ pub struct RawRemote {
     pub mutable_patterns: Option<Vec<String>>,
     /// The older name of `immutable_patterns` (seed 001).
     pub include_patterns: Option<Vec<String>>,
+    /// The older name of `mutable_patterns` (before seed 000's rename).
+    pub index_patterns: Option<Vec<String>>,
     #[serde(default)]
     pub check_mutable_updates: bool,
     #[serde(default)]
@@ -74,6 +76,9 @@ pub struct RawRemote {
 pub struct RawRemoteCache {
     pub immutable_ttl: Option<RawDuration>,
     pub mutable_ttl: Option<RawDuration>,
+    /// The older names of `immutable_ttl` and `mutable_ttl` (seed 000).
+    pub file_ttl: Option<RawDuration>,
+    pub index_ttl: Option<RawDuration>,
     /// Seconds an upstream 404 for a mutable path is remembered (artifactd).
     pub negative_ttl: Option<RawDuration>,
     /// Seconds an expired copy may be served while the upstream fails (artifactd).
@@ -433,19 +438,52 @@ impl Compiler<'_> {
         }
     }
 
-    fn policy(&mut self, raw: &RawRemote, ecosystem: Ecosystem) -> Option<RemotePolicy> {
-        let immutable = match (&raw.immutable_patterns, &raw.include_patterns) {
-            (Some(patterns), _) => patterns.clone(),
-            (None, Some(patterns)) => {
-                self.warn("'include_patterns' is deprecated, read as 'immutable_patterns'");
-                patterns.clone()
+    /// A field by its current name or, with a warning, by the name it had
+    /// before (`old`): the name it came by, so that an error names the
+    /// field as written, and its value.
+    fn renamed<'v, T>(
+        &mut self,
+        new: (&'static str, &'v Option<T>),
+        old: (&'static str, &'v Option<T>),
+    ) -> (&'static str, &'v Option<T>) {
+        match (new.1, old.1) {
+            (Some(_), Some(_)) => {
+                self.warn(&format!(
+                    "'{}' is the older name of '{}': both are set, '{}' is ignored",
+                    old.0, new.0, old.0
+                ));
+                new
             }
-            (None, None) => Vec::new(),
-        };
-        let mutable = raw.mutable_patterns.clone().unwrap_or_default();
+            (None, Some(_)) => {
+                self.warn(&format!("'{}' is deprecated, read as '{}'", old.0, new.0));
+                old
+            }
+            _ => new,
+        }
+    }
+
+    fn policy(&mut self, raw: &RawRemote, ecosystem: Ecosystem) -> Option<RemotePolicy> {
+        let immutable = self.renamed(
+            ("immutable_patterns", &raw.immutable_patterns),
+            ("include_patterns", &raw.include_patterns),
+        );
+        let mutable = self.renamed(
+            ("mutable_patterns", &raw.mutable_patterns),
+            ("index_patterns", &raw.index_patterns),
+        );
+        let names = [immutable.0, mutable.0];
+        let (immutable, mutable) = (
+            immutable.1.clone().unwrap_or_default(),
+            mutable.1.clone().unwrap_or_default(),
+        );
         RemotePolicy::new(ecosystem, &immutable, &mutable)
             .map_err(|e| {
-                let field = format!("{}[{}]", e.field, e.source.index);
+                let written = match e.field {
+                    "immutable_patterns" => names[0],
+                    "mutable_patterns" => names[1],
+                    other => other,
+                };
+                let field = format!("{written}[{}]", e.source.index);
                 let message = format!("invalid regex {:?}: {}", e.source.pattern, e.source.message);
                 self.error(&field, message)
             })
@@ -504,9 +542,17 @@ impl Compiler<'_> {
     fn timing(&mut self, raw: &RawRemote) -> Timing {
         let cache = raw.cache.clone().unwrap_or_default();
         let timeouts = raw.timeouts.clone().unwrap_or_default();
+        let (immutable_field, immutable_ttl) = self.renamed(
+            ("cache.immutable_ttl", &cache.immutable_ttl),
+            ("cache.file_ttl", &cache.file_ttl),
+        );
+        let (mutable_field, mutable_ttl) = self.renamed(
+            ("cache.mutable_ttl", &cache.mutable_ttl),
+            ("cache.index_ttl", &cache.index_ttl),
+        );
         let timing = Timing {
-            immutable_ttl: self.duration("cache.immutable_ttl", &cache.immutable_ttl),
-            mutable_ttl: self.duration("cache.mutable_ttl", &cache.mutable_ttl),
+            immutable_ttl: self.duration(immutable_field, immutable_ttl),
+            mutable_ttl: self.duration(mutable_field, mutable_ttl),
             negative_ttl: self.duration("cache.negative_ttl", &cache.negative_ttl),
             stale_if_error: self.duration("cache.stale_if_error", &cache.stale_if_error),
             connect_timeout: self.duration("timeouts.connect", &timeouts.connect),
@@ -682,6 +728,54 @@ mod tests {
             "immutable_ttl 0 keeps artifacts until flushed"
         );
         assert_eq!(github.mutable_ttl.as_secs(), DEFAULT_MUTABLE_TTL);
+    }
+
+    #[test]
+    fn names_from_before_the_rename_are_read_as_what_they_became() {
+        use filters::{Access, ArtifactClass};
+        let yaml = "remotes:\n  old:\n    base_url: http://x\n    include_patterns: ['\\.tgz$']\n    index_patterns: ['index\\.yaml$']\n    cache:\n      file_ttl: 0\n      index_ttl: 120\n";
+        let (_, remotes, warnings) = parse_remotes(Path::new("r.yaml"), yaml).unwrap();
+        let old = &remotes[0];
+        assert_eq!(
+            old.policy.classify("index.yaml"),
+            Access::Allowed(ArtifactClass::Mutable { user_defined: true })
+        );
+        assert_eq!(
+            old.policy.classify("a.tgz"),
+            Access::Allowed(ArtifactClass::Immutable)
+        );
+        assert_eq!(old.policy.classify("a.zip"), Access::Denied);
+        assert_eq!(old.mutable_ttl.as_secs(), 120);
+        assert_eq!(old.immutable_ttl, None);
+        for (before, now) in [
+            ("include_patterns", "immutable_patterns"),
+            ("index_patterns", "mutable_patterns"),
+            ("cache.file_ttl", "cache.immutable_ttl"),
+            ("cache.index_ttl", "cache.mutable_ttl"),
+        ] {
+            let expected =
+                format!("r.yaml: remote 'old': '{before}' is deprecated, read as '{now}'");
+            assert!(warnings.contains(&expected), "{expected} in {warnings:?}");
+        }
+
+        // Both names: the new one wins, and the old one is named.
+        let both = "remotes:\n  b:\n    base_url: http://x\n    mutable_patterns: ['a$']\n    index_patterns: ['b$']\n";
+        let (_, remotes, warnings) = parse_remotes(Path::new("r.yaml"), both).unwrap();
+        assert!(
+            remotes[0].policy.user_mutable("a") && !remotes[0].policy.user_mutable("b"),
+            "mutable_patterns is used"
+        );
+        assert!(
+            warnings[0].contains("'index_patterns' is ignored"),
+            "{warnings:?}"
+        );
+
+        // An error in a pattern names the field as it was written.
+        let bad = "remotes:\n  o:\n    base_url: http://x\n    index_patterns: ['(']\n";
+        let error = parse_remotes(Path::new("r.yaml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("index_patterns[0]"), "{error}");
     }
 
     #[test]
