@@ -43,7 +43,9 @@ pub async fn handle(
     let key = format!("local/{}/{path}", remote.name);
     let method = session.req_header().method.clone();
     match method {
-        Method::GET | Method::HEAD => serve(app, session, &key).await.map(|_| Outcome::Other),
+        Method::GET | Method::HEAD => {
+            (serve(app, session, &key, path).await).map(|_| Outcome::Other)
+        }
         Method::PUT => upload(app, session, remote, path, &key).await,
         Method::DELETE => delete(app, session, remote, path, &key)
             .await
@@ -68,7 +70,10 @@ fn storage_error(e: impl std::fmt::Display) -> Box<Error> {
     )
 }
 
-async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
+/// Sends the uploaded file at `key` (`path` in its repository), labelled
+/// by its name as the reference labelled downloads: an uploader's
+/// `application/octet-stream` says nothing the name does not.
+async fn serve(app: &App, session: &mut Session, key: &str, path: &str) -> Result<()> {
     let bodies = app.storage.bodies();
     let opened = bodies.open(key).await.map_err(storage_error)?;
     let Some(opened) = opened else {
@@ -81,10 +86,16 @@ async fn serve(app: &App, session: &mut Session, key: &str) -> Result<()> {
         .get(http::header::RANGE)
         .and_then(|v| v.to_str().ok());
     let mut headers = vec![
-        ("content-type", "application/octet-stream".to_string()),
+        (
+            "content-type",
+            filters::media_type::of_path(path).to_string(),
+        ),
         ("accept-ranges", "bytes".to_string()),
         ("x-artifact-source", "cache".to_string()),
     ];
+    if let Some(disposition) = filters::media_type::attachment(path) {
+        headers.push(("content-disposition", disposition));
+    }
     let (status, start, end) = match single_range(range_header, size) {
         RangeReply::Full => (StatusCode::OK, 0, size),
         RangeReply::Partial { start, end } => {

@@ -40,6 +40,9 @@
 //! There is no `#[tokio::main]`: Pingora owns its runtimes and may exit the
 //! process from `run_forever` (STYLE §7.13). Async start-up work runs on a
 //! separate background runtime that lives as long as the process.
+// The proxy's phase futures nest deeply enough (admin, cache, fills)
+// that computing their layout passes the default query depth of 128.
+#![recursion_limit = "256"]
 
 mod access_log;
 mod admin;

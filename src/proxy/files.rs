@@ -40,6 +40,31 @@ pub async fn check(
     Ok(expected.and_then(|digest| Verifier::new(Some(&digest), false)))
 }
 
+/// Labels a successful upstream response for a file or document the way
+/// the reference did (seed 003): a media type from the path when the
+/// upstream sent none or only `application/octet-stream`, and, for a file
+/// (not an index document), `Content-Disposition: attachment` naming it
+/// unless the upstream named it already. Done before the response is
+/// stored, so hits carry the same header.
+pub fn label(artifact: &Artifact, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    if !resp.status.is_success() {
+        return Ok(());
+    }
+    let path = &artifact.key_parts[0];
+    let sent = resp.headers.get(http::header::CONTENT_TYPE);
+    if let Some(media_type) = filters::media_type::relabel(sent.and_then(|v| v.to_str().ok()), path)
+    {
+        resp.insert_header(http::header::CONTENT_TYPE, media_type)?;
+    }
+    let is_file = matches!(artifact.kind, ArtifactKind::File);
+    if is_file && !resp.headers.contains_key(http::header::CONTENT_DISPOSITION) {
+        if let Some(disposition) = filters::media_type::attachment(path) {
+            resp.insert_header(http::header::CONTENT_DISPOSITION, disposition)?;
+        }
+    }
+    Ok(())
+}
+
 /// The error of a file that did not match its published checksum: logged,
 /// counted, and nothing committed.
 pub fn checksum_mismatch(

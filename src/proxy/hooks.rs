@@ -59,6 +59,7 @@ pub async fn upstream_response(
             checks.file_check = None;
         }
         ArtifactKind::File | ArtifactKind::Document(_) => {
+            files::label(artifact, resp)?;
             checks.body_check = None;
             checks.file_check = files::check(app, artifact, resp, can_keep_previous).await?;
         }

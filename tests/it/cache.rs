@@ -439,62 +439,54 @@ async fn upstream_errors_pass_through_uncached() {
     assert_eq!(origin.hits("/nope/missing.tgz"), 2);
 }
 
-/// A `remotes.yaml` written before the rename (`include_patterns`,
-/// `index_patterns`, `cache.index_ttl`) keeps its meaning: the index file
-/// expires and is fetched again, the artifact stays, other paths are
-/// denied, and the log says which names to use now.
+/// A file the upstream labels only `application/octet-stream` is served,
+/// on the miss and on every hit, with the media type its name says and a
+/// `Content-Disposition` naming it; a label that says something is kept.
 #[tokio::test]
-async fn a_config_from_before_the_rename_keeps_its_mutable_paths() {
+async fn files_are_labelled_by_name_when_the_upstream_says_nothing() {
     let origin = Origin::start().await;
-    origin.put("/r/index.yaml", OriginFile::new("entries: {}\n"));
-    origin.put("/r/a.tgz", OriginFile::new(pattern_bytes(5_000, 3)));
-    origin.put("/r/a.zip", OriginFile::new("not listed"));
-    let dir = tempfile::tempdir().unwrap();
-    let remotes = generic_remote(
-        &origin,
-        "    include_patterns: ['\\.tgz$']\n    index_patterns: ['index\\.yaml$']\n    cache:\n      index_ttl: 1\n",
+    origin.put("/l/tool.tar.gz", OriginFile::new(pattern_bytes(3_000, 5)));
+    origin.put(
+        "/l/notes.txt",
+        OriginFile::new("x").content_type("text/markdown"),
     );
-    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    origin.put("/l/index.yaml", OriginFile::new("entries: {}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(
+        dir.path(),
+        &generic_remote(&origin, IMMUTABLE_TGZ_AND_TXT),
+        "",
+    )
+    .await;
     let http = client();
-    for _ in 0..2 {
-        assert_eq!(
-            crate::harness::get_text(&http, ad.artifact("gen", "r/index.yaml")).await,
-            "entries: {}\n"
-        );
+    for expected_source in ["remote", "cache", "cache"] {
         let resp = http
-            .get(ad.artifact("gen", "r/a.tgz"))
+            .get(ad.artifact("gen", "l/tool.tar.gz"))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.bytes().await.unwrap(), pattern_bytes(5_000, 3));
+        assert_eq!(source(&resp), expected_source);
+        assert_eq!(resp.headers()["content-type"], "application/gzip");
+        assert_eq!(
+            resp.headers()["content-disposition"],
+            "attachment; filename=\"tool.tar.gz\""
+        );
+        assert_eq!(resp.bytes().await.unwrap(), pattern_bytes(3_000, 5));
+        let resp = http
+            .get(ad.artifact("gen", "l/notes.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-type"], "text/markdown");
+        let resp = http
+            .get(ad.artifact("gen", "l/index.yaml"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-type"], "application/yaml");
     }
-    assert_eq!(origin.hits("/r/index.yaml"), 1, "fresh for its index_ttl");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let resp = http
-        .get(ad.artifact("gen", "r/index.yaml"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(source(&resp), "remote", "expired after index_ttl");
-    resp.bytes().await.unwrap();
-    let resp = http
-        .get(ad.artifact("gen", "r/a.tgz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(source(&resp), "cache");
-    assert_eq!(origin.hits("/r/index.yaml"), 2);
-    assert_eq!(origin.hits("/r/a.tgz"), 1);
-    let denied = http
-        .get(ad.artifact("gen", "r/a.zip"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    let log = ad.log_text();
-    assert!(
-        log.contains("'index_patterns' is deprecated, read as 'mutable_patterns'"),
-        "{log}"
-    );
-    assert!(log.contains("'cache.index_ttl' is deprecated"), "{log}");
+    assert_eq!(origin.hits("/l/tool.tar.gz"), 1);
 }
+
+const IMMUTABLE_TGZ_AND_TXT: &str =
+    "    immutable_patterns: ['\\.gz$', '\\.txt$']\n    mutable_patterns: ['index\\.yaml$']\n";

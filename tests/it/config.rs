@@ -1,8 +1,14 @@
 //! Configuration loading through the real binary: the seed examples load
-//! unchanged, and every broken config fails naming file, remote and field.
+//! unchanged, every broken config fails naming file, remote and field, and
+//! a config from before the rename keeps its meaning.
 
+use crate::cache::source;
+use crate::harness::{
+    client, generic_remote, get_text, pattern_bytes, Artifactd, Origin, OriginFile,
+};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn check_config(dir: &Path, remotes: &str) -> (bool, String, String) {
     std::fs::write(dir.join("remotes.yaml"), remotes).unwrap();
@@ -202,4 +208,64 @@ fn check_config_refuses_a_certificate_its_user_cannot_read() {
     std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, out) = check_server_config(&root, &server, Some("65534"));
     assert!(ok, "{out}");
+}
+
+/// A `remotes.yaml` written before the rename (`include_patterns`,
+/// `index_patterns`, `cache.index_ttl`) keeps its meaning: the index file
+/// expires and is fetched again, the artifact stays, other paths are
+/// denied, and the log says which names to use now.
+#[tokio::test]
+async fn a_config_from_before_the_rename_keeps_its_mutable_paths() {
+    let origin = Origin::start().await;
+    origin.put("/r/index.yaml", OriginFile::new("entries: {}\n"));
+    origin.put("/r/a.tgz", OriginFile::new(pattern_bytes(5_000, 3)));
+    origin.put("/r/a.zip", OriginFile::new("not listed"));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(
+        &origin,
+        "    include_patterns: ['\\.tgz$']\n    index_patterns: ['index\\.yaml$']\n    cache:\n      index_ttl: 3\n",
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let http = client();
+    for _ in 0..2 {
+        assert_eq!(
+            get_text(&http, ad.artifact("gen", "r/index.yaml")).await,
+            "entries: {}\n"
+        );
+        let resp = http
+            .get(ad.artifact("gen", "r/a.tgz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.bytes().await.unwrap(), pattern_bytes(5_000, 3));
+    }
+    assert_eq!(origin.hits("/r/index.yaml"), 1, "fresh for its index_ttl");
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let resp = http
+        .get(ad.artifact("gen", "r/index.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(source(&resp), "remote", "expired after index_ttl");
+    resp.bytes().await.unwrap();
+    let resp = http
+        .get(ad.artifact("gen", "r/a.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(source(&resp), "cache");
+    assert_eq!(origin.hits("/r/index.yaml"), 2);
+    assert_eq!(origin.hits("/r/a.tgz"), 1);
+    let denied = http
+        .get(ad.artifact("gen", "r/a.zip"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let log = ad.log_text();
+    assert!(
+        log.contains("'index_patterns' is deprecated, read as 'mutable_patterns'"),
+        "{log}"
+    );
+    assert!(log.contains("'cache.index_ttl' is deprecated"), "{log}");
 }

@@ -181,3 +181,30 @@ async fn expect_100_continue_is_honoured() {
     let (status, _) = raw_request(ad.addr, big.as_bytes()).await;
     assert_eq!(status, 413);
 }
+
+/// An upload labelled only `application/octet-stream` is served with the
+/// media type its name says and a `Content-Disposition` naming it.
+#[tokio::test]
+async fn an_upload_is_labelled_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), LOCAL, TOKEN).await;
+    let http = client();
+    let url = ad.artifact("files", "tools/v1/tool-1.0.tar.gz");
+    let body = pattern_bytes(5_000, 4);
+    let put = http
+        .put(&url)
+        .bearer_auth("w-token")
+        .header("content-type", "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let get = http.get(&url).send().await.unwrap();
+    assert_eq!(get.headers()["content-type"], "application/gzip");
+    assert_eq!(
+        get.headers()["content-disposition"],
+        "attachment; filename=\"tool-1.0.tar.gz\""
+    );
+    assert_eq!(get.bytes().await.unwrap(), body);
+}

@@ -348,7 +348,13 @@ fn the_systemd_unit_starts_on_its_shipped_config_and_tokens() {
     let admin = format!("Authorization: Bearer {}", tokens[0].1);
     let usage = server.curl(&["-H", &admin, &usage]);
     assert_eq!(usage.status, 200, "{}", server.log());
-    let config = server.curl(&[&format!("{base}/config")]).json();
+    let config_url = format!("{base}/config");
+    assert_eq!(
+        server.curl(&[&config_url]).status,
+        401,
+        "/config is the admin's"
+    );
+    let config = server.curl(&["-H", &admin, &config_url]).json();
     assert_eq!(
         resolved(&config, "storage"),
         "fs:///var/lib/artifactd/objects"
