@@ -273,6 +273,8 @@ async fn flush_selected(
         .filter(|r| r.kind == RemoteKind::Remote)
         .filter(|r| remote.is_none_or(|name| r.name == name))
         .collect();
+    // Once for every remote: the catalog is read for each.
+    crate::cache_api::settle(app).await;
     let mut deleted = 0;
     for cached in remotes {
         deleted += crate::cache_api::flush_where(app, &cached.name, |path| {

@@ -63,7 +63,7 @@ where
 }
 
 /// Makes the catalog current: hits counted in memory and queued events.
-async fn settle(app: &App) {
+pub async fn settle(app: &App) {
     app.storage.report_pending_hits();
     app.catalog_writer.drain(Duration::from_secs(2)).await;
 }
@@ -214,15 +214,14 @@ async fn artifact(app: &App, method: &Method, remote: &str, raw_path: &str) -> R
 }
 
 /// Removes the cached entries of `remote` whose path `select` picks
-/// (paths as the catalog records them, once the events queued for it are
-/// written, so an entry committed just before is not missed). Returns how
-/// many.
+/// (paths as the catalog records them: the caller settles it first, see
+/// [`settle`], so an entry committed just before is not missed). Returns
+/// how many.
 pub async fn flush_where(
     app: &App,
     remote: &str,
     select: impl Fn(&str) -> bool,
 ) -> Result<usize, Reply> {
-    settle(app).await;
     let catalog = app.catalog.clone();
     let name = remote.to_string();
     let entries = on_background(app, async move { catalog.entries_of(&name, None).await }).await?;

@@ -58,20 +58,14 @@ pub fn relabel(sent: Option<&str>, path: &str) -> Option<&'static str> {
 /// ```
 pub fn attachment(path: &str) -> Option<String> {
     let name = path.rsplit('/').next().filter(|n| !n.is_empty())?;
-    let plain = |c: char| c.is_ascii_graphic() || c == ' ';
-    let quoted: String = name
-        .chars()
-        .map(|c| {
-            if plain(c) && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.chars().all(|c| plain(c) && c != '"' && c != '\\') {
-        return Some(format!("attachment; filename=\"{quoted}\""));
+    // What a quoted-string carries as it is, in every client.
+    let quotable = |c: char| (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\';
+    if name.chars().all(quotable) {
+        return Some(format!("attachment; filename=\"{name}\""));
     }
+    let quoted: String = (name.chars())
+        .map(|c| if quotable(c) { c } else { '_' })
+        .collect();
     let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR_ESCAPES);
     Some(format!(
         "attachment; filename=\"{quoted}\"; filename*=UTF-8''{encoded}"

@@ -27,15 +27,8 @@ async fn config_hides_every_secret() {
         crate::harness::status(client().get(ad.url("/config"))).await,
         401
     );
-    let text = client()
-        .get(ad.url("/config"))
-        .bearer_auth("admin-tok-456")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text =
+        crate::harness::text(client().get(ad.url("/config")).bearer_auth("admin-tok-456")).await;
     for secret in ["pa55-w0rd-xyz", "write-tok-123", "admin-tok-456"] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }

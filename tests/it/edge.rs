@@ -393,15 +393,7 @@ async fn tokens_from_files_guard_admin_and_metrics_and_never_leak() {
         assert_eq!(resp.status(), 200);
         assert!(resp.text().await.unwrap().contains("artifactd_"));
     }
-    let config = http
-        .get(ad.url("/config"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let config = crate::harness::text(http.get(ad.url("/config")).bearer_auth(admin)).await;
     for secret in [admin, metrics] {
         assert!(!config.contains(secret), "/config shows a token");
         assert!(!ad.log_text().contains(secret), "the log shows a token");

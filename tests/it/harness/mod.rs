@@ -153,6 +153,13 @@ pub async fn status(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
     request.send().await.expect("response").status()
 }
 
+/// Sends a request (with its headers: a token, an `Accept`) and returns
+/// its body as text, whatever the status.
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    let resp = request.send().await.expect("response");
+    resp.text().await.expect("a text body")
+}
+
 /// Runs a client (pip, npm, dnf, …) to completion within two minutes and
 /// returns (success, stdout and stderr).
 pub async fn run_client(command: &mut tokio::process::Command) -> (bool, String) {
