@@ -50,7 +50,7 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         // Redacted, yet it maps the upstreams and their accounts: admins only.
         AdminRoute::Config => match require_admin(app, req) {
             Some(refusal) => refusal,
-            None => Reply::json(StatusCode::OK, &app.config.redacted()),
+            None => Reply::json(StatusCode::OK, &app.config().redacted()),
         },
         AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app),
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
@@ -83,13 +83,13 @@ pub async fn answer(
 
 /// The 401 for a request without the admin token, when one is set.
 fn require_admin(app: &App, req: &RequestHeader) -> Option<Reply> {
-    crate::reply::require_admin(app.config.server.admin_token.as_ref(), req)
+    crate::reply::require_admin(app.config().server.admin_token.as_ref(), req)
 }
 
 /// `/metrics` is open unless `tokens.metrics` is set; then it takes that
 /// token or the admin token.
 fn metrics_allowed(app: &App, req: &RequestHeader) -> bool {
-    let server = &app.config.server;
+    let server = &app.config().server;
     let Some(token) = &server.metrics_token else {
         return true;
     };
@@ -99,7 +99,7 @@ fn metrics_allowed(app: &App, req: &RequestHeader) -> bool {
 
 fn root(app: &App) -> Reply {
     let remotes: Vec<_> = app
-        .config
+        .config()
         .remotes
         .values()
         .map(|r| {
@@ -174,7 +174,7 @@ async fn readiness(app: &App) -> Reply {
         "status": word,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
-        "remotes": app.config.remotes.len(),
+        "remotes": app.config().remotes.len(),
         "upstreams": app.breakers.states(),
         "checks": checks,
     });
@@ -269,7 +269,8 @@ async fn flush_selected(
         ),
         None => None,
     };
-    let remotes: Vec<&Arc<Remote>> = (app.config.remotes.values())
+    let config = app.config();
+    let remotes: Vec<&Arc<Remote>> = (config.remotes.values())
         .filter(|r| r.kind == RemoteKind::Remote)
         .filter(|r| remote.is_none_or(|name| r.name == name))
         .collect();

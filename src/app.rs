@@ -6,19 +6,26 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::storage::CacheStorage;
+use arc_swap::{ArcSwap, Guard};
 use pingora::cache::lock::CacheKeyLockImpl;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub struct App {
-    pub config: Config,
+    /// Swapped whole by a reload ([`crate::reload`]); read with [`App::config`].
+    pub(crate) config: ArcSwap<Config>,
+    /// Counts reloads, so what was decided from an older configuration
+    /// (the fast path's memo) is known as such.
+    pub(crate) config_generation: AtomicU64,
     /// Leaked once at start: pingora requires `'static` storage and locks.
     pub storage: &'static CacheStorage,
     pub cache_lock: &'static CacheKeyLockImpl,
     pub metrics: Metrics,
     pub breakers: Arc<Breakers>,
-    /// Per-remote upstream credentials (basic, registry tokens).
-    pub credentials: Credentials,
+    /// Per-remote upstream credentials (basic, registry tokens), swapped
+    /// with the configuration; read with [`App::credentials`].
+    pub(crate) credentials: ArcSwap<Credentials>,
     /// Background GETs of tag manifests that clients only HEAD.
     pub prefetcher: crate::proxy::prefetch::Prefetcher,
     pub catalog: Arc<dyn Catalog>,
@@ -43,4 +50,29 @@ pub struct App {
     pub cluster: Option<crate::cluster::Cluster>,
     /// The Redis connection state and the cluster share, when configured.
     pub redis: Option<Arc<crate::cluster::link::RedisLink>>,
+}
+
+impl App {
+    /// The configuration in force now. A request that needs it twice reads
+    /// it once: a reload between two reads would mix two configurations.
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Which configuration is in force: read before deciding from it.
+    pub fn config_generation(&self) -> u64 {
+        self.config_generation.load(Ordering::Acquire)
+    }
+
+    /// Puts a reloaded configuration in force, with its credentials.
+    pub(crate) fn replace_config(&self, config: Config, credentials: Credentials) {
+        self.credentials.store(Arc::new(credentials));
+        self.config.store(Arc::new(config));
+        self.config_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The upstream credentials of the configuration in force now.
+    pub fn credentials(&self) -> Guard<Arc<Credentials>> {
+        self.credentials.load()
+    }
 }

@@ -8,10 +8,11 @@
 //! nodes (over the change feed, `cluster::changes`), so one node's
 //! discovery that an upstream is down protects all of them.
 
+use arc_swap::ArcSwap;
 use filters::breaker::{Admit, Breaker, News, State};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -60,7 +61,8 @@ struct RemoteBreaker {
 pub struct Breakers {
     policy: Breaker,
     epoch: Instant,
-    remotes: BTreeMap<String, RemoteBreaker>,
+    /// One breaker per remote; a reload adds the new ones.
+    remotes: ArcSwap<BTreeMap<String, Arc<RemoteBreaker>>>,
     /// Where this node's news goes, in a cluster.
     others: OnceLock<mpsc::UnboundedSender<RemoteNews>>,
 }
@@ -70,18 +72,36 @@ impl Breakers {
         Breakers {
             policy,
             epoch: Instant::now(),
-            remotes: remotes
-                .into_iter()
-                .map(|name| {
-                    let breaker = RemoteBreaker {
-                        state: Mutex::new(State::default()),
-                        rejected: AtomicU64::new(0),
-                    };
-                    (name.clone(), breaker)
-                })
-                .collect(),
+            remotes: ArcSwap::default(),
             others: OnceLock::new(),
         }
+        .with(remotes)
+    }
+
+    fn with<'a>(self, remotes: impl IntoIterator<Item = &'a String>) -> Self {
+        self.add(remotes);
+        self
+    }
+
+    /// Gives remotes a reload added a closed breaker; the others keep theirs.
+    pub fn add<'a>(&self, remotes: impl IntoIterator<Item = &'a String>) {
+        let names: Vec<&String> = remotes.into_iter().collect();
+        self.remotes.rcu(|known| {
+            let mut grown = BTreeMap::clone(known);
+            for name in &names {
+                grown.entry(name.to_string()).or_insert_with(|| {
+                    Arc::new(RemoteBreaker {
+                        state: Mutex::new(State::default()),
+                        rejected: AtomicU64::new(0),
+                    })
+                });
+            }
+            grown
+        });
+    }
+
+    fn of(&self, remote: &str) -> Option<Arc<RemoteBreaker>> {
+        self.remotes.load().get(remote).cloned()
     }
 
     /// From now on, every breaker that opens or recovers here is sent on
@@ -96,7 +116,7 @@ impl Breakers {
 
     /// Applies what another node saw of a remote.
     pub fn learn(&self, heard: &RemoteNews) {
-        let Some(breaker) = self.remotes.get(&heard.remote) else {
+        let Some(breaker) = self.of(&heard.remote) else {
             return;
         };
         let mut state = breaker.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,7 +139,7 @@ impl Breakers {
 
     /// Whether a request of `remote` may go upstream now.
     pub fn admit(&self, remote: &str) -> Admit {
-        let Some(breaker) = self.remotes.get(remote) else {
+        let Some(breaker) = self.of(remote) else {
             return Admit::Yes;
         };
         let mut state = breaker.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,7 +156,7 @@ impl Breakers {
 
     /// Records how an admitted request's upstream exchange went.
     pub fn record(&self, remote: &str, admitted: Admit, success: bool) {
-        let Some(breaker) = self.remotes.get(remote) else {
+        let Some(breaker) = self.of(remote) else {
             return;
         };
         let mut state = breaker.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,8 +184,9 @@ impl Breakers {
     }
 
     /// `up`, `down` or `probing` per remote.
-    pub fn states(&self) -> BTreeMap<&str, &'static str> {
+    pub fn states(&self) -> BTreeMap<String, &'static str> {
         self.remotes
+            .load()
             .iter()
             .map(|(name, b)| {
                 let state = *b.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -174,16 +195,17 @@ impl Breakers {
                     State::Open { .. } => "down",
                     State::Probing => "probing",
                 };
-                (name.as_str(), word)
+                (name.clone(), word)
             })
             .collect()
     }
 
     /// Requests a down remote turned away from its upstream, per remote.
-    pub fn rejections(&self) -> Vec<(&str, u64)> {
+    pub fn rejections(&self) -> Vec<(String, u64)> {
         self.remotes
+            .load()
             .iter()
-            .map(|(name, b)| (name.as_str(), b.rejected.load(Ordering::Relaxed)))
+            .map(|(name, b)| (name.clone(), b.rejected.load(Ordering::Relaxed)))
             .collect()
     }
 }

@@ -25,7 +25,7 @@ const CURSOR: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 
 /// Answers one of the cache API's endpoints, checking its method.
 pub async fn handle(app: &Arc<App>, route: CacheApiRoute, req: &RequestHeader) -> Reply {
-    if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
+    if let Some(refusal) = require_admin(app.config().server.admin_token.as_ref(), req) {
         return refusal;
     }
     let query = req.uri.query();
@@ -75,7 +75,7 @@ fn bad_request(message: impl Into<String>) -> Reply {
 async fn list(app: &App, query: Option<&str>) -> Reply {
     let remote = query_param(query, "remote");
     if let Some(name) = &remote {
-        if !app.config.remotes.contains_key(name) {
+        if !app.config().remotes.contains_key(name) {
             return Reply::text(StatusCode::NOT_FOUND, format!("unknown remote '{name}'"));
         }
     }
@@ -139,13 +139,13 @@ async fn usage(app: &App) -> Reply {
 }
 
 /// A cached (not local) remote, or the reply refusing it.
-pub fn cached_remote<'a>(app: &'a App, name: &str) -> Result<&'a Arc<Remote>, Reply> {
-    match app.config.remotes.get(name) {
+pub fn cached_remote(app: &App, name: &str) -> Result<Arc<Remote>, Reply> {
+    match app.config().remotes.get(name) {
         None => Err(Reply::text(StatusCode::NOT_FOUND, format!("unknown remote '{name}'"))),
         Some(r) if r.kind == RemoteKind::Local => Err(bad_request(format!(
             "'{name}' is a local repository, not a cache; delete files with DELETE /api/v1/remote/{name}/PATH"
         ))),
-        Some(r) => Ok(r),
+        Some(r) => Ok(r.clone()),
     }
 }
 
@@ -155,7 +155,7 @@ async fn artifact(app: &App, method: &Method, remote: &str, raw_path: &str) -> R
         Ok(remote) => remote.name.clone(),
         Err(reply) => return reply,
     };
-    let path = match filters::validate_artifact_path(raw_path, app.config.server.max_path_bytes) {
+    let path = match filters::validate_artifact_path(raw_path, app.config().server.max_path_bytes) {
         Ok(path) => path.decoded,
         Err(e) => return bad_request(format!("bad path: {e}")),
     };
@@ -291,7 +291,7 @@ fn start_verify(app: &Arc<App>, query: Option<&str>) -> Reply {
 
 /// `GET /api/v1/jobs/{id}`.
 pub fn job_status(app: &App, id: &str, req: &RequestHeader) -> Reply {
-    if let Some(refusal) = require_admin(app.config.server.admin_token.as_ref(), req) {
+    if let Some(refusal) = require_admin(app.config().server.admin_token.as_ref(), req) {
         return refusal;
     }
     match id.parse().ok().and_then(|id| app.jobs.status(id)) {

@@ -32,8 +32,16 @@ pub enum Command {
     /// Validate the configuration, `remotes.yaml`, token and certificate
     /// files, then exit (the same as `serve -t`).
     CheckConfig,
+    /// Reload the running artifactd: its configuration and certificates
+    /// (SIGHUP), or, when its binary was replaced on disk, a hand-over to
+    /// the new one without dropping a connection (what `systemctl reload`
+    /// runs).
+    Reload,
     /// Pre-fill a running artifactd with paths or images.
     Warm(crate::commands::warm::WarmArgs),
+    /// Ask a running artifactd whether it is ready (a container's health
+    /// check): exit 0 on a 2xx from `/readyz`.
+    Probe(crate::commands::probe::ProbeArgs),
     /// Inspect a running artifactd's cache: ls, du, rm, verify.
     Cache(crate::commands::cache::CacheArgs),
     /// Store files in the cache of a stopped artifactd, without an
@@ -61,6 +69,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Cache(args)) => {
             return crate::commands::block_on(crate::commands::cache::run(args))
+        }
+        Some(Command::Probe(args)) => {
+            return crate::commands::block_on(crate::commands::probe::run(args))
         }
         _ => cli,
     };
@@ -96,10 +107,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            crate::server::serve(config, args.upgrade)?;
+            crate::server::serve(config, &cli.config, args.upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import(args) => crate::import::run(config, args),
-        Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
+        Command::Reload => crate::handover::run(&config, &cli.config),
+        Command::Warm(_) | Command::Cache(_) | Command::Probe(_) => {
+            unreachable!("client commands return above")
+        }
     }
 }

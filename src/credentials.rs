@@ -278,6 +278,9 @@ fn usable_for(expires_in: u64) -> Duration {
 /// Every remote's provider.
 pub struct Credentials {
     remotes: BTreeMap<String, Arc<RemoteCredentials>>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    shared: Option<Arc<dyn StateStore>>,
 }
 
 impl Credentials {
@@ -305,7 +308,24 @@ impl Credentials {
                     (r.name.clone(), Arc::new(credentials))
                 })
                 .collect(),
+            connect_timeout,
+            read_timeout,
+            shared,
         })
+    }
+
+    /// The providers of a reloaded configuration's remotes, with fresh
+    /// token caches (a changed password must not keep an old token).
+    pub fn reconfigured<'a>(
+        &self,
+        remotes: impl IntoIterator<Item = &'a Arc<Remote>>,
+    ) -> anyhow::Result<Self> {
+        Self::new(
+            remotes,
+            self.connect_timeout,
+            self.read_timeout,
+            self.shared.clone(),
+        )
     }
 
     pub fn of(&self, remote: &str) -> Option<&Arc<RemoteCredentials>> {

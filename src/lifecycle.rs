@@ -121,6 +121,8 @@ pub struct Supervised {
     pub storage: &'static crate::storage::CacheStorage,
     pub listeners: Vec<std::net::SocketAddr>,
     pub pid_file: PathBuf,
+    /// Started with `serve -u`: this process takes the service over.
+    pub took_over: bool,
 }
 
 /// Follows pingora's execution phases on `runtime` until the process ends.
@@ -130,6 +132,7 @@ pub fn supervise(
     runtime: &tokio::runtime::Handle,
 ) {
     runtime.spawn(async move {
+        let mut handed_over = false;
         loop {
             let phase = match phases.recv().await {
                 Ok(phase) => phase,
@@ -140,9 +143,15 @@ pub fn supervise(
                 ExecutionPhase::Running => ready(&supervised).await,
                 ExecutionPhase::GracefulTerminate => stopping("SIGTERM: stopping"),
                 ExecutionPhase::GracefulUpgradeTransferringFds => {
-                    stopping("SIGQUIT: handing the listeners to a new process")
+                    handed_over = true;
+                    handing_over()
                 }
-                ExecutionPhase::ShutdownGracePeriod => finish(&supervised).await,
+                ExecutionPhase::ShutdownGracePeriod => {
+                    if handed_over {
+                        until_successor_serves(&supervised.pid_file).await;
+                    }
+                    finish(&supervised).await
+                }
                 _ => {}
             }
         }
@@ -155,12 +164,21 @@ async fn ready(supervised: &Supervised) {
             log::error!("listener {address} does not accept connections");
         }
     }
+    let status = format!("serving on {} listener(s)", supervised.listeners.len());
+    // A successor names itself the service's main process (the unit needs
+    // `NotifyAccess=all`) before the pid file tells its predecessor it may
+    // exit: systemd reads notifications before exits, so it never sees the
+    // main process gone while one still serves.
+    let pid = std::process::id();
+    let mut notice = vec![NotifyState::Ready, NotifyState::Status(&status)];
+    if supervised.took_over {
+        notice.push(NotifyState::MainPid(pid));
+    }
+    if let Err(e) = sd_notify::notify(&notice) {
+        log::warn!("could not notify systemd of readiness: {e}");
+    }
     if let Err(e) = write_pid_file(&supervised.pid_file) {
         log::warn!("pid file {}: {e}", supervised.pid_file.display());
-    }
-    let status = format!("serving on {} listener(s)", supervised.listeners.len());
-    if let Err(e) = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]) {
-        log::warn!("could not notify systemd of readiness: {e}");
     }
 }
 
@@ -168,6 +186,34 @@ fn stopping(why: &str) {
     log::info!("{why}; in-flight transfers may finish within the grace period");
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(why)]);
 }
+
+/// The service goes on in the new process, so this is no stop to systemd.
+fn handing_over() {
+    let why = "SIGQUIT: handing the listeners to a new process";
+    log::info!("{why}; in-flight transfers may finish within the grace period");
+    let _ = sd_notify::notify(&[NotifyState::Status(why)]);
+}
+
+/// Waits (up to [`SUCCESSOR_WAIT`]) until the pid file names another
+/// process, which it writes once it serves and has told systemd so.
+async fn until_successor_serves(pid_file: &Path) {
+    let ours = std::process::id() as i32;
+    let deadline = tokio::time::Instant::now() + SUCCESSOR_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if read_pid(pid_file).is_some_and(|pid| pid != ours) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log::warn!(
+        "the new process did not record itself in {} within {SUCCESSOR_WAIT:?}",
+        pid_file.display()
+    );
+}
+
+/// How long a process that handed its listeners over waits for the new
+/// one to serve before it may exit.
+const SUCCESSOR_WAIT: Duration = Duration::from_secs(30);
 
 /// During the grace period: exits as soon as nothing is in flight (pingora
 /// ends the process itself when the period runs out first).
@@ -217,7 +263,7 @@ fn write_pid_file(path: &Path) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

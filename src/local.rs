@@ -130,7 +130,7 @@ async fn upload(
     path: &str,
     key: &str,
 ) -> Result<Outcome> {
-    let server = &app.config.server;
+    let server = &app.config().server;
     if !bearer_allows(session.req_header(), server.write_token.as_ref()) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
@@ -229,7 +229,10 @@ async fn delete(
     path: &str,
     key: &str,
 ) -> Result<()> {
-    if !bearer_allows(session.req_header(), app.config.server.write_token.as_ref()) {
+    if !bearer_allows(
+        session.req_header(),
+        app.config().server.write_token.as_ref(),
+    ) {
         let reply = Reply::text(StatusCode::UNAUTHORIZED, "write token required")
             .header("www-authenticate", "Bearer");
         return reply::send_and_close(session, reply).await;

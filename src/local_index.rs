@@ -72,7 +72,7 @@ fn page(
     let req = session.req_header();
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let base = links::proxy_base(
-        app.config.server.public_url.as_deref(),
+        app.config().server.public_url.as_deref(),
         header("host"),
         header("x-forwarded-proto"),
         &remote.name,
@@ -162,7 +162,7 @@ async fn npm_document(
     let req = session.req_header();
     let header = |h: &str| req.headers.get(h).and_then(|v| v.to_str().ok());
     let base = links::proxy_base(
-        app.config.server.public_url.as_deref(),
+        app.config().server.public_url.as_deref(),
         header("host"),
         header("x-forwarded-proto"),
         &remote.name,

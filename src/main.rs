@@ -32,7 +32,9 @@
 //! - [`breakers`]: per-remote circuit breakers.
 //! - [`credentials`]: per-remote upstream credentials (basic, registry tokens).
 //! - [`fill_lock`]: pingora's cache lock, minus second fetches of fresh fills.
-//! - [`tls`]: TLS listener certificates, reloaded on SIGHUP.
+//! - [`reload`]: SIGHUP re-reads the certificates and the configuration;
+//!   [`handover`]: `artifactd reload`, SIGHUP or a hand-over to a new binary.
+//! - [`tls`]: TLS listener certificates.
 //!   [`upstream_tls`]: per-remote upstream verification (`ca_file`).
 //! - [`lifecycle`]: readiness (sd_notify, pid file), graceful stop and
 //!   upgrade around pingora's server.
@@ -59,6 +61,7 @@ mod config;
 mod credentials;
 mod fast_path;
 mod fill_lock;
+mod handover;
 mod import;
 mod jobs;
 mod lifecycle;
@@ -70,6 +73,7 @@ mod one_in;
 mod prefill;
 mod preflight;
 mod proxy;
+mod reload;
 mod reply;
 mod request_id;
 mod rewrites;

@@ -3,15 +3,16 @@
 //! time-to-first-byte histograms, and the values other parts own (breaker
 //! states, cache size, evictions, catalog losses) read at each scrape.
 //!
-//! The set of remotes is fixed at start, so every handle (a counter or a
-//! histogram for one label set) is created once and kept in a plain map:
-//! recording a request is a map lookup and a few atomic adds, with no
-//! lock of the metric families on the request path.
+//! Every handle (a counter or a histogram for one label set) of a remote is
+//! created once, at start or when a reload adds the remote, and kept in a
+//! map swapped whole: recording a request is a map lookup and a few atomic
+//! adds, with no lock of the metric families on the request path.
 
 use crate::breakers::Breakers;
 use crate::catalog::CatalogWriter;
 use crate::served_from::ServedFrom;
 use crate::storage::CacheStorage;
+use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -176,61 +177,121 @@ const COUNTERS: [CounterSpec; 10] = [
 
 pub struct Metrics {
     registry: Registry,
-    remotes: HashMap<String, RemoteMetrics>,
+    families: Families,
+    /// Swapped whole when a reload adds remotes; the request path reads it
+    /// without a lock.
+    remotes: ArcSwap<HashMap<String, Arc<RemoteMetrics>>>,
+    reloads: Family<ReloadLabel, Counter>,
+}
+
+/// The families every remote's handles come from (each an `Arc` inside).
+struct Families {
+    counters: [(CounterSpec, Family<RemoteLabel, Counter>); COUNTERS.len()],
+    requests: Family<RequestLabels, Histogram>,
+    upstream: Family<RemoteLabel, Histogram>,
+}
+
+impl Families {
+    fn handles_of(&self, remote: &str) -> RemoteMetrics {
+        let label = RemoteLabel {
+            remote: remote.to_string(),
+        };
+        let mut counters = RemoteCounters::default();
+        for ((_, _, field), family) in &self.counters {
+            *field(&mut counters) = family.get_or_create(&label).clone();
+        }
+        let durations = ServedFrom::ALL.map(|source| {
+            let labels = RequestLabels {
+                remote: remote.to_string(),
+                source,
+            };
+            self.requests.get_or_create(&labels).clone()
+        });
+        RemoteMetrics {
+            counters,
+            durations,
+            upstream: self.upstream.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// How a configuration reload ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    Applied,
+    Refused,
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let word = match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Refused => "refused",
+        };
+        std::fmt::Write::write_str(encoder, word)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    result: ReloadResult,
 }
 
 impl Metrics {
     pub fn new<'a>(remotes: impl IntoIterator<Item = &'a String>) -> Self {
         let mut registry = Registry::default();
-        let counter_families =
-            COUNTERS.map(|spec| (spec, Family::<RemoteLabel, Counter>::default()));
-        let requests: Family<RequestLabels, Histogram> =
-            Family::new_with_constructor(duration_histogram);
-        let upstream: Family<RemoteLabel, Histogram> =
-            Family::new_with_constructor(duration_histogram);
-        // One handle per remote and family, kept for the request path.
-        let by_remote = remotes
-            .into_iter()
-            .map(|remote| {
-                let label = RemoteLabel {
-                    remote: remote.clone(),
-                };
-                let mut counters = RemoteCounters::default();
-                for ((_, _, field), family) in &counter_families {
-                    *field(&mut counters) = family.get_or_create(&label).clone();
-                }
-                let durations = ServedFrom::ALL.map(|source| {
-                    let labels = RequestLabels {
-                        remote: remote.clone(),
-                        source,
-                    };
-                    requests.get_or_create(&labels).clone()
-                });
-                let metrics = RemoteMetrics {
-                    counters,
-                    durations,
-                    upstream: upstream.get_or_create(&label).clone(),
-                };
-                (remote.clone(), metrics)
-            })
-            .collect();
-        for ((name, help, _), family) in counter_families {
-            registry.register(name, help, family);
+        let families = Families {
+            counters: COUNTERS.map(|spec| (spec, Family::<RemoteLabel, Counter>::default())),
+            requests: Family::new_with_constructor(duration_histogram),
+            upstream: Family::new_with_constructor(duration_histogram),
+        };
+        for ((name, help, _), family) in &families.counters {
+            registry.register(*name, *help, family.clone());
         }
         registry.register(
             "artifactd_request_duration_seconds",
             "Time from a request's arrival to its last byte, by remote and where the body came from.",
-            requests,
+            families.requests.clone(),
         );
         registry.register(
             "artifactd_upstream_response_seconds",
             "Time from sending a request upstream to the upstream's response header.",
-            upstream,
+            families.upstream.clone(),
         );
-        Metrics {
+        let reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "artifactd_config_reloads",
+            "Reloads of the configuration (SIGHUP): applied, or refused and the running one kept.",
+            reloads.clone(),
+        );
+        let metrics = Metrics {
             registry,
-            remotes: by_remote,
-        }
+            families,
+            remotes: ArcSwap::default(),
+            reloads,
+        };
+        metrics.add_remotes(remotes);
+        metrics
+    }
+
+    /// Creates the handles of remotes not yet known (at start, and for the
+    /// remotes a reload adds); a removed remote keeps its series.
+    pub fn add_remotes<'a>(&self, remotes: impl IntoIterator<Item = &'a String>) {
+        let names: Vec<&String> = remotes.into_iter().collect();
+        self.remotes.rcu(|known| {
+            let mut grown = HashMap::clone(known);
+            for name in &names {
+                if !grown.contains_key(*name) {
+                    grown.insert(name.to_string(), Arc::new(self.families.handles_of(name)));
+                }
+            }
+            grown
+        });
+    }
+
+    /// Counts a reload of the configuration.
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
     /// Adds the values other parts of artifactd own, read at each scrape.
@@ -240,7 +301,8 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn record(&self, request: &Request<'_>) {
-        let Some(m) = self.remotes.get(request.remote) else {
+        let remotes = self.remotes.load();
+        let Some(m) = remotes.get(request.remote) else {
             return;
         };
         let c = &m.counters;
@@ -270,7 +332,7 @@ impl Metrics {
 
     /// Counts an upstream body that did not match its digest.
     pub fn digest_mismatch(&self, remote: &str) {
-        if let Some(m) = self.remotes.get(remote) {
+        if let Some(m) = self.remotes.load().get(remote) {
             m.counters.digest_mismatches.inc();
         }
     }
@@ -278,7 +340,7 @@ impl Metrics {
     /// Counts a package file refused because it did not match the checksum
     /// its index published.
     pub fn checksum_mismatch(&self, remote: &str) {
-        if let Some(m) = self.remotes.get(remote) {
+        if let Some(m) = self.remotes.load().get(remote) {
             m.counters.checksum_mismatches.inc();
         }
     }
@@ -326,7 +388,7 @@ impl Collector for Scraped {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (remote, state) in &states {
-            let labels = [("remote", *remote)];
+            let labels = [("remote", remote.as_str())];
             ConstGauge::new(i64::from(*state == "up")).encode(up.encode_family(&labels)?)?;
         }
         let mut rejected = encoder.encode_descriptor(
@@ -336,7 +398,7 @@ impl Collector for Scraped {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for (remote, count) in self.breakers.rejections() {
-            let labels = [("remote", remote)];
+            let labels = [("remote", remote.as_str())];
             ConstCounter::new(count).encode(rejected.encode_family(&labels)?)?;
         }
         let stats = self.storage.stats();

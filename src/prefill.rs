@@ -59,7 +59,7 @@ pub fn start(app: &Arc<App>, body: &[u8]) -> Reply {
             )
         }
     };
-    let remote = match app.config.remotes.get(&request.remote) {
+    let remote = match app.config().remotes.get(&request.remote) {
         None => {
             return Reply::text(
                 StatusCode::NOT_FOUND,
@@ -125,7 +125,8 @@ async fn run(
         let Some(raw_path) = path_in_remote(upstream, &url) else {
             continue;
         };
-        let Ok(path) = filters::validate_artifact_path(&raw_path, app.config.server.max_path_bytes)
+        let Ok(path) =
+            filters::validate_artifact_path(&raw_path, app.config().server.max_path_bytes)
         else {
             continue;
         };
@@ -157,8 +158,8 @@ async fn run(
 async fn list_assets(app: &App, remote: &Remote, first: &str) -> Result<Vec<String>, String> {
     let builder = reqwest::Client::builder()
         .no_proxy()
-        .connect_timeout(app.config.server.connect_timeout)
-        .timeout(app.config.server.read_timeout * 2)
+        .connect_timeout(app.config().server.connect_timeout)
+        .timeout(app.config().server.read_timeout * 2)
         .user_agent(concat!("artifactd/", env!("CARGO_PKG_VERSION")));
     let http = remote
         .upstream_tls

@@ -68,7 +68,7 @@ fn raise_nofile_limit() {
 }
 
 /// Builds everything and serves until the process is told to stop.
-pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
+pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> anyhow::Result<()> {
     raise_nofile_limit();
     log::info!("{}", config.server.describe_backends());
     // Held until the process exits, which `run_forever` does itself.
@@ -79,11 +79,16 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let (mut server, pid_file) = pingora_server(&config, upgrade)?;
     let listen = config.server.listen.clone();
     let certs = tls_certs(&listen)?;
-    crate::tls::reload_on_sighup(certs.iter().flatten().cloned().collect(), &background);
     let in_flight = Arc::new(InFlight::default());
     let catalog_writer = opened.catalog_writer.clone();
     let storage = opened.storage;
     let app = build_app(config, opened, in_flight.clone(), &background)?;
+    let reloadable = crate::reload::Reloadable {
+        config_path: config_path.to_path_buf(),
+        app: app.clone(),
+        certs: certs.iter().flatten().cloned().collect(),
+    };
+    crate::reload::on_sighup(reloadable, &background);
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
     crate::lifecycle::supervise(
@@ -94,6 +99,7 @@ pub fn serve(config: Config, upgrade: bool) -> anyhow::Result<()> {
             storage,
             listeners: listen.iter().map(|l| l.address).collect(),
             pid_file,
+            took_over: upgrade,
         },
         &background,
     );
@@ -327,8 +333,9 @@ fn build_app(
         breakers: opened.breakers,
         prefetcher: Prefetcher::new(loopback.clone(), background.clone()),
         loopback,
-        credentials,
-        config,
+        credentials: arc_swap::ArcSwap::from_pointee(credentials),
+        config: arc_swap::ArcSwap::from_pointee(config),
+        config_generation: Default::default(),
         storage,
         cache_lock: opened.cache_lock,
         catalog: opened.catalog,

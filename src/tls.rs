@@ -1,5 +1,5 @@
 //! TLS listeners: certificates read from PEM files and replaced in place on
-//! SIGHUP.
+//! SIGHUP ([`crate::reload`]).
 //!
 //! Each TLS listener gets a [`ReloadableCert`] as its rustls certificate
 //! resolver. A handshake asks it for the current certificate, so a reload
@@ -73,31 +73,4 @@ fn read(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
         bail!("{key} is not the key of the certificate in {cert}: {e}");
     }
     Ok(certified)
-}
-
-/// Reloads every listener's certificate on SIGHUP, for as long as the
-/// process runs. Each outcome is logged; a failure keeps the old one.
-pub fn reload_on_sighup(certs: Vec<Arc<ReloadableCert>>, runtime: &tokio::runtime::Handle) {
-    let _guard = runtime.enter();
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            log::error!("cannot watch SIGHUP, certificates will not reload: {e}");
-            return;
-        }
-    };
-    runtime.spawn(async move {
-        while hangups.recv().await.is_some() {
-            for cert in &certs {
-                let file = cert.files().cert.display();
-                match cert.reload() {
-                    Ok(()) => log::info!("SIGHUP: reloaded TLS certificate {file}"),
-                    Err(e) => log::error!("SIGHUP: kept the previous certificate of {file}: {e:#}"),
-                }
-            }
-            if certs.is_empty() {
-                log::info!("SIGHUP: no TLS listener to reload");
-            }
-        }
-    });
 }

@@ -121,12 +121,12 @@ pub async fn serve_fill(app: &App, session: &mut Session) -> Result<()> {
         )
         .await;
     };
-    if !app.config.remotes.contains_key(remote) {
+    if !app.config().remotes.contains_key(remote) {
         return reply::send(session, not_found()).await;
     }
     let remote = remote.to_string();
     let fetching = || cluster.leases.holds(id);
-    let limit = app.config.server.lock_timeout;
+    let limit = app.config().server.lock_timeout;
     let Some((meta, mut body)) = app.storage.follow(&remote, id, limit, fetching).await? else {
         return reply::send(session, not_found()).await;
     };

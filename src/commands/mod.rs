@@ -6,9 +6,11 @@
 //! - [`client`]: the server URL, the admin token and HTTP errors.
 //! - [`warm`]: bounded-concurrency pre-fill with progress, resumable.
 //! - [`cache`]: listing, usage, removal and verification.
+//! - [`probe`]: the container health check (`/readyz`).
 
 pub mod cache;
 pub mod client;
+pub mod probe;
 pub mod warm;
 
 /// Runs a client command on its own runtime (these commands never start

@@ -45,6 +45,30 @@ pub struct Config {
 
 const REDACTED: &str = "***";
 
+/// What a reload changes of the remotes, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RemoteChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl std::fmt::Display for RemoteChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| match names {
+            [] => "none".to_string(),
+            names => names.join(", "),
+        };
+        write!(
+            f,
+            "remotes added: {}; removed: {}; changed: {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed)
+        )
+    }
+}
+
 impl Config {
     /// Loads the server config at `path` (environment overrides from the
     /// process) and the `remotes.yaml` it names.
@@ -86,6 +110,68 @@ impl Config {
             raw_server,
             raw_remotes,
         })
+    }
+
+    /// Prepares `self`, freshly loaded, to replace `running`: settings read
+    /// only at start keep their running values. Returns the names of those
+    /// the files changed, which take effect at the next restart.
+    pub fn keep_start_settings(&mut self, running: &Config) -> Vec<&'static str> {
+        let (loaded, running) = (&mut self.server, &running.server);
+        let mut kept = Vec::new();
+        // Secrets compare by their redacted `Debug`: a changed S3 key is
+        // kept silently, never printed.
+        macro_rules! keep {
+            ($($field:ident),* $(,)?) => {$(
+                if format!("{:?}", loaded.$field) != format!("{:?}", running.$field) {
+                    kept.push(stringify!($field));
+                    loaded.$field = running.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            listen,
+            threads,
+            storage,
+            state,
+            catalog,
+            fsync,
+            max_size,
+            min_free,
+            memory_index_entries,
+            memory_body_max,
+            memory_bytes,
+            rewritten_bytes,
+            segment_size,
+            breaker,
+            grace_period,
+            upgrade_socket,
+            log_format,
+            cluster,
+        );
+        kept
+    }
+
+    /// Remotes `self` has that `before` had not, those it dropped, and
+    /// those whose settings differ, as written in `remotes.yaml`.
+    pub fn remote_changes(&self, before: &Config) -> RemoteChanges {
+        let written = |config: &Config, name: &str| {
+            (config.raw_remotes.remotes.get(name)).map(|raw| serde_json::to_value(raw).ok())
+        };
+        let mut changes = RemoteChanges::default();
+        for name in self.remotes.keys() {
+            match written(before, name) {
+                None => changes.added.push(name.clone()),
+                Some(old) if old != written(self, name).flatten() => {
+                    changes.changed.push(name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        changes.removed = (before.remotes.keys())
+            .filter(|name| !self.remotes.contains_key(*name))
+            .cloned()
+            .collect();
+        changes
     }
 
     /// The effective configuration as JSON with secrets replaced.
@@ -143,4 +229,57 @@ impl Config {
 
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A server file and `remotes.yaml` in a fresh folder, loaded.
+    fn load(dir: &Path, server: &str, remotes: &str) -> Config {
+        std::fs::write(dir.join("artifactd.yaml"), server).unwrap();
+        std::fs::write(dir.join("remotes.yaml"), remotes).unwrap();
+        Config::load_with_env(&dir.join("artifactd.yaml"), &|_| None).unwrap()
+    }
+
+    const TWO: &str = "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:1\n  b:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:2\n";
+
+    #[test]
+    fn remote_changes_name_added_removed_and_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = load(dir.path(), "", TWO);
+        let after = load(
+            dir.path(),
+            "",
+            "remotes:\n  a:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:1\n    mutable_patterns: ['.*\\.json$']\n  c:\n    type: remote\n    package: generic\n    base_url: http://127.0.0.1:3\n",
+        );
+        let changes = after.remote_changes(&before);
+        assert_eq!(changes.added, ["c"]);
+        assert_eq!(changes.removed, ["b"]);
+        assert_eq!(changes.changed, ["a"]);
+        assert_eq!(
+            changes.to_string(),
+            "remotes added: c; removed: b; changed: a"
+        );
+        assert_eq!(before.remote_changes(&before), RemoteChanges::default());
+    }
+
+    #[test]
+    fn start_settings_keep_their_running_values_and_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = load(dir.path(), "listen: 127.0.0.1:7001\n", TWO);
+        let mut loaded = load(
+            dir.path(),
+            "listen: 127.0.0.1:7002\nthreads: 7\ncache:\n  negative_ttl: 5s\n",
+            TWO,
+        );
+        let kept = loaded.keep_start_settings(&running);
+        assert_eq!(kept, ["listen", "threads"]);
+        assert_eq!(loaded.server.listen[0].address.port(), 7001);
+        assert_eq!(loaded.server.threads, running.server.threads);
+        // Read per request: the new value is in force.
+        assert_eq!(loaded.server.negative_ttl, Duration::from_secs(5));
+        assert!(loaded.keep_start_settings(&running).is_empty());
+    }
 }

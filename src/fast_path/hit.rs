@@ -176,7 +176,7 @@ fn rewritten(
 ) -> Option<Answer> {
     let record = app.storage.fresh_record_now(decided.id, now)?;
     let base = documents::client_base(
-        &app.config.server,
+        &app.config().server,
         &decided.remote,
         head.host,
         head.forwarded_proto,
@@ -210,8 +210,8 @@ fn rewritten(
 }
 
 /// Requests already decided, by target and `Accept`: the decision reads
-/// nothing but the request and the configuration, which does not change
-/// while the process runs, and making it (route, path validation,
+/// nothing but the request and the configuration (a decision made before a
+/// reload is made again), and making it (route, path validation,
 /// patterns, the ecosystem's routing, the cache key and its hash) costs
 /// more than the rest of a hit. Only requests the fast path may answer
 /// are kept; a refusal or anything else is decided by the phases each
@@ -226,6 +226,8 @@ struct Decided {
     accept: Option<Box<str>>,
     remote: Arc<Remote>,
     id: u128,
+    /// The [`App::config_generation`] it was decided under.
+    generation: u64,
     /// An index document, answered with a kept rewrite.
     rewritten: bool,
 }
@@ -249,12 +251,16 @@ impl Decisions {
 
     fn decide(&self, app: &App, head: &Head<'_>) -> Option<Arc<Decided>> {
         let hash = request_hash(head.target, head.accept);
+        let generation = app.config_generation();
         if let (Some(decided), _) = self.memo.get(&hash) {
-            if *decided.target == *head.target && decided.accept.as_deref() == head.accept {
+            if *decided.target == *head.target
+                && decided.accept.as_deref() == head.accept
+                && decided.generation == generation
+            {
                 return Some(decided);
             }
         }
-        let decided = Arc::new(decide(app, head)?);
+        let decided = Arc::new(decide(app, head, generation)?);
         let short = head.target.len() + head.accept.map_or(0, str::len) <= KEPT_REQUEST_MAX;
         // Offered to the memo one time in a few: a target asked again and
         // again gets in soon, and a spread of targets too wide for the
@@ -280,12 +286,13 @@ fn request_hash(target: &str, accept: Option<&str>) -> u64 {
 
 /// The request phase's decision, when it is an artifact whose stored
 /// response is sent as it is.
-fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
+fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
     let (path, query) = head.path_and_query();
     let Route::Artifact { remote, raw_path } = filters::route(path) else {
         return None;
     };
-    let remote = app.config.remotes.get(remote)?;
+    let config = app.config();
+    let remote = config.remotes.get(remote)?;
     let view = RequestView {
         method: &Method::GET,
         query,
@@ -304,6 +311,7 @@ fn decide(app: &App, head: &Head<'_>) -> Option<Decided> {
         accept: head.accept.map(Into::into),
         id: EntryLocation::from_key(&cache::key(&artifact)).id(),
         remote: artifact.remote,
+        generation,
         rewritten,
     })
 }

@@ -130,7 +130,7 @@ impl ServerApp for FastPath {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        if h2 || !self.app.config.server.fast_path {
+        if h2 || !self.app.config().server.fast_path {
             return self.proxy.process_new(stream, shutdown).await;
         }
         let mut stream = rehome::rehome(stream);

@@ -31,7 +31,7 @@ pub enum Outage {
 /// Whether this request's lookup just failed for want of the bucket, and
 /// what it does then.
 pub fn storage_outage(app: &App, session: &mut Session) -> Option<Outage> {
-    let StorageUrl::S3(s3) = &app.config.server.storage else {
+    let StorageUrl::S3(s3) = &app.config().server.storage else {
         return None;
     };
     let failure = app

@@ -236,7 +236,7 @@ impl ProxyHttp for ArtifactProxy {
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         if ctx.artifact.as_ref().is_some_and(hooks::cached) {
             let mut overrides = CacheOptionOverrides::default();
-            overrides.wait_timeout = Some(self.app.config.server.lock_timeout);
+            overrides.wait_timeout = Some(self.app.config().server.lock_timeout);
             // Bounds re-checks after fills that failed or vanished (see
             // `fill_lock`); past it a request goes upstream uncached.
             overrides.max_lock_retries = Some(MAX_LOCK_RETRIES);
@@ -247,7 +247,7 @@ impl ProxyHttp for ArtifactProxy {
                 Some(self.app.cache_lock),
                 Some(overrides),
             );
-            if let Some(max) = self.app.config.server.max_object_size {
+            if let Some(max) = self.app.config().server.max_object_size {
                 session.cache.set_max_file_size_bytes(max as usize);
             }
         }
@@ -271,7 +271,7 @@ impl ProxyHttp for ArtifactProxy {
         if is_fresh || !Prefetcher::applies(artifact, &session.req_header().method) {
             return Ok(None);
         }
-        if !cache::within_stale_period(artifact, &self.app.config.server, meta) {
+        if !cache::within_stale_period(artifact, &self.app.config().server, meta) {
             return Ok(None);
         }
         ctx.revalidate_in_background = true;
@@ -318,13 +318,13 @@ impl ProxyHttp for ArtifactProxy {
                 upstream::peer(
                     &redirect.upstream(),
                     &artifact.remote,
-                    &self.app.config.server,
+                    &self.app.config().server,
                 )
                 .await
             }
             None => {
                 let upstream = documents::upstream_of(artifact).ok_or_else(no_artifact)?;
-                upstream::peer(upstream, &artifact.remote, &self.app.config.server).await
+                upstream::peer(upstream, &artifact.remote, &self.app.config().server).await
             }
         }
     }
@@ -387,7 +387,7 @@ impl ProxyHttp for ArtifactProxy {
             apply_outcome(&self.app, ctx, outcome).await?;
         }
         if let Some(artifact) = &ctx.artifact {
-            let server = &self.app.config.server;
+            let server = &self.app.config().server;
             let can_keep_previous = session
                 .cache
                 .maybe_cache_meta()
@@ -450,7 +450,7 @@ impl ProxyHttp for ArtifactProxy {
         Ok(cache::cacheability(
             artifact,
             resp,
-            self.app.config.server.negative_ttl,
+            self.app.config().server.negative_ttl,
         ))
     }
 
@@ -469,14 +469,14 @@ impl ProxyHttp for ArtifactProxy {
         hooks::client_response(artifact, upstream_response)?;
         upstream_response.insert_header(crate::served_from::HEADER, source)?;
         let stores = (&self.app.rewrites, self.app.storage);
-        let server = &self.app.config.server;
+        let server = &self.app.config().server;
         let request = session.req_header();
         let reuse = documents::reuse(stores, server, artifact, request, &session.cache).await;
         let rewriter = documents::BodyRewriter::start(
             artifact,
             session.req_header(),
             upstream_response,
-            &self.app.config.server,
+            &self.app.config().server,
             &self.app.checksums,
             phase != CachePhase::Hit,
             reuse,
@@ -606,7 +606,7 @@ impl ProxyHttp for ArtifactProxy {
             ctx.stale_reason = Some(reason);
             return true;
         }
-        let serve = cache::within_stale_period(artifact, &self.app.config.server, meta);
+        let serve = cache::within_stale_period(artifact, &self.app.config().server, meta);
         if serve {
             ctx.stale_reason = Some(reason);
         }

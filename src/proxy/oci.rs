@@ -51,7 +51,7 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
     }
     let ns = filters::route::query_param(req.uri.query(), "ns");
     let route = match oci::route(after_v2, ns.as_deref(), |s| {
-        app.config.remotes.contains_key(s)
+        app.config().remotes.contains_key(s)
     }) {
         Ok(route) => route,
         Err(e) => return plain(refuse(e.code, e.message)),
@@ -66,7 +66,7 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
         Ok(remote) => remote,
         Err(unknown) => return plain(refuse(ErrorCode::NameUnknown, unknown)),
     };
-    let (action, denied) = match repository_action(remote, req, name, &op) {
+    let (action, denied) = match repository_action(&remote, req, name, &op) {
         Ok(artifact) => (Action::Proxy(artifact), false),
         Err((reply, denied)) => (Action::Reply(reply), denied),
     };
@@ -79,18 +79,19 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
 
 /// The remote a repository route names, by its name or by the registry
 /// host it mirrors; `Err` says why there is none.
-fn registry_remote<'a>(app: &'a App, registry: Registry<'_>) -> Result<&'a Arc<Remote>, String> {
+fn registry_remote(app: &App, registry: Registry<'_>) -> Result<Arc<Remote>, String> {
+    let config = app.config();
     let (remote, unknown) = match registry {
         Registry::Remote(remote) => (
-            app.config.remotes.get(remote),
+            config.remotes.get(remote),
             format!("unknown remote '{remote}'"),
         ),
         Registry::Mirror(host) => (
-            app.config.mirrors.get(&host.to_ascii_lowercase()),
+            config.mirrors.get(&host.to_ascii_lowercase()),
             format!("no remote mirrors registry {host:?} (mirror_of)"),
         ),
     };
-    remote.ok_or(unknown)
+    remote.cloned().ok_or(unknown)
 }
 
 /// The artifact of a repository request on `remote`, or the OCI error

@@ -53,7 +53,7 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
         Route::Job { id } => return plain(Action::Admin(AdminRequest::Job { id: id.to_string() })),
         Route::V2 { after_v2 } => return super::oci::decide(app, req, after_v2),
         Route::ArtifactList { remote } => {
-            return match app.config.remotes.get(remote) {
+            return match app.config().remotes.get(remote) {
                 Some(r) => plain(Action::Admin(AdminRequest::ArtifactList(r.clone()))),
                 None => plain(Action::Reply(Reply::text(
                     StatusCode::NOT_FOUND,
@@ -62,7 +62,8 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             }
         }
     };
-    let Some(remote) = app.config.remotes.get(remote_name) else {
+    let config = app.config();
+    let Some(remote) = config.remotes.get(remote_name) else {
         return plain(Action::Reply(Reply::text(
             StatusCode::NOT_FOUND,
             format!("unknown remote '{remote_name}'"),
@@ -97,15 +98,12 @@ fn decide_proxied(app: &App, req: &RequestHeader, authority: &Authority) -> Deci
         denied: true,
     };
     let authority_text = authority.as_str().to_ascii_lowercase();
-    let remote = app
-        .config
+    let config = app.config();
+    let remote = config
         .mirrors
         .get(&authority_text)
         .or_else(|| match authority.port_u16() {
-            None | Some(80) => app
-                .config
-                .mirrors
-                .get(&authority.host().to_ascii_lowercase()),
+            None | Some(80) => config.mirrors.get(&authority.host().to_ascii_lowercase()),
             Some(_) => None,
         })
         .filter(|remote| remote.ecosystem.proxied());
@@ -149,7 +147,8 @@ pub fn decide_artifact(
     };
     let raw_path = remote.ecosystem.client_path(raw_path);
     let raw_path = raw_path.as_ref();
-    let valid = match filters::validate_artifact_path(raw_path, app.config.server.max_path_bytes) {
+    let valid = match filters::validate_artifact_path(raw_path, app.config().server.max_path_bytes)
+    {
         Ok(valid) => valid,
         Err(e) => {
             return with_remote(

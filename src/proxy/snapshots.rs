@@ -43,7 +43,8 @@ use std::time::Duration;
 pub struct Snapshots {
     /// The gate's own upstream requests (redirects followed, as mirrors
     /// send them).
-    upstream: crate::upstream_tls::UpstreamClients,
+    /// Rebuilt by a reload, as the remotes' `ca_file`s may change.
+    upstream: arc_swap::ArcSwap<crate::upstream_tls::UpstreamClients>,
     /// Bounds the gate's own upstream request.
     upstream_timeout: Duration,
     /// Snapshots being warmed (remote, index digest).
@@ -75,9 +76,7 @@ impl Snapshots {
         node: Node,
     ) -> anyhow::Result<Snapshots> {
         Ok(Snapshots {
-            upstream: crate::upstream_tls::UpstreamClients::build(remotes, || {
-                reqwest::Client::builder().no_proxy()
-            })?,
+            upstream: arc_swap::ArcSwap::from_pointee(Self::clients(remotes)?),
             upstream_timeout: timeout,
             warming: Mutex::new(HashSet::new()),
             absent: Mutex::new(HashMap::new()),
@@ -89,6 +88,25 @@ impl Snapshots {
     /// Decides about an upstream `200` for a snapshot index: the check its
     /// body must pass (the bytes the gate saw), or the error that keeps the
     /// previous snapshot, which `can_keep_previous` says is still servable.
+    /// The gate's upstream clients for the remotes of a reloaded
+    /// configuration; the running ones are kept if they cannot be built.
+    pub fn reconfigure<'a>(
+        &self,
+        remotes: impl IntoIterator<Item = &'a std::sync::Arc<crate::config::Remote>>,
+    ) -> anyhow::Result<()> {
+        self.upstream
+            .store(std::sync::Arc::new(Self::clients(remotes)?));
+        Ok(())
+    }
+
+    fn clients<'a>(
+        remotes: impl IntoIterator<Item = &'a std::sync::Arc<crate::config::Remote>>,
+    ) -> anyhow::Result<crate::upstream_tls::UpstreamClients> {
+        crate::upstream_tls::UpstreamClients::build(remotes, || {
+            reqwest::Client::builder().no_proxy()
+        })
+    }
+
     pub async fn gate(
         self: &Arc<Self>,
         artifact: &Artifact,
@@ -161,7 +179,7 @@ impl Snapshots {
             super::documents::url_of(upstream),
             artifact.raw_path
         );
-        let mut request = (self.upstream.of(&artifact.remote.name))
+        let mut request = (self.upstream.load().of(&artifact.remote.name))
             .get(&url)
             .timeout(self.upstream_timeout);
         if let Some(auth) = &upstream.basic_auth {

@@ -86,7 +86,7 @@ fn token_failed(e: crate::credentials::TokenError) -> Box<Error> {
 /// The `Authorization` to send before any challenge: the remote's cached
 /// token for this scope, or its basic credentials.
 pub async fn authorization(app: &crate::app::App, artifact: &Artifact) -> Result<Option<String>> {
-    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+    let Some(credentials) = app.credentials().of(&artifact.remote.name).cloned() else {
         return Ok(None);
     };
     credentials
@@ -103,7 +103,7 @@ pub async fn answer_challenge(
     www_authenticate: &str,
     rejected: Option<&str>,
 ) -> Result<Option<String>> {
-    let Some(credentials) = app.credentials.of(&artifact.remote.name) else {
+    let Some(credentials) = app.credentials().of(&artifact.remote.name).cloned() else {
         return Ok(None);
     };
     credentials

@@ -50,7 +50,7 @@ impl CacheStorage {
     }
 
     async fn state_clear_all(&self) -> crate::state::StateResult<()> {
-        for remote in self.known_remotes.iter() {
+        for remote in self.known_remotes.load().iter() {
             self.state.delete_prefix(remote).await?;
         }
         Ok(())

@@ -85,8 +85,10 @@ pub struct CacheStorage {
     /// Bumped by every flush; index entries from an older generation are ignored.
     flush_generation: AtomicU64,
     runtime: tokio::runtime::Handle,
-    /// Remote names; an index slot names its remote by position here.
-    known_remotes: Vec<String>,
+    /// Remote names; an index slot names its remote by position here. A
+    /// reload only appends, so a position never changes meaning (a removed
+    /// remote keeps its place and its entries until they are evicted).
+    known_remotes: arc_swap::ArcSwap<Vec<String>>,
     settings: Settings,
     bounds: evict::Bounds,
     refs: refs::References,
@@ -229,7 +231,7 @@ impl CacheStorage {
             entry_locks: EntryLocks::default(),
             flush_generation: AtomicU64::new(0),
             runtime,
-            known_remotes,
+            known_remotes: arc_swap::ArcSwap::from_pointee(known_remotes),
             segments,
             recovery_floors: Default::default(),
         })
@@ -424,13 +426,31 @@ impl CacheStorage {
     /// Where entry `id` of the remote at `remote` (its position in the
     /// remote names, as an index slot holds it) lives.
     fn location_of(&self, id: u128, remote: u16) -> Option<EntryLocation> {
-        let remote = self.known_remotes.get(remote as usize)?;
+        let names = self.known_remotes.load();
+        let remote = names.get(remote as usize)?;
         Some(EntryLocation::new(remote, id))
+    }
+
+    /// Gives the remotes a reload added their positions, before any request
+    /// can store an entry of theirs.
+    pub fn know_remotes<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        let names: Vec<&String> = names.into_iter().collect();
+        self.known_remotes.rcu(|known| {
+            let mut grown = Vec::clone(known);
+            grown.extend(
+                names
+                    .iter()
+                    .filter(|n| !known.contains(n))
+                    .map(|n| n.to_string()),
+            );
+            grown
+        });
     }
 
     /// The position of `remote` in the remote names (u16::MAX if unknown).
     fn remote_index(&self, remote: &str) -> u16 {
         self.known_remotes
+            .load()
             .iter()
             .position(|r| r == remote)
             .map_or(u16::MAX, |i| i as u16)

@@ -77,7 +77,7 @@ impl CacheStorage {
         let started = index::now_ms();
         let mut seen = HashSet::new();
         let mut orphans = Vec::new();
-        for remote in &self.known_remotes {
+        for remote in self.known_remotes.load_full().iter() {
             for dir in 0..=255u8 {
                 let prefix = format!("cache/{remote}/{dir:02x}");
                 let listed = match self.bodies.list(&prefix).await {

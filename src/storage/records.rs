@@ -360,6 +360,7 @@ impl CacheStorage {
         // after them.
         let remotes: Vec<(String, u32)> = self
             .known_remotes
+            .load()
             .iter()
             .map(|remote| (remote.clone(), segments.floor(remote)))
             .collect();

@@ -52,6 +52,7 @@ mod npm;
 mod oci;
 mod pypi;
 mod readme;
+mod reload;
 mod resilience;
 mod rewrites;
 mod rpm;

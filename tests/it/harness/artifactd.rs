@@ -33,6 +33,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// The `storage`/`state`/`catalog` lines; default: the shape's.
     pub backends: Option<String>,
+    /// The binary to run; default: the one cargo built.
+    pub binary: Option<PathBuf>,
 }
 
 /// Which deployment shape the suites run against: `embedded` (the
@@ -125,17 +127,24 @@ impl Artifactd {
         };
         let config = format!("{listen}threads: 2\nremotes: remotes.yaml\n{backends}{extra}");
         std::fs::write(dir.join("artifactd.yaml"), config).expect("write config");
-        let mut artifactd = Self::spawn(dir, port, &options.env, &["serve"]);
+        let binary = (options.binary.clone()).unwrap_or(env!("CARGO_BIN_EXE_artifactd").into());
+        let mut artifactd = Self::spawn(&binary, dir, port, &options.env, &["serve"]);
         artifactd.tls_addr = tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         artifactd.wait_ready().await;
         artifactd
     }
 
     /// Runs the binary on `dir`'s config with `args`, logging to a file.
-    fn spawn(dir: &Path, port: u16, env: &[(String, String)], args: &[&str]) -> Artifactd {
+    fn spawn(
+        binary: &Path,
+        dir: &Path,
+        port: u16,
+        env: &[(String, String)],
+        args: &[&str],
+    ) -> Artifactd {
         let log = dir.join(format!("artifactd-{port}-{}.log", args.join("")));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_artifactd"))
+        let child = Command::new(binary)
             .arg("--config")
             .arg(dir.join("artifactd.yaml"))
             .args(args)
@@ -163,7 +172,8 @@ impl Artifactd {
     /// over the listeners, and this one finishes its transfers and exits.
     /// Returns once the new process serves (it has written the pid file).
     pub async fn upgrade(&self) -> Artifactd {
-        let mut next = Self::spawn(&self.dir, self.addr.port(), &[], &["serve", "-u"]);
+        let binary = Path::new(env!("CARGO_BIN_EXE_artifactd"));
+        let mut next = Self::spawn(binary, &self.dir, self.addr.port(), &[], &["serve", "-u"]);
         next.tls_addr = self.tls_addr;
         let pid_file = self.dir.join("artifactd-upgrade.pid");
         let deadline = Instant::now() + Duration::from_secs(30);
