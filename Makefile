@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release run check-config test lint unit it it-cluster fuzz bench bench-cluster bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-cluster bench-smoke install clean
 
 all: build
 
@@ -24,6 +24,11 @@ build: deps
 release: deps
 	$(CARGO) build --release
 
+## The container image artifactd:latest (podman; from the release binary
+## and this machine's glibc and CA bundle, FROM scratch: nothing pulled).
+image: deps release
+	scripts/image.sh
+
 ## Build (release) and serve on conf/ with the embedded default:
 ## filesystem storage, embedded state and SQLite under var/.
 run: release
@@ -35,7 +40,8 @@ check-config: build
 
 ## Everything CI runs: formatting, lints, unit and integration tests, and
 ## one QUICK pass of the benchmark harness (checks the harness, not ratios).
-test: test-deps lint bench-smoke
+## The image is built first, so its test runs what `make image` makes.
+test: test-deps lint bench-smoke image
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory it-cluster
 

@@ -11,8 +11,8 @@ set -euo pipefail
 
 # cmake: Pingora's zlib-ng build script; pkg-config: -sys crates;
 # e2fsprogs: chattr, which the tests use to make storage unwritable as root;
-# curl: the README's examples.
-packages=(cmake pkg-config e2fsprogs curl ca-certificates)
+# curl: the README's examples; binutils: objcopy strips the image's binary.
+packages=(cmake pkg-config e2fsprogs curl ca-certificates binutils)
 if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # nginx-light: the origin and the proxy_cache artifactd is compared with;
     # wrk: the load generator; docker-registry (upstream and, in proxy mode,
@@ -37,6 +37,10 @@ if [[ ${1:-} == test ]]; then
     # `make run` and the unit's commands in network namespaces of their own
     # (ip brings up their loopback; unshare and nsenter are util-linux's).
     packages+=(systemd make iproute2 util-linux)
+    # The container tests: podman builds the image (FROM scratch) and runs
+    # it with runc; kubectl (kubernetes-client) renders the manifests.
+    packages+=(podman runc fuse-overlayfs containernetworking-plugins catatonit)
+    packages+=(kubernetes-client)
 fi
 
 missing=()

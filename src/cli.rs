@@ -39,8 +39,9 @@ pub enum Command {
     Reload,
     /// Pre-fill a running artifactd with paths or images.
     Warm(crate::commands::warm::WarmArgs),
-    /// Ask a running artifactd whether it is ready (a container's health
-    /// check): exit 0 on a 2xx from `/readyz`.
+    /// Ask the running artifactd of this configuration (or `--url`) whether
+    /// it is ready, a container's health check: exit 0 on a 2xx from
+    /// `/readyz`.
     Probe(crate::commands::probe::ProbeArgs),
     /// Inspect a running artifactd's cache: ls, du, rm, verify.
     Cache(crate::commands::cache::CacheArgs),
@@ -70,8 +71,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Cache(args)) => {
             return crate::commands::block_on(crate::commands::cache::run(args))
         }
-        Some(Command::Probe(args)) => {
-            return crate::commands::block_on(crate::commands::probe::run(args))
+        Some(Command::Probe(args)) if args.url.is_some() => {
+            return crate::commands::probe::run(&args, None)
         }
         _ => cli,
     };
@@ -112,8 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import(args) => crate::import::run(config, args),
         Command::Reload => crate::handover::run(&config, &cli.config),
-        Command::Warm(_) | Command::Cache(_) | Command::Probe(_) => {
-            unreachable!("client commands return above")
-        }
+        Command::Probe(args) => crate::commands::probe::run(&args, Some(&config)),
+        Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
     }
 }

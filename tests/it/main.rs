@@ -40,6 +40,7 @@ mod cache;
 mod cache_api;
 mod cluster;
 mod config;
+mod container;
 mod edge;
 mod evict;
 mod fast_path;
