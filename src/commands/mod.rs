@@ -7,9 +7,12 @@
 //! - [`warm`]: bounded-concurrency pre-fill with progress, resumable.
 //! - [`cache`]: listing, usage, removal and verification.
 //! - [`probe`]: the container health check (`/readyz`).
+//! - [`containerd_hosts`]: containerd `hosts.toml` files that pull through
+//!   artifactd.
 
 pub mod cache;
 pub mod client;
+pub mod containerd_hosts;
 pub mod probe;
 pub mod warm;
 

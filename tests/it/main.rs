@@ -48,6 +48,7 @@ mod fill;
 mod harness;
 mod helm;
 mod import;
+mod kubernetes;
 mod local;
 mod npm;
 mod oci;

@@ -654,14 +654,11 @@ async fn containerd_pulls_through_ns_and_override_path_mirrors() {
     );
     let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
     let containerd = Containerd::start(dir.path()).await;
-    // (b) a docker.io mirror: containerd sends ?ns=docker.io.
-    containerd.mirror("docker.io", &format!("http://{}", ad.addr), false);
-    // (a) override_path onto /v2/{remote}, for another registry name.
-    containerd.mirror("mirror.test", &format!("http://{}/v2/hub", ad.addr), true);
+    // (b) a mirror_of registry: containerd sends ?ns=docker.io; (a)
+    // override_path onto /v2/{remote}, for registries no remote lists.
     containerd.mirror(
-        "locked.test",
-        &format!("http://{}/v2/locked", ad.addr),
-        true,
+        &format!("http://{}", ad.addr),
+        &["docker.io", "mirror.test=hub", "locked.test=locked"],
     );
 
     for reference in ["docker.io/library/web:app", "mirror.test/team/api:app"] {

@@ -398,15 +398,23 @@ impl Containerd {
         self.socket.display().to_string()
     }
 
-    /// Writes `hosts.toml` for registry `host`: ask `mirror_url` first.
-    pub fn mirror(&self, host: &str, mirror_url: &str, override_path: bool) {
-        let dir = self.hosts_dir.join(host);
-        std::fs::create_dir_all(&dir).expect("hosts dir");
-        let config = format!(
-            "server = \"https://{host}\"\n[host.\"{mirror_url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{}",
-            if override_path { "  override_path = true\n" } else { "" }
+    /// Writes `hosts.toml` files with `artifactd containerd-hosts`, as
+    /// the docs and the DaemonSet do: each of `registries` (`REGISTRY` or
+    /// `REGISTRY=REMOTE`) pulls through artifactd at `artifactd_url`.
+    pub fn mirror(&self, artifactd_url: &str, registries: &[&str]) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_artifactd"))
+            .arg("containerd-hosts")
+            .arg("--dir")
+            .arg(&self.hosts_dir)
+            .args(["--mirror", artifactd_url])
+            .args(registries)
+            .output()
+            .expect("run artifactd containerd-hosts");
+        assert!(
+            out.status.success(),
+            "containerd-hosts: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(dir.join("hosts.toml"), config).expect("hosts.toml");
     }
 
     /// `ctr images pull` of `reference` through the configured mirrors.
