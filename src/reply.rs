@@ -13,6 +13,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 /// A complete small response.
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: &'static str,
@@ -31,6 +32,23 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: Bytes::from(body),
             headers: Vec::new(),
+        }
+    }
+
+    /// The reply as the route's clients expect an error: on `/api/` the
+    /// reference system's FastAPI form, `{"detail": "..."}`; elsewhere (probes,
+    /// `/cache/flush`, registry routes with their own JSON) as it is.
+    pub fn in_the_form_of(self, path: &str) -> Reply {
+        let plain_error =
+            self.status.as_u16() >= 400 && self.content_type.starts_with("text/plain");
+        if !(plain_error && path.starts_with("/api/")) {
+            return self;
+        }
+        let detail = String::from_utf8_lossy(&self.body).trim().to_string();
+        let json = Reply::json(self.status, &serde_json::json!({ "detail": detail }));
+        Reply {
+            headers: self.headers,
+            ..json
         }
     }
 
@@ -69,6 +87,7 @@ pub fn header(
 
 /// Writes `reply` and ends the response.
 pub async fn send(session: &mut Session, reply: Reply) -> Result<()> {
+    let reply = reply.in_the_form_of(session.req_header().uri.path());
     let mut headers = reply.headers;
     headers.push(("content-type", reply.content_type.to_string()));
     let resp = header(reply.status, reply.body.len() as u64, &headers)?;
@@ -113,4 +132,29 @@ pub fn require_admin(
         Reply::text(StatusCode::UNAUTHORIZED, "admin token required")
             .header("www-authenticate", "Bearer")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_take_the_fastapi_form_and_nothing_else_changes() {
+        let refused = Reply::text(StatusCode::NOT_FOUND, "unknown remote 'x'").header("x-a", "1");
+        let json = refused.clone().in_the_form_of("/api/v1/remote/x/f");
+        assert_eq!(json.content_type, "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+        assert_eq!(body, serde_json::json!({"detail": "unknown remote 'x'"}));
+        assert_eq!(json.status, StatusCode::NOT_FOUND);
+        assert_eq!(json.headers, [("x-a", "1".to_string())]);
+        for path in ["/health", "/cache/flush", "/v2/hub/a/manifests/1"] {
+            assert_eq!(
+                refused.clone().in_the_form_of(path).body,
+                refused.body,
+                "{path}"
+            );
+        }
+        let ok = Reply::text(StatusCode::OK, "fine");
+        assert_eq!(ok.clone().in_the_form_of("/api/v1/x").body, ok.body);
+    }
 }

@@ -55,7 +55,8 @@ pub enum Route<'a> {
 /// answers 405 with this list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheApiRoute {
-    /// `GET /api/v1/cache[?remote=&prefix=&limit=&cursor=]`
+    /// `GET /api/v1/cache[?remote=&prefix=&limit=&cursor=]`, also as
+    /// `/api/v1/artifacts` (the reference system's discovery route).
     List,
     /// `GET /api/v1/cache/usage`
     Usage,
@@ -120,6 +121,10 @@ pub fn route(path: &str) -> Route<'_> {
             return Route::CacheApi(CacheApiRoute::of(rest));
         }
     }
+    // The reference system's discovery route: the same listing.
+    if matches!(path, "/api/v1/artifacts" | "/api/v1/artifacts/") {
+        return Route::CacheApi(CacheApiRoute::List);
+    }
     if let Some(id) = path.strip_prefix("/api/v1/jobs/") {
         if !id.is_empty() && !id.contains('/') {
             return Route::Job { id };
@@ -170,6 +175,10 @@ mod tests {
     #[test]
     fn cache_api_and_jobs_come_before_the_older_artifact_route() {
         assert_eq!(route("/api/v1/cache"), Route::CacheApi(CacheApiRoute::List));
+        assert_eq!(
+            route("/api/v1/artifacts"),
+            Route::CacheApi(CacheApiRoute::List)
+        );
         assert_eq!(
             route("/api/v1/cache/"),
             Route::CacheApi(CacheApiRoute::List)

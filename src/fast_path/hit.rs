@@ -292,7 +292,11 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         return None;
     };
     let config = app.config();
-    let remote = config.remotes.get(remote)?;
+    // A quarantining remote's hits are checked against their publication
+    // date in the phases (`hold_cached`).
+    // Registry remotes route as `/v2/` does, which the phases answer.
+    let remote = (config.remotes.get(remote))
+        .filter(|r| r.quarantine_days.is_none() && !r.ecosystem.speaks_registry_api())?;
     let view = RequestView {
         method: &Method::GET,
         query,

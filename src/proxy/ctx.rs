@@ -30,6 +30,9 @@ pub struct RequestCtx {
     pub revalidate_in_background: bool,
     /// The cache storage could not be reached for this request (503).
     pub storage_down: bool,
+    /// The cached copy is held by its remote's quarantine: the request is
+    /// refused before it reaches the upstream.
+    pub held_in_cache: bool,
     pub attempt: UpstreamAttempt,
     pub fill: FillPart,
     pub checks: Checks,
@@ -94,6 +97,7 @@ impl RequestCtx {
             stale_reason: None,
             revalidate_in_background: false,
             storage_down: false,
+            held_in_cache: false,
             attempt: UpstreamAttempt::default(),
             fill: FillPart::default(),
             checks: Checks::default(),

@@ -159,14 +159,30 @@ async fn apply_outcome(app: &App, ctx: &mut RequestCtx, outcome: UpstreamOutcome
             // answers with a reason.
             Err(Error::new_up(ErrorType::HTTPStatus(status)))
         }
-        UpstreamOutcome::Quarantined { .. } => {
-            ctx.outcome = Some(Outcome::Other);
-            Err(Error::explain(
-                ErrorType::HTTPStatus(404),
-                "artifact in quarantine",
-            ))
-        }
+        UpstreamOutcome::Quarantined { .. } => Err(held(ctx)),
     }
+}
+
+/// Ends a request for an artifact in quarantine: `fail_to_proxy` answers
+/// 404 with the hold's end.
+fn held(ctx: &mut RequestCtx) -> Box<Error> {
+    ctx.outcome = Some(Outcome::Other);
+    Error::explain(ErrorType::HTTPStatus(404), "artifact in quarantine")
+}
+
+/// Whether a cached copy is held by its remote's quarantine (switched on
+/// after it was cached), from its stored `Last-Modified`, as an upstream
+/// response would be. A hit filter's error would send the request
+/// upstream, so the hold makes it a miss that `upstream_peer` refuses
+/// before any upstream request.
+fn hold_cached(ctx: &mut RequestCtx, meta: &CacheMeta) -> Option<ForcedFreshness> {
+    let artifact = ctx.artifact.as_ref()?;
+    let last_modified = meta.headers().get(http::header::LAST_MODIFIED);
+    let last_modified = last_modified.and_then(|v| v.to_str().ok());
+    let hold = outcome::quarantined(artifact, last_modified, std::time::SystemTime::now())?;
+    ctx.attempt.outcome = Some(hold);
+    ctx.held_in_cache = true;
+    Some(ForcedFreshness::ForceMiss)
 }
 
 /// Whether an error only asked pingora to send the request again.
@@ -265,6 +281,9 @@ impl ProxyHttp for ArtifactProxy {
         is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
+        if let Some(held) = hold_cached(ctx, meta) {
+            return Ok(Some(held));
+        }
         let Some(artifact) = &ctx.artifact else {
             return Ok(None);
         };
@@ -290,6 +309,9 @@ impl ProxyHttp for ArtifactProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if ctx.held_in_cache {
+            return Err(held(ctx));
+        }
         if claim::storage_outage(&self.app, session) == Some(claim::Outage::Refuse) {
             ctx.storage_down = true;
             return Err(Error::explain(

@@ -79,19 +79,38 @@ pub fn classify(resp: &ResponseHeader, cx: &Context<'_>) -> UpstreamOutcome {
         };
     }
     if status == 200 {
-        let verdict = filters::quarantine::decide(
-            cx.artifact.class,
+        if let Some(hold) = quarantined(
+            cx.artifact,
             header(resp, http::header::LAST_MODIFIED),
-            cx.artifact.remote.quarantine_days,
             cx.now,
-        );
-        if let Quarantine::Hold { until } = verdict {
-            return UpstreamOutcome::Quarantined {
-                until: filters::quarantine::rfc3339(until),
-            };
+        ) {
+            return hold;
         }
     }
     UpstreamOutcome::Passed { status }
+}
+
+/// The hold on an immutable artifact of a quarantining remote published
+/// (by its `Last-Modified`) less than `quarantine_days` ago: for a
+/// response from the upstream, and for a cached one, since the remote's
+/// quarantine may have been switched on after it was cached.
+pub fn quarantined(
+    artifact: &Artifact,
+    last_modified: Option<&str>,
+    now: std::time::SystemTime,
+) -> Option<UpstreamOutcome> {
+    let verdict = filters::quarantine::decide(
+        artifact.class,
+        last_modified,
+        artifact.remote.quarantine_days,
+        now,
+    );
+    match verdict {
+        Quarantine::Hold { until } => Some(UpstreamOutcome::Quarantined {
+            until: filters::quarantine::rfc3339(until),
+        }),
+        Quarantine::Allow => None,
+    }
 }
 
 impl UpstreamOutcome {

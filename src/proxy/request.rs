@@ -69,6 +69,11 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
             format!("unknown remote '{remote_name}'"),
         )));
     };
+    // A registry's artifact route is its `/v2/{remote}/…`: manifests get
+    // their `Accept`, blobs their digest key (shared) and digest check.
+    if remote.ecosystem.speaks_registry_api() && remote.kind == RemoteKind::Remote {
+        return super::oci::decide(app, req, &format!("/{remote_name}/{raw_path}"));
+    }
     decide_artifact(app, &RequestView::of(req), remote, raw_path)
 }
 

@@ -325,3 +325,42 @@ async fn request_ids_access_lines_and_duration_histograms() {
         }
     }
 }
+
+/// Errors of `/api/` routes answer as the reference's FastAPI did,
+/// `{"detail": "..."}`; the probes and `/cache/flush` keep their forms.
+#[tokio::test]
+async fn api_errors_answer_json_detail_and_probes_stay_as_they_were() {
+    let origin = Origin::start().await;
+    origin.put("/f.tgz", OriginFile::new(pattern_bytes(1_000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = generic_remote(&origin, "    immutable_patterns: ['\\.tgz$']\n");
+    let ad = Artifactd::start(dir.path(), &remotes, "tokens:\n  admin: \"adm-detail\"\n").await;
+    let http = client();
+    for (url, status, detail) in [
+        (ad.artifact("nope", "f.tgz"), 404, "unknown remote 'nope'"),
+        (ad.artifact("gen", "f.zip"), 403, "not allowed"),
+        (ad.url("/api/v1/artifacts?remote=gen"), 401, "token"),
+        (ad.artifact("gen", "a%2Ff.tgz"), 400, "bad path"),
+    ] {
+        let resp = http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{url}");
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(kind, "application/json", "{url}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let text = body["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{url}: {body}"));
+        assert!(text.contains(detail), "{url}: {body}");
+    }
+    let live = http.get(ad.url("/livez")).send().await.unwrap();
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let flush = http.put(ad.url("/cache/flush")).send().await.unwrap();
+    assert_eq!(flush.status(), 401);
+    assert!(flush.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+}

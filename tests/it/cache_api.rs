@@ -92,6 +92,11 @@ async fn lists_pages_inspects_deletes_and_flushes_by_pattern() {
     assert!(next["next_cursor"].is_null());
     let prefixed = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache?prefix=a/").await;
     assert_eq!(prefixed["count"], 2);
+    // The reference system's discovery route lists the same catalog.
+    let listed = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache?remote=gen").await;
+    let discovered = admin_json(&ad, reqwest::Method::GET, "/api/v1/artifacts?remote=gen").await;
+    assert_eq!(discovered["artifacts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(discovered["artifacts"], listed["artifacts"]);
     let usage = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache/usage").await;
     assert_eq!(usage["objects"], 3);
     assert_eq!(usage["bytes"], 210_000);

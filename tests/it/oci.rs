@@ -7,7 +7,9 @@ use crate::harness::registry::{
     assert_dir_copy, pull_to_dir, registry_digest, Containerd, Layout, Registry,
 };
 use crate::harness::token::TokenIssuer;
-use crate::harness::{client, get_json, pattern_bytes, sha256_hex, Artifactd, Origin, OriginFile};
+use crate::harness::{
+    client, get_bytes, get_json, pattern_bytes, sha256_hex, Artifactd, Origin, OriginFile,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,12 @@ pub(crate) fn hub_remote(upstream: &str, extra: &str) -> String {
     format!(
         "remotes:\n  hub:\n    base_url: \"{upstream}\"\n    type: remote\n    package: docker\n    mirror_of: [\"docker.io\"]\n{extra}"
     )
+}
+
+/// artifactd in `dir/ad` with the remote `hub` in front of `front` (an
+/// origin that forwards to a registry, with some answers of its own).
+async fn hub_in_front_of(dir: &Path, front: &Origin) -> Artifactd {
+    Artifactd::start(&dir.join("ad"), &hub_remote(&front.base_url(), ""), "").await
 }
 
 /// A layout with tag `app`: `layers` layers of `size` bytes each.
@@ -405,12 +413,7 @@ async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
     let mut wrong = good.clone();
     wrong[1000] ^= 0xff;
     front.put(&blob_path, OriginFile::new(wrong));
-    let ad = Artifactd::start(
-        &dir.path().join("ad"),
-        &hub_remote(&front.base_url(), ""),
-        "",
-    )
-    .await;
+    let ad = hub_in_front_of(dir.path(), &front).await;
 
     let resp = client()
         .get(ad.url(&format!("/v2/hub/bad/app/blobs/{blob}")))
@@ -890,12 +893,7 @@ async fn manifests_without_registry_headers_get_them_from_their_body_once_cached
         "/v2/bare/app/manifests/app",
         OriginFile::new(manifest.clone()),
     );
-    let ad = Artifactd::start(
-        &dir.path().join("ad"),
-        &hub_remote(&front.base_url(), ""),
-        "",
-    )
-    .await;
+    let ad = hub_in_front_of(dir.path(), &front).await;
     let http = client();
     let url = ad.url("/v2/hub/bare/app/manifests/app");
     let first = http
@@ -990,4 +988,83 @@ async fn warm_caches_every_manifest_and_blob_of_an_image() {
     assert_dir_copy(&copy, &index_digest);
     assert_eq!(registry.gets("/blobs/"), blob_gets, "no blob fetched again");
     registry.stop().await;
+}
+
+/// `/api/v1/remote/{docker remote}/…` is the registry API as `/v2/{remote}/…`
+/// serves it: a manifest asked without `Accept` gets the registry's media
+/// types asked upstream, a blob shared by two repositories is fetched once,
+/// and a blob whose bytes do not match its digest is refused.
+#[tokio::test]
+async fn a_docker_remote_through_the_artifact_route_is_the_registry_api() {
+    let (dir, registry, layout) = registry_with_app(2, 100_000, 70).await;
+    layout.push("app", &registry, "team/one", &[]).await;
+    layout.push("app", &registry, "team/two", &[]).await;
+    let digest = registry_digest(&registry, "team/one", "app", OCI_MANIFEST).await;
+    let blobs = blob_digests(&layout, "app");
+    let front = Origin::start().await;
+    front.forward_to(&registry.url());
+    let bad_blob = &blobs[2];
+    let good = std::fs::read(layout.path.join("blobs/sha256").join(&bad_blob[7..])).unwrap();
+    let mut wrong = good.clone();
+    wrong[500] ^= 0xff;
+    front.put(
+        &format!("/v2/team/bad/blobs/{bad_blob}"),
+        OriginFile::new(wrong),
+    );
+    let ad = hub_in_front_of(dir.path(), &front).await;
+    let http = client();
+
+    let manifest = http
+        .get(ad.artifact("hub", "team/one/manifests/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), 200);
+    assert_eq!(manifest.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&manifest.bytes().await.unwrap())),
+        digest
+    );
+    let asked = front.requests();
+    let upstream_get = asked
+        .iter()
+        .find(|r| r.path.contains("/team/one/manifests/app"))
+        .unwrap();
+    let accept = upstream_get
+        .headers
+        .get("accept")
+        .cloned()
+        .unwrap_or_default();
+    assert!(accept.contains(OCI_MANIFEST), "{accept:?}");
+
+    // The tampered copy first: nothing of it is kept, so the good one is
+    // fetched below.
+    let tampered = http
+        .get(ad.artifact("hub", &format!("team/bad/blobs/{bad_blob}")))
+        .send()
+        .await
+        .unwrap();
+    let body = tampered.bytes().await;
+    assert!(
+        body.as_ref().map_or(true, |b| b.len() < good.len()),
+        "a tampered blob must not complete"
+    );
+    assert_eq!(
+        metric(&ad, "artifactd_digest_mismatch_total{remote=\"hub\"}").await,
+        1
+    );
+    for repository in ["team/one", "team/two"] {
+        for blob in &blobs {
+            let path = format!("{repository}/blobs/{blob}");
+            let body = get_bytes(&http, ad.artifact("hub", &path)).await;
+            assert_eq!(format!("sha256:{}", sha256_hex(&body)), *blob, "{path}");
+        }
+    }
+    for blob in &blobs {
+        assert_eq!(
+            registry.gets(&format!("/blobs/{blob}")),
+            1,
+            "{blob} fetched once"
+        );
+    }
 }

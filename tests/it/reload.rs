@@ -277,3 +277,52 @@ async fn reload_after_replacing_the_binary_hands_over_without_a_failed_request()
         "the hand-over is no stop to systemd: {handover:?}"
     );
 }
+
+/// An object cached before its remote's quarantine was switched on (by a
+/// reload) is refused on a hit, from its stored `Last-Modified`, without
+/// asking the upstream; an old one is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_switched_on_by_reload_refuses_what_was_cached_before() {
+    let origin = Origin::start().await;
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    for (path, published) in [("/r/new.tgz", now - day), ("/r/old.tgz", now - day * 30)] {
+        let mut file = OriginFile::new(pattern_bytes(5_000, 3));
+        file.last_modified = Some(httpdate::fmt_http_date(published));
+        origin.put(path, file);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let before = format!("remotes:\n{}", remote("gen", &origin, "\\.tgz$"));
+    let ad = Artifactd::start(dir.path(), &before, "").await;
+    for path in ["r/new.tgz", "r/old.tgz"] {
+        for _ in 0..2 {
+            assert_eq!(status_of(ad.artifact("gen", path)).await, 200, "{path}");
+        }
+    }
+    let after = format!("{before}    quarantine_new: true\n    quarantine_days: 3\n");
+    std::fs::write(dir.path().join("remotes.yaml"), after).unwrap();
+    ad.signal(libc::SIGHUP);
+    log_says(&ad, "changed: gen").await;
+
+    let held = client()
+        .get(ad.artifact("gen", "r/new.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 404);
+    assert!(
+        held.headers().contains_key("x-artifact-quarantine"),
+        "{:?}",
+        held.headers()
+    );
+    assert!(held.text().await.unwrap().contains("quarantine"));
+    let old = client()
+        .get(ad.artifact("gen", "r/old.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 200);
+    assert_eq!(old.headers()["x-artifact-source"], "cache");
+    assert_eq!(origin.hits("/r/new.tgz"), 1, "refused from the cached copy");
+    assert_eq!(origin.hits("/r/old.tgz"), 1);
+}
