@@ -82,21 +82,24 @@ FUZZ_CASES ?= 200000
 fuzz: deps
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p filters --test properties
 
-## Installs the binary, an example config (kept if present), the systemd
-## unit, random admin and write tokens (root-only files the unit passes as
-## credentials; kept if present) and creates the service user.
+## Installs the binary, an example config (kept if present; readable by
+## root and the service's group only, as remotes.yaml may hold upstream
+## passwords), the systemd unit, random admin and write tokens (root-only
+## files the unit passes as credentials; kept if present) and creates the
+## service user.
 install: release
+	id -u artifactd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/artifactd --shell /usr/sbin/nologin artifactd
 	install -Dm755 target/release/artifactd $(DESTDIR)$(PREFIX)/bin/artifactd
 	install -d $(DESTDIR)/etc/artifactd
-	[ -e $(DESTDIR)/etc/artifactd/artifactd.yaml ] || install -m644 systemd/artifactd.yaml $(DESTDIR)/etc/artifactd/artifactd.yaml
-	[ -e $(DESTDIR)/etc/artifactd/remotes.yaml ] || install -m644 conf/remotes.yaml $(DESTDIR)/etc/artifactd/remotes.yaml
+	[ -e $(DESTDIR)/etc/artifactd/artifactd.yaml ] || install -m640 -g artifactd systemd/artifactd.yaml $(DESTDIR)/etc/artifactd/artifactd.yaml
+	[ -e $(DESTDIR)/etc/artifactd/remotes.yaml ] || install -m640 -g artifactd conf/remotes.yaml $(DESTDIR)/etc/artifactd/remotes.yaml
 	install -Dm644 systemd/artifactd.service $(DESTDIR)/etc/systemd/system/artifactd.service
 	install -Dm644 README.md $(DESTDIR)$(PREFIX)/share/doc/artifactd/README.md
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/doc/artifactd/docs docs/*.md
 	for token in admin write; do \
 	  f=$(DESTDIR)/etc/artifactd/$$token.token; \
 	  [ -e $$f ] || (umask 077; head -c 32 /dev/urandom | base64 | tr -d '=+/\n' > $$f; echo >> $$f); \
 	done
-	id -u artifactd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/artifactd --shell /usr/sbin/nologin artifactd
 
 clean:
 	$(CARGO) clean

@@ -48,6 +48,9 @@ pub struct RawRemote {
     pub quarantine_hide: Option<bool>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A file holding `password` (artifactd): kept out of remotes.yaml, as
+    /// a Kubernetes Secret or systemd credential mounts it. Trimmed.
+    pub password_file: Option<String>,
     /// PEM file of the CAs that verify this remote's TLS certificate, in
     /// place of the system roots (artifactd).
     pub ca_file: Option<String>,
@@ -225,7 +228,8 @@ fn compile_remote(
     c.warn_unknown(raw);
     let kind = c.kind(raw);
     let ecosystem = c.ecosystem(raw);
-    let upstream = c.upstream(raw, kind);
+    let password = c.password(raw);
+    let upstream = c.upstream(raw, kind, password.as_deref());
     let members = c.members(raw, kind);
     let index_upstream = c.index_upstream(raw, ecosystem, upstream.as_ref());
     let releases_api = c.releases_api(raw, upstream.as_ref());
@@ -268,7 +272,7 @@ fn compile_remote(
             members,
             architectures,
             username: raw.username.clone(),
-            password: raw.password.clone(),
+            password,
         }),
         _ => Err(c.errors),
     }
@@ -362,7 +366,41 @@ impl Compiler<'_> {
             .ok()
     }
 
-    fn upstream(&mut self, raw: &RawRemote, kind: RemoteKind) -> Option<Upstream> {
+    /// `password`, or the contents of `password_file`.
+    fn password(&mut self, raw: &RawRemote) -> Option<String> {
+        let Some(path) = raw.password_file.as_deref() else {
+            return raw.password.clone();
+        };
+        if raw.password.is_some() {
+            self.error(
+                "password_file",
+                "set password or password_file, not both".into(),
+            );
+            return None;
+        }
+        let path = super::paths::resolve(&super::paths::folder_of(self.file), path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+            Ok(_) => {
+                self.error("password_file", format!("{} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                self.error(
+                    "password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream(
+        &mut self,
+        raw: &RawRemote,
+        kind: RemoteKind,
+        password: Option<&str>,
+    ) -> Option<Upstream> {
         match (kind, raw.base_url.as_deref()) {
             (RemoteKind::Remote, None) => {
                 let message = "required for a remote of type 'remote'".into();
@@ -371,7 +409,7 @@ impl Compiler<'_> {
             }
             (RemoteKind::Remote, Some(url)) => {
                 let mut upstream = self.url("base_url", url)?;
-                upstream.basic_auth = basic_auth(raw.username.as_deref(), raw.password.as_deref());
+                upstream.basic_auth = basic_auth(raw.username.as_deref(), password);
                 Some(upstream)
             }
             (RemoteKind::Local | RemoteKind::Virtual, _) => None,
@@ -699,6 +737,34 @@ mod tests {
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8081, ""));
         assert!(parse_base_url("ftp://x").is_err());
         assert!(parse_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn password_file_is_read_trimmed_and_refused_beside_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hub.password"), "s3cret\n").unwrap();
+        let file = dir.path().join("remotes.yaml");
+        let remote = |extra: &str| {
+            format!("remotes:\n  hub:\n    base_url: https://registry.example\n    package: docker\n    username: robot\n{extra}")
+        };
+        let (_, remotes, _) =
+            parse_remotes(&file, &remote("    password_file: hub.password\n")).unwrap();
+        assert_eq!(remotes[0].password.as_deref(), Some("s3cret"));
+        let expected = basic_auth(Some("robot"), Some("s3cret"));
+        assert_eq!(remotes[0].upstream.as_ref().unwrap().basic_auth, expected);
+
+        let both = remote("    password: x\n    password_file: hub.password\n");
+        let errors = parse_remotes(&file, &both).unwrap_err().to_string();
+        assert!(
+            errors.contains("remote 'hub': field 'password_file'"),
+            "{errors}"
+        );
+        let missing = remote("    password_file: nowhere\n");
+        let errors = parse_remotes(&file, &missing).unwrap_err().to_string();
+        assert!(
+            errors.contains("cannot read") && errors.contains("nowhere"),
+            "{errors}"
+        );
     }
 
     #[test]

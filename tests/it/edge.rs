@@ -475,6 +475,7 @@ fn the_shipped_system_config_refuses_to_start_without_its_tokens() {
     let config = shipped
         .replace("/etc/artifactd/remotes.yaml", "remotes.yaml")
         .replace("/var/lib/artifactd", &dir.path().to_string_lossy())
+        .replace("/var/cache/artifactd", &dir.path().to_string_lossy())
         .replace("/run/artifactd", &dir.path().to_string_lossy());
     let (ok, text) = check_config(dir.path(), &config, &[]);
     assert!(!ok && text.contains("tokens.admin"), "{text}");

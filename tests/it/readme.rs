@@ -289,12 +289,22 @@ fn the_systemd_unit_starts_on_its_shipped_config_and_tokens() {
         )
         .unwrap();
     }
-    // StateDirectory= and RuntimeDirectory=, as systemd makes them.
-    for made in ["var-lib-upper/artifactd", "run-upper/artifactd"] {
+    // StateDirectory=, CacheDirectory= and RuntimeDirectory=, as systemd
+    // makes them.
+    for made in [
+        "var-lib-upper/artifactd",
+        "var-cache-upper/artifactd",
+        "run-upper/artifactd",
+    ] {
         std::fs::create_dir_all(root.join(made)).unwrap();
     }
     let mut setup = String::from("umask 0077\n");
-    for (target, name) in [("/etc", "etc"), ("/var/lib", "var-lib"), ("/run", "run")] {
+    for (target, name) in [
+        ("/etc", "etc"),
+        ("/var/lib", "var-lib"),
+        ("/var/cache", "var-cache"),
+        ("/run", "run"),
+    ] {
         let (upper, work) = (
             root.join(format!("{name}-upper")),
             root.join(format!("{name}-work")),
@@ -357,7 +367,7 @@ fn the_systemd_unit_starts_on_its_shipped_config_and_tokens() {
     let config = server.curl(&["-H", &admin, &config_url]).json();
     assert_eq!(
         resolved(&config, "storage"),
-        "fs:///var/lib/artifactd/objects"
+        "fs:///var/cache/artifactd/objects"
     );
     assert_eq!(
         resolved(&config, "catalog"),
@@ -369,8 +379,9 @@ fn the_systemd_unit_starts_on_its_shipped_config_and_tokens() {
         assert!(!config.to_string().contains(token), "a token in /config");
     }
     server.stop();
-    // Written into the state folder, nowhere else.
+    // The catalog in the state folder, bodies in the cache folder.
     let state = root.join("var-lib-upper/artifactd");
     assert!(state.join("catalog.db").is_file());
-    assert!(state.join("objects").is_dir());
+    assert!(!state.join("objects").exists());
+    assert!(root.join("var-cache-upper/artifactd/objects").is_dir());
 }
