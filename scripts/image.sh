@@ -7,9 +7,16 @@
 #
 # Usage: image.sh [BINARY] [TAG]   (default: target/release/artifactd,
 # artifactd:latest and artifactd:VERSION)
+#        image.sh --stage-only     (only the context, in target/image: what
+#                                   Containerfile.source's build stage runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+stage_only=false
+if [[ ${1:-} == --stage-only ]]; then
+    stage_only=true
+    shift
+fi
 binary=${1:-target/release/artifactd}
 tag=${2:-artifactd:latest}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -37,6 +44,9 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nartifactd:x:%d:%d:artifactd:/var/ca
 printf 'root:x:0:\nartifactd:x:%d:\n' "$uid" > "$context/rootfs/etc/group"
 cp deploy/container/artifactd.yaml deploy/container/remotes.yaml "$context/rootfs/etc/artifactd/"
 cp deploy/container/Containerfile "$context/"
+if $stage_only; then
+    exit 0
+fi
 
 podman build --quiet --format docker \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" \

@@ -41,6 +41,7 @@ mod cache_api;
 mod cluster;
 mod config;
 mod container;
+mod cookbook;
 mod edge;
 mod evict;
 mod fast_path;

@@ -3,7 +3,7 @@
 //! or digest, blob, tag list, referrers), how that is cached (class and key
 //! parts) and which manifest media types a client's `Accept` admits.
 //!
-//! Three front-ends reach a docker remote (README "Container images"):
+//! Three front-ends reach a docker remote (docs/formats.md, "Container images"):
 //! - `/v2/{remote}/{name}/…`: the remote named in the path (RKE2 `rewrite`,
 //!   containerd `override_path`);
 //! - `/v2/{name}/…?ns={registry host}`: a containerd `hosts.toml` mirror;

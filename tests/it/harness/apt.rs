@@ -12,7 +12,7 @@ use std::process::Command;
 
 /// The suite every test repository has: `stable`, component `main`,
 /// architecture `amd64`.
-const SUITE: &str = "stable";
+pub const SUITE: &str = "stable";
 
 /// A repository directory mirrored onto the origin under `prefix`.
 pub struct AptRepo {
@@ -191,15 +191,21 @@ pub struct AptClient {
 
 impl AptClient {
     pub fn new(dir: &Path, via: &Via, key: &Path) -> AptClient {
-        for sub in ["state/lists/partial", "cache/archives/partial"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        std::fs::write(dir.join("status"), "").unwrap();
         let (url, proxy) = match via {
             Via::Mirror(url) => (url.clone(), None),
             Via::Proxy { upstream, proxy } => (upstream.clone(), Some(proxy.clone())),
         };
         let sources = format!("deb [signed-by={}] {url} {SUITE} main\n", key.display());
+        AptClient::with_sources(dir, sources, proxy)
+    }
+
+    /// A client reading `sources` as its `sources.list`, through `proxy`
+    /// if given.
+    pub fn with_sources(dir: &Path, sources: String, proxy: Option<String>) -> AptClient {
+        for sub in ["state/lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("status"), "").unwrap();
         std::fs::write(dir.join("sources.list"), &sources).unwrap();
         AptClient {
             dir: dir.to_path_buf(),

@@ -176,16 +176,14 @@ impl Verdaccio {
     }
 }
 
-/// Runs npm with no user or global configuration and no update check;
-/// returns (success, combined output).
 /// The folder of the pinned `node`, `npm` and `npx`.
-fn node_bin() -> PathBuf {
+pub fn node_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/node/bin")
 }
 
 /// `program` with the pinned Node.js first on its `PATH`, where the
 /// `#!/usr/bin/env node` of npm and verdaccio finds it.
-fn node_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub fn node_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let bin = node_bin();
     assert!(
         bin.join("node").exists(),
@@ -200,6 +198,8 @@ fn node_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
+/// Runs npm with no user or global configuration and no update check;
+/// returns (success, combined output).
 pub async fn run_npm(command: &mut Command) -> (bool, String) {
     for var in ["NPM_CONFIG_REGISTRY", "npm_config_registry"] {
         command.env_remove(var);
