@@ -77,7 +77,10 @@ async fn denied_path_gets_403_without_upstream_request() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("'gen'"), "{text}");
     assert_eq!(text.lines().count(), 1);
-    assert!(text.starts_with("{\"detail\":"), "the reference's error form: {text}");
+    assert!(
+        text.starts_with("{\"detail\":"),
+        "the reference's error form: {text}"
+    );
     let unknown = client()
         .get(ad.artifact("nope", "pkg/a.tgz"))
         .send()
