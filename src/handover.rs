@@ -21,16 +21,7 @@ const START_WAIT: Duration = Duration::from_secs(90);
 
 pub fn run(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
     let pid_file = crate::lifecycle::pid_file(&config.server);
-    let Some(running) = crate::lifecycle::read_pid(&pid_file) else {
-        bail!("no running artifactd recorded in {}", pid_file.display());
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(running, 0) } != 0 {
-        bail!(
-            "process {running} from {} is not running",
-            pid_file.display()
-        );
-    }
+    let running = crate::lifecycle::recorded_process(&pid_file)?;
     if !binary_replaced(running)? {
         // SAFETY: sends a signal; no memory is touched.
         if unsafe { libc::kill(running, libc::SIGHUP) } != 0 {

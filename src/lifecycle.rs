@@ -267,6 +267,19 @@ pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The running artifactd the pid file names, or why there is none (for
+/// `serve -u` and `artifactd reload`).
+pub(crate) fn recorded_process(pid_file: &Path) -> anyhow::Result<i32> {
+    let Some(pid) = read_pid(pid_file) else {
+        bail!("no running artifactd recorded in {}", pid_file.display());
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        bail!("process {pid} from {} is not running", pid_file.display());
+    }
+    Ok(pid)
+}
+
 fn remove_pid_file_if_ours(path: &Path) {
     if read_pid(path) == Some(std::process::id() as i32) {
         let _ = std::fs::remove_file(path);
@@ -278,19 +291,7 @@ fn remove_pid_file_if_ours(path: &Path) {
 /// pingora's bootstrap creates), so the old process hands its listeners
 /// over. Fails before anything starts when there is no old process.
 pub fn take_over(pid_file: &Path, upgrade_socket: &Path) -> anyhow::Result<()> {
-    let Some(old) = read_pid(pid_file) else {
-        bail!(
-            "serve -u: no running artifactd recorded in {} to take over from",
-            pid_file.display()
-        );
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    if unsafe { libc::kill(old, 0) } != 0 {
-        bail!(
-            "serve -u: process {old} from {} is not running",
-            pid_file.display()
-        );
-    }
+    let old = recorded_process(pid_file).map_err(|e| anyhow::anyhow!("serve -u: {e}"))?;
     let socket = upgrade_socket.to_path_buf();
     // A socket left by an earlier attempt would look like ours appearing.
     let _ = std::fs::remove_file(&socket);

@@ -292,9 +292,9 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         return None;
     };
     let config = app.config();
-    // A quarantining remote's hits are checked against their publication
-    // date in the phases (`hold_cached`).
-    // Registry remotes route as `/v2/` does, which the phases answer.
+    // Left to the phases: a quarantining remote's hits (checked against
+    // their publication date, `hold_cached`) and a registry remote's
+    // (routed as `/v2/` is).
     let remote = (config.remotes.get(remote))
         .filter(|r| r.quarantine_days.is_none() && !r.ecosystem.speaks_registry_api())?;
     let view = RequestView {
