@@ -32,6 +32,7 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
             | AdminRoute::Live
             | AdminRoute::Config
             | AdminRoute::Metrics
+            | AdminRoute::Status
     );
     let method_ok = if read_only {
         req.method == Method::GET || req.method == Method::HEAD
@@ -44,7 +45,11 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
             .header("allow", allow);
     }
     match route {
+        AdminRoute::Root if crate::status::root_wants_page(req) => {
+            crate::status::answer(app, req, false).await
+        }
         AdminRoute::Root => root(app),
+        AdminRoute::Status => crate::status::answer(app, req, true).await,
         AdminRoute::Health => readiness(app).await,
         AdminRoute::Live => Reply::text(StatusCode::OK, "ok"),
         // Redacted, yet it maps the upstreams and their accounts: admins only.
@@ -52,7 +57,7 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
             Some(refusal) => refusal,
             None => Reply::json(StatusCode::OK, &app.config().redacted()),
         },
-        AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app),
+        AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app).await,
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
             .header("www-authenticate", "Bearer"),
         AdminRoute::Flush => flush(app, req).await,
@@ -136,23 +141,52 @@ async fn bounded<E: std::fmt::Display>(
     }
 }
 
+/// The readiness checks' results: the body store, the catalog, and Redis
+/// when configured.
+struct Checks {
+    storage: Result<(), String>,
+    catalog: Result<(), String>,
+    redis: Option<Result<(), String>>,
+}
+
+impl Checks {
+    async fn run(app: &App) -> Checks {
+        let catalog = app.catalog.clone();
+        // On the background runtime, as every catalog call: its pool lives there.
+        let catalog_ping = app.background.spawn(async move { catalog.ping().await });
+        let (storage, catalog, redis) = tokio::join!(
+            bounded(app.storage.bodies().check_readable()),
+            bounded(async {
+                match catalog_ping.await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }),
+            async {
+                let link = app.redis.as_ref()?;
+                Some(bounded(ping_redis(link)).await)
+            },
+        );
+        let checks = Checks {
+            storage,
+            catalog,
+            redis,
+        };
+        app.metrics.set_backends(
+            checks.storage.is_ok(),
+            checks.catalog.is_ok(),
+            checks.redis.as_ref().map(Result::is_ok),
+        );
+        checks
+    }
+}
+
 async fn readiness(app: &App) -> Reply {
-    let catalog = app.catalog.clone();
-    // On the background runtime, as every catalog call: its pool lives there.
-    let catalog_ping = app.background.spawn(async move { catalog.ping().await });
-    let (storage, catalog, redis) = tokio::join!(
-        bounded(app.storage.bodies().check_readable()),
-        bounded(async {
-            match catalog_ping.await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        }),
-        async {
-            let link = app.redis.as_ref()?;
-            Some(bounded(ping_redis(link)).await)
-        },
-    );
+    let Checks {
+        storage,
+        catalog,
+        redis,
+    } = Checks::run(app).await;
     let check = |result: &Result<(), String>| match result {
         Ok(()) => json!({"ok": true}),
         Err(e) => json!({"ok": false, "error": e}),
@@ -190,7 +224,10 @@ async fn ping_redis(link: &crate::cluster::link::RedisLink) -> Result<(), String
     .map_err(|e| e.to_string())
 }
 
-fn metrics(app: &App) -> Reply {
+/// The exposition, after the readiness checks (so `artifactd_ready` and
+/// `artifactd_backend_up` say what a probe would see now).
+async fn metrics(app: &App) -> Reply {
+    Checks::run(app).await;
     let mut reply = Reply::text(StatusCode::OK, app.metrics.render());
     reply.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     reply

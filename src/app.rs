@@ -46,6 +46,8 @@ pub struct App {
     /// must not depend on a request's runtime.
     pub background: tokio::runtime::Handle,
     pub started: Instant,
+    /// The status page's top lists, asked of the catalog now and then.
+    pub top_lists: crate::status::top_lists::TopLists,
     /// Set when this node is one of several sharing a bucket and Redis.
     pub cluster: Option<crate::cluster::Cluster>,
     /// The Redis connection state and the cluster share, when configured.

@@ -21,6 +21,32 @@ pub fn bearer_allows(req: &RequestHeader, expected: Option<&Secret>) -> bool {
     presented.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.expose().as_bytes()))
 }
 
+/// Whether `req` carries `expected` as a bearer token, or as the password
+/// of basic authentication (any user name): what a browser can be made to
+/// send for a page, by answering 401 with `WWW-Authenticate: Basic`.
+pub fn bearer_or_basic_allows(req: &RequestHeader, expected: &Secret) -> bool {
+    if bearer_allows(req, Some(expected)) {
+        return true;
+    }
+    use base64::Engine;
+    let password = (req.headers.get(http::header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|pair| {
+            let colon = pair.iter().position(|b| *b == b':')?;
+            Some(pair[colon + 1..].to_vec())
+        });
+    password.is_some_and(|p| constant_time_eq(&p, expected.expose().as_bytes()))
+}
+
 /// Compares without an early exit, so timing does not leak a prefix match.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
@@ -36,6 +62,23 @@ mod tests {
             r.insert_header("authorization", a).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn basic_authentication_carries_the_token_as_its_password() {
+        let t = Secret::new("s3cret".into());
+        assert!(bearer_or_basic_allows(&req(Some("Bearer s3cret")), &t));
+        // "ops:s3cret" and "ops:wrong"
+        assert!(bearer_or_basic_allows(
+            &req(Some("Basic b3BzOnMzY3JldA==")),
+            &t
+        ));
+        assert!(!bearer_or_basic_allows(
+            &req(Some("Basic b3BzOndyb25n")),
+            &t
+        ));
+        assert!(!bearer_or_basic_allows(&req(Some("Basic !!")), &t));
+        assert!(!bearer_or_basic_allows(&req(None), &t));
     }
 
     #[test]

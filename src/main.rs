@@ -80,6 +80,7 @@ mod rewrites;
 mod served_from;
 mod server;
 mod state;
+mod status;
 mod storage;
 mod store_lock;
 mod tls;

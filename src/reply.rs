@@ -67,6 +67,15 @@ impl Reply {
         }
     }
 
+    pub fn html(status: StatusCode, html: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: Bytes::from(html),
+            headers: Vec::new(),
+        }
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self

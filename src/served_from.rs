@@ -43,14 +43,22 @@ impl ServedFrom {
         }
     }
 
+    /// Whether the body came from the cache (fresh, stale or confirmed by
+    /// the upstream): what the hit ratios count as hits.
+    pub fn is_cached(self) -> bool {
+        matches!(
+            self,
+            ServedFrom::Hit | ServedFrom::Stale | ServedFrom::Revalidated
+        )
+    }
+
     /// `X-Artifact-Source` of a cached artifact's response: `cache` when
     /// the body came from storage, `remote` when from the upstream. A
     /// follower of another node's fill says `cache`: that fill is the
     /// cluster's cache, as a fill on this node is for a follower here.
     pub fn header(self, follows_peer: bool) -> &'static str {
         match self {
-            ServedFrom::Hit | ServedFrom::Stale | ServedFrom::Revalidated => "cache",
-            _ if follows_peer => "cache",
+            _ if self.is_cached() || follows_peer => "cache",
             _ => "remote",
         }
     }

@@ -244,6 +244,7 @@ fn join_cluster(
         });
     }
     let settings = config.server.cluster.as_ref()?;
+    crate::cluster::members::start(link.clone(), settings.advertise, background);
     Some(crate::cluster::Cluster {
         following: Arc::default(),
         secret: settings.secret.clone(),
@@ -347,6 +348,7 @@ fn build_app(
         jobs: crate::jobs::Jobs::default(),
         background: background.clone(),
         started: Instant::now(),
+        top_lists: Default::default(),
         cluster: opened.cluster,
         redis: opened.redis,
     }))

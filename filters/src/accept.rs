@@ -25,6 +25,47 @@ pub fn ranges(accept: &str) -> Vec<(String, f32)> {
         .collect()
 }
 
+/// Which of `offers` (media types, the server's preference first) an
+/// `Accept` value prefers: each takes the `q` of its most specific range
+/// (exact, then `type/*`, then `*/*`); a tie or no `Accept` goes to the
+/// earlier offer, as does a value that accepts none of them.
+///
+/// ```
+/// let offers = ["application/json", "text/html"];
+/// let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+/// assert_eq!(filters::accept::preferred(Some(browser), &offers), "text/html");
+/// assert_eq!(filters::accept::preferred(Some("*/*"), &offers), "application/json");
+/// assert_eq!(filters::accept::preferred(None, &offers), "application/json");
+/// ```
+pub fn preferred<'a>(accept: Option<&str>, offers: &[&'a str]) -> &'a str {
+    let first = offers.first().copied().unwrap_or("");
+    let Some(accept) = accept else {
+        return first;
+    };
+    let ranges = ranges(accept);
+    let q_of = |offer: &str| {
+        let kind = offer.split('/').next().unwrap_or("");
+        let specific = |range: &str| match range {
+            _ if range == offer => Some(3),
+            "*/*" => Some(1),
+            _ => (range.strip_suffix("/*") == Some(kind)).then_some(2),
+        };
+        ranges
+            .iter()
+            .filter_map(|(range, q)| specific(range).map(|s| (s, *q)))
+            .max_by_key(|(s, _)| *s)
+            .map_or(0.0, |(_, q)| q)
+    };
+    let mut best = (first, 0.0f32);
+    for offer in offers {
+        let q = q_of(offer);
+        if q > best.1 {
+            best = (offer, q);
+        }
+    }
+    best.0
+}
+
 /// The highest `q` an `Accept` value gives any of `media`.
 pub fn best_q(ranges: &[(String, f32)], media: &[&str]) -> f32 {
     ranges
@@ -32,4 +73,30 @@ pub fn best_q(ranges: &[(String, f32)], media: &[&str]) -> f32 {
         .filter(|(m, _)| media.contains(&m.as_str()))
         .map(|(_, q)| *q)
         .fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_range_decides_an_offers_q() {
+        let offers = ["text/html", "application/json"];
+        assert_eq!(
+            preferred(Some("application/json"), &offers),
+            "application/json"
+        );
+        assert_eq!(preferred(Some("*/*"), &offers), "text/html");
+        assert_eq!(
+            preferred(Some("text/*;q=0.2, */*;q=0.5"), &offers),
+            "application/json"
+        );
+        assert_eq!(
+            preferred(Some("text/html;q=0, */*"), &offers),
+            "application/json",
+            "an exact q=0 refuses the offer whatever */* says"
+        );
+        assert_eq!(preferred(Some("image/png"), &offers), "text/html");
+        assert_eq!(preferred(Some(""), &offers), "text/html");
+    }
 }

@@ -32,6 +32,8 @@ pub struct Head<'a> {
     pub minor_version: u8,
     pub accept: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    /// For the access log only: the answer does not depend on it.
+    pub user_agent: Option<&'a str>,
     /// `Host` and `X-Forwarded-Proto`: where a rewritten index document's
     /// links point.
     pub host: Option<&'a str>,
@@ -147,6 +149,7 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
 enum Known {
     Accept,
     RequestId,
+    UserAgent,
     Host,
     ForwardedProto,
     IfNoneMatch,
@@ -162,9 +165,10 @@ enum Known {
 
 impl Known {
     fn of(name: &str) -> Option<Known> {
-        const NAMES: [(&str, Known); 13] = [
+        const NAMES: [(&str, Known); 14] = [
             ("accept", Known::Accept),
             ("x-request-id", Known::RequestId),
+            ("user-agent", Known::UserAgent),
             ("host", Known::Host),
             ("x-forwarded-proto", Known::ForwardedProto),
             ("if-none-match", Known::IfNoneMatch),
@@ -192,6 +196,7 @@ fn read_header<'a>(head: &mut Head<'a>, which: Known, value: &'a str) {
     match which {
         Known::Accept => set(&mut head.accept, &mut head.unusual),
         Known::RequestId => set(&mut head.request_id, &mut head.unusual),
+        Known::UserAgent => head.user_agent = Some(value),
         Known::Host => set(&mut head.host, &mut head.unusual),
         Known::ForwardedProto => set(&mut head.forwarded_proto, &mut head.unusual),
         Known::IfNoneMatch => set(&mut head.if_none_match, &mut head.unusual),
@@ -245,6 +250,17 @@ mod tests {
         assert_eq!(h.forwarded_proto, None);
         let h = head("GET / HTTP/1.1\r\nhost: a:1\r\nX-Forwarded-Proto: https\r\n\r\n");
         assert_eq!((h.host, h.forwarded_proto), (Some("a:1"), Some("https")));
+        assert_eq!(h.user_agent, None);
+    }
+
+    #[test]
+    fn the_user_agent_is_read_for_the_log_and_changes_nothing_else() {
+        let h = head("GET /a HTTP/1.1\r\nUser-Agent: pip/24.0\r\nuser-agent: again\r\n\r\n");
+        assert_eq!(h.user_agent, Some("again"));
+        assert!(
+            h.plain(),
+            "a repeated User-Agent is no reason to leave the fast path"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum AdminRoute {
     Config,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /status`: the status page (HTML, or JSON when asked for).
+    Status,
     /// `PUT /cache/flush[?remote=NAME][&pattern=REGEX]`.
     Flush,
     /// `POST /cache-artifact`: start a job that pre-fills the cache.
@@ -104,6 +106,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/livez" => Some(AdminRoute::Live),
         "/config" => Some(AdminRoute::Config),
         "/metrics" => Some(AdminRoute::Metrics),
+        "/status" => Some(AdminRoute::Status),
         "/cache/flush" => Some(AdminRoute::Flush),
         "/cache-artifact" => Some(AdminRoute::CacheArtifact),
         _ => None,
@@ -239,6 +242,7 @@ mod tests {
     #[test]
     fn admin_routes() {
         assert_eq!(route("/"), Route::Admin(AdminRoute::Root));
+        assert_eq!(route("/status"), Route::Admin(AdminRoute::Status));
         assert_eq!(route("/health"), Route::Admin(AdminRoute::Health));
         assert_eq!(route("/config"), Route::Admin(AdminRoute::Config));
         assert_eq!(route("/metrics"), Route::Admin(AdminRoute::Metrics));

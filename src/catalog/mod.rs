@@ -68,6 +68,23 @@ pub struct UsageRow {
     pub bytes: i64,
 }
 
+/// Which entries [`Catalog::top_entries`] lists first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopOrder {
+    Largest,
+    MostHit,
+}
+
+/// One entry of a top list on the status page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct TopEntry {
+    pub remote: String,
+    pub path: String,
+    pub size: i64,
+    /// Hits reported so far (the index reports them in batches).
+    pub hits: i64,
+}
+
 /// One committed cache entry, as the storage index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryRow {
@@ -185,6 +202,8 @@ pub trait Catalog: Send + Sync {
     ) -> CatalogResult<Vec<(u128, String)>>;
     /// Objects and bytes cached per remote.
     async fn usage(&self) -> CatalogResult<Vec<UsageRow>>;
+    /// The first `limit` entries in `order`.
+    async fn top_entries(&self, order: TopOrder, limit: u32) -> CatalogResult<Vec<TopEntry>>;
     /// Cheap liveness check.
     async fn ping(&self) -> CatalogResult<()>;
 }
@@ -295,6 +314,11 @@ impl CatalogWriter {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.submitted.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// Events queued and not yet written.
+    pub fn queued(&self) -> u64 {
+        self.pending_accesses.load(Ordering::Relaxed) + self.pending_changes.load(Ordering::Relaxed)
     }
 
     /// Events lost because too many accesses waited or the writer had stopped.

@@ -9,7 +9,7 @@
 
 use super::{
     ArtifactRow, CachedRow, Catalog, CatalogError, CatalogEvent, CatalogResult, EntryRow,
-    PageQuery, UsageRow,
+    PageQuery, TopEntry, TopOrder, UsageRow,
 };
 use crate::config::CatalogUrl;
 use async_trait::async_trait;
@@ -572,6 +572,20 @@ impl Catalog for SqlCatalog {
         .await?)
     }
 
+    async fn top_entries(&self, order: TopOrder, limit: u32) -> CatalogResult<Vec<TopEntry>> {
+        let order_by = match order {
+            TopOrder::Largest => "size DESC",
+            TopOrder::MostHit => "hits DESC",
+        };
+        let query = format!(
+            "SELECT remote, path, size, hits FROM entries ORDER BY {order_by}, remote, path LIMIT $1"
+        );
+        Ok(sqlx::query_as(&query)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn ping(&self) -> CatalogResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -763,6 +777,38 @@ mod tests {
         assert_eq!(ids(catalog.eviction_order(2).await.unwrap()), [4, 3]);
         let rows = catalog.entries().await.unwrap();
         assert!(rows.iter().all(|r| r.record == r.id as u64), "{rows:?}");
+    }
+
+    #[tokio::test]
+    async fn top_entries_are_the_largest_or_the_most_hit() {
+        let (_dir, catalog) = temp_catalog().await;
+        let entry = |id: u128, size: i64| {
+            CatalogEvent::Entry(EntryRow {
+                id,
+                remote: "r".into(),
+                path: format!("p{id}"),
+                body: id,
+                size,
+                flags: 0,
+                last_access: 1,
+                record: 0,
+            })
+        };
+        let hits = |id: u128, hits: u32| CatalogEvent::EntryAccessed { id, at_ms: 5, hits };
+        let events = [
+            entry(1, 300),
+            entry(2, 100),
+            entry(3, 200),
+            hits(2, 7),
+            hits(3, 2),
+        ];
+        catalog.apply(&events).await.unwrap();
+        let paths = |rows: Vec<TopEntry>| rows.into_iter().map(|r| r.path).collect::<Vec<_>>();
+        let largest = catalog.top_entries(TopOrder::Largest, 2).await.unwrap();
+        assert_eq!(paths(largest), ["p1", "p3"]);
+        let most_hit = catalog.top_entries(TopOrder::MostHit, 3).await.unwrap();
+        assert_eq!(most_hit[0].hits, 7);
+        assert_eq!(paths(most_hit), ["p2", "p3", "p1"]);
     }
 
     /// Access reports in bulk: more rows than one statement takes, only

@@ -10,12 +10,13 @@
 //! keeps nodes' memories of the shared bucket true; [`fill_lease`] and
 //! [`peer`] make one node fetch an object while the others stream its
 //! fill; [`evict_lease`] lets one node at a time evict from the shared
-//! bucket.
+//! bucket; [`members`] says which nodes are alive, for the status page.
 
 pub mod changes;
 pub mod evict_lease;
 pub mod fill_lease;
 pub mod link;
+pub mod members;
 pub mod peer;
 pub mod redis_target;
 

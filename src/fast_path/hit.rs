@@ -51,7 +51,8 @@ pub struct Answer {
     pub status: u16,
     /// Body bytes sent (what pingora counts as sent).
     pub body_bytes: u64,
-    pub remote: Arc<Remote>,
+    /// The remote and cache key it was decided as.
+    pub decided: Arc<Decided>,
     pub request_id: String,
 }
 
@@ -100,7 +101,7 @@ pub fn answer(
         body: response.body,
         status: response.status,
         body_bytes: response.body_bytes,
-        remote: decided.remote.clone(),
+        decided: decided.clone(),
         request_id,
     })
 }
@@ -169,7 +170,7 @@ fn from_view(view: &RecordView<'_>, tail: &Tail<'_>, is_head: bool) -> Option<Re
 /// the upstream's bytes, and the phases drop them for documents too.
 fn rewritten(
     app: &App,
-    decided: &Decided,
+    decided: &Arc<Decided>,
     head: &Head<'_>,
     keep_alive: bool,
     now: SystemTime,
@@ -204,7 +205,7 @@ fn rewritten(
         body,
         status: copy.header.status.as_u16(),
         body_bytes,
-        remote: decided.remote.clone(),
+        decided: decided.clone(),
         request_id,
     })
 }
@@ -221,10 +222,12 @@ pub struct Decisions {
 }
 
 /// An artifact request the fast path may answer: its remote and entry.
-struct Decided {
+pub struct Decided {
     target: Box<str>,
     accept: Option<Box<str>>,
-    remote: Arc<Remote>,
+    pub remote: Arc<Remote>,
+    /// The cache key after the remote, for the access log.
+    pub key: crate::access_log::KeyPath,
     id: u128,
     /// The [`App::config_generation`] it was decided under.
     generation: u64,
@@ -314,6 +317,7 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         target: head.target.into(),
         accept: head.accept.map(Into::into),
         id: EntryLocation::from_key(&cache::key(&artifact)).id(),
+        key: crate::access_log::KeyPath::of(&artifact.key_parts),
         remote: artifact.remote,
         generation,
         rewritten,

@@ -191,14 +191,17 @@ fn record(
     started: Instant,
     error: Option<&std::io::Error>,
 ) {
-    let remote = answer.remote.name.as_str();
+    let remote = answer.decided.remote.name.as_str();
     let duration = started.elapsed();
     app.metrics.record(&Request {
         remote,
         outcome: Outcome::from(ServedFrom::Hit),
         source: ServedFrom::Hit,
+        status: answer.status,
         bytes: answer.body_bytes,
+        upstream_bytes: 0,
         upstream_error: false,
+        quarantined: false,
         duration,
         upstream: None,
         fast_path: true,
@@ -219,7 +222,12 @@ fn record(
         source: ServedFrom::Hit.as_str(),
         bytes: answer.body_bytes,
         ms: duration.as_secs_f64() * 1000.0,
+        user_agent: head.user_agent,
         upstream_ms: None,
+        upstream_status: None,
+        upstream_bytes: 0,
+        key_remote: Some(remote),
+        key: Some(&answer.decided.key),
         error: error.map(|e| format!("writing the response: {e}")),
     }
     .write();

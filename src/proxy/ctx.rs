@@ -5,7 +5,7 @@
 use super::artifact::Artifact;
 use super::upstream::Redirect;
 use crate::lifecycle::InFlightGuard;
-use crate::metrics::Outcome;
+use crate::metrics::{InFlightRequest, Outcome};
 use crate::served_from::ServedFrom;
 use filters::breaker::Admit;
 use pingora::cache::CachePhase;
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct RequestCtx {
     /// Counts this request as in flight until pingora drops the context.
     _in_flight: InFlightGuard,
+    /// Counts it in `artifactd_requests_in_flight` likewise.
+    _counted: InFlightRequest,
     pub started: Instant,
     /// Set for requests routed to a remote (cached) repository.
     pub artifact: Option<Artifact>,
@@ -57,6 +59,10 @@ pub struct UpstreamAttempt {
     pub challenged: bool,
     /// When the first request went upstream.
     pub started: Option<Instant>,
+    /// The status of the last upstream response, if one arrived.
+    pub status: Option<u16>,
+    /// Body bytes received from the upstream (not from another node).
+    pub body_bytes: u64,
     /// Until the (last) upstream response header arrived.
     pub header_wait: Option<Duration>,
 }
@@ -86,9 +92,10 @@ pub struct Checks {
 }
 
 impl RequestCtx {
-    pub fn new(in_flight: InFlightGuard) -> Self {
+    pub fn new(in_flight: InFlightGuard, counted: InFlightRequest) -> Self {
         RequestCtx {
             _in_flight: in_flight,
+            _counted: counted,
             started: Instant::now(),
             artifact: None,
             remote_name: None,

@@ -79,6 +79,10 @@ pub fn checksum_mismatch(
         mismatch.expected,
         mismatch.actual
     );
-    app.metrics.checksum_mismatch(&artifact.remote.name);
+    let detail = format!(
+        "index published {}, upstream sent {}",
+        mismatch.expected, mismatch.actual
+    );
+    (app.metrics).checksum_mismatch(&artifact.remote.name, &artifact.key_parts[0], detail);
     mismatch.into_error(super::failure::Failure::ChecksumMismatch)
 }

@@ -7,8 +7,11 @@ use super::ctx::RequestCtx;
 use super::failure::Failure;
 use super::outcome::UpstreamOutcome;
 use super::prefetch::Prefetcher;
+use crate::access_log::KeyPath;
 use crate::app::App;
+use crate::metrics::recent::{Problem, ProblemKind};
 use crate::metrics::Outcome;
+use crate::served_from::ServedFrom;
 use filters::breaker::Admit;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -30,25 +33,71 @@ pub async fn request_ended(
             app.prefetcher.tag_manifest(artifact);
         }
     }
+    super::traffic::upstream_unanswered(app, ctx);
     let source = ctx.served_from(session.cache.phase());
-    let outcome = ctx.outcome.unwrap_or(Outcome::from(source));
-    let bytes = session.body_bytes_sent() as u64;
-    let duration = ctx.started.elapsed();
+    let ended = Ended {
+        source,
+        status: (session.response_written()).map_or(0, |r| r.status.as_u16()),
+        bytes: session.body_bytes_sent() as u64,
+        duration: ctx.started.elapsed(),
+    };
     if let Some(remote) = &ctx.remote_name {
+        let quarantined = ctx.held_in_cache
+            || matches!(
+                ctx.attempt.outcome,
+                Some(UpstreamOutcome::Quarantined { .. })
+            );
         app.metrics.record(&crate::metrics::Request {
             remote,
-            outcome,
+            outcome: ctx.outcome.unwrap_or(Outcome::from(source)),
             source,
-            bytes,
+            status: ended.status,
+            bytes: ended.bytes,
+            upstream_bytes: ctx.attempt.body_bytes,
             upstream_error,
-            duration,
+            quarantined,
+            duration: ended.duration,
             upstream: ctx.attempt.header_wait,
             fast_path: false,
         });
+        if upstream_error {
+            remember_upstream_error(app, session, error, ctx, remote, source);
+        }
     }
     if crate::access_log::enabled() {
-        write_access(session, error, ctx, source, bytes, duration);
+        write_access(session, error, ctx, &ended);
     }
+}
+
+/// How a request ended, for the counters and the access line.
+struct Ended {
+    source: ServedFrom,
+    /// 0 when no response was written.
+    status: u16,
+    bytes: u64,
+    duration: std::time::Duration,
+}
+
+/// Lists an upstream failure on the status page, with what the client got.
+fn remember_upstream_error(
+    app: &App,
+    session: &Session,
+    error: Option<&Error>,
+    ctx: &RequestCtx,
+    remote: &str,
+    source: ServedFrom,
+) {
+    let kind = match source.is_cached() {
+        true => ProblemKind::ServedStale,
+        false => ProblemKind::UpstreamError,
+    };
+    let detail = match (error, ctx.attempt.status) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(status)) => format!("upstream answered {status}"),
+        (None, None) => "upstream failed".to_string(),
+    };
+    let path = session.req_header().uri.path();
+    (app.metrics.recent).add(Problem::new(kind, remote, path, detail));
 }
 
 /// Whether the upstream failed this request. A response's outcome says
@@ -93,27 +142,25 @@ async fn complete_manifest_headers(app: &App, ctx: &mut RequestCtx) {
     }
 }
 
-fn write_access(
-    session: &Session,
-    error: Option<&Error>,
-    ctx: &RequestCtx,
-    source: crate::served_from::ServedFrom,
-    bytes: u64,
-    duration: std::time::Duration,
-) {
+fn write_access(session: &Session, error: Option<&Error>, ctx: &RequestCtx, ended: &Ended) {
     let req = session.req_header();
-    let status = (session.response_written()).map_or(0, |r| r.status.as_u16());
+    let key = ctx.artifact.as_ref().map(|a| KeyPath::of(&a.key_parts));
     crate::access_log::Access {
         request_id: crate::request_id::of(req),
         client: (session.client_addr()).map_or_else(|| "-".to_string(), |a| a.to_string()),
         method: req.method.as_str(),
         remote: ctx.remote_name.as_deref().unwrap_or("-"),
         path: req.uri.path(),
-        status,
-        source: source.as_str(),
-        bytes,
-        ms: duration.as_secs_f64() * 1000.0,
+        status: ended.status,
+        source: ended.source.as_str(),
+        bytes: ended.bytes,
+        ms: ended.duration.as_secs_f64() * 1000.0,
+        user_agent: (req.headers.get(http::header::USER_AGENT)).and_then(|v| v.to_str().ok()),
         upstream_ms: ctx.attempt.header_wait.map(|d| d.as_secs_f64() * 1000.0),
+        upstream_status: ctx.attempt.status,
+        upstream_bytes: ctx.attempt.body_bytes,
+        key_remote: ctx.artifact.as_ref().map(|a| a.remote.name.as_str()),
+        key: key.as_ref(),
         error: error.map(|e| e.to_string()),
     }
     .write();

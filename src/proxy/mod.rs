@@ -53,6 +53,7 @@ pub mod prefetch;
 pub mod request;
 pub mod respond;
 pub mod snapshots;
+mod traffic;
 pub mod upstream;
 pub mod verify;
 
@@ -199,7 +200,10 @@ impl ProxyHttp for ArtifactProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.app.in_flight.enter())
+        RequestCtx::new(
+            self.app.in_flight.enter(),
+            self.app.metrics.request_started(),
+        )
     }
 
     /// Pingora's (disabled) compression module, and the rewriting of index
@@ -394,6 +398,7 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.attempt.header_wait = ctx.attempt.started.map(|started| started.elapsed());
+        traffic::upstream_answered(&self.app, ctx, upstream_response.status.as_u16());
         if ctx.fill.peer.is_some() {
             if upstream_response.status != http::StatusCode::OK {
                 // The fill is gone from that node: fetch it here (without a
@@ -438,6 +443,7 @@ impl ProxyHttp for ArtifactProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        traffic::upstream_body(ctx, body.as_ref());
         if let (Some(check), Some(artifact)) = (ctx.checks.file_check.as_mut(), &ctx.artifact) {
             if let Err(mismatch) = check.filter(body, end_of_stream) {
                 return Err(files::checksum_mismatch(&self.app, artifact, mismatch));

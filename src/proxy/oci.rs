@@ -424,7 +424,11 @@ pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Bo
         mismatch.expected,
         mismatch.actual
     );
-    app.metrics.digest_mismatch(&artifact.remote.name);
+    let detail = format!(
+        "expected {}, upstream sent {}",
+        mismatch.expected, mismatch.actual
+    );
+    (app.metrics).digest_mismatch(&artifact.remote.name, &artifact.key_parts[0], detail);
     mismatch.into_error(super::failure::Failure::DigestMismatch)
 }
 

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Largest chunk handed to pingora per read.
@@ -48,8 +48,33 @@ pub enum Progress {
 struct Fill {
     tag: u64,
     meta: StoredMeta,
+    about: FillAbout,
+    started: Instant,
+    /// Milliseconds from `started` to the last write.
+    last_write_ms: AtomicU64,
     data: parking_lot::Mutex<FillData>,
     progress: watch::Sender<Progress>,
+}
+
+/// What a fill is of, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillAbout {
+    pub remote: String,
+    pub path: String,
+    /// The upstream's `Content-Length`, when it sent one.
+    pub expected: Option<u64>,
+}
+
+/// A fill in progress as the status page and `/metrics` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillView {
+    pub about: FillAbout,
+    pub written: u64,
+    pub elapsed: Duration,
+    /// Since the last bytes arrived.
+    pub idle: Duration,
+    /// Requests streaming this fill besides its writer.
+    pub followers: usize,
 }
 
 /// Where a fill's bytes so far are.
@@ -116,10 +141,13 @@ impl Default for Fills {
 
 impl Fills {
     /// Registers a fill of entry `id`, held in memory until it spills.
-    pub fn start(&'static self, id: u128, meta: &CacheMeta) -> FillHandle {
+    pub fn start(&'static self, id: u128, meta: &CacheMeta, about: FillAbout) -> FillHandle {
         let fill = Arc::new(Fill {
             tag: self.next_tag.fetch_add(1, Ordering::Relaxed),
             meta: StoredMeta::of(meta),
+            about,
+            started: Instant::now(),
+            last_write_ms: AtomicU64::new(0),
             data: parking_lot::Mutex::new(FillData::Memory(Vec::new())),
             progress: watch::channel(Progress::Writing(0)).0,
         });
@@ -194,6 +222,33 @@ impl Fills {
             || self.active.lock().expect("fills lock").contains_key(&id)
     }
 
+    /// Every fill in progress, the longest-running first.
+    pub fn in_progress(&self) -> Vec<FillView> {
+        let active = self.active.lock().expect("fills lock");
+        let mut views: Vec<FillView> = active
+            .values()
+            .flatten()
+            .map(|fill| {
+                let written = match *fill.progress.borrow() {
+                    Progress::Writing(bytes) | Progress::Done(bytes) => bytes,
+                    Progress::Failed => 0,
+                };
+                let elapsed = fill.started.elapsed();
+                let last = Duration::from_millis(fill.last_write_ms.load(Ordering::Relaxed));
+                FillView {
+                    about: fill.about.clone(),
+                    written,
+                    elapsed,
+                    idle: elapsed.saturating_sub(last),
+                    followers: fill.progress.receiver_count(),
+                }
+            })
+            .collect();
+        drop(active);
+        views.sort_by_key(|view| std::cmp::Reverse(view.elapsed));
+        views
+    }
+
     /// Forgets the recent fill of `id`: its entry was removed.
     pub fn forget(&self, id: u128) {
         self.recent.remove(&id);
@@ -246,6 +301,10 @@ impl FillHandle {
     }
 
     pub fn written(&self, bytes: u64) {
+        let since_start = self.fill.started.elapsed().as_millis() as u64;
+        self.fill
+            .last_write_ms
+            .store(since_start, Ordering::Relaxed);
         self.fill.progress.send_replace(Progress::Writing(bytes));
     }
 
@@ -381,10 +440,34 @@ mod tests {
         Box::leak(Box::default())
     }
 
+    fn about() -> FillAbout {
+        FillAbout {
+            remote: "r".into(),
+            path: "big.bin".into(),
+            expected: Some(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn fills_in_progress_show_their_bytes_and_followers() {
+        let fills = fills();
+        let handle = fills.start(5, &meta(), about());
+        let (_, _reader) = fills.reader(5, None).unwrap();
+        handle.append(bytes::Bytes::from_static(b"abcd"));
+        handle.written(4);
+        let views = fills.in_progress();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].about, about());
+        assert_eq!((views[0].written, views[0].followers), (4, 1));
+        assert!(views[0].idle <= views[0].elapsed);
+        handle.done(4);
+        assert!(fills.in_progress().is_empty());
+    }
+
     #[tokio::test]
     async fn a_follower_reads_bytes_as_they_are_written_and_ends_on_done() {
         let fills = fills();
-        let handle = fills.start(7, &meta());
+        let handle = fills.start(7, &meta(), about());
         let (_, mut reader) = fills.reader(7, None).unwrap();
         handle.append(bytes::Bytes::from_static(b"hello "));
         handle.written(6);
@@ -411,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_fill_is_an_error_for_its_followers_never_an_end() {
         let fills = fills();
-        let handle = fills.start(9, &meta());
+        let handle = fills.start(9, &meta(), about());
         let tag = u64::from_be_bytes(handle.tag_bytes());
         let (_, mut reader) = fills.reader(9, Some(tag)).unwrap();
         handle.append(bytes::Bytes::from_static(b"part"));
@@ -425,7 +508,7 @@ mod tests {
     #[tokio::test]
     async fn a_seek_waits_for_its_range_and_stops_at_its_end() {
         let fills = fills();
-        let handle = fills.start(3, &meta());
+        let handle = fills.start(3, &meta(), about());
         let (_, mut reader) = fills.reader(3, None).unwrap();
         reader.seek(4, Some(8)).unwrap();
         handle.append(bytes::Bytes::from_static(b"0123"));

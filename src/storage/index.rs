@@ -154,7 +154,17 @@ pub struct Index {
     wide_bodies: RwLock<HashMap<u128, u128>>,
     entries: AtomicU64,
     bytes: AtomicU64,
+    /// Objects and bytes by remote position, for `/metrics` and the
+    /// status page (changed only by inserts and removals, never by a hit).
+    per_remote: parking_lot::Mutex<Vec<RemoteUsage>>,
     complete: AtomicBool,
+}
+
+/// What one remote holds in the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteUsage {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 impl Default for Index {
@@ -164,6 +174,7 @@ impl Default for Index {
             wide_bodies: RwLock::default(),
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            per_remote: parking_lot::Mutex::default(),
             complete: AtomicBool::new(false),
         }
     }
@@ -267,6 +278,7 @@ impl Index {
         match &old_view {
             Some(old) => {
                 self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+                self.account(old.remote, old.size, false);
             }
             None => {
                 self.entries.fetch_add(1, Ordering::Relaxed);
@@ -274,6 +286,7 @@ impl Index {
         }
         self.bytes
             .fetch_add(slot.size.min(SIZE_MASK), Ordering::Relaxed);
+        self.account(slot.remote, slot.size.min(SIZE_MASK), true);
         old_view
     }
 
@@ -292,6 +305,7 @@ impl Index {
         drop(shard);
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(current.size, Ordering::Relaxed);
+        self.account(current.remote, current.size, false);
         Some(current)
     }
 
@@ -327,6 +341,7 @@ impl Index {
                     removed += 1;
                     self.entries.fetch_sub(1, Ordering::Relaxed);
                     self.bytes.fetch_sub(stored.size(), Ordering::Relaxed);
+                    self.account(stored.remote(), stored.size(), false);
                     if stored.body == WIDE {
                         wide.push(*id);
                     }
@@ -356,6 +371,32 @@ impl Index {
         let mut out = Vec::with_capacity(self.entries() as usize);
         self.each(|id, view| out.push(Candidate { id, view }));
         out
+    }
+
+    /// Adds (or takes away) one object of `size` bytes to the remote at
+    /// position `remote`; an unknown remote (`u16::MAX`) is not counted.
+    fn account(&self, remote: u16, size: u64, added: bool) {
+        if remote == u16::MAX {
+            return;
+        }
+        let mut per_remote = self.per_remote.lock();
+        let at = remote as usize;
+        if per_remote.len() <= at {
+            per_remote.resize(at + 1, RemoteUsage::default());
+        }
+        let usage = &mut per_remote[at];
+        if added {
+            usage.objects += 1;
+            usage.bytes += size;
+        } else {
+            usage.objects = usage.objects.saturating_sub(1);
+            usage.bytes = usage.bytes.saturating_sub(size);
+        }
+    }
+
+    /// Objects and bytes by remote position.
+    pub fn usage_by_remote(&self) -> Vec<RemoteUsage> {
+        self.per_remote.lock().clone()
     }
 
     pub fn entries(&self) -> u64 {
@@ -400,6 +441,8 @@ mod tests {
         let old = index.insert(1, Slot::new(11, 70, 0, 0, 3)).unwrap();
         assert_eq!(old.body, 10);
         assert_eq!((index.entries(), index.bytes()), (2, 120));
+        let usage = |objects, bytes| RemoteUsage { objects, bytes };
+        assert_eq!(index.usage_by_remote(), vec![usage(1, 70), usage(1, 50)]);
         // A removal that read the old body leaves the new one alone.
         assert!(index.remove(1, Some(10)).is_none());
         assert_eq!(index.remove(1, Some(11)).unwrap().size, 70);
@@ -407,6 +450,13 @@ mod tests {
         assert_eq!(index.clear(Some(0)), 0);
         assert_eq!(index.clear(Some(1)), 1);
         assert_eq!((index.entries(), index.bytes()), (0, 0));
+        assert_eq!(index.usage_by_remote(), vec![usage(0, 0), usage(0, 0)]);
+        index.insert(3, Slot::new(30, 5, u16::MAX, 0, 1));
+        assert_eq!(
+            index.usage_by_remote().len(),
+            2,
+            "unknown remote not counted"
+        );
     }
 
     #[test]

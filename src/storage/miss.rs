@@ -56,7 +56,12 @@ impl BodyMiss {
                 .map(str::to_string)
         };
         let expected_size = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        let fill = storage.fills.start(location.id(), meta);
+        let about = super::fills::FillAbout {
+            remote: location.remote.clone(),
+            path: path.clone(),
+            expected: expected_size,
+        };
+        let fill = storage.fills.start(location.id(), meta, about);
         let meta = StoredMeta::of(meta);
         Ok(BodyMiss {
             storage,

@@ -267,6 +267,28 @@ impl CacheStorage {
         }
     }
 
+    /// Objects and bytes each remote holds, by name.
+    pub fn usage_by_remote(&self) -> Vec<(String, index::RemoteUsage)> {
+        let names = self.known_remotes.load();
+        let usage = self.index.usage_by_remote();
+        let of = |at: usize| usage.get(at).copied().unwrap_or_default();
+        names
+            .iter()
+            .enumerate()
+            .map(|(at, name)| (name.clone(), of(at)))
+            .collect()
+    }
+
+    /// The bounds eviction keeps the cache within.
+    pub fn bounds(&self) -> &evict::Bounds {
+        &self.bounds
+    }
+
+    /// Fills in progress on this node, the longest-running first.
+    pub fn fills_in_progress(&self) -> Vec<fills::FillView> {
+        self.fills.in_progress()
+    }
+
     /// Whether a committed entry for `key` is in the index (it may still be
     /// expired).
     pub fn contains(&self, key: &CacheKey) -> bool {

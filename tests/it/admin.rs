@@ -4,12 +4,13 @@ use crate::harness::{
     client, generic_remote, pattern_bytes, Artifactd, Immutable, Origin, OriginFile,
 };
 
-fn metric(text: &str, name: &str, remote: &str) -> u64 {
-    let prefix = format!("{name}{{remote=\"{remote}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+/// The samples of `name` for remote `gen` with `labels` too, summed.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let mut all = vec![("remote", "gen")];
+    all.extend_from_slice(labels);
+    let known = text.lines().any(|l| l.starts_with(name));
+    assert!(known, "no {name} in\n{text}");
+    crate::harness::sample_sum(text, name, &all) as u64
 }
 
 #[tokio::test]
@@ -79,7 +80,8 @@ async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
     let http = client();
     let scrape = || async { crate::harness::get_text(&http, ad.url("/metrics")).await };
     let before = scrape().await;
-    assert_eq!(metric(&before, "artifactd_cache_hits_total", "gen"), 0);
+    let hits = [("source", "hit")];
+    assert_eq!(metric(&before, "artifactd_requests_total", &hits), 0);
 
     let url = ad.artifact("gen", "m/a.tgz");
     http.get(&url).send().await.unwrap().bytes().await.unwrap();
@@ -90,10 +92,27 @@ async fn metrics_move_with_traffic_and_flush_empties_the_cache() {
         .await
         .unwrap();
     let after = scrape().await;
-    assert_eq!(metric(&after, "artifactd_cache_misses_total", "gen"), 1);
-    assert_eq!(metric(&after, "artifactd_cache_hits_total", "gen"), 2);
-    assert_eq!(metric(&after, "artifactd_denied_total", "gen"), 1);
-    assert!(metric(&after, "artifactd_bytes_served_total", "gen") >= 3 * 4096);
+    let misses = [("source", "miss"), ("status", "2xx")];
+    assert_eq!(metric(&after, "artifactd_requests_total", &misses), 1);
+    assert_eq!(metric(&after, "artifactd_requests_total", &hits), 2);
+    assert_eq!(metric(&after, "artifactd_denied_requests_total", &[]), 1);
+    let refused = [("source", "passed"), ("status", "4xx")];
+    assert_eq!(metric(&after, "artifactd_requests_total", &refused), 1);
+    assert_eq!(
+        metric(&after, "artifactd_served_bytes_total", &hits),
+        2 * 4096
+    );
+    let fetched = [("source", "miss")];
+    assert_eq!(
+        metric(&after, "artifactd_served_bytes_total", &fetched),
+        4096
+    );
+    assert_eq!(metric(&after, "artifactd_upstream_bytes_total", &[]), 4096);
+    let answered = [("status", "2xx")];
+    assert_eq!(
+        metric(&after, "artifactd_upstream_responses_total", &answered),
+        1
+    );
 
     // Flushing needs the admin token, then empties the remote's cache.
     let flush_url = ad.url("/cache/flush?remote=gen");
@@ -235,6 +254,7 @@ async fn request_ids_access_lines_and_duration_histograms() {
         let miss = http
             .get(&url)
             .header("x-request-id", "client-id-42")
+            .header("user-agent", "artifactd-test/1 (ci)")
             .send()
             .await
             .unwrap();
@@ -285,6 +305,21 @@ async fn request_ids_access_lines_and_duration_histograms() {
                 (Some("miss"), Some("hit"))
             );
             assert!(miss["upstream_ms"].as_f64().is_some() && hit["upstream_ms"].is_null());
+            assert_eq!(miss["user_agent"], "artifactd-test/1 (ci)");
+            assert_eq!(
+                (&miss["upstream_status"], &miss["upstream_bytes"]),
+                (&200.into(), &5000.into())
+            );
+            assert_eq!(
+                (&hit["upstream_status"], &hit["upstream_bytes"]),
+                (&serde_json::Value::Null, &0.into())
+            );
+            for record in [&miss, &hit] {
+                assert_eq!(
+                    (&record["key_remote"], &record["key_path"]),
+                    (&"gen".into(), &"o.bin".into())
+                );
+            }
             assert!(
                 log.lines()
                     .filter(|l| !l.trim().is_empty())
@@ -301,6 +336,17 @@ async fn request_ids_access_lines_and_duration_histograms() {
                 "{miss_line}"
             );
             assert!(!miss_line.contains("upstream_ms=-"), "{miss_line}");
+            for field in [
+                " upstream_status=200 upstream_bytes=5000 ",
+                r#" ua="artifactd-test/1 (ci)""#,
+                r#" key=gen:"o.bin""#,
+            ] {
+                assert!(miss_line.contains(field), "{field} in {miss_line}");
+            }
+            assert!(
+                hit_line.contains(" upstream_status=- upstream_bytes=0 "),
+                "{hit_line}"
+            );
             assert!(
                 hit_line.contains("source=hit") && hit_line.contains("upstream_ms=-"),
                 "{hit_line}"
@@ -317,9 +363,9 @@ async fn request_ids_access_lines_and_duration_histograms() {
             "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"miss\"} 1",
             "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"hit\"} 1",
             "artifactd_upstream_response_seconds_count{remote=\"gen\"} 1",
-            "artifactd_cache_hits_total{remote=\"gen\"} 1",
+            "artifactd_requests_total{remote=\"gen\",source=\"hit\",status=\"2xx\"} 1",
             "artifactd_remote_up{remote=\"gen\"} 1",
-            "artifactd_cache_objects 1",
+            "artifactd_cache_objects{remote=\"gen\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} in:\n{text}");
         }

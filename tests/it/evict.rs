@@ -47,12 +47,14 @@ pub(crate) async fn fetch(ad: &Artifactd, path: &str) -> (String, Vec<u8>) {
     (source, resp.bytes().await.unwrap().to_vec())
 }
 
+/// Every sample of `name` summed (over remotes, for the per-remote ones).
 pub(crate) async fn metric(ad: &Artifactd, name: &str) -> u64 {
     let text = crate::harness::get_text(&client(), ad.url("/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    let known = text
+        .lines()
+        .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
+    assert!(known, "no metric {name} in:\n{text}");
+    crate::harness::sample_sum(&text, name, &[]) as u64
 }
 
 /// `cache.memory_index_entries` bounds the object count: a cache holding

@@ -434,7 +434,7 @@ async fn wrong_bytes_for_a_digest_fail_the_transfer_and_commit_nothing() {
     let out = pull_to_dir(&docker_ref(&ad, "hub/bad/app:app"), &copy, &[]).await;
     assert!(!out.status.success(), "skopeo must fail on the wrong blob");
     assert_eq!(
-        metric(&ad, "artifactd_digest_mismatch_total{remote=\"hub\"}").await,
+        metric(&ad, "artifactd_digest_mismatches_total{remote=\"hub\"}").await,
         2
     );
     assert!(ad.log_text().contains(&format!("expected {blob}")));
@@ -1050,7 +1050,7 @@ async fn a_docker_remote_through_the_artifact_route_is_the_registry_api() {
         "a tampered blob must not complete"
     );
     assert_eq!(
-        metric(&ad, "artifactd_digest_mismatch_total{remote=\"hub\"}").await,
+        metric(&ad, "artifactd_digest_mismatches_total{remote=\"hub\"}").await,
         1
     );
     for repository in ["team/one", "team/two"] {

@@ -88,14 +88,8 @@ async fn remotes_edited_and_reloaded_on_sighup_serve_without_a_failed_request() 
         before_new + 1,
         "new caches its own copy once"
     );
-    assert_eq!(
-        metric(&ad, "artifactd_cache_misses_total{remote=\"new\"}").await,
-        1
-    );
-    assert_eq!(
-        metric(&ad, "artifactd_cache_hits_total{remote=\"new\"}").await,
-        1
-    );
+    assert_eq!(crate::harness::requests_from(&ad, "new", "miss").await, 1);
+    assert_eq!(crate::harness::requests_from(&ad, "new", "hit").await, 1);
 
     // A broken edit: refused with file and line, the running config stays.
     let broken = format!(

@@ -135,7 +135,10 @@ async fn a_node_killed_while_its_catalog_was_locked_recovers_from_its_segments()
     assert_ne!(source, "cache", "the removed object stays removed");
     assert!(bytes == small(0));
     assert_eq!(origin.hits("/s0.bin"), 2);
-    assert_eq!(metric(&ad, "artifactd_cache_objects").await, 32);
+    assert_eq!(
+        crate::evict::metric(&ad, "artifactd_cache_objects").await,
+        32
+    );
 }
 
 /// A bounded cache whose oldest segments each keep one object in use:

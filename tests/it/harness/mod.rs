@@ -236,14 +236,60 @@ pub async fn log_says(ad: &Artifactd, text: &str) {
     panic!("artifactd never logged {text:?}:\n{}", ad.log_text());
 }
 
-/// `artifactd_checksum_mismatch_total` of `remote`, scraped now.
+/// `artifactd_checksum_mismatches_total` of `remote`, scraped now.
 pub async fn checksum_mismatches(ad: &Artifactd, remote: &str) -> u64 {
-    remote_metric(ad, "artifactd_checksum_mismatch_total", remote).await
+    remote_metric(ad, "artifactd_checksum_mismatches_total", remote).await
 }
 
 /// The value of `name{remote="…"}`, scraped now.
 pub async fn remote_metric(ad: &Artifactd, name: &str, remote: &str) -> u64 {
     metric(ad, &format!("{name}{{remote=\"{remote}\"}}")).await
+}
+
+/// The sum of every sample of `name` in the exposition `text` whose labels
+/// include `labels` (all of its samples for none).
+pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)),
+                None => (series, Vec::new()),
+            };
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.iter().any(|(sk, sv)| sk == k && sv == v));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// `k="v",k2="v2"` as pairs (values without escapes, as artifactd's are).
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let Some((value, tail)) = after.split_once('"') else {
+            break;
+        };
+        pairs.push((key.trim_start_matches(',').to_string(), value.to_string()));
+        rest = tail;
+    }
+    pairs
+}
+
+/// [`sample_sum`] of a scrape made now, as a count.
+pub async fn metric_sum(ad: &Artifactd, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = get_text(&client(), ad.url("/metrics")).await;
+    sample_sum(&text, name, labels) as u64
+}
+
+/// Requests of `remote` served from `source` (hit, miss, stale, ...).
+pub async fn requests_from(ad: &Artifactd, remote: &str, source: &str) -> u64 {
+    let labels = [("remote", remote), ("source", source)];
+    metric_sum(ad, "artifactd_requests_total", &labels).await
 }
 
 /// The value of the sample `selector` (a name, and its labels if it has

@@ -90,6 +90,23 @@ fn free_port_pair() -> u16 {
     }
 }
 
+/// `N` ports from [`free_port_pair`], no two alike and none another's
+/// neighbour: each probe frees its port, so two probes can draw the same
+/// one (seen once: SeaweedFS's filer and S3 gateway on one port).
+fn distinct_port_pairs<const N: usize>() -> [u16; N] {
+    let mut ports = [0u16; N];
+    let mut found = 0;
+    while found < N {
+        let port = free_port_pair();
+        let clashes = |p: &u16| *p == port || p.abs_diff(port) == 10_000;
+        if !ports[..found].iter().any(clashes) {
+            ports[found] = port;
+            found += 1;
+        }
+    }
+    ports
+}
+
 fn stop(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         let _ = child.kill();
@@ -573,10 +590,11 @@ impl S3Server {
 
     fn start_with(dir: &Path, with_process: bool) -> S3Server {
         std::fs::create_dir_all(dir.join("data")).expect("s3 dir");
+        let [port, ports @ ..] = distinct_port_pairs::<4>();
         let mut server = S3Server {
             child: None,
-            port: free_port_pair(),
-            ports: [free_port_pair(), free_port_pair(), free_port_pair()],
+            port,
+            ports,
             metrics_port: super::artifactd::free_port(),
             dir: dir.to_path_buf(),
             with_process,
