@@ -40,6 +40,10 @@ if [[ ${1:-} == test ]]; then
     # The container tests: podman builds the image (FROM scratch) and runs
     # it with runc.
     packages+=(podman runc fuse-overlayfs containernetworking-plugins catatonit)
+    # The monitoring tests: a real Prometheus evaluates the dashboard's and
+    # the alert rules' expressions (promtool checks them); headless
+    # Chromium renders the status page, with a font for its screenshots.
+    packages+=(prometheus chromium fonts-dejavu-core)
 fi
 
 missing=()

@@ -57,7 +57,7 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
             Some(refusal) => refusal,
             None => Reply::json(StatusCode::OK, &app.config().redacted()),
         },
-        AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app).await,
+        AdminRoute::Metrics if metrics_allowed(app, req) => metrics(app, req).await,
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
             .header("www-authenticate", "Bearer"),
         AdminRoute::Flush => flush(app, req).await,
@@ -226,10 +226,21 @@ async fn ping_redis(link: &crate::cluster::link::RedisLink) -> Result<(), String
 
 /// The exposition, after the readiness checks (so `artifactd_ready` and
 /// `artifactd_backend_up` say what a probe would see now).
-async fn metrics(app: &App) -> Reply {
+async fn metrics(app: &App, req: &RequestHeader) -> Reply {
+    use crate::metrics::exposition;
     Checks::run(app).await;
-    let mut reply = Reply::text(StatusCode::OK, app.metrics.render());
-    reply.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let accept = req.headers.get(http::header::ACCEPT);
+    let openmetrics = app.metrics.render();
+    let (body, content_type) =
+        match exposition::wants_openmetrics(accept.and_then(|v| v.to_str().ok())) {
+            true => (openmetrics, exposition::OPENMETRICS),
+            false => (
+                exposition::prometheus_text(&openmetrics),
+                exposition::PROMETHEUS_TEXT,
+            ),
+        };
+    let mut reply = Reply::text(StatusCode::OK, body).header("vary", "accept");
+    reply.content_type = content_type;
     reply
 }
 

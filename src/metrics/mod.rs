@@ -16,6 +16,7 @@
 //! Labels are bounded: a remote (from the configuration), a source, a
 //! status class. Never a path or a client.
 
+pub mod exposition;
 pub mod process;
 pub mod recent;
 pub mod scraped;
@@ -27,7 +28,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use recent::{Problem, ProblemKind, Recent};
 pub use scraped::Scraped;
@@ -192,37 +192,37 @@ type CounterSpec = (
 const COUNTERS: [CounterSpec; 7] = [
     (
         "artifactd_upstream_bytes",
-        "Response body bytes received from upstreams (not from other nodes of a cluster).",
+        "Response body bytes received from upstreams (not from other nodes of a cluster)",
         |c| &mut c.upstream_bytes,
     ),
     (
         "artifactd_denied_requests",
-        "Requests refused by a remote's patterns.",
+        "Requests refused by a remote's patterns",
         |c| &mut c.denied,
     ),
     (
         "artifactd_quarantined_requests",
-        "Requests refused because the artifact is inside its remote's quarantine period.",
+        "Requests refused because the artifact is inside its remote's quarantine period",
         |c| &mut c.quarantined,
     ),
     (
         "artifactd_uploads",
-        "Files uploaded to local repositories.",
+        "Files uploaded to local repositories",
         |c| &mut c.uploads,
     ),
     (
         "artifactd_digest_mismatches",
-        "Upstream manifests and blobs refused because they did not match their digest.",
+        "Upstream manifests and blobs refused because they did not match their digest",
         |c| &mut c.digest_mismatches,
     ),
     (
         "artifactd_checksum_mismatches",
-        "Package files refused because they did not match the checksum their index published.",
+        "Package files refused because they did not match the checksum their index published",
         |c| &mut c.checksum_mismatches,
     ),
     (
         "artifactd_fast_path_hits",
-        "Hits answered from memory before pingora's phases (part of artifactd_requests_total{source=\"hit\"}).",
+        "Hits answered from memory before pingora's phases (part of artifactd_requests_total{source=\"hit\"})",
         |c| &mut c.fast_hits,
     ),
 ];
@@ -299,38 +299,39 @@ impl Families {
         }
     }
 
+    /// Help texts go without a final period: the registry adds one.
     fn register(&self, registry: &mut Registry) {
         for ((name, help, _), family) in &self.counters {
             registry.register(*name, *help, family.clone());
         }
         registry.register(
             "artifactd_requests",
-            "Requests by remote, where the body came from (hit, stale, revalidated: the cache; miss: the upstream) and the status class sent.",
+            "Requests by remote, where the body came from (hit, stale, revalidated: the cache; miss: the upstream) and the status class sent",
             self.requests.clone(),
         );
         registry.register(
             "artifactd_served_bytes",
-            "Response body bytes sent to clients, by remote and where they came from.",
+            "Response body bytes sent to clients, by remote and where they came from",
             self.served_bytes.clone(),
         );
         registry.register(
             "artifactd_request_duration_seconds",
-            "Time from a request's arrival to its last byte, by remote and where the body came from.",
+            "Time from a request's arrival to its last byte, by remote and where the body came from",
             self.durations.clone(),
         );
         registry.register(
             "artifactd_upstream_response_seconds",
-            "Time from sending a request upstream to the upstream's response header.",
+            "Time from sending a request upstream to the upstream's response header",
             self.upstream.clone(),
         );
         registry.register(
             "artifactd_upstream_responses",
-            "Upstream responses by status class; none: the upstream was asked and never answered (refused, timed out).",
+            "Upstream responses by status class; none: the upstream was asked and never answered (refused, timed out)",
             self.upstream_responses.clone(),
         );
         registry.register(
             "artifactd_upstream_errors",
-            "Requests whose upstream failed or answered 5xx, by what the client got instead: a stale copy, or none (the error).",
+            "Requests whose upstream failed or answered 5xx, by what the client got instead: a stale copy, or none (the error)",
             self.upstream_errors.clone(),
         );
     }
@@ -405,6 +406,12 @@ impl EncodeLabelValue for ReloadResult {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     backend: &'static str,
 }
@@ -452,31 +459,40 @@ impl Metrics {
         let reloads = Family::<ReloadLabel, Counter>::default();
         registry.register(
             "artifactd_config_reloads",
-            "Reloads of the configuration (SIGHUP): applied, or refused and the running one kept.",
+            "Reloads of the configuration (SIGHUP): applied, or refused and the running one kept",
             reloads.clone(),
         );
         let in_flight = Gauge::default();
         registry.register(
             "artifactd_requests_in_flight",
-            "Requests being served now (hits answered by the fast path are not counted).",
+            "Requests being served now (hits answered by the fast path are not counted)",
             in_flight.clone(),
         );
         let ready = Gauge::default();
         registry.register(
             "artifactd_ready",
-            "Whether the node is ready (its body store answered the last check, made at each scrape).",
+            "Whether the node is ready (its body store answered the last check, made at each scrape)",
             ready.clone(),
         );
         let backends = Family::<BackendLabel, Gauge>::default();
         registry.register(
             "artifactd_backend_up",
-            "Whether each backend answered the last check: storage, catalog, and redis when configured.",
+            "Whether each backend answered the last check: storage, catalog, and redis when configured",
             backends.clone(),
         );
+        // A gauge of 1, not OpenMetrics' `info` type: the Prometheus text
+        // parsers (promtool's among them) know only the four classic types.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                revision: REVISION,
+            })
+            .set(1);
         registry.register(
-            "artifactd_build",
-            "The running version and the commit it was built from.",
-            Info::new(vec![("version", VERSION), ("revision", REVISION)]),
+            "artifactd_build_info",
+            "The running version and the commit it was built from (always 1)",
+            build,
         );
         let metrics = Metrics {
             registry,

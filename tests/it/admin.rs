@@ -353,12 +353,29 @@ async fn request_ids_access_lines_and_duration_histograms() {
             );
         }
 
+        // Prometheus asks for OpenMetrics; curl and promtool get the older
+        // text format, whose counter headers name the `_total` series.
+        let prometheus_accept =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let open = http
+            .get(ad.url("/metrics"))
+            .header("accept", prometheus_accept);
+        let open = open.send().await.unwrap();
+        assert!(open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let open = open.text().await.unwrap();
+        assert!(open.contains("# TYPE artifactd_requests counter") && open.ends_with("# EOF\n"));
         let metrics = http.get(ad.url("/metrics")).send().await.unwrap();
         assert!(metrics.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("application/openmetrics-text"));
+            .starts_with("text/plain; version=0.0.4"));
         let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE artifactd_requests_total counter") && !text.contains("# EOF")
+        );
         for expected in [
             "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"miss\"} 1",
             "artifactd_request_duration_seconds_count{remote=\"gen\",source=\"hit\"} 1",

@@ -32,6 +32,8 @@
 //! - `readme`: `make run` from a fresh clone, and the systemd unit's
 //!   commands on its shipped config and token files.
 //! - `helm`: Helm indexes and charts (no helm client installable: its steps).
+//! - `monitoring`: the Grafana dashboard and alert rules against a real
+//!   Prometheus; the status page in headless Chromium.
 
 mod admin;
 mod alpine;
@@ -51,6 +53,7 @@ mod helm;
 mod import;
 mod kubernetes;
 mod local;
+mod monitoring;
 mod npm;
 mod oci;
 mod pypi;

@@ -10,6 +10,7 @@ pub mod apt;
 pub mod artifactd;
 pub mod npm;
 pub mod origin;
+pub mod prometheus;
 pub mod pypi;
 pub mod registry;
 pub mod rpm;

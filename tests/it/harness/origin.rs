@@ -109,22 +109,19 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(State::default());
-        let accept_state = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let conn_state = accept_state.clone();
-                let handle = tokio::spawn(async move {
-                    let _ = serve_connection(stream, conn_state).await;
-                });
-                accept_state.connections.lock().unwrap().push(handle);
-            }
-        });
+        let accept = accept_loop(listener, state.clone());
         Origin {
             addr,
             state,
             accept: Mutex::new(Some(accept)),
         }
+    }
+
+    /// Listens again on the same address after [`Self::stop`], with the
+    /// same files and request log: an upstream back from an outage.
+    pub async fn resume(&self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind origin");
+        *self.accept.lock().unwrap() = Some(accept_loop(listener, self.state.clone()));
     }
 
     pub fn base_url(&self) -> String {
@@ -173,6 +170,20 @@ impl Origin {
             conn.abort();
         }
     }
+}
+
+/// Serves each connection `listener` accepts, until aborted.
+fn accept_loop(listener: TcpListener, state: Arc<State>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let conn_state = state.clone();
+            let handle = tokio::spawn(async move {
+                let _ = serve_connection(stream, conn_state).await;
+            });
+            state.connections.lock().unwrap().push(handle);
+        }
+    })
 }
 
 impl Drop for Origin {
