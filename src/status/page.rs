@@ -11,6 +11,9 @@ use std::fmt::Write;
 /// Seconds between reloads of the page.
 const REFRESH_SECONDS: u32 = 5;
 
+/// The tab's icon, inline: a browser asks for `/favicon.ico` otherwise.
+const ICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect x='1' y='1' width='14' height='14' rx='3' fill='%233b6fd8'/%3E%3Cpath d='M4 6h8M4 10h5' stroke='white' stroke-width='2'/%3E%3C/svg%3E";
+
 const STYLE: &str = r#"
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1d2330;--dim:#5d6678;--line:#e3e6ec;--ok:#1f8a4c;--bad:#c62828;--warn:#b26a00;--bar:#3b6fd8}
 @media (prefers-color-scheme:dark){:root{--bg:#12151b;--card:#1b2029;--ink:#e6e9ef;--dim:#98a2b3;--line:#2b3240;--bar:#6d9bff}}
@@ -20,18 +23,19 @@ header{display:flex;flex-wrap:wrap;gap:.25rem 1.25rem;align-items:baseline;paddi
 header h1{font-size:1.2rem;margin:0}
 header span{color:var(--dim)}
 main{padding:1rem 1.25rem;max-width:1400px;margin:0 auto}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:.75rem;margin-bottom:1rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(135px,1fr));gap:.75rem;margin-bottom:1rem}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.7rem .9rem}
 .card b{display:block;font-size:1.45rem;font-variant-numeric:tabular-nums}
-.card span{color:var(--dim);font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}
+.card span{color:var(--dim);font-size:.75rem;text-transform:uppercase;letter-spacing:.04em}
+.card small{color:var(--dim);font-size:.8rem}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;margin-bottom:1rem}
 section h2{font-size:1rem;margin:0;padding:.65rem .9rem;border-bottom:1px solid var(--line)}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%}
-th,td{padding:.4rem .9rem;text-align:left;white-space:nowrap;border-bottom:1px solid var(--line)}
+th,td{padding:.4rem .6rem;text-align:left;white-space:nowrap;border-bottom:1px solid var(--line)}
 th{font-size:.75rem;color:var(--dim);text-transform:uppercase;letter-spacing:.04em;font-weight:600}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-td.path{white-space:normal;word-break:break-all;min-width:14rem}
+.path{white-space:normal;word-break:break-all}
 tr:last-child td{border-bottom:0}
 .empty{padding:.7rem .9rem;color:var(--dim)}
 .badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;font-size:.75rem;font-weight:600;color:#fff}
@@ -41,7 +45,11 @@ tr:last-child td{border-bottom:0}
 .meter.full i{background:var(--bad)}
 .dim{color:var(--dim)}.kind{font-weight:600}.kind.bad{color:var(--bad)}.kind.warn{color:var(--warn)}
 .two{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:0 1rem}
-@media (max-width:600px){main{padding:.6rem}header{padding:.7rem .8rem}th,td{padding:.35rem .55rem}.card b{font-size:1.2rem}}
+@media (max-width:600px){main{padding:.6rem}header{padding:.7rem .8rem}.cards{grid-template-columns:1fr 1fr}.card b{font-size:1.2rem}
+table.stack thead{display:none}table.stack tr{display:block;padding:.35rem 0;border-bottom:1px solid var(--line)}table.stack tr:last-child{border-bottom:0}
+table.stack td{display:flex;justify-content:space-between;align-items:center;gap:1rem;border:0;padding:.15rem .8rem;white-space:normal;text-align:right}
+table.stack td::before{content:attr(data-label);color:var(--dim);font-size:.75rem;text-transform:uppercase;letter-spacing:.04em;text-align:left;white-space:nowrap}
+.meter{width:8rem}}
 "#;
 
 /// The whole page.
@@ -52,6 +60,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <link rel=\"icon\" href=\"{ICON}\">\
          <title>artifactd status</title><style>{STYLE}</style></head><body>"
     );
     header(&mut out, snapshot);
@@ -99,19 +108,24 @@ fn header(out: &mut String, s: &Snapshot) {
 
 fn summary(out: &mut String, s: &Snapshot) {
     let all = &s.all;
-    let stored = match s.storage.max_bytes {
-        Some(max) => format!("{} of {}", bytes(s.storage.bytes), bytes(max)),
-        None => bytes(s.storage.bytes),
-    };
+    let bound = (s.storage.max_bytes).map_or(String::new(), |max| format!("of {}", bytes(max)));
     let cards = [
-        ("Requests", all.requests.to_string()),
-        ("Hit ratio", percent(all.hit_ratio)),
-        ("Byte hit ratio", percent(all.byte_hit_ratio)),
-        ("Egress saved", bytes(all.egress_saved_bytes)),
-        ("Fetched upstream", bytes(all.upstream_bytes)),
-        ("Stored", stored),
-        ("Objects", s.storage.objects.to_string()),
-        ("Fills now", s.fills.len().to_string()),
+        ("Requests", all.requests.to_string(), String::new()),
+        (
+            "Hit ratio",
+            percent(all.hit_ratio),
+            "of requests".to_string(),
+        ),
+        (
+            "Byte hit ratio",
+            percent(all.byte_hit_ratio),
+            "of bytes".to_string(),
+        ),
+        ("Egress saved", bytes(all.egress_saved_bytes), String::new()),
+        ("Fetched upstream", bytes(all.upstream_bytes), String::new()),
+        ("Stored", bytes(s.storage.bytes), bound),
+        ("Objects", s.storage.objects.to_string(), String::new()),
+        ("Fills now", s.fills.len().to_string(), String::new()),
     ];
     let _ = write!(
         out,
@@ -120,32 +134,86 @@ fn summary(out: &mut String, s: &Snapshot) {
         raw_ratio(all.byte_hit_ratio),
         all.egress_saved_bytes,
     );
-    for (label, value) in cards {
+    for (label, value, note) in cards {
         let _ = write!(
             out,
-            "<div class=\"card\"><span>{label}</span><b>{}</b></div>",
-            escape(&value)
+            "<div class=\"card\"><span>{label}</span><b>{}</b><small>{}</small></div>",
+            escape(&value),
+            escape(&note),
         );
     }
     out.push_str("</div>");
 }
 
-fn remotes(out: &mut String, s: &Snapshot) {
-    out.push_str(
-        "<section id=\"remotes\"><h2>Remotes</h2><div class=\"scroll\"><table><thead><tr>\
-         <th>Remote</th><th>Upstream</th><th class=\"n\">Requests</th><th class=\"n\">Hit ratio</th>\
-         <th class=\"n\">By bytes</th><th class=\"n\">Egress saved</th><th class=\"n\">Fetched</th>\
-         <th class=\"n\">Stored</th><th>Of bound</th><th class=\"n\">Upstream errors</th>\
-         <th class=\"n\">5xx</th><th class=\"n\">Mismatches</th></tr></thead><tbody>",
-    );
-    let bound = s.storage.max_bytes;
-    for remote in &s.remotes {
-        remote_row(out, remote, bound);
-    }
-    out.push_str("</tbody></table></div></section>");
+/// A column: its heading, and whether it holds a number (right-aligned).
+type Column = (&'static str, bool);
+
+/// A section holding a table whose rows stack into label–value lines on
+/// a narrow screen; `None` for no rows writes `empty` instead.
+struct Table<'a> {
+    id: &'a str,
+    title: &'a str,
+    columns: &'a [Column],
+    empty: &'a str,
 }
 
-fn remote_row(out: &mut String, r: &RemoteView, bound: Option<u64>) {
+impl Table<'_> {
+    /// `rows`: each row's `<tr>` attributes and its cells' HTML.
+    fn write(&self, out: &mut String, rows: Vec<(String, Vec<String>)>) {
+        let _ = write!(out, "<section id=\"{}\"><h2>{}</h2>", self.id, self.title);
+        if rows.is_empty() {
+            let _ = write!(out, "<p class=\"empty\">{}</p></section>", self.empty);
+            return;
+        }
+        out.push_str("<div class=\"scroll\"><table class=\"stack\"><thead><tr>");
+        for (label, numeric) in self.columns {
+            let class = if *numeric { " class=\"n\"" } else { "" };
+            let _ = write!(out, "<th{class}>{label}</th>");
+        }
+        out.push_str("</tr></thead><tbody>");
+        for (attributes, cells) in rows {
+            let _ = write!(out, "<tr{attributes}>");
+            for ((label, numeric), cell) in self.columns.iter().zip(cells) {
+                let class = if *numeric { " class=\"n\"" } else { "" };
+                // One child beside the label a phone's layout adds.
+                let _ = write!(
+                    out,
+                    "<td{class} data-label=\"{label}\"><div>{cell}</div></td>"
+                );
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table></div></section>");
+    }
+}
+
+fn remotes(out: &mut String, s: &Snapshot) {
+    let table = Table {
+        id: "remotes",
+        title: "Remotes",
+        columns: &[
+            ("Remote", false),
+            ("Upstream", false),
+            ("Requests", true),
+            ("Hit ratio", true),
+            ("By bytes", true),
+            ("Egress saved", true),
+            ("Fetched", true),
+            ("Stored", true),
+            ("Of bound", false),
+            ("Errors", true),
+            ("5xx", true),
+            ("Mismatches", true),
+        ],
+        empty: "No remote configured.",
+    };
+    let rows = (s.remotes.iter())
+        .map(|r| remote_row(r, s.storage.max_bytes))
+        .collect();
+    table.write(out, rows);
+}
+
+fn remote_row(r: &RemoteView, bound: Option<u64>) -> (String, Vec<String>) {
     let breaker = match r.breaker {
         "up" | "down" | "probing" => r.breaker,
         _ => "none",
@@ -155,129 +223,148 @@ fn remote_row(out: &mut String, r: &RemoteView, bound: Option<u64>) {
         other => other,
     };
     let share = bound.map(|max| r.stored_bytes as f64 / max.max(1) as f64);
-    let _ = write!(
-        out,
-        "<tr class=\"remote\" data-remote=\"{name}\" data-breaker=\"{breaker}\" data-requests=\"{}\" \
-         data-hit-ratio=\"{}\" data-byte-hit-ratio=\"{}\" data-egress-saved=\"{}\" data-stored-bytes=\"{}\">\
-         <td><b>{name}</b> <span class=\"dim\">{}</span></td><td><span class=\"badge {breaker}\">{label}</span></td>\
-         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-         <td class=\"n\">{}</td><td class=\"n\">{} <span class=\"dim\">({} obj)</span></td><td>{}</td>\
-         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+    let name = escape(&r.name);
+    let attributes = format!(
+        " class=\"remote\" data-remote=\"{name}\" data-breaker=\"{breaker}\" data-requests=\"{}\" \
+         data-hit-ratio=\"{}\" data-byte-hit-ratio=\"{}\" data-egress-saved=\"{}\" data-stored-bytes=\"{}\"",
         r.requests,
         raw_ratio(r.hit_ratio),
         raw_ratio(r.byte_hit_ratio),
         r.egress_saved_bytes,
         r.stored_bytes,
-        escape(r.package),
-        r.requests,
+    );
+    let cells = vec![
+        format!(
+            "<b>{name}</b> <span class=\"dim\">{}</span>",
+            escape(r.package)
+        ),
+        format!("<span class=\"badge {breaker}\">{label}</span>"),
+        r.requests.to_string(),
         percent(r.hit_ratio),
         percent(r.byte_hit_ratio),
         bytes(r.egress_saved_bytes),
         bytes(r.upstream_bytes),
-        bytes(r.stored_bytes),
-        r.stored_objects,
+        format!(
+            "{} <span class=\"dim\">({} obj)</span>",
+            bytes(r.stored_bytes),
+            r.stored_objects
+        ),
         share.map_or("-".to_string(), meter),
-        r.upstream_errors,
-        r.server_errors,
-        r.mismatches,
-        name = escape(&r.name),
-    );
+        r.upstream_errors.to_string(),
+        r.server_errors.to_string(),
+        r.mismatches.to_string(),
+    ];
+    (attributes, cells)
 }
 
 fn fills(out: &mut String, fills: &[FillRow]) {
-    out.push_str("<section id=\"fills\"><h2>Fills in progress</h2>");
-    if fills.is_empty() {
-        out.push_str("<p class=\"empty\">No fill in progress.</p></section>");
-        return;
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table><thead><tr><th>Remote</th><th>Path</th><th>Progress</th>\
-         <th class=\"n\">Bytes</th><th class=\"n\">Rate</th><th class=\"n\">Followers</th>\
-         <th class=\"n\">Running</th><th class=\"n\">Idle</th></tr></thead><tbody>",
+    let table = Table {
+        id: "fills",
+        title: "Fills in progress",
+        columns: &[
+            ("Remote", false),
+            ("Path", false),
+            ("Progress", false),
+            ("Bytes", true),
+            ("Rate", true),
+            ("Followers", true),
+            ("Running", true),
+            ("Idle", true),
+        ],
+        empty: "No fill in progress.",
+    };
+    let rows = fills.iter().map(fill_row).collect();
+    table.write(out, rows);
+}
+
+fn fill_row(fill: &FillRow) -> (String, Vec<String>) {
+    let done = fill.expected.map(|e| fill.written as f64 / e.max(1) as f64);
+    let of = (fill.expected).map_or(String::new(), |e| format!(" / {}", bytes(e)));
+    let path = escape(&fill.path);
+    let attributes = format!(
+        " class=\"fill\" data-remote=\"{}\" data-path=\"{path}\" data-written=\"{}\" data-expected=\"{}\" data-followers=\"{}\"",
+        escape(&fill.remote),
+        fill.written,
+        fill.expected.map_or(String::new(), |e| e.to_string()),
+        fill.followers,
     );
-    for fill in fills {
-        let done = fill.expected.map(|e| fill.written as f64 / e.max(1) as f64);
-        let of = fill
-            .expected
-            .map_or(String::new(), |e| format!(" / {}", bytes(e)));
-        let _ = write!(
-            out,
-            "<tr class=\"fill\" data-remote=\"{}\" data-path=\"{path}\" data-written=\"{}\" data-expected=\"{}\" \
-             data-followers=\"{}\"><td>{}</td><td class=\"path\">{path}</td><td>{}</td><td class=\"n\">{}{of}</td>\
-             <td class=\"n\">{}/s</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(&fill.remote),
-            fill.written,
-            fill.expected.map_or(String::new(), |e| e.to_string()),
-            fill.followers,
-            escape(&fill.remote),
-            done.map_or("-".to_string(), meter),
-            bytes(fill.written),
-            bytes(fill.bytes_per_second as u64),
-            fill.followers,
-            duration(fill.elapsed_seconds),
-            duration(fill.idle_seconds),
-            path = escape(&fill.path),
-        );
-    }
-    out.push_str("</tbody></table></div></section>");
+    let cells = vec![
+        escape(&fill.remote),
+        path,
+        done.map_or("-".to_string(), meter),
+        format!("{}{of}", bytes(fill.written)),
+        format!("{}/s", bytes(fill.bytes_per_second as u64)),
+        fill.followers.to_string(),
+        duration(fill.elapsed_seconds),
+        duration(fill.idle_seconds),
+    ];
+    (attributes, cells)
 }
 
 fn problems(out: &mut String, s: &Snapshot) {
-    out.push_str("<section id=\"problems\"><h2>Recent errors and mismatches</h2>");
-    if s.problems.is_empty() {
-        out.push_str("<p class=\"empty\">None since start.</p></section>");
-        return;
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table><thead><tr><th>When</th><th>What</th><th>Remote</th>\
-         <th>Path</th><th>Detail</th></tr></thead><tbody>",
-    );
-    for problem in &s.problems {
-        problem_row(out, problem, s.generated_at);
-    }
-    out.push_str("</tbody></table></div></section>");
+    let table = Table {
+        id: "problems",
+        title: "Recent errors and mismatches",
+        columns: &[
+            ("When", false),
+            ("What", false),
+            ("Remote", false),
+            ("Path", false),
+            ("Detail", false),
+        ],
+        empty: "None since start.",
+    };
+    let rows = (s.problems.iter())
+        .map(|p| problem_row(p, s.generated_at))
+        .collect();
+    table.write(out, rows);
 }
 
-fn problem_row(out: &mut String, p: &Problem, now: u64) {
+fn problem_row(p: &Problem, now: u64) -> (String, Vec<String>) {
     let (kind, word, class) = match p.kind {
         ProblemKind::UpstreamError => ("upstream_error", "upstream error", "bad"),
         ProblemKind::ServedStale => ("served_stale", "served stale", "warn"),
         ProblemKind::ChecksumMismatch => ("checksum_mismatch", "checksum mismatch", "bad"),
         ProblemKind::DigestMismatch => ("digest_mismatch", "digest mismatch", "bad"),
     };
-    let _ = write!(
-        out,
-        "<tr class=\"problem\" data-kind=\"{kind}\" data-remote=\"{}\"><td>{} ago</td>\
-         <td class=\"kind {class}\">{word}</td><td>{}</td><td class=\"path\">{}</td><td class=\"path\">{}</td></tr>",
-        escape(&p.remote),
-        duration(now.saturating_sub(p.at) as f64),
-        escape(&p.remote),
-        escape(&p.path),
-        escape(&p.detail),
+    let attributes = format!(
+        " class=\"problem\" data-kind=\"{kind}\" data-remote=\"{}\"",
+        escape(&p.remote)
     );
+    let cells = vec![
+        format!("{} ago", duration(now.saturating_sub(p.at) as f64)),
+        format!("<span class=\"kind {class}\">{word}</span>"),
+        escape(&p.remote),
+        format!("<span class=\"path\">{}</span>", escape(&p.path)),
+        format!("<span class=\"path\">{}</span>", escape(&p.detail)),
+    ];
+    (attributes, cells)
 }
 
 fn top_list(out: &mut String, id: &str, title: &str, entries: &[TopEntry]) {
-    let _ = write!(out, "<section id=\"{id}\"><h2>{title}</h2>");
-    if entries.is_empty() {
-        out.push_str("<p class=\"empty\">Nothing cached yet.</p></section>");
-        return;
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table><thead><tr><th>Remote</th><th>Path</th>\
-         <th class=\"n\">Size</th><th class=\"n\">Hits</th></tr></thead><tbody>",
-    );
-    for entry in entries {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td class=\"path\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(&entry.remote),
-            escape(&entry.path),
-            bytes(entry.size.max(0) as u64),
-            entry.hits,
-        );
-    }
-    out.push_str("</tbody></table></div></section>");
+    let table = Table {
+        id,
+        title,
+        columns: &[
+            ("Remote", false),
+            ("Path", false),
+            ("Size", true),
+            ("Hits", true),
+        ],
+        empty: "Nothing cached yet.",
+    };
+    let rows = (entries.iter())
+        .map(|entry| {
+            let cells = vec![
+                escape(&entry.remote),
+                format!("<span class=\"path\">{}</span>", escape(&entry.path)),
+                bytes(entry.size.max(0) as u64),
+                entry.hits.to_string(),
+            ];
+            (String::new(), cells)
+        })
+        .collect();
+    table.write(out, rows);
 }
 
 /// A bar for `share` (0..=1, shown clamped), red once full.
@@ -437,9 +524,12 @@ mod tests {
     #[test]
     fn the_page_asks_for_nothing_but_itself() {
         let html = render(&snapshot());
-        for outside in ["src=", "href=", "url(", "@import", "<script", "<link"] {
+        for outside in ["src=", "url(", "@import", "<script"] {
             assert!(!html.contains(outside), "{outside} in the page");
         }
+        let links = html.matches("href=").count();
+        let inline = html.matches("href=\"data:").count();
+        assert_eq!((links, inline), (1, 1), "only the inline icon links");
     }
 
     #[test]

@@ -326,3 +326,186 @@ fn an_alerts_quantity_is_what_it_compares() {
     assert_eq!(quantity("min(up{job=\"a\"}) < 1"), "min(up{job=\"a\"})");
     assert_eq!(quantity("x == 0"), "x");
 }
+
+/// The hit ratio `/metrics` gives: requests from the cache of those from
+/// the cache or the upstream, every remote.
+fn metrics_hit_ratio(text: &str) -> f64 {
+    let sum = |source| {
+        let labels = [("source", source)];
+        crate::harness::sample_sum(text, "artifactd_requests_total", &labels)
+    };
+    let cached = sum("hit") + sum("stale") + sum("revalidated");
+    cached / (cached + sum("miss"))
+}
+
+/// The width and height a PNG's header gives.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[1..4], b"PNG", "not a PNG");
+    let word = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (word(16), word(20))
+}
+
+#[tokio::test]
+async fn the_status_page_in_a_browser_shows_fills_outages_and_the_metrics_ratio() {
+    use crate::harness::chromium::{attribute_of_tags, load, screenshot};
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let flaky_origin = Origin::start().await;
+    let big = crate::harness::pattern_bytes(8 << 20, 5);
+    let mut slow = OriginFile::new(big.clone());
+    // 128 chunks of 64 KiB, 150 ms apart: a fill of about 19 s.
+    slow.chunk_delay = Some(Duration::from_millis(150));
+    origin.put("/big.bin", slow);
+    for i in 0..4 {
+        let body = crate::harness::pattern_bytes(10_000 * (i + 1), i as u64);
+        origin.put(&format!("/small{i}.bin"), OriginFile::new(body));
+    }
+    let immutable = "    immutable_patterns: ['\\.bin$']\n";
+    let remotes = format!(
+        "remotes:\n  gen:\n    base_url: \"{}\"\n    package: generic\n{immutable}  flaky:\n    base_url: \"{}\"\n    package: generic\n{immutable}",
+        origin.base_url(),
+        flaky_origin.base_url(),
+    );
+    let extra = format!(
+        "tokens:\n  metrics: \"{TOKEN}\"\ncache:\n  max_size: 64MiB\nupstream:\n  breaker_failures: 3\n  breaker_backoff: 10m\n"
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, &extra).await;
+    let http = client();
+
+    // Behind the token, as /metrics is; a browser is asked for it.
+    let refused = http.get(ad.url("/status")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let browser_root = http
+        .get(ad.url("/"))
+        .header("accept", "text/html,*/*;q=0.8");
+    assert_eq!(crate::harness::status(browser_root).await, 401);
+    let json = http
+        .get(ad.url("/status"))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json");
+    let json: serde_json::Value = json.send().await.unwrap().json().await.unwrap();
+    assert_eq!(json["remotes"].as_array().unwrap().len(), 2);
+
+    // Misses and hits, and a remote whose upstream is down.
+    for _ in 0..3 {
+        for i in 0..4 {
+            let url = ad.artifact("gen", &format!("small{i}.bin"));
+            http.get(&url).send().await.unwrap().bytes().await.unwrap();
+        }
+    }
+    flaky_origin.stop();
+    for i in 0..4 {
+        let resp = http
+            .get(ad.artifact("flaky", &format!("gone{i}.bin")))
+            .send()
+            .await;
+        assert!(resp.unwrap().status().as_u16() >= 500);
+    }
+
+    // A slow fill with a follower.
+    let fills: Vec<_> = (0..2)
+        .map(|_| {
+            let url = ad.artifact("gen", "big.bin");
+            tokio::spawn(async move {
+                let resp = client().get(url).send().await.unwrap();
+                resp.bytes().await.unwrap()
+            })
+        })
+        .collect();
+    let status_json = || async {
+        let req = client()
+            .get(ad.url("/status"))
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json");
+        req.send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    while status_json().await["fills"][0]["written"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the fill started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let page = ad
+        .url("/status")
+        .replacen("http://", &format!("http://ops:{TOKEN}@"), 1);
+    let first = load(dir.path(), &page).await;
+    let metrics = http
+        .get(ad.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let shots = repo_file("target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, height) in [(1280, 800), (390, 844)] {
+        let png = shots.join(format!("status-{width}x{height}.png"));
+        screenshot(dir.path(), &page, (width, height), &png).await;
+        assert_eq!(png_size(&std::fs::read(&png).unwrap()), (width, height));
+    }
+    let second = load(dir.path(), &page).await;
+
+    // The fill advanced between the two loads, toward its whole length.
+    let written = |dom: &str| -> u64 {
+        let values = attribute_of_tags(dom, "class=\"fill\"", "data-written");
+        assert_eq!(values.len(), 1, "one fill row:\n{dom}");
+        values[0].parse().unwrap()
+    };
+    let (before, after) = (written(&first.dom), written(&second.dom));
+    assert!(before > 0 && after > before, "{before} then {after} bytes");
+    assert!(after < big.len() as u64, "still in progress");
+    let expected = attribute_of_tags(&second.dom, "class=\"fill\"", "data-expected");
+    assert_eq!(expected, [big.len().to_string()]);
+    // The down remote is marked; the other is not.
+    for (remote, state) in [("flaky", "down"), ("gen", "up")] {
+        let marker = format!("class=\"remote\" data-remote=\"{remote}\"");
+        let breaker = attribute_of_tags(&first.dom, &marker, "data-breaker");
+        assert_eq!(breaker, [state], "{remote}");
+    }
+    assert!(first.dom.contains("<span class=\"badge down\">down</span>"));
+    // The page's hit ratio is /metrics' (no request ended between them).
+    let shown = attribute_of_tags(&first.dom, "id=\"summary\"", "data-hit-ratio");
+    let shown: f64 = shown[0].parse().unwrap();
+    let from_metrics = metrics_hit_ratio(&metrics);
+    assert!(
+        (shown - from_metrics).abs() < 1e-6,
+        "{shown} vs {from_metrics}"
+    );
+    assert!(
+        (shown - 8.0 / 16.0).abs() < 1e-6,
+        "8 hits of 16 answered: {shown}"
+    );
+    // Nothing but the page itself was requested.
+    for loaded in [&first, &second] {
+        assert_eq!(loaded.page_requests.len(), 1, "{:?}", loaded.page_requests);
+        let asked = &loaded.page_requests[0];
+        assert!(asked.starts_with(&ad.url("/status")), "{asked}");
+    }
+
+    for fill in fills {
+        assert!(
+            fill.await.unwrap() == big,
+            "both clients got the whole body"
+        );
+    }
+    if std::env::var_os("ARTIFACTD_DOCS_SCREENSHOT").is_some() {
+        let docs = repo_file("docs/status-page.png");
+        std::fs::copy(shots.join("status-1280x800.png"), docs).unwrap();
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod apt;
 pub mod artifactd;
+pub mod chromium;
 pub mod npm;
 pub mod origin;
 pub mod prometheus;
