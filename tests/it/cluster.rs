@@ -957,6 +957,38 @@ async fn fetch(http: reqwest::Client, url: String) -> Transfer {
     }
 }
 
+/// Each node's status page lists every node heard from, by the address
+/// it advertises.
+#[tokio::test]
+async fn the_status_page_lists_every_node_of_the_cluster() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), &two_remotes(&origin), 2).await;
+    let http = client();
+    let mut expected: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    expected.sort();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let req = http
+                .get(node.url("/status"))
+                .header("accept", "application/json");
+            let status: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+            let cluster = &status["cluster"];
+            assert_eq!(cluster["this_node"], node.addr.to_string());
+            let listed: Vec<String> = serde_json::from_value(cluster["nodes"].clone()).unwrap();
+            if listed == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{listed:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn thirty_cold_requests_over_three_nodes_fetch_once_and_stream_at_once() {
     let origin = Origin::start().await;
