@@ -57,6 +57,8 @@ async fn quarantine_holds_new_immutable_artifacts_only() {
     );
     let fast = crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
     assert_eq!(fast.await, 0, "nor answered by the fast path");
+    let held = crate::harness::remote_metric(&ad, "artifactd_quarantined_requests_total", "gen");
+    assert_eq!(held.await, 2, "both refusals counted");
 
     for (path, body) in [
         ("q/old-1.0.tgz", "old release"),
@@ -212,6 +214,14 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
         assert_eq!(uncached.headers()["retry-after"], "1");
     }
     assert!(uncached.text().await.unwrap().contains("remote 'gen'"));
+    // Counted by what the client got: the stale copy, then the error.
+    let metrics = crate::harness::get_text(&http, ad.url("/metrics")).await;
+    let errors = |fallback| {
+        let labels = [("remote", "gen"), ("fallback", fallback)];
+        crate::harness::sample_sum(&metrics, "artifactd_upstream_errors_total", &labels)
+    };
+    assert_eq!((errors("stale"), errors("none")), (1.0, 1.0), "{failure:?}");
+    assert_eq!(crate::harness::requests_from(&ad, "gen", "stale").await, 1);
 
     tokio::time::sleep(Duration::from_millis(5500).saturating_sub(fetched.elapsed())).await;
     let expired = http
