@@ -1,6 +1,7 @@
 //! The status page's top lists — the largest and the most requested
-//! entries — asked of the catalog at most once per [`TOP_LISTS_FOR`],
-//! however often the page reloads, and never waited on for long.
+//! entries — asked of the catalog at most once per [`TOP_LISTS_FOR`] once
+//! they are full, however often the page reloads, and never waited on
+//! for long.
 
 use crate::catalog::{Catalog, CatalogError, TopEntry, TopOrder};
 use std::sync::Arc;
@@ -46,7 +47,11 @@ impl TopLists {
         });
         match tokio::time::timeout(TOP_LISTS_WAIT, asked).await {
             Ok(Ok(Ok(lists))) => {
-                *kept = Some((Instant::now(), lists.clone()));
+                // A catalog with fewer entries than a list holds is cheap
+                // to ask again, and it is the one that changes most: a new
+                // cache's first entries show as soon as they are written.
+                let full = lists.iter().all(|list| list.len() as u32 >= TOP_LISTS_LEN);
+                *kept = full.then(|| (Instant::now(), lists.clone()));
                 lists
             }
             _ => Default::default(),

@@ -397,6 +397,26 @@ async fn the_status_page_in_a_browser_shows_fills_outages_and_the_metrics_ratio(
             http.get(&url).send().await.unwrap().bytes().await.unwrap();
         }
     }
+    // The top lists come from the catalog, written in the background.
+    let mut largest = Vec::new();
+    let catalog_wait = Instant::now();
+    while largest.len() < 4 {
+        assert!(
+            catalog_wait.elapsed() < Duration::from_secs(10),
+            "{largest:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let req = http.get(ad.url("/status")).bearer_auth(TOKEN);
+        let req = req.header("accept", "application/json");
+        let json: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        largest = (json["largest"].as_array().unwrap().iter())
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect();
+    }
+    assert_eq!(
+        largest,
+        ["small3.bin", "small2.bin", "small1.bin", "small0.bin"]
+    );
     flaky_origin.stop();
     for i in 0..4 {
         let resp = http
@@ -479,6 +499,11 @@ async fn the_status_page_in_a_browser_shows_fills_outages_and_the_metrics_ratio(
         assert_eq!(breaker, [state], "{remote}");
     }
     assert!(first.dom.contains("<span class=\"badge down\">down</span>"));
+    let largest_section = &first.dom[first.dom.find("id=\"largest\"").unwrap()..];
+    assert!(
+        largest_section.contains("small3.bin"),
+        "the largest artifacts are listed"
+    );
     // The page's hit ratio is /metrics' (no request ended between them).
     let shown = attribute_of_tags(&first.dom, "id=\"summary\"", "data-hit-ratio");
     let shown: f64 = shown[0].parse().unwrap();
