@@ -27,6 +27,10 @@ pub struct RequestCtx {
     served: Option<ServedFrom>,
     /// Why an expired copy is being served (`X-Artifact-Stale`).
     pub stale_reason: Option<String>,
+    /// The expired copy stands in for an upstream that failed (refused,
+    /// timed out, 5xx, marked down), not for one whose answer was refused
+    /// (a pending snapshot, a body failing its checksum) or deleted.
+    pub stale_for_failure: bool,
     /// A HEAD answered from an expired tag manifest; a background GET
     /// revalidates it (`prefetch`).
     pub revalidate_in_background: bool,
@@ -102,6 +106,7 @@ impl RequestCtx {
             outcome: None,
             served: None,
             stale_reason: None,
+            stale_for_failure: false,
             revalidate_in_background: false,
             storage_down: false,
             held_in_cache: false,

@@ -102,15 +102,15 @@ fn remember_upstream_error(
 
 /// Whether the upstream failed this request. A response's outcome says
 /// so (a 5xx served stale by pingora's revalidation reaches here without
-/// an error), as does a stale copy served in its place (pingora ends such
-/// a request without the error); without either, an upstream error
-/// (refused, timed out, token, digest mismatch) is the failure, unless it
-/// only asked for a retry.
+/// an error), as does a stale copy served for a failed upstream (pingora
+/// ends such a request without the error); without either, an upstream
+/// error (refused, timed out, token, digest mismatch) is the failure,
+/// unless it only asked for a retry.
 fn upstream_failed(ctx: &RequestCtx, error: Option<&Error>) -> bool {
     match &ctx.attempt.outcome {
         Some(UpstreamOutcome::Vanished { .. } | UpstreamOutcome::Quarantined { .. }) => false,
         Some(outcome) if outcome.is_upstream_failure() => true,
-        _ if ctx.stale_reason.is_some() => true,
+        _ if ctx.stale_for_failure => true,
         _ => error.is_some_and(|e| e.esource() == &ErrorSource::Upstream && !super::is_retry(e)),
     }
 }

@@ -637,6 +637,7 @@ impl ProxyHttp for ArtifactProxy {
         let serve = cache::within_stale_period(artifact, &self.app.config().server, meta);
         if serve {
             ctx.stale_reason = Some(reason);
+            ctx.stale_for_failure = Failure::of(error).is_none_or(|f| !f.refused_content());
         }
         serve
     }

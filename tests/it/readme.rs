@@ -78,8 +78,21 @@ impl Namespaced {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the child is in its own network namespace: until it
+    /// has run `unshare`, `nsenter` would reach this machine's loopback,
+    /// and whatever listens on its 8080 (a developer's `make run`).
+    fn own_namespace(&self) {
+        let net = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while net(&self.child.id().to_string()) == net("self") {
+            assert!(Instant::now() < deadline, "no namespace of its own");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// curl inside the namespace: status, headers and body.
     fn curl(&self, args: &[&str]) -> Response {
+        self.own_namespace();
         let dir = tempfile::tempdir().unwrap();
         let (headers, body) = (dir.path().join("headers"), dir.path().join("body"));
         let out = Command::new("nsenter")
