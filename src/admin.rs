@@ -110,7 +110,7 @@ fn root(app: &App) -> Reply {
         .map(|r| {
             json!({
                 "name": r.name,
-                "type": match r.kind { RemoteKind::Remote => "remote", RemoteKind::Local => "local", RemoteKind::Virtual => "virtual" },
+                "type": r.kind.as_str(),
                 "package": r.ecosystem.as_str(),
                 "check_mutable_updates": r.check_mutable_updates,
                 "quarantine_days": r.quarantine_days,

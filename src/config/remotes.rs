@@ -119,6 +119,17 @@ pub enum RemoteKind {
     Virtual,
 }
 
+impl RemoteKind {
+    /// The `type:` value of `remotes.yaml` that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::Remote => "remote",
+            RemoteKind::Local => "local",
+            RemoteKind::Virtual => "virtual",
+        }
+    }
+}
+
 /// The upstream of a remote, parsed once at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

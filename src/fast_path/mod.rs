@@ -195,7 +195,7 @@ fn record(
     let duration = started.elapsed();
     app.metrics.record(&Request {
         remote,
-        outcome: Outcome::from(ServedFrom::Hit),
+        outcome: Outcome::Other,
         source: ServedFrom::Hit,
         status: answer.status,
         bytes: answer.body_bytes,

@@ -35,29 +35,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What one finished request was, for the counters beside its source.
+/// What one finished request was, for the counters beside its source
+/// and status (which say hit, miss or revalidated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Hit,
-    Miss,
-    /// Served from cache after the upstream confirmed it (304).
-    Revalidated,
+    /// Refused by its remote's patterns.
     Denied,
+    /// A file uploaded to a local repository.
     Upload,
-    /// Anything else (local reads, deletes, client errors).
+    /// Anything else.
     Other,
-}
-
-impl From<ServedFrom> for Outcome {
-    /// The outcome of a request without one of its own.
-    fn from(served: ServedFrom) -> Outcome {
-        match served {
-            ServedFrom::Hit | ServedFrom::Stale => Outcome::Hit,
-            ServedFrom::Revalidated => Outcome::Revalidated,
-            ServedFrom::Miss => Outcome::Miss,
-            ServedFrom::Local | ServedFrom::Passed => Outcome::Other,
-        }
-    }
 }
 
 impl EncodeLabelValue for ServedFrom {
@@ -604,31 +591,20 @@ impl Metrics {
         }
     }
 
-    /// Counts an upstream body that did not match its digest.
-    pub fn digest_mismatch(&self, remote: &str, path: &str, detail: String) {
+    /// Counts an upstream body refused because it did not match its
+    /// digest or the checksum its index published, and lists it.
+    pub fn refused_body(&self, kind: ProblemKind, remote: &str, path: &str, detail: String) {
         if let Some(m) = self.remotes.load().get(remote) {
-            m.counters.digest_mismatches.inc();
+            let c = &m.counters;
+            let counter = match kind {
+                ProblemKind::DigestMismatch => Some(&c.digest_mismatches),
+                ProblemKind::ChecksumMismatch => Some(&c.checksum_mismatches),
+                // Counted with their request.
+                ProblemKind::UpstreamError | ProblemKind::ServedStale => None,
+            };
+            counter.map(Counter::inc);
         }
-        self.recent.add(Problem::new(
-            ProblemKind::DigestMismatch,
-            remote,
-            path,
-            detail,
-        ));
-    }
-
-    /// Counts a package file refused because it did not match the checksum
-    /// its index published.
-    pub fn checksum_mismatch(&self, remote: &str, path: &str, detail: String) {
-        if let Some(m) = self.remotes.load().get(remote) {
-            m.counters.checksum_mismatches.inc();
-        }
-        self.recent.add(Problem::new(
-            ProblemKind::ChecksumMismatch,
-            remote,
-            path,
-            detail,
-        ));
+        self.recent.add(Problem::new(kind, remote, path, detail));
     }
 
     /// What each remote's counters say now, in name order: what the status
@@ -747,7 +723,7 @@ mod tests {
     fn request(remote: &str, source: ServedFrom, status: u16, bytes: u64) -> Request<'_> {
         Request {
             remote,
-            outcome: Outcome::from(source),
+            outcome: Outcome::Other,
             source,
             status,
             bytes,

@@ -53,6 +53,26 @@ fn encode_per_remote<M: EncodeMetric>(
     Ok(())
 }
 
+/// An unlabelled metric: name, help and value.
+type Plain<'a> = (&'a str, &'a str, u64);
+
+fn encode_gauges(encoder: &mut DescriptorEncoder, gauges: &[Plain]) -> Result<(), std::fmt::Error> {
+    for (name, help, value) in gauges {
+        encode_one(encoder, name, help, &gauge(*value))?;
+    }
+    Ok(())
+}
+
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[Plain],
+) -> Result<(), std::fmt::Error> {
+    for (name, help, value) in counters {
+        encode_one(encoder, name, help, &ConstCounter::new(*value))?;
+    }
+    Ok(())
+}
+
 fn gauge(value: u64) -> ConstGauge {
     ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
 }
@@ -144,9 +164,7 @@ impl Scraped {
                 min_free,
             ));
         }
-        for (name, help, value) in gauges {
-            encode_one(encoder, name, help, &gauge(value))?;
-        }
+        encode_gauges(encoder, &gauges)?;
         let counters = [
             (
                 "artifactd_cache_evictions",
@@ -159,10 +177,7 @@ impl Scraped {
                 stats.bytes_reclaimed,
             ),
         ];
-        for (name, help, value) in counters {
-            encode_one(encoder, name, help, &ConstCounter::new(value))?;
-        }
-        Ok(())
+        encode_counters(encoder, &counters)
     }
 
     fn encode_fills(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -208,9 +223,7 @@ impl Scraped {
                 rewritten_bytes,
             ),
         ];
-        for (name, help, value) in gauges {
-            encode_one(encoder, name, help, &gauge(value))?;
-        }
+        encode_gauges(encoder, &gauges)?;
         let counters = [
             (
                 "artifactd_rewritten_documents_made",
@@ -223,10 +236,7 @@ impl Scraped {
                 self.catalog_writer.dropped(),
             ),
         ];
-        for (name, help, value) in counters {
-            encode_one(encoder, name, help, &ConstCounter::new(value))?;
-        }
-        Ok(())
+        encode_counters(encoder, &counters)
     }
 }
 
@@ -270,10 +280,7 @@ fn encode_process(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error
         ),
         ("process_threads", "Number of OS threads.", now.threads),
     ];
-    for (name, help, value) in gauges {
-        encode_one(encoder, name, help, &gauge(value))?;
-    }
-    Ok(())
+    encode_gauges(encoder, &gauges)
 }
 
 impl Collector for Scraped {

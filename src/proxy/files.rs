@@ -83,6 +83,12 @@ pub fn checksum_mismatch(
         "index published {}, upstream sent {}",
         mismatch.expected, mismatch.actual
     );
-    (app.metrics).checksum_mismatch(&artifact.remote.name, &artifact.key_parts[0], detail);
+    let (remote, path) = (&artifact.remote.name, &artifact.key_parts[0]);
+    (app.metrics).refused_body(
+        crate::metrics::recent::ProblemKind::ChecksumMismatch,
+        remote,
+        path,
+        detail,
+    );
     mismatch.into_error(super::failure::Failure::ChecksumMismatch)
 }

@@ -49,7 +49,7 @@ pub async fn request_ended(
             );
         app.metrics.record(&crate::metrics::Request {
             remote,
-            outcome: ctx.outcome.unwrap_or(Outcome::from(source)),
+            outcome: ctx.outcome.unwrap_or(Outcome::Other),
             source,
             status: ended.status,
             bytes: ended.bytes,

@@ -428,7 +428,13 @@ pub fn digest_mismatch(app: &App, artifact: &Artifact, mismatch: Mismatch) -> Bo
         "expected {}, upstream sent {}",
         mismatch.expected, mismatch.actual
     );
-    (app.metrics).digest_mismatch(&artifact.remote.name, &artifact.key_parts[0], detail);
+    let (remote, path) = (&artifact.remote.name, &artifact.key_parts[0]);
+    (app.metrics).refused_body(
+        crate::metrics::recent::ProblemKind::DigestMismatch,
+        remote,
+        path,
+        detail,
+    );
     mismatch.into_error(super::failure::Failure::DigestMismatch)
 }
 

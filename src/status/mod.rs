@@ -15,7 +15,6 @@ pub mod top_lists;
 
 use crate::app::App;
 use crate::catalog::TopEntry;
-use crate::config::RemoteKind;
 use crate::metrics::recent::Problem;
 use crate::metrics::RemoteTotals;
 use crate::reply::Reply;
@@ -154,11 +153,7 @@ fn remotes(app: &App) -> (Vec<RemoteView>, RemoteView) {
         stored_sum.objects += stored.objects;
         stored_sum.bytes += stored.bytes;
         let mut view = RemoteView::of(&totals, stored);
-        view.kind = match remote.kind {
-            RemoteKind::Remote => "remote",
-            RemoteKind::Local => "local",
-            RemoteKind::Virtual => "virtual",
-        };
+        view.kind = remote.kind.as_str();
         view.package = remote.ecosystem.as_str();
         view.breaker = breakers.get(&totals.remote).copied().unwrap_or("-");
         views.push(view);
