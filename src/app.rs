@@ -52,6 +52,8 @@ pub struct App {
     pub cluster: Option<crate::cluster::Cluster>,
     /// The Redis connection state and the cluster share, when configured.
     pub redis: Option<Arc<crate::cluster::link::RedisLink>>,
+    /// The artifact firewall's rules in force.
+    pub firewall: crate::firewall::rules::Firewall,
 }
 
 impl App {
@@ -64,6 +66,12 @@ impl App {
     /// Which configuration is in force: read before deciding from it.
     pub fn config_generation(&self) -> u64 {
         self.config_generation.load(Ordering::Acquire)
+    }
+
+    /// Ends what was decided under the firewall's earlier rules (the fast
+    /// path's memo; kept rewrites are told apart by the rules' generation).
+    pub(crate) fn firewall_changed(&self) {
+        self.config_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Puts a reloaded configuration in force, with its credentials.

@@ -233,8 +233,13 @@ impl Importer {
             query: None,
             accept: None,
         };
-        let Some(artifact) = routed_artifact(&self.remote, &request, &raw_path, &valid.decoded)
-        else {
+        let Some(artifact) = routed_artifact(
+            &self.remote,
+            &request,
+            &raw_path,
+            &valid.decoded,
+            self.remote.quarantine_hide,
+        ) else {
             return Ok(Outcome::Denied);
         };
         let key = crate::proxy::cache::key(&artifact);

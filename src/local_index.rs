@@ -133,6 +133,7 @@ fn page(
         content_type,
         body: Bytes::from(body),
         headers: vec![("vary", "Accept".to_string())],
+        reason: None,
     }
 }
 

@@ -9,6 +9,8 @@
 //!   [`preflight`]: what `check-config` checks a start will find.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
+//! - [`firewall`]: the artifact firewall at run time: judging requests by
+//!   the rules in force, reloading them, purging what they refuse.
 //! - [`fast_path`]: fresh hits held in memory answered from the connection,
 //!   before pingora's phases.
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
@@ -61,6 +63,7 @@ mod config;
 mod credentials;
 mod fast_path;
 mod fill_lock;
+mod firewall;
 mod handover;
 mod import;
 mod jobs;

@@ -94,6 +94,9 @@ fn apply(app: &App, path: &std::path::Path) -> Result<(), String> {
     app.storage.know_remotes(names());
     app.breakers.add(names());
     app.metrics.add_remotes(names());
+    app.firewall
+        .reload(&loaded)
+        .map_err(|e| format!("firewall: {e}"))?;
     app.replace_config(loaded, credentials);
     log::info!("SIGHUP: reloaded {}: {changes}", path.display());
     if !kept.is_empty() {

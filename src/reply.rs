@@ -19,6 +19,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Bytes,
     pub headers: Vec<(&'static str, String)>,
+    /// A reason phrase in place of the status's own: pip prints it.
+    pub reason: Option<String>,
 }
 
 impl Reply {
@@ -32,6 +34,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: Bytes::from(body),
             headers: Vec::new(),
+            reason: None,
         }
     }
 
@@ -64,6 +67,7 @@ impl Reply {
             content_type: "application/json",
             body: Bytes::from(body),
             headers: Vec::new(),
+            reason: None,
         }
     }
 
@@ -73,7 +77,25 @@ impl Reply {
             content_type: "text/html; charset=utf-8",
             body: Bytes::from(html),
             headers: Vec::new(),
+            reason: None,
         }
+    }
+
+    /// The reply with `reason` as its status line's reason phrase (one
+    /// line, visible ASCII).
+    pub fn reason(mut self, reason: &str) -> Reply {
+        let line: String = reason
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        self.reason = Some(line);
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
@@ -103,7 +125,10 @@ pub async fn send(session: &mut Session, reply: Reply) -> Result<()> {
     let reply = reply.in_the_form_of(session.req_header().uri.path());
     let mut headers = reply.headers;
     headers.push(("content-type", reply.content_type.to_string()));
-    let resp = header(reply.status, reply.body.len() as u64, &headers)?;
+    let mut resp = header(reply.status, reply.body.len() as u64, &headers)?;
+    if let Some(reason) = &reply.reason {
+        resp.set_reason_phrase(Some(reason))?;
+    }
     let is_head = session.req_header().method == Method::HEAD;
     if is_head || reply.body.is_empty() {
         session.write_response_header(Box::new(resp), true).await

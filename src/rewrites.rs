@@ -57,9 +57,10 @@ struct Kept {
     bytes: u64,
 }
 
-/// The key of a copy: entry, upstream body, client base URL.
-pub fn key(entry: u128, body_sha256: &str, proxy_base: &str) -> String {
-    format!("{entry:032x} {body_sha256} {proxy_base}")
+/// The key of a copy: entry, upstream body, client base URL, and the
+/// configuration generation (a firewall rule changes what it shows).
+pub fn key(entry: u128, body_sha256: &str, proxy_base: &str, generation: u64) -> String {
+    format!("{entry:032x} {body_sha256} {proxy_base} {generation}")
 }
 
 /// What [`Rewrites::get_or_make`] found.

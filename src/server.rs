@@ -89,6 +89,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
         certs: certs.iter().flatten().cloned().collect(),
     };
     crate::reload::on_sighup(reloadable, &background);
+    background.spawn(crate::firewall::watch(app.clone()));
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
     crate::lifecycle::supervise(
@@ -315,6 +316,8 @@ fn build_app(
         snapshot_node,
     )?;
     let rewrites = crate::rewrites::Rewrites::new(config.server.rewritten_bytes);
+    let firewall =
+        crate::firewall::rules::Firewall::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut metrics = Metrics::new(config.remotes.keys());
     metrics.register_scraped(Scraped {
         breakers: opened.breakers.clone(),
@@ -351,6 +354,7 @@ fn build_app(
         top_lists: Default::default(),
         cluster: opened.cluster,
         redis: opened.redis,
+        firewall,
     }))
 }
 

@@ -164,6 +164,7 @@ fn document_reply(content_type: &'static str, body: Vec<u8>) -> Reply {
         content_type,
         body: Bytes::from(body),
         headers: vec![("vary", "Accept".to_string())],
+        reason: None,
     }
 }
 

@@ -28,6 +28,9 @@
 //!   PyPI, npm, Helm, RPM) and the one dispatch between them: default
 //!   mutable patterns, routing, index documents, rewriting, published
 //!   checksums.
+//! - [`firewall`]: the artifact firewall's rules (known-malicious feeds
+//!   in the OSV format, deny and allow lists, minimum age) and versions
+//!   in each format's order.
 //! - [`links`]: resolving links in index documents and mapping them back
 //!   through a remote.
 //! - [`media_type`]: a file's media type by its name, for files stored
@@ -38,6 +41,7 @@ pub mod breaker;
 pub mod cache_key;
 pub mod duration;
 pub mod ecosystem;
+pub mod firewall;
 pub mod flush;
 pub mod links;
 pub mod media_type;

@@ -1,7 +1,9 @@
-//! Quarantine of newly published artifacts (seed 004).
+//! Quarantine of newly published artifacts: the minimum age of the
+//! artifact firewall ([`crate::firewall`]), of which a remote's
+//! `quarantine_new: true` is one rule.
 //!
-//! A remote with `quarantine_new: true` refuses immutable artifacts whose
-//! upstream `Last-Modified` is less than `quarantine_days` old, giving time to
+//! Immutable artifacts whose upstream `Last-Modified` is less than the
+//! minimum age old are refused, giving time to
 //! notice a malicious release before anything installs it. The decision fails
 //! open: no or an unparsable `Last-Modified` allows the artifact, since the
 //! alternative would block everything from upstreams that omit the header.
@@ -22,22 +24,23 @@ pub enum Quarantine {
 }
 
 /// Decides whether an artifact is held, given its class, the upstream's
-/// `Last-Modified` value, the remote's `quarantine_days` (`None`: no
-/// quarantine) and the current time.
+/// `Last-Modified` value, the minimum age that applies (`None`: none; the
+/// firewall's `min_age` rules and a remote's `quarantine_days`) and the
+/// current time.
 pub fn decide(
     class: ArtifactClass,
     last_modified: Option<&str>,
-    quarantine_days: Option<u32>,
+    min_age: Option<Duration>,
     now: SystemTime,
 ) -> Quarantine {
-    let (Some(days), ArtifactClass::Immutable) = (quarantine_days, class) else {
+    let (Some(min_age), ArtifactClass::Immutable) = (min_age, class) else {
         return Quarantine::Allow;
     };
     let Some(published) = last_modified.and_then(|v| httpdate::parse_http_date(v.trim()).ok())
     else {
         return Quarantine::Allow;
     };
-    let until = published + Duration::from_secs(u64::from(days) * 86_400);
+    let until = published + min_age;
     if now < until {
         Quarantine::Hold { until }
     } else {
@@ -65,12 +68,16 @@ mod tests {
         httpdate::fmt_http_date(time)
     }
 
+    fn days(n: u64) -> Option<Duration> {
+        Some(Duration::from_secs(n * DAY))
+    }
+
     const NOW: u64 = 1_795_000_000;
 
     #[test]
     fn recent_immutable_artifact_is_held_until_the_period_ends() {
         let lm = http(at(NOW - DAY));
-        let verdict = decide(ArtifactClass::Immutable, Some(&lm), Some(7), at(NOW));
+        let verdict = decide(ArtifactClass::Immutable, Some(&lm), days(7), at(NOW));
         assert_eq!(
             verdict,
             Quarantine::Hold {
@@ -83,24 +90,24 @@ mod tests {
     fn old_artifact_missing_or_malformed_date_is_allowed() {
         let old = http(at(NOW - 30 * DAY));
         assert_eq!(
-            decide(ArtifactClass::Immutable, Some(&old), Some(7), at(NOW)),
+            decide(ArtifactClass::Immutable, Some(&old), days(7), at(NOW)),
             Quarantine::Allow
         );
         assert_eq!(
-            decide(ArtifactClass::Immutable, None, Some(7), at(NOW)),
+            decide(ArtifactClass::Immutable, None, days(7), at(NOW)),
             Quarantine::Allow
         );
         assert_eq!(
             decide(
                 ArtifactClass::Immutable,
                 Some("yesterday"),
-                Some(7),
+                days(7),
                 at(NOW)
             ),
             Quarantine::Allow
         );
         assert_eq!(
-            decide(ArtifactClass::Immutable, Some(""), Some(7), at(NOW)),
+            decide(ArtifactClass::Immutable, Some(""), days(7), at(NOW)),
             Quarantine::Allow
         );
     }
@@ -112,7 +119,7 @@ mod tests {
             user_defined: false,
         };
         assert_eq!(
-            decide(index, Some(&lm), Some(7), at(NOW)),
+            decide(index, Some(&lm), days(7), at(NOW)),
             Quarantine::Allow
         );
         assert_eq!(
@@ -128,17 +135,17 @@ mod tests {
         // One second before the end: held; at the end: allowed.
         let end = published + 3 * DAY;
         assert!(matches!(
-            decide(ArtifactClass::Immutable, Some(&lm), Some(3), at(end - 1)),
+            decide(ArtifactClass::Immutable, Some(&lm), days(3), at(end - 1)),
             Quarantine::Hold { .. }
         ));
         assert_eq!(
-            decide(ArtifactClass::Immutable, Some(&lm), Some(3), at(end)),
+            decide(ArtifactClass::Immutable, Some(&lm), days(3), at(end)),
             Quarantine::Allow
         );
         // A Last-Modified in the future (clock skew) is held for the full period after it.
         let future = http(at(NOW + DAY));
         assert_eq!(
-            decide(ArtifactClass::Immutable, Some(&future), Some(1), at(NOW)),
+            decide(ArtifactClass::Immutable, Some(&future), days(1), at(NOW)),
             Quarantine::Hold {
                 until: at(NOW + 2 * DAY)
             }

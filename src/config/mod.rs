@@ -14,6 +14,7 @@
 pub mod backends;
 pub mod error;
 pub mod exposure;
+pub mod firewall;
 pub mod paths;
 pub mod redis_url;
 pub mod remotes;
@@ -94,6 +95,7 @@ impl Config {
             exposure::Exposure::Allowed(warning) => [warnings, vec![warning]].concat(),
             exposure::Exposure::Refused(error) => return Err(error.into()),
         };
+        firewall::compile(&server.firewall, &remotes)?;
         let mirrors = remotes
             .values()
             .flat_map(|r| {

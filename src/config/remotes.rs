@@ -46,6 +46,8 @@ pub struct RawRemote {
     /// Remove quarantined versions from rewritten index documents, so
     /// resolvers pick the newest allowed one (default: on with quarantine).
     pub quarantine_hide: Option<bool>,
+    /// Packages (`*` patterns) `quarantine_new` spares (artifactd).
+    pub quarantine_exempt: Option<Vec<String>>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// A file holding `password` (artifactd): kept out of remotes.yaml, as
@@ -156,6 +158,8 @@ pub struct Remote {
     pub quarantine_days: Option<u32>,
     /// Whether index documents leave quarantined versions out.
     pub quarantine_hide: bool,
+    /// Package patterns the quarantine spares.
+    pub quarantine_exempt: Vec<String>,
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
     pub immutable_ttl: Option<Duration>,
     pub mutable_ttl: Duration,
@@ -251,6 +255,14 @@ fn compile_remote(
             "must be a positive number of days when quarantine_new is true".into(),
         );
     }
+    if let Some(exempt) = &raw.quarantine_exempt {
+        if let Some(i) = exempt.iter().position(|p| p.trim().is_empty()) {
+            c.error(
+                &format!("quarantine_exempt[{i}]"),
+                "a package name or pattern must not be empty".into(),
+            );
+        }
+    }
     let mirror_of = c.mirror_of(raw, ecosystem);
     let architectures = c.names(
         "architectures",
@@ -271,6 +283,7 @@ fn compile_remote(
             check_mutable_updates: raw.check_mutable_updates,
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
             quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
+            quarantine_exempt: raw.quarantine_exempt.clone().unwrap_or_default(),
             immutable_ttl: timing.immutable_ttl.filter(|ttl| !ttl.is_zero()),
             mutable_ttl: (timing.mutable_ttl).unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
             negative_ttl: timing.negative_ttl,

@@ -67,6 +67,9 @@ pub struct RawServerConfig {
     pub process: RawProcess,
     #[serde(default)]
     pub log: RawLog,
+    /// The artifact firewall: rules, feeds, the policy file.
+    #[serde(default)]
+    pub firewall: super::firewall::RawFirewall,
     /// Which settings the environment replaced, so their relative paths
     /// resolve against the working directory.
     #[serde(skip)]
@@ -286,6 +289,7 @@ pub struct ServerConfig {
     pub upgrade_socket: PathBuf,
     pub log_format: crate::access_log::LogFormat,
     pub cluster: Option<ClusterSettings>,
+    pub firewall: super::firewall::FirewallSettings,
 }
 
 impl ServerConfig {
@@ -583,6 +587,7 @@ pub fn parse_server_config(
             None => crate::access_log::LogFormat::Text,
             Some(text) => text.parse().map_err(|m| f.err("log.format", m))?,
         },
+        firewall: f.firewall(&raw.firewall)?,
         storage,
         state,
         catalog,
@@ -645,6 +650,23 @@ impl<'a> Fields<'a> {
         } else {
             &self.file_dir
         }
+    }
+
+    fn firewall(
+        &self,
+        raw: &super::firewall::RawFirewall,
+    ) -> Result<super::firewall::FirewallSettings, ConfigError> {
+        Ok(super::firewall::FirewallSettings {
+            policy_file: raw
+                .policy_file
+                .as_deref()
+                .map(|p| resolve(&self.file_dir, p)),
+            refresh: positive_duration(&raw.refresh, super::firewall::DEFAULT_REFRESH)
+                .map_err(|m| self.err("firewall.refresh", m))?,
+            inline: raw.rules.clone(),
+            file: self.file.to_path_buf(),
+            dir: self.file_dir.clone(),
+        })
     }
 
     fn duration(

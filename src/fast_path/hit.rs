@@ -182,7 +182,7 @@ fn rewritten(
         head.host,
         head.forwarded_proto,
     );
-    let key = rewrites::key(decided.id, &record.body.sha256, &base);
+    let key = rewrites::key(decided.id, &record.body.sha256, &base, decided.generation);
     let copy = app.rewrites.get(&key)?;
     if copy.epoch != record.meta.epoch {
         // Made from an older meta: the phases make its header again.
@@ -295,11 +295,8 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         return None;
     };
     let config = app.config();
-    // Left to the phases: a quarantining remote's hits (checked against
-    // their publication date, `hold_cached`) and a registry remote's
-    // (routed as `/v2/` is).
-    let remote = (config.remotes.get(remote))
-        .filter(|r| r.quarantine_days.is_none() && !r.ecosystem.speaks_registry_api())?;
+    // Left to the phases: a registry remote's hits (routed as `/v2/` is).
+    let remote = (config.remotes.get(remote)).filter(|r| !r.ecosystem.speaks_registry_api())?;
     let view = RequestView {
         method: &Method::GET,
         query,
@@ -309,6 +306,11 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
     else {
         return None;
     };
+    // Left to the phases too: hits held to a minimum age (checked against
+    // their publication date, `hold_cached`) and hits a dry-run rule marks.
+    if artifact.judged.min_age.is_some() || artifact.judged.dry_run.is_some() {
+        return None;
+    }
     let rewritten = documents::served_rewritten(&artifact) && app.rewrites.enabled();
     if !hooks::served_as_stored(&artifact) && !rewritten {
         return None;

@@ -404,6 +404,35 @@ struct BackendLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FirewallLabels {
+    remote: String,
+    rule: String,
+    action: FirewallAction,
+}
+
+/// What the artifact firewall did to a release.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FirewallAction {
+    /// Refused a request for it.
+    Refused,
+    /// Served it, marked, under a dry-run rule.
+    DryRun,
+    /// Deleted its cached copy (`purge: true`).
+    Purged,
+}
+
+impl EncodeLabelValue for FirewallAction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let word = match self {
+            FirewallAction::Refused => "refused",
+            FirewallAction::DryRun => "dry_run",
+            FirewallAction::Purged => "purged",
+        };
+        std::fmt::Write::write_str(encoder, word)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabel {
     result: ReloadResult,
 }
@@ -419,6 +448,8 @@ pub struct Metrics {
     /// without a lock.
     remotes: ArcSwap<HashMap<String, Arc<RemoteMetrics>>>,
     reloads: Family<ReloadLabel, Counter>,
+    firewall: Family<FirewallLabels, Counter>,
+    firewall_loads: Family<ReloadLabel, Counter>,
     /// Requests inside pingora's phases now (the fast path's hits, which
     /// take microseconds, are not counted).
     in_flight: Gauge,
@@ -448,6 +479,18 @@ impl Metrics {
             "artifactd_config_reloads",
             "Reloads of the configuration (SIGHUP): applied, or refused and the running one kept",
             reloads.clone(),
+        );
+        let firewall = Family::<FirewallLabels, Counter>::default();
+        registry.register(
+            "artifactd_firewall_decisions",
+            "Releases the artifact firewall refused, served marked under a dry-run rule, or purged from storage",
+            firewall.clone(),
+        );
+        let firewall_loads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "artifactd_firewall_loads",
+            "Loads of changed firewall rules and feeds: applied, or refused and the rules in force kept",
+            firewall_loads.clone(),
         );
         let in_flight = Gauge::default();
         registry.register(
@@ -486,6 +529,8 @@ impl Metrics {
             families,
             remotes: ArcSwap::default(),
             reloads,
+            firewall,
+            firewall_loads,
             in_flight,
             ready,
             backends,
@@ -513,6 +558,23 @@ impl Metrics {
     /// Counts a reload of the configuration.
     pub fn reloaded(&self, result: ReloadResult) {
         self.reloads.get_or_create(&ReloadLabel { result }).inc();
+    }
+
+    /// Counts what the artifact firewall did to a release.
+    pub fn firewall(&self, remote: &str, rule: &str, action: FirewallAction) {
+        let labels = FirewallLabels {
+            remote: remote.to_string(),
+            rule: rule.to_string(),
+            action,
+        };
+        self.firewall.get_or_create(&labels).inc();
+    }
+
+    /// Counts a load of changed firewall rules.
+    pub fn firewall_loaded(&self, result: ReloadResult) {
+        self.firewall_loads
+            .get_or_create(&ReloadLabel { result })
+            .inc();
     }
 
     /// Adds the values other parts of artifactd own, read at each scrape.

@@ -46,4 +46,6 @@ pub struct Decision {
     pub action: Action,
     pub remote: Option<String>,
     pub denied: bool,
+    /// The firewall rule that refused it, and why, for the log and metrics.
+    pub firewall: Option<(String, String)>,
 }

@@ -5,8 +5,10 @@
 use crate::config::Remote;
 use filters::ecosystem::oci::{AcceptClass, Kind};
 use filters::ecosystem::{Document, Routed};
+use filters::firewall::{Finding, Shown};
 use filters::ArtifactClass;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What `request_filter` learned about an artifact request, for the later
 /// phases (cache key, peer, upstream request, cacheability).
@@ -20,6 +22,23 @@ pub struct Artifact {
     pub key_parts: Vec<String>,
     pub class: ArtifactClass,
     pub kind: ArtifactKind,
+    /// What the artifact firewall made of it ([`crate::firewall::judge`]).
+    pub judged: Judged,
+}
+
+/// What the artifact firewall decided for a request it lets through.
+#[derive(Debug, Default, Clone)]
+pub struct Judged {
+    /// Refused while younger than this (by the upstream's
+    /// `Last-Modified`): a remote's quarantine or a `min_age` rule.
+    pub min_age: Option<Duration>,
+    /// A dry-run rule that would have refused it: served, marked, counted.
+    pub dry_run: Option<Finding>,
+    /// What an index document of one package leaves out or marks.
+    pub shown: Shown,
+    /// The configuration generation it was judged under, which firewall
+    /// changes bump too (kept rewrites of documents are told apart by it).
+    pub generation: u64,
 }
 
 /// What kind of thing an artifact request asks for.
@@ -44,6 +63,7 @@ impl Artifact {
                 Some(document) => ArtifactKind::Document(document),
                 None => ArtifactKind::File,
             },
+            judged: Judged::default(),
         }
     }
 

@@ -22,12 +22,13 @@ use crate::storage::CacheStorage;
 use bytes::{Bytes, BytesMut};
 use filters::ecosystem::pypi::{self, FileLink, Form, HtmlRewriter};
 use filters::ecosystem::{npm, Document};
+use filters::firewall::Shown;
 use filters::links::{self, LinkMap};
 use pingora::cache::{CachePhase, HttpCache};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// The largest JSON or YAML index document rewritten; a larger one is
 /// passed on as the upstream sent it rather than held in memory.
@@ -93,7 +94,7 @@ pub fn client_base(
 /// where quarantined versions are hidden, as what shows moves with the
 /// clock.
 pub fn served_rewritten(artifact: &Artifact) -> bool {
-    let hides = artifact.remote.quarantine_days.is_some() && artifact.remote.quarantine_hide;
+    let hides = artifact.judged.shown.hide_after.is_some();
     artifact.document().is_some_and(|d| d.rewritten()) && !hides
 }
 
@@ -141,7 +142,8 @@ pub async fn reuse(
         header(req, http::header::HOST),
         header(req, FORWARDED_PROTO),
     );
-    match kept.get_or_make(rewrites::key(id, &digest, &base)).await {
+    let key = rewrites::key(id, &digest, &base, artifact.judged.generation);
+    match kept.get_or_make(key).await {
         Found::Copy(copy) => Reuse::Copy {
             copy,
             epoch,
@@ -187,8 +189,8 @@ pub struct BodyRewriter {
     /// Whether the checksums found are recorded at the end.
     record: bool,
     checksums: Arc<Checksums>,
-    /// Versions published after this are left out (quarantine).
-    hide_after: Option<SystemTime>,
+    /// What the document leaves out or marks (minimum age, firewall).
+    shown: Shown,
     /// The output being gathered to keep, when this rewrite is kept.
     keep: Option<Keep>,
 }
@@ -226,13 +228,6 @@ enum WholeKind {
     PypiApi,
     Npm,
     Helm,
-}
-
-/// The instant before which a version must have been published to show in
-/// an index of `remote`, when it hides quarantined versions.
-fn quarantine_cutoff(remote: &Remote) -> Option<SystemTime> {
-    let days = remote.quarantine_days.filter(|_| remote.quarantine_hide)?;
-    SystemTime::now().checked_sub(Duration::from_secs(u64::from(days) * 86_400))
 }
 
 /// The error of a document that cannot be rewritten.
@@ -292,7 +287,7 @@ impl BodyRewriter {
                 kind,
             },
             None => Input::Html {
-                rewriter: HtmlRewriter::new(map),
+                rewriter: HtmlRewriter::new(map, artifact.judged.shown.clone()),
                 stream: output == Form::Html,
             },
         };
@@ -338,7 +333,7 @@ impl BodyRewriter {
             project,
             record,
             checksums: checksums.clone(),
-            hide_after: quarantine_cutoff(&artifact.remote),
+            shown: artifact.judged.shown.clone(),
             keep,
         }))
     }
@@ -424,7 +419,7 @@ impl BodyRewriter {
                     .project
                     .as_deref()
                     .filter(|_| self.output == Form::Html);
-                match rewrite_whole(*kind, buffer, map, self.hide_after, project) {
+                match rewrite_whole(*kind, buffer, map, &self.shown, project) {
                     Ok(rewritten) => rewritten,
                     Err(e) => {
                         log::warn!(
@@ -452,12 +447,12 @@ fn rewrite_whole(
     kind: WholeKind,
     doc: &[u8],
     map: &LinkMap,
-    hide_after: Option<SystemTime>,
+    shown: &Shown,
     html_project: Option<&str>,
 ) -> Result<(Vec<u8>, Vec<Published>), String> {
     match kind {
         WholeKind::Npm => {
-            let rewritten = npm::rewrite(doc, map, hide_after).map_err(|e| e.to_string())?;
+            let rewritten = npm::rewrite(doc, map, shown).map_err(|e| e.to_string())?;
             let published = rewritten.tarballs.into_iter().filter_map(|t| {
                 Some(Published {
                     path: t.remote_path?,
@@ -467,7 +462,7 @@ fn rewrite_whole(
             Ok((rewritten.body, published.collect()))
         }
         WholeKind::Helm => {
-            let rewritten = filters::ecosystem::helm::rewrite(doc, map, hide_after)
+            let rewritten = filters::ecosystem::helm::rewrite(doc, map, shown.hide_after)
                 .map_err(|e| e.to_string())?;
             let published = rewritten.charts.into_iter().flat_map(|chart| {
                 let digest = chart.digest;
@@ -482,8 +477,8 @@ fn rewrite_whole(
         }
         WholeKind::PypiApi | WholeKind::PypiSimple => {
             let rewritten = match kind {
-                WholeKind::PypiApi => pypi::rewrite_json_api(doc, map),
-                _ => pypi::rewrite_simple_json(doc, map, hide_after),
+                WholeKind::PypiApi => pypi::rewrite_json_api(doc, map, shown),
+                _ => pypi::rewrite_simple_json(doc, map, shown),
             };
             let (json, links) = rewritten.map_err(|e| e.to_string())?;
             let out = match html_project {
@@ -607,7 +602,7 @@ mod tests {
             project: None,
             record: false,
             checksums: checksums.clone(),
-            hide_after: None,
+            shown: Shown::default(),
             keep: None,
         }
     }
@@ -649,14 +644,17 @@ mod tests {
         let html_to_json = || BodyRewriter {
             remote: "r".into(),
             input: Input::Html {
-                rewriter: HtmlRewriter::new(map("http://127.0.0.1:38111", "simple/tiny-dep/")),
+                rewriter: HtmlRewriter::new(
+                    map("http://127.0.0.1:38111", "simple/tiny-dep/"),
+                    Shown::default(),
+                ),
                 stream: false,
             },
             output: Form::Json,
             project: Some("tiny-dep".into()),
             record: false,
             checksums: checksums.clone(),
-            hide_after: None,
+            shown: Shown::default(),
             keep: None,
         };
         let whole = rewrite(&html_to_json, PYPI_HTML, PYPI_HTML.len());

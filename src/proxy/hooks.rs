@@ -67,8 +67,15 @@ pub async fn upstream_response(
     Ok(())
 }
 
-/// `response_filter`: headers the client's response carries for the kind.
+/// Marks a response that a dry-run firewall rule would have refused.
+pub const POLICY_HEADER: &str = "x-artifact-policy";
+
+/// `response_filter`: headers the client's response carries for the kind,
+/// and the firewall's dry-run mark.
 pub fn client_response(artifact: &Artifact, resp: &mut ResponseHeader) -> Result<()> {
+    if let Some(finding) = &artifact.judged.dry_run {
+        resp.insert_header(POLICY_HEADER, finding.dry_run_mark())?;
+    }
     if let ArtifactKind::Oci(oci) = &artifact.kind {
         resp.insert_header(oci::API_VERSION.0, oci::API_VERSION.1)?;
         oci::rewrite_link(oci, resp)?;

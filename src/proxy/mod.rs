@@ -226,6 +226,15 @@ impl ProxyHttp for ArtifactProxy {
         if decision.denied {
             ctx.outcome = Some(Outcome::Denied);
         }
+        let dry_run = match &decision.action {
+            Action::Proxy(artifact) => artifact.judged.dry_run.as_ref(),
+            _ => None,
+        };
+        if decision.firewall.is_some() || dry_run.is_some() {
+            let remote = ctx.remote_name.as_deref().unwrap_or("-");
+            let path = session.req_header().uri.path();
+            crate::firewall::account(&self.app, remote, path, decision.firewall.as_ref(), dry_run);
+        }
         match decision.action {
             Action::Proxy(artifact) => {
                 hooks::client_request(&artifact, session.req_header_mut());

@@ -38,6 +38,7 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
         action,
         remote: None,
         denied: false,
+        firewall: None,
     };
     // Pushing is refused whatever the path, before it is parsed.
     if req.method != Method::GET && req.method != Method::HEAD {
@@ -66,14 +67,18 @@ pub fn decide(app: &App, req: &RequestHeader, after_v2: &str) -> Decision {
         Ok(remote) => remote,
         Err(unknown) => return plain(refuse(ErrorCode::NameUnknown, unknown)),
     };
-    let (action, denied) = match repository_action(&remote, req, name, &op) {
-        Ok(artifact) => (Action::Proxy(artifact), false),
-        Err((reply, denied)) => (Action::Reply(reply), denied),
+    let (action, denied, firewall) = match repository_action(&remote, req, name, &op) {
+        Ok(mut artifact) => match crate::firewall::judge(app, &mut artifact) {
+            Err(refused) => (Action::Reply(refused.reply), true, Some(refused.why)),
+            Ok(()) => (Action::Proxy(artifact), false, None),
+        },
+        Err((reply, denied)) => (Action::Reply(reply), denied, None),
     };
     Decision {
         action,
         remote: Some(remote.name.clone()),
         denied,
+        firewall,
     }
 }
 
@@ -197,6 +202,7 @@ fn artifact(
             digest: op.content_digest().map(|d| d.text.to_string()),
             accept,
         }),
+        judged: Default::default(),
     }
 }
 

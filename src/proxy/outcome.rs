@@ -90,8 +90,9 @@ pub fn classify(resp: &ResponseHeader, cx: &Context<'_>) -> UpstreamOutcome {
     UpstreamOutcome::Passed { status }
 }
 
-/// The hold on an immutable artifact of a quarantining remote published
-/// (by its `Last-Modified`) less than `quarantine_days` ago: for a
+/// The hold on an immutable artifact published (by its `Last-Modified`)
+/// less than its minimum age ago (a remote's quarantine, a firewall
+/// `min_age` rule): for a
 /// response from the upstream, and for a cached one, since the remote's
 /// quarantine may have been switched on after it was cached.
 pub fn quarantined(
@@ -99,12 +100,8 @@ pub fn quarantined(
     last_modified: Option<&str>,
     now: std::time::SystemTime,
 ) -> Option<UpstreamOutcome> {
-    let verdict = filters::quarantine::decide(
-        artifact.class,
-        last_modified,
-        artifact.remote.quarantine_days,
-        now,
-    );
+    let verdict =
+        filters::quarantine::decide(artifact.class, last_modified, artifact.judged.min_age, now);
     match verdict {
         Quarantine::Hold { until } => Some(UpstreamOutcome::Quarantined {
             until: filters::quarantine::rfc3339(until),
@@ -152,6 +149,11 @@ mod tests {
             key_parts: vec!["a".into()],
             class,
             kind: ArtifactKind::File,
+            // What the firewall makes of the remote's quarantine.
+            judged: crate::proxy::artifact::Judged {
+                min_age: quarantine.then(|| Duration::from_secs(3 * 86_400)),
+                ..Default::default()
+            },
         }
     }
 

@@ -39,6 +39,7 @@ pub fn decide(app: &App, req: &RequestHeader) -> Decision {
         action,
         remote: None,
         denied: false,
+        firewall: None,
     };
     let (remote_name, raw_path) = match filters::route(path) {
         Route::Admin(route) => return plain(Action::Admin(AdminRequest::Route(route))),
@@ -101,6 +102,7 @@ fn decide_proxied(app: &App, req: &RequestHeader, authority: &Authority) -> Deci
         action: Action::Reply(Reply::text(StatusCode::FORBIDDEN, message)),
         remote: None,
         denied: true,
+        firewall: None,
     };
     let authority_text = authority.as_str().to_ascii_lowercase();
     let config = app.config();
@@ -149,6 +151,7 @@ pub fn decide_artifact(
         action,
         remote: Some(remote.name.clone()),
         denied,
+        firewall: None,
     };
     let raw_path = remote.ecosystem.client_path(raw_path);
     let raw_path = raw_path.as_ref();
@@ -188,7 +191,8 @@ pub fn decide_artifact(
         .header("allow", "GET, HEAD");
         return with_remote(Action::Reply(reply), false);
     }
-    match routed_artifact(remote, req, raw_path, &valid.decoded) {
+    let hides_young = remote.quarantine_hide || app.firewall.has_min_age(&remote.name);
+    match routed_artifact(remote, req, raw_path, &valid.decoded, hides_young) {
         None => with_remote(
             Action::Reply(Reply::text(
                 StatusCode::FORBIDDEN,
@@ -199,7 +203,13 @@ pub fn decide_artifact(
             )),
             true,
         ),
-        Some(artifact) => with_remote(Action::Proxy(artifact), false),
+        Some(mut artifact) => match crate::firewall::judge(app, &mut artifact) {
+            Err(refused) => Decision {
+                firewall: Some(refused.why),
+                ..with_remote(Action::Reply(refused.reply), true)
+            },
+            Ok(()) => with_remote(Action::Proxy(artifact), false),
+        },
     }
 }
 
@@ -207,11 +217,14 @@ pub fn decide_artifact(
 /// asks for, routed by the remote's ecosystem; `None` when its patterns
 /// deny the path. Also how `artifactd import` keys what it stores, so an
 /// imported file is found by the request that would have fetched it.
+/// `hides_young`: index documents leave out releases below a minimum age
+/// (so npm asks for the form with publish times).
 pub fn routed_artifact(
     remote: &Arc<Remote>,
     req: &RequestView<'_>,
     raw_path: &str,
     path: &str,
+    hides_young: bool,
 ) -> Option<Artifact> {
     let Access::Allowed(class) = remote.policy.classify(path) else {
         return None;
@@ -222,7 +235,7 @@ pub fn routed_artifact(
         class,
         accept: req.accept,
         query: req.query,
-        quarantine_hide: remote.quarantine_hide,
+        quarantine_hide: hides_young,
     });
     Some(Artifact::routed(remote.clone(), routed))
 }

@@ -22,6 +22,8 @@
 //! - `security`: path validation before storage and upstream.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
 //! - `resilience`: quarantine, negative caching.
+//! - `firewall`: OSV feeds, revocation and purge, dry run, deny/allow
+//!   lists and age exemptions, with pip, uv and npm.
 //! - `oci`: the registry API against a real registry, skopeo and umoci.
 //! - `pypi`: PyPI remotes with pip and uv against pypiserver.
 //! - `npm`: npm remotes with npm against verdaccio.
@@ -48,6 +50,7 @@ mod edge;
 mod evict;
 mod fast_path;
 mod fill;
+mod firewall;
 mod harness;
 mod helm;
 mod import;

@@ -28,6 +28,35 @@ pub fn is_index(path: &str) -> bool {
     path == "index.yaml" || path.ends_with("/index.yaml")
 }
 
+/// The chart and version of a chart archive (`charts/name-1.2.3.tgz`) or
+/// its provenance file (`.tgz.prov`).
+///
+/// ```
+/// let found = filters::ecosystem::helm::package_of("charts/my-app-1.2.3-rc.1.tgz").unwrap();
+/// assert_eq!((found.name.as_str(), found.version.as_str()), ("my-app", "1.2.3-rc.1"));
+/// ```
+pub fn package_of(path: &str) -> Option<super::PackageVersion> {
+    let filename = path.rsplit('/').next()?;
+    let stem = filename
+        .strip_suffix(".tgz.prov")
+        .or_else(|| filename.strip_suffix(".tgz"))?;
+    // Chart names may hold `-` and digits; a semver version starts with
+    // a digit and has two dots before any `-` of a pre-release.
+    let at = stem.char_indices().find_map(|(i, c)| {
+        let rest = &stem[i + 1..];
+        let core = rest.split(['-', '+']).next()?;
+        let semver_core = core.split('.').count() == 3
+            && core
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        (c == '-' && semver_core).then_some(i)
+    })?;
+    Some(super::PackageVersion {
+        name: stem[..at].to_string(),
+        version: stem[at + 1..].to_string(),
+    })
+}
+
 /// A chart version an index links, after rewriting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chart {

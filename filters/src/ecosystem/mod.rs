@@ -198,6 +198,64 @@ impl Ecosystem {
         }
     }
 
+    /// The package and version a file of this format belongs to, as the
+    /// artifact firewall names them; `None` for a file that is no
+    /// package's release (an index, a signature of the whole repository)
+    /// or a format without package coordinates.
+    pub fn package_of(self, path: &str) -> Option<PackageVersion> {
+        match self {
+            Ecosystem::Npm => npm::package_of(path),
+            Ecosystem::Pypi => pypi::package_of(path),
+            Ecosystem::Helm => helm::package_of(path),
+            Ecosystem::Generic
+            | Ecosystem::Docker
+            | Ecosystem::Rpm
+            | Ecosystem::Alpine
+            | Ecosystem::Apt => None,
+        }
+    }
+
+    /// The package an index document lists the versions of, when it is
+    /// one package's (npm's package document, PyPI's project page).
+    pub fn package_of_document(self, document: &Document, path: &str) -> Option<String> {
+        match document {
+            Document::PypiSimple { project, .. } => project.clone(),
+            Document::PypiJsonApi => pypi::document(path).and_then(|d| match d {
+                pypi::Document::JsonApi { name, .. } => Some(name),
+                _ => None,
+            }),
+            Document::NpmPackage { .. } => match npm::classify(path) {
+                npm::NpmPath::Document { name } => Some(name),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// How this format's clients are told that a release is refused (a
+    /// 403): a body each prints. npm shows an error JSON's `error`; a
+    /// registry client a `DENIED` error; the others read a line of text
+    /// (and pip the status line's reason, which the proxy sets too).
+    pub fn refusal(self, message: &str) -> Refusal {
+        match self {
+            Ecosystem::Npm => Refusal {
+                content_type: "application/json",
+                body: serde_json::json!({ "error": message }).to_string(),
+            },
+            Ecosystem::Docker => Refusal {
+                content_type: "application/json",
+                body: serde_json::json!({
+                    "errors": [{ "code": "DENIED", "message": message }]
+                })
+                .to_string(),
+            },
+            _ => Refusal {
+                content_type: "text/plain; charset=utf-8",
+                body: format!("{message}\n"),
+            },
+        }
+    }
+
     /// Routes a request for a path of a remote of this format. An index
     /// document is mutable whatever the remote's patterns say (npm has no
     /// built-in mutable patterns, and a remote that lists none would
@@ -257,6 +315,22 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     /// The remote hides quarantined versions from its documents.
     pub quarantine_hide: bool,
+}
+
+/// A refusal in the language of a format's clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// A release of a package, as the artifact firewall names it: the name in
+/// its format's normal form (PyPI's PEP 503 name), the version as the file
+/// spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageVersion {
+    pub name: String,
+    pub version: String,
 }
 
 /// What a request asks for, once routed: the plain data the proxy needs.

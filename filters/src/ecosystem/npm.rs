@@ -6,6 +6,7 @@
 //! Package documents are JSON and are rewritten whole; the proxy bounds
 //! their size.
 
+use crate::firewall::Shown;
 use crate::links::LinkMap;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -85,6 +86,30 @@ pub fn classify(path: &str) -> NpmPath {
         }
         _ => NpmPath::File,
     }
+}
+
+/// The package and version of a tarball path (`name/-/name-1.0.0.tgz`,
+/// `@scope/name/-/name-1.0.0.tgz`).
+///
+/// ```
+/// let found = filters::ecosystem::npm::package_of("@s/a/-/a-1.0.0-rc.1.tgz").unwrap();
+/// assert_eq!((found.name.as_str(), found.version.as_str()), ("@s/a", "1.0.0-rc.1"));
+/// assert_eq!(filters::ecosystem::npm::package_of("a/-/b-1.0.0.tgz"), None);
+/// ```
+pub fn package_of(path: &str) -> Option<super::PackageVersion> {
+    let (name, file) = path.split_once("/-/")?;
+    let NpmPath::Document { name } = classify(name) else {
+        return None;
+    };
+    let unscoped = name.rsplit('/').next()?;
+    let version = file
+        .strip_suffix(".tgz")?
+        .strip_prefix(unscoped)?
+        .strip_prefix('-')?;
+    (!version.is_empty() && !version.contains('/')).then(|| super::PackageVersion {
+        version: version.to_string(),
+        name,
+    })
 }
 
 /// npm asks for a scoped document as `@scope%2fname`; the separator is
@@ -180,27 +205,28 @@ pub struct DocumentError(String);
 pub struct Rewritten {
     pub body: Vec<u8>,
     pub tarballs: Vec<Tarball>,
-    /// Versions removed by quarantine.
+    /// Versions removed by quarantine or the firewall.
     pub hidden: Vec<String>,
 }
 
 /// Rewrites a package document: every `versions.*.dist.tarball` through
-/// the remote. With `hide_after`, versions published (`time`) after that
-/// instant are removed, and a dist-tag naming one moves to the newest
+/// the remote. With `shown.hide_after`, versions published (`time`) after
+/// that instant are removed; versions the firewall refuses move to
+/// `policyRestrictions`, where npm finds them only to say why it cannot
+/// install them. A dist-tag naming a removed version moves to the newest
 /// remaining release.
-pub fn rewrite(
-    doc: &[u8],
-    map: &LinkMap,
-    hide_after: Option<SystemTime>,
-) -> Result<Rewritten, DocumentError> {
+pub fn rewrite(doc: &[u8], map: &LinkMap, shown: &Shown) -> Result<Rewritten, DocumentError> {
     let mut value: Value = serde_json::from_slice(doc).map_err(|e| DocumentError(e.to_string()))?;
     let object = value
         .as_object_mut()
         .ok_or_else(|| DocumentError("not a JSON object".into()))?;
-    let hidden = match hide_after {
+    let mut hidden = match shown.hide_after {
         Some(cutoff) => hide_versions(object, cutoff),
         None => Vec::new(),
     };
+    if shown.refused.is_some() {
+        hidden.extend(restrict_versions(object, shown));
+    }
     let mut tarballs = Vec::new();
     if let Some(versions) = object.get_mut("versions").and_then(Value::as_object_mut) {
         for (version, manifest) in versions.iter_mut() {
@@ -269,6 +295,47 @@ fn hide_versions(object: &mut serde_json::Map<String, Value>, cutoff: SystemTime
             times.remove(version);
         }
     }
+    retag(object, &hidden);
+    hidden
+}
+
+/// Moves the versions the firewall refuses out of `versions` into
+/// `policyRestrictions` (npm-pick-manifest's field: such a version is
+/// never picked, and asking for it fails with E403 and the message);
+/// returns them.
+fn restrict_versions(object: &mut serde_json::Map<String, Value>, shown: &Shown) -> Vec<String> {
+    let Some(versions) = object.get_mut("versions").and_then(Value::as_object_mut) else {
+        return Vec::new();
+    };
+    let refused: Vec<(String, String)> = versions
+        .keys()
+        .filter_map(|v| Some((v.clone(), shown.refused(v)?)))
+        .collect();
+    if refused.is_empty() {
+        return Vec::new();
+    }
+    let mut restricted = serde_json::Map::new();
+    for (version, _) in &refused {
+        if let Some(manifest) = versions.remove(version) {
+            restricted.insert(version.clone(), manifest);
+        }
+    }
+    let message: Vec<String> = refused
+        .iter()
+        .map(|(version, why)| format!("{version}: {why}"))
+        .collect();
+    object.insert(
+        "policyRestrictions".into(),
+        serde_json::json!({ "message": message.join("\n"), "versions": restricted }),
+    );
+    let hidden: Vec<String> = refused.into_iter().map(|(v, _)| v).collect();
+    retag(object, &hidden);
+    hidden
+}
+
+/// Moves each dist-tag naming a hidden version: `latest` to the newest
+/// remaining release, any other tag away.
+fn retag(object: &mut serde_json::Map<String, Value>, hidden: &[String]) {
     let remaining: Vec<semver::Version> = object
         .get("versions")
         .and_then(Value::as_object)
@@ -296,7 +363,6 @@ fn hide_versions(object: &mut serde_json::Map<String, Value>, cutoff: SystemTime
             }
         }
     }
-    hidden
 }
 
 /// One uploaded tarball of a local repository, for [`local_document`].
@@ -523,7 +589,7 @@ mod tests {
 
     #[test]
     fn tarballs_come_back_through_the_remote_with_their_integrity() {
-        let out = rewrite(FULL.as_bytes(), &map("@demo%2fapp"), None).unwrap();
+        let out = rewrite(FULL.as_bytes(), &map("@demo%2fapp"), &Shown::default()).unwrap();
         let doc: Value = serde_json::from_slice(&out.body).unwrap();
         let tarball = doc["versions"]["1.0.0"]["dist"]["tarball"]
             .as_str()
@@ -543,9 +609,9 @@ mod tests {
         assert!(!String::from_utf8(out.body)
             .unwrap()
             .contains(&verdaccio_base()));
-        let out = rewrite(ABBREVIATED.as_bytes(), &map("tiny-dep"), None).unwrap();
+        let out = rewrite(ABBREVIATED.as_bytes(), &map("tiny-dep"), &Shown::default()).unwrap();
         assert_eq!(out.tarballs.len(), 2);
-        assert!(rewrite(b"[1]", &map("x"), None).is_err());
+        assert!(rewrite(b"[1]", &map("x"), &Shown::default()).is_err());
     }
 
     #[test]
@@ -556,7 +622,7 @@ mod tests {
         let out = rewrite(
             FULL.as_bytes(),
             &map("@demo%2fapp"),
-            Some(newest - Duration::from_millis(1)),
+            &Shown::published_before(Some(newest - Duration::from_millis(1))),
         )
         .unwrap();
         assert_eq!(out.hidden, ["1.1.0"]);
@@ -566,8 +632,46 @@ mod tests {
         assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
         assert_eq!(out.tarballs.len(), 1);
         // Nothing newer than the newest: nothing hidden.
-        let out = rewrite(FULL.as_bytes(), &map("@demo%2fapp"), Some(newest)).unwrap();
+        let out = rewrite(
+            FULL.as_bytes(),
+            &map("@demo%2fapp"),
+            &Shown::published_before(Some(newest)),
+        )
+        .unwrap();
         assert!(out.hidden.is_empty());
+    }
+
+    #[test]
+    fn refused_versions_move_to_policy_restrictions() {
+        let doc = FULL.as_bytes();
+        let all: Value = serde_json::from_slice(doc).unwrap();
+        let latest = all["dist-tags"]["latest"].as_str().unwrap().to_string();
+        let judged = latest.clone();
+        let shown = Shown {
+            hide_after: None,
+            refused: Some(std::sync::Arc::new(move |v: &str| {
+                (v == judged).then(|| "refused by rule 'm' (MAL-1)".to_string())
+            })),
+        };
+        let out = rewrite(doc, &map("@demo%2fapp"), &shown).unwrap();
+        assert_eq!(out.hidden, [latest.clone()]);
+        let doc: Value = serde_json::from_slice(&out.body).unwrap();
+        assert!(doc["versions"].get(&latest).is_none());
+        let restrictions = &doc["policyRestrictions"];
+        assert!(restrictions["versions"].get(&latest).is_some());
+        assert_eq!(
+            restrictions["message"],
+            format!("{latest}: refused by rule 'm' (MAL-1)")
+        );
+        assert_ne!(doc["dist-tags"]["latest"], Value::String(latest));
+        assert!(out.tarballs.iter().all(|t| t.version
+            != restrictions["versions"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .next()
+                .unwrap()
+                .as_str()));
     }
 
     #[test]

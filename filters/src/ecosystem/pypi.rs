@@ -9,6 +9,7 @@
 //! memory (plus the list of file links, kept only when asked for). JSON
 //! documents are rewritten whole; the proxy bounds their size.
 
+use crate::firewall::Shown;
 use crate::links::{LinkMap, Mapped};
 use serde_json::{json, Map, Value};
 
@@ -262,14 +263,18 @@ fn preferred_digest<'a>(hashes: impl Iterator<Item = (&'a str, &'a str)>) -> Opt
 /// Rewrites a PEP 503 page chunk by chunk; see the module docs.
 pub struct HtmlRewriter {
     map: LinkMap,
+    shown: Shown,
     carry: Vec<u8>,
     links: Vec<FileLink>,
 }
 
 impl HtmlRewriter {
-    pub fn new(map: LinkMap) -> HtmlRewriter {
+    /// A rewriter whose links come back through `map`, with the releases
+    /// `shown` refuses marked yanked.
+    pub fn new(map: LinkMap, shown: Shown) -> HtmlRewriter {
         HtmlRewriter {
             map,
+            shown,
             carry: Vec::new(),
             links: Vec::new(),
         }
@@ -337,11 +342,16 @@ impl HtmlRewriter {
                 .find(|a| a.name.eq_ignore_ascii_case(name))
                 .map(|a| unescape(a.value))
         };
+        let filename = filename_of(&mapped);
+        let refused = attr("data-yanked")
+            .is_none()
+            .then(|| refused_file(&self.shown, &filename))
+            .flatten();
         let link = FileLink {
-            filename: filename_of(&mapped),
+            yanked: attr("data-yanked").or_else(|| refused.clone()),
+            filename,
             hashes: fragment_hashes(&mapped.url),
             requires_python: attr("data-requires-python"),
-            yanked: attr("data-yanked"),
             core_metadata: attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata")),
             upload_time: None,
             remote_path: mapped.remote_path.as_deref().map(decode),
@@ -352,7 +362,14 @@ impl HtmlRewriter {
         let start = 2 + href.value_start;
         let end = start + href.value.len();
         let mut rewritten = String::with_capacity(text.len() + 64);
-        rewritten.push_str(&text[..start]);
+        match &refused {
+            Some(why) => {
+                rewritten.push_str(&text[..2]);
+                rewritten.push_str(&format!(" data-yanked=\"{}\"", escape(why)));
+                rewritten.push_str(&text[2..start]);
+            }
+            None => rewritten.push_str(&text[..start]),
+        }
         if href.quoted {
             rewritten.push_str(&escape(&link.url));
         } else {
@@ -364,6 +381,12 @@ impl HtmlRewriter {
         out.extend_from_slice(rewritten.as_bytes());
         self.links.push(link);
     }
+}
+
+/// Why the firewall refuses the release a distribution file belongs to.
+fn refused_file(shown: &Shown, filename: &str) -> Option<String> {
+    shown.refused.as_ref()?;
+    shown.refused(&package_of(filename)?.version)
 }
 
 fn find(haystack: &[u8], needle: u8) -> Option<usize> {
@@ -532,18 +555,20 @@ pub struct JsonError(String);
 
 /// Rewrites a PEP 691 JSON document (project page or root index): every
 /// `files[].url` through the remote; returns the file links found. With
-/// `hide_after`, files uploaded (PEP 700 `upload-time`) after that instant
-/// are left out; files without an upload time stay.
+/// `shown.hide_after`, files uploaded (PEP 700 `upload-time`) after that
+/// instant are left out (files without an upload time stay); files of
+/// releases the firewall refuses are yanked with its reason (PEP 592:
+/// resolvers skip them, an exact pin shows the reason).
 pub fn rewrite_simple_json(
     doc: &[u8],
     map: &LinkMap,
-    hide_after: Option<std::time::SystemTime>,
+    shown: &Shown,
 ) -> Result<(Vec<u8>, Vec<FileLink>), JsonError> {
     let mut value: Value = serde_json::from_slice(doc).map_err(|e| JsonError(e.to_string()))?;
     let mut links = Vec::new();
     if let (Some(files), Some(cutoff)) = (
         value.get_mut("files").and_then(Value::as_array_mut),
-        hide_after,
+        shown.hide_after,
     ) {
         files.retain(|file| {
             let uploaded = file
@@ -555,6 +580,13 @@ pub fn rewrite_simple_json(
     }
     if let Some(files) = value.get_mut("files").and_then(Value::as_array_mut) {
         for file in files.iter_mut() {
+            let filename = file.get("filename").and_then(Value::as_str);
+            let refused = filename.and_then(|name| refused_file(shown, name));
+            if let (Some(why), Some(entry)) = (refused, file.as_object_mut()) {
+                if entry.get("yanked").is_none_or(|y| y == &Value::Bool(false)) {
+                    entry.insert("yanked".into(), Value::String(why));
+                }
+            }
             if let Some(link) = rewrite_file_entry(file, "url", "hashes", map) {
                 links.push(link);
             }
@@ -565,12 +597,23 @@ pub fn rewrite_simple_json(
 }
 
 /// Rewrites a `/pypi/{project}/json` document: `urls[]` and every
-/// `releases.*[]` entry.
-pub fn rewrite_json_api(doc: &[u8], map: &LinkMap) -> Result<(Vec<u8>, Vec<FileLink>), JsonError> {
+/// `releases.*[]` entry; files of releases the firewall refuses are
+/// marked yanked with its reason.
+pub fn rewrite_json_api(
+    doc: &[u8],
+    map: &LinkMap,
+    shown: &Shown,
+) -> Result<(Vec<u8>, Vec<FileLink>), JsonError> {
     let mut value: Value = serde_json::from_slice(doc).map_err(|e| JsonError(e.to_string()))?;
     let mut links = Vec::new();
     let mut rewrite_list = |list: &mut Value| {
         for file in list.as_array_mut().into_iter().flatten() {
+            let filename = file.get("filename").and_then(Value::as_str);
+            let refused = filename.and_then(|name| refused_file(shown, name));
+            if let (Some(why), Some(entry)) = (refused, file.as_object_mut()) {
+                entry.insert("yanked".into(), Value::Bool(true));
+                entry.insert("yanked_reason".into(), Value::String(why));
+            }
             if let Some(link) = rewrite_file_entry(file, "url", "digests", map) {
                 links.push(link);
             }
@@ -752,13 +795,43 @@ pub fn project_of_file(filename: &str) -> Option<String> {
         .strip_suffix(".tar.gz")
         .or_else(|| filename.strip_suffix(".zip"))
         .or_else(|| filename.strip_suffix(".tar.bz2"))?;
-    // The version starts at the last `-` followed by a digit.
-    let at = stem
-        .char_indices()
+    Some(normalize(&stem[..version_start(stem)?]))
+}
+
+/// The project and version of a distribution file's path (a wheel, an
+/// sdist, or the PEP 658 metadata file of either), by the last segment.
+///
+/// ```
+/// let found = filters::ecosystem::pypi::package_of("packages/ab/Acc_Demo-1.1.0-py3-none-any.whl.metadata").unwrap();
+/// assert_eq!((found.name.as_str(), found.version.as_str()), ("acc-demo", "1.1.0"));
+/// let found = filters::ecosystem::pypi::package_of("f/acc-demo-2.0rc1.tar.gz").unwrap();
+/// assert_eq!(found.version, "2.0rc1");
+/// ```
+pub fn package_of(path: &str) -> Option<super::PackageVersion> {
+    let filename = path.rsplit('/').next()?;
+    let filename = filename.strip_suffix(".metadata").unwrap_or(filename);
+    let name = project_of_file(filename)?;
+    let version = if let Some(stem) = filename.strip_suffix(".whl") {
+        stem.split('-').nth(1)?
+    } else {
+        let stem = [".tar.gz", ".zip", ".tar.bz2"]
+            .iter()
+            .find_map(|suffix| filename.strip_suffix(suffix))?;
+        &stem[version_start(stem)? + 1..]
+    };
+    Some(super::PackageVersion {
+        name,
+        version: version.to_string(),
+    })
+}
+
+/// Where the version of an sdist's stem starts: its last `-` followed by
+/// a digit.
+fn version_start(stem: &str) -> Option<usize> {
+    stem.char_indices()
         .filter(|&(i, c)| c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
         .map(|(i, _)| i)
-        .next_back()?;
-    Some(normalize(&stem[..at]))
+        .next_back()
 }
 
 /// Merges PEP 691 project pages of a virtual repository's members, in
@@ -876,8 +949,54 @@ mod tests {
         .unwrap()
     }
 
+    fn refusing(version: &'static str) -> Shown {
+        Shown {
+            hide_after: None,
+            refused: Some(std::sync::Arc::new(move |v: &str| {
+                (v == version).then(|| "refused by rule 'm' (MAL-1)".to_string())
+            })),
+        }
+    }
+
+    #[test]
+    fn refused_releases_are_yanked_with_the_reason() {
+        let page = r#"<a href="/f/acc_demo-1.0.0.tar.gz">a</a><a href="/f/acc_demo-1.1.0-py3-none-any.whl#sha256=00">b</a>"#;
+        let mut rewriter = HtmlRewriter::new(map("simple/acc-demo/"), refusing("1.1.0"));
+        let mut out = Vec::new();
+        rewriter.push(page.as_bytes(), &mut out);
+        rewriter.finish(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(r#"<a data-yanked="refused by rule &#39;m&#39; (MAL-1)" href="#)
+                || out.contains(r#"<a data-yanked="refused by rule 'm' (MAL-1)" href="#),
+            "{out}"
+        );
+        assert_eq!(out.matches("data-yanked").count(), 1, "{out}");
+        let links = rewriter.into_links();
+        assert_eq!(links[0].yanked, None);
+        assert_eq!(
+            links[1].yanked.as_deref(),
+            Some("refused by rule 'm' (MAL-1)")
+        );
+        let doc = br#"{"meta": {"api-version": "1.1"}, "name": "acc-demo", "files": [
+            {"filename": "acc_demo-1.1.0.tar.gz", "url": "/f/acc_demo-1.1.0.tar.gz", "hashes": {}},
+            {"filename": "acc_demo-1.0.0.tar.gz", "url": "/f/acc_demo-1.0.0.tar.gz", "hashes": {}}]}"#;
+        let (json, _) =
+            rewrite_simple_json(doc, &map("simple/acc-demo/"), &refusing("1.1.0")).unwrap();
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["files"][0]["yanked"], "refused by rule 'm' (MAL-1)");
+        assert!(json["files"][1].get("yanked").is_none());
+        let api = br#"{"info": {"version": "1.1.0"}, "urls": [{"filename": "acc_demo-1.1.0.tar.gz", "url": "/f/a"}],
+            "releases": {"1.0.0": [{"filename": "acc_demo-1.0.0.tar.gz", "url": "/f/b"}]}}"#;
+        let (json, _) =
+            rewrite_json_api(api, &map("pypi/acc-demo/json"), &refusing("1.1.0")).unwrap();
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["urls"][0]["yanked"], true);
+        assert!(json["releases"]["1.0.0"][0].get("yanked").is_none());
+    }
+
     fn rewrite_in_chunks(page: &str, doc: &str, chunk: usize) -> (String, Vec<FileLink>) {
-        let mut rewriter = HtmlRewriter::new(map(page));
+        let mut rewriter = HtmlRewriter::new(map(page), Shown::default());
         let mut out = Vec::new();
         for piece in doc.as_bytes().chunks(chunk) {
             rewriter.push(piece, &mut out);
@@ -958,7 +1077,7 @@ mod tests {
 
     #[test]
     fn an_endless_tag_is_passed_on_not_held() {
-        let mut rewriter = HtmlRewriter::new(map("simple/x/"));
+        let mut rewriter = HtmlRewriter::new(map("simple/x/"), Shown::default());
         let mut out = Vec::new();
         let big = vec![b'x'; MAX_HELD_TAG + 10];
         rewriter.push(b"<a href=\"", &mut out);
@@ -997,8 +1116,12 @@ mod tests {
 
     #[test]
     fn json_links_render_as_an_html_page_a_resolver_reads_the_same() {
-        let (_, links) =
-            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), None).unwrap();
+        let (_, links) = rewrite_simple_json(
+            JSON_PAGE.as_bytes(),
+            &map("simple/demo/"),
+            &Shown::default(),
+        )
+        .unwrap();
         let html = String::from_utf8(project_html("demo", &links)).unwrap();
         let (_, reread) = rewrite_in_chunks("simple/demo/", &html, 9);
         assert_eq!(reread.len(), 2);
@@ -1013,8 +1136,12 @@ mod tests {
 
     #[test]
     fn pep691_json_is_rewritten_in_place() {
-        let (out, links) =
-            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), None).unwrap();
+        let (out, links) = rewrite_simple_json(
+            JSON_PAGE.as_bytes(),
+            &map("simple/demo/"),
+            &Shown::default(),
+        )
+        .unwrap();
         let json: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             json["files"][0]["url"],
@@ -1030,11 +1157,15 @@ mod tests {
             Some("2026-11-29T10:00:00.000000Z")
         );
         assert!(links[0].expected_digest().unwrap().starts_with("sha256:"));
-        assert!(rewrite_simple_json(b"<html>", &map("simple/demo/"), None).is_err());
+        assert!(rewrite_simple_json(b"<html>", &map("simple/demo/"), &Shown::default()).is_err());
         // Quarantine leaves out what was uploaded after the cutoff.
         let cutoff = humantime::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
-        let (out, links) =
-            rewrite_simple_json(JSON_PAGE.as_bytes(), &map("simple/demo/"), Some(cutoff)).unwrap();
+        let (out, links) = rewrite_simple_json(
+            JSON_PAGE.as_bytes(),
+            &map("simple/demo/"),
+            &Shown::published_before(Some(cutoff)),
+        )
+        .unwrap();
         assert_eq!(links.len(), 1);
         assert_eq!(links[0].filename, "demo-1.0-py3-none-any.whl");
         assert!(!String::from_utf8(out).unwrap().contains("demo-2.0"));
@@ -1043,7 +1174,7 @@ mod tests {
     #[test]
     fn json_api_urls_and_releases_are_rewritten() {
         let doc = br#"{"info":{"version":"1.1"},"urls":[{"url":"http://127.0.0.1:38111/packages/t-1.1.whl","digests":{"sha256":"aa"}}],"releases":{"1.0":[{"url":"http://127.0.0.1:38111/packages/t-1.0.whl"}]}}"#;
-        let (out, links) = rewrite_json_api(doc, &map("pypi/t/json")).unwrap();
+        let (out, links) = rewrite_json_api(doc, &map("pypi/t/json"), &Shown::default()).unwrap();
         let json: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             json["releases"]["1.0"][0]["url"],

@@ -1,0 +1,398 @@
+//! The artifact firewall with real clients: known-malicious releases from
+//! an OSV feed hidden from indexes and refused in pip's and npm's own
+//! words; revocation of what is cached when an advisory arrives (no
+//! restart), with purge; dry run; deny and allow lists and an exemption
+//! to the age rule from a policy file read again at run time.
+
+use crate::harness::npm::{self, npm_install, Verdaccio};
+use crate::harness::pypi::{self, pip_install, uv_install, PypiServer};
+use crate::harness::{client, Artifactd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ADVISORY: &str = "MAL-2026-1234";
+const BAD_WHEEL: &str = "/packages/acc_demo-1.1.0-py3-none-any.whl";
+const BAD_TARBALL: &str = "/acc-npm-demo/-/acc-npm-demo-1.1.0.tgz";
+
+/// Two upstreams, each with a good 1.0.0 and a bad 1.1.0.
+struct Upstreams {
+    pypi: PypiServer,
+    npm: Verdaccio,
+}
+
+impl Upstreams {
+    async fn start(dir: &Path) -> Upstreams {
+        let pypi = PypiServer::start(dir).await;
+        pypi.add_wheel("acc-demo", "1.0.0", &[]);
+        pypi.add_wheel("acc-demo", "1.1.0", &[]);
+        let npm = Verdaccio::start(dir).await;
+        npm.publish("acc-npm-demo", "1.0.0", &[]).await;
+        npm.publish("acc-npm-demo", "1.1.0", &[]).await;
+        Upstreams { pypi, npm }
+    }
+
+    fn remotes(&self) -> String {
+        format!(
+            "remotes:\n  pypi:\n    base_url: \"{}\"\n    package: pypi\n    immutable_patterns: [\"packages/\"]\n  npm:\n    base_url: \"{}\"\n    package: npm\n    immutable_patterns: [\"\\\\.tgz$\"]\n    mutable_patterns: [\"^(?!.*\\\\.tgz$).*\"]\n",
+            self.pypi.url(),
+            self.npm.url()
+        )
+    }
+}
+
+/// The OSV record of the malicious-packages data set naming both bad
+/// releases.
+fn osv_record() -> String {
+    serde_json::json!({
+        "schema_version": "1.5.0",
+        "id": ADVISORY,
+        "summary": "Malicious code in acc-demo and acc-npm-demo",
+        "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "acc-demo"}, "versions": ["1.1.0"]},
+            {"package": {"ecosystem": "npm", "name": "acc-npm-demo"},
+             "ranges": [{"type": "SEMVER", "events": [{"introduced": "1.1.0"}, {"fixed": "1.2.0"}]}]}
+        ]
+    })
+    .to_string()
+}
+
+/// Server lines for a feed in `feed_dir`, looked at every second.
+fn feed_config(feed_dir: &Path, extra: &str) -> String {
+    format!(
+        "firewall:\n  refresh: 1s\n  feeds:\n    - name: malicious-packages\n      path: \"{}\"\n{extra}",
+        feed_dir.display()
+    )
+}
+
+/// Polls `url` until it answers `status` (at most 10 s); the last answer.
+async fn answers(url: &str, status: u16) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client().get(url).send().await.unwrap();
+        if resp.status() == status || Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn known_malicious_releases_are_hidden_and_refused_with_the_advisory() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let feed = dir.path().join("osv");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &feed_config(&feed, "")).await;
+
+    // pip and uv resolve the good release; asked for the bad one, both say
+    // why, naming the advisory.
+    let index = ad.artifact("pypi", "simple/");
+    let target = dir.path().join("pip");
+    let (ok, out) = pip_install(&index, &target, &["acc-demo"]).await;
+    assert!(ok, "pip install: {out}");
+    assert_eq!(
+        pypi::installed_version(&target, "acc_demo").as_deref(),
+        Some("1.0.0")
+    );
+    let (ok, out) = pip_install(&index, &dir.path().join("pip-bad"), &["acc-demo==1.1.0"]).await;
+    assert!(
+        !ok && out.contains(ADVISORY),
+        "pip install acc-demo==1.1.0: {out}"
+    );
+    let (ok, out) = uv_install(&index, &dir.path().join("uv-bad"), &["acc-demo==1.1.0"]).await;
+    assert!(
+        !ok && out.contains(ADVISORY),
+        "uv pip install acc-demo==1.1.0: {out}"
+    );
+
+    let registry = ad.artifact("npm", "");
+    let project = dir.path().join("npm");
+    let (ok, out) = npm_install(&registry, &project, &["acc-npm-demo"]).await;
+    assert!(ok, "npm install: {out}");
+    assert_eq!(
+        npm::installed_version(&project, "acc-npm-demo").as_deref(),
+        Some("1.0.0")
+    );
+    let (ok, out) = npm_install(
+        &registry,
+        &dir.path().join("npm-bad"),
+        &["acc-npm-demo@1.1.0"],
+    )
+    .await;
+    assert!(
+        !ok && out.contains(ADVISORY),
+        "npm install acc-npm-demo@1.1.0: {out}"
+    );
+
+    // Asked for directly, the files are refused in each client's form.
+    let wheel = client()
+        .get(ad.artifact("pypi", &BAD_WHEEL[1..]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wheel.status(), 403);
+    assert!(wheel.text().await.unwrap().contains(ADVISORY));
+    let tarball = client()
+        .get(ad.artifact("npm", &BAD_TARBALL[1..]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tarball.status(), 403);
+    let error: serde_json::Value = tarball.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains(ADVISORY),
+        "{error}"
+    );
+
+    // Nothing of the bad releases was asked of the upstreams.
+    upstreams.pypi.settle().await;
+    upstreams.npm.settle().await;
+    assert_eq!(upstreams.pypi.count(BAD_WHEEL), 0);
+    assert_eq!(upstreams.npm.count(BAD_TARBALL), 0);
+    assert!(
+        upstreams
+            .pypi
+            .count("/packages/acc_demo-1.0.0-py3-none-any.whl")
+            >= 1
+    );
+    let refused = crate::harness::metric_sum(
+        &ad,
+        "artifactd_firewall_decisions_total",
+        &[("rule", "malicious-packages"), ("action", "refused")],
+    )
+    .await;
+    assert!(refused >= 3, "refusals counted: {refused}");
+}
+
+#[tokio::test]
+async fn an_advisory_arriving_revokes_and_purges_what_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let feed = dir.path().join("osv");
+    std::fs::create_dir_all(&feed).unwrap();
+    let config = feed_config(&feed, "      purge: true\n");
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &config).await;
+
+    // Cached first, while nothing is known against it.
+    let project = dir.path().join("before");
+    let (ok, out) = npm_install(&ad.artifact("npm", ""), &project, &["acc-npm-demo@1.1.0"]).await;
+    assert!(ok, "npm install before the advisory: {out}");
+    let (ok, out) = pip_install(
+        &ad.artifact("pypi", "simple/"),
+        &dir.path().join("pip-before"),
+        &["acc-demo==1.1.0"],
+    )
+    .await;
+    assert!(ok, "pip install before the advisory: {out}");
+    let cached = |path: &str| ad.url(&format!("/api/v1/cache/{path}"));
+    let tarball_entry = cached(&format!("npm{BAD_TARBALL}"));
+    let wheel_entry = cached(&format!("pypi{BAD_WHEEL}"));
+    assert_eq!(answers(&tarball_entry, 200).await.status(), 200);
+    assert_eq!(answers(&wheel_entry, 200).await.status(), 200);
+
+    // The advisory arrives; no restart, no reload.
+    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let refused = answers(&ad.artifact("npm", &BAD_TARBALL[1..]), 403).await;
+    assert_eq!(refused.status(), 403, "refused within the refresh interval");
+    let refused = answers(&ad.artifact("pypi", &BAD_WHEEL[1..]), 403).await;
+    assert_eq!(refused.status(), 403);
+
+    // Gone from the cached indexes: npm finds it only to say why not,
+    // PyPI's pages yank it with the advisory.
+    let doc = crate::harness::get_json(&client(), ad.artifact("npm", "acc-npm-demo")).await;
+    assert!(doc["versions"].get("1.1.0").is_none(), "{doc}");
+    assert!(
+        doc["policyRestrictions"]["versions"].get("1.1.0").is_some(),
+        "{doc}"
+    );
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+    let page = pypi::simple_json(&ad, "pypi", "acc-demo").await;
+    for file in page["files"].as_array().unwrap() {
+        let bad = file["filename"].as_str().unwrap().contains("1.1.0");
+        let yanked = file["yanked"].as_str().unwrap_or_default();
+        assert_eq!(yanked.contains(ADVISORY), bad, "{file}");
+    }
+    let html = crate::harness::get_text(&client(), ad.artifact("pypi", "simple/acc-demo/")).await;
+    assert_eq!(html.matches("data-yanked=").count(), 1, "{html}");
+
+    // And gone from storage: `purge: true`.
+    assert_eq!(answers(&tarball_entry, 404).await.status(), 404);
+    assert_eq!(answers(&wheel_entry, 404).await.status(), 404);
+    let purged = crate::harness::metric_sum(
+        &ad,
+        "artifactd_firewall_decisions_total",
+        &[("action", "purged")],
+    )
+    .await;
+    assert!(purged >= 2, "purges counted: {purged}");
+    // A fresh install resolves the good release.
+    let (ok, out) = npm_install(
+        &ad.artifact("npm", ""),
+        &dir.path().join("after"),
+        &["acc-npm-demo"],
+    )
+    .await;
+    assert!(ok, "npm install after the advisory: {out}");
+    assert_eq!(
+        npm::installed_version(&dir.path().join("after"), "acc-npm-demo").as_deref(),
+        Some("1.0.0")
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_serves_marks_logs_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let feed = dir.path().join("osv");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let config = feed_config(&feed, "      mode: dry_run\n");
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &config).await;
+
+    let project = dir.path().join("npm");
+    let (ok, out) = npm_install(&ad.artifact("npm", ""), &project, &["acc-npm-demo@1.1.0"]).await;
+    assert!(ok, "npm install under a dry run: {out}");
+    assert_eq!(
+        npm::installed_version(&project, "acc-npm-demo").as_deref(),
+        Some("1.1.0")
+    );
+    for _ in 0..2 {
+        let resp = client()
+            .get(ad.artifact("npm", &BAD_TARBALL[1..]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mark = resp.headers()["x-artifact-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            mark,
+            format!("dry_run; rule=\"malicious-packages\"; advisory={ADVISORY}")
+        );
+        let expected = std::fs::read(upstreams.npm.tarball("acc-npm-demo", "1.1.0")).unwrap();
+        assert_eq!(resp.bytes().await.unwrap(), expected);
+    }
+    let good = client()
+        .get(ad.artifact("npm", "acc-npm-demo/-/acc-npm-demo-1.0.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert!(good.headers().get("x-artifact-policy").is_none());
+    let doc = crate::harness::get_json(&client(), ad.artifact("npm", "acc-npm-demo")).await;
+    assert!(doc["versions"].get("1.1.0").is_some() && doc.get("policyRestrictions").is_none());
+    let marked = crate::harness::metric_sum(
+        &ad,
+        "artifactd_firewall_decisions_total",
+        &[("remote", "npm"), ("action", "dry_run")],
+    )
+    .await;
+    assert_eq!(marked, 3, "npm's download and two GETs");
+    crate::harness::log_says(
+        &ad,
+        &format!("served under a dry-run rule 'malicious-packages' ({ADVISORY})"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deny_and_allow_lists_and_an_age_exemption_from_a_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    upstreams.npm.publish("tiny-dep", "1.0.0", &[]).await;
+    upstreams.npm.publish("tiny-dep", "1.1.0", &[]).await;
+    let ago = |days: u64| {
+        let t = std::time::SystemTime::now() - Duration::from_secs(days * 86_400);
+        humantime::format_rfc3339_millis(t).to_string()
+    };
+    for name in ["acc-npm-demo", "tiny-dep"] {
+        upstreams.npm.set_publish_time(name, "1.0.0", &ago(30));
+        upstreams.npm.set_publish_time(name, "1.1.0", &ago(1));
+    }
+    let feed = dir.path().join("osv");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    // The PyPI release the feed names is waived (a known false positive);
+    // npm releases under a week old are held except acc-npm-*; tiny-dep
+    // 1.0.x is denied.
+    let policy = dir.path().join("policy.yaml");
+    let rules = "rules:\n  - name: waiver\n    allow:\n      - {ecosystem: pypi, package: acc-demo, versions: [\"==1.1.0\"]}\n  - name: a-week\n    min_age: 7d\n    remotes: [npm]\n    exempt:\n      - {ecosystem: npm, package: \"acc-npm-*\"}\n";
+    std::fs::write(&policy, rules).unwrap();
+    let config = format!(
+        "{}  policy_file: \"{}\"\n",
+        feed_config(&feed, ""),
+        policy.display()
+    );
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &config).await;
+    let registry = ad.artifact("npm", "");
+    let index = ad.artifact("pypi", "simple/");
+
+    // The allow rule waives the advisory: pip installs the release.
+    let target = dir.path().join("pip");
+    let (ok, out) = pip_install(&index, &target, &["acc-demo==1.1.0"]).await;
+    assert!(ok, "pip install of a waived release: {out}");
+    assert_eq!(
+        pypi::installed_version(&target, "acc_demo").as_deref(),
+        Some("1.1.0")
+    );
+    // The age rule holds tiny-dep 1.1.0 back, not the exempt package
+    // (whose 1.1.0 the feed still refuses; 1.0.0 is a month old).
+    let project = dir.path().join("npm");
+    let (ok, out) = npm_install(&registry, &project, &["tiny-dep"]).await;
+    assert!(ok, "npm install tiny-dep: {out}");
+    assert_eq!(
+        npm::installed_version(&project, "tiny-dep").as_deref(),
+        Some("1.0.0")
+    );
+    let doc = crate::harness::get_json(&client(), ad.artifact("npm", "acc-npm-demo")).await;
+    assert!(
+        doc["policyRestrictions"]["versions"].get("1.1.0").is_some(),
+        "{doc}"
+    );
+
+    // The policy file changes while artifactd runs: tiny-dep 1.0.x is
+    // denied, and the exemption now covers tiny-dep, so 1.1.0 shows.
+    let rules = "rules:\n  - name: no-old-tiny\n    deny:\n      - {ecosystem: npm, package: tiny-dep, versions: [\"<1.1.0\"]}\n  - name: a-week\n    min_age: 7d\n    remotes: [npm]\n    exempt:\n      - {ecosystem: npm, package: \"tiny-*\"}\n";
+    std::fs::write(&policy, rules).unwrap();
+    let old = ad.artifact("npm", "tiny-dep/-/tiny-dep-1.0.0.tgz");
+    let refused = answers(&old, 403).await;
+    assert_eq!(refused.status(), 403);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("rule 'no-old-tiny'"),
+        "{error}"
+    );
+    let project = dir.path().join("npm-after");
+    let (ok, out) = npm_install(&registry, &project, &["tiny-dep"]).await;
+    assert!(ok, "npm install tiny-dep after the change: {out}");
+    assert_eq!(
+        npm::installed_version(&project, "tiny-dep").as_deref(),
+        Some("1.1.0")
+    );
+    let (ok, out) = npm_install(&registry, &dir.path().join("npm-old"), &["tiny-dep@1.0.0"]).await;
+    assert!(
+        !ok && out.contains("no-old-tiny"),
+        "npm install tiny-dep@1.0.0: {out}"
+    );
+    // The waiver is gone with the old file: pip is refused now.
+    let (ok, out) = pip_install(&index, &dir.path().join("pip-after"), &["acc-demo==1.1.0"]).await;
+    assert!(
+        !ok && out.contains(ADVISORY),
+        "pip install after the waiver went: {out}"
+    );
+
+    // A broken edit keeps the rules in force.
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: broken\n    deny: [{package: x, versions: [\"1\"]}]\n",
+    )
+    .unwrap();
+    crate::harness::log_says(&ad, "the changed rules are refused").await;
+    assert_eq!(answers(&old, 403).await.status(), 403);
+}
