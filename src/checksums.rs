@@ -9,6 +9,11 @@
 //! path is checked against them while it streams. A file nobody recorded a
 //! checksum for is fetched unverified, as before.
 //!
+//! For remotes with `on_upstream_removed: refuse`, the versions each
+//! package's newest index lists are kept too (in memory, per node), so
+//! that a release the upstream withdrew is refused
+//! ([`Checksums::withdrawn`]).
+//!
 //! Index documents are served far more often than they change, so a small
 //! in-memory map of what was last written keeps a hit on an index from
 //! rewriting the state store.
@@ -16,7 +21,7 @@
 use crate::state::StateStore;
 use parking_lot::Mutex;
 use sha2::Digest as _;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Entries remembered as written (about 250 bytes each); past this the
@@ -29,6 +34,9 @@ pub struct Checksums {
     /// State key → digest last written or read.
     known: Mutex<HashMap<String, String>>,
     background: tokio::runtime::Handle,
+    /// (remote, package) → the versions its newest index listed, for the
+    /// remotes that refuse what the upstream withdrew.
+    listed: Mutex<HashMap<(String, String), HashSet<String>>>,
 }
 
 /// One published checksum: a decoded remote path and its digest
@@ -45,7 +53,25 @@ impl Checksums {
             state,
             known: Mutex::new(HashMap::new()),
             background,
+            listed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records the versions of `package` a fresh index of `remote` lists.
+    pub fn record_listing(&self, remote: &str, package: &str, versions: HashSet<String>) {
+        let key = (remote.to_string(), package.to_string());
+        self.listed.lock().insert(key, versions);
+    }
+
+    /// Whether the newest index of `package` seen from `remote`'s upstream
+    /// no longer lists `version` (`false` when no index was seen since
+    /// the start: a release is never refused on a guess).
+    pub fn withdrawn(&self, remote: &str, package: &str, version: &str) -> bool {
+        let key = (remote.to_string(), package.to_string());
+        self.listed
+            .lock()
+            .get(&key)
+            .is_some_and(|versions| !versions.contains(version))
     }
 
     /// The state key of a file: its path hashed, so that any path is a

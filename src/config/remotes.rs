@@ -48,6 +48,10 @@ pub struct RawRemote {
     pub quarantine_hide: Option<bool>,
     /// Packages (`*` patterns) `quarantine_new` spares (artifactd).
     pub quarantine_exempt: Option<Vec<String>>,
+    /// `keep` (default): a cached release the upstream withdrew stays
+    /// served; `refuse`: refused once the package's index no longer lists
+    /// it (artifactd).
+    pub on_upstream_removed: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// A file holding `password` (artifactd): kept out of remotes.yaml, as
@@ -160,6 +164,8 @@ pub struct Remote {
     pub quarantine_hide: bool,
     /// Package patterns the quarantine spares.
     pub quarantine_exempt: Vec<String>,
+    /// `on_upstream_removed: refuse`.
+    pub refuse_withdrawn: bool,
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
     pub immutable_ttl: Option<Duration>,
     pub mutable_ttl: Duration,
@@ -263,6 +269,17 @@ fn compile_remote(
             );
         }
     }
+    let refuse_withdrawn = match raw.on_upstream_removed.as_deref() {
+        None | Some("keep") => false,
+        Some("refuse") => true,
+        Some(other) => {
+            c.error(
+                "on_upstream_removed",
+                format!("unknown value {other:?}, expected keep or refuse"),
+            );
+            false
+        }
+    };
     let mirror_of = c.mirror_of(raw, ecosystem);
     let architectures = c.names(
         "architectures",
@@ -284,6 +301,7 @@ fn compile_remote(
             quarantine_days: raw.quarantine_new.then(|| raw.quarantine_days.unwrap_or(0)),
             quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
             quarantine_exempt: raw.quarantine_exempt.clone().unwrap_or_default(),
+            refuse_withdrawn,
             immutable_ttl: timing.immutable_ttl.filter(|ttl| !ttl.is_zero()),
             mutable_ttl: (timing.mutable_ttl).unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
             negative_ttl: timing.negative_ttl,

@@ -295,8 +295,11 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         return None;
     };
     let config = app.config();
-    // Left to the phases: a registry remote's hits (routed as `/v2/` is).
-    let remote = (config.remotes.get(remote)).filter(|r| !r.ecosystem.speaks_registry_api())?;
+    // Left to the phases: a registry remote's hits (routed as `/v2/` is),
+    // and those of a remote that refuses withdrawn releases (a withdrawal
+    // is learnt from an index, after the memo decided).
+    let remote = (config.remotes.get(remote))
+        .filter(|r| !r.ecosystem.speaks_registry_api() && !r.refuse_withdrawn)?;
     let view = RequestView {
         method: &Method::GET,
         query,

@@ -35,6 +35,9 @@ fn refusal_message(package: &str, version: &str, finding: &Finding) -> String {
     )
 }
 
+/// The rule name that metrics and logs give a withdrawn release's refusal.
+pub const WITHDRAWN_RULE: &str = "on_upstream_removed";
+
 /// A request the firewall refuses.
 pub struct Refused {
     pub reply: Reply,
@@ -50,7 +53,7 @@ pub struct Refused {
 pub fn judge(app: &App, artifact: &mut Artifact) -> Result<(), Box<Refused>> {
     artifact.judged.generation = app.config_generation();
     let policy = app.firewall.policy();
-    if policy.is_empty() {
+    if policy.is_empty() && !artifact.remote.refuse_withdrawn {
         return Ok(());
     }
     let remote = artifact.remote.clone();
@@ -98,6 +101,20 @@ pub fn judge(app: &App, artifact: &mut Artifact) -> Result<(), Box<Refused>> {
             }
             Verdict::DryRun(finding) => artifact.judged.dry_run = Some(finding),
             Verdict::Allow => {}
+        }
+        if remote.refuse_withdrawn
+            && app
+                .checksums
+                .withdrawn(&remote.name, &release.name, &release.version)
+        {
+            let message = format!(
+                "{}@{} was withdrawn upstream (its index no longer lists it), and remote '{}' refuses withdrawn releases (on_upstream_removed: refuse)",
+                release.name, release.version, remote.name
+            );
+            return Err(Box::new(Refused {
+                reply: refusal(ecosystem, &message),
+                why: (WITHDRAWN_RULE.to_string(), message),
+            }));
         }
     }
     let (package, version) = match &release {

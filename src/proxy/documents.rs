@@ -188,6 +188,10 @@ pub struct BodyRewriter {
     project: Option<String>,
     /// Whether the checksums found are recorded at the end.
     record: bool,
+    /// The package whose listed versions are recorded at the end (a fresh
+    /// document of a remote that refuses withdrawn releases).
+    listing: Option<String>,
+    document: Document,
     checksums: Arc<Checksums>,
     /// What the document leaves out or marks (minimum age, firewall).
     shown: Shown,
@@ -334,6 +338,13 @@ impl BodyRewriter {
             record,
             checksums: checksums.clone(),
             shown: artifact.judged.shown.clone(),
+            listing: (record && artifact.remote.refuse_withdrawn)
+                .then(|| {
+                    (artifact.remote.ecosystem)
+                        .package_of_document(document, &artifact.key_parts[0])
+                })
+                .flatten(),
+            document: document.clone(),
             keep,
         }))
     }
@@ -437,7 +448,34 @@ impl BodyRewriter {
         if self.record && !published.is_empty() {
             self.checksums.record(&self.remote, published);
         }
+        self.record_listing();
         Ok(out)
+    }
+}
+
+impl BodyRewriter {
+    /// Records which versions the fresh document lists, for a remote that
+    /// refuses what its upstream withdrew.
+    fn record_listing(&self) {
+        let Some(package) = &self.listing else {
+            return;
+        };
+        let versions: Option<Vec<String>> = match &self.input {
+            Input::Html { rewriter, .. } => Some(
+                rewriter
+                    .links()
+                    .iter()
+                    .filter_map(|link| pypi::package_of(&link.filename))
+                    .map(|release| release.version)
+                    .collect(),
+            ),
+            Input::Whole { buffer, .. } => self.document.listed_versions(buffer),
+            Input::Passthrough | Input::Kept(_) => None,
+        };
+        if let Some(versions) = versions {
+            self.checksums
+                .record_listing(&self.remote, package, versions.into_iter().collect());
+        }
     }
 }
 
@@ -603,6 +641,8 @@ mod tests {
             record: false,
             checksums: checksums.clone(),
             shown: Shown::default(),
+            listing: None,
+            document: Document::HelmIndex,
             keep: None,
         }
     }
@@ -655,6 +695,8 @@ mod tests {
             record: false,
             checksums: checksums.clone(),
             shown: Shown::default(),
+            listing: None,
+            document: Document::HelmIndex,
             keep: None,
         };
         let whole = rewrite(&html_to_json, PYPI_HTML, PYPI_HTML.len());

@@ -396,3 +396,85 @@ async fn deny_and_allow_lists_and_an_age_exemption_from_a_policy_file() {
     crate::harness::log_says(&ad, "the changed rules are refused").await;
     assert_eq!(answers(&old, 403).await.status(), 403);
 }
+
+#[tokio::test]
+async fn releases_withdrawn_upstream_are_refused_where_the_remote_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let remote = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    base_url: \"{}\"\n    package: npm\n    immutable_patterns: [\"\\\\.tgz$\"]\n    mutable_patterns: [\"^(?!.*\\\\.tgz$).*\"]\n    cache: {{mutable_ttl: 1}}\n{extra}",
+            upstreams.npm.url()
+        )
+    };
+    let remotes = format!(
+        "remotes:\n{}{}",
+        remote("kept", ""),
+        remote("strict", "    on_upstream_removed: refuse\n")
+    );
+    let ad = Artifactd::start(dir.path(), &remotes, "").await;
+    let bytes = std::fs::read(upstreams.npm.tarball("acc-npm-demo", "1.1.0")).unwrap();
+    for name in ["kept", "strict"] {
+        let project = dir.path().join(name);
+        let (ok, out) =
+            npm_install(&ad.artifact(name, ""), &project, &["acc-npm-demo@1.1.0"]).await;
+        assert!(ok, "npm install through {name}: {out}");
+    }
+
+    upstreams.npm.unpublish("acc-npm-demo", "1.1.0").await;
+    // The next refresh of the package document learns it.
+    for name in ["kept", "strict"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let doc = crate::harness::get_json(&client(), ad.artifact(name, "acc-npm-demo")).await;
+            if doc["versions"].get("1.1.0").is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} never refreshed: {doc}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let tarball = &BAD_TARBALL[1..];
+    let kept = client()
+        .get(ad.artifact("kept", tarball))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200, "the default keeps serving it");
+    assert_eq!(kept.bytes().await.unwrap(), bytes);
+    let strict = client()
+        .get(ad.artifact("strict", tarball))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 403);
+    let error: serde_json::Value = strict.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn upstream"),
+        "{error}"
+    );
+    let good = client()
+        .get(ad.artifact("strict", "acc-npm-demo/-/acc-npm-demo-1.0.0.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        good.status(),
+        200,
+        "what the index still lists stays served"
+    );
+    let (ok, out) = npm_install(
+        &ad.artifact("strict", ""),
+        &dir.path().join("again"),
+        &["acc-npm-demo"],
+    )
+    .await;
+    assert!(ok, "npm install after the withdrawal: {out}");
+    assert_eq!(
+        npm::installed_version(&dir.path().join("again"), "acc-npm-demo").as_deref(),
+        Some("1.0.0")
+    );
+}

@@ -467,6 +467,17 @@ impl Document {
         !matches!(self, Document::NpmSearch)
     }
 
+    /// The versions an index document of one package lists, read from
+    /// the document as the upstream sent it (PyPI's HTML pages are read
+    /// through the links their rewriter found instead).
+    pub fn listed_versions(&self, body: &[u8]) -> Option<Vec<String>> {
+        match self {
+            Document::NpmPackage { .. } => npm::listed_versions(body),
+            Document::PypiSimple { .. } | Document::PypiJsonApi => pypi::listed_versions(body),
+            _ => None,
+        }
+    }
+
     /// The `Accept` asked of the upstream (`None`: the client's).
     pub fn upstream_accept(&self) -> Option<&'static str> {
         match self {

@@ -112,6 +112,20 @@ pub fn package_of(path: &str) -> Option<super::PackageVersion> {
     })
 }
 
+/// The versions a package document lists (`versions`' keys), as the
+/// upstream sent it; `None` for a document that is not one.
+pub fn listed_versions(doc: &[u8]) -> Option<Vec<String>> {
+    let value: Value = serde_json::from_slice(doc).ok()?;
+    Some(
+        value
+            .get("versions")?
+            .as_object()?
+            .keys()
+            .cloned()
+            .collect(),
+    )
+}
+
 /// npm asks for a scoped document as `@scope%2fname`; the separator is
 /// decoded here, before the path is validated (which refuses encoded
 /// separators anywhere else).
@@ -653,8 +667,11 @@ mod tests {
                 (v == judged).then(|| "refused by rule 'm' (MAL-1)".to_string())
             })),
         };
+        let listed = listed_versions(doc).unwrap();
+        assert!(listed.contains(&latest), "{listed:?}");
         let out = rewrite(doc, &map("@demo%2fapp"), &shown).unwrap();
         assert_eq!(out.hidden, [latest.clone()]);
+        assert_eq!(listed_versions(&out.body).unwrap().len(), listed.len() - 1);
         let doc: Value = serde_json::from_slice(&out.body).unwrap();
         assert!(doc["versions"].get(&latest).is_none());
         let restrictions = &doc["policyRestrictions"];

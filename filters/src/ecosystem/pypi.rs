@@ -825,6 +825,23 @@ pub fn package_of(path: &str) -> Option<super::PackageVersion> {
     })
 }
 
+/// The versions a project's PEP 691 page (by its files) or JSON API
+/// document (by its `releases`) lists, as the upstream sent it.
+pub fn listed_versions(doc: &[u8]) -> Option<Vec<String>> {
+    let value: Value = serde_json::from_slice(doc).ok()?;
+    if let Some(releases) = value.get("releases").and_then(Value::as_object) {
+        return Some(releases.keys().cloned().collect());
+    }
+    let files = value.get("files")?.as_array()?;
+    Some(
+        files
+            .iter()
+            .filter_map(|f| package_of(f.get("filename")?.as_str()?))
+            .map(|release| release.version)
+            .collect(),
+    )
+}
+
 /// Where the version of an sdist's stem starts: its last `-` followed by
 /// a digit.
 fn version_start(stem: &str) -> Option<usize> {

@@ -119,6 +119,18 @@ impl Verdaccio {
         assert!(ok, "npm publish {name}@{version}: {out}");
     }
 
+    /// Unpublishes `name@version`, as its author would.
+    pub async fn unpublish(&self, name: &str, version: &str) {
+        let mut command = node_command(node_bin().join("npm"));
+        command
+            .args(["unpublish", &format!("{name}@{version}")])
+            .args(["--registry", &format!("{}/", self.url())])
+            .arg("--userconfig")
+            .arg(&self.npmrc);
+        let (ok, out) = run_npm(&mut command).await;
+        assert!(ok, "npm unpublish {name}@{version}: {out}");
+    }
+
     /// The stored tarball of `name@version`.
     pub fn tarball(&self, name: &str, version: &str) -> PathBuf {
         let base = name.rsplit('/').next().unwrap_or(name);
