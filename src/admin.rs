@@ -33,6 +33,7 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
             | AdminRoute::Config
             | AdminRoute::Metrics
             | AdminRoute::Status
+            | AdminRoute::Audit
     );
     let method_ok = if read_only {
         req.method == Method::GET || req.method == Method::HEAD
@@ -61,6 +62,11 @@ pub async fn handle(app: &App, route: AdminRoute, req: &RequestHeader) -> Reply 
         AdminRoute::Metrics => Reply::text(StatusCode::UNAUTHORIZED, "metrics token required")
             .header("www-authenticate", "Bearer"),
         AdminRoute::Flush => flush(app, req).await,
+        // Who fetched what, from where: admins only.
+        AdminRoute::Audit => match require_admin(app, req) {
+            Some(refusal) => refusal,
+            None => crate::audit::answer(app, req.uri.query()).await,
+        },
         // Answered by `cache_artifact`, which reads the request body.
         AdminRoute::CacheArtifact => Reply::text(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
     }

@@ -25,16 +25,25 @@ pub fn bearer_allows(req: &RequestHeader, expected: Option<&Secret>) -> bool {
 /// of basic authentication (any user name): what a browser can be made to
 /// send for a page, by answering 401 with `WWW-Authenticate: Basic`.
 pub fn bearer_or_basic_allows(req: &RequestHeader, expected: &Secret) -> bool {
-    if bearer_allows(req, Some(expected)) {
-        return true;
-    }
-    use base64::Engine;
-    let password = (req.headers.get(http::header::AUTHORIZATION))
+    (req.headers.get(http::header::AUTHORIZATION))
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
+        .is_some_and(|value| authorization_allows(value, expected))
+}
+
+/// Whether an `Authorization` value carries `expected` as a bearer token
+/// or as a basic password.
+pub fn authorization_allows(value: &str, expected: &Secret) -> bool {
+    use base64::Engine;
+    let expected = expected.expose().as_bytes();
+    let bearer = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "));
+    if let Some(token) = bearer {
+        return constant_time_eq(token.trim().as_bytes(), expected);
+    }
+    let password = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
         .and_then(|b64| {
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -44,7 +53,7 @@ pub fn bearer_or_basic_allows(req: &RequestHeader, expected: &Secret) -> bool {
             let colon = pair.iter().position(|b| *b == b':')?;
             Some(pair[colon + 1..].to_vec())
         });
-    password.is_some_and(|p| constant_time_eq(&p, expected.expose().as_bytes()))
+    password.is_some_and(|p| constant_time_eq(&p, expected))
 }
 
 /// Compares without an early exit, so timing does not leak a prefix match.

@@ -48,6 +48,8 @@ pub enum Command {
     ContainerdHosts(crate::commands::containerd_hosts::ContainerdHostsArgs),
     /// Inspect a running artifactd's cache: ls, du, rm, verify.
     Cache(crate::commands::cache::CacheArgs),
+    /// Ask a running artifactd's audit trail who received a release.
+    Audit(crate::commands::audit::AuditArgs),
     /// Store files in the cache of a stopped artifactd, without an
     /// upstream: a directory's files, or the paths a manifest lists.
     Import(crate::import::ImportArgs),
@@ -73,6 +75,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Cache(args)) => {
             return crate::commands::block_on(crate::commands::cache::run(args))
+        }
+        Some(Command::Audit(args)) => {
+            return crate::commands::block_on(crate::commands::audit::run(args))
         }
         Some(Command::ContainerdHosts(args)) => {
             return crate::commands::containerd_hosts::run(&args)
@@ -120,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => crate::import::run(config, args),
         Command::Reload => crate::handover::run(&config, &cli.config),
         Command::Probe(args) => crate::commands::probe::run(&args, Some(&config)),
-        Command::Warm(_) | Command::Cache(_) | Command::ContainerdHosts(_) => {
+        Command::Warm(_) | Command::Cache(_) | Command::Audit(_) | Command::ContainerdHosts(_) => {
             unreachable!("client commands return above")
         }
     }

@@ -9,6 +9,7 @@
 //!   [`preflight`]: what `check-config` checks a start will find.
 //! - [`server`]: wires storage, state, catalog and the proxy into Pingora.
 //! - [`proxy`]: the `ProxyHttp` implementation, one delegate per phase.
+//! - [`audit`]: the audit trail of what was served to whom.
 //! - [`firewall`]: the artifact firewall at run time: judging requests by
 //!   the rules in force, reloading them, purging what they refuse.
 //! - [`fast_path`]: fresh hits held in memory answered from the connection,
@@ -51,6 +52,7 @@
 mod access_log;
 mod admin;
 mod app;
+mod audit;
 mod auth;
 mod breakers;
 mod cache_api;

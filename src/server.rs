@@ -90,6 +90,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
     };
     crate::reload::on_sighup(reloadable, &background);
     background.spawn(crate::firewall::watch(app.clone()));
+    background.spawn(crate::audit::prune(app.clone()));
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
     crate::lifecycle::supervise(

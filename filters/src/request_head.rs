@@ -13,6 +13,9 @@ pub const MAX_HEADERS: usize = 48;
 
 /// The outcome of parsing the bytes read so far.
 #[derive(Debug)]
+// Returned by value once per request: boxing the head would allocate on
+// every hit the fast path answers.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'a> {
     /// A whole head of `len` bytes.
     Complete { head: Head<'a>, len: usize },
@@ -34,6 +37,8 @@ pub struct Head<'a> {
     pub request_id: Option<&'a str>,
     /// For the access log only: the answer does not depend on it.
     pub user_agent: Option<&'a str>,
+    /// For the audit trail only (which token the client bore).
+    pub authorization: Option<&'a str>,
     /// `Host` and `X-Forwarded-Proto`: where a rewritten index document's
     /// links point.
     pub host: Option<&'a str>,
@@ -150,6 +155,7 @@ enum Known {
     Accept,
     RequestId,
     UserAgent,
+    Authorization,
     Host,
     ForwardedProto,
     IfNoneMatch,
@@ -165,10 +171,11 @@ enum Known {
 
 impl Known {
     fn of(name: &str) -> Option<Known> {
-        const NAMES: [(&str, Known); 14] = [
+        const NAMES: [(&str, Known); 15] = [
             ("accept", Known::Accept),
             ("x-request-id", Known::RequestId),
             ("user-agent", Known::UserAgent),
+            ("authorization", Known::Authorization),
             ("host", Known::Host),
             ("x-forwarded-proto", Known::ForwardedProto),
             ("if-none-match", Known::IfNoneMatch),
@@ -197,6 +204,7 @@ fn read_header<'a>(head: &mut Head<'a>, which: Known, value: &'a str) {
         Known::Accept => set(&mut head.accept, &mut head.unusual),
         Known::RequestId => set(&mut head.request_id, &mut head.unusual),
         Known::UserAgent => head.user_agent = Some(value),
+        Known::Authorization => head.authorization = Some(value),
         Known::Host => set(&mut head.host, &mut head.unusual),
         Known::ForwardedProto => set(&mut head.forwarded_proto, &mut head.unusual),
         Known::IfNoneMatch => set(&mut head.if_none_match, &mut head.unusual),

@@ -23,6 +23,8 @@ pub enum AdminRoute {
     Flush,
     /// `POST /cache-artifact`: start a job that pre-fills the cache.
     CacheArtifact,
+    /// `GET /api/v1/audit?…`: who received which artifact.
+    Audit,
 }
 
 /// Where a request goes.
@@ -109,6 +111,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/status" => Some(AdminRoute::Status),
         "/cache/flush" => Some(AdminRoute::Flush),
         "/cache-artifact" => Some(AdminRoute::CacheArtifact),
+        "/api/v1/audit" | "/api/v1/audit/" => Some(AdminRoute::Audit),
         _ => None,
     };
     if let Some(admin) = admin {
@@ -158,6 +161,12 @@ pub fn route(path: &str) -> Route<'_> {
 /// ```
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query_params(query, name).next()
+}
+
+/// Every parameter of a query, decoded, in order.
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
 }
 
 /// Every value of query parameter `name`, in order, decoded like

@@ -102,6 +102,39 @@ pub struct EntryRow {
     pub record: u64,
 }
 
+/// One artifact served to one client: a row of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub remote: String,
+    /// The decoded remote path (the cache key's path).
+    pub path: String,
+    pub package: Option<String>,
+    pub version: Option<String>,
+    /// The body's sha256 (hex) as the catalog knew it when the row was
+    /// written.
+    pub sha256: Option<String>,
+    /// The client's address.
+    pub client: Option<String>,
+    /// The name of the configured token the request bore (`write`,
+    /// `admin`, `metrics`), if any.
+    pub token: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Which audit rows to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub remote: Option<String>,
+    pub package: Option<String>,
+    pub version: Option<String>,
+    /// Hex sha256, or a path's `sha256:hex` digest.
+    pub digest: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: u32,
+}
+
 /// A change to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogEvent {
@@ -135,6 +168,9 @@ pub enum CatalogEvent {
     },
     /// Cached (not uploaded) rows of one remote, or of all when `None`.
     Flushed(Option<String>),
+    /// An artifact served (the audit trail); its `sha256` is filled from
+    /// the catalog's row of the path when written.
+    Served(AuditRow),
 }
 
 pub type CatalogResult<T> = Result<T, CatalogError>;
@@ -204,6 +240,10 @@ pub trait Catalog: Send + Sync {
     async fn usage(&self) -> CatalogResult<Vec<UsageRow>>;
     /// The first `limit` entries in `order`.
     async fn top_entries(&self, order: TopOrder, limit: u32) -> CatalogResult<Vec<TopEntry>>;
+    /// Audit rows matching `query`, newest first.
+    async fn audit(&self, query: &AuditQuery) -> CatalogResult<Vec<AuditRow>>;
+    /// Deletes audit rows older than `before_ms`; how many.
+    async fn prune_audit(&self, before_ms: i64) -> CatalogResult<u64>;
     /// Cheap liveness check.
     async fn ping(&self) -> CatalogResult<()>;
 }
@@ -243,7 +283,9 @@ struct Progress {
 fn is_access(event: &CatalogEvent) -> bool {
     matches!(
         event,
-        CatalogEvent::Accessed { .. } | CatalogEvent::EntryAccessed { .. }
+        CatalogEvent::Accessed { .. }
+            | CatalogEvent::EntryAccessed { .. }
+            | CatalogEvent::Served(_)
     )
 }
 

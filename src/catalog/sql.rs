@@ -8,8 +8,8 @@
 //! `sum` of a `BIGINT` is `NUMERIC`, which `Any` does not carry).
 
 use super::{
-    ArtifactRow, CachedRow, Catalog, CatalogError, CatalogEvent, CatalogResult, EntryRow,
-    PageQuery, TopEntry, TopOrder, UsageRow,
+    ArtifactRow, AuditQuery, AuditRow, CachedRow, Catalog, CatalogError, CatalogEvent,
+    CatalogResult, EntryRow, PageQuery, TopEntry, TopOrder, UsageRow,
 };
 use crate::config::CatalogUrl;
 use async_trait::async_trait;
@@ -281,7 +281,47 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
             }
         }
         CatalogEvent::Flushed(remote) => flush(conn, remote.as_deref()).await?,
-        CatalogEvent::Accessed { .. } | CatalogEvent::EntryAccessed { .. } => {}
+        CatalogEvent::Accessed { .. }
+        | CatalogEvent::EntryAccessed { .. }
+        | CatalogEvent::Served(_) => {}
+    }
+    Ok(())
+}
+
+/// Audit rows are written in bulk, this many per statement (8 parameters
+/// each).
+const AUDIT_CHUNK: usize = 256;
+
+/// A multi-row insert of audit rows, each with the sha256 the catalog
+/// knows for its path now.
+fn insert_audit(rows: usize, params: Params) -> String {
+    format!(
+        "INSERT INTO audit (at_ms, remote, path, package, version, client, token, user_agent, sha256)
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7,
+                v.column8,
+                (SELECT a.sha256 FROM artifacts a WHERE a.remote = v.column2 AND a.path = v.column3)
+         FROM (VALUES {}) AS v",
+        value_rows(rows, 8, params)
+    )
+}
+
+/// The audit rows of a batch, in chunks.
+async fn write_audit(tx: &mut sqlx::AnyConnection, rows: &[&AuditRow]) -> CatalogResult<()> {
+    for chunk in rows.chunks(AUDIT_CHUNK) {
+        let statement = insert_audit(chunk.len(), Params::of(&*tx));
+        let mut query = sqlx::query(&statement);
+        for row in chunk {
+            query = query
+                .bind(row.at_ms)
+                .bind(&row.remote)
+                .bind(&row.path)
+                .bind(&row.package)
+                .bind(&row.version)
+                .bind(&row.client)
+                .bind(&row.token)
+                .bind(&row.user_agent);
+        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -437,9 +477,11 @@ impl Catalog for SqlCatalog {
         // applying them after the batch's other events changes nothing.
         let mut artifact_accesses = Vec::new();
         let mut entry_accesses = Vec::new();
+        let mut served = Vec::new();
         let mut pending = PendingStores::default();
         for event in events {
             match event {
+                CatalogEvent::Served(row) => served.push(row),
                 CatalogEvent::Accessed { remote, path, at } => {
                     artifact_accesses.push((remote, path, *at));
                 }
@@ -470,6 +512,7 @@ impl Catalog for SqlCatalog {
             }
             query.execute(&mut *tx).await?;
         }
+        write_audit(&mut tx, &served).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -584,6 +627,54 @@ impl Catalog for SqlCatalog {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> CatalogResult<Vec<AuditRow>> {
+        let mut conditions = Vec::new();
+        let mut texts: Vec<&str> = Vec::new();
+        let digest = query
+            .digest
+            .as_deref()
+            .map(|d| d.strip_prefix("sha256:").unwrap_or(d));
+        for (column, value) in [
+            ("remote", query.remote.as_deref()),
+            ("package", query.package.as_deref()),
+            ("version", query.version.as_deref()),
+            ("sha256", digest),
+        ] {
+            if let Some(value) = value {
+                texts.push(value);
+                conditions.push(format!("{column} = ${}", texts.len()));
+            }
+        }
+        if query.since_ms.is_some() {
+            conditions.push(format!("at_ms >= ${}", texts.len() + 1));
+        }
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!("WHERE {}", conditions.join(" AND ")),
+        };
+        let statement = format!(
+            "SELECT at_ms, remote, path, package, version, sha256, client, token, user_agent
+             FROM audit {filter} ORDER BY at_ms DESC LIMIT {}",
+            query.limit.max(1)
+        );
+        let mut select = sqlx::query_as::<_, AuditRow>(&statement);
+        for text in texts {
+            select = select.bind(text);
+        }
+        if let Some(since) = query.since_ms {
+            select = select.bind(since);
+        }
+        Ok(select.fetch_all(&self.pool).await?)
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> CatalogResult<u64> {
+        let done = sqlx::query("DELETE FROM audit WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn ping(&self) -> CatalogResult<()> {

@@ -71,7 +71,8 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn query_value(value: &str) -> String {
+/// A query parameter's value, percent-encoded.
+pub(super) fn query_value(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

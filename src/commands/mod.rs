@@ -6,10 +6,12 @@
 //! - [`client`]: the server URL, the admin token and HTTP errors.
 //! - [`warm`]: bounded-concurrency pre-fill with progress, resumable.
 //! - [`cache`]: listing, usage, removal and verification.
+//! - [`audit`]: who received a release, from the audit trail.
 //! - [`probe`]: the container health check (`/readyz`).
 //! - [`containerd_hosts`]: containerd `hosts.toml` files that pull through
 //!   artifactd.
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod containerd_hosts;

@@ -70,6 +70,8 @@ pub struct RawServerConfig {
     /// The artifact firewall: rules, feeds, the policy file.
     #[serde(default)]
     pub firewall: super::firewall::RawFirewall,
+    #[serde(default)]
+    pub audit: RawAudit,
     /// Which settings the environment replaced, so their relative paths
     /// resolve against the working directory.
     #[serde(skip)]
@@ -203,6 +205,25 @@ pub struct RawLog {
     pub format: Option<String>,
 }
 
+/// The audit trail of what was served to whom.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Record every artifact served (default: on).
+    pub enabled: Option<bool>,
+    /// How long rows are kept (default 90 days).
+    pub retain: Option<RawDuration>,
+}
+
+/// The audit trail's settings, resolved.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    pub retain: Duration,
+}
+
+pub const DEFAULT_AUDIT_RETAIN: Duration = Duration::from_secs(90 * 86_400);
+
 #[derive(Debug, Clone, Default)]
 struct FromEnvironment {
     remotes: bool,
@@ -290,6 +311,7 @@ pub struct ServerConfig {
     pub log_format: crate::access_log::LogFormat,
     pub cluster: Option<ClusterSettings>,
     pub firewall: super::firewall::FirewallSettings,
+    pub audit: AuditSettings,
 }
 
 impl ServerConfig {
@@ -588,6 +610,11 @@ pub fn parse_server_config(
             Some(text) => text.parse().map_err(|m| f.err("log.format", m))?,
         },
         firewall: f.firewall(&raw.firewall)?,
+        audit: AuditSettings {
+            enabled: raw.audit.enabled.unwrap_or(true),
+            retain: positive_duration(&raw.audit.retain, DEFAULT_AUDIT_RETAIN)
+                .map_err(|m| f.err("audit.retain", m))?,
+        },
         storage,
         state,
         catalog,

@@ -233,6 +233,14 @@ pub struct Decided {
     generation: u64,
     /// An index document, answered with a kept rewrite.
     rewritten: bool,
+    /// What the audit trail records of a delivery: `None` for what it
+    /// does not record (documents).
+    pub audited: Option<Audited>,
+}
+
+/// A release as the audit trail names it, decided once.
+pub struct Audited {
+    pub release: Option<filters::ecosystem::PackageVersion>,
 }
 
 /// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
@@ -323,6 +331,9 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         accept: head.accept.map(Into::into),
         id: EntryLocation::from_key(&cache::key(&artifact)).id(),
         key: crate::access_log::KeyPath::of(&artifact.key_parts),
+        audited: artifact.is_release().then(|| Audited {
+            release: artifact.release(),
+        }),
         remote: artifact.remote,
         generation,
         rewritten,

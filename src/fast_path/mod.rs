@@ -206,12 +206,30 @@ fn record(
         upstream: None,
         fast_path: true,
     });
+    let client = || {
+        stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().map(ToString::to_string))
+    };
+    if let Some(audited) = &answer.decided.audited {
+        if crate::audit::delivered(head.method, answer.status) {
+            crate::audit::record(
+                app,
+                crate::audit::Served {
+                    remote,
+                    path: &answer.decided.key.path,
+                    release: audited.release.as_ref(),
+                    client: client(),
+                    authorization: head.authorization,
+                    user_agent: head.user_agent,
+                },
+            );
+        }
+    }
     if !crate::access_log::enabled() {
         return;
     }
-    let client = stream
-        .get_socket_digest()
-        .and_then(|digest| digest.peer_addr().map(ToString::to_string));
+    let client = client();
     crate::access_log::Access {
         request_id: &answer.request_id,
         client: client.unwrap_or_else(|| "-".to_string()),

@@ -4,7 +4,7 @@
 
 use crate::config::Remote;
 use filters::ecosystem::oci::{AcceptClass, Kind};
-use filters::ecosystem::{Document, Routed};
+use filters::ecosystem::{Document, PackageVersion, Routed};
 use filters::firewall::{Finding, Shown};
 use filters::ArtifactClass;
 use std::sync::Arc;
@@ -71,6 +71,39 @@ impl Artifact {
         match &self.kind {
             ArtifactKind::Document(document) => Some(document),
             _ => None,
+        }
+    }
+
+    /// Whether a response to it delivers an artifact someone may later ask
+    /// about (the audit trail): a file, an image's manifest or blob; not
+    /// an index document, a tag list or referrers.
+    pub fn is_release(&self) -> bool {
+        match &self.kind {
+            ArtifactKind::File => true,
+            ArtifactKind::Document(_) => false,
+            ArtifactKind::Oci(oci) => matches!(
+                oci.kind,
+                Kind::TagManifest | Kind::DigestManifest | Kind::Blob
+            ),
+        }
+    }
+
+    /// The package and version it belongs to: by its format's file names,
+    /// or an image's repository and reference (tag or digest).
+    pub fn release(&self) -> Option<PackageVersion> {
+        match &self.kind {
+            ArtifactKind::File => (self.remote.ecosystem).package_of(self.key_parts.first()?),
+            ArtifactKind::Document(_) => None,
+            ArtifactKind::Oci(oci) => {
+                let reference = match &oci.digest {
+                    Some(digest) => digest.clone(),
+                    None => self.raw_path.rsplit('/').next()?.to_string(),
+                };
+                Some(PackageVersion {
+                    name: oci.name.clone(),
+                    version: reference,
+                })
+            }
         }
     }
 

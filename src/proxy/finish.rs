@@ -64,9 +64,33 @@ pub async fn request_ended(
             remember_upstream_error(app, session, error, ctx, remote, source);
         }
     }
+    audit(app, session, ctx, &ended);
     if crate::access_log::enabled() {
         write_access(session, error, ctx, &ended);
     }
+}
+
+/// Records an artifact delivered in the audit trail.
+fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
+    let req = session.req_header();
+    let Some(artifact) = ctx.artifact.as_ref().filter(|a| a.is_release()) else {
+        return;
+    };
+    if !crate::audit::delivered(req.method.as_str(), ended.status) {
+        return;
+    }
+    let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+    crate::audit::record(
+        app,
+        crate::audit::Served {
+            remote: &artifact.remote.name,
+            path: artifact.key_parts.first().map_or("", String::as_str),
+            release: artifact.release().as_ref(),
+            client: session.client_addr().map(|a| a.to_string()),
+            authorization: header(http::header::AUTHORIZATION),
+            user_agent: header(http::header::USER_AGENT),
+        },
+    );
 }
 
 /// How a request ended, for the counters and the access line.

@@ -478,3 +478,148 @@ async fn releases_withdrawn_upstream_are_refused_where_the_remote_says_so() {
         Some("1.0.0")
     );
 }
+
+#[tokio::test]
+async fn the_audit_trail_says_who_received_a_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let config = "tokens:\n  admin: \"adm-audit\"\n  write: \"wr-audit\"\n";
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), config).await;
+
+    // Two clients: pip on 127.0.0.1, and a CI runner on 127.0.0.2 that
+    // bears the write token and asks twice (a miss's follower, then a hit
+    // the fast path answers).
+    let target = dir.path().join("pip");
+    let (ok, out) = pip_install(
+        &ad.artifact("pypi", "simple/"),
+        &target,
+        &["acc-demo==1.0.0"],
+    )
+    .await;
+    assert!(ok, "pip install: {out}");
+    let runner = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .user_agent("ci-runner/1.0")
+        .no_proxy()
+        .build()
+        .unwrap();
+    let wheel = ad.artifact("pypi", "packages/acc_demo-1.0.0-py3-none-any.whl");
+    for _ in 0..2 {
+        let resp = runner
+            .get(&wheel)
+            .bearer_auth("wr-audit")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    // Neither a HEAD nor an index page is a delivery.
+    let head = runner.head(&wheel).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+
+    let expected = crate::harness::sha256_hex(
+        &std::fs::read(
+            upstreams
+                .pypi
+                .packages
+                .join("acc_demo-1.0.0-py3-none-any.whl"),
+        )
+        .unwrap(),
+    );
+    let args = [
+        "audit",
+        "who",
+        "--package",
+        "acc-demo",
+        "--version",
+        "1.0.0",
+        "--json",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let (code, out, err) = crate::harness::artifactd_cli(&ad, Some("adm-audit"), &args).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        if records.len() >= 3 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let from = |address: &str| -> Vec<&serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["client"].as_str().unwrap().starts_with(address))
+            .collect()
+    };
+    let pip = from("127.0.0.1:");
+    assert_eq!(pip.len(), 1, "{records:#?}");
+    assert!(
+        pip[0]["user_agent"].as_str().unwrap().starts_with("pip/"),
+        "{:?}",
+        pip[0]
+    );
+    assert!(pip[0]["token"].is_null());
+    let ci = from("127.0.0.2:");
+    assert_eq!(ci.len(), 2, "{records:#?}");
+    for row in &ci {
+        assert_eq!(row["user_agent"], "ci-runner/1.0");
+        assert_eq!(row["token"], "write");
+    }
+    for row in &records {
+        assert_eq!(row["remote"], "pypi");
+        assert_eq!(row["path"], "packages/acc_demo-1.0.0-py3-none-any.whl");
+        assert_eq!(row["sha256"], expected.as_str());
+    }
+    // The same answer by digest, and the table form names both clients.
+    let refused = client()
+        .get(ad.url("/api/v1/audit?package=acc-demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the trail is for admins");
+    let listed = client()
+        .get(ad.url(&format!("/api/v1/audit?digest=sha256:{expected}")))
+        .bearer_auth("adm-audit")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed["count"], 3);
+    let (code, table, _) = crate::harness::artifactd_cli(
+        &ad,
+        Some("adm-audit"),
+        &[
+            "audit",
+            "who",
+            "--package",
+            "acc-demo",
+            "--version",
+            "1.0.0",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("127.0.0.2:") && table.contains("ci-runner/1.0") && table.contains("pip/"),
+        "{table}"
+    );
+    let (_, nobody, err) = crate::harness::artifactd_cli(
+        &ad,
+        Some("adm-audit"),
+        &[
+            "audit",
+            "who",
+            "--package",
+            "acc-demo",
+            "--version",
+            "1.1.0",
+        ],
+    )
+    .await;
+    assert!(!nobody.contains("127.0.0."), "{nobody}");
+    assert!(err.contains("nobody received it"), "{err}");
+}

@@ -1,0 +1,191 @@
+//! The audit trail: every artifact served, to whom, recorded in the
+//! catalog, so that "who received MAL-2026-1234?" has an answer
+//! (`GET /api/v1/audit`, `artifactd audit who`).
+//!
+//! A request only queues a row on the catalog writer, which writes rows
+//! in batches off the hot path and drops (and counts) them rather than
+//! grow without bound when the catalog falls behind; the row's sha256 is
+//! the catalog's for the path, filled in as it is written. Rows older
+//! than `audit.retain` are deleted hourly.
+
+use crate::app::App;
+use crate::catalog::{AuditQuery, AuditRow, CatalogEvent};
+use crate::config::ServerConfig;
+use crate::reply::Reply;
+use filters::ecosystem::PackageVersion;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One artifact served, as the request's end knows it.
+pub struct Served<'a> {
+    pub remote: &'a str,
+    /// The decoded remote path (the cache key's path).
+    pub path: &'a str,
+    pub release: Option<&'a PackageVersion>,
+    pub client: Option<String>,
+    /// The request's `Authorization` value, to name the token it bore.
+    pub authorization: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Whether a response delivered an artifact: a GET answered with its body
+/// (or part of it).
+pub fn delivered(method: &str, status: u16) -> bool {
+    method == "GET" && (status == 200 || status == 206)
+}
+
+/// Queues the row of an artifact served (when the trail is on).
+pub fn record(app: &App, served: Served<'_>) {
+    let config = app.config();
+    if !config.server.audit.enabled {
+        return;
+    }
+    let row = AuditRow {
+        at_ms: now_ms(),
+        remote: served.remote.to_string(),
+        path: served.path.to_string(),
+        package: served.release.map(|r| r.name.clone()),
+        version: served.release.map(|r| r.version.clone()),
+        sha256: None,
+        client: served.client,
+        token: token_name(&config.server, served.authorization).map(str::to_string),
+        user_agent: served.user_agent.map(str::to_string),
+    };
+    app.catalog_writer.record(CatalogEvent::Served(row));
+}
+
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The name of the configured token `authorization` bears (`Bearer` or
+/// basic with the token as password), if it bears one.
+fn token_name(server: &ServerConfig, authorization: Option<&str>) -> Option<&'static str> {
+    let authorization = authorization?;
+    let tokens = [
+        ("admin", &server.admin_token),
+        ("write", &server.write_token),
+        ("metrics", &server.metrics_token),
+    ];
+    tokens.into_iter().find_map(|(name, token)| {
+        let token = token.as_ref()?;
+        crate::auth::authorization_allows(authorization, token).then_some(name)
+    })
+}
+
+/// Deletes rows older than `audit.retain`, at start and hourly.
+pub async fn prune(app: Arc<App>) {
+    loop {
+        let retain = app.config().server.audit.retain;
+        let before = now_ms().saturating_sub(i64::try_from(retain.as_millis()).unwrap_or(i64::MAX));
+        match app.catalog.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => log::info!(
+                "audit: deleted {n} rows older than {}",
+                humantime::format_duration(retain)
+            ),
+            Err(e) => log::warn!("audit: cannot delete old rows: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// The most rows one answer lists.
+const MAX_ROWS: u32 = 10_000;
+
+/// `GET /api/v1/audit?remote=&package=&version=&digest=&since=&limit=`:
+/// who received what, newest first. `since` is RFC 3339 or a duration
+/// back from now (`24h`).
+pub async fn answer(app: &App, query: Option<&str>) -> Reply {
+    let query = match parse_query(query, SystemTime::now()) {
+        Ok(query) => query,
+        Err(message) => return Reply::text(StatusCode::BAD_REQUEST, message),
+    };
+    match app.catalog.audit(&query).await {
+        Ok(rows) => Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "count": rows.len(), "records": rows }),
+        ),
+        Err(e) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("audit: {e}")),
+    }
+}
+
+fn parse_query(query: Option<&str>, now: SystemTime) -> Result<AuditQuery, String> {
+    let mut audit = AuditQuery {
+        limit: 1000,
+        ..AuditQuery::default()
+    };
+    for (name, value) in filters::route::query_pairs(query) {
+        match name.as_str() {
+            "remote" => audit.remote = Some(value),
+            "package" => audit.package = Some(value),
+            "version" => audit.version = Some(value),
+            "digest" => audit.digest = Some(value),
+            "since" => audit.since_ms = Some(since_ms(&value, now)?),
+            "limit" => {
+                audit.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_ROWS).contains(n))
+                    .ok_or_else(|| format!("limit must be 1 to {MAX_ROWS}, not {value:?}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: remote, package, version, digest, since, limit"
+                ))
+            }
+        }
+    }
+    Ok(audit)
+}
+
+/// `since` as milliseconds since the epoch.
+fn since_ms(text: &str, now: SystemTime) -> Result<i64, String> {
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(at) => at,
+        Err(_) => {
+            let back = filters::duration::parse(text).map_err(|_| {
+                format!("since must be RFC 3339 or a duration back from now, not {text:?}")
+            })?;
+            now.checked_sub(back).unwrap_or(UNIX_EPOCH)
+        }
+    };
+    let ms = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_read_filters_and_refuse_what_they_do_not_know() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let query =
+            parse_query(Some("package=acc-demo&version=1.1.0&since=1h&limit=5"), now).unwrap();
+        assert_eq!(query.package.as_deref(), Some("acc-demo"));
+        assert_eq!(query.version.as_deref(), Some("1.1.0"));
+        assert_eq!(query.since_ms, Some((1_800_000_000 - 3600) * 1000));
+        assert_eq!(query.limit, 5);
+        let at = parse_query(Some("since=2027-01-15T00:00:00Z"), now).unwrap();
+        assert_eq!(at.since_ms, Some(1_799_971_200_000));
+        assert!(parse_query(Some("pkg=x"), now)
+            .unwrap_err()
+            .contains("unknown parameter"));
+        assert!(parse_query(Some("limit=0"), now).is_err());
+        assert!(parse_query(Some("since=soon"), now).is_err());
+    }
+
+    #[test]
+    fn only_delivered_bodies_are_recorded() {
+        assert!(delivered("GET", 200) && delivered("GET", 206));
+        assert!(!delivered("HEAD", 200) && !delivered("GET", 304) && !delivered("GET", 403));
+    }
+}
