@@ -589,37 +589,25 @@ async fn the_audit_trail_says_who_received_a_release() {
         .await
         .unwrap();
     assert_eq!(listed["count"], 3);
-    let (code, table, _) = crate::harness::artifactd_cli(
-        &ad,
-        Some("adm-audit"),
-        &[
+    let who = |version: &'static str| {
+        let args = [
             "audit",
             "who",
             "--package",
             "acc-demo",
             "--version",
-            "1.0.0",
-        ],
-    )
-    .await;
+            version,
+        ];
+        let ad = &ad;
+        async move { crate::harness::artifactd_cli(ad, Some("adm-audit"), &args).await }
+    };
+    let (code, table, _) = who("1.0.0").await;
     assert_eq!(code, 0);
     assert!(
         table.contains("127.0.0.2:") && table.contains("ci-runner/1.0") && table.contains("pip/"),
         "{table}"
     );
-    let (_, nobody, err) = crate::harness::artifactd_cli(
-        &ad,
-        Some("adm-audit"),
-        &[
-            "audit",
-            "who",
-            "--package",
-            "acc-demo",
-            "--version",
-            "1.1.0",
-        ],
-    )
-    .await;
+    let (_, nobody, err) = who("1.1.0").await;
     assert!(!nobody.contains("127.0.0."), "{nobody}");
     assert!(err.contains("nobody received it"), "{err}");
 }
