@@ -9,6 +9,7 @@
 
 use super::client::{Server, ServerArgs};
 use anyhow::{bail, Context};
+use filters::ecosystem::oci::ANY_MANIFEST as MANIFEST_ACCEPT;
 use futures::StreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -40,12 +41,6 @@ pub struct WarmArgs {
     /// Paths (image references for a docker remote).
     pub items: Vec<String>,
 }
-
-/// Manifest types a registry may answer, indexes first.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
 
 struct Progress {
     bar: ProgressBar,

@@ -52,6 +52,10 @@ pub struct RawRemote {
     /// served; `refuse`: refused once the package's index no longer lists
     /// it (artifactd).
     pub on_upstream_removed: Option<String>,
+    /// Fetch each image's signatures, attestations and referrers when the
+    /// image's manifest is fetched (artifactd).
+    #[serde(default)]
+    pub follow_signatures: bool,
     pub username: Option<String>,
     pub password: Option<String>,
     /// A file holding `password` (artifactd): kept out of remotes.yaml, as
@@ -166,6 +170,8 @@ pub struct Remote {
     pub quarantine_exempt: Vec<String>,
     /// `on_upstream_removed: refuse`.
     pub refuse_withdrawn: bool,
+    /// `follow_signatures: true` (docker remotes).
+    pub follow_signatures: bool,
     /// `None` caches immutable artifacts until flushed (`immutable_ttl: 0`).
     pub immutable_ttl: Option<Duration>,
     pub mutable_ttl: Duration,
@@ -280,6 +286,12 @@ fn compile_remote(
             false
         }
     };
+    if raw.follow_signatures && !ecosystem.speaks_registry_api() {
+        c.error(
+            "follow_signatures",
+            format!("only docker remotes have signatures to follow, not {ecosystem} ones"),
+        );
+    }
     let mirror_of = c.mirror_of(raw, ecosystem);
     let architectures = c.names(
         "architectures",
@@ -302,6 +314,7 @@ fn compile_remote(
             quarantine_hide: raw.quarantine_new && raw.quarantine_hide.unwrap_or(true),
             quarantine_exempt: raw.quarantine_exempt.clone().unwrap_or_default(),
             refuse_withdrawn,
+            follow_signatures: raw.follow_signatures,
             immutable_ttl: timing.immutable_ttl.filter(|ttl| !ttl.is_zero()),
             mutable_ttl: (timing.mutable_ttl).unwrap_or(Duration::from_secs(DEFAULT_MUTABLE_TTL)),
             negative_ttl: timing.negative_ttl,

@@ -32,6 +32,7 @@ pub async fn request_ended(
         {
             app.prefetcher.tag_manifest(artifact);
         }
+        follow_signatures(app, session, artifact);
     }
     super::traffic::upstream_unanswered(app, ctx);
     let source = ctx.served_from(session.cache.phase());
@@ -91,6 +92,27 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
             user_agent: header(http::header::USER_AGENT),
         },
     );
+}
+
+/// A manifest just fetched from the upstream: its signatures follow.
+fn follow_signatures(app: &App, session: &Session, artifact: &super::artifact::Artifact) {
+    let fetched = matches!(
+        session.cache.phase(),
+        pingora::cache::CachePhase::Miss | pingora::cache::CachePhase::Expired
+    );
+    let Some(resp) = session.response_written().filter(|r| r.status == 200) else {
+        return;
+    };
+    if !fetched || !Prefetcher::follows_signatures(artifact, session.req_header()) {
+        return;
+    }
+    let digest = (artifact.oci().and_then(|oci| oci.digest.clone())).or_else(|| {
+        let header = resp.headers.get("docker-content-digest")?;
+        header.to_str().ok().map(str::to_string)
+    });
+    if let Some(digest) = digest {
+        app.prefetcher.signatures(artifact, &digest);
+    }
 }
 
 /// How a request ended, for the counters and the access line.

@@ -102,10 +102,7 @@ async fn index_links_every_chart_through_artifactd_and_charts_verify() {
 
 /// Runs `tests/tools/oras_chart.py` with the venv's Python.
 async fn oras_chart(args: &[&str]) -> (bool, String) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/oras_chart.py");
-    let mut command = tokio::process::Command::new(crate::harness::pypi::tool("python"));
-    command.arg(script).args(args).env("NO_PROXY", "*");
-    crate::harness::run_client(&mut command).await
+    crate::harness::pypi::python_tool("oras_chart.py", args).await
 }
 
 #[tokio::test]

@@ -1068,3 +1068,114 @@ async fn a_docker_remote_through_the_artifact_route_is_the_registry_api() {
         );
     }
 }
+
+#[tokio::test]
+async fn signatures_follow_their_image_and_verify_offline() {
+    use crate::harness::pypi::python_tool;
+    let (dir, mut registry, layout) = registry_with_app(1, 2000, 41).await;
+    layout.push("app", &registry, "team/app", &[]).await;
+    let digest = registry_digest(&registry, "team/app", "app", OCI_MANIFEST).await;
+    let size = layout.descriptor("app")["size"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let work = dir.path().join("sign");
+    std::fs::create_dir_all(&work).unwrap();
+    let args = [
+        registry.host(),
+        "team/app".into(),
+        digest.clone(),
+        OCI_MANIFEST.into(),
+        size,
+        work.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = python_tool("oras_sign.py", &args).await;
+    assert!(ok, "oras push of the signature: {out}");
+    let signature = out.trim().lines().last().unwrap().to_string();
+    let payload = std::fs::read(work.join("payload.json")).unwrap();
+    let payload_digest = format!("sha256:{}", sha256_hex(&payload));
+    let remotes = hub_remote(&registry.url(), "    follow_signatures: true\n");
+    let ad = Artifactd::start(&dir.path().join("ad"), &remotes, "").await;
+
+    // Only the image is pulled; its signature follows in the background.
+    let copy = dir.path().join("copy");
+    let out = pull_to_dir(&docker_ref(&ad, "hub/team/app:app"), &copy, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tag = format!("sha256-{}", &digest[7..]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fetched = |path: String| registry.gets(&format!("/team/app/{path}"));
+    let followed = || {
+        [
+            format!("blobs/{payload_digest}"),
+            format!("manifests/{tag}.sig"),
+            format!("manifests/{signature}"),
+            format!("manifests/{tag}.att"),
+        ]
+        .into_iter()
+        .all(|path| fetched(path) > 0)
+            && fetched(format!("manifests/{tag}.sig")) == 2
+    };
+    while !followed() {
+        assert!(
+            Instant::now() < deadline,
+            "the signature never followed:\n{}",
+            registry.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once per `Accept` form: every manifest type, and the type it has.
+    assert_eq!(fetched(format!("manifests/{tag}.sig")), 2);
+    assert_eq!(fetched(format!("manifests/{signature}")), 1);
+    // Settled: the walk's last fetch has been committed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    registry.stop().await;
+    let base = "/v2/hub/team/app";
+    // As cosign asks (every manifest type: no `Accept` says the same).
+    let signature_manifest = client()
+        .get(ad.url(&format!("{base}/manifests/{tag}.sig")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signature_manifest.status(), 200);
+    let manifest: serde_json::Value = signature_manifest.json().await.unwrap();
+    assert_eq!(manifest["subject"]["digest"], digest.as_str());
+    assert_eq!(
+        manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"],
+        "MEUCIQDtest"
+    );
+    let referrers = get_json(&client(), ad.url(&format!("{base}/manifests/{tag}"))).await;
+    assert_eq!(referrers["manifests"][0]["digest"], signature.as_str());
+    let by_digest = client()
+        .get(ad.url(&format!("{base}/manifests/{signature}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_digest.status(), 200);
+    let blob = get_bytes(&client(), ad.url(&format!("{base}/blobs/{payload_digest}"))).await;
+    assert_eq!(blob, payload);
+    // A client that pulls the signature as an artifact gets it too.
+    let host = ad.addr.to_string();
+    let pulled = dir.path().join("pulled");
+    let reference = format!("{host}/hub/team/app:{tag}.sig");
+    let (ok, out) = python_tool(
+        "oras_chart.py",
+        &["pull", &host, &reference, pulled.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "oras pull of the signature offline: {out}");
+    assert_eq!(std::fs::read(pulled.join("payload.json")).unwrap(), payload);
+    let out = pull_to_dir(&docker_ref(&ad, "hub/team/app:app"), &copy, &[]).await;
+    assert!(
+        out.status.success(),
+        "the image offline: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dir_copy(&copy, &digest);
+}

@@ -371,6 +371,36 @@ pub fn digest_manifest_key_parts(digest: &str) -> Vec<String> {
     vec![format!("manifests/{digest}")]
 }
 
+/// Manifest types a registry may answer, indexes first: what a client
+/// that takes any manifest asks for.
+pub const ANY_MANIFEST: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Where the signatures and attestations of the manifest `digest` are
+/// found, below its repository: cosign's tags (`sha256-<hex>.sig`,
+/// `.att`), the OCI 1.1 referrers API, and the referrers tag a registry
+/// without that API holds (`sha256-<hex>`, an index of them).
+///
+/// ```
+/// let at = filters::ecosystem::oci::signature_paths("sha256:ab12");
+/// assert_eq!(at[0], "manifests/sha256-ab12.sig");
+/// assert_eq!(at[3], "referrers/sha256:ab12");
+/// ```
+pub fn signature_paths(digest: &str) -> Vec<String> {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return Vec::new();
+    };
+    let tag = format!("{algorithm}-{hex}");
+    vec![
+        format!("manifests/{tag}.sig"),
+        format!("manifests/{tag}.att"),
+        format!("manifests/{tag}"),
+        format!("referrers/{digest}"),
+    ]
+}
+
 /// Content a manifest names by digest.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Named {

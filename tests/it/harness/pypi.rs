@@ -191,6 +191,17 @@ pub async fn simple_json(ad: &super::Artifactd, remote: &str, project: &str) -> 
         .expect("a PEP 691 page")
 }
 
+/// Runs `tests/tools/SCRIPT` with the venv's Python (whose oras-py the
+/// OCI tools use).
+pub async fn python_tool(script: &str, args: &[&str]) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tools")
+        .join(script);
+    let mut command = Command::new(tool("python"));
+    command.arg(script).args(args).env("NO_PROXY", "*");
+    super::run_client(&mut command).await
+}
+
 /// `pip install --target TARGET --index-url INDEX PACKAGES…`.
 pub async fn pip_install(index: &str, target: &Path, packages: &[&str]) -> (bool, String) {
     let mut command = Command::new(tool("pip"));
