@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-cluster bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-audit bench-cluster bench-smoke install clean
 
 all: build
 
@@ -57,6 +57,10 @@ it-cluster: test-deps
 bench: bench-deps release
 	python3 benches/run.py $(if $(QUICK),--quick)
 	$(if $(QUICK),,$(CARGO) bench -p filters -- --warm-up-time 1 --measurement-time 3)
+
+## Only scenario 11, the audit trail on vs off; writes benches/results/audit.*.
+bench-audit: bench-deps release
+	python3 benches/run.py --audit-only $(if $(QUICK),--quick)
 
 ## Only scenario 8, the cluster shape; writes benches/results/cluster.*.
 bench-cluster: bench-deps release

@@ -30,7 +30,7 @@ Scenarios:
      node on the filesystem default (benches/cluster.py; results in
      cluster.{md,json})
 
-Usage: run.py [--quick] [--cluster-only] [--binary PATH] [--out DIR]
+Usage: run.py [--quick] [--cluster-only | --audit-only] [--binary PATH] [--out DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audit import bench_audit, render_audit
 from bulk import bench_bulk, render_bulk
 from cluster import bench_cluster, render_cluster
 from filler import fill_fast
@@ -688,6 +689,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results directory (default: benches/results, "
                         "or target/bench-quick for --quick so smoke runs never replace real results)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--audit-only", action="store_true",
+                        help="only scenario 11; writes audit.{md,json} and leaves latest.* alone")
     parser.add_argument("--cluster-only", action="store_true",
                         help="only scenario 8; writes cluster.{md,json} and leaves latest.* alone")
     args = parser.parse_args()
@@ -702,11 +705,15 @@ def main() -> int:
     started = time.monotonic()
     origin = Origin(work / "origin", plan)
     bench = Bench(plan, args.binary.resolve(), work, origin)
+    audit = None
     try:
-        if not args.cluster_only:
+        if not (args.cluster_only or args.audit_only):
             run_single_node_scenarios(bench)
-        bench.cluster_results = bench_cluster(bench, Artifactd, generic_remotes, wrk, median_of,
-                                              free_port, wait_port)
+        if not args.cluster_only:
+            audit = bench_audit(bench, Artifactd, generic_remotes, wrk, median_of, fill_fast)
+        if not args.audit_only:
+            bench.cluster_results = bench_cluster(bench, Artifactd, generic_remotes, wrk, median_of,
+                                                  free_port, wait_port)
     finally:
         origin.stop()
         if not args.keep:
@@ -715,6 +722,14 @@ def main() -> int:
             print(f"work directory kept: {work}")
     elapsed = time.monotonic() - started
     facts = machine_facts(args.binary)
+    if audit is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "audit.json").write_text(json.dumps({"quick": args.quick, "machine": facts, **audit},
+                                                       indent=2) + "\n")
+        (args.out / "audit.md").write_text(render_audit(audit, facts, args.quick, fmt))
+    if args.audit_only:
+        print(f"results: {args.out / 'audit.md'} ({elapsed:.0f} s)")
+        return 0
     if len(bench.cluster_results) != 4:
         raise SystemExit(f"expected 4 cluster scenario groups, got {len(bench.cluster_results)}")
     if args.cluster_only:

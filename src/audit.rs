@@ -3,7 +3,8 @@
 //! (`GET /api/v1/audit`, `artifactd audit who`).
 //!
 //! A request only queues a row on the catalog writer, which writes rows
-//! in batches off the hot path and drops (and counts) them rather than
+//! in batches off the hot path (deliveries alike in all but time within
+//! a batch as one row with their count) and drops (and counts) them rather than
 //! grow without bound when the catalog falls behind; the row's sha256 is
 //! the catalog's for the path, filled in as it is written. Rows older
 //! than `audit.retain` are deleted hourly.
@@ -23,7 +24,8 @@ pub struct Served<'a> {
     /// The decoded remote path (the cache key's path).
     pub path: &'a str,
     pub release: Option<&'a PackageVersion>,
-    pub client: Option<String>,
+    /// The client's IP address (its port says nothing of who it is).
+    pub client: Option<std::net::IpAddr>,
     /// The request's `Authorization` value, to name the token it bore.
     pub authorization: Option<&'a str>,
     pub user_agent: Option<&'a str>,
@@ -48,11 +50,17 @@ pub fn record(app: &App, served: Served<'_>) {
         package: served.release.map(|r| r.name.clone()),
         version: served.release.map(|r| r.version.clone()),
         sha256: None,
-        client: served.client,
+        client: served.client.map(|ip| ip.to_string()),
         token: token_name(&config.server, served.authorization).map(str::to_string),
         user_agent: served.user_agent.map(str::to_string),
+        deliveries: 1,
     };
     app.catalog_writer.record(CatalogEvent::Served(row));
+}
+
+/// The IP address of a client of pingora's.
+pub fn client_ip(addr: &pingora::protocols::l4::socket::SocketAddr) -> Option<std::net::IpAddr> {
+    addr.as_inet().map(|inet| inet.ip())
 }
 
 fn now_ms() -> i64 {

@@ -115,12 +115,15 @@ pub struct AuditRow {
     /// The body's sha256 (hex) as the catalog knew it when the row was
     /// written.
     pub sha256: Option<String>,
-    /// The client's address.
+    /// The client's IP address.
     pub client: Option<String>,
     /// The name of the configured token the request bore (`write`,
     /// `admin`, `metrics`), if any.
     pub token: Option<String>,
     pub user_agent: Option<String>,
+    /// How many deliveries the row stands for: those of one write batch
+    /// (half a second) alike in everything but time, from `at_ms` on.
+    pub deliveries: i64,
 }
 
 /// Which audit rows to list, newest first.

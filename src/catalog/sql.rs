@@ -288,26 +288,65 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
     Ok(())
 }
 
-/// Audit rows are written in bulk, this many per statement (8 parameters
+/// Audit rows are written in bulk, this many per statement (9 parameters
 /// each).
 const AUDIT_CHUNK: usize = 256;
+
+/// What tells audit rows apart within a batch.
+#[derive(PartialEq, Eq, Hash)]
+struct AuditKey<'a> {
+    remote: &'a str,
+    path: &'a str,
+    client: Option<&'a str>,
+    token: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+impl<'a> AuditKey<'a> {
+    fn of(row: &'a AuditRow) -> AuditKey<'a> {
+        AuditKey {
+            remote: &row.remote,
+            path: &row.path,
+            client: row.client.as_deref(),
+            token: row.token.as_deref(),
+            user_agent: row.user_agent.as_deref(),
+        }
+    }
+}
 
 /// A multi-row insert of audit rows, each with the sha256 the catalog
 /// knows for its path now.
 fn insert_audit(rows: usize, params: Params) -> String {
     format!(
-        "INSERT INTO audit (at_ms, remote, path, package, version, client, token, user_agent, sha256)
+        "INSERT INTO audit (at_ms, remote, path, package, version, client, token, user_agent,
+                            deliveries, sha256)
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7,
-                v.column8,
+                v.column8, v.column9,
                 (SELECT a.sha256 FROM artifacts a WHERE a.remote = v.column2 AND a.path = v.column3)
          FROM (VALUES {}) AS v",
-        value_rows(rows, 8, params)
+        value_rows(rows, 9, params)
     )
 }
 
-/// The audit rows of a batch, in chunks.
+/// The audit rows of a batch, those alike in everything but time as one
+/// (a hot artifact served thousands of times a second to one client is a
+/// row per batch, not thousands), in chunks.
 async fn write_audit(tx: &mut sqlx::AnyConnection, rows: &[&AuditRow]) -> CatalogResult<()> {
-    for chunk in rows.chunks(AUDIT_CHUNK) {
+    let mut merged: Vec<AuditRow> = Vec::new();
+    let mut at: std::collections::HashMap<AuditKey<'_>, usize> = std::collections::HashMap::new();
+    for row in rows {
+        match at.get(&AuditKey::of(row)) {
+            Some(&i) => {
+                merged[i].deliveries += row.deliveries;
+                merged[i].at_ms = merged[i].at_ms.min(row.at_ms);
+            }
+            None => {
+                at.insert(AuditKey::of(row), merged.len());
+                merged.push((*row).clone());
+            }
+        }
+    }
+    for chunk in merged.chunks(AUDIT_CHUNK) {
         let statement = insert_audit(chunk.len(), Params::of(&*tx));
         let mut query = sqlx::query(&statement);
         for row in chunk {
@@ -319,7 +358,8 @@ async fn write_audit(tx: &mut sqlx::AnyConnection, rows: &[&AuditRow]) -> Catalo
                 .bind(&row.version)
                 .bind(&row.client)
                 .bind(&row.token)
-                .bind(&row.user_agent);
+                .bind(&row.user_agent)
+                .bind(row.deliveries);
         }
         query.execute(&mut *tx).await?;
     }
@@ -655,7 +695,8 @@ impl Catalog for SqlCatalog {
             false => format!("WHERE {}", conditions.join(" AND ")),
         };
         let statement = format!(
-            "SELECT at_ms, remote, path, package, version, sha256, client, token, user_agent
+            "SELECT at_ms, remote, path, package, version, sha256, client, token, user_agent,
+                    deliveries
              FROM audit {filter} ORDER BY at_ms DESC LIMIT {}",
             query.limit.max(1)
         );

@@ -75,8 +75,9 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at);
         let text = |field: &str| row[field].as_str().unwrap_or("-").to_string();
         println!(
-            "{:<24} {:<22} {:<8} {:<40} {}/{}",
+            "{:<24} {:>6} {:<16} {:<8} {:<40} {}/{}",
             humantime::format_rfc3339_millis(when).to_string(),
+            row["deliveries"].as_i64().unwrap_or(1),
             text("client"),
             text("token"),
             text("user_agent"),

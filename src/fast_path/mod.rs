@@ -206,11 +206,8 @@ fn record(
         upstream: None,
         fast_path: true,
     });
-    let client = || {
-        stream
-            .get_socket_digest()
-            .and_then(|digest| digest.peer_addr().map(ToString::to_string))
-    };
+    let peer = stream.get_socket_digest();
+    let peer = peer.as_ref().and_then(|digest| digest.peer_addr());
     if let Some(audited) = &answer.decided.audited {
         if crate::audit::delivered(head.method, answer.status) {
             crate::audit::record(
@@ -219,7 +216,7 @@ fn record(
                     remote,
                     path: &answer.decided.key.path,
                     release: audited.release.as_ref(),
-                    client: client(),
+                    client: peer.and_then(crate::audit::client_ip),
                     authorization: head.authorization,
                     user_agent: head.user_agent,
                 },
@@ -229,7 +226,7 @@ fn record(
     if !crate::access_log::enabled() {
         return;
     }
-    let client = client();
+    let client = peer.map(ToString::to_string);
     crate::access_log::Access {
         request_id: &answer.request_id,
         client: client.unwrap_or_else(|| "-".to_string()),

@@ -87,7 +87,7 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
             remote: &artifact.remote.name,
             path: artifact.key_parts.first().map_or("", String::as_str),
             release: artifact.release().as_ref(),
-            client: session.client_addr().map(|a| a.to_string()),
+            client: session.client_addr().and_then(crate::audit::client_ip),
             authorization: header(http::header::AUTHORIZATION),
             user_agent: header(http::header::USER_AGENT),
         },
