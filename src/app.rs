@@ -54,6 +54,8 @@ pub struct App {
     pub redis: Option<Arc<crate::cluster::link::RedisLink>>,
     /// The artifact firewall's rules in force.
     pub firewall: crate::firewall::rules::Firewall,
+    /// Deliveries counted for the audit trail, not yet written.
+    pub audit: crate::audit::pending::Pending,
 }
 
 impl App {

@@ -91,6 +91,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
     crate::reload::on_sighup(reloadable, &background);
     background.spawn(crate::firewall::watch(app.clone()));
     background.spawn(crate::audit::prune(app.clone()));
+    background.spawn(crate::audit::hand_over(app.clone()));
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
     crate::lifecycle::supervise(
@@ -356,6 +357,7 @@ fn build_app(
         cluster: opened.cluster,
         redis: opened.redis,
         firewall,
+        audit: Default::default(),
     }))
 }
 

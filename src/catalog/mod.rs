@@ -361,6 +361,12 @@ impl CatalogWriter {
         }
     }
 
+    /// Counts events dropped before they reached this writer (audit
+    /// deliveries counted in memory when it was full).
+    pub fn add_dropped(&self, events: u64) {
+        self.dropped.fetch_add(events, Ordering::Relaxed);
+    }
+
     /// Events queued and not yet written.
     pub fn queued(&self) -> u64 {
         self.pending_accesses.load(Ordering::Relaxed) + self.pending_changes.load(Ordering::Relaxed)

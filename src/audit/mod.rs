@@ -2,12 +2,15 @@
 //! catalog, so that "who received MAL-2026-1234?" has an answer
 //! (`GET /api/v1/audit`, `artifactd audit who`).
 //!
-//! A request only queues a row on the catalog writer, which writes rows
-//! in batches off the hot path (deliveries alike in all but time within
-//! a batch as one row with their count) and drops (and counts) them rather than
-//! grow without bound when the catalog falls behind; the row's sha256 is
+//! A request only counts its delivery in memory ([`pending`]); every half
+//! second the rows (deliveries alike in all but time as one, with their
+//! count) go to the catalog writer, which writes them in batches and
+//! drops (and counts) them rather than grow without bound when the
+//! catalog falls behind; the row's sha256 is
 //! the catalog's for the path, filled in as it is written. Rows older
 //! than `audit.retain` are deleted hourly.
+
+pub mod pending;
 
 use crate::app::App;
 use crate::catalog::{AuditQuery, AuditRow, CatalogEvent};
@@ -37,13 +40,20 @@ pub fn delivered(method: &str, status: u16) -> bool {
     method == "GET" && (status == 200 || status == 206)
 }
 
-/// Queues the row of an artifact served (when the trail is on).
+/// Counts an artifact delivered (when the trail is on).
 pub fn record(app: &App, served: Served<'_>) {
     let config = app.config();
     if !config.server.audit.enabled {
         return;
     }
-    let row = AuditRow {
+    let delivery = pending::Delivery {
+        remote: served.remote,
+        path: served.path,
+        client: served.client,
+        token: token_name(&config.server, served.authorization),
+        user_agent: served.user_agent,
+    };
+    app.audit.add(&delivery, || AuditRow {
         at_ms: now_ms(),
         remote: served.remote.to_string(),
         path: served.path.to_string(),
@@ -51,11 +61,26 @@ pub fn record(app: &App, served: Served<'_>) {
         version: served.release.map(|r| r.version.clone()),
         sha256: None,
         client: served.client.map(|ip| ip.to_string()),
-        token: token_name(&config.server, served.authorization).map(str::to_string),
+        token: delivery.token.map(str::to_string),
         user_agent: served.user_agent.map(str::to_string),
         deliveries: 1,
-    };
-    app.catalog_writer.record(CatalogEvent::Served(row));
+    });
+}
+
+/// Hands the counted rows to the catalog writer every half second.
+pub async fn hand_over(app: Arc<App>) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dropped = 0;
+    loop {
+        every.tick().await;
+        for row in app.audit.take() {
+            app.catalog_writer.record(CatalogEvent::Served(row));
+        }
+        let now = app.audit.dropped();
+        app.catalog_writer.add_dropped(now - dropped);
+        dropped = now;
+    }
 }
 
 /// The IP address of a client of pingora's.
