@@ -353,6 +353,9 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
         assert_eq!(resp.status(), 503);
     }
     assert_eq!(origin.hits("/u/a.tgz"), 3);
+    // The third failure is recorded as its request ends, after the answer
+    // (through Redis in the cluster shape): wait for it to show.
+    upstream_health_becomes(&http, &ad, "down").await;
     let before = origin.total_hits();
 
     // While down: the expired cached object is answered from cache, 100
@@ -410,8 +413,7 @@ async fn breaker_marks_a_failing_remote_down_and_one_probe_detects_recovery() {
         2,
         "the first fill and exactly one probe"
     );
-    let health: serde_json::Value = crate::harness::get_json(&http, ad.url("/health")).await;
-    assert_eq!(health["upstreams"]["gen"], "up");
+    upstream_health_becomes(&http, &ad, "up").await;
     let after = http.get(&url).send().await.unwrap();
     assert_eq!(after.text().await.unwrap(), "fresh index\n");
 }
@@ -507,4 +509,21 @@ async fn an_immutable_artifact_the_upstream_deleted_is_still_served() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// Waits (at most 5 s) until `/health` reports remote `gen` as `state`:
+/// a probe's outcome is recorded as its request ends, after the answer.
+async fn upstream_health_becomes(http: &reqwest::Client, ad: &Artifactd, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let health: serde_json::Value = crate::harness::get_json(http, ad.url("/health")).await;
+        if health["upstreams"]["gen"] == state {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {state}: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
