@@ -64,6 +64,27 @@ fn feed_config(feed_dir: &Path, extra: &str) -> String {
     )
 }
 
+/// `npm install SPEC` in a fresh project `dir` through `registry`, which
+/// must succeed; the version of the package installed.
+async fn npm_installs(registry: &str, dir: &Path, spec: &str) -> Option<String> {
+    let (ok, out) = npm_install(registry, dir, &[spec]).await;
+    assert!(ok, "npm install {spec} in {}: {out}", dir.display());
+    let name = spec.split('@').next().unwrap_or(spec);
+    npm::installed_version(dir, name)
+}
+
+/// An empty folder of OSV records in `dir`; [`advise`] adds the record.
+fn feed_folder(dir: &Path) -> std::path::PathBuf {
+    let feed = dir.join("osv");
+    std::fs::create_dir_all(&feed).unwrap();
+    feed
+}
+
+/// Publishes the advisory into the feed folder.
+fn advise(feed: &Path) {
+    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+}
+
 /// Polls `url` until it answers `status` (at most 10 s); the last answer.
 async fn answers(url: &str, status: u16) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -80,9 +101,8 @@ async fn answers(url: &str, status: u16) -> reqwest::Response {
 async fn known_malicious_releases_are_hidden_and_refused_with_the_advisory() {
     let dir = tempfile::tempdir().unwrap();
     let upstreams = Upstreams::start(dir.path()).await;
-    let feed = dir.path().join("osv");
-    std::fs::create_dir_all(&feed).unwrap();
-    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let feed = feed_folder(dir.path());
+    advise(&feed);
     let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &feed_config(&feed, "")).await;
 
     // pip and uv resolve the good release; asked for the bad one, both say
@@ -108,10 +128,10 @@ async fn known_malicious_releases_are_hidden_and_refused_with_the_advisory() {
 
     let registry = ad.artifact("npm", "");
     let project = dir.path().join("npm");
-    let (ok, out) = npm_install(&registry, &project, &["acc-npm-demo"]).await;
-    assert!(ok, "npm install: {out}");
     assert_eq!(
-        npm::installed_version(&project, "acc-npm-demo").as_deref(),
+        npm_installs(&registry, &project, "acc-npm-demo")
+            .await
+            .as_deref(),
         Some("1.0.0")
     );
     let (ok, out) = npm_install(
@@ -169,8 +189,7 @@ async fn known_malicious_releases_are_hidden_and_refused_with_the_advisory() {
 async fn an_advisory_arriving_revokes_and_purges_what_is_cached() {
     let dir = tempfile::tempdir().unwrap();
     let upstreams = Upstreams::start(dir.path()).await;
-    let feed = dir.path().join("osv");
-    std::fs::create_dir_all(&feed).unwrap();
+    let feed = feed_folder(dir.path());
     let config = feed_config(&feed, "      purge: true\n");
     let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &config).await;
 
@@ -192,7 +211,7 @@ async fn an_advisory_arriving_revokes_and_purges_what_is_cached() {
     assert_eq!(answers(&wheel_entry, 200).await.status(), 200);
 
     // The advisory arrives; no restart, no reload.
-    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    advise(&feed);
     let refused = answers(&ad.artifact("npm", &BAD_TARBALL[1..]), 403).await;
     assert_eq!(refused.status(), 403, "refused within the refresh interval");
     let refused = answers(&ad.artifact("pypi", &BAD_WHEEL[1..]), 403).await;
@@ -227,36 +246,23 @@ async fn an_advisory_arriving_revokes_and_purges_what_is_cached() {
     .await;
     assert!(purged >= 2, "purges counted: {purged}");
     // A fresh install resolves the good release.
-    let (ok, out) = npm_install(
-        &ad.artifact("npm", ""),
-        &dir.path().join("after"),
-        &["acc-npm-demo"],
-    )
-    .await;
-    assert!(ok, "npm install after the advisory: {out}");
-    assert_eq!(
-        npm::installed_version(&dir.path().join("after"), "acc-npm-demo").as_deref(),
-        Some("1.0.0")
-    );
+    let after = dir.path().join("after");
+    let installed = npm_installs(&ad.artifact("npm", ""), &after, "acc-npm-demo").await;
+    assert_eq!(installed.as_deref(), Some("1.0.0"));
 }
 
 #[tokio::test]
 async fn a_dry_run_serves_marks_logs_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let upstreams = Upstreams::start(dir.path()).await;
-    let feed = dir.path().join("osv");
-    std::fs::create_dir_all(&feed).unwrap();
-    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let feed = feed_folder(dir.path());
+    advise(&feed);
     let config = feed_config(&feed, "      mode: dry_run\n");
     let ad = Artifactd::start(dir.path(), &upstreams.remotes(), &config).await;
 
     let project = dir.path().join("npm");
-    let (ok, out) = npm_install(&ad.artifact("npm", ""), &project, &["acc-npm-demo@1.1.0"]).await;
-    assert!(ok, "npm install under a dry run: {out}");
-    assert_eq!(
-        npm::installed_version(&project, "acc-npm-demo").as_deref(),
-        Some("1.1.0")
-    );
+    let installed = npm_installs(&ad.artifact("npm", ""), &project, "acc-npm-demo@1.1.0").await;
+    assert_eq!(installed.as_deref(), Some("1.1.0"));
     for _ in 0..2 {
         let resp = client()
             .get(ad.artifact("npm", &BAD_TARBALL[1..]))
@@ -312,9 +318,8 @@ async fn deny_and_allow_lists_and_an_age_exemption_from_a_policy_file() {
         upstreams.npm.set_publish_time(name, "1.0.0", &ago(30));
         upstreams.npm.set_publish_time(name, "1.1.0", &ago(1));
     }
-    let feed = dir.path().join("osv");
-    std::fs::create_dir_all(&feed).unwrap();
-    std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
+    let feed = feed_folder(dir.path());
+    advise(&feed);
     // The PyPI release the feed names is waived (a known false positive);
     // npm releases under a week old are held except acc-npm-*; tiny-dep
     // 1.0.x is denied.
@@ -341,10 +346,10 @@ async fn deny_and_allow_lists_and_an_age_exemption_from_a_policy_file() {
     // The age rule holds tiny-dep 1.1.0 back, not the exempt package
     // (whose 1.1.0 the feed still refuses; 1.0.0 is a month old).
     let project = dir.path().join("npm");
-    let (ok, out) = npm_install(&registry, &project, &["tiny-dep"]).await;
-    assert!(ok, "npm install tiny-dep: {out}");
     assert_eq!(
-        npm::installed_version(&project, "tiny-dep").as_deref(),
+        npm_installs(&registry, &project, "tiny-dep")
+            .await
+            .as_deref(),
         Some("1.0.0")
     );
     let doc = crate::harness::get_json(&client(), ad.artifact("npm", "acc-npm-demo")).await;
@@ -369,10 +374,10 @@ async fn deny_and_allow_lists_and_an_age_exemption_from_a_policy_file() {
         "{error}"
     );
     let project = dir.path().join("npm-after");
-    let (ok, out) = npm_install(&registry, &project, &["tiny-dep"]).await;
-    assert!(ok, "npm install tiny-dep after the change: {out}");
     assert_eq!(
-        npm::installed_version(&project, "tiny-dep").as_deref(),
+        npm_installs(&registry, &project, "tiny-dep")
+            .await
+            .as_deref(),
         Some("1.1.0")
     );
     let (ok, out) = npm_install(&registry, &dir.path().join("npm-old"), &["tiny-dep@1.0.0"]).await;
@@ -466,17 +471,9 @@ async fn releases_withdrawn_upstream_are_refused_where_the_remote_says_so() {
         200,
         "what the index still lists stays served"
     );
-    let (ok, out) = npm_install(
-        &ad.artifact("strict", ""),
-        &dir.path().join("again"),
-        &["acc-npm-demo"],
-    )
-    .await;
-    assert!(ok, "npm install after the withdrawal: {out}");
-    assert_eq!(
-        npm::installed_version(&dir.path().join("again"), "acc-npm-demo").as_deref(),
-        Some("1.0.0")
-    );
+    let again = dir.path().join("again");
+    let installed = npm_installs(&ad.artifact("strict", ""), &again, "acc-npm-demo").await;
+    assert_eq!(installed.as_deref(), Some("1.0.0"));
 }
 
 #[tokio::test]
