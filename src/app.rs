@@ -55,7 +55,7 @@ pub struct App {
     /// The artifact firewall's rules in force.
     pub firewall: crate::firewall::rules::Firewall,
     /// Deliveries counted for the audit trail, not yet written.
-    pub audit: crate::audit::pending::Pending,
+    pub audit: Arc<crate::audit::pending::Pending>,
 }
 
 impl App {

@@ -117,6 +117,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Counted<A> {
 pub struct Supervised {
     pub in_flight: Arc<InFlight>,
     pub catalog_writer: Arc<CatalogWriter>,
+    /// Audited deliveries not yet handed to the catalog writer.
+    pub audit: Arc<crate::audit::pending::Pending>,
     /// Writes its index snapshot at the end, for the next start.
     pub storage: &'static crate::storage::CacheStorage,
     pub listeners: Vec<std::net::SocketAddr>,
@@ -226,6 +228,7 @@ async fn finish(supervised: &Supervised) {
         log::info!("waiting for {waiting} open connection(s) and request(s) to finish");
     }
     supervised.in_flight.until_idle().await;
+    supervised.audit.hand_over(&supervised.catalog_writer);
     if !supervised
         .catalog_writer
         .drain(Duration::from_secs(5))

@@ -92,6 +92,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
     background.spawn(crate::firewall::watch(app.clone()));
     background.spawn(crate::audit::prune(app.clone()));
     background.spawn(crate::audit::hand_over(app.clone()));
+    let audit = app.audit.clone();
     let proxy = proxy_service(&server, app, &listen, certs, in_flight.clone())?;
     server.add_service(proxy);
     crate::lifecycle::supervise(
@@ -99,6 +100,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
         Supervised {
             in_flight,
             catalog_writer,
+            audit,
             storage,
             listeners: listen.iter().map(|l| l.address).collect(),
             pid_file,

@@ -234,7 +234,7 @@ pub struct Decided {
     /// An index document, answered with a kept rewrite.
     rewritten: bool,
     /// What the audit trail records of a delivery: `None` for what it
-    /// does not record (documents).
+    /// does not record (documents), and for everything when it is off.
     pub audited: Option<Audited>,
 }
 
@@ -331,7 +331,7 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
         accept: head.accept.map(Into::into),
         id: EntryLocation::from_key(&cache::key(&artifact)).id(),
         key: crate::access_log::KeyPath::of(&artifact.key_parts),
-        audited: artifact.is_release().then(|| Audited {
+        audited: (artifact.is_release() && config.server.audit.enabled).then(|| Audited {
             release: artifact.release(),
         }),
         remote: artifact.remote,

@@ -206,24 +206,28 @@ fn record(
         upstream: None,
         fast_path: true,
     });
+    let audited = (answer.decided.audited.as_ref())
+        .filter(|_| crate::audit::delivered(head.method, answer.status));
+    let logged = crate::access_log::enabled();
+    if audited.is_none() && !logged {
+        return;
+    }
     let peer = stream.get_socket_digest();
     let peer = peer.as_ref().and_then(|digest| digest.peer_addr());
-    if let Some(audited) = &answer.decided.audited {
-        if crate::audit::delivered(head.method, answer.status) {
-            crate::audit::record(
-                app,
-                crate::audit::Served {
-                    remote,
-                    path: &answer.decided.key.path,
-                    release: audited.release.as_ref(),
-                    client: peer.and_then(crate::audit::client_ip),
-                    authorization: head.authorization,
-                    user_agent: head.user_agent,
-                },
-            );
-        }
+    if let Some(audited) = audited {
+        crate::audit::count(
+            app,
+            crate::audit::Served {
+                remote,
+                path: &answer.decided.key.path,
+                release: audited.release.as_ref(),
+                client: peer.and_then(crate::audit::client_ip),
+                authorization: head.authorization,
+                user_agent: head.user_agent,
+            },
+        );
     }
-    if !crate::access_log::enabled() {
+    if !logged {
         return;
     }
     let client = peer.map(ToString::to_string);
