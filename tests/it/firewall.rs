@@ -481,7 +481,7 @@ async fn the_audit_trail_says_who_received_a_release() {
     let dir = tempfile::tempdir().unwrap();
     let upstreams = Upstreams::start(dir.path()).await;
     let config = "tokens:\n  admin: \"adm-audit\"\n  write: \"wr-audit\"\n";
-    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), config).await;
+    let mut ad = Artifactd::start(dir.path(), &upstreams.remotes(), config).await;
 
     // Two clients: pip on 127.0.0.1, and a CI runner on 127.0.0.2 that
     // bears the write token and asks twice (a miss's follower, then a hit
@@ -542,7 +542,8 @@ async fn the_audit_trail_says_who_received_a_release() {
             .map(|r| r["deliveries"].as_i64().unwrap())
             .sum()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Rows are handed to the catalog every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let records = loop {
         let (code, out, err) = crate::harness::artifactd_cli(&ad, Some("adm-audit"), &args).await;
         assert_eq!(code, 0, "{out}{err}");
@@ -610,4 +611,24 @@ async fn the_audit_trail_says_who_received_a_release() {
     let (_, nobody, err) = who("1.1.0").await;
     assert!(!nobody.contains("127.0.0."), "{nobody}");
     assert!(err.contains("nobody received it"), "{err}");
+
+    // A delivery just before a stop is handed over as the process ends,
+    // and is on record after the restart.
+    let late = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .user_agent("late-runner/2.0")
+        .no_proxy()
+        .build()
+        .unwrap();
+    let resp = late.get(&wheel).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    ad.signal(libc::SIGTERM);
+    assert!(ad.exited_within(Duration::from_secs(20)).await.is_some());
+    let ad = Artifactd::start(dir.path(), &upstreams.remotes(), config).await;
+    let (code, out, err) = crate::harness::artifactd_cli(&ad, Some("adm-audit"), &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(deliveries(&records, "127.0.0.3"), 1, "{records:#?}");
+    assert_eq!(deliveries(&records, "127.0.0.2"), 2, "{records:#?}");
 }
