@@ -83,7 +83,8 @@ pub fn judge(app: &App, artifact: &mut Artifact) -> Result<(), Box<Refused>> {
         };
         return Ok(());
     }
-    let release = ecosystem.package_of(&path);
+    // An image's release is its repository and the tag or digest asked for.
+    let release = artifact.release();
     if let Some(release) = &release {
         let query = Query {
             remote: &remote.name,

@@ -1179,3 +1179,54 @@ async fn signatures_follow_their_image_and_verify_offline() {
     );
     assert_dir_copy(&copy, &digest);
 }
+
+/// Image rules name a repository and tags (globs) or digests: a refused
+/// tag or digest gets the registry's `DENIED` error, naming the rule, and
+/// is never asked of the upstream; the repository's other tags pull.
+#[tokio::test]
+async fn deny_rules_refuse_image_tags_and_digests_in_registry_words() {
+    let (dir, registry, layout) = registry_with_app(1, 20_000, 60).await;
+    layout
+        .build("bad-1", None, &[("payload", pattern_bytes(20_000, 61))])
+        .await;
+    layout
+        .build("v1", None, &[("other", pattern_bytes(20_000, 62))])
+        .await;
+    layout.push("app", &registry, "pin/app", &[]).await;
+    layout.push("bad-1", &registry, "pin/app", &[]).await;
+    layout.push("v1", &registry, "pin/other", &[]).await;
+    let digest = registry_digest(&registry, "pin/other", "v1", OCI_MANIFEST).await;
+    let firewall = format!(
+        "firewall:\n  rules:\n    - name: image-policy\n      deny:\n        - {{ecosystem: docker, package: pin/app, versions: [\"bad-*\"]}}\n        - {{ecosystem: docker, package: pin/other, versions: [\"{digest}\"]}}\n"
+    );
+    let ad = Artifactd::start(
+        &dir.path().join("ad"),
+        &hub_remote(&registry.url(), ""),
+        &firewall,
+    )
+    .await;
+
+    let copy = dir.path().join("copy");
+    let out = pull_to_dir(&docker_ref(&ad, "hub/pin/app:app"), &copy, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = pull_to_dir(&docker_ref(&ad, "hub/pin/app:bad-1"), &copy, &[]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("image-policy"), "{stderr}");
+
+    for reference in ["pin/app/manifests/bad-1", &format!("pin/other/manifests/{digest}")] {
+        let resp = client()
+            .get(ad.url(&format!("/v2/hub/{reference}")))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{reference}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("'image-policy'"), "{message}");
+    }
+    assert_eq!(registry.gets("manifests/bad-1"), 0);
+    assert_eq!(registry.gets(&format!("manifests/{digest}")), 0);
+}
