@@ -90,6 +90,7 @@ pub fn serve(config: Config, config_path: &std::path::Path, upgrade: bool) -> an
     };
     crate::reload::on_sighup(reloadable, &background);
     background.spawn(crate::firewall::watch(app.clone()));
+    background.spawn(crate::firewall::feeds::fetch_feeds(app.clone()));
     background.spawn(crate::audit::prune(app.clone()));
     background.spawn(crate::audit::hand_over(app.clone()));
     let audit = app.audit.clone();

@@ -45,14 +45,44 @@ pub struct RawRules {
 }
 
 /// A feed of known-malicious releases: OSV records in a file (one record
-/// or a list) or a folder of `*.json` files.
+/// or a list, or a zip of records as OSV data sets are published) or a
+/// folder of `*.json` files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFeed {
     pub name: String,
+    /// Where the feed is read from (and, with `fetch`, kept).
     pub path: String,
+    /// Fetched into `path` through one of artifactd's remotes, on a
+    /// schedule.
+    pub fetch: Option<RawFetch>,
     #[serde(flatten)]
     pub common: RawCommon,
+}
+
+/// Where a fetched feed comes from: a path of a remote, every `every`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    pub remote: String,
+    pub path: String,
+    pub every: Option<RawDuration>,
+}
+
+/// How often a fetched feed is fetched, by default.
+pub const DEFAULT_FETCH_EVERY: Duration = Duration::from_secs(3600);
+
+/// A feed fetched through a remote into a local file, which the rules
+/// are then read from like any feed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FeedFetch {
+    pub feed: String,
+    pub remote: String,
+    /// The path under the remote (as a client would ask for it).
+    pub path: String,
+    pub every: Duration,
+    /// The local file it is written to.
+    pub into: PathBuf,
 }
 
 /// What every rule may say.
@@ -112,6 +142,8 @@ pub type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 pub struct Compiled {
     pub policy: Policy,
     pub fingerprint: Fingerprint,
+    /// The feeds to fetch, each into its file.
+    pub fetches: Vec<FeedFetch>,
 }
 
 /// Compiles the rules in force: each remote's quarantine, the server
@@ -122,12 +154,14 @@ pub fn compile(
 ) -> Result<Compiled, ConfigError> {
     let mut policy = Policy::default();
     let mut fingerprint = Vec::new();
+    let mut fetches = Vec::new();
     add_quarantines(&mut policy, remotes);
     let mut reader = Reader {
         file: &settings.file,
         dir: &settings.dir,
         remotes,
         fingerprint: &mut fingerprint,
+        fetches: &mut fetches,
     };
     reader.add(&mut policy, &settings.inline, "firewall.")?;
     if let Some(path) = &settings.policy_file {
@@ -149,6 +183,7 @@ pub fn compile(
     Ok(Compiled {
         policy,
         fingerprint,
+        fetches,
     })
 }
 
@@ -197,6 +232,7 @@ struct Reader<'a> {
     dir: &'a Path,
     remotes: &'a BTreeMap<String, Arc<Remote>>,
     fingerprint: &'a mut Fingerprint,
+    fetches: &'a mut Vec<FeedFetch>,
 }
 
 impl Reader<'_> {
@@ -297,6 +333,15 @@ impl Reader<'_> {
     /// Every advisory of a feed's file or folder (its `*.json` files).
     fn feed(&mut self, field: &str, feed: &RawFeed) -> Result<Vec<osv::Advisory>, ConfigError> {
         let path = super::paths::resolve(self.dir, &feed.path);
+        if let Some(fetch) = &feed.fetch {
+            self.fetch(field, feed, fetch, &path)?;
+            if !path.exists() {
+                // Not fetched yet: empty until it is (its appearing is a
+                // change of the files the rules were read from).
+                self.fingerprint.push((path, None));
+                return Ok(Vec::new());
+            }
+        }
         let files = if path.is_dir() {
             let listing = std::fs::read_dir(&path).map_err(|e| {
                 self.err(
@@ -318,19 +363,82 @@ impl Reader<'_> {
         let mut advisories = Vec::new();
         for file in files {
             self.fingerprint.push((file.clone(), stamp(&file)));
-            let text = std::fs::read(&file).map_err(|e| {
-                self.err(
-                    format!("{field}.path"),
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
-            let found = osv::parse(&text).map_err(|m| {
-                self.err(format!("{field}.path"), format!("{}: {m}", file.display()))
-            })?;
+            let found = read_feed_file(&file).map_err(|m| self.err(format!("{field}.path"), m))?;
             advisories.extend(found);
         }
         Ok(advisories)
     }
+
+    /// Checks a feed's `fetch` and notes it to be fetched.
+    fn fetch(
+        &mut self,
+        field: &str,
+        feed: &RawFeed,
+        fetch: &RawFetch,
+        into: &Path,
+    ) -> Result<(), ConfigError> {
+        if !self.remotes.contains_key(&fetch.remote) {
+            return Err(self.err(
+                format!("{field}.fetch.remote"),
+                format!(
+                    "feed '{}' is fetched through unknown remote '{}'",
+                    feed.name, fetch.remote
+                ),
+            ));
+        }
+        let every = match &fetch.every {
+            None => DEFAULT_FETCH_EVERY,
+            Some(every) => every
+                .duration()
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    self.err(
+                        format!("{field}.fetch.every"),
+                        "must be a positive duration",
+                    )
+                })?,
+        };
+        self.fetches.push(FeedFetch {
+            feed: feed.name.clone(),
+            remote: fetch.remote.clone(),
+            path: fetch.path.trim_start_matches('/').to_string(),
+            every,
+            into: into.to_path_buf(),
+        });
+        Ok(())
+    }
+}
+
+/// The advisories of one feed file: OSV JSON, or a zip of it when the
+/// name ends in `.zip`.
+pub fn read_feed_file(file: &Path) -> Result<Vec<osv::Advisory>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let found = if file.extension().is_some_and(|x| x == "zip") {
+        zipped_records(&bytes)
+    } else {
+        osv::parse(&bytes)
+    };
+    found.map_err(|m| format!("{}: {m}", file.display()))
+}
+
+/// The advisories of every `*.json` member of a zip archive (how OSV
+/// publishes a data set: one record a file).
+fn zipped_records(bytes: &[u8]) -> Result<Vec<osv::Advisory>, String> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a zip archive: {e}"))?;
+    let mut advisories = Vec::new();
+    for at in 0..archive.len() {
+        let mut member = archive.by_index(at).map_err(|e| e.to_string())?;
+        let name = member.name().map_err(|e| e.to_string())?.into_owned();
+        if !member.is_file() || !name.ends_with(".json") {
+            continue;
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut member, &mut text).map_err(|e| format!("{name}: {e}"))?;
+        advisories.extend(osv::parse(&text).map_err(|m| format!("{name}: {m}"))?);
+    }
+    Ok(advisories)
 }
 
 #[cfg(test)]
@@ -404,6 +512,52 @@ mod tests {
         std::fs::write(dir.path().join("bad.json"), "{\"id\": 1}").unwrap();
         let record = error(dir.path(), "feeds: [{name: f, path: bad.json}]");
         assert!(record.contains("not an OSV record"), "{record}");
+    }
+
+    #[test]
+    fn a_fetched_feed_names_a_remote_and_is_empty_until_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let unknown = error(
+            dir.path(),
+            "feeds: [{name: f, path: f.zip, fetch: {remote: osv, path: all.zip}}]",
+        );
+        assert!(
+            unknown.contains("firewall.feeds[0].fetch.remote") && unknown.contains("'osv'"),
+            "{unknown}"
+        );
+        let every = error(
+            dir.path(),
+            "feeds: [{name: f, path: f.zip, fetch: {remote: npm, path: all.zip, every: 0s}}]",
+        );
+        assert!(every.contains("firewall.feeds[0].fetch.every"), "{every}");
+
+        let inline = "feeds: [{name: f, path: feeds/f.zip, fetch: {remote: npm, path: /osv/all.zip, every: 10m}}]";
+        let compiled = compile(&settings(dir.path(), inline, None), &remotes()).unwrap();
+        let into = dir.path().join("feeds/f.zip");
+        assert_eq!(
+            compiled.fetches,
+            [FeedFetch {
+                feed: "f".into(),
+                remote: "npm".into(),
+                path: "osv/all.zip".into(),
+                every: Duration::from_secs(600),
+                into: into.clone(),
+            }]
+        );
+        assert!(compiled.fingerprint.contains(&(into.clone(), None)));
+        let before = compiled.policy.entry_count();
+
+        // A zip of records, as fetched.
+        std::fs::create_dir_all(into.parent().unwrap()).unwrap();
+        let mut writer = zip::ZipWriter::new(std::fs::File::create(&into).unwrap());
+        writer
+            .start_file("MAL-1.json", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        let record = r#"{"id": "MAL-1", "affected": [{"package": {"ecosystem": "npm", "name": "x"}, "versions": ["1.0.0"]}]}"#;
+        std::io::Write::write_all(&mut writer, record.as_bytes()).unwrap();
+        writer.finish().unwrap();
+        let compiled = compile(&settings(dir.path(), inline, None), &remotes()).unwrap();
+        assert_eq!(compiled.policy.entry_count(), before + 1);
     }
 
     #[test]

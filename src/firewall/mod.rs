@@ -13,6 +13,7 @@
 //! that rules with `purge: true` refuse are deleted from storage. A file
 //! that does not compile is logged and counted; the rules in force stay.
 
+pub mod feeds;
 pub mod rules;
 
 use crate::app::App;

@@ -1,7 +1,7 @@
 //! The rules in force, swapped whole, and the files they were read from
 //! (a leaf: the application state holds it, the judging reads it).
 
-use crate::config::firewall::{self as settings, Fingerprint};
+use crate::config::firewall::{self as settings, FeedFetch, Fingerprint};
 use crate::config::{Config, ConfigError};
 use arc_swap::{ArcSwap, Guard};
 use filters::firewall::Policy;
@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct Firewall {
     policy: ArcSwap<Policy>,
     pub(super) fingerprint: Mutex<Fingerprint>,
+    /// The feeds fetched through a remote, as the rules in force say.
+    fetches: Mutex<Vec<FeedFetch>>,
 }
 
 impl Firewall {
@@ -22,6 +24,7 @@ impl Firewall {
         Ok(Firewall {
             policy: ArcSwap::from_pointee(compiled.policy),
             fingerprint: Mutex::new(compiled.fingerprint),
+            fetches: Mutex::new(compiled.fetches),
         })
     }
 
@@ -33,6 +36,11 @@ impl Firewall {
     /// documents are then asked for in the form with publish times).
     pub fn has_min_age(&self, remote: &str) -> bool {
         self.policy.load().has_min_age(remote)
+    }
+
+    /// The feeds to fetch through a remote.
+    pub fn fetches(&self) -> Vec<FeedFetch> {
+        self.fetches.lock().clone()
     }
 
     /// The files the rules were read from as they are now, when they
@@ -48,6 +56,7 @@ impl Firewall {
         let compiled = settings::compile(&config.server.firewall, &config.remotes)?;
         log_policy(&compiled.policy);
         *self.fingerprint.lock() = compiled.fingerprint;
+        *self.fetches.lock() = compiled.fetches;
         self.policy.store(Arc::new(compiled.policy));
         Ok(())
     }

@@ -632,3 +632,97 @@ async fn the_audit_trail_says_who_received_a_release() {
     assert_eq!(deliveries(&records, "127.0.0.3"), 1, "{records:#?}");
     assert_eq!(deliveries(&records, "127.0.0.2"), 2, "{records:#?}");
 }
+
+/// A zip of OSV records, one file each, as OSV publishes a data set.
+fn zipped(records: &[(&str, String)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, record) in records {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file(*name, options).unwrap();
+        std::io::Write::write_all(&mut writer, record.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// A feed fetched through a remote on a schedule: a new advisory in the
+/// published zip is in force within seconds, a broken download keeps the
+/// feed as it was, and a restart with the feed's host down keeps it too.
+#[tokio::test]
+async fn a_feed_fetched_through_a_remote_revokes_on_its_next_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = Upstreams::start(dir.path()).await;
+    let osv_host = crate::harness::Origin::start().await;
+    let unrelated = serde_json::json!({
+        "id": "MAL-2026-0001",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "other-pkg"}, "versions": ["9.9.9"]}]
+    })
+    .to_string();
+    let zip_file = |records: &[(&str, String)]| crate::harness::OriginFile::new(zipped(records));
+    osv_host.put(
+        "/osv/PyPI/all.zip",
+        zip_file(&[("MAL-2026-0001.json", unrelated.clone())]),
+    );
+    let remotes = format!(
+        "{}  osv:\n    base_url: \"{}\"\n    mutable_patterns: [\"\\\\.zip$\"]\n    cache:\n      mutable_ttl: 1\n",
+        upstreams.remotes(),
+        osv_host.base_url()
+    );
+    let kept = dir.path().join("feeds/pypi-malicious.zip");
+    let config = format!(
+        "firewall:\n  refresh: 1s\n  feeds:\n    - name: osv-pypi\n      path: \"{}\"\n      fetch: {{remote: osv, path: osv/PyPI/all.zip, every: 1s}}\n",
+        kept.display()
+    );
+    let mut ad = Artifactd::start(dir.path(), &remotes, &config).await;
+    let wheel = ad.artifact("pypi", &BAD_WHEEL[1..]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kept.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kept.exists(), "the feed was never fetched");
+    assert_eq!(answers(&wheel, 200).await.status(), 200);
+
+    // The advisory is published: the next fetch puts it in force.
+    osv_host.put(
+        "/osv/PyPI/all.zip",
+        zip_file(&[
+            ("MAL-2026-0001.json", unrelated.clone()),
+            (&format!("{ADVISORY}.json"), osv_record()),
+        ]),
+    );
+    let refused = answers(&wheel, 403).await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains(ADVISORY));
+
+    // A broken download does not replace the feed.
+    let fetched = std::fs::read(&kept).unwrap();
+    osv_host.put(
+        "/osv/PyPI/all.zip",
+        crate::harness::OriginFile::new("<html>maintenance</html>"),
+    );
+    let hits = osv_host.hits("/osv/PyPI/all.zip");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while osv_host.hits("/osv/PyPI/all.zip") < hits + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        osv_host.hits("/osv/PyPI/all.zip") >= hits + 2,
+        "fetched again"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), fetched);
+    assert_eq!(client().get(&wheel).send().await.unwrap().status(), 403);
+    assert!(ad.log_text().contains("not a feed"), "{}", ad.log_text());
+
+    // A restart while the feed's host is down reads the kept copy.
+    ad.kill();
+    osv_host.stop();
+    let ad = Artifactd::start(dir.path(), &remotes, &config).await;
+    let refused = client()
+        .get(ad.artifact("pypi", &BAD_WHEEL[1..]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains(ADVISORY));
+}

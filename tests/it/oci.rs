@@ -1208,13 +1208,20 @@ async fn deny_rules_refuse_image_tags_and_digests_in_registry_words() {
 
     let copy = dir.path().join("copy");
     let out = pull_to_dir(&docker_ref(&ad, "hub/pin/app:app"), &copy, &[]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let refused = pull_to_dir(&docker_ref(&ad, "hub/pin/app:bad-1"), &copy, &[]).await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("image-policy"), "{stderr}");
 
-    for reference in ["pin/app/manifests/bad-1", &format!("pin/other/manifests/{digest}")] {
+    for reference in [
+        "pin/app/manifests/bad-1",
+        &format!("pin/other/manifests/{digest}"),
+    ] {
         let resp = client()
             .get(ad.url(&format!("/v2/hub/{reference}")))
             .header("accept", OCI_MANIFEST)
