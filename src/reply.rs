@@ -120,21 +120,29 @@ pub fn header(
     Ok(resp)
 }
 
+impl Reply {
+    /// The response header that sends this reply, and its body.
+    pub fn into_parts(self) -> Result<(ResponseHeader, Bytes)> {
+        let mut headers = self.headers;
+        headers.push(("content-type", self.content_type.to_string()));
+        let mut resp = header(self.status, self.body.len() as u64, &headers)?;
+        if let Some(reason) = &self.reason {
+            resp.set_reason_phrase(Some(reason))?;
+        }
+        Ok((resp, self.body))
+    }
+}
+
 /// Writes `reply` and ends the response.
 pub async fn send(session: &mut Session, reply: Reply) -> Result<()> {
     let reply = reply.in_the_form_of(session.req_header().uri.path());
-    let mut headers = reply.headers;
-    headers.push(("content-type", reply.content_type.to_string()));
-    let mut resp = header(reply.status, reply.body.len() as u64, &headers)?;
-    if let Some(reason) = &reply.reason {
-        resp.set_reason_phrase(Some(reason))?;
-    }
+    let (resp, body) = reply.into_parts()?;
     let is_head = session.req_header().method == Method::HEAD;
-    if is_head || reply.body.is_empty() {
+    if is_head || body.is_empty() {
         session.write_response_header(Box::new(resp), true).await
     } else {
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(reply.body), true).await
+        session.write_response_body(Some(body), true).await
     }
 }
 

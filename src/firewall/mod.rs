@@ -21,6 +21,7 @@ use crate::config::firewall as settings;
 use crate::metrics::{FirewallAction, ReloadResult};
 use crate::proxy::artifact::Artifact;
 use crate::reply::Reply;
+use filters::ecosystem::PackageVersion;
 use filters::firewall::{Finding, Mode, Policy, Query, ReleaseJudge, Shown, Verdict};
 use filters::Ecosystem;
 use http::StatusCode;
@@ -35,6 +36,9 @@ fn refusal_message(package: &str, version: &str, finding: &Finding) -> String {
         finding.reason
     )
 }
+
+/// Marks a response that a dry-run firewall rule would have refused.
+pub const POLICY_HEADER: &str = "x-artifact-policy";
 
 /// The rule name that metrics and logs give a withdrawn release's refusal.
 pub const WITHDRAWN_RULE: &str = "on_upstream_removed";
@@ -94,13 +98,7 @@ pub fn judge(app: &App, artifact: &mut Artifact) -> Result<(), Box<Refused>> {
             version: &release.version,
         };
         match policy.decide(&query) {
-            Verdict::Refuse(finding) => {
-                let message = refusal_message(&release.name, &release.version, &finding);
-                return Err(Box::new(Refused {
-                    reply: refusal(ecosystem, &message),
-                    why: (finding.rule, message),
-                }));
-            }
+            Verdict::Refuse(finding) => return Err(refused(ecosystem, release, finding)),
             Verdict::DryRun(finding) => artifact.judged.dry_run = Some(finding),
             Verdict::Allow => {}
         }
@@ -128,6 +126,50 @@ pub fn judge(app: &App, artifact: &mut Artifact) -> Result<(), Box<Refused>> {
         .filter(|limit| limit.mode == Mode::Enforce)
         .map(|limit| limit.age);
     Ok(())
+}
+
+/// Judges a response by the release it resolved the request to (an image
+/// tag by its manifest's digest, [`Artifact::resolved_release`]): `Err`
+/// when a rule refuses that release; a dry-run rule marks `resp`.
+pub fn judge_resolved(
+    app: &App,
+    artifact: &Artifact,
+    resp: &mut pingora::http::ResponseHeader,
+) -> Result<(), Box<Refused>> {
+    let policy = app.firewall.policy();
+    if policy.is_empty() {
+        return Ok(());
+    }
+    let Some(release) = artifact.resolved_release(resp) else {
+        return Ok(());
+    };
+    let remote = &artifact.remote;
+    let query = Query {
+        remote: &remote.name,
+        ecosystem: remote.ecosystem,
+        package: &release.name,
+        version: &release.version,
+    };
+    match policy.decide(&query) {
+        Verdict::Refuse(finding) => Err(refused(remote.ecosystem, &release, finding)),
+        Verdict::DryRun(finding) => {
+            let path = artifact.key_parts.first().map_or("", String::as_str);
+            account(app, &remote.name, path, None, Some(&finding));
+            // A header that cannot be added only loses the mark.
+            let _ = resp.insert_header(POLICY_HEADER, finding.dry_run_mark());
+            Ok(())
+        }
+        Verdict::Allow => Ok(()),
+    }
+}
+
+/// The refusal of `release` by the rule `finding` names.
+fn refused(ecosystem: Ecosystem, release: &PackageVersion, finding: Finding) -> Box<Refused> {
+    let message = refusal_message(&release.name, &release.version, &finding);
+    Box::new(Refused {
+        reply: refusal(ecosystem, &message),
+        why: (finding.rule, message),
+    })
 }
 
 /// Logs and counts what the firewall did to a request: a refusal (`why`
@@ -191,6 +233,9 @@ fn refusal(ecosystem: Ecosystem, message: &str) -> Reply {
     .reason(&format!("Forbidden: {message}"))
 }
 
+/// How long changed rule files must stay unchanged before they are read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Looks at the rule files every `firewall.refresh` and puts a changed
 /// set in force, then purges what it refuses.
 pub async fn watch(app: Arc<App>) {
@@ -200,6 +245,13 @@ pub async fn watch(app: Arc<App>) {
         let Some(changed) = app.firewall.files_changed() else {
             continue;
         };
+        // A file written in place is empty for a moment (and an empty
+        // policy file is a valid one): only files that stay as they are
+        // for a moment are read.
+        tokio::time::sleep(SETTLE).await;
+        if settings::current_fingerprint(&changed) != changed {
+            continue;
+        }
         let config = app.config();
         match app.firewall.reload(&config) {
             Ok(()) => {

@@ -107,6 +107,18 @@ impl Artifact {
         }
     }
 
+    /// The release a response resolved this request to, when the request
+    /// did not name it by digest: an image tag's manifest, by the digest
+    /// it is answered with.
+    pub fn resolved_release(&self, resp: &pingora::http::ResponseHeader) -> Option<PackageVersion> {
+        let oci = self.oci().filter(|oci| oci.digest.is_none())?;
+        let digest = resp.headers.get("docker-content-digest")?.to_str().ok()?;
+        Some(PackageVersion {
+            name: oci.name.clone(),
+            version: digest.to_string(),
+        })
+    }
+
     pub fn oci(&self) -> Option<&OciArtifact> {
         match &self.kind {
             ArtifactKind::Oci(oci) => Some(oci),

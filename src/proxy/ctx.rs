@@ -42,6 +42,21 @@ pub struct RequestCtx {
     pub attempt: UpstreamAttempt,
     pub fill: FillPart,
     pub checks: Checks,
+    /// The body sent in place of the response's own, which a rule
+    /// refused once the response said what it is (see
+    /// `firewall::judge_resolved`).
+    pub substitute: Substitute,
+}
+
+/// A response body replaced after its header arrived.
+#[derive(Default)]
+pub enum Substitute {
+    #[default]
+    None,
+    /// Sent in place of the first chunk of the response's own body.
+    Pending(bytes::Bytes),
+    /// Sent: the rest of the response's own body is dropped.
+    Sent,
 }
 
 /// The request's way to the upstream: hops, challenges, the breaker's
@@ -113,6 +128,7 @@ impl RequestCtx {
             attempt: UpstreamAttempt::default(),
             fill: FillPart::default(),
             checks: Checks::default(),
+            substitute: Substitute::None,
         }
     }
 

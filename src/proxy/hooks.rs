@@ -10,6 +10,7 @@ use super::artifact::{Artifact, ArtifactKind};
 use super::ctx::Checks;
 use super::{documents, files, oci};
 use crate::app::App;
+use crate::firewall::POLICY_HEADER;
 use crate::reply::Reply;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
@@ -66,9 +67,6 @@ pub async fn upstream_response(
     }
     Ok(())
 }
-
-/// Marks a response that a dry-run firewall rule would have refused.
-pub const POLICY_HEADER: &str = "x-artifact-policy";
 
 /// `response_filter`: headers the client's response carries for the kind,
 /// and the firewall's dry-run mark.

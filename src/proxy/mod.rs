@@ -63,7 +63,7 @@ use crate::served_from::ServedFrom;
 use action::Action;
 use async_trait::async_trait;
 pub use claim::FOLLOWING_PEER;
-use ctx::RequestCtx;
+use ctx::{RequestCtx, Substitute};
 use documents::RewriteModule;
 use failure::Failure;
 use filters::breaker::Admit;
@@ -90,6 +90,30 @@ impl ArtifactProxy {
     pub fn new(app: Arc<App>) -> Self {
         ArtifactProxy { app }
     }
+
+    /// Sends `refused` in place of a response a rule refuses by what it
+    /// resolved to (the copy itself stays cached, as fetched).
+    fn refuse_resolved(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+        refused: crate::firewall::Refused,
+    ) -> Result<()> {
+        let remote = ctx.remote_name.as_deref().unwrap_or("-");
+        let path = artifact_path(ctx);
+        crate::firewall::account(&self.app, remote, &path, Some(&refused.why), None);
+        let (header, body) = refused.reply.into_parts()?;
+        *resp = header;
+        ctx.substitute = Substitute::Pending(body);
+        Ok(())
+    }
+}
+
+/// The artifact's path, for a log line.
+fn artifact_path(ctx: &RequestCtx) -> String {
+    (ctx.artifact.as_ref())
+        .and_then(|a| a.key_parts.first().cloned())
+        .unwrap_or_default()
 }
 
 /// How often a waiting request may compete for a fill again.
@@ -504,6 +528,11 @@ impl ProxyHttp for ArtifactProxy {
             return Ok(());
         };
         hooks::client_response(artifact, upstream_response)?;
+        if let Err(refused) =
+            crate::firewall::judge_resolved(&self.app, artifact, upstream_response)
+        {
+            return self.refuse_resolved(upstream_response, ctx, *refused);
+        }
         upstream_response.insert_header(crate::served_from::HEADER, source)?;
         let stores = (&self.app.rewrites, self.app.storage);
         let server = &self.app.config().server;
@@ -547,10 +576,21 @@ impl ProxyHttp for ArtifactProxy {
         session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         _end_of_stream: bool,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if session.req_header().method == http::Method::HEAD {
             *body = None;
+        }
+        match std::mem::take(&mut ctx.substitute) {
+            Substitute::None => {}
+            Substitute::Pending(instead) => {
+                *body = Some(instead);
+                ctx.substitute = Substitute::Sent;
+            }
+            Substitute::Sent => {
+                *body = None;
+                ctx.substitute = Substitute::Sent;
+            }
         }
         Ok(None)
     }

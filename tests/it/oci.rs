@@ -1218,10 +1218,16 @@ async fn deny_rules_refuse_image_tags_and_digests_in_registry_words() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("image-policy"), "{stderr}");
 
-    for reference in [
-        "pin/app/manifests/bad-1",
-        &format!("pin/other/manifests/{digest}"),
-    ] {
+    // A tag is judged by its own name, and again by the digest it
+    // resolves to: `pin/other:v1` is the refused digest.
+    let by_tag = pull_to_dir(&docker_ref(&ad, "hub/pin/other:v1"), &copy, &[]).await;
+    assert!(!by_tag.status.success());
+    let references = [
+        "pin/app/manifests/bad-1".to_string(),
+        format!("pin/other/manifests/{digest}"),
+        "pin/other/manifests/v1".to_string(),
+    ];
+    for reference in &references {
         let resp = client()
             .get(ad.url(&format!("/v2/hub/{reference}")))
             .header("accept", OCI_MANIFEST)
@@ -1236,4 +1242,8 @@ async fn deny_rules_refuse_image_tags_and_digests_in_registry_words() {
     }
     assert_eq!(registry.gets("manifests/bad-1"), 0);
     assert_eq!(registry.gets(&format!("manifests/{digest}")), 0);
+    // No layer of the refused image was fetched.
+    for blob in blob_digests(&layout, "v1") {
+        assert_eq!(registry.gets(&blob), 0, "{blob}");
+    }
 }
