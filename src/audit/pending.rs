@@ -5,8 +5,8 @@
 //! overflowed the writer's queue. Here a delivery is two hashes, one
 //! uncontended lock and one increment of the count it shares with every
 //! delivery alike in all but time on its thread (the catalog writer merges
-//! the threads' rows); [`Pending::take`] hands the rows over (a leaf, so
-//! the application state can hold it).
+//! the threads' rows); [`Pending::hand_over`] hands the rows over (a
+//! leaf, so the application state can hold it).
 //!
 //! What a hit touches is kept small: a delivery is known by 96 bits of
 //! two foldhash hashes seeded at random for the process, and its count
@@ -107,17 +107,14 @@ impl Pending {
         let Shard { counts, rows } = &mut *shard;
         match counts.get_mut(&key) {
             Some((checked, count)) if *checked == check => *count = count.saturating_add(1),
-            // Another delivery under the same first hash, or a full
-            // shard: dropped and counted rather than counted as another's.
-            Some(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            None if rows.len() >= MAX_ROWS_PER_SHARD => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
+            None if rows.len() < MAX_ROWS_PER_SHARD => {
                 counts.insert(key, (check, 1));
                 rows.push((key, row()));
+            }
+            // Another delivery under the same first hash, or a full
+            // shard: dropped and counted rather than counted as another's.
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -144,7 +141,8 @@ impl Pending {
         taken
     }
 
-    /// Deliveries dropped (a shard full) since the last call.
+    /// Deliveries dropped (a shard full, a first hash taken by another)
+    /// since the last call.
     fn take_dropped(&self) -> u64 {
         self.dropped.swap(0, Ordering::Relaxed)
     }

@@ -386,19 +386,8 @@ impl Reader<'_> {
                 ),
             ));
         }
-        let every = match &fetch.every {
-            None => DEFAULT_FETCH_EVERY,
-            Some(every) => every
-                .duration()
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    self.err(
-                        format!("{field}.fetch.every"),
-                        "must be a positive duration",
-                    )
-                })?,
-        };
+        let every = super::units::positive_duration(&fetch.every, DEFAULT_FETCH_EVERY)
+            .map_err(|m| self.err(format!("{field}.fetch.every"), m))?;
         self.fetches.push(FeedFetch {
             feed: feed.name.clone(),
             remote: fetch.remote.clone(),

@@ -153,8 +153,7 @@ pub fn judge_resolved(
     match policy.decide(&query) {
         Verdict::Refuse(finding) => Err(refused(remote.ecosystem, &release, finding)),
         Verdict::DryRun(finding) => {
-            let path = artifact.key_parts.first().map_or("", String::as_str);
-            account(app, &remote.name, path, None, Some(&finding));
+            account(app, &remote.name, artifact.path(), None, Some(&finding));
             // A header that cannot be added only loses the mark.
             let _ = resp.insert_header(POLICY_HEADER, finding.dry_run_mark());
             Ok(())

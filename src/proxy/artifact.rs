@@ -107,6 +107,12 @@ impl Artifact {
         }
     }
 
+    /// The decoded remote path (the cache key's path), for logs and the
+    /// audit trail.
+    pub fn path(&self) -> &str {
+        self.key_parts.first().map_or("", String::as_str)
+    }
+
     /// The release a response resolved this request to, when the request
     /// did not name it by digest: an image tag's manifest, by the digest
     /// it is answered with.

@@ -49,14 +49,23 @@ pub struct RequestCtx {
 }
 
 /// A response body replaced after its header arrived.
-#[derive(Default)]
 pub enum Substitute {
-    #[default]
     None,
     /// Sent in place of the first chunk of the response's own body.
     Pending(bytes::Bytes),
     /// Sent: the rest of the response's own body is dropped.
     Sent,
+}
+
+impl Substitute {
+    /// Puts what is sent in place of a chunk of the response's own body.
+    pub fn apply(&mut self, body: &mut Option<bytes::Bytes>) {
+        match std::mem::replace(self, Substitute::Sent) {
+            Substitute::None => *self = Substitute::None,
+            Substitute::Pending(instead) => *body = Some(instead),
+            Substitute::Sent => *body = None,
+        }
+    }
 }
 
 /// The request's way to the upstream: hops, challenges, the breaker's

@@ -85,7 +85,7 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
         app,
         crate::audit::Served {
             remote: &artifact.remote.name,
-            path: artifact.key_parts.first().map_or("", String::as_str),
+            path: artifact.path(),
             release: artifact.release().as_ref(),
             client: session.client_addr().and_then(crate::audit::client_ip),
             authorization: header(http::header::AUTHORIZATION),

@@ -100,20 +100,13 @@ impl ArtifactProxy {
         refused: crate::firewall::Refused,
     ) -> Result<()> {
         let remote = ctx.remote_name.as_deref().unwrap_or("-");
-        let path = artifact_path(ctx);
-        crate::firewall::account(&self.app, remote, &path, Some(&refused.why), None);
+        let path = ctx.artifact.as_ref().map_or("", |a| a.path());
+        crate::firewall::account(&self.app, remote, path, Some(&refused.why), None);
         let (header, body) = refused.reply.into_parts()?;
         *resp = header;
         ctx.substitute = Substitute::Pending(body);
         Ok(())
     }
-}
-
-/// The artifact's path, for a log line.
-fn artifact_path(ctx: &RequestCtx) -> String {
-    (ctx.artifact.as_ref())
-        .and_then(|a| a.key_parts.first().cloned())
-        .unwrap_or_default()
 }
 
 /// How often a waiting request may compete for a fill again.
@@ -581,17 +574,7 @@ impl ProxyHttp for ArtifactProxy {
         if session.req_header().method == http::Method::HEAD {
             *body = None;
         }
-        match std::mem::take(&mut ctx.substitute) {
-            Substitute::None => {}
-            Substitute::Pending(instead) => {
-                *body = Some(instead);
-                ctx.substitute = Substitute::Sent;
-            }
-            Substitute::Sent => {
-                *body = None;
-                ctx.substitute = Substitute::Sent;
-            }
-        }
+        ctx.substitute.apply(body);
         Ok(None)
     }
 
