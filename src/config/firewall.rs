@@ -403,12 +403,16 @@ impl Reader<'_> {
 /// name ends in `.zip`.
 pub fn read_feed_file(file: &Path) -> Result<Vec<osv::Advisory>, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let found = if file.extension().is_some_and(|x| x == "zip") {
-        zipped_records(&bytes)
+    parse_feed(file, &bytes).map_err(|m| format!("{}: {m}", file.display()))
+}
+
+/// The advisories of a feed file's `bytes`, read as the file's name says.
+pub fn parse_feed(file: &Path, bytes: &[u8]) -> Result<Vec<osv::Advisory>, String> {
+    if file.extension().is_some_and(|x| x == "zip") {
+        zipped_records(bytes)
     } else {
-        osv::parse(&bytes)
-    };
-    found.map_err(|m| format!("{}: {m}", file.display()))
+        osv::parse(bytes)
+    }
 }
 
 /// The advisories of every `*.json` member of a zip archive (how OSV

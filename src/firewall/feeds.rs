@@ -13,7 +13,7 @@
 //! the next interval.
 
 use crate::app::App;
-use crate::config::firewall::{read_feed_file, FeedFetch};
+use crate::config::firewall::{parse_feed, FeedFetch};
 use crate::loopback::Loopback;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -80,17 +80,12 @@ async fn fetch_one(loopback: &Loopback, fetch: &FeedFetch) -> anyhow::Result<boo
     outcome
 }
 
-/// A file beside the feed (so that renames stay on one file system), its
-/// name `prefix` and the feed's, extension included.
-fn beside(into: &Path, prefix: &str) -> PathBuf {
-    let mut name = std::ffi::OsString::from(prefix);
+/// Where a fetch is written before it replaces the feed: beside it, so
+/// that the rename stays on one file system.
+fn part_path(into: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".fetching-");
     name.push(into.file_name().unwrap_or_default());
     into.with_file_name(name)
-}
-
-/// Where a fetch is written before it replaces the feed.
-fn part_path(into: &Path) -> PathBuf {
-    beside(into, ".fetching-")
 }
 
 async fn write_body(resp: reqwest::Response, part: &Path) -> anyhow::Result<()> {
@@ -112,15 +107,11 @@ async fn settle(part: &Path, into: &Path) -> anyhow::Result<bool> {
         if std::fs::read(&old).is_ok_and(|current| current == fetched) {
             return Ok(false);
         }
-        // Read as the rules would be: the extension decides zip or JSON.
-        let check = beside(&old, ".checking-");
-        std::fs::rename(&new, &check)?;
-        let parsed = read_feed_file(&check);
-        if let Err(m) = parsed {
-            let _ = std::fs::remove_file(&check);
+        // Read as the rules will read it: the feed's name says zip or JSON.
+        if let Err(m) = parse_feed(&old, &fetched) {
             anyhow::bail!("not a feed: {m}");
         }
-        std::fs::rename(&check, &old)?;
+        std::fs::rename(&new, &old)?;
         Ok(true)
     })
     .await?
