@@ -85,6 +85,17 @@ fn advise(feed: &Path) {
     std::fs::write(feed.join(format!("{ADVISORY}.json")), osv_record()).unwrap();
 }
 
+/// A client on its own loopback address with its own user agent, as the
+/// audit trail tells clients apart.
+fn client_at(address: [u8; 4], user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .user_agent(user_agent)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 /// Polls `url` until it answers `status` (at most 10 s); the last answer.
 async fn answers(url: &str, status: u16) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -494,12 +505,7 @@ async fn the_audit_trail_says_who_received_a_release() {
     )
     .await;
     assert!(ok, "pip install: {out}");
-    let runner = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .user_agent("ci-runner/1.0")
-        .no_proxy()
-        .build()
-        .unwrap();
+    let runner = client_at([127, 0, 0, 2], "ci-runner/1.0");
     let wheel = ad.artifact("pypi", "packages/acc_demo-1.0.0-py3-none-any.whl");
     for _ in 0..2 {
         let resp = runner
@@ -614,12 +620,7 @@ async fn the_audit_trail_says_who_received_a_release() {
 
     // A delivery just before a stop is handed over as the process ends,
     // and is on record after the restart.
-    let late = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
-        .user_agent("late-runner/2.0")
-        .no_proxy()
-        .build()
-        .unwrap();
+    let late = client_at([127, 0, 0, 3], "late-runner/2.0");
     let resp = late.get(&wheel).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.bytes().await.unwrap();
