@@ -25,7 +25,8 @@
 //! - [`metrics`], [`auth`], [`app`]: counters, tokens, shared state.
 //!   [`served_from`]: where a response came from (one value for the
 //!   header, the metrics and the access log).
-//! - [`checksums`]: what index documents publish, for verified downloads.
+//! - [`checksums`]: what index documents publish, for verified downloads;
+//!   [`digest`]: hashing a body in the algorithm its digest names.
 //!   [`virtual_repo`], [`local_index`]: virtual repositories and the
 //!   indexes of local ones. [`loopback`]: artifactd's requests to itself.
 //! - [`cluster`]: what nodes share through Redis (change feed, fill and
@@ -63,6 +64,7 @@ mod cluster;
 mod commands;
 mod config;
 mod credentials;
+mod digest;
 mod fast_path;
 mod fill_lock;
 mod firewall;

@@ -17,6 +17,8 @@
 //! - [`quarantine`]: holding newly published artifacts back.
 //! - [`stale`]: serving an expired copy while the upstream fails.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
+//! - [`fill_ranges`]: filling one object in ranges: which answers continue
+//!   a fill, backoff between attempts, parts of a parallel fill.
 //! - [`request_head`]: HTTP/1 request heads as the hit fast path reads
 //!   them, and whether one is plain enough to answer without pingora.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
@@ -41,6 +43,7 @@ pub mod breaker;
 pub mod cache_key;
 pub mod duration;
 pub mod ecosystem;
+pub mod fill_ranges;
 pub mod firewall;
 pub mod flush;
 pub mod links;

@@ -145,6 +145,12 @@ pub struct RawCacheSettings {
     pub rewritten_bytes: Option<RawSize>,
     /// How long a record segment grows before the next one starts.
     pub segment_size: Option<RawSize>,
+    /// Fills of at least this size continue after a broken upstream
+    /// connection with a range request instead of failing.
+    pub resumable_fill_min: Option<RawSize>,
+    /// Attempts in a row that bring nothing before a fill gives up
+    /// resuming (0: fills never resume).
+    pub fill_resume_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -297,6 +303,10 @@ pub struct ServerConfig {
     pub memory_bytes: u64,
     pub rewritten_bytes: u64,
     pub segment_size: u64,
+    /// Fills at least this large resume after a broken connection.
+    pub resumable_fill_min: u64,
+    /// Fruitless resumes in a row before a fill fails (0: no resumes).
+    pub fill_resume_attempts: u32,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -332,6 +342,10 @@ pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
+/// Below this a broken fill starts again from zero: cheaper than a range
+/// request, and the client retries anyway.
+pub const DEFAULT_RESUMABLE_FILL_MIN: u64 = 8 << 20;
+pub const DEFAULT_FILL_RESUME_ATTEMPTS: u32 = 5;
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_REWRITTEN_BYTES: u64 = 128 << 20;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -567,6 +581,11 @@ pub fn parse_server_config(
         rewritten_bytes: (f.size("cache.rewritten_bytes", &cache.rewritten_bytes)?)
             .unwrap_or(DEFAULT_REWRITTEN_BYTES),
         segment_size: f.segment_size(cache)?,
+        resumable_fill_min: (f.size("cache.resumable_fill_min", &cache.resumable_fill_min)?)
+            .unwrap_or(DEFAULT_RESUMABLE_FILL_MIN),
+        fill_resume_attempts: cache
+            .fill_resume_attempts
+            .unwrap_or(DEFAULT_FILL_RESUME_ATTEMPTS),
         listen,
         threads,
         public_url,

@@ -46,6 +46,13 @@ pub struct RequestCtx {
     /// refused once the response said what it is (see
     /// `firewall::judge_resolved`).
     pub substitute: Substitute,
+    /// The resumable fill this response started ([`super::large`]).
+    pub large: Option<LargeLead>,
+    /// The client got the rest of its response from that fill after the
+    /// request's own upstream broke.
+    pub large_continued: bool,
+    /// One of artifactd's own range requests for a fill: never cached.
+    pub fill_part: bool,
 }
 
 /// A response body replaced after its header arrived.
@@ -95,6 +102,16 @@ pub struct UpstreamAttempt {
     pub header_wait: Option<Duration>,
 }
 
+/// The resumable fill a response started, offered or under way.
+pub struct LargeLead {
+    /// Its entry.
+    pub id: u128,
+    /// Its fill's tag, once its miss handler took the offer.
+    pub taken: std::sync::Arc<std::sync::OnceLock<u64>>,
+    /// Withdrawn when the request ends, if no miss handler took it.
+    pub _offer: crate::storage::large::OfferGuard,
+}
+
 /// The request's part in a fill shared by the cluster's nodes.
 #[derive(Default)]
 pub struct FillPart {
@@ -138,6 +155,9 @@ impl RequestCtx {
             fill: FillPart::default(),
             checks: Checks::default(),
             substitute: Substitute::None,
+            large: None,
+            large_continued: false,
+            fill_part: false,
         }
     }
 

@@ -39,7 +39,12 @@ pub async fn request_ended(
     let ended = Ended {
         source,
         status: (session.response_written()).map_or(0, |r| r.status.as_u16()),
-        bytes: session.body_bytes_sent() as u64,
+        // A fill's own range request serves no client.
+        bytes: if ctx.fill_part {
+            0
+        } else {
+            session.body_bytes_sent() as u64
+        },
         duration: ctx.started.elapsed(),
     };
     if let Some(remote) = &ctx.remote_name {
@@ -73,6 +78,10 @@ pub async fn request_ended(
 
 /// Records an artifact delivered in the audit trail.
 fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
+    if ctx.fill_part {
+        // Part of a fill, not a delivery.
+        return;
+    }
     let req = session.req_header();
     let Some(artifact) = ctx.artifact.as_ref().filter(|a| a.is_release()) else {
         return;

@@ -18,7 +18,8 @@
 //! upstream_response_filter → outcome::classify once into ctx.attempt.outcome
 //!                            (redirect, challenge, failure, vanished,
 //!                            quarantine); hooks::upstream_response (the
-//!                            kind's header fixes and body checks)
+//!                            kind's header fixes and body checks);
+//!                            large::offer (a resumable fill)
 //! upstream_response_body_filter → verify::Verifier (digest, or the
 //!                                 checksum an index published: files)
 //! response_cache_filter   → cache::cacheability
@@ -26,8 +27,9 @@
 //!                        hooks::client_response, documents::BodyRewriter
 //!                        for index documents (applied by the downstream
 //!                        RewriteModule)
-//! fail_to_proxy        → respond::error_reply (status and reason), in
-//!                        the kind's terms by hooks::error_reply
+//! fail_to_proxy        → large::continue_leader (the rest from a resumed
+//!                        fill), else respond::error_reply (status and
+//!                        reason), in the kind's terms by hooks::error_reply
 //! logging              → finish::request_ended (breaker, metrics, log)
 //! ```
 //!
@@ -47,6 +49,7 @@ pub mod failure;
 pub mod files;
 mod finish;
 pub mod hooks;
+mod large;
 pub mod oci;
 pub mod outcome;
 pub mod prefetch;
@@ -238,6 +241,7 @@ impl ProxyHttp for ArtifactProxy {
             crate::cluster::peer::serve_fill(&self.app, session).await?;
             return Ok(true);
         }
+        ctx.fill_part = large::is_fill_part(session.req_header_mut());
         let decision = request::decide(&self.app, session.req_header());
         ctx.remote_name = decision.remote;
         if decision.denied {
@@ -280,7 +284,8 @@ impl ProxyHttp for ArtifactProxy {
 
     /// Enables pingora-cache, with its lock, for artifact requests.
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if ctx.artifact.as_ref().is_some_and(hooks::cached) {
+        // A fill's own range request must not wait on the fill.
+        if !ctx.fill_part && ctx.artifact.as_ref().is_some_and(hooks::cached) {
             let mut overrides = CacheOptionOverrides::default();
             overrides.wait_timeout = Some(self.app.config().server.lock_timeout);
             // Bounds re-checks after fills that failed or vanished (see
@@ -454,6 +459,7 @@ impl ProxyHttp for ArtifactProxy {
                 checks,
             )
             .await?;
+            large::offer(&self.app, session, ctx, upstream_response);
         }
         // Clients get HTTP/1.1 framing whatever the upstream spoke; stored too.
         upstream_response.set_version(http::Version::HTTP_11);
@@ -605,6 +611,9 @@ impl ProxyHttp for ArtifactProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some(continued) = large::continue_leader(&self.app, session, ctx).await {
+            return continued;
+        }
         let remote = ctx.remote_name.as_deref().unwrap_or("-");
         let (code, reply) = match (ctx.attempt.admitted, &ctx.attempt.outcome) {
             _ if ctx.storage_down => (503, respond::storage_down_reply()),
@@ -675,11 +684,13 @@ impl ProxyHttp for ArtifactProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // A quarantine hold is policy, logged by the request line.
-        matches!(
-            ctx.attempt.outcome,
-            Some(UpstreamOutcome::Quarantined { .. })
-        )
+        // A quarantine hold is policy, logged by the request line; a client
+        // served from its resumed fill got its whole response.
+        ctx.large_continued
+            || matches!(
+                ctx.attempt.outcome,
+                Some(UpstreamOutcome::Quarantined { .. })
+            )
     }
 
     /// Retries are routine; so is a client leaving while its fill goes on

@@ -48,7 +48,7 @@ pub struct Context<'a> {
     pub now: SystemTime,
 }
 
-fn header(resp: &ResponseHeader, name: http::header::HeaderName) -> Option<&str> {
+pub(super) fn header(resp: &ResponseHeader, name: http::header::HeaderName) -> Option<&str> {
     resp.headers.get(name).and_then(|v| v.to_str().ok())
 }
 

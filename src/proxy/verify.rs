@@ -10,51 +10,12 @@
 //! The same pass keeps a small manifest's bytes, so a tag manifest can be
 //! stored under its digest too (seed 000 cross-link).
 
+use crate::digest::Hasher;
 use bytes::{Bytes, BytesMut};
-use sha2::Digest as _;
 
 /// Manifests larger than this are not kept for the cross-link (the
 /// distribution spec lets registries refuse manifests over 4 MiB).
 pub const MAX_KEPT_MANIFEST: usize = 4 * 1024 * 1024;
-
-enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-    /// npm's `dist.shasum`, for packages published before `integrity`.
-    Sha1(sha1::Sha1),
-}
-
-impl Hasher {
-    /// The hasher of an `algorithm:hex` digest whose hex has the right
-    /// length for its algorithm.
-    fn for_digest(digest: &str) -> Option<Hasher> {
-        let (algorithm, hex) = digest.split_once(':')?;
-        let (hasher, len) = match algorithm {
-            "sha256" => (Hasher::Sha256(sha2::Sha256::new()), 64),
-            "sha512" => (Hasher::Sha512(sha2::Sha512::new()), 128),
-            "sha1" => (Hasher::Sha1(sha1::Sha1::new()), 40),
-            _ => return None,
-        };
-        let valid = hex.len() == len && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        valid.then_some(hasher)
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-            Hasher::Sha1(h) => h.update(data),
-        }
-    }
-
-    fn finish(self) -> String {
-        match self {
-            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
-            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
-            Hasher::Sha1(h) => format!("sha1:{}", hex::encode(h.finalize())),
-        }
-    }
-}
 
 /// A body whose digest did not match.
 #[derive(Debug)]
@@ -97,7 +58,7 @@ impl Verifier {
     pub fn new(expected: Option<&str>, keep: bool) -> Option<Verifier> {
         let hasher = match expected {
             Some(text) => Hasher::for_digest(text)?,
-            None => Hasher::Sha256(sha2::Sha256::new()),
+            None => Hasher::sha256(),
         };
         Some(Verifier {
             expected: expected.map(str::to_string),
@@ -105,6 +66,11 @@ impl Verifier {
             held: None,
             kept: keep.then(BytesMut::new),
         })
+    }
+
+    /// The digest the body must have, if one is checked.
+    pub fn expected(&self) -> Option<&str> {
+        self.expected.as_deref()
     }
 
     /// Filters one body event in place. Returns `Ok(Some(_))` once the body
@@ -174,6 +140,7 @@ fn join(first: Option<Bytes>, second: Option<Bytes>) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     fn digest_of(data: &[u8]) -> String {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))

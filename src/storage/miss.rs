@@ -13,10 +13,11 @@
 
 use super::body::BodyWrite;
 use super::fills::FillHandle;
+use super::large::{LargeFill, LeaderFeed, Start};
 use super::layout::EntryLocation;
-use super::record::{BodyInfo, Record, StoredMeta};
-use super::{internal, unix_now, CacheStorage};
-use crate::catalog::{ArtifactRow, CatalogEvent};
+use super::new_entry::{commit_body, NewBody};
+use super::record::StoredMeta;
+use super::{internal, CacheStorage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::storage::{HandleMiss, MissFinishType};
@@ -36,6 +37,8 @@ pub struct BodyMiss {
     /// The body store's writer, once the body outgrew memory.
     writer: Option<(String, Box<dyn BodyWrite>)>,
     fill: Option<FillHandle>,
+    /// A resumable fill's feed ([`super::large`]): every write goes there.
+    large: Option<LeaderFeed>,
     tag: [u8; 8],
     hasher: Sha256,
     written: u64,
@@ -62,17 +65,37 @@ impl BodyMiss {
             expected: expected_size,
         };
         let fill = storage.fills.start(location.id(), meta, about);
+        let tag = fill.tag_bytes();
         let meta = StoredMeta::of(meta);
+        let content_type = header(http::header::CONTENT_TYPE);
+        let (fill, large, meta) = match expected_size {
+            Some(length) => {
+                let start = Start {
+                    location: location.clone(),
+                    path: path.clone(),
+                    meta,
+                    content_type: content_type.clone(),
+                    length,
+                    fill,
+                };
+                match LargeFill::start_if_offered(storage, start).await? {
+                    Ok(feed) => (None, Some(feed), None),
+                    Err(start) => (Some(start.fill), None, Some(start.meta)),
+                }
+            }
+            None => (Some(fill), None, Some(meta)),
+        };
         Ok(BodyMiss {
             storage,
             path,
-            meta: Some(meta),
-            content_type: header(http::header::CONTENT_TYPE),
+            meta,
+            content_type,
             expected_size,
             held: Some(Vec::new()),
             writer: None,
-            tag: fill.tag_bytes(),
-            fill: Some(fill),
+            tag,
+            fill,
+            large,
             hasher: Sha256::new(),
             written: 0,
             committed: false,
@@ -108,6 +131,9 @@ impl HandleMiss for BodyMiss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
         if data.is_empty() {
             return Ok(());
+        }
+        if let Some(large) = self.large.as_mut() {
+            return large.write(&data).await;
         }
         self.hasher.update(&data);
         self.written += data.len() as u64;
@@ -145,6 +171,10 @@ impl HandleMiss for BodyMiss {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        if let Some(large) = self.large.take() {
+            self.committed = true;
+            return Ok(MissFinishType::Created(large.finish().await? as usize));
+        }
         if let Some(expected) = self.expected_size {
             if expected != self.written {
                 // Dropping `self` discards the write and fails the followers.
@@ -173,48 +203,19 @@ impl HandleMiss for BodyMiss {
             }
         };
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        let fetched_at = unix_now();
-        let record = Record {
-            meta: self.meta.take().expect("a fill commits once"),
-            body: BodyInfo {
-                body_key: body_key.clone(),
-                size: self.written,
-                sha256: sha256.clone(),
-                remote: self.location.remote.clone(),
-                path: self.path.clone(),
-                fetched_at,
-            },
-            inline_body,
-            fast_head: Default::default(),
-        };
-        self.storage
-            .make_room(super::evict::Incoming::Entry {
-                bytes: self.written,
-            })
-            .await;
         self.committed = true;
-        if let Err(e) = self.storage.commit(&self.location, record).await {
-            if !body_key.is_empty() {
-                // The body is complete but unreferenced: remove it.
-                let _ = self.storage.bodies.delete(&body_key).await;
-            }
-            return Err(e);
-        }
+        let body = NewBody {
+            meta: self.meta.take().expect("a fill commits once"),
+            content_type: self.content_type.clone(),
+            body_key,
+            inline_body,
+            size: self.written,
+            sha256,
+        };
+        commit_body(self.storage, &self.location, &self.path, body).await?;
         if let Some(fill) = self.fill.take() {
             fill.done(self.written);
         }
-        self.storage
-            .catalog
-            .record(CatalogEvent::Stored(ArtifactRow {
-                remote: self.location.remote.clone(),
-                path: self.path.clone(),
-                size: self.written as i64,
-                sha256,
-                content_type: self.content_type.clone(),
-                fetched_at: fetched_at as i64,
-                last_access: fetched_at as i64,
-                local: false,
-            }));
         Ok(MissFinishType::Created(self.written as usize))
     }
 
@@ -225,7 +226,7 @@ impl HandleMiss for BodyMiss {
 
 impl Drop for BodyMiss {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && self.large.is_none() {
             log::info!(
                 "cache fill of {}/{} abandoned after {} bytes; nothing committed",
                 self.location.remote,

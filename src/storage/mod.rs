@@ -10,8 +10,10 @@
 //!   and eviction order. [`hot`]: parsed records and small bodies of the
 //!   entries in use. [`open_bodies`]: body files kept open between hits.
 //! - [`miss`]: streaming a fill and committing it. [`fills`]: fills in
-//!   progress and the followers reading them. [`hit`]: reading a body.
+//!   progress and the followers reading them. [`large`]: fills that
+//!   resume after their upstream connection broke. [`hit`]: reading a body.
 //! - [`commit`]: record changes and compare-before-delete removal.
+//!   [`new_entry`]: a complete body committed as an entry.
 //!   [`flush`]: flushes and their generations. [`sweep`]: staging cleanup.
 //! - [`evict`]: the size, count and free-space bounds. [`refs`]: what
 //!   cached manifests name. [`reconcile`]: the index at start.
@@ -29,8 +31,10 @@ pub mod hit;
 pub mod hot;
 pub mod index;
 pub mod inspect;
+pub mod large;
 pub mod layout;
 pub mod miss;
+pub mod new_entry;
 pub mod open_bodies;
 pub mod outage;
 pub mod reconcile;
@@ -81,6 +85,8 @@ pub struct CacheStorage {
     hot: HotEntries,
     open_bodies: OpenBodies,
     fills: Fills,
+    /// Resumable fills the proxy offered, for their miss handlers.
+    pub offers: large::Offers,
     entry_locks: EntryLocks,
     /// Bumped by every flush; index entries from an older generation are ignored.
     flush_generation: AtomicU64,
@@ -200,6 +206,11 @@ pub fn unix_now() -> u64 {
 }
 
 impl CacheStorage {
+    /// A reader of the fill of entry `id` tagged `tag`, while it lasts.
+    pub fn fill_reader(&self, id: u128, tag: u64) -> Option<(CacheMeta, fills::PartialHit)> {
+        self.fills.reader(id, Some(tag))
+    }
+
     pub fn new(
         bodies: Arc<dyn BodyStore>,
         state: Arc<dyn StateStore>,
@@ -228,6 +239,7 @@ impl CacheStorage {
             outages: outage::Outages::default(),
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
+            offers: large::Offers::default(),
             entry_locks: EntryLocks::default(),
             flush_generation: AtomicU64::new(0),
             runtime,

@@ -18,6 +18,8 @@
 //!   the catalog behind, compaction.
 //! - `fill`: followers of fills in progress, aborts, HEAD/range misses,
 //!   failed fills, staging cleanup after `kill -9`.
+//! - `large`: multi-gigabyte fills: resumed after cut connections, never
+//!   stitched from two versions.
 //! - `local`: local repository uploads, limits, tokens, deletes.
 //! - `security`: path validation before storage and upstream.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
@@ -55,6 +57,7 @@ mod harness;
 mod helm;
 mod import;
 mod kubernetes;
+mod large;
 mod local;
 mod monitoring;
 mod npm;

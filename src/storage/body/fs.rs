@@ -259,6 +259,11 @@ impl BodyWrite for FsWrite {
     fn local_file(&self) -> Arc<File> {
         self.file.clone()
     }
+
+    /// The staging file is the body: nothing to send on.
+    async fn advance(&mut self, _to: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Drop for FsWrite {

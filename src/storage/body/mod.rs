@@ -147,6 +147,12 @@ pub trait BodyWrite: Send + Sync {
     /// A local file holding everything written so far, which readers of a
     /// fill in progress `pread` from. It stays valid after the commit.
     fn local_file(&self) -> Arc<std::fs::File>;
+
+    /// Says that [`Self::local_file`] holds every byte below `to`, written
+    /// there at their offsets (in any order) instead of through
+    /// [`Self::write`]: a store that keeps bodies elsewhere sends them on
+    /// up to `to`, in order. One body uses one way of writing, not both.
+    async fn advance(&mut self, to: u64) -> io::Result<()>;
 }
 
 /// Converts an `object_store` error, keeping "not found" recognisable.

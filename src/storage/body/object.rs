@@ -23,6 +23,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,12 +92,13 @@ struct ObjectWrite {
     upload: Option<SyncWrapper<WriteMultipart>>,
     spool: Arc<File>,
     part_timeout: Duration,
+    /// Bytes of the spool handed to the upload by [`BodyWrite::advance`].
+    sent: u64,
 }
 
-#[async_trait]
-impl BodyWrite for ObjectWrite {
-    async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        (&*self.spool).write_all(&data)?;
+impl ObjectWrite {
+    /// Hands `data` to the upload once it has room for another part.
+    async fn put(&mut self, data: Bytes) -> io::Result<()> {
         let upload = self
             .upload
             .as_mut()
@@ -110,6 +112,14 @@ impl BodyWrite for ObjectWrite {
         .await?;
         upload.put(data);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BodyWrite for ObjectWrite {
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        (&*self.spool).write_all(&data)?;
+        self.put(data).await
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
@@ -128,6 +138,19 @@ impl BodyWrite for ObjectWrite {
 
     fn local_file(&self) -> Arc<File> {
         self.spool.clone()
+    }
+
+    /// Uploads the spool's bytes up to `to`, read back from the page cache.
+    async fn advance(&mut self, to: u64) -> io::Result<()> {
+        const PIECE: u64 = 1024 * 1024;
+        while self.sent < to {
+            let len = (to - self.sent).min(PIECE) as usize;
+            let mut piece = vec![0u8; len];
+            self.spool.read_exact_at(&mut piece, self.sent)?;
+            self.put(Bytes::from(piece)).await?;
+            self.sent += len as u64;
+        }
+        Ok(())
     }
 }
 
@@ -158,6 +181,7 @@ impl BodyStore for ObjectBodyStore {
             ))),
             spool: Arc::new(spool),
             part_timeout: part_timeout(self.timeout),
+            sent: 0,
         }))
     }
 

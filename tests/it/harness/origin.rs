@@ -1,9 +1,11 @@
 //! A small real HTTP/1.1 origin server for tests: serves configured files
-//! with `ETag`/`Last-Modified`, answers conditional requests with 304, can
-//! cut a body short or send it slowly, and records every request it gets.
+//! with `ETag`/`Last-Modified`, answers conditional requests with 304 and
+//! ranges (`If-Range` too) with 206, can cut a body short, cut connections
+//! at chosen offsets or send slowly (per connection, as object stores and
+//! CDNs cap each one), and records every request it gets.
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +32,17 @@ pub struct OriginFile {
     pub chunked: bool,
     /// `Content-Type`; `application/octet-stream` when unset.
     pub content_type: Option<String>,
+    /// Bytes per second each connection sends at most.
+    pub rate: Option<u64>,
+    /// Offsets of the object where connections are cut, each once: a
+    /// response whose bytes reach the next one sends up to it and closes.
+    /// Shared by the file's clones, so a test can see which were used.
+    pub cuts: Arc<Mutex<VecDeque<usize>>>,
+    /// Every response sends at most this many body bytes, then closes.
+    pub cut_every: Option<usize>,
+    /// Replaces this file once a connection is cut: the upstream changed
+    /// between a cut and its resume.
+    pub after_cut: Option<Box<OriginFile>>,
 }
 
 impl OriginFile {
@@ -44,7 +57,23 @@ impl OriginFile {
             status: None,
             chunked: false,
             content_type: None,
+            rate: None,
+            cuts: Arc::default(),
+            cut_every: None,
+            after_cut: None,
         }
+    }
+
+    /// Cuts connections at these offsets of the object, one each.
+    pub fn cut_at(self, offsets: &[usize]) -> Self {
+        *self.cuts.lock().unwrap() = offsets.iter().copied().collect();
+        self
+    }
+
+    /// Sends at most `bytes_per_second` on each connection.
+    pub fn rate(mut self, bytes_per_second: u64) -> Self {
+        self.rate = Some(bytes_per_second);
+        self
     }
 
     /// A response with an error status, such as 500, 503 or 429.
@@ -364,28 +393,22 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             write.write_all(head.as_bytes()).await?;
             continue;
         }
-        // Single ranges, as real file servers answer them.
-        let range = headers
-            .get("range")
-            .and_then(|r| r.strip_prefix("bytes="))
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-            .filter(|(a, b)| a <= b && *a < file.body.len());
-        let (status, body) = match range {
+        let range = asked_range(&headers, &file);
+        let (status, start, end) = match range {
             Some((start, end)) => {
-                let end = end.min(file.body.len() - 1);
                 validators.push_str(&format!(
-                    "Content-Range: bytes {start}-{end}/{}\r\n",
+                    "Content-Range: bytes {start}-{}/{}\r\n",
+                    end - 1,
                     file.body.len()
                 ));
-                ("206 Partial Content", file.body.slice(start..end + 1))
+                ("206 Partial Content", start, end)
             }
-            None => ("200 OK", file.body.clone()),
+            None => ("200 OK", 0, file.body.len()),
         };
         let framing = if file.chunked {
             "Transfer-Encoding: chunked".to_string()
         } else {
-            format!("Content-Length: {}", body.len())
+            format!("Content-Length: {}\r\nAccept-Ranges: bytes", end - start)
         };
         let content_type = file
             .content_type
@@ -398,11 +421,11 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         if method == "HEAD" {
             continue;
         }
-        let send = file
-            .truncate_after
-            .unwrap_or(file.body.len())
-            .min(file.body.len());
-        for chunk in file.body[..send].chunks(64 * 1024) {
+        let cut = cut_point(&file, start, end);
+        let stop = cut.unwrap_or(end);
+        let began = std::time::Instant::now();
+        let mut sent = 0u64;
+        for chunk in file.body[start..stop].chunks(64 * 1024) {
             if file.chunked {
                 write
                     .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
@@ -413,13 +436,21 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                 write.write_all(chunk).await?;
             }
             write.flush().await?;
+            sent += chunk.len() as u64;
             if let Some(delay) = file.chunk_delay {
                 tokio::time::sleep(delay).await;
             }
+            if let Some(rate) = file.rate {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep(due.saturating_sub(began.elapsed())).await;
+            }
         }
-        if file.truncate_after.is_some() {
+        if cut.is_some() {
             // Cut the body short: close without sending the rest (nor,
             // when chunked, the last chunk).
+            if let Some(next) = &file.after_cut {
+                state.files.lock().unwrap().insert(path, (**next).clone());
+            }
             return Ok(());
         }
         if file.chunked {
@@ -427,6 +458,45 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         }
         write.flush().await?;
     }
+}
+
+/// The single range a request asks for, as half-open offsets, when the
+/// file can answer it: `bytes=a-b`, `bytes=a-` or `bytes=-n`, and an
+/// `If-Range` that still names this file (else the whole file is sent).
+fn asked_range(headers: &HashMap<String, String>, file: &OriginFile) -> Option<(usize, usize)> {
+    let len = file.body.len();
+    let spec = headers.get("range")?.strip_prefix("bytes=")?;
+    if let Some(validator) = headers.get("if-range") {
+        let current = [file.etag.as_ref(), file.last_modified.as_ref()];
+        if !current.contains(&Some(validator)) {
+            return None;
+        }
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.parse::<usize>(), last.parse::<usize>()) {
+        (Ok(a), Ok(b)) => (a, b.saturating_add(1).min(len)),
+        (Ok(a), Err(_)) if last.is_empty() => (a, len),
+        (Err(_), Ok(n)) if first.is_empty() => (len.saturating_sub(n), len),
+        _ => return None,
+    };
+    (start < end && start < len).then_some((start, end))
+}
+
+/// Where a response for `start..end` of `file` is cut, if anywhere: the
+/// next of its cut offsets inside the span (used up), the per-connection
+/// limit, or the old `truncate_after` (counted from the span's start).
+fn cut_point(file: &OriginFile, start: usize, end: usize) -> Option<usize> {
+    let mut cuts = file.cuts.lock().unwrap();
+    let planned = match cuts.front() {
+        Some(&at) if at > start && at < end => cuts.pop_front(),
+        _ => None,
+    };
+    let limits = [
+        planned,
+        file.cut_every.map(|n| start + n),
+        file.truncate_after.map(|n| start + n),
+    ];
+    limits.into_iter().flatten().filter(|&at| at < end).min()
 }
 
 /// Mirrors the files under `dir` onto `origin` below `prefix`, as a mirror
