@@ -106,7 +106,8 @@ impl Offers {
         }
     }
 
-    fn take(&self, id: u128) -> Option<Offer> {
+    /// The offer for entry `id`, for its miss handler.
+    pub fn take(&self, id: u128) -> Option<Offer> {
         self.waiting.lock().remove(&id).map(|(_, offer)| offer)
     }
 }
@@ -233,15 +234,13 @@ pub struct Start {
 }
 
 impl LargeFill {
-    /// Starts a resumable fill if the proxy offered one for `start`'s
-    /// entry; the feed for the response that started it.
-    pub async fn start_if_offered(
+    /// Starts the resumable fill the proxy offered for `start`'s entry;
+    /// the feed for the response that started it.
+    pub async fn start(
         storage: &'static CacheStorage,
+        offer: Offer,
         start: Start,
-    ) -> Result<Result<LeaderFeed, Start>, Box<pingora::Error>> {
-        let Some(offer) = storage.offers.take(start.location.id()) else {
-            return Ok(Err(start));
-        };
+    ) -> pingora::Result<LeaderFeed> {
         let body_key = start.location.new_body_key();
         let writer = storage
             .bodies
@@ -284,10 +283,10 @@ impl LargeFill {
             started: Instant::now(),
         });
         tokio::spawn(large.clone().supervise());
-        Ok(Ok(LeaderFeed {
+        Ok(LeaderFeed {
             fill: large,
             offset: 0,
-        }))
+        })
     }
 
     /// Writes `data` at `offset` and tells readers how far the body goes.

@@ -68,8 +68,12 @@ impl BodyMiss {
         let tag = fill.tag_bytes();
         let meta = StoredMeta::of(meta);
         let content_type = header(http::header::CONTENT_TYPE);
-        let (fill, large, meta) = match expected_size {
-            Some(length) => {
+        // Only a fill the proxy offered as resumable, and of a known
+        // length, is assembled from ranges.
+        let offer =
+            expected_size.and_then(|length| Some((length, storage.offers.take(location.id())?)));
+        let (fill, large, meta) = match offer {
+            Some((length, offer)) => {
                 let start = Start {
                     location: location.clone(),
                     path: path.clone(),
@@ -78,10 +82,8 @@ impl BodyMiss {
                     length,
                     fill,
                 };
-                match LargeFill::start_if_offered(storage, start).await? {
-                    Ok(feed) => (None, Some(feed), None),
-                    Err(start) => (Some(start.fill), None, Some(start.meta)),
-                }
+                let feed = LargeFill::start(storage, offer, start).await?;
+                (None, Some(feed), None)
             }
             None => (Some(fill), None, Some(meta)),
         };
