@@ -1,7 +1,7 @@
 //! Fetching one object in ranges: whether an upstream's answer to a range
 //! request is the part asked for, how the next attempt after a broken
-//! connection backs off, and how an object splits into parts fetched side
-//! by side.
+//! connection backs off. Which ranges a fill fetches is
+//! [`crate::fill_plan`]'s.
 //!
 //! A cache fill that loses its upstream connection continues with
 //! `Range: bytes=N-` and `If-Range: <validator>`. The rule that keeps a
@@ -79,21 +79,6 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250 << exponent)
 }
 
-/// Splits `length` bytes into at most `parts` contiguous spans of at least
-/// `min_part` bytes each (the last takes the remainder), in order.
-pub fn split(length: u64, parts: usize, min_part: u64) -> Vec<Range<u64>> {
-    if length == 0 {
-        return Vec::new();
-    }
-    let by_size = (length / min_part.max(1)).max(1);
-    let count = (parts.max(1) as u64).min(by_size);
-    let size = length.div_ceil(count);
-    (0..count)
-        .map(|i| i * size..((i + 1) * size).min(length))
-        .filter(|span| !span.is_empty())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,20 +130,5 @@ mod tests {
         let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
         assert_eq!(backoff(0), Duration::from_millis(250));
-    }
-
-    #[test]
-    fn objects_split_into_covering_parts() {
-        assert_eq!(split(100, 4, 10), vec![0..25, 25..50, 50..75, 75..100]);
-        assert_eq!(split(10, 4, 10), vec![0..10], "too small to split");
-        assert_eq!(split(25, 4, 10), vec![0..13, 13..25]);
-        assert_eq!(split(0, 4, 10), Vec::<Range<u64>>::new());
-        for (length, parts, min) in [(1001, 4, 1), (7, 3, 1), (1 << 30, 4, 1 << 20)] {
-            let spans = split(length, parts, min);
-            assert_eq!(spans.first().unwrap().start, 0);
-            assert_eq!(spans.last().unwrap().end, length);
-            assert!(spans.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(spans.len() <= parts);
-        }
     }
 }

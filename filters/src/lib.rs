@@ -18,7 +18,11 @@
 //! - [`stale`]: serving an expired copy while the upstream fails.
 //! - [`range`]: single byte ranges for responses artifactd writes itself.
 //! - [`fill_ranges`]: filling one object in ranges: which answers continue
-//!   a fill, backoff between attempts, parts of a parallel fill.
+//!   a fill, backoff between attempts.
+//! - [`pace`]: many streams' bytes paced to one shared rate (a remote's
+//!   `max_upstream_bytes_per_second`).
+//! - [`fill_plan`]: which ranges a large fill fetches next: for readers of
+//!   ranges at once, parallel parts near the front, resumes of gaps.
 //! - [`request_head`]: HTTP/1 request heads as the hit fast path reads
 //!   them, and whether one is plain enough to answer without pingora.
 //! - [`breaker`]: the per-remote circuit breaker state machine.
@@ -43,11 +47,13 @@ pub mod breaker;
 pub mod cache_key;
 pub mod duration;
 pub mod ecosystem;
+pub mod fill_plan;
 pub mod fill_ranges;
 pub mod firewall;
 pub mod flush;
 pub mod links;
 pub mod media_type;
+pub mod pace;
 pub mod path;
 pub mod pattern;
 pub mod policy;
