@@ -45,10 +45,10 @@ test: test-deps lint bench-smoke image
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory it-cluster
 
-## The foundation, resilience, OCI and firewall suites again, against the cluster
+## The foundation, large-object, resilience, OCI and firewall suites again, against the cluster
 ## shape: S3 (SeaweedFS), Redis and PostgreSQL started by the tests. (A
 ## bucket's eviction is the cluster's own: tests/it/cluster.rs.)
-CLUSTER_SUITES ?= cache:: fill:: local:: security:: resilience:: oci:: firewall::
+CLUSTER_SUITES ?= cache:: fill:: large:: local:: security:: resilience:: oci:: firewall::
 it-cluster: test-deps
 	ARTIFACTD_TEST_SHAPE=cluster $(CARGO) test --test it -- $(CLUSTER_SUITES)
 

@@ -23,6 +23,8 @@ pub struct App {
     pub cache_lock: &'static CacheKeyLockImpl,
     pub metrics: Metrics,
     pub breakers: Arc<Breakers>,
+    /// Per-remote bounds on upstream connections and bytes per second.
+    pub upstream_limits: crate::upstream_limits::UpstreamLimits,
     /// Per-remote upstream credentials (basic, registry tokens), swapped
     /// with the configuration; read with [`App::credentials`].
     pub(crate) credentials: ArcSwap<Credentials>,

@@ -91,6 +91,7 @@ mod status;
 mod storage;
 mod store_lock;
 mod tls;
+mod upstream_limits;
 mod upstream_tls;
 mod virtual_repo;
 

@@ -340,6 +340,7 @@ fn build_app(
     Ok(Arc::new(App {
         metrics,
         breakers: opened.breakers,
+        upstream_limits: Default::default(),
         prefetcher: Prefetcher::new(loopback.clone(), background.clone()),
         loopback,
         credentials: arc_swap::ArcSwap::from_pointee(credentials),

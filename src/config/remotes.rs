@@ -7,7 +7,7 @@
 //! the remote and field it belongs to.
 
 use super::error::{yaml_error, ConfigError, ConfigErrors};
-use super::units::RawDuration;
+use super::units::{RawDuration, RawSize};
 use crate::upstream_tls::UpstreamTls;
 use filters::{Ecosystem, RemotePolicy};
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,12 @@ pub struct RawRemote {
     pub cache: Option<RawRemoteCache>,
     /// Upstream timeouts of this remote (artifactd; server defaults otherwise).
     pub timeouts: Option<RawTimeouts>,
+    /// Upstream connections at once from this node (artifactd): a parallel
+    /// fill never trips the upstream's rate limit.
+    pub max_upstream_connections: Option<u32>,
+    /// Bytes per second from the upstream, all requests together (artifactd):
+    /// for sites that share a thin link.
+    pub max_upstream_bytes_per_second: Option<RawSize>,
     /// Registry hosts this docker remote stands in for when a container
     /// runtime uses artifactd as a mirror (artifactd): `["docker.io"]`.
     pub mirror_of: Option<Vec<String>>,
@@ -140,6 +146,21 @@ impl RemoteKind {
     }
 }
 
+/// What this node may ask of a remote's upstream at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamBounds {
+    /// `max_upstream_connections`.
+    pub connections: Option<u32>,
+    /// `max_upstream_bytes_per_second`.
+    pub bytes_per_second: Option<u64>,
+}
+
+impl UpstreamBounds {
+    pub fn any(&self) -> bool {
+        self.connections.is_some() || self.bytes_per_second.is_some()
+    }
+}
+
 /// The upstream of a remote, parsed once at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -183,6 +204,7 @@ pub struct Remote {
     pub connect_timeout: Option<Duration>,
     /// `None`: the server's `upstream.read_timeout`.
     pub read_timeout: Option<Duration>,
+    pub upstream_bounds: UpstreamBounds,
     /// Registry hosts this docker remote mirrors, lower-cased.
     pub mirror_of: Vec<String>,
     /// A virtual repository's members, in order.
@@ -300,6 +322,7 @@ fn compile_remote(
         "an architecture name (such as \"amd64\")",
     );
     let timing = c.timing(raw);
+    let upstream_bounds = c.upstream_bounds(raw, upstream.is_some());
     let upstream_tls = c.upstream_tls(raw, upstream.is_some());
     match (c.errors.is_empty(), policy) {
         (true, Some(policy)) => Ok(Remote {
@@ -321,6 +344,7 @@ fn compile_remote(
             stale_if_error: timing.stale_if_error,
             connect_timeout: timing.connect_timeout,
             read_timeout: timing.read_timeout,
+            upstream_bounds,
             upstream_tls,
             releases_api,
             mirror_of,
@@ -662,6 +686,46 @@ impl Compiler<'_> {
         timing
     }
 
+    fn upstream_bounds(&mut self, raw: &RawRemote, has_upstream: bool) -> UpstreamBounds {
+        const MIN_RATE: u64 = 1024;
+        let rate = match raw
+            .max_upstream_bytes_per_second
+            .as_ref()
+            .map(RawSize::bytes)
+        {
+            Some(Err(message)) => {
+                self.error("max_upstream_bytes_per_second", message);
+                None
+            }
+            Some(Ok(rate)) if rate < MIN_RATE => {
+                let message = format!("{rate} bytes per second is below the least, 1KiB");
+                self.error("max_upstream_bytes_per_second", message);
+                None
+            }
+            Some(Ok(rate)) => Some(rate),
+            None => None,
+        };
+        if raw.max_upstream_connections == Some(0) {
+            let message = "must be at least 1 (unset: no bound)".into();
+            self.error("max_upstream_connections", message);
+        }
+        let bounds = UpstreamBounds {
+            connections: raw.max_upstream_connections.filter(|n| *n > 0),
+            bytes_per_second: rate,
+        };
+        if bounds.any() && !has_upstream {
+            let field = match bounds.connections {
+                Some(_) => "max_upstream_connections",
+                None => "max_upstream_bytes_per_second",
+            };
+            self.error(
+                field,
+                "only a remote with a base_url has an upstream".into(),
+            );
+        }
+        bounds
+    }
+
     fn upstream_tls(&mut self, raw: &RawRemote, has_upstream: bool) -> Arc<UpstreamTls> {
         let folder = super::paths::folder_of(self.file);
         let ca_file = (raw.ca_file.as_deref()).map(|path| super::paths::resolve(&folder, path));
@@ -927,6 +991,43 @@ mod tests {
             (all.kind, all.members.as_slice()),
             (RemoteKind::Virtual, &["py".to_string()][..])
         );
+    }
+
+    #[test]
+    fn upstream_bounds_are_checked_and_named() {
+        let good = "remotes:\n  g:\n    base_url: http://x\n    package: generic\n    max_upstream_connections: 4\n    max_upstream_bytes_per_second: 10MiB\n";
+        let (_, remotes, _) = parse_remotes(Path::new("r.yaml"), good).unwrap();
+        let bounds = remotes[0].upstream_bounds;
+        assert_eq!(
+            (bounds.connections, bounds.bytes_per_second),
+            (Some(4), Some(10 << 20))
+        );
+        let bad = "remotes:\n  g:\n    base_url: http://x\n    package: generic\n    max_upstream_connections: 0\n    max_upstream_bytes_per_second: 100\n  l:\n    type: local\n    package: generic\n    max_upstream_connections: 2\n";
+        let errors = parse_remotes(Path::new("r.yaml"), bad)
+            .err()
+            .unwrap()
+            .to_string();
+        for (remote, field, why) in [
+            ("g", "max_upstream_connections", "at least 1"),
+            (
+                "g",
+                "max_upstream_bytes_per_second",
+                "below the least, 1KiB",
+            ),
+            (
+                "l",
+                "max_upstream_connections",
+                "only a remote with a base_url",
+            ),
+        ] {
+            let line = errors
+                .lines()
+                .find(|l| l.contains(&format!("remote '{remote}'")) && l.contains(field));
+            assert!(
+                line.is_some_and(|l| l.contains(why)),
+                "{remote} {field}: {errors}"
+            );
+        }
     }
 
     #[test]

@@ -151,6 +151,16 @@ pub struct RawCacheSettings {
     /// Attempts in a row that bring nothing before a fill gives up
     /// resuming (0: fills never resume).
     pub fill_resume_attempts: Option<u32>,
+    /// A client's range of an uncached object at least this large is
+    /// fetched at once, beside the fill of the whole.
+    pub range_fill_min: Option<RawSize>,
+    /// Fills at least this large, from an upstream that answers ranges,
+    /// fetch parts side by side.
+    pub parallel_fill_min: Option<RawSize>,
+    /// Upstream connections of one parallel fill.
+    pub parallel_fill_connections: Option<u32>,
+    /// Bytes per part of a parallel fill.
+    pub parallel_fill_part: Option<RawSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -303,10 +313,7 @@ pub struct ServerConfig {
     pub memory_bytes: u64,
     pub rewritten_bytes: u64,
     pub segment_size: u64,
-    /// Fills at least this large resume after a broken connection.
-    pub resumable_fill_min: u64,
-    /// Fruitless resumes in a row before a fill fails (0: no resumes).
-    pub fill_resume_attempts: u32,
+    pub large_fills: LargeFills,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
     pub connect_timeout: Duration,
@@ -342,10 +349,35 @@ pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
-/// Below this a broken fill starts again from zero: cheaper than a range
-/// request, and the client retries anyway.
-pub const DEFAULT_RESUMABLE_FILL_MIN: u64 = 8 << 20;
-pub const DEFAULT_FILL_RESUME_ATTEMPTS: u32 = 5;
+/// How fills of large objects use ranges ([`crate::storage::large`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LargeFills {
+    /// Fills at least this large resume after a broken connection; below
+    /// it a broken fill starts again from zero: cheaper than a range
+    /// request, and the client retries anyway.
+    pub resumable_min: u64,
+    /// Fruitless fetches in a row before a fill fails (0: no resumes).
+    pub resume_attempts: u32,
+    /// A client's range of an uncached object this large is fetched at once.
+    pub range_min: u64,
+    /// Fills this large fetch parts side by side.
+    pub parallel_min: u64,
+    pub parallel_connections: u32,
+    pub parallel_part: u64,
+}
+
+impl Default for LargeFills {
+    fn default() -> Self {
+        LargeFills {
+            resumable_min: 8 << 20,
+            resume_attempts: 5,
+            range_min: 64 << 20,
+            parallel_min: 64 << 20,
+            parallel_connections: 4,
+            parallel_part: 16 << 20,
+        }
+    }
+}
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_REWRITTEN_BYTES: u64 = 128 << 20;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -581,11 +613,7 @@ pub fn parse_server_config(
         rewritten_bytes: (f.size("cache.rewritten_bytes", &cache.rewritten_bytes)?)
             .unwrap_or(DEFAULT_REWRITTEN_BYTES),
         segment_size: f.segment_size(cache)?,
-        resumable_fill_min: (f.size("cache.resumable_fill_min", &cache.resumable_fill_min)?)
-            .unwrap_or(DEFAULT_RESUMABLE_FILL_MIN),
-        fill_resume_attempts: cache
-            .fill_resume_attempts
-            .unwrap_or(DEFAULT_FILL_RESUME_ATTEMPTS),
+        large_fills: f.large_fills(cache)?,
         listen,
         threads,
         public_url,
@@ -743,6 +771,46 @@ impl<'a> Fields<'a> {
         default: u64,
     ) -> Result<Duration, ConfigError> {
         positive_duration(value, Duration::from_secs(default)).map_err(|m| self.err(field, m))
+    }
+
+    fn large_fills(&self, cache: &RawCacheSettings) -> Result<LargeFills, ConfigError> {
+        let default = LargeFills::default();
+        let size = |field: &str, value: &Option<RawSize>, default: u64| {
+            Ok::<_, ConfigError>(self.size(field, value)?.unwrap_or(default))
+        };
+        let part = size(
+            "cache.parallel_fill_part",
+            &cache.parallel_fill_part,
+            default.parallel_part,
+        )?;
+        if part < 1 << 20 {
+            return Err(self.err("cache.parallel_fill_part", "must be at least 1MiB".into()));
+        }
+        let connections = (cache.parallel_fill_connections).unwrap_or(default.parallel_connections);
+        if connections == 0 {
+            let message = "must be at least 1 (1: no parallel fills)".into();
+            return Err(self.err("cache.parallel_fill_connections", message));
+        }
+        Ok(LargeFills {
+            resumable_min: size(
+                "cache.resumable_fill_min",
+                &cache.resumable_fill_min,
+                default.resumable_min,
+            )?,
+            resume_attempts: (cache.fill_resume_attempts).unwrap_or(default.resume_attempts),
+            range_min: size(
+                "cache.range_fill_min",
+                &cache.range_fill_min,
+                default.range_min,
+            )?,
+            parallel_min: size(
+                "cache.parallel_fill_min",
+                &cache.parallel_fill_min,
+                default.parallel_min,
+            )?,
+            parallel_connections: connections,
+            parallel_part: part,
+        })
     }
 
     fn size(&self, field: &str, value: &Option<RawSize>) -> Result<Option<u64>, ConfigError> {
@@ -1066,6 +1134,25 @@ mod tests {
         let e = parse("", &[("ARTIFACTD_GRACE_PERIOD", "forever")]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("process.grace_period"));
         assert!(e.to_string().contains("ARTIFACTD_GRACE_PERIOD"), "{e}");
+    }
+
+    #[test]
+    fn large_fill_settings_have_defaults_and_bounds() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.large_fills, LargeFills::default());
+        let c = parse(
+            "cache:\n  range_fill_min: 1GiB\n  parallel_fill_connections: 8\n  parallel_fill_part: 4MiB\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.large_fills.range_min, 1 << 30);
+        assert_eq!(c.large_fills.parallel_connections, 8);
+        assert_eq!(c.large_fills.parallel_part, 4 << 20);
+        let e = parse("cache:\n  parallel_fill_part: 64KiB\n", &[]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("cache.parallel_fill_part"));
+        assert!(e.to_string().contains("at least 1MiB"), "{e}");
+        let e = parse("cache:\n  parallel_fill_connections: 0\n", &[]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("cache.parallel_fill_connections"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct RequestCtx {
     pub substitute: Substitute,
     /// The resumable fill this response started ([`super::large`]).
     pub large: Option<LargeLead>,
+    /// This request's share of its remote's upstream bounds.
+    pub upstream_slot: Option<crate::upstream_limits::UpstreamSlot>,
     /// The client got the rest of its response from that fill after the
     /// request's own upstream broke.
     pub large_continued: bool,
@@ -156,6 +158,7 @@ impl RequestCtx {
             checks: Checks::default(),
             substitute: Substitute::None,
             large: None,
+            upstream_slot: None,
             large_continued: false,
             fill_part: false,
         }

@@ -94,3 +94,31 @@ pub fn error_reply(
         _ => (code, reply),
     }
 }
+
+/// `upstream_response_body_filter`: each chunk of the upstream's body
+/// through the checks the response set up: the checksum an index
+/// published (files), the digest (the OCI API).
+pub fn upstream_body(
+    app: &Arc<App>,
+    artifact: &Artifact,
+    checks: &mut Checks,
+    body: &mut Option<bytes::Bytes>,
+    end_of_stream: bool,
+) -> Result<()> {
+    if let Some(check) = checks.file_check.as_mut() {
+        if let Err(mismatch) = check.filter(body, end_of_stream) {
+            return Err(files::checksum_mismatch(app, artifact, mismatch));
+        }
+    }
+    let Some(check) = checks.body_check.as_mut() else {
+        return Ok(());
+    };
+    match check.verifier.filter(body, end_of_stream) {
+        Ok(None) => Ok(()),
+        Ok(Some(verified)) => {
+            checks.header_fix = oci::verified(app, artifact, check, verified);
+            Ok(())
+        }
+        Err(mismatch) => Err(oci::digest_mismatch(app, artifact, mismatch)),
+    }
+}

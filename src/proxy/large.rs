@@ -1,32 +1,37 @@
-//! The request's side of resumable fills ([`crate::storage::large`]): which
-//! responses start one, how the fill reaches its upstream again, and how
-//! the request that started it keeps its client when its own upstream
-//! connection breaks.
+//! The request's side of fills assembled from ranges
+//! ([`crate::storage::large`]): which responses start one and how it may
+//! use ranges, how the fill reaches its upstream again, and how the request
+//! that started it keeps its client when its own upstream response ends
+//! early (broken, or stopped where the fill's other fetches take over).
 //!
 //! **Offer.** A cacheable `200` of a file or blob of at least
 //! `cache.resumable_fill_min` bytes, whose upstream names a validator
 //! (`ETag`, else `Last-Modified`) or whose digest is known, is offered to
-//! the storage as resumable before its miss handler starts. Its digest
-//! check moves from the stream to the fill, which sees every byte.
+//! the storage before its miss handler starts, with its [`FillShape`]:
+//! parallel from `cache.parallel_fill_min`, fetching ranges for readers
+//! from `cache.range_fill_min`. Its digest check moves from the stream to
+//! the fill, which sees every byte.
 //!
-//! **Resumes** are artifactd's own requests through its listener
+//! **Range fetches** are artifactd's own requests through its listener
 //! ([`crate::loopback`]), marked with a secret of this process
 //! ([`FILL_PART_HEADER`]): they take the request's route, credentials,
 //! redirects, breaker and upstream metrics, but never the cache (they are
 //! part of a fill, and must not wait on it), and carry `Range` and
 //! `If-Range` to the upstream as they are.
 //!
-//! **The leading client.** pingora ends a request whose upstream broke. When
-//! its fill goes on, `fail_to_proxy` instead sends the client the rest of
-//! its response from the fill, from the byte it had reached
-//! ([`continue_leader`]): the leading client sees a pause, like every other.
+//! **The leading client.** pingora ends a request whose upstream response
+//! ended early. When its fill goes on, `fail_to_proxy` instead sends the
+//! client the rest of its response from the fill, from the byte it had
+//! reached ([`continue_leader`]): the leading client sees a pause at most,
+//! like every other.
 
 use super::artifact::{Artifact, ArtifactKind};
 use super::ctx::{LargeLead, RequestCtx};
 use super::outcome::header;
 use crate::app::App;
+use crate::config::server::LargeFills;
 use crate::metrics::recent::ProblemKind;
-use crate::storage::large::{Offer, Part, RangeSource};
+use crate::storage::large::{FillShape, Offer, Part, RangeSource};
 use crate::storage::layout::EntryLocation;
 use filters::ecosystem::oci::Kind;
 use filters::fill_ranges::{judge_part, parse_content_range, range_header, PartAnswer};
@@ -53,11 +58,11 @@ pub fn is_fill_part(req: &mut pingora::http::RequestHeader) -> bool {
 
 /// Offers the fill this response starts as resumable, when it qualifies.
 pub fn offer(app: &Arc<App>, session: &Session, ctx: &mut RequestCtx, resp: &ResponseHeader) {
-    let settings = &app.config().server;
+    let settings = app.config().server.large_fills;
     let Some(artifact) = &ctx.artifact else {
         return;
     };
-    let qualifies = settings.fill_resume_attempts > 0
+    let qualifies = settings.resume_attempts > 0
         && session.cache.enabled()
         && ctx.fill.peer.is_none()
         && resp.status == http::StatusCode::OK
@@ -68,7 +73,7 @@ pub fn offer(app: &Arc<App>, session: &Session, ctx: &mut RequestCtx, resp: &Res
     let (true, Some(length)) = (qualifies, length) else {
         return;
     };
-    if length < settings.resumable_fill_min {
+    if length < settings.resumable_min {
         return;
     }
     let expected = expected_digest(ctx);
@@ -96,7 +101,8 @@ pub fn offer(app: &Arc<App>, session: &Session, ctx: &mut RequestCtx, resp: &Res
     let offer = Offer {
         source: Arc::new(source),
         expected,
-        resume_attempts: settings.fill_resume_attempts,
+        resume_attempts: settings.resume_attempts,
+        shape: shape(&settings, resp, length),
         taken: taken.clone(),
     };
     let id = location.id();
@@ -109,6 +115,24 @@ pub fn offer(app: &Arc<App>, session: &Session, ctx: &mut RequestCtx, resp: &Res
     // leading response's part of it.
     ctx.checks.body_check = None;
     ctx.checks.file_check = None;
+}
+
+/// How the fill of `length` bytes may use ranges beyond resuming.
+fn shape(settings: &LargeFills, resp: &ResponseHeader, length: u64) -> FillShape {
+    let ranges_advertised = header(resp, http::header::ACCEPT_RANGES).is_some_and(|units| {
+        units
+            .split(',')
+            .any(|u| u.trim().eq_ignore_ascii_case("bytes"))
+    });
+    FillShape {
+        connections: match length >= settings.parallel_min {
+            true => settings.parallel_connections as usize,
+            false => 1,
+        },
+        part: settings.parallel_part,
+        for_readers: length >= settings.range_min,
+        ranges_advertised,
+    }
 }
 
 /// Files and blobs: bodies stored as the upstream sent them, large enough
@@ -200,8 +224,9 @@ impl RangeSource for LoopbackRanges {
     }
 }
 
-/// After the request's upstream broke mid-body: sends the client the rest
-/// of its response from the fill, which resumes without it. `None` when
+/// After the request's upstream response ended early (broken, or stopped
+/// where other fetches take over): sends the client the rest of its
+/// response from the fill, which goes on without it. `None` when
 /// there is no such fill (the error is the client's then).
 pub async fn continue_leader(
     app: &App,
@@ -210,6 +235,10 @@ pub async fn continue_leader(
 ) -> Option<FailToProxy> {
     let lead = ctx.large.as_ref()?;
     let tag = *lead.taken.get()?;
+    if let Some(slot) = ctx.upstream_slot.as_mut() {
+        // The fill's own requests may need the connection this one held.
+        slot.release_connection();
+    }
     let written = session.response_written()?;
     let status = written.status.as_u16();
     let done = Some(FailToProxy {
@@ -221,14 +250,22 @@ pub async fn continue_leader(
         ctx.large_continued = true;
         return done;
     }
-    let span = answered_span(written)?;
-    let (_, mut reader) = app.storage.fill_reader(lead.id, tag)?;
+    let (span, ranged) = answered_span(written)?;
     let from = span.start + session.body_bytes_sent() as u64;
+    if from >= span.end {
+        // Its response was complete before the fill stopped this request.
+        ctx.large_continued = true;
+        return done;
+    }
+    let (_, mut reader) = app.storage.fill_reader(lead.id, tag)?;
     use pingora::cache::storage::HandleHit;
-    reader.seek(from as usize, Some(span.end as usize)).ok()?;
+    match ranged {
+        true => reader.seek(from as usize, Some(span.end as usize)).ok()?,
+        false => reader.continue_at(from),
+    }
     ctx.large_continued = true;
     log::info!(
-        "{} {}: upstream broke at byte {from}; continuing from the resumed fill",
+        "{} {}: its upstream response ended early; byte {from} on comes from the fill",
         session.req_header().method,
         session.req_header().uri.path()
     );
@@ -237,7 +274,7 @@ pub async fn continue_leader(
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
-                log::warn!("the resumed fill failed: {e}");
+                log::warn!("the fill failed: {e}");
                 ctx.large_continued = false;
                 return None;
             }
@@ -248,19 +285,19 @@ pub async fn continue_leader(
         }
     }
     if let Err(e) = session.write_response_body(None, true).await {
-        log::info!("client left at the end of its resumed fill: {e}");
+        log::info!("client left at the end of its response from the fill: {e}");
     }
     done
 }
 
-/// The bytes of the object a written response carries: its
-/// `Content-Range`, else all of its `Content-Length`.
-fn answered_span(written: &ResponseHeader) -> Option<Range<u64>> {
+/// The bytes of the object a written response carries, and whether they
+/// are a range: its `Content-Range`, else all of its `Content-Length`.
+fn answered_span(written: &ResponseHeader) -> Option<(Range<u64>, bool)> {
     match header(written, http::header::CONTENT_RANGE) {
-        Some(range) => parse_content_range(range).map(|(span, _)| span),
+        Some(range) => parse_content_range(range).map(|(span, _)| (span, true)),
         None => {
             let length = header(written, http::header::CONTENT_LENGTH)?;
-            Some(0..length.parse().ok()?)
+            Some((0..length.parse().ok()?, false))
         }
     }
 }

@@ -13,21 +13,23 @@
 //! request_cache_filter → enable pingora-cache (storage, cache lock) when
 //!                        hooks::cached
 //! cache_key_callback   → cache::key
-//! upstream_peer        → upstream::peer      (only on miss/revalidation)
+//! upstream_peer        → upstream::peer      (only on miss/revalidation),
+//!                        after a slot of the remote's upstream_limits
 //! upstream_request_filter → upstream::rewrite_request (+ credentials)
 //! upstream_response_filter → outcome::classify once into ctx.attempt.outcome
 //!                            (redirect, challenge, failure, vanished,
 //!                            quarantine); hooks::upstream_response (the
 //!                            kind's header fixes and body checks);
-//!                            large::offer (a resumable fill)
-//! upstream_response_body_filter → verify::Verifier (digest, or the
-//!                                 checksum an index published: files)
+//!                            large::offer (a fill from ranges)
+//! upstream_response_body_filter → hooks::upstream_body (digest, or the
+//!                                 checksum an index published: files);
+//!                                 the remote's pace (upstream_limits)
 //! response_cache_filter   → cache::cacheability
 //! response_filter      → X-Artifact-Source (ctx.served_from),
 //!                        hooks::client_response, documents::BodyRewriter
 //!                        for index documents (applied by the downstream
 //!                        RewriteModule)
-//! fail_to_proxy        → large::continue_leader (the rest from a resumed
+//! fail_to_proxy        → large::continue_leader (the rest from the
 //!                        fill), else respond::error_reply (status and
 //!                        reason), in the kind's terms by hooks::error_reply
 //! logging              → finish::request_ended (breaker, metrics, log)
@@ -370,6 +372,12 @@ impl ProxyHttp for ArtifactProxy {
             // stale-if-error path, anything else fails fast with 503.
             return Err(Failure::RemoteDown.error());
         }
+        if ctx.upstream_slot.is_none() {
+            let wait = self.app.config().server.lock_timeout;
+            let slot = self.app.upstream_limits.take(&artifact.remote, wait).await;
+            ctx.upstream_slot =
+                slot.map_err(|why| Error::explain(ErrorType::HTTPStatus(503), why))?;
+        }
         match &ctx.attempt.redirect {
             Some(redirect) => {
                 upstream::peer(
@@ -476,22 +484,14 @@ impl ProxyHttp for ArtifactProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         traffic::upstream_body(ctx, body.as_ref());
-        if let (Some(check), Some(artifact)) = (ctx.checks.file_check.as_mut(), &ctx.artifact) {
-            if let Err(mismatch) = check.filter(body, end_of_stream) {
-                return Err(files::checksum_mismatch(&self.app, artifact, mismatch));
-            }
+        let arrived = body.as_ref().map_or(0, bytes::Bytes::len);
+        if let Some(artifact) = &ctx.artifact {
+            hooks::upstream_body(&self.app, artifact, &mut ctx.checks, body, end_of_stream)?;
         }
-        let (Some(check), Some(artifact)) = (ctx.checks.body_check.as_mut(), &ctx.artifact) else {
-            return Ok(None);
-        };
-        match check.verifier.filter(body, end_of_stream) {
-            Ok(None) => Ok(None),
-            Ok(Some(verified)) => {
-                ctx.checks.header_fix = oci::verified(&self.app, artifact, check, verified);
-                Ok(None)
-            }
-            Err(mismatch) => Err(oci::digest_mismatch(&self.app, artifact, mismatch)),
-        }
+        Ok(ctx
+            .upstream_slot
+            .as_ref()
+            .and_then(|slot| slot.pace(arrived)))
     }
 
     fn response_cache_filter(
@@ -685,7 +685,7 @@ impl ProxyHttp for ArtifactProxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // A quarantine hold is policy, logged by the request line; a client
-        // served from its resumed fill got its whole response.
+        // served from its fill got its whole response.
         ctx.large_continued
             || matches!(
                 ctx.attempt.outcome,

@@ -94,6 +94,10 @@ pub struct FillRow {
     pub idle_seconds: f64,
     pub bytes_per_second: f64,
     pub followers: usize,
+    /// A fill assembled from ranges: upstream fetches started (the first
+    /// response included), and how many are in flight now.
+    pub upstream_fetches: Option<u64>,
+    pub fetches_in_flight: Option<u64>,
 }
 
 impl Snapshot {
@@ -212,6 +216,8 @@ fn fills(app: &App) -> Vec<FillRow> {
                 idle_seconds: fill.idle.as_secs_f64(),
                 bytes_per_second: fill.written as f64 / elapsed.max(0.001),
                 followers: fill.followers,
+                upstream_fetches: fill.fetches.map(|(started, _)| started),
+                fetches_in_flight: fill.fetches.map(|(_, in_flight)| in_flight),
             }
         })
         .collect()

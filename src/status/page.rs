@@ -268,6 +268,7 @@ fn fills(out: &mut String, fills: &[FillRow]) {
             ("Bytes", true),
             ("Rate", true),
             ("Followers", true),
+            ("Upstream fetches", true),
             ("Running", true),
             ("Idle", true),
         ],
@@ -295,6 +296,10 @@ fn fill_row(fill: &FillRow) -> (String, Vec<String>) {
         format!("{}{of}", bytes(fill.written)),
         format!("{}/s", bytes(fill.bytes_per_second as u64)),
         fill.followers.to_string(),
+        match (fill.upstream_fetches, fill.fetches_in_flight) {
+            (Some(started), Some(in_flight)) => format!("{in_flight} of {started}"),
+            _ => "1 of 1".to_string(),
+        },
         duration(fill.elapsed_seconds),
         duration(fill.idle_seconds),
     ];
@@ -489,6 +494,8 @@ mod tests {
                 idle_seconds: 0.1,
                 bytes_per_second: 100.0,
                 followers: 2,
+                upstream_fetches: Some(6),
+                fetches_in_flight: Some(4),
             }],
             problems: vec![Problem {
                 at: 990,
@@ -513,6 +520,10 @@ mod tests {
         assert!(html.contains(r#"data-remote="&lt;hub&gt;" data-breaker="down""#));
         assert!(html.contains(r#"data-hit-ratio="0.750000""#));
         assert!(html.contains(r#"data-written="300" data-expected="1200" data-followers="2""#));
+        assert!(
+            html.contains("<div>4 of 6</div>"),
+            "fetches in flight of those started"
+        );
         assert!(html.contains(r#"<i style="width:25%">"#), "a quarter done");
         assert!(html.contains(r#"data-kind="checksum_mismatch""#));
         assert!(html.contains("a&lt;b&gt;.whl") && !html.contains("a<b>"));

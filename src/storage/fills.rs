@@ -23,9 +23,10 @@ use pingora::cache::{CacheKey, CacheMeta};
 use pingora::{Error, ErrorType, Result};
 use pingora_memory_cache::MemoryCache;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -54,6 +55,36 @@ struct Fill {
     last_write_ms: AtomicU64,
     data: parking_lot::Mutex<FillData>,
     progress: watch::Sender<Progress>,
+    /// Bytes past the prefix, for a fill assembled from ranges.
+    sparse: OnceLock<Sparse>,
+}
+
+/// What a fill assembled from ranges ([`super::large`]) shows readers
+/// beyond its contiguous prefix: the spans written past it, and a way for
+/// a reader of a range to ask for the byte it waits on.
+pub struct Sparse {
+    spans: parking_lot::Mutex<Vec<Range<u64>>>,
+    want: Box<dyn Fn(u64) + Send + Sync>,
+    /// Fetches started and in flight, for the status page.
+    pub fetches: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+impl Sparse {
+    pub fn new(want: Box<dyn Fn(u64) + Send + Sync>) -> Sparse {
+        Sparse {
+            spans: parking_lot::Mutex::new(Vec::new()),
+            want,
+            fetches: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// How far the written span holding `position` reaches.
+    fn reach(&self, position: u64) -> Option<u64> {
+        let spans = self.spans.lock();
+        spans.iter().find(|s| s.contains(&position)).map(|s| s.end)
+    }
 }
 
 /// What a fill is of, for the status page.
@@ -75,6 +106,9 @@ pub struct FillView {
     pub idle: Duration,
     /// Requests streaming this fill besides its writer.
     pub followers: usize,
+    /// For a fill assembled from ranges: upstream fetches so far (the
+    /// first response included), and how many are in flight.
+    pub fetches: Option<(u64, u64)>,
 }
 
 /// Where a fill's bytes so far are.
@@ -150,6 +184,7 @@ impl Fills {
             last_write_ms: AtomicU64::new(0),
             data: parking_lot::Mutex::new(FillData::Memory(Vec::new())),
             progress: watch::channel(Progress::Writing(0)).0,
+            sparse: OnceLock::new(),
         });
         let mut active = self.active.lock().expect("fills lock");
         active.entry(id).or_default().push(fill.clone());
@@ -205,6 +240,8 @@ impl Fills {
             progress: fill.progress.subscribe(),
             position: 0,
             end: None,
+            ranged: false,
+            asked: None,
         };
         Some((fill.meta.to_meta(), reader))
     }
@@ -241,6 +278,10 @@ impl Fills {
                     elapsed,
                     idle: elapsed.saturating_sub(last),
                     followers: fill.progress.receiver_count(),
+                    fetches: fill.sparse.get().map(|sparse| {
+                        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+                        (count(&sparse.fetches), count(&sparse.in_flight))
+                    }),
                 }
             })
             .collect();
@@ -300,6 +341,30 @@ impl FillHandle {
         *self.fill.data.lock() = FillData::File(file);
     }
 
+    /// Makes the fill one assembled from ranges: readers of a range may
+    /// read past the prefix, and ask for the bytes they wait on.
+    pub fn make_sparse(&self, sparse: Sparse) {
+        let _ = self.fill.sparse.set(sparse);
+    }
+
+    /// Upstream fetches of a fill assembled from ranges: started, and in
+    /// flight.
+    pub fn fetches(&self, started: u64, in_flight: u64) {
+        if let Some(sparse) = self.fill.sparse.get() {
+            sparse.fetches.store(started, Ordering::Relaxed);
+            sparse.in_flight.store(in_flight, Ordering::Relaxed);
+        }
+    }
+
+    /// The prefix readers may read is `prefix`; readers of a range may also
+    /// read `spans`.
+    pub fn written_sparse(&self, prefix: u64, spans: Vec<Range<u64>>) {
+        if let Some(sparse) = self.fill.sparse.get() {
+            *sparse.spans.lock() = spans;
+        }
+        self.written(prefix);
+    }
+
     pub fn written(&self, bytes: u64) {
         let since_start = self.fill.started.elapsed().as_millis() as u64;
         self.fill
@@ -339,6 +404,12 @@ pub struct PartialHit {
     position: u64,
     /// One past the last byte wanted (set by `seek`); `None`: to the end.
     end: Option<u64>,
+    /// A reader of a range that starts past 0: it may read bytes written
+    /// past the prefix, which a whole body's reader never needs, and which
+    /// may include the last byte before the fill's digest check.
+    ranged: bool,
+    /// The byte this reader last asked the fill for.
+    asked: Option<u64>,
 }
 
 fn fill_error(what: &str) -> Box<Error> {
@@ -366,11 +437,34 @@ impl PartialHit {
             if end > self.position {
                 return Ok(Some(end));
             }
+            if let Some(reach) = self.past_prefix() {
+                return Ok(Some(self.end.map_or(reach, |e| e.min(reach))));
+            }
             if self.progress.changed().await.is_err() {
                 // The writer vanished without saying done or failed.
                 return Err(fill_error("writer vanished"));
             }
         }
+    }
+}
+
+impl PartialHit {
+    /// For a reader of a range: how far the bytes written at its position
+    /// past the prefix reach; when there are none, asks the fill for them.
+    fn past_prefix(&mut self) -> Option<u64> {
+        let sparse = self.fill.sparse.get().filter(|_| self.ranged)?;
+        let reach = sparse.reach(self.position);
+        if reach.is_none() && self.asked != Some(self.position) {
+            self.asked = Some(self.position);
+            (sparse.want)(self.position);
+        }
+        reach
+    }
+
+    /// Continues a whole body from `position` (a client whose response
+    /// was cut): it reads the prefix only, like every reader of a whole body.
+    pub fn continue_at(&mut self, position: u64) {
+        self.position = position;
     }
 }
 
@@ -409,6 +503,7 @@ impl HandleHit for PartialHit {
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
         self.position = start as u64;
         self.end = end.map(|e| e as u64);
+        self.ranged = start > 0;
         Ok(())
     }
 
@@ -426,6 +521,8 @@ impl HandleHit for PartialHit {
 }
 
 #[cfg(test)]
+// Written spans are lists of ranges, often of one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -526,5 +623,40 @@ mod tests {
         handle.written(10);
         assert_eq!(read.await.unwrap(), b"4567");
         drop(handle);
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_a_range_reads_past_the_prefix_and_asks_for_what_is_missing() {
+        let fills = fills();
+        let handle = fills.start(11, &meta(), about());
+        let asked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let asks = asked.clone();
+        handle.make_sparse(Sparse::new(Box::new(move |at| asks.lock().push(at))));
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        file.write_all_at(b"0123456789", 0).unwrap();
+        handle.spill(file);
+        // Bytes 0-1 and 6-9 are written, 2-5 are not.
+        handle.written_sparse(2, vec![6..10]);
+        let (_, mut footer) = fills.reader(11, None).unwrap();
+        footer.seek(6, None).unwrap();
+        assert_eq!(footer.read_body().await.unwrap().unwrap(), "6789");
+        let (_, mut middle) = fills.reader(11, None).unwrap();
+        middle.seek(3, Some(5)).unwrap();
+        let read = tokio::spawn(async move { middle.read_body().await.unwrap().unwrap() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            *asked.lock(),
+            vec![3],
+            "the reader asked for its first byte"
+        );
+        handle.written_sparse(2, vec![3..10]);
+        assert_eq!(read.await.unwrap(), "34");
+        // A whole body's reader never reads past the prefix.
+        let (_, mut whole) = fills.reader(11, None).unwrap();
+        assert_eq!(whole.read_body().await.unwrap().unwrap(), "01");
+        let blocked = tokio::time::timeout(Duration::from_millis(20), whole.read_body()).await;
+        assert!(blocked.is_err(), "it waits for the prefix");
+        assert_eq!(asked.lock().len(), 1, "and asks for nothing");
+        handle.done(10);
     }
 }

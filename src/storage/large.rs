@@ -1,32 +1,47 @@
-//! Fills that outlive their upstream connection: a body assembled at its
-//! offsets from more than one upstream response.
+//! Fills assembled from ranges: a body written at its offsets by more than
+//! one upstream response, for objects large enough that one connection is
+//! the wrong unit of failure, speed or latency.
 //!
-//! A fill is *resumable* when the proxy offers a [`RangeSource`] for it
-//! before its miss handler starts ([`Offers::offer`]): an object of at least
-//! `cache.resumable_fill_min` bytes whose upstream names a validator or
-//! whose digest is known. Its bytes then go to their offsets in the body
-//! store's local file, and the fill, not the request that started it, owns
-//! what was written. When the response streaming into it breaks (reset,
-//! timeout, short body), a task continues with `Range: bytes=N-` and
-//! `If-Range` ([`filters::fill_ranges`]), with backoff, until an attempt
-//! after `cache.fill_resume_attempts` fruitless ones in a row. Readers of
-//! the fill see a pause, not a failure. An upstream that answers with the
-//! whole object instead (it ignores ranges, or the object changed) fails the
-//! fill: a body is never stitched from two versions, and the readers that
-//! already had bytes fail; the next request fetches the object anew.
+//! A fill is assembled from ranges when the proxy offers a [`RangeSource`]
+//! for it before its miss handler starts ([`Offers::offer`]): an object of
+//! at least `cache.resumable_fill_min` bytes whose upstream names a
+//! validator or whose digest is known. Its bytes go to their offsets in the
+//! body store's local file, and the fill, not the request that started it,
+//! owns what was written. The response that started it is its first fetch;
+//! [`filters::fill_plan`] decides the others:
+//!
+//! - **Resume.** A fetch that breaks (reset, timeout, short body) leaves a
+//!   gap, and the next fetch of that gap carries `Range` and `If-Range`,
+//!   after a backoff while fetches keep bringing less than 1 MiB; more than
+//!   `cache.fill_resume_attempts` such in a row fail the fill. Readers see a
+//!   pause, not a failure.
+//! - **Ranged first touch.** A reader of a range waiting on a byte no fetch
+//!   reaches soon asks for it ([`super::fills::Sparse`]), and a fetch starts
+//!   there at once (objects of `cache.range_fill_min` and more).
+//! - **Parallel fill.** Objects of `cache.parallel_fill_min` and more, from
+//!   an upstream that answers ranges, are fetched in parts of
+//!   `cache.parallel_fill_part`, `cache.parallel_fill_connections` at a time.
+//!
+//! An upstream that answers a range with the whole object (it ignores
+//! ranges, or the object changed) fails the fill: a body is never stitched
+//! from two versions, and the readers that already had bytes fail; the next
+//! request fetches the object anew.
 //!
 //! The body is hashed in order as its contiguous prefix grows and checked
-//! against the expected digest before the commit; until then readers get
-//! every byte but the last, so a wrong body completes for no one.
+//! against the expected digest before the commit; until then readers of
+//! the whole body get every byte but the last, so a wrong body completes for
+//! no one. A reader of a range gets its bytes as the upstream sent them, as
+//! it would without a cache.
 
 use super::body::BodyWrite;
-use super::fills::FillHandle;
+use super::fills::{FillHandle, Sparse};
 use super::layout::EntryLocation;
 use super::new_entry::{commit_body, NewBody};
 use super::record::StoredMeta;
 use super::{internal, CacheStorage};
 use crate::digest::Hasher;
 use bytes::Bytes;
+use filters::fill_plan::{Fetching, Plan, Step};
 use filters::fill_ranges::backoff;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -37,15 +52,20 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
 
-/// A resume that brings less than this (and does not finish the body)
-/// counts as fruitless, so an upstream that sends a trickle per connection
-/// cannot keep a fill going forever.
+/// A fetch that breaks having brought less than this counts as fruitless,
+/// so an upstream that sends a trickle per connection cannot keep a fill
+/// going forever.
 const PROGRESS: u64 = 1024 * 1024;
+/// A reader waiting on a byte this close to a fetch's position waits for
+/// that fetch rather than starting its own.
+const NEAR: u64 = 2 * 1024 * 1024;
 /// Bytes hashed per read of the local file.
 const HASH_PIECE: usize = 1024 * 1024;
+/// Bytes of a range fetch gathered before they are written.
+const WRITE_PIECE: usize = 256 * 1024;
 
 /// A fill's way back to its upstream, given by the proxy (which knows the
 /// request, the remote and its credentials).
@@ -73,11 +93,27 @@ pub struct Offer {
     pub source: Arc<dyn RangeSource>,
     /// `algorithm:hex` the whole body must hash to.
     pub expected: Option<String>,
-    /// Fruitless resumes in a row before the fill fails.
+    /// Fruitless fetches in a row before the fill fails.
     pub resume_attempts: u32,
+    pub shape: FillShape,
     /// The fill's tag, once its miss handler took the offer: the request
     /// that offered it reads the fill by it after its own upstream broke.
     pub taken: Arc<OnceLock<u64>>,
+}
+
+/// How a fill may use ranges beyond resuming, as the proxy judged from the
+/// object's size and its upstream's first answer.
+#[derive(Debug, Clone, Copy)]
+pub struct FillShape {
+    /// Upstream connections at a time (1: one after the other).
+    pub connections: usize,
+    /// Bytes per part when fetching side by side.
+    pub part: u64,
+    /// Readers of a range get a fetch of their own (ranged first touch).
+    pub for_readers: bool,
+    /// The upstream said it answers ranges (`Accept-Ranges: bytes`); else
+    /// ranges are used beyond resuming only once one was answered.
+    pub ranges_advertised: bool,
 }
 
 /// Offers waiting for their fill's miss handler, by entry id.
@@ -121,63 +157,77 @@ impl Drop for OfferGuard {
     }
 }
 
-/// The bytes of a body written at their offsets, and the part of them
-/// that is contiguous from the start: hashed, and sent on to the store.
+/// Which bytes of a body are written at their offsets, and how far they
+/// are contiguous from the start.
+#[derive(Default)]
 struct Assembly {
-    writer: Box<dyn BodyWrite>,
-    body_key: String,
-    file: Arc<std::fs::File>,
-    length: u64,
-    /// Every byte below this is written, hashed and sent on.
+    /// Every byte below this is written.
     prefix: u64,
     /// Written spans past `prefix`, sorted and disjoint.
     ahead: Vec<Range<u64>>,
-    sha256: Sha256,
-    /// The expected digest's algorithm, when it is not sha256 alone.
-    check: Option<Hasher>,
 }
 
 impl Assembly {
-    async fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let end = offset + data.len() as u64;
-        if end > self.length {
-            return Err(io::Error::other(format!(
-                "upstream sent bytes up to {end} of a {}-byte object",
-                self.length
-            )));
+    /// Records that the bytes of `span` are in the file.
+    fn wrote(&mut self, span: Range<u64>) {
+        match span.start <= self.prefix {
+            true => self.prefix = self.prefix.max(span.end),
+            false => add_span(&mut self.ahead, span),
         }
-        self.file.write_all_at(data, offset)?;
-        if offset <= self.prefix && end > self.prefix {
-            self.hash(&data[(self.prefix - offset) as usize..]);
-            self.prefix = end;
-        } else if offset > self.prefix {
-            add_span(&mut self.ahead, offset..end);
+        while let Some(next) = self.ahead.first().filter(|s| s.start <= self.prefix) {
+            self.prefix = self.prefix.max(next.end);
+            self.ahead.remove(0);
         }
-        self.absorb()?;
-        self.writer.advance(self.prefix).await
     }
 
-    /// Moves spans that now touch the prefix into it, hashing their bytes
-    /// from the file.
-    fn absorb(&mut self) -> io::Result<()> {
-        while self.ahead.first().is_some_and(|s| s.start <= self.prefix) {
-            let span = self.ahead.remove(0);
-            let mut buf = vec![0u8; HASH_PIECE];
-            while self.prefix < span.end {
-                let len = ((span.end - self.prefix) as usize).min(HASH_PIECE);
-                self.file.read_exact_at(&mut buf[..len], self.prefix)?;
-                let piece = buf[..len].to_vec();
-                self.hash(&piece);
-                self.prefix += len as u64;
+    /// The written spans: the prefix, then those ahead of it.
+    fn written(&self) -> Vec<Range<u64>> {
+        let prefix = (self.prefix > 0).then_some(0..self.prefix);
+        prefix
+            .into_iter()
+            .chain(self.ahead.iter().cloned())
+            .collect()
+    }
+}
+
+/// The in-order side of a fill: follows the contiguous prefix as it grows,
+/// hashing it and sending it on to the body store, apart from the fetches
+/// that write it, so neither a hash nor an object-store upload holds them
+/// up.
+struct Sealer {
+    writer: Box<dyn BodyWrite>,
+    body_key: String,
+    file: Arc<std::fs::File>,
+    sha256: Sha256,
+    /// The expected digest's algorithm, when it is not sha256 alone.
+    check: Option<Hasher>,
+    /// Bytes hashed and sent on.
+    done: u64,
+}
+
+impl Sealer {
+    /// Hashes and sends on the prefix as `prefix` reports it, up to
+    /// `length`.
+    async fn follow(mut self, mut prefix: watch::Receiver<u64>, length: u64) -> io::Result<Sealer> {
+        let mut piece = vec![0u8; HASH_PIECE];
+        loop {
+            let to = *prefix.borrow_and_update();
+            while self.done < to {
+                let len = ((to - self.done) as usize).min(HASH_PIECE);
+                self.file.read_exact_at(&mut piece[..len], self.done)?;
+                self.sha256.update(&piece[..len]);
+                if let Some(check) = self.check.as_mut() {
+                    check.update(&piece[..len]);
+                }
+                self.done += len as u64;
             }
-        }
-        Ok(())
-    }
-
-    fn hash(&mut self, data: &[u8]) {
-        self.sha256.update(data);
-        if let Some(check) = self.check.as_mut() {
-            check.update(data);
+            self.writer.advance(self.done).await?;
+            if self.done >= length {
+                return Ok(self);
+            }
+            if prefix.changed().await.is_err() {
+                return Err(io::Error::other("the fill ended"));
+            }
         }
     }
 }
@@ -196,14 +246,56 @@ fn add_span(spans: &mut Vec<Range<u64>>, span: Range<u64>) {
     *spans = merged;
 }
 
-/// Whether the response that started the fill still streams into it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leader {
-    Streaming,
-    Ended,
+/// One upstream response streaming into the fill: the first, or a range.
+struct Fetch {
+    start: u64,
+    /// Every byte from `start` below this is written.
+    at: AtomicU64,
+    /// Where it stops; moved closer by the plan, never further.
+    end: AtomicU64,
+    for_reader: bool,
 }
 
-/// A resumable fill in progress.
+impl Fetch {
+    fn new(span: Range<u64>, for_reader: bool) -> Fetch {
+        Fetch {
+            start: span.start,
+            at: AtomicU64::new(span.start),
+            end: AtomicU64::new(span.end),
+            for_reader,
+        }
+    }
+
+    fn view(&self) -> Fetching {
+        Fetching {
+            at: self.at.load(Ordering::Acquire),
+            end: self.end.load(Ordering::Acquire),
+            for_reader: self.for_reader,
+        }
+    }
+
+    /// The part of `data`, arriving at the fetch's position, that is still
+    /// its to write (none once the plan stopped it there).
+    fn room(&self, data: &[u8]) -> (u64, usize) {
+        let Fetching { at, end, .. } = self.view();
+        (at, (data.len() as u64).min(end.saturating_sub(at)) as usize)
+    }
+}
+
+/// The fetches of a fill and what they are to do.
+#[derive(Default)]
+struct Schedule {
+    fetches: Vec<Arc<Fetch>>,
+    /// Bytes readers of ranges wait on, since the last plan.
+    wants: Vec<u64>,
+    /// Fetches in a row that broke having brought less than [`PROGRESS`].
+    fruitless: u32,
+    /// An upstream answered a range here, or said it would.
+    ranges_work: bool,
+    failure: Option<String>,
+}
+
+/// A fill assembled from ranges, in progress.
 pub struct LargeFill {
     storage: &'static CacheStorage,
     location: EntryLocation,
@@ -211,19 +303,32 @@ pub struct LargeFill {
     meta: parking_lot::Mutex<Option<StoredMeta>>,
     content_type: Option<String>,
     length: u64,
-    assembly: tokio::sync::Mutex<Option<Assembly>>,
+    /// The body store's local file the fetches write into.
+    file: Arc<std::fs::File>,
+    /// `None` once the fill ended.
+    assembly: parking_lot::Mutex<Option<Assembly>>,
+    /// The contiguous prefix, for the [`Sealer`].
+    prefix: watch::Sender<u64>,
+    sealer: parking_lot::Mutex<Option<tokio::task::JoinHandle<io::Result<Sealer>>>>,
     fill: parking_lot::Mutex<Option<FillHandle>>,
     source: Arc<dyn RangeSource>,
     expected: Option<String>,
     resume_attempts: u32,
-    leader: watch::Sender<Leader>,
+    shape: FillShape,
+    schedule: parking_lot::Mutex<Schedule>,
+    /// Wakes the plan: a fetch ended, a reader waits, the fill failed.
+    replan: Notify,
     /// `Some` once the fill ended: its size, or why it failed.
     outcome: watch::Sender<Option<Result<u64, String>>>,
-    resumes: AtomicU32,
+    /// Fetches started, the first response included.
+    fetches: AtomicU32,
+    /// Fetches that broke before their end.
+    broken: AtomicU32,
     started: Instant,
 }
 
-/// What a fill of the whole object needs to become a resumable one.
+/// What a fill of the whole object needs to become one assembled from
+/// ranges.
 pub struct Start {
     pub location: EntryLocation,
     pub path: String,
@@ -234,8 +339,8 @@ pub struct Start {
 }
 
 impl LargeFill {
-    /// Starts the resumable fill the proxy offered for `start`'s entry;
-    /// the feed for the response that started it.
+    /// Starts the fill the proxy offered for `start`'s entry; the feed for
+    /// the response that started it.
     pub async fn start(
         storage: &'static CacheStorage,
         offer: Offer,
@@ -255,15 +360,19 @@ impl LargeFill {
             .as_deref()
             .filter(|e| !e.starts_with("sha256:"))
             .and_then(Hasher::for_digest);
-        let assembly = Assembly {
+        let sealer = Sealer {
             writer,
             body_key,
-            file,
-            length: start.length,
-            prefix: 0,
-            ahead: Vec::new(),
+            file: file.clone(),
             sha256: Sha256::new(),
             check,
+            done: 0,
+        };
+        let leader = Arc::new(Fetch::new(0..start.length, false));
+        let schedule = Schedule {
+            fetches: vec![leader.clone()],
+            ranges_work: offer.shape.ranges_advertised,
+            ..Schedule::default()
         };
         let large = Arc::new(LargeFill {
             storage,
@@ -272,147 +381,305 @@ impl LargeFill {
             meta: parking_lot::Mutex::new(Some(start.meta)),
             content_type: start.content_type,
             length: start.length,
-            assembly: tokio::sync::Mutex::new(Some(assembly)),
-            fill: parking_lot::Mutex::new(Some(start.fill)),
+            file,
+            assembly: parking_lot::Mutex::new(Some(Assembly::default())),
+            prefix: watch::channel(0).0,
+            sealer: parking_lot::Mutex::new(None),
+            fill: parking_lot::Mutex::new(None),
             source: offer.source,
             expected: offer.expected,
             resume_attempts: offer.resume_attempts,
-            leader: watch::channel(Leader::Streaming).0,
+            shape: offer.shape,
+            schedule: parking_lot::Mutex::new(schedule),
+            replan: Notify::new(),
             outcome: watch::channel(None).0,
-            resumes: AtomicU32::new(0),
+            fetches: AtomicU32::new(1),
+            broken: AtomicU32::new(0),
             started: Instant::now(),
         });
+        let weak = Arc::downgrade(&large);
+        let weak_for_sealer = weak.clone();
+        start
+            .fill
+            .make_sparse(Sparse::new(Box::new(move |position| {
+                if let Some(large) = weak.upgrade() {
+                    large.want(position);
+                }
+            })));
+        *large.fill.lock() = Some(start.fill);
+        let prefix = large.prefix.subscribe();
+        let sealing = tokio::spawn(async move {
+            let sealed = sealer.follow(prefix, start.length).await;
+            if let (Err(e), Some(large)) = (&sealed, weak_for_sealer.upgrade()) {
+                large.fail(format!("storing the body: {e}"));
+            }
+            sealed
+        });
+        *large.sealer.lock() = Some(sealing);
+        large.show_fetches();
         tokio::spawn(large.clone().supervise());
         Ok(LeaderFeed {
             fill: large,
-            offset: 0,
+            fetch: leader,
+            ended: false,
         })
     }
 
+    /// A reader of a range waits on byte `position`.
+    fn want(&self, position: u64) {
+        self.schedule.lock().wants.push(position);
+        self.replan.notify_one();
+    }
+
+    fn fail(&self, why: String) {
+        self.schedule.lock().failure.get_or_insert(why);
+        self.replan.notify_one();
+    }
+
     /// Writes `data` at `offset` and tells readers how far the body goes.
-    async fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
-        let mut assembly = self.assembly.lock().await;
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+        let end = offset + data.len() as u64;
+        if end > self.length {
+            return Err(format!(
+                "upstream sent bytes up to {end} of a {}-byte object",
+                self.length
+            ));
+        }
+        if self.assembly.lock().is_none() {
+            return Err("the fill has ended".to_string());
+        }
+        (self.file.write_all_at(data, offset)).map_err(|e| format!("writing cache body: {e}"))?;
+        // Told in the order the spans were recorded, so that readers never
+        // see the body shrink.
+        let mut assembly = self.assembly.lock();
         let assembly = assembly.as_mut().ok_or("the fill has ended")?;
-        assembly
-            .write_at(offset, data)
-            .await
-            .map_err(|e| format!("writing cache body: {e}"))?;
-        // The last byte waits for the digest check.
+        assembly.wrote(offset..end);
+        let prefix = assembly.prefix;
+        self.prefix
+            .send_if_modified(|sent| std::mem::replace(sent, prefix) != prefix);
+        // A whole body's last byte waits for the digest check.
         let visible = match &self.expected {
-            Some(_) => assembly.prefix.min(self.length.saturating_sub(1)),
-            None => assembly.prefix,
+            Some(_) => prefix.min(self.length.saturating_sub(1)),
+            None => prefix,
         };
+        let withheld = (visible < prefix).then_some(visible..prefix);
+        let past_prefix = withheld.into_iter().chain(assembly.ahead.iter().cloned());
         if let Some(fill) = self.fill.lock().as_ref() {
-            fill.written(visible);
+            fill.written_sparse(visible, past_prefix.collect());
         }
         Ok(())
     }
 
-    async fn prefix(&self) -> Result<u64, String> {
-        let assembly = self.assembly.lock().await;
-        Ok(assembly.as_ref().ok_or("the fill has ended")?.prefix)
+    fn show_fetches(&self) {
+        let in_flight = self.schedule.lock().fetches.len() as u64;
+        let started = self.fetches.load(Ordering::Relaxed) as u64;
+        if let Some(fill) = self.fill.lock().as_ref() {
+            fill.fetches(started, in_flight);
+        }
     }
 
     async fn supervise(self: Arc<Self>) {
-        let result = match self.complete().await {
+        let result = match self.drive().await {
             Ok(()) => self.commit().await,
             Err(why) => Err(why),
         };
+        // Whatever still streams stops at its next chunk.
+        for fetch in &self.schedule.lock().fetches {
+            fetch
+                .end
+                .fetch_min(fetch.at.load(Ordering::Acquire), Ordering::AcqRel);
+        }
         let (remote, path) = (&self.location.remote, &self.path);
-        let resumes = self.resumes.load(Ordering::Relaxed);
+        let fetches = self.fetches.load(Ordering::Relaxed);
+        let broken = self.broken.load(Ordering::Relaxed);
         let seconds = self.started.elapsed().as_secs_f64();
         match &result {
             Ok(size) => log::info!(
                 "cache fill of {remote}/{path} committed: {size} bytes in {seconds:.1} s \
-                 ({:.1} MiB/s), {resumes} resumes",
+                 ({:.1} MiB/s), {fetches} upstream fetches, {broken} broke",
                 *size as f64 / seconds.max(1e-3) / (1024.0 * 1024.0)
             ),
             Err(why) => {
-                log::warn!("cache fill of {remote}/{path} failed after {resumes} resumes: {why}; nothing committed");
+                log::warn!(
+                    "cache fill of {remote}/{path} failed after {fetches} upstream fetches \
+                     ({broken} broke): {why}; nothing committed"
+                );
                 // Readers fail, and the partial body is discarded.
                 drop(self.fill.lock().take());
-                drop(self.assembly.lock().await.take());
+                drop(self.assembly.lock().take());
+                if let Some(sealing) = self.sealer.lock().take() {
+                    sealing.abort();
+                }
             }
         }
         self.outcome.send_replace(Some(result));
     }
 
-    /// Waits for the leading response to end, then resumes until every
-    /// byte is written.
-    async fn complete(&self) -> Result<(), String> {
-        let _ = self
-            .leader
-            .subscribe()
-            .wait_for(|leader| *leader == Leader::Ended)
-            .await;
-        let mut fruitless = 0u32;
+    /// Plans and starts fetches until every byte is written.
+    async fn drive(self: &Arc<Self>) -> Result<(), String> {
         loop {
-            let from = self.prefix().await?;
-            if from >= self.length {
+            let replan = self.replan.notified();
+            let prefix = self.assembly.lock().as_ref().map(|a| a.prefix);
+            if prefix.ok_or("the fill has ended")? >= self.length {
                 return Ok(());
             }
-            if fruitless >= self.resume_attempts {
-                return Err(format!(
-                    "{fruitless} attempts in a row to resume at byte {from} of {} brought nothing",
-                    self.length
-                ));
+            self.plan()?;
+            replan.await;
+        }
+    }
+
+    /// Applies the plan's next steps ([`filters::fill_plan`]).
+    fn plan(self: &Arc<Self>) -> Result<(), String> {
+        let mut schedule = self.schedule.lock();
+        if let Some(why) = schedule.failure.take() {
+            return Err(why);
+        }
+        if schedule.fruitless > self.resume_attempts {
+            return Err(format!(
+                "{} fetches in a row broke having brought less than 1 MiB",
+                schedule.fruitless
+            ));
+        }
+        let fetching: Vec<Fetching> = schedule.fetches.iter().map(|f| f.view()).collect();
+        let written = (self.assembly.lock().as_ref()).map_or_else(Vec::new, Assembly::written);
+        let parallel = schedule.ranges_work && self.shape.connections > 1;
+        let wants = std::mem::take(&mut schedule.wants);
+        let for_readers = schedule.ranges_work && self.shape.for_readers;
+        let plan = Plan {
+            length: self.length,
+            written: &written,
+            fetching: &fetching,
+            slots: if parallel { self.shape.connections } else { 1 },
+            part: parallel.then_some(self.shape.part),
+            near: NEAR,
+        };
+        let steps = plan.steps(if for_readers { &wants } else { &[] });
+        for step in steps {
+            match step {
+                Step::Stop { fetch, at } => {
+                    schedule.fetches[fetch].end.fetch_min(at, Ordering::AcqRel);
+                }
+                Step::Fetch { span, for_reader } => {
+                    let delay = match schedule.fruitless {
+                        0 => Duration::ZERO,
+                        _ if for_reader => Duration::ZERO,
+                        fruitless => backoff(fruitless),
+                    };
+                    let fetch = Arc::new(Fetch::new(span, for_reader));
+                    schedule.fetches.push(fetch.clone());
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(self.clone().run(fetch, delay));
+                }
             }
-            fruitless += 1;
-            tokio::time::sleep(backoff(fruitless)).await;
-            self.resumes.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(schedule);
+        self.show_fetches();
+        Ok(())
+    }
+
+    /// One range fetch, from start to stop.
+    async fn run(self: Arc<Self>, fetch: Arc<Fetch>, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        let span = fetch.start..fetch.end.load(Ordering::Acquire);
+        if !span.is_empty() {
+            let (remote, path) = (&self.location.remote, &self.path);
+            let what = if fetch.for_reader { "for a reader" } else { "" };
             log::info!(
-                "resuming cache fill of {}/{} at byte {from} of {} (attempt {fruitless})",
-                self.location.remote,
-                self.path,
-                self.length
+                "fetching bytes {}-{} of {remote}/{path} {what}",
+                span.start,
+                span.end - 1
             );
-            let span = from..self.length;
-            let mut stream = match self.source.fetch(span).await {
-                Ok(Part::Bytes(stream)) => stream,
-                Ok(Part::Changed) => {
-                    return Err("the upstream answered a resume with the whole object \
-                                (it changed, or ignores ranges)"
-                        .to_string())
+            match self.source.fetch(span.clone()).await {
+                Ok(Part::Bytes(stream)) => {
+                    self.schedule.lock().ranges_work = true;
+                    self.stream_into(&fetch, stream).await;
                 }
-                Err(why) => {
-                    log::warn!(
-                        "resume of {}/{} failed: {why}",
-                        self.location.remote,
-                        self.path
-                    );
-                    continue;
-                }
-            };
-            let mut offset = from;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(data) => {
-                        self.write_at(offset, &data).await?;
-                        offset += data.len() as u64;
-                    }
-                    Err(e) => {
-                        log::warn!(
-                            "resume of {}/{} broke at byte {offset}: {e}",
-                            self.location.remote,
-                            self.path
-                        );
-                        break;
-                    }
-                }
+                Ok(Part::Changed) => self.fail(
+                    "the upstream answered a range with the whole object \
+                     (it changed, or ignores ranges)"
+                        .to_string(),
+                ),
+                Err(why) => log::warn!("range fetch of {remote}/{path} failed: {why}"),
             }
-            if offset - from >= PROGRESS || offset >= self.length {
-                fruitless = 0;
+        }
+        self.fetch_ended(&fetch);
+    }
+
+    /// Writes a range's bytes as they arrive, a few hundred KiB at a
+    /// time: each write wakes the fill's readers and its sealer, which
+    /// need not wake for every network read.
+    async fn stream_into(&self, fetch: &Fetch, mut stream: BoxStream<'static, io::Result<Bytes>>) {
+        let mut pending = bytes::BytesMut::new();
+        loop {
+            let (more, broke) = match stream.next().await {
+                Some(Ok(data)) => {
+                    pending.extend_from_slice(&data);
+                    (true, None)
+                }
+                Some(Err(e)) => (false, Some(e)),
+                None => (false, None),
+            };
+            if more && pending.len() < WRITE_PIECE {
+                continue;
+            }
+            if !self.write_fetched(fetch, &pending) {
+                return;
+            }
+            pending.clear();
+            if let Some(e) = broke {
+                let at = fetch.at.load(Ordering::Acquire);
+                let (remote, path) = (&self.location.remote, &self.path);
+                log::warn!("range fetch of {remote}/{path} broke at byte {at}: {e}");
+            }
+            if !more {
+                return;
             }
         }
     }
 
+    /// Writes what a fetch brought at its position; `false` once the fetch
+    /// is to stop (it reached its end, or the fill failed).
+    fn write_fetched(&self, fetch: &Fetch, data: &[u8]) -> bool {
+        let (at, room) = fetch.room(data);
+        if room > 0 {
+            if let Err(why) = self.write_at(at, &data[..room]) {
+                self.fail(why);
+                return false;
+            }
+            fetch.at.store(at + room as u64, Ordering::Release);
+        }
+        room == data.len() && fetch.at.load(Ordering::Acquire) < fetch.end.load(Ordering::Acquire)
+    }
+
+    /// A fetch ended, at its stop or short of it.
+    fn fetch_ended(&self, fetch: &Arc<Fetch>) {
+        let Fetching { at, end, .. } = fetch.view();
+        let mut schedule = self.schedule.lock();
+        schedule.fetches.retain(|f| !Arc::ptr_eq(f, fetch));
+        if at >= end {
+            schedule.fruitless = 0;
+        } else {
+            self.broken.fetch_add(1, Ordering::Relaxed);
+            schedule.fruitless = match at - fetch.start >= PROGRESS {
+                true => 0,
+                false => schedule.fruitless + 1,
+            };
+        }
+        drop(schedule);
+        self.show_fetches();
+        self.replan.notify_one();
+    }
+
     /// Checks the digest, then commits the body and its record.
     async fn commit(&self) -> Result<u64, String> {
-        let assembly = self.assembly.lock().await.take();
-        let assembly = assembly.ok_or("the fill has ended")?;
-        let sha256 = hex::encode(assembly.sha256.finalize());
+        let sealing = self.sealer.lock().take().ok_or("the fill has ended")?;
+        let sealer = (sealing.await)
+            .map_err(|e| format!("storing the body: {e}"))?
+            .map_err(|e| format!("storing the body: {e}"))?;
+        self.assembly.lock().take();
+        let sha256 = hex::encode(sealer.sha256.finalize());
         if let Some(expected) = &self.expected {
-            let actual = match assembly.check {
+            let actual = match sealer.check {
                 Some(check) => check.finish(),
                 None => format!("sha256:{sha256}"),
             };
@@ -421,7 +688,7 @@ impl LargeFill {
                 return Err(format!("body hashed to {actual}, expected {expected}"));
             }
         }
-        assembly
+        sealer
             .writer
             .commit()
             .await
@@ -429,7 +696,7 @@ impl LargeFill {
         let body = NewBody {
             meta: self.meta.lock().take().ok_or("the fill has ended")?,
             content_type: self.content_type.clone(),
-            body_key: assembly.body_key,
+            body_key: sealer.body_key,
             inline_body: None,
             size: self.length,
             sha256,
@@ -444,98 +711,107 @@ impl LargeFill {
     }
 }
 
-/// The response that started a resumable fill, streaming into it. Ended
-/// (finished or dropped), it hands the rest of the fill to the resumes.
+/// The response that started a fill, streaming into it as its first fetch.
+/// It stops where the plan stops it (the parts after are other fetches'),
+/// and once it ended, its unfetched rest is a gap for the next fetch.
 pub struct LeaderFeed {
     fill: Arc<LargeFill>,
-    offset: u64,
+    fetch: Arc<Fetch>,
+    ended: bool,
 }
 
 impl LeaderFeed {
+    /// Writes the next bytes of the response; an error once they are past
+    /// where the plan stopped it, which ends the response (the request's
+    /// client gets the rest from the fill: `proxy::large::continue_leader`).
     pub async fn write(&mut self, data: &[u8]) -> pingora::Result<()> {
-        self.fill
-            .write_at(self.offset, data)
-            .await
-            .map_err(|why| internal("resumable cache fill", why))?;
-        self.offset += data.len() as u64;
+        let (at, room) = self.fetch.room(data);
+        if room > 0 {
+            self.fill
+                .write_at(at, &data[..room])
+                .map_err(|why| internal("cache fill from ranges", why))?;
+            self.fetch.at.store(at + room as u64, Ordering::Release);
+        }
+        if room < data.len() {
+            return Err(internal(
+                "cache fill from ranges",
+                "the rest of the body comes from the fill's other fetches",
+            ));
+        }
         Ok(())
     }
 
     /// The leading response ended whole: waits for the commit.
-    pub async fn finish(self) -> pingora::Result<u64> {
+    pub async fn finish(mut self) -> pingora::Result<u64> {
         let mut outcome = self.fill.outcome.subscribe();
-        self.fill.leader.send_replace(Leader::Ended);
+        self.end();
         let ended = outcome.wait_for(Option::is_some).await;
         match ended.as_deref() {
             Ok(Some(Ok(size))) => Ok(*size),
-            Ok(Some(Err(why))) => Err(internal("resumable cache fill", why)),
-            _ => Err(internal("resumable cache fill", "ended without an outcome")),
+            Ok(Some(Err(why))) => Err(internal("cache fill from ranges", why)),
+            _ => Err(internal(
+                "cache fill from ranges",
+                "ended without an outcome",
+            )),
+        }
+    }
+
+    fn end(&mut self) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.fill.fetch_ended(&self.fetch);
         }
     }
 }
 
 impl Drop for LeaderFeed {
     fn drop(&mut self) {
-        self.fill.leader.send_replace(Leader::Ended);
+        self.end();
     }
 }
 
 #[cfg(test)]
+// Written spans are lists of ranges, often of one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::storage::body::fs::FsBodyStore;
     use crate::storage::body::BodyStore;
-
-    async fn assembly(dir: &std::path::Path, length: u64, check: Option<Hasher>) -> Assembly {
-        let store = FsBodyStore::open(dir, false).unwrap();
-        let writer = store.create("r/a/b.body").await.unwrap();
-        Assembly {
-            file: writer.local_file(),
-            writer,
-            body_key: "r/a/b.body".into(),
-            length,
-            prefix: 0,
-            ahead: Vec::new(),
-            sha256: Sha256::new(),
-            check,
-        }
-    }
 
     #[tokio::test]
     async fn parts_written_out_of_order_hash_as_the_whole_body() {
         let dir = tempfile::tempdir().unwrap();
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&body)));
-        let check = Hasher::for_digest(&digest);
-        let mut a = assembly(dir.path(), body.len() as u64, check).await;
+        let store = FsBodyStore::open(dir.path(), false).unwrap();
+        let writer = store.create("r/a/b.body").await.unwrap();
+        let file = writer.local_file();
+        let sealer = Sealer {
+            writer,
+            body_key: "r/a/b.body".into(),
+            file: file.clone(),
+            sha256: Sha256::new(),
+            check: Hasher::for_digest(&digest),
+            done: 0,
+        };
+        let prefix = watch::channel(0u64).0;
+        let sealing = tokio::spawn(sealer.follow(prefix.subscribe(), body.len() as u64));
+        let mut a = Assembly::default();
+        let mut write = |span: Range<usize>| {
+            file.write_all_at(&body[span.clone()], span.start as u64)
+                .unwrap();
+            a.wrote(span.start as u64..span.end as u64);
+            prefix.send_replace(a.prefix);
+            (a.prefix, a.ahead.clone())
+        };
         // The last part first, then a middle one overlapping the first.
-        a.write_at(2_000_000, &body[2_000_000..]).await.unwrap();
-        assert_eq!(a.prefix, 0);
-        assert_eq!(
-            (a.ahead.len(), a.ahead[0].clone()),
-            (1, 2_000_000..3_000_000)
-        );
-        a.write_at(900_000, &body[900_000..2_000_000])
-            .await
-            .unwrap();
-        assert_eq!(a.prefix, 0, "nothing contiguous from the start yet");
-        a.write_at(0, &body[..1_000_000]).await.unwrap();
-        assert_eq!((a.prefix, a.ahead.len()), (3_000_000, 0));
-        let sha256 = hex::encode(std::mem::take(&mut a.sha256).finalize());
+        assert_eq!(write(2_000_000..3_000_000), (0, vec![2_000_000..3_000_000]));
+        assert_eq!(write(900_000..2_000_000), (0, vec![900_000..3_000_000]));
+        assert_eq!(write(0..1_000_000), (3_000_000, vec![]));
+        let sealed = sealing.await.unwrap().unwrap();
+        assert_eq!(sealed.done, 3_000_000);
+        let sha256 = hex::encode(sealed.sha256.finalize());
         assert_eq!(sha256, hex::encode(Sha256::digest(&body)));
-        assert_eq!(a.check.take().unwrap().finish(), digest);
-        let mut stored = vec![0u8; body.len()];
-        a.file.read_exact_at(&mut stored, 0).unwrap();
-        assert!(stored == body);
-    }
-
-    #[tokio::test]
-    async fn bytes_past_the_length_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = assembly(dir.path(), 10, None).await;
-        a.write_at(0, b"0123456789").await.unwrap();
-        assert!(a.write_at(8, b"89x").await.is_err());
-        assert_eq!(a.prefix, 10);
+        assert_eq!(sealed.check.unwrap().finish(), digest);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! with curl and an image copied with skopeo, each from its upstream once.
 
 use crate::harness::artifactd::free_port;
-use crate::harness::registry::{assert_dir_copy, pull_to_dir, registry_digest, Registry};
+use crate::harness::registry::{pull_checked, registry_digest, Registry};
 use crate::harness::{pattern_bytes, sha256_hex, Origin, OriginFile};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -210,13 +210,7 @@ async fn the_image_serves_files_and_images_as_a_non_root_user() {
     let copy = root.join("copy");
     let reference = format!("docker://127.0.0.1:{port}/hub/team/app:app");
     for _ in 0..2 {
-        let out = pull_to_dir(&reference, &copy, &[]).await;
-        assert!(
-            out.status.success(),
-            "skopeo: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_dir_copy(&copy, &digest);
+        pull_checked(&reference, &copy, &digest).await;
     }
     assert_eq!(
         registry.gets("/blobs/"),

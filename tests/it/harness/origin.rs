@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -43,6 +44,9 @@ pub struct OriginFile {
     /// Replaces this file once a connection is cut: the upstream changed
     /// between a cut and its resume.
     pub after_cut: Option<Box<OriginFile>>,
+    /// A range response holding this offset sends its byte flipped: one
+    /// part of a parallel fill tampered with on its way.
+    pub tampered_in_ranges: Option<usize>,
 }
 
 impl OriginFile {
@@ -61,6 +65,7 @@ impl OriginFile {
             cuts: Arc::default(),
             cut_every: None,
             after_cut: None,
+            tampered_in_ranges: None,
         }
     }
 
@@ -123,7 +128,12 @@ struct State {
     /// Where requests for unconfigured paths are forwarded (a test server
     /// in front of a real registry), instead of answering 404.
     forward_to: Mutex<Option<String>>,
+    /// Forwarded responses send at most this many body bytes, then close.
+    cut_forwarded_every: Mutex<Option<usize>>,
     seen: Mutex<Vec<SeenRequest>>,
+    /// File bodies being sent now, and the most at once.
+    sending: AtomicUsize,
+    most_sending: AtomicUsize,
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -172,6 +182,12 @@ impl Origin {
         *self.state.forward_to.lock().unwrap() = Some(base_url.to_string());
     }
 
+    /// Cuts every forwarded response after `bytes` body bytes: a flaky
+    /// network in front of the real upstream.
+    pub fn cut_forwarded_every(&self, bytes: usize) {
+        *self.state.cut_forwarded_every.lock().unwrap() = Some(bytes);
+    }
+
     /// Stops serving `path` from a configured file.
     pub fn remove(&self, path: &str) {
         self.state.files.lock().unwrap().remove(path);
@@ -180,6 +196,11 @@ impl Origin {
     /// Requests received for `path` (any method).
     pub fn hits(&self, path: &str) -> usize {
         self.requests().iter().filter(|r| r.path == path).count()
+    }
+
+    /// The most file bodies this origin was sending at once.
+    pub fn most_concurrent(&self) -> usize {
+        self.state.most_sending.load(Ordering::SeqCst)
     }
 
     pub fn total_hits(&self) -> usize {
@@ -281,29 +302,32 @@ impl Drop for Silent {
     }
 }
 
-/// Sends a request on to `base` and returns the answer's head and body.
+/// Sends a request on to `base` and streams the answer back on `write`,
+/// cut after `cut_every` body bytes if given. `Ok(false)`: the connection
+/// was cut and must close.
 async fn forward_request(
     base: &str,
-    method: &str,
-    path: &str,
-    headers: &HashMap<String, String>,
-) -> (String, Bytes) {
+    request: &SeenRequest,
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    cut_every: Option<usize>,
+) -> std::io::Result<bool> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
         .expect("forwarding client");
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("method");
     let is_head = method == reqwest::Method::HEAD;
-    let mut request = client.request(method, format!("{base}{path}"));
-    for name in ["accept", "authorization", "range"] {
-        if let Some(value) = headers.get(name) {
-            request = request.header(name, value);
+    let mut forwarded = client.request(method, format!("{base}{}", request.path));
+    for name in ["accept", "authorization", "range", "if-range"] {
+        if let Some(value) = request.headers.get(name) {
+            forwarded = forwarded.header(name, value);
         }
     }
-    let Ok(resp) = request.send().await else {
-        let head = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_string();
-        return (head, Bytes::new());
+    let Ok(mut resp) = forwarded.send().await else {
+        let head = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+        write.write_all(head.as_bytes()).await?;
+        return Ok(true);
     };
     let mut head = format!("HTTP/1.1 {}\r\n", resp.status());
     for (name, value) in resp.headers() {
@@ -311,15 +335,36 @@ async fn forward_request(
             head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("")));
         }
     }
-    let length = resp.content_length();
-    let body = resp.bytes().await.unwrap_or_default();
-    let length = if is_head {
-        length.unwrap_or(0)
-    } else {
-        body.len() as u64
+    // Streamed when the length is known, else read whole to count it.
+    let length = match (resp.content_length(), is_head) {
+        (Some(length), _) => length,
+        (None, true) => 0,
+        (None, false) => {
+            let body = resp.bytes().await.unwrap_or_default();
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            write.write_all(head.as_bytes()).await?;
+            let sent = cut_every.unwrap_or(body.len()).min(body.len());
+            write.write_all(&body[..sent]).await?;
+            return Ok(sent == body.len());
+        }
     };
     head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
-    (head, if is_head { Bytes::new() } else { body })
+    write.write_all(head.as_bytes()).await?;
+    if is_head {
+        return Ok(true);
+    }
+    let limit = cut_every.map_or(u64::MAX, |n| n as u64);
+    let mut sent = 0u64;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = (limit - sent).min(chunk.len() as u64) as usize;
+        write.write_all(&chunk[..room]).await?;
+        sent += room as u64;
+        if sent >= limit {
+            break;
+        }
+    }
+    write.flush().await?;
+    Ok(sent >= length)
 }
 
 async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
@@ -335,13 +380,14 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             path: path.clone(),
             headers: headers.clone(),
         };
-        state.seen.lock().unwrap().push(seen);
+        state.seen.lock().unwrap().push(seen.clone());
         let file = state.files.lock().unwrap().get(&path).cloned();
         let forward = state.forward_to.lock().unwrap().clone();
         if let (None, Some(base)) = (&file, forward) {
-            let (head, body) = forward_request(&base, &method, &path, &headers).await;
-            write.write_all(head.as_bytes()).await?;
-            write.write_all(&body).await?;
+            let cut_every = *state.cut_forwarded_every.lock().unwrap();
+            if !forward_request(&base, &seen, &mut write, cut_every).await? {
+                return Ok(());
+            }
             continue;
         }
         let Some(file) = file else {
@@ -423,9 +469,19 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         }
         let cut = cut_point(&file, start, end);
         let stop = cut.unwrap_or(end);
+        let mut body = file.body.slice(start..stop);
+        match file.tampered_in_ranges {
+            Some(at) if range.is_some() && (start..stop).contains(&at) => {
+                let mut tampered = body.to_vec();
+                tampered[at - start] ^= 0xff;
+                body = tampered.into();
+            }
+            _ => {}
+        }
+        let _sending = Sending::start(&state);
         let began = std::time::Instant::now();
         let mut sent = 0u64;
-        for chunk in file.body[start..stop].chunks(64 * 1024) {
+        for chunk in body.chunks(64 * 1024) {
             if file.chunked {
                 write
                     .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
@@ -457,6 +513,23 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             write.write_all(b"0\r\n\r\n").await?;
         }
         write.flush().await?;
+    }
+}
+
+/// A file body being sent, counted while it is.
+struct Sending<'a>(&'a State);
+
+impl<'a> Sending<'a> {
+    fn start(state: &'a State) -> Sending<'a> {
+        let now = state.sending.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_sending.fetch_max(now, Ordering::SeqCst);
+        Sending(state)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

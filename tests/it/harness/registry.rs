@@ -329,6 +329,18 @@ pub async fn pull_to_dir(reference: &str, dest: &Path, extra: &[&str]) -> std::p
     run_output("skopeo", &args).await
 }
 
+/// `skopeo copy` from artifactd into a `dir:` directory, which must succeed
+/// with the image of manifest `digest` whole.
+pub async fn pull_checked(reference: &str, dest: &Path, digest: &str) {
+    let out = pull_to_dir(reference, dest, &[]).await;
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_dir_copy(dest, digest);
+}
+
 /// Checks a `dir:` copy: the manifest hashes to `digest` and every blob
 /// file hashes to its name.
 pub fn assert_dir_copy(dir: &Path, digest: &str) {
