@@ -26,6 +26,9 @@ Scenarios:
   10. a cache of ten million 1 KiB objects filled by `artifactd import`:
      import rate, start-up time, memory per object, hits over every key
      (benches/bulk.py; artifactd only)
+  12. a large object from an origin capped at 50 MiB/s per connection:
+     cold, with every connection cut, and a footer-first read; artifactd
+     against nginx plain and with the slice module (benches/large.py)
   8. the cluster shape (three nodes on S3 + Redis + PostgreSQL) against one
      node on the filesystem default (benches/cluster.py; results in
      cluster.{md,json})
@@ -58,6 +61,7 @@ from filler import fill_fast
 from filler import herd as herd_clients
 from documents import bench_documents, render_documents
 from images import bench_images, render_images
+from large import bench_large, render_large
 from procs import stop_process
 
 HERE = Path(__file__).resolve().parent
@@ -244,6 +248,19 @@ class LightNginxProxy(NginxProxy):
         self.launch(workdir, conf)
 
 
+class SliceNginxProxy(NginxProxy):
+    """nginx proxy_cache with the slice module at 8 MiB (remote "b" only):
+    the nearest nginx comes to filling a large object from ranges."""
+
+    def __init__(self, workdir: Path, origin_port: int, plan: Plan):
+        self.name = "nginx-slice"
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = render(HERE / "nginx-proxy-slice.conf", workdir / "nginx-proxy.conf", dir=workdir,
+                      workers=plan.threads, origin_port=origin_port, port=self.port)
+        self.launch(workdir, conf)
+
+
 class Origin:
     def __init__(self, workdir: Path, plan: Plan):
         self.port = free_port()
@@ -379,6 +396,7 @@ class Bench:
     image_results: dict = field(default_factory=dict)
     document_results: dict = field(default_factory=dict)
     bulk_results: dict = field(default_factory=dict)
+    large_results: dict = field(default_factory=dict)
     cluster_results: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
 
@@ -651,7 +669,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results,
            "image_scenarios": bench.image_results, "document_scenarios": bench.document_results,
-           "bulk_scenarios": bench.bulk_results}
+           "bulk_scenarios": bench.bulk_results, "large_scenarios": bench.large_results}
     (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
@@ -671,6 +689,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
     lines += render_images(bench.image_results, fmt)
     lines += render_documents(bench.document_results, fmt)
     lines += render_bulk(bench.bulk_results, fmt)
+    lines += render_large(bench.large_results, fmt)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     write_cluster_results(out_dir, bench, facts, quick)
 
@@ -746,12 +765,14 @@ def main() -> int:
         raise SystemExit(f"expected 1 document scenario group, got {len(bench.document_results)}")
     if len(bench.bulk_results) != 1:
         raise SystemExit(f"expected 1 bulk scenario group, got {len(bench.bulk_results)}")
+    if len(bench.large_results) != 3:
+        raise SystemExit(f"expected 3 large object scenario groups, got {len(bench.large_results)}")
     print(f"results: {args.out / 'latest.md'} ({elapsed:.0f} s)")
     return 0
 
 
 def run_single_node_scenarios(bench: Bench) -> None:
-    """Scenarios 1-7, 9 and 10: artifactd against nginx, the distribution
+    """Scenarios 1-7, 9, 10 and 12: artifactd against nginx, the distribution
     proxy and verdaccio, and artifactd alone at ten million objects."""
     plan = bench.plan
     proxies = bench.both("main")
@@ -779,6 +800,8 @@ def run_single_node_scenarios(bench: Bench) -> None:
     bench_images(bench, Artifactd, free_port, wait_port)
     bench_documents(bench, Artifactd, free_port, wait_port)
     bench_bulk(bench, Artifactd, generic_remotes, wrk)
+    bench.say("12. large objects from an origin capped per connection")
+    bench_large(bench, Artifactd, NginxProxy, SliceNginxProxy, generic_remotes, free_port, wait_port)
 
 
 if __name__ == "__main__":
