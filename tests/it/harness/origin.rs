@@ -131,7 +131,9 @@ struct State {
     /// Forwarded responses send at most this many body bytes, then close.
     cut_forwarded_every: Mutex<Option<usize>>,
     seen: Mutex<Vec<SeenRequest>>,
-    /// File bodies being sent now, and the most at once.
+    /// Range responses being sent now, and the most at once (the bodies
+    /// of a parallel fill's parts; a whole response that the client
+    /// closed early would still count until this origin noticed).
     sending: AtomicUsize,
     most_sending: AtomicUsize,
     connections: Mutex<Vec<JoinHandle<()>>>,
@@ -198,8 +200,8 @@ impl Origin {
         self.requests().iter().filter(|r| r.path == path).count()
     }
 
-    /// The most file bodies this origin was sending at once.
-    pub fn most_concurrent(&self) -> usize {
+    /// The most range responses this origin was sending at once.
+    pub fn most_concurrent_ranges(&self) -> usize {
         self.state.most_sending.load(Ordering::SeqCst)
     }
 
@@ -478,10 +480,16 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             }
             _ => {}
         }
-        let _sending = Sending::start(&state);
+        let mut sending = range.is_some().then(|| Sending::start(&state));
+        let last = body.len().div_ceil(64 * 1024).saturating_sub(1);
         let began = std::time::Instant::now();
         let mut sent = 0u64;
-        for chunk in body.chunks(64 * 1024) {
+        for (i, chunk) in body.chunks(64 * 1024).enumerate() {
+            if i == last {
+                // Handed to the kernel now: the client may go on to its next
+                // request before this task gets to run again.
+                drop(sending.take());
+            }
             if file.chunked {
                 write
                     .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
@@ -516,7 +524,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
     }
 }
 
-/// A file body being sent, counted while it is.
+/// A range response being sent, counted while it is.
 struct Sending<'a>(&'a State);
 
 impl<'a> Sending<'a> {
