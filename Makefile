@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-audit bench-cluster bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-audit bench-cluster bench-large bench-smoke install clean
 
 all: build
 
@@ -61,6 +61,10 @@ bench: bench-deps release
 ## Only scenario 11, the audit trail on vs off; writes benches/results/audit.*.
 bench-audit: bench-deps release
 	python3 benches/run.py --audit-only $(if $(QUICK),--quick)
+
+## Only scenario 12, large objects; writes benches/results/large.*.
+bench-large: bench-deps release
+	python3 benches/run.py --large-only $(if $(QUICK),--quick)
 
 ## Only scenario 8, the cluster shape; writes benches/results/cluster.*.
 bench-cluster: bench-deps release

@@ -28,12 +28,13 @@ Scenarios:
      (benches/bulk.py; artifactd only)
   12. a large object from an origin capped at 50 MiB/s per connection:
      cold, with every connection cut, and a footer-first read; artifactd
-     against nginx plain and with the slice module (benches/large.py)
+     against nginx plain and with the slice module (benches/large.py;
+     results in large.{md,json})
   8. the cluster shape (three nodes on S3 + Redis + PostgreSQL) against one
      node on the filesystem default (benches/cluster.py; results in
      cluster.{md,json})
 
-Usage: run.py [--quick] [--cluster-only | --audit-only] [--binary PATH] [--out DIR]
+Usage: run.py [--quick] [--cluster-only | --audit-only | --large-only] [--binary PATH] [--out DIR]
 """
 
 from __future__ import annotations
@@ -669,7 +670,7 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {"quick": quick, "elapsed_seconds": round(elapsed, 1), "machine": facts, "scenarios": bench.results,
            "image_scenarios": bench.image_results, "document_scenarios": bench.document_results,
-           "bulk_scenarios": bench.bulk_results, "large_scenarios": bench.large_results}
+           "bulk_scenarios": bench.bulk_results}
     (out_dir / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# artifactd vs nginx proxy_cache" + (" (QUICK run: smoke sizes, not comparable)" if quick else ""),
@@ -689,9 +690,21 @@ def write_results(out_dir: Path, bench: Bench, facts: dict, quick: bool, elapsed
     lines += render_images(bench.image_results, fmt)
     lines += render_documents(bench.document_results, fmt)
     lines += render_bulk(bench.bulk_results, fmt)
-    lines += render_large(bench.large_results, fmt)
     (out_dir / "latest.md").write_text("\n".join(lines) + "\n")
     write_cluster_results(out_dir, bench, facts, quick)
+    write_large_results(out_dir, bench, facts, quick)
+
+
+def write_large_results(out_dir: Path, bench: Bench, facts: dict, quick: bool) -> None:
+    """Scenario 12 in large.{md,json}: it runs alone too (--large-only)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"quick": quick, "machine": facts, "scenarios": bench.large_results}
+    (out_dir / "large.json").write_text(json.dumps(doc, indent=2) + "\n")
+    title = "# Large objects" + (" (QUICK run: smoke sizes, not comparable)" if quick else "")
+    lines = [title, "", f"Machine: {facts['cores']} cores ({facts['cpu']}), kernel {facts['kernel']}; "
+             f"{facts['artifactd']}; {facts['nginx']}; {facts['date']}."]
+    lines += render_large(bench.large_results, fmt)
+    (out_dir / "large.md").write_text("\n".join(lines) + "\n")
 
 
 def write_cluster_results(out_dir: Path, bench: Bench, facts: dict, quick: bool) -> None:
@@ -708,6 +721,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results directory (default: benches/results, "
                         "or target/bench-quick for --quick so smoke runs never replace real results)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--large-only", action="store_true",
+                        help="only scenario 12; writes large.{md,json} and leaves latest.* alone")
     parser.add_argument("--audit-only", action="store_true",
                         help="only scenario 11; writes audit.{md,json} and leaves latest.* alone")
     parser.add_argument("--cluster-only", action="store_true",
@@ -726,6 +741,11 @@ def main() -> int:
     bench = Bench(plan, args.binary.resolve(), work, origin)
     audit = None
     try:
+        if args.large_only:
+            run_large_scenario(bench)
+            write_large_results(args.out, bench, machine_facts(args.binary), args.quick)
+            print(f"results: {args.out / 'large.md'}")
+            return 0
         if not (args.cluster_only or args.audit_only):
             run_single_node_scenarios(bench)
         if not args.cluster_only:
@@ -800,6 +820,11 @@ def run_single_node_scenarios(bench: Bench) -> None:
     bench_images(bench, Artifactd, free_port, wait_port)
     bench_documents(bench, Artifactd, free_port, wait_port)
     bench_bulk(bench, Artifactd, generic_remotes, wrk)
+    run_large_scenario(bench)
+
+
+def run_large_scenario(bench: Bench) -> None:
+    """Scenario 12: artifactd, nginx plain and sliced, and the origin direct."""
     bench.say("12. large objects from an origin capped per connection")
     bench_large(bench, Artifactd, NginxProxy, SliceNginxProxy, generic_remotes, free_port, wait_port)
 
