@@ -236,30 +236,35 @@ class NginxProxy(Proxy):
         wait_port(self.port, self.proc, "nginx proxy")
 
 
-class LightNginxProxy(NginxProxy):
-    """nginx with the lightest proxy_cache configuration (remote "b" only):
-    what a hit costs nginx when it does nothing else."""
+class TemplateNginxProxy(NginxProxy):
+    """nginx from one of the single-remote templates (remote "b" only),
+    named by the subclass."""
+
+    name = ""
+    template = ""
 
     def __init__(self, workdir: Path, origin_port: int, plan: Plan):
-        self.name = "nginx-light"
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        conf = render(HERE / "nginx-proxy-light.conf", workdir / "nginx-proxy.conf", dir=workdir,
+        conf = render(HERE / self.template, workdir / "nginx-proxy.conf", dir=workdir,
                       workers=plan.threads, origin_port=origin_port, port=self.port)
         self.launch(workdir, conf)
 
 
-class SliceNginxProxy(NginxProxy):
-    """nginx proxy_cache with the slice module at 8 MiB (remote "b" only):
-    the nearest nginx comes to filling a large object from ranges."""
+class LightNginxProxy(TemplateNginxProxy):
+    """nginx with the lightest proxy_cache configuration: what a hit costs
+    nginx when it does nothing else."""
 
-    def __init__(self, workdir: Path, origin_port: int, plan: Plan):
-        self.name = "nginx-slice"
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        conf = render(HERE / "nginx-proxy-slice.conf", workdir / "nginx-proxy.conf", dir=workdir,
-                      workers=plan.threads, origin_port=origin_port, port=self.port)
-        self.launch(workdir, conf)
+    name = "nginx-light"
+    template = "nginx-proxy-light.conf"
+
+
+class SliceNginxProxy(TemplateNginxProxy):
+    """nginx proxy_cache with the slice module at 8 MiB: the nearest nginx
+    comes to filling a large object from ranges."""
+
+    name = "nginx-slice"
+    template = "nginx-proxy-slice.conf"
 
 
 class Origin:
