@@ -42,6 +42,8 @@ pub struct App {
     pub catalog_writer: Arc<CatalogWriter>,
     /// Background jobs of the admin API.
     pub jobs: crate::jobs::Jobs,
+    /// Open client connections, for `limits.max_connections`.
+    pub connections: Arc<crate::connections::Connections>,
     /// Requests being served, for the graceful stop.
     pub in_flight: Arc<crate::lifecycle::InFlight>,
     /// The background runtime: catalog, deferred deletes, admin I/O that

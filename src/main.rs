@@ -13,7 +13,9 @@
 //! - [`firewall`]: the artifact firewall at run time: judging requests by
 //!   the rules in force, reloading them, purging what they refuse.
 //! - [`fast_path`]: fresh hits held in memory answered from the connection,
-//!   before pingora's phases.
+//!   before pingora's phases; the same loop enforces the client limits
+//!   (header timeout and size, idle timeout), and [`connections`] counts
+//!   the connections and closes idle ones when a newcomer needs the room.
 //! - [`storage`]: the `pingora_cache::Storage` backend over `object_store`.
 //! - [`state`]: freshness state store. [`catalog`]: what is cached.
 //! - [`reply`]: small complete responses and the admin token guard (a
@@ -63,6 +65,7 @@ mod cli;
 mod cluster;
 mod commands;
 mod config;
+mod connections;
 mod credentials;
 mod digest;
 mod fast_path;

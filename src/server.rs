@@ -324,7 +324,9 @@ fn build_app(
     let firewall =
         crate::firewall::rules::Firewall::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut metrics = Metrics::new(config.remotes.keys());
+    let connections = Arc::new(crate::connections::Connections::default());
     metrics.register_scraped(Scraped {
+        connections: connections.clone(),
         breakers: opened.breakers.clone(),
         storage,
         catalog_writer: opened.catalog_writer.clone(),
@@ -354,6 +356,7 @@ fn build_app(
         rewrites,
         snapshots: Arc::new(snapshots),
         in_flight,
+        connections,
         jobs: crate::jobs::Jobs::default(),
         background: background.clone(),
         started: Instant::now(),
@@ -363,6 +366,23 @@ fn build_app(
         firewall,
         audit: Default::default(),
     }))
+}
+
+/// pingora's proxy with the client limits it enforces itself: those of
+/// HTTP/2 connections (HTTP/1 heads are read by [`crate::fast_path`]).
+/// Fixed at start: a reload does not change them.
+fn http_proxy(server: &Server, app: &Arc<App>) -> pingora::proxy::HttpProxy<ArtifactProxy> {
+    let limits = app.config().server.clients;
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app.clone()));
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(limits.max_header_size as u32);
+    proxy.h2_options = Some(h2);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(limits.idle_timeout);
+    proxy.server_options = Some(options);
+    proxy
 }
 
 /// The proxy on every listener: plain TCP, or TLS (with HTTP/2) where a
@@ -377,10 +397,7 @@ fn proxy_service(
     let mut proxy = pingora::services::listening::Service::new(
         "artifactd".to_string(),
         crate::lifecycle::Counted::new(
-            crate::fast_path::FastPath::new(
-                pingora::proxy::http_proxy(&server.configuration, ArtifactProxy::new(app.clone())),
-                app,
-            ),
+            crate::fast_path::FastPath::new(http_proxy(server, &app), app),
             in_flight,
         ),
     );

@@ -125,6 +125,9 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // More headers than held: still a head whose end must be read
+        // (within the header timeout and size) before pingora parses it.
+        Err(httparse::Error::TooManyHeaders) if !has_end_of_head(buf) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
@@ -147,6 +150,11 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
         read_header(&mut head, which, value.trim());
     }
     Parsed::Complete { head, len }
+}
+
+/// Whether `buf` holds the blank line that ends a head.
+fn has_end_of_head(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
 }
 
 /// The headers the fast path reads; the others it passes by unread.
@@ -315,6 +323,13 @@ mod tests {
     fn partial_and_foreign_input_is_told_apart() {
         assert!(matches!(parse(b"GET /a HTTP/1.1\r\nHost"), Parsed::Partial));
         assert!(matches!(parse(b"GET"), Parsed::Partial));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        let begun = format!("GET /a HTTP/1.1\r\n{many}");
+        assert!(matches!(parse(begun.as_bytes()), Parsed::Partial));
+        let ended = format!("{begun}\r\n");
+        assert!(matches!(parse(ended.as_bytes()), Parsed::Other));
         assert!(matches!(
             parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             Parsed::Other

@@ -25,7 +25,9 @@ pub mod units;
 pub use error::{ConfigError, ConfigErrors};
 pub use remotes::{Remote, RemoteKind, Upstream};
 pub use secret::Secret;
-pub use server::{CatalogUrl, Listener, ServerConfig, StateUrl, StorageUrl, TlsFiles};
+pub use server::{
+    CatalogUrl, ClientLimits, Listener, ServerConfig, StateUrl, StorageUrl, TlsFiles,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -218,6 +220,13 @@ impl Config {
                 "tls": self.server.listen.iter().filter_map(|l| l.tls.as_ref()).collect::<Vec<_>>(),
                 "max_upload_bytes": self.server.max_upload_bytes,
                 "max_path_bytes": self.server.max_path_bytes,
+                "client_limits": {
+                    "header_timeout_seconds": self.server.clients.header_timeout.as_secs_f64(),
+                    "idle_timeout_seconds": self.server.clients.idle_timeout.as_secs_f64(),
+                    "max_connections": self.server.clients.max_connections,
+                    "max_header_size": self.server.clients.max_header_size,
+                    "h2_max_streams": self.server.clients.h2_max_streams,
+                },
                 "write_token_set": self.server.write_token.is_some(),
                 "admin_token_set": self.server.admin_token.is_some(),
                 "metrics_token_set": self.server.metrics_token.is_some(),

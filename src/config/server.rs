@@ -170,6 +170,16 @@ pub struct RawLimits {
     pub max_upload_bytes: Option<RawSize>,
     /// Longest accepted artifact path, in bytes.
     pub max_path_bytes: Option<usize>,
+    /// Time a client has to send a whole request head, from its first byte.
+    pub header_timeout: Option<RawDuration>,
+    /// How long an open connection waits for its next request.
+    pub idle_timeout: Option<RawDuration>,
+    /// Client connections open at once; past it the longest idle close.
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line and headers).
+    pub max_header_size: Option<RawSize>,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub h2_max_streams: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -316,6 +326,7 @@ pub struct ServerConfig {
     pub large_fills: LargeFills,
     pub max_upload_bytes: u64,
     pub max_path_bytes: usize,
+    pub clients: ClientLimits,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub breaker: filters::breaker::Breaker,
@@ -349,6 +360,37 @@ pub const DEFAULT_STALE_IF_ERROR: u64 = 7 * 24 * 3600;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_MEMORY_INDEX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_MEMORY_BODY_MAX: u64 = 64 << 10;
+/// What one client connection may take: the limits an edge proxy sets
+/// against slow and abusive clients (nginx's `client_header_timeout`,
+/// `keepalive_timeout`, `worker_connections`, `large_client_header_buffers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// From a request head's first byte to its last; past it `408`.
+    pub header_timeout: Duration,
+    /// Between requests on an open connection; past it the connection closes.
+    pub idle_timeout: Duration,
+    /// Open client connections; a new one past it closes the longest idle
+    /// ones, or is answered `503` when none is idle.
+    pub max_connections: usize,
+    /// A longer request head is answered `431` (`414` when the request line
+    /// alone is longer).
+    pub max_header_size: usize,
+    /// Concurrent streams of one HTTP/2 connection.
+    pub h2_max_streams: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            max_header_size: 32 << 10,
+            h2_max_streams: 128,
+        }
+    }
+}
+
 /// How fills of large objects use ranges ([`crate::storage::large`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LargeFills {
@@ -635,6 +677,7 @@ pub fn parse_server_config(
         max_upload_bytes: (f.size("limits.max_upload_bytes", &limits.max_upload_bytes)?)
             .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
         max_path_bytes: limits.max_path_bytes.unwrap_or(DEFAULT_MAX_PATH_BYTES),
+        clients: f.client_limits(limits)?,
         connect_timeout: f.positive("upstream.connect_timeout", &upstream.connect_timeout, 10)?,
         read_timeout: f.positive("upstream.read_timeout", &upstream.read_timeout, 60)?,
         breaker: filters::breaker::Breaker {
@@ -810,6 +853,48 @@ impl<'a> Fields<'a> {
             )?,
             parallel_connections: connections,
             parallel_part: part,
+        })
+    }
+
+    fn client_limits(&self, limits: &RawLimits) -> Result<ClientLimits, ConfigError> {
+        let default = ClientLimits::default();
+        let max_header_size = match self.size("limits.max_header_size", &limits.max_header_size)? {
+            None => default.max_header_size,
+            Some(size) if (1 << 10..=1 << 20).contains(&size) => size as usize,
+            Some(_) => {
+                let message = "must be between 1KiB and 1MiB".into();
+                return Err(self.err("limits.max_header_size", message));
+            }
+        };
+        let at_least_one = |field: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(self.err(field, "must be at least 1".into())),
+            value => Ok(value.unwrap_or(default)),
+        };
+        let timeout = |field: &str, value: &Option<RawDuration>, default: Duration| {
+            positive_duration(value, default).map_err(|m| self.err(field, m))
+        };
+        Ok(ClientLimits {
+            header_timeout: timeout(
+                "limits.header_timeout",
+                &limits.header_timeout,
+                default.header_timeout,
+            )?,
+            idle_timeout: timeout(
+                "limits.idle_timeout",
+                &limits.idle_timeout,
+                default.idle_timeout,
+            )?,
+            max_connections: at_least_one(
+                "limits.max_connections",
+                limits.max_connections,
+                default.max_connections,
+            )?,
+            max_header_size,
+            h2_max_streams: at_least_one(
+                "limits.h2_max_streams",
+                limits.h2_max_streams.map(|n| n as usize),
+                default.h2_max_streams as usize,
+            )? as u32,
         })
     }
 

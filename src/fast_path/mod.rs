@@ -19,12 +19,22 @@
 //! read, which parses them as if it had read them itself; the connection
 //! comes back after that request, so the next hit on it is fast again.
 //! HTTP/2 connections are pingora's whole.
+//!
+//! The same loop enforces what a client connection may take
+//! ([`crate::config::ClientLimits`]): it counts the connection in
+//! [`Connections`], closes it when idle too long or when a newcomer needs
+//! its room, answers `408` to a head that takes longer than
+//! `limits.header_timeout` from its first byte, and `431` or `414` to one
+//! larger than `limits.max_header_size`. With `cache.fast_path` off it
+//! still reads the heads, and hands every one to pingora.
 
 mod hit;
 mod rehome;
 mod send_file;
 
 use crate::app::App;
+use crate::config::ClientLimits;
+use crate::connections::{Connections, Open};
 use crate::metrics::{Outcome, Request};
 use crate::proxy::ArtifactProxy;
 use crate::served_from::ServedFrom;
@@ -46,24 +56,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-/// How long an idle connection waits for its next request (pingora's
-/// default too).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// A head still incomplete at this size is pingora's to read (it allows
-/// more, and answers what is too large).
-const MAX_HEAD: usize = 16 * 1024;
-
 pub struct FastPath {
     proxy: Arc<HttpProxy<ArtifactProxy>>,
     app: Arc<App>,
     decisions: hit::Decisions,
     stopping: Stopping,
+    connections: Arc<Connections>,
 }
 
 impl FastPath {
     pub fn new(proxy: HttpProxy<ArtifactProxy>, app: Arc<App>) -> Self {
         FastPath {
             proxy: Arc::new(proxy),
+            connections: app.connections.clone(),
             app,
             decisions: hit::Decisions::new(),
             stopping: Stopping::default(),
@@ -80,8 +85,8 @@ impl FastPath {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
-        let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE.as_secs());
-        session.set_keepalive(keepalive);
+        let idle = self.app.config().server.clients.idle_timeout;
+        session.set_keepalive((!*shutdown.borrow()).then_some(idle.as_secs().max(1)));
         if !buf.is_empty() {
             session.set_pipelined_prefix(std::mem::take(buf));
         }
@@ -129,26 +134,43 @@ impl ServerApp for FastPath {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        if h2 || !self.app.config().server.fast_path {
+        let config = self.app.config();
+        let limits = config.server.clients;
+        let Ok(open) = self.connections.open(limits.max_connections) else {
+            return refuse(&self.app, stream, Refusal::Connections).await;
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
+        let fast_path = config.server.fast_path;
+        drop(config);
         let mut stream = rehome::rehome(stream);
         let mut buf = BytesMut::with_capacity(4096);
-        let idle = tokio::time::sleep(KEEPALIVE);
+        let idle = tokio::time::sleep(limits.idle_timeout);
         let stopped = self.stopping.wait();
-        tokio::pin!(idle, stopped);
+        let reclaimed = open.slot.close.notified();
+        tokio::pin!(idle, stopped, reclaimed);
         let mut waits = Waits {
             idle: idle.as_mut(),
             stopped: stopped.as_mut(),
+            reclaimed: reclaimed.as_mut(),
+            open: &open,
+            limits,
+            head_started: None,
         };
         loop {
             match request_head::parse(&buf) {
+                Parsed::Complete { len, .. } if len > limits.max_header_size => {
+                    return refuse(&self.app, stream, Refusal::HeaderTooLarge).await;
+                }
                 Parsed::Complete { head, len } => {
+                    waits.head_started = None;
                     let started = Instant::now();
                     let keep_alive = head.keep_alive() && !*shutdown.borrow();
-                    if let Some(answer) = hit::answer(&self.app, &self.decisions, &head, keep_alive)
-                    {
+                    let answer = fast_path
+                        .then(|| hit::answer(&self.app, &self.decisions, &head, keep_alive))
+                        .flatten();
+                    if let Some(answer) = answer {
                         let sent = self.send(&mut stream, &head, answer, started).await;
                         if !sent || !keep_alive {
                             return None;
@@ -164,12 +186,25 @@ impl ServerApp for FastPath {
                         continue;
                     }
                 }
-                Parsed::Partial if buf.len() < MAX_HEAD => {
-                    waits.read_more(&mut stream, &mut buf).await?;
-                    continue;
+                Parsed::Partial if buf.len() < limits.max_header_size => {
+                    match waits.read_more(&mut stream, &mut buf).await {
+                        Read::More => continue,
+                        Read::Closed => return None,
+                        Read::HeaderTimeout => {
+                            return refuse(&self.app, stream, Refusal::HeaderTimeout).await
+                        }
+                    }
                 }
-                Parsed::Partial | Parsed::Other => {}
+                Parsed::Partial => {
+                    let refusal = match buf.windows(2).any(|w| w == b"\r\n") {
+                        true => Refusal::HeaderTooLarge,
+                        false => Refusal::UriTooLong,
+                    };
+                    return refuse(&self.app, stream, refusal).await;
+                }
+                Parsed::Other => {}
             }
+            waits.head_started = None;
             stream = self.to_pingora(stream, &mut buf, shutdown).await?;
         }
     }
@@ -252,36 +287,121 @@ fn record(
     .write();
 }
 
-/// What a connection waits on besides its socket: the idle timeout and the
-/// service's stop. Both live as long as the connection, so a request costs
-/// no timer registration (a later deadline only moves the pending one) and
-/// no waiter list insertion.
-struct Waits<'a, S> {
+/// What a connection waits on besides its socket: the idle or header
+/// timeout, the service's stop, and being told to make room for a newcomer.
+/// All live as long as the connection, so a request costs no timer
+/// registration (a later deadline only moves the pending one) and no
+/// waiter list insertion.
+struct Waits<'a, S, R> {
     idle: Pin<&'a mut Sleep>,
     stopped: Pin<&'a mut S>,
+    reclaimed: Pin<&'a mut R>,
+    open: &'a Open,
+    limits: ClientLimits,
+    /// When the first byte of the head being read arrived.
+    head_started: Option<tokio::time::Instant>,
 }
 
-impl<S: Future<Output = ()>> Waits<'_, S> {
-    /// Reads more of the next request; `None` when the connection is done
-    /// (closed, idle too long, or the service stopping).
-    async fn read_more(&mut self, stream: &mut Stream, buf: &mut BytesMut) -> Option<()> {
+/// How a wait for more of a request head ended.
+enum Read {
+    More,
+    /// Closed, idle too long, told to make room, or the service stopping.
+    Closed,
+    /// A head begun but not finished within `limits.header_timeout`.
+    HeaderTimeout,
+}
+
+impl<S: Future<Output = ()>, R: Future<Output = ()>> Waits<'_, S, R> {
+    /// Reads more of the next request.
+    async fn read_more(&mut self, stream: &mut Stream, buf: &mut BytesMut) -> Read {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + KEEPALIVE);
+        let now = tokio::time::Instant::now();
+        let between_requests = buf.is_empty();
+        let deadline = if between_requests {
+            self.open.idle();
+            now + self.limits.idle_timeout
+        } else {
+            *self.head_started.get_or_insert(now) + self.limits.header_timeout
+        };
+        self.idle.as_mut().reset(deadline);
         let read = tokio::select! {
             biased;
             read = stream.read_buf(buf) => read,
-            _ = self.stopped.as_mut() => return None,
-            _ = self.idle.as_mut() => return None,
+            _ = self.stopped.as_mut() => return Read::Closed,
+            _ = self.reclaimed.as_mut(), if between_requests => return Read::Closed,
+            _ = self.idle.as_mut() => {
+                return match between_requests {
+                    true => Read::Closed,
+                    false => Read::HeaderTimeout,
+                }
+            }
         };
         match read {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(()),
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(_) if self.open.busy() => Read::More,
+            // Told to close just as the request came: the client retries,
+            // as after any keep-alive close.
+            Ok(_) => Read::Closed,
         }
     }
+}
+
+/// Why a connection was answered and closed before its request was read.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    Connections,
+    HeaderTimeout,
+    HeaderTooLarge,
+    UriTooLong,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::UriTooLong => "uri_too_long",
+        }
+    }
+
+    /// The answer: status line, reason and a short body.
+    fn response(self) -> String {
+        let (status, body) = match self {
+            Refusal::Connections => ("503 Service Unavailable", "too many connections\n"),
+            Refusal::HeaderTimeout => ("408 Request Timeout", "request header not sent in time\n"),
+            Refusal::HeaderTooLarge => (
+                "431 Request Header Fields Too Large",
+                "request header too large\n",
+            ),
+            Refusal::UriTooLong => ("414 URI Too Long", "request URI too long\n"),
+        };
+        let retry = match self {
+            Refusal::Connections => "Retry-After: 1\r\n",
+            _ => "",
+        };
+        format!(
+            "HTTP/1.1 {status}\r\n{retry}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+/// Answers `refusal` and closes, counting it. An HTTP/2 connection (only
+/// ever refused for want of room) is closed without an answer.
+async fn refuse(app: &App, mut stream: Stream, refusal: Refusal) -> Option<Stream> {
+    app.metrics.client_refused(refusal.as_str());
+    if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        // Best effort: the client may be gone, or never reading.
+        let answer = async {
+            stream.write_all(refusal.response().as_bytes()).await?;
+            stream.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    }
+    None
 }
 
 /// The service's stop, seen by connections waiting for a request.

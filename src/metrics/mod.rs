@@ -433,6 +433,11 @@ impl EncodeLabelValue for FirewallAction {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabel {
     result: ReloadResult,
 }
@@ -450,6 +455,9 @@ pub struct Metrics {
     reloads: Family<ReloadLabel, Counter>,
     firewall: Family<FirewallLabels, Counter>,
     firewall_loads: Family<ReloadLabel, Counter>,
+    /// Client connections answered and closed before their request was
+    /// read (`limits`), by reason.
+    client_refusals: Family<ReasonLabel, Counter>,
     /// Requests inside pingora's phases now (the fast path's hits, which
     /// take microseconds, are not counted).
     in_flight: Gauge,
@@ -492,6 +500,12 @@ impl Metrics {
             "Loads of changed firewall rules and feeds: applied, or refused and the rules in force kept",
             firewall_loads.clone(),
         );
+        let client_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "artifactd_client_refusals",
+            "Client connections answered and closed before their request was read: connections (none idle to make room), header_timeout, header_too_large, uri_too_long",
+            client_refusals.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "artifactd_requests_in_flight",
@@ -531,6 +545,7 @@ impl Metrics {
             reloads,
             firewall,
             firewall_loads,
+            client_refusals,
             in_flight,
             ready,
             backends,
@@ -574,6 +589,13 @@ impl Metrics {
     pub fn firewall_loaded(&self, result: ReloadResult) {
         self.firewall_loads
             .get_or_create(&ReloadLabel { result })
+            .inc();
+    }
+
+    /// Counts a client connection refused before its request was read.
+    pub fn client_refused(&self, reason: &'static str) {
+        self.client_refusals
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

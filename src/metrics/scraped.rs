@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 /// Values owned elsewhere, encoded at each scrape.
 pub struct Scraped {
+    pub connections: Arc<crate::connections::Connections>,
     pub breakers: Arc<Breakers>,
     pub storage: &'static CacheStorage,
     pub catalog_writer: Arc<CatalogWriter>,
@@ -207,6 +208,11 @@ impl Scraped {
     fn encode_queues(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (rewritten, rewritten_bytes, rewrites_made) = self.rewrites.usage();
         let gauges = [
+            (
+                "artifactd_client_connections",
+                "Client connections open now (limits.max_connections).",
+                self.connections.count() as u64,
+            ),
             (
                 "artifactd_catalog_queue_depth",
                 "Catalog events queued and not yet written.",

@@ -44,6 +44,7 @@ mod alpine;
 mod apt;
 mod cache;
 mod cache_api;
+mod clients;
 mod cluster;
 mod config;
 mod container;
