@@ -166,6 +166,17 @@ impl Scraped {
             ));
         }
         encode_gauges(encoder, &gauges)?;
+        let (no_room, write_failed) = self.storage.room.counts();
+        let mut family = encoder.encode_descriptor(
+            "artifactd_cache_unstored",
+            "Misses served whole without being kept: no_room (too little free space to admit the fill), write_failed (storing failed midway).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in [("no_room", no_room), ("write_failed", write_failed)] {
+            let labels = [("reason", reason)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
         let counters = [
             (
                 "artifactd_cache_evictions",

@@ -7,6 +7,8 @@
 
 use super::artifact::Artifact;
 use super::failure::Failure;
+use crate::storage::room::Unstored;
+use crate::storage::CacheStorage;
 use filters::ArtifactClass;
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -68,6 +70,34 @@ pub fn cacheability(
     let mut header = resp.clone();
     header.remove_header(&http::header::SET_COOKIE);
     RespCacheable::Cacheable(meta(fresh, stale_if_error, header))
+}
+
+/// A cacheable response the storage has no room for passes through
+/// uncached ([`crate::storage::room`]), counted and logged there.
+pub fn within_room(
+    storage: &CacheStorage,
+    cacheable: RespCacheable,
+    resp: &ResponseHeader,
+    artifact: &Artifact,
+) -> RespCacheable {
+    if !matches!(cacheable, RespCacheable::Cacheable(_)) {
+        return cacheable;
+    }
+    let length = (resp.headers.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if storage.has_room(length) {
+        return cacheable;
+    }
+    storage.room.unstored(Unstored::NoRoom, || {
+        format!(
+            "{length} bytes of {}/{}, {} bytes free",
+            artifact.remote.name,
+            artifact.raw_path,
+            storage.bodies().free_bytes().unwrap_or(0)
+        )
+    });
+    RespCacheable::Uncacheable(NoCacheReason::Custom("no room in storage"))
 }
 
 fn meta(fresh: Duration, stale_if_error: Duration, header: ResponseHeader) -> CacheMeta {

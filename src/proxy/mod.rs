@@ -507,10 +507,12 @@ impl ProxyHttp for ArtifactProxy {
             )));
         }
         let artifact = ctx.artifact.as_ref().ok_or_else(no_artifact)?;
-        Ok(cache::cacheability(
-            artifact,
+        let cacheable = cache::cacheability(artifact, resp, self.app.config().server.negative_ttl);
+        Ok(cache::within_room(
+            self.app.storage,
+            cacheable,
             resp,
-            self.app.config().server.negative_ttl,
+            artifact,
         ))
     }
 

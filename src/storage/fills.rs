@@ -117,33 +117,64 @@ enum FillData {
     Memory(Vec<bytes::Bytes>),
     /// The staging file, from offset 0.
     File(Arc<std::fs::File>),
+    /// The staging file up to `stored`, and the chunks received after
+    /// storing failed ([`FillHandle::keep_tail`]).
+    Tail {
+        file: Arc<std::fs::File>,
+        stored: u64,
+        chunks: Vec<bytes::Bytes>,
+    },
 }
 
 impl FillData {
     /// Up to `max` bytes at `position`, which must be below what was written.
     fn read(&self, position: u64, max: usize) -> std::io::Result<bytes::Bytes> {
         match self {
-            FillData::Memory(chunks) => {
-                let mut start = 0u64;
-                for chunk in chunks {
-                    let end = start + chunk.len() as u64;
-                    if position < end {
-                        let from = (position - start) as usize;
-                        let to = chunk.len().min(from + max);
-                        return Ok(chunk.slice(from..to));
-                    }
-                    start = end;
-                }
-                Err(std::io::Error::other("fill read past its bytes"))
+            FillData::Memory(chunks) => read_chunks(chunks, position, max),
+            FillData::File(file) => read_file(file, position, max),
+            FillData::Tail { file, stored, .. } if position < *stored => {
+                read_file(file, position, max.min((stored - position) as usize))
             }
-            FillData::File(file) => {
-                let mut buf = vec![0u8; max];
-                // Bytes just written: a page-cache read.
-                file.read_exact_at(&mut buf, position)?;
-                Ok(bytes::Bytes::from(buf))
-            }
+            FillData::Tail { stored, chunks, .. } => read_chunks(chunks, position - stored, max),
         }
     }
+}
+
+fn read_chunks(
+    chunks: &[bytes::Bytes],
+    position: u64,
+    max: usize,
+) -> std::io::Result<bytes::Bytes> {
+    let mut start = 0u64;
+    for chunk in chunks {
+        let end = start + chunk.len() as u64;
+        if position < end {
+            let from = (position - start) as usize;
+            let to = chunk.len().min(from + max);
+            return Ok(chunk.slice(from..to));
+        }
+        start = end;
+    }
+    Err(std::io::Error::other("fill read past its bytes"))
+}
+
+fn read_file(file: &std::fs::File, position: u64, max: usize) -> std::io::Result<bytes::Bytes> {
+    let mut buf = vec![0u8; max];
+    // Bytes just written: a page-cache read.
+    file.read_exact_at(&mut buf, position)?;
+    Ok(bytes::Bytes::from(buf))
+}
+
+/// Bytes the fills in `active` expect and have not written yet.
+fn still_to_write(active: &HashMap<u128, Vec<Arc<Fill>>>) -> u64 {
+    active
+        .values()
+        .flatten()
+        .filter_map(|fill| match *fill.progress.borrow() {
+            Progress::Writing(written) => Some(fill.about.expected?.saturating_sub(written)),
+            _ => None,
+        })
+        .sum()
 }
 
 /// Every fill in progress, by entry id (several only when a lock timed out
@@ -175,7 +206,23 @@ impl Default for Fills {
 
 impl Fills {
     /// Registers a fill of entry `id`, held in memory until it spills.
+    #[cfg(test)]
     pub fn start(&'static self, id: u128, meta: &CacheMeta, about: FillAbout) -> FillHandle {
+        self.start_admitted(id, meta, about, |_| true)
+            .expect("admitted")
+    }
+
+    /// Starts a fill if `admit` agrees, given the bytes the fills in flight
+    /// have still to write (their expected length less what they wrote).
+    /// Asked under the lock that registers fills, so two fills are never
+    /// admitted against the same free space.
+    pub fn start_admitted(
+        &'static self,
+        id: u128,
+        meta: &CacheMeta,
+        about: FillAbout,
+        admit: impl FnOnce(u64) -> bool,
+    ) -> Option<FillHandle> {
         let fill = Arc::new(Fill {
             tag: self.next_tag.fetch_add(1, Ordering::Relaxed),
             meta: StoredMeta::of(meta),
@@ -187,15 +234,23 @@ impl Fills {
             sparse: OnceLock::new(),
         });
         let mut active = self.active.lock().expect("fills lock");
+        if !admit(still_to_write(&active)) {
+            return None;
+        }
         active.entry(id).or_default().push(fill.clone());
         drop(active);
         self.started.notify_waiters();
-        FillHandle {
+        Some(FillHandle {
             fills: self,
             id,
             fill,
             ended: false,
-        }
+        })
+    }
+
+    /// Bytes the fills in flight expect and have not written yet.
+    pub fn still_to_write(&self) -> u64 {
+        still_to_write(&self.active.lock().expect("fills lock"))
     }
 
     /// A reader of the fill of entry `id` once one starts, waiting up to
@@ -329,10 +384,26 @@ impl FillHandle {
         self.fill.tag.to_be_bytes()
     }
 
-    /// Keeps a chunk in memory (before any spill) for readers.
+    /// Keeps a chunk in memory for readers: before any spill, or after
+    /// storing failed.
     pub fn append(&self, chunk: bytes::Bytes) {
-        if let FillData::Memory(chunks) = &mut *self.fill.data.lock() {
-            chunks.push(chunk);
+        match &mut *self.fill.data.lock() {
+            FillData::Memory(chunks) | FillData::Tail { chunks, .. } => chunks.push(chunk),
+            FillData::File(_) => {}
+        }
+    }
+
+    /// Storing failed after `stored` bytes: readers read those from the
+    /// staging file, and what [`Self::append`] keeps after them.
+    pub fn keep_tail(&self, stored: u64) {
+        let mut data = self.fill.data.lock();
+        if let FillData::File(file) = &*data {
+            let file = file.clone();
+            *data = FillData::Tail {
+                file,
+                stored,
+                chunks: Vec::new(),
+            };
         }
     }
 
@@ -374,9 +445,19 @@ impl FillHandle {
     }
 
     /// The fill is committed: followers read to `bytes` and end.
-    pub fn done(mut self, bytes: u64) {
+    pub fn done(self, bytes: u64) {
+        self.end(bytes, true);
+    }
+
+    /// The body is whole but was not kept: followers still read to `bytes`
+    /// and end, and the next request fetches it anew.
+    pub fn done_unstored(self, bytes: u64) {
+        self.end(bytes, false);
+    }
+
+    fn end(mut self, bytes: u64, committed: bool) {
         self.fill.progress.send_replace(Progress::Done(bytes));
-        self.fills.end(self.id, self.fill.tag, true);
+        self.fills.end(self.id, self.fill.tag, committed);
         self.ended = true;
     }
 }

@@ -10,6 +10,13 @@
 //! cut, error, over-long body) drops the handler, which discards the write
 //! and fails the followers, so nothing partial is ever visible or served
 //! as whole.
+//!
+//! A fill starts only with room for it ([`super::room`]). When storing
+//! fails anyway (the disk filled, a body store error), the fill stops
+//! storing but not serving: its readers read what was stored, then the
+//! rest from memory (up to [`UNSTORED_MAX`]), and at the end nothing is
+//! committed. So the client of a miss gets the whole body even when the
+//! cache cannot keep it.
 
 use super::body::BodyWrite;
 use super::fills::FillHandle;
@@ -17,13 +24,18 @@ use super::large::{LargeFill, LeaderFeed, Start};
 use super::layout::EntryLocation;
 use super::new_entry::{commit_body, NewBody};
 use super::record::StoredMeta;
-use super::{internal, CacheStorage};
+use super::room::{self, Unstored};
+use super::CacheStorage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::storage::{HandleMiss, MissFinishType};
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::{Error, ErrorType, Result};
 use sha2::{Digest, Sha256};
+
+/// Bytes a fill that could not store them holds in memory for its readers;
+/// past it the fill fails as a cut upstream would.
+pub const UNSTORED_MAX: u64 = 64 << 20;
 
 pub struct BodyMiss {
     storage: &'static CacheStorage,
@@ -42,6 +54,10 @@ pub struct BodyMiss {
     tag: [u8; 8],
     hasher: Sha256,
     written: u64,
+    /// Why storing stopped, once it failed: the body is served, not kept.
+    unstored: Option<String>,
+    /// Bytes held in memory since storing stopped.
+    unstored_bytes: u64,
     committed: bool,
 }
 
@@ -64,7 +80,18 @@ impl BodyMiss {
             path: path.clone(),
             expected: expected_size,
         };
-        let fill = storage.fills.start(location.id(), meta, about);
+        let free = storage.bodies.free_bytes();
+        let incoming = expected_size.unwrap_or(0);
+        let admit = |still_to_write| room::admits(free, still_to_write, incoming);
+        let Some(fill) = storage
+            .fills
+            .start_admitted(location.id(), meta, about, admit)
+        else {
+            storage.room.unstored(Unstored::NoRoom, || {
+                format!("{} bytes of {}/{path}", incoming, location.remote)
+            });
+            return Error::e_explain(ErrorType::InternalError, "no room in storage for this fill");
+        };
         let tag = fill.tag_bytes();
         let meta = StoredMeta::of(meta);
         let content_type = header(http::header::CONTENT_TYPE);
@@ -100,31 +127,97 @@ impl BodyMiss {
             large,
             hasher: Sha256::new(),
             written: 0,
+            unstored: None,
+            unstored_bytes: 0,
             committed: false,
             location,
         })
     }
 
-    /// Moves the body from memory to a body-store writer.
-    async fn spill(&mut self) -> Result<()> {
+    /// Moves the body from memory to a body-store writer. On an error the
+    /// body is still in memory, where the fill's readers read it.
+    async fn spill(&mut self) -> std::io::Result<()> {
         let body_key = self.location.new_body_key();
-        let mut writer = self
-            .storage
-            .bodies
-            .create(&body_key)
-            .await
-            .map_err(|e| internal("starting cache body", e))?;
-        for chunk in self.held.take().unwrap_or_default() {
-            writer
-                .write(chunk)
-                .await
-                .map_err(|e| internal("writing cache body", e))?;
+        let mut writer = self.storage.bodies.create(&body_key).await?;
+        for chunk in self.held.iter().flatten() {
+            writer.write(chunk.clone()).await?;
         }
+        self.held = None;
         if let Some(fill) = &self.fill {
             fill.spill(writer.local_file());
         }
         self.writer = Some((body_key, writer));
         Ok(())
+    }
+
+    /// Keeps `data`: in memory while the body fits there, else in the
+    /// body store.
+    async fn store(&mut self, data: &Bytes) -> std::io::Result<()> {
+        if self.held.is_some() && self.written > self.storage.settings.memory_body_max {
+            self.spill().await?;
+        }
+        match (&mut self.held, &mut self.writer) {
+            (Some(held), _) => {
+                held.push(data.clone());
+                if let Some(fill) = &self.fill {
+                    fill.append(data.clone());
+                }
+                Ok(())
+            }
+            (None, Some((_, writer))) => writer.write(data.clone()).await,
+            (None, None) => Err(std::io::Error::other("cache fill already closed")),
+        }
+    }
+
+    /// Storing failed: the writer's bytes so far (all but `data`) stay
+    /// readable from its file, and what follows is held in memory.
+    fn stop_storing(&mut self, error: std::io::Error, data_len: u64) {
+        log::info!(
+            "cache fill of {}/{}: storing failed after {} bytes ({error}); serving it without keeping it",
+            self.location.remote,
+            self.path,
+            self.written - data_len
+        );
+        if let (Some(fill), Some(_)) = (&self.fill, &self.writer) {
+            fill.keep_tail(self.written - data_len);
+        }
+        // Dropping the writer discards its staging file; readers hold it open.
+        self.writer = None;
+        self.held = None;
+        self.unstored = Some(error.to_string());
+    }
+
+    /// Holds `data` in memory for the readers of a fill that stopped storing.
+    fn hold_unstored(&mut self, data: Bytes) -> Result<()> {
+        self.unstored_bytes += data.len() as u64;
+        if self.unstored_bytes > UNSTORED_MAX {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("storing failed and {UNSTORED_MAX} bytes are held in memory already"),
+            );
+        }
+        if let Some(fill) = &self.fill {
+            fill.append(data);
+        }
+        Ok(())
+    }
+
+    /// Ends a fill whose body reached its readers but is not kept.
+    fn finish_unstored(&mut self, why: String) -> Result<MissFinishType> {
+        self.committed = true;
+        let written = self.written;
+        self.storage.room.unstored(Unstored::WriteFailed, || {
+            format!(
+                "{}/{} ({written} bytes): {why}",
+                self.location.remote, self.path
+            )
+        });
+        if let Some(fill) = self.fill.take() {
+            fill.done_unstored(written);
+        }
+        // Nothing was created; pingora's own eviction, which would count
+        // it, is not used.
+        Ok(MissFinishType::Created(0))
     }
 }
 
@@ -148,23 +241,13 @@ impl HandleMiss for BodyMiss {
                 "upstream body longer than Content-Length",
             );
         }
-        if self.held.is_some() && self.written > self.storage.settings.memory_body_max {
-            self.spill().await?;
+        if self.unstored.is_none() {
+            if let Err(e) = self.store(&data).await {
+                self.stop_storing(e, data.len() as u64);
+            }
         }
-        match (&mut self.held, &mut self.writer) {
-            (Some(held), _) => {
-                held.push(data.clone());
-                if let Some(fill) = &self.fill {
-                    fill.append(data);
-                }
-            }
-            (None, Some((_, writer))) => writer
-                .write(data)
-                .await
-                .map_err(|e| internal("writing cache body", e))?,
-            (None, None) => {
-                return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
-            }
+        if self.unstored.is_some() {
+            self.hold_unstored(data)?;
         }
         if let Some(fill) = &self.fill {
             fill.written(self.written);
@@ -189,15 +272,17 @@ impl HandleMiss for BodyMiss {
                 );
             }
         }
+        if let Some(why) = self.unstored.take() {
+            return self.finish_unstored(why);
+        }
         // A small body goes into its record; a spilled one is committed
         // under its own key first.
         let (body_key, inline_body) = match (self.held.take(), self.writer.take()) {
             (Some(held), _) => (String::new(), Some(Bytes::from(held.concat()))),
             (None, Some((body_key, writer))) => {
-                writer
-                    .commit()
-                    .await
-                    .map_err(|e| internal("completing cache body", e))?;
+                if let Err(e) = writer.commit().await {
+                    return self.finish_unstored(format!("completing cache body: {e}"));
+                }
                 (body_key, None)
             }
             (None, None) => {
@@ -214,7 +299,9 @@ impl HandleMiss for BodyMiss {
             size: self.written,
             sha256,
         };
-        commit_body(self.storage, &self.location, &self.path, body).await?;
+        if let Err(e) = commit_body(self.storage, &self.location, &self.path, body).await {
+            return self.finish_unstored(format!("committing: {e}"));
+        }
         if let Some(fill) = self.fill.take() {
             fill.done(self.written);
         }

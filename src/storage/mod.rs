@@ -41,6 +41,7 @@ pub mod reconcile;
 pub mod record;
 pub mod records;
 pub mod refs;
+pub mod room;
 pub mod segments;
 pub mod snapshot;
 pub mod sweep;
@@ -85,6 +86,8 @@ pub struct CacheStorage {
     hot: HotEntries,
     open_bodies: OpenBodies,
     fills: Fills,
+    /// Misses served whole without being kept (no room, or storing failed).
+    pub room: room::Room,
     /// Resumable fills the proxy offered, for their miss handlers.
     pub offers: large::Offers,
     entry_locks: EntryLocks,
@@ -239,6 +242,7 @@ impl CacheStorage {
             outages: outage::Outages::default(),
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
+            room: room::Room::default(),
             offers: large::Offers::default(),
             entry_locks: EntryLocks::default(),
             flush_generation: AtomicU64::new(0),
@@ -294,6 +298,17 @@ impl CacheStorage {
     /// The bounds eviction keeps the cache within.
     pub fn bounds(&self) -> &evict::Bounds {
         &self.bounds
+    }
+
+    /// Whether a fill of `incoming` bytes would be kept now: it fits in the
+    /// free space beside what the fills in flight have still to write
+    /// ([`room`]). A fill starting re-checks under the fills' lock.
+    pub fn has_room(&self, incoming: u64) -> bool {
+        room::admits(
+            self.bodies.free_bytes(),
+            self.fills.still_to_write(),
+            incoming,
+        )
     }
 
     /// Fills in progress on this node, the longest-running first.

@@ -22,6 +22,10 @@
 //!   stitched from two versions.
 //! - `local`: local repository uploads, limits, tokens, deletes.
 //! - `security`: path validation before storage and upstream.
+//! - `clients`: abusive clients against the connection limits (slow and
+//!   oversized heads, idle connections by the hundred).
+//! - `storage_full`: the store on a small tmpfs: misses pass through whole,
+//!   caching resumes with space.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
 //! - `resilience`: quarantine, negative caching.
 //! - `firewall`: OSV feeds, revocation and purge, dry run, deny/allow
@@ -71,3 +75,4 @@ mod rewrites;
 mod rpm;
 mod security;
 mod segments;
+mod storage_full;
