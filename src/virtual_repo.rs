@@ -257,7 +257,7 @@ async fn helm_index(app: &App, session: &Session, remote: &Remote, raw_path: &st
         };
     let docs: Vec<serde_yaml_ng::Value> = docs
         .iter()
-        .filter_map(|d| serde_yaml_ng::from_slice(d).ok())
+        .filter_map(|d| filters::yaml::from_slice(d).ok())
         .collect();
     match helm::merge(docs).and_then(|merged| serde_yaml_ng::to_string(&merged).ok()) {
         Some(text) => document_reply("application/x-yaml", text.into_bytes()),

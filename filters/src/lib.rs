@@ -41,6 +41,8 @@
 //!   through a remote.
 //! - [`media_type`]: a file's media type by its name, for files stored
 //!   without an upstream's header.
+//! - [`yaml`]: YAML read with a bound on nesting (configuration files and
+//!   Helm indexes are hostile input too).
 
 pub mod accept;
 pub mod breaker;
@@ -63,6 +65,7 @@ pub mod request_head;
 pub mod route;
 pub mod size;
 pub mod stale;
+pub mod yaml;
 
 pub use ecosystem::Ecosystem;
 pub use path::{validate_artifact_path, PathError};

@@ -7,8 +7,21 @@
 //! look-around and backreferences, which some real configs use (the npm
 //! example `^(?!.*\.tgz$).*`); only those patterns fall back to `fancy-regex`,
 //! one at a time.
+//!
+//! Both are bounded against a hostile or careless `remotes.yaml`: a list
+//! holds at most [`MAX_PATTERNS`] (so a start never spends seconds
+//! compiling), `regex` refuses a set past its compiled size limit, and a
+//! look-around pattern gives up after [`BACKTRACK_LIMIT`] backtracking
+//! steps (well under a millisecond) and counts as no match, so a path
+//! crafted to backtrack costs a request no more than that.
 
 use regex::RegexSet;
+
+/// Patterns one list may hold.
+pub const MAX_PATTERNS: usize = 1000;
+/// Backtracking steps a `fancy-regex` match may take (its default is 1,000,000:
+/// about 13 ms of CPU on a crafted path, per pattern and request).
+pub const BACKTRACK_LIMIT: usize = 10_000;
 
 /// A pattern that neither `regex` nor `fancy-regex` accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +46,16 @@ pub struct PatternSet {
 impl PatternSet {
     /// Compiles `patterns`, reporting the first one that does not compile.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
+        if patterns.len() > MAX_PATTERNS {
+            return Err(PatternError {
+                index: MAX_PATTERNS,
+                pattern: patterns[MAX_PATTERNS].as_ref().to_string(),
+                message: format!(
+                    "the list has {} patterns, at most {MAX_PATTERNS} are allowed",
+                    patterns.len()
+                ),
+            });
+        }
         let mut fast = Vec::new();
         let mut fallback = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
@@ -41,17 +64,21 @@ impl PatternSet {
                 fast.push(pattern);
                 continue;
             }
-            let compiled = fancy_regex::Regex::new(pattern).map_err(|e| PatternError {
-                index,
-                pattern: pattern.to_string(),
-                message: e.to_string(),
-            })?;
+            let compiled = fancy_regex::RegexBuilder::new(pattern)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
+                .map_err(|e| PatternError {
+                    index,
+                    pattern: pattern.to_string(),
+                    message: e.to_string(),
+                })?;
             fallback.push(compiled);
         }
+        // Each compiled alone; together they may still pass the size limit.
         let fast = RegexSet::new(&fast).map_err(|e| PatternError {
             index: 0,
-            pattern: fast.join(" | "),
-            message: e.to_string(),
+            pattern: format!("all {} patterns together", fast.len()),
+            message: e.to_string().chars().take(200).collect(),
         })?;
         Ok(PatternSet {
             fast,
@@ -100,6 +127,29 @@ impl PatternSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_too_long_is_refused_before_anything_is_compiled() {
+        let patterns: Vec<String> = (0..100_000).map(|i| format!("^p{i}/")).collect();
+        let started = std::time::Instant::now();
+        let error = PatternSet::new(&patterns).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!(error.index, MAX_PATTERNS);
+        assert!(error.message.contains("100000 patterns"), "{error}");
+        assert!(PatternSet::new(&patterns[..MAX_PATTERNS]).is_ok());
+    }
+
+    #[test]
+    fn a_crafted_path_backtracks_a_bounded_time_and_does_not_match() {
+        let set = PatternSet::new(&["^(?!x)(a|aa)+$"]).unwrap();
+        assert_eq!(set.fallback_count(), 1);
+        let crafted = format!("{}!", "a".repeat(2000));
+        let started = std::time::Instant::now();
+        assert!(!set.is_match(&crafted));
+        // Debug builds are ~20x slower than release: still bounded.
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(set.is_match("aaaa"));
+    }
 
     #[test]
     fn search_semantics_are_unanchored() {

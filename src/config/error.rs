@@ -78,6 +78,24 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
+/// Parses a configuration file's `source`, refusing first what would make
+/// the parser itself slow ([`filters::yaml::check_depth`]).
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    source: &str,
+) -> Result<T, ConfigError> {
+    if let Err(deep) = filters::yaml::check_depth(source.as_bytes()) {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            location: Some((deep.line, deep.column)),
+            remote: remote_at_line(source, deep.line),
+            field: None,
+            message: deep.to_string(),
+        });
+    }
+    serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))
+}
+
 /// Turns a YAML parse error into a [`ConfigError`] that also names the
 /// remote the bad line belongs to, and explains the most common mistake: a
 /// single backslash inside a double-quoted pattern.

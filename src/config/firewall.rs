@@ -171,7 +171,7 @@ pub fn compile(
         let rules: RawRules = if text.trim().is_empty() {
             RawRules::default()
         } else {
-            serde_yaml_ng::from_str(&text).map_err(|e| super::error::yaml_error(path, &text, &e))?
+            super::error::parse_yaml(path, &text)?
         };
         let mut reader = Reader {
             file: path,

@@ -6,7 +6,7 @@
 //! pattern sets, parsed URL, resolved TTLs). Every problem is collected with
 //! the remote and field it belongs to.
 
-use super::error::{yaml_error, ConfigError, ConfigErrors};
+use super::error::{parse_yaml, ConfigError, ConfigErrors};
 use super::units::{RawDuration, RawSize};
 use crate::upstream_tls::UpstreamTls;
 use filters::{Ecosystem, RemotePolicy};
@@ -241,8 +241,7 @@ pub fn parse_remotes(
     file: &Path,
     source: &str,
 ) -> Result<(RawRemotesFile, Vec<Remote>, Vec<String>), ConfigErrors> {
-    let raw: RawRemotesFile =
-        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?;
+    let raw: RawRemotesFile = parse_yaml(file, source)?;
     let mut remotes = Vec::new();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();

@@ -11,7 +11,7 @@ use super::backends;
 pub use super::backends::{
     CatalogUrl, ClusterSettings, RawCluster, RawRedis, RawS3, StateUrl, StorageUrl,
 };
-use super::error::{yaml_error, ConfigError};
+use super::error::{parse_yaml, ConfigError};
 use super::paths::{self, resolve};
 use super::units::positive_duration;
 pub use super::units::{RawDuration, RawSize};
@@ -722,7 +722,7 @@ fn read_raw(
     let mut raw: RawServerConfig = if source.trim().is_empty() {
         RawServerConfig::default()
     } else {
-        serde_yaml_ng::from_str(source).map_err(|e| yaml_error(file, source, &e))?
+        parse_yaml(file, source)?
     };
     for over in ENV_OVERRIDES {
         if let Some(value) = env(over.var) {

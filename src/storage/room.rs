@@ -137,7 +137,11 @@ mod tests {
         }
         room.unstored(Unstored::WriteFailed, String::new);
         assert_eq!(room.counts(), (5, 1));
-        assert_ne!(room.logged_at.load(Ordering::Relaxed), 0, "the first was logged");
+        assert_ne!(
+            room.logged_at.load(Ordering::Relaxed),
+            0,
+            "the first was logged"
+        );
         // The five after it wait for the next line.
         assert_eq!(room.unlogged.load(Ordering::Relaxed), 5);
     }

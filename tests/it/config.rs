@@ -58,6 +58,64 @@ fn broken_regex_names_remote_field_and_pattern() {
     assert!(!stderr.contains("remote 'good'"), "{stderr}");
 }
 
+/// A YAML alias bomb: ten levels of ten aliases, 10^10 strings expanded.
+fn alias_bomb() -> String {
+    let mut lines = vec!["a0: &a0 [x, x, x, x, x, x, x, x, x, x]".to_string()];
+    for level in 1..10 {
+        let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+        lines.push(format!("a{level}: &a{level} [{refs}]"));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Hostile configuration is refused at load, quickly and in bounded
+/// memory, with the file and (where it has one) the remote and field.
+#[test]
+fn hostile_configs_are_refused_within_a_second_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = "remotes:\n  gen:\n    base_url: \"http://127.0.0.1:9\"\n";
+    let many: String = (0..100_000)
+        .map(|i| format!("      - '^pkg{i}/'\n"))
+        .collect();
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let cases = [
+        (
+            format!("{}{remote}    immutable_patterns: *a9\n", alias_bomb()),
+            vec!["remotes.yaml"],
+        ),
+        (
+            format!("{remote}    immutable_patterns:\n{many}"),
+            vec![
+                "remote 'gen'",
+                "immutable_patterns[1000]",
+                "100000 patterns",
+            ],
+        ),
+        (
+            format!("{remote}    nested: {deep}\n"),
+            vec!["remotes.yaml"],
+        ),
+    ];
+    for (remotes, named) in cases {
+        let started = std::time::Instant::now();
+        let (ok, _, stderr) = check_config(dir.path(), &remotes);
+        let took = started.elapsed();
+        assert!(!ok, "accepted");
+        assert!(took < Duration::from_secs(1), "{took:?}: {stderr}");
+        assert!(
+            stderr.len() < 2000,
+            "a bounded message: {} bytes",
+            stderr.len()
+        );
+        for word in named {
+            assert!(stderr.contains(word), "{word}: {stderr}");
+        }
+    }
+    let (ok, text) =
+        check_server_config(dir.path(), &format!("{}cache: *a9\n", alias_bomb()), None);
+    assert!(!ok && text.contains("artifactd.yaml"), "{text}");
+}
+
 #[test]
 fn missing_base_url_and_bad_values_are_all_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,7 +88,7 @@ pub fn rewrite(
     map: &LinkMap,
     hide_after: Option<SystemTime>,
 ) -> Result<Rewritten, IndexError> {
-    let mut value: Value = serde_yaml_ng::from_slice(doc).map_err(|e| IndexError(e.to_string()))?;
+    let mut value: Value = crate::yaml::from_slice(doc).map_err(IndexError)?;
     let entries = value
         .get_mut("entries")
         .and_then(Value::as_mapping_mut)
