@@ -41,6 +41,8 @@
 //!   through a remote.
 //! - [`media_type`]: a file's media type by its name, for files stored
 //!   without an upstream's header.
+//! - [`syntax`]: whether an index document is well-formed JSON, YAML or
+//!   XML before it is kept.
 //! - [`yaml`]: YAML read with a bound on nesting (configuration files and
 //!   Helm indexes are hostile input too).
 
@@ -65,6 +67,7 @@ pub mod request_head;
 pub mod route;
 pub mod size;
 pub mod stale;
+pub mod syntax;
 pub mod yaml;
 
 pub use ecosystem::Ecosystem;

@@ -165,6 +165,7 @@ struct RemoteCounters {
     uploads: Counter,
     digest_mismatches: Counter,
     checksum_mismatches: Counter,
+    invalid_documents: Counter,
     fast_hits: Counter,
 }
 
@@ -176,7 +177,7 @@ type CounterSpec = (
 );
 
 /// The plain counter families, each with a handle per remote.
-const COUNTERS: [CounterSpec; 7] = [
+const COUNTERS: [CounterSpec; 8] = [
     (
         "artifactd_upstream_bytes",
         "Response body bytes received from upstreams (not from other nodes of a cluster)",
@@ -206,6 +207,11 @@ const COUNTERS: [CounterSpec; 7] = [
         "artifactd_checksum_mismatches",
         "Package files refused because they did not match the checksum their index published",
         |c| &mut c.checksum_mismatches,
+    ),
+    (
+        "artifactd_invalid_documents",
+        "Upstream index documents refused because they were not well-formed (JSON, YAML, XML) or came compressed unasked",
+        |c| &mut c.invalid_documents,
     ),
     (
         "artifactd_fast_path_hits",
@@ -683,6 +689,7 @@ impl Metrics {
             let counter = match kind {
                 ProblemKind::DigestMismatch => Some(&c.digest_mismatches),
                 ProblemKind::ChecksumMismatch => Some(&c.checksum_mismatches),
+                ProblemKind::InvalidDocument => Some(&c.invalid_documents),
                 // Counted with their request.
                 ProblemKind::UpstreamError | ProblemKind::ServedStale => None,
             };

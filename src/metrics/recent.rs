@@ -20,6 +20,8 @@ pub enum ProblemKind {
     ChecksumMismatch,
     /// A manifest or blob did not match its digest.
     DigestMismatch,
+    /// An index document was not well-formed in its syntax.
+    InvalidDocument,
 }
 
 /// One problem, as the status page lists it.

@@ -136,6 +136,8 @@ pub struct Checks {
     pub body_check: Option<super::oci::BodyCheck>,
     /// Checks a package file against the checksum its index published.
     pub file_check: Option<super::verify::Verifier>,
+    /// Checks an index document is well-formed before it is kept.
+    pub document_check: Option<super::verify::DocumentCheck>,
 }
 
 impl RequestCtx {

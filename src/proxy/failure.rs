@@ -35,6 +35,9 @@ pub enum Failure {
     /// The upstream's token service did not give a token.
     #[error("token-failed")]
     TokenFailed,
+    /// An index document was not well-formed, or came compressed unasked.
+    #[error("invalid-document")]
+    InvalidDocument,
 }
 
 impl Failure {
@@ -52,6 +55,7 @@ impl Failure {
                 "upstream file does not match the checksum its index published"
             }
             Failure::TokenFailed => "upstream token request failed",
+            Failure::InvalidDocument => "upstream index document is not well-formed",
         }
     }
 
@@ -102,7 +106,10 @@ impl Failure {
     pub fn refused_content(self) -> bool {
         matches!(
             self,
-            Failure::DigestMismatch | Failure::ChecksumMismatch | Failure::SnapshotPending
+            Failure::DigestMismatch
+                | Failure::ChecksumMismatch
+                | Failure::SnapshotPending
+                | Failure::InvalidDocument
         )
     }
 }

@@ -8,9 +8,12 @@
 
 use super::artifact::{Artifact, ArtifactKind};
 use super::ctx::Checks;
+use super::failure::Failure;
+use super::verify::DocumentCheck;
 use super::{documents, files, oci};
 use crate::app::App;
 use crate::firewall::POLICY_HEADER;
+use crate::metrics::recent::ProblemKind;
 use crate::reply::Reply;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
@@ -63,9 +66,46 @@ pub async fn upstream_response(
             files::label(artifact, resp)?;
             checks.body_check = None;
             checks.file_check = files::check(app, artifact, resp, can_keep_previous).await?;
+            checks.document_check = document_check(app, artifact, resp)?;
         }
     }
     Ok(())
+}
+
+/// The syntax check of a `200` index document, or its refusal when it
+/// came compressed: `Accept-Encoding` is never sent upstream, and a
+/// document artifactd cannot read (a gzip bomb among others) is neither
+/// rewritten, checked nor kept.
+fn document_check(
+    app: &App,
+    artifact: &Artifact,
+    resp: &ResponseHeader,
+) -> Result<Option<DocumentCheck>> {
+    let Some(document) = artifact.document() else {
+        return Ok(None);
+    };
+    if resp.status != http::StatusCode::OK {
+        return Ok(None);
+    }
+    let text = |name| resp.headers.get(name).and_then(|v| v.to_str().ok());
+    let encoding =
+        text(http::header::CONTENT_ENCODING).filter(|e| !e.eq_ignore_ascii_case("identity"));
+    if let Some(encoding) = encoding {
+        let why = format!("sent with Content-Encoding {encoding}, which was not asked for");
+        return Err(invalid_document(app, artifact, why));
+    }
+    Ok(document
+        .syntax(text(http::header::CONTENT_TYPE))
+        .map(DocumentCheck::new))
+}
+
+/// The error of an index document refused: logged, counted, and nothing
+/// committed.
+fn invalid_document(app: &App, artifact: &Artifact, why: String) -> Box<pingora::Error> {
+    let (remote, path) = (&artifact.remote.name, &artifact.key_parts[0]);
+    log::warn!("invalid index document: remote '{remote}' {path}: {why}; nothing committed");
+    (app.metrics).refused_body(ProblemKind::InvalidDocument, remote, path, why.clone());
+    Failure::InvalidDocument.explain(why)
 }
 
 /// `response_filter`: headers the client's response carries for the kind,
@@ -108,6 +148,12 @@ pub fn upstream_body(
     if let Some(check) = checks.file_check.as_mut() {
         if let Err(mismatch) = check.filter(body, end_of_stream) {
             return Err(files::checksum_mismatch(app, artifact, mismatch));
+        }
+    }
+    if let Some(check) = checks.document_check.as_mut() {
+        if let Err(complaint) = check.filter(body, end_of_stream) {
+            let why = format!("not well-formed {}: {complaint}", check.syntax().as_str());
+            return Err(invalid_document(app, artifact, why));
         }
     }
     let Some(check) = checks.body_check.as_mut() else {

@@ -9,9 +9,13 @@
 //!
 //! The same pass keeps a small manifest's bytes, so a tag manifest can be
 //! stored under its digest too (seed 000 cross-link).
+//!
+//! [`DocumentCheck`] holds an index document back the same way until it
+//! parsed as well-formed ([`filters::syntax`]).
 
 use crate::digest::Hasher;
 use bytes::{Bytes, BytesMut};
+use filters::syntax::Syntax;
 
 /// Manifests larger than this are not kept for the cross-link (the
 /// distribution spec lets registries refuse manifests over 4 MiB).
@@ -45,7 +49,7 @@ pub struct Verifier {
     /// `Docker-Content-Digest`); the body is only hashed and kept.
     expected: Option<String>,
     hasher: Option<Hasher>,
-    held: Option<Bytes>,
+    held: HeldBack,
     kept: Option<BytesMut>,
 }
 
@@ -63,7 +67,7 @@ impl Verifier {
         Some(Verifier {
             expected: expected.map(str::to_string),
             hasher: Some(hasher),
-            held: None,
+            held: HeldBack::default(),
             kept: keep.then(BytesMut::new),
         })
     }
@@ -94,10 +98,7 @@ impl Verifier {
             }
         }
         if self.expected.is_some() {
-            // Release the previous chunk, hold this one.
-            let previous = self.held.take();
-            self.held = body.take();
-            *body = previous;
+            self.held.hold(body);
         }
         if !end_of_stream {
             return Ok(None);
@@ -108,18 +109,91 @@ impl Verifier {
         let actual = hasher.finish();
         if let Some(expected) = &self.expected {
             if *expected != actual {
-                self.held = None;
+                self.held = HeldBack::default();
                 return Err(Mismatch {
                     expected: expected.clone(),
                     actual,
                 });
             }
-            *body = join(body.take(), self.held.take());
+            self.held.release(body);
         }
         Ok(Some(Verified {
             digest: actual,
             body: self.kept.take().map(BytesMut::freeze),
         }))
+    }
+}
+
+/// The newest chunk of a body, held until the next one arrives or the
+/// body is found good at its end.
+#[derive(Default)]
+struct HeldBack(Option<Bytes>);
+
+impl HeldBack {
+    /// Releases the chunk held before, and holds this one.
+    fn hold(&mut self, body: &mut Option<Bytes>) {
+        let previous = self.0.take();
+        self.0 = body.take();
+        *body = previous;
+    }
+
+    /// The body is good: what `hold` released, and the chunk held.
+    fn release(&mut self, body: &mut Option<Bytes>) {
+        *body = join(body.take(), self.0.take());
+    }
+}
+
+/// Checks an index document's syntax while it streams, holding back its
+/// newest chunk as [`Verifier`] does: a garbled document never completes
+/// for its client and is never committed. One larger than the rewriter
+/// holds ([`super::documents::MAX_WHOLE_DOCUMENT`]) goes on unchecked, as
+/// the rewriter passes it on.
+pub struct DocumentCheck {
+    syntax: Syntax,
+    /// The document so far; `None` once it grew too large to check.
+    doc: Option<BytesMut>,
+    held: HeldBack,
+}
+
+impl DocumentCheck {
+    pub fn new(syntax: Syntax) -> DocumentCheck {
+        DocumentCheck {
+            syntax,
+            doc: Some(BytesMut::new()),
+            held: HeldBack::default(),
+        }
+    }
+
+    pub fn syntax(&self) -> Syntax {
+        self.syntax
+    }
+
+    /// Filters one body event in place; at the end, the parser's
+    /// complaint about a document that is not well-formed (the held chunk
+    /// is then never released).
+    pub fn filter(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) -> Result<(), String> {
+        let Some(doc) = self.doc.as_mut() else {
+            return Ok(());
+        };
+        if let Some(chunk) = body.as_ref() {
+            if doc.len() + chunk.len() > super::documents::MAX_WHOLE_DOCUMENT {
+                self.doc = None;
+                self.held.release(body);
+                return Ok(());
+            }
+            doc.extend_from_slice(chunk);
+        }
+        self.held.hold(body);
+        if !end_of_stream {
+            return Ok(());
+        }
+        let doc = self.doc.take().unwrap_or_default();
+        if let Err(complaint) = self.syntax.check(&doc) {
+            self.held = HeldBack::default();
+            return Err(complaint);
+        }
+        self.held.release(body);
+        Ok(())
     }
 }
 
@@ -199,6 +273,32 @@ mod tests {
         let verified = v.filter(&mut end, true).unwrap().unwrap();
         assert_eq!(end.as_deref(), Some(&data[..]));
         assert_eq!(verified.digest, digest_of(data));
+    }
+
+    /// Runs chunks through a document check; what came out, and the end.
+    fn check_document(syntax: Syntax, chunks: &[&[u8]]) -> (Vec<u8>, Result<(), String>) {
+        let mut check = DocumentCheck::new(syntax);
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut body = Some(Bytes::copy_from_slice(chunk));
+            let result = check.filter(&mut body, i + 1 == chunks.len());
+            out.extend_from_slice(body.as_deref().unwrap_or_default());
+            if result.is_err() {
+                return (out, result);
+            }
+        }
+        (out, Ok(()))
+    }
+
+    #[test]
+    fn a_garbled_document_never_completes_and_a_good_one_passes_whole() {
+        let (out, end) = check_document(Syntax::Json, &[b"{\"name\":", b" \"a\"}"]);
+        assert_eq!((out.as_slice(), end), (&b"{\"name\": \"a\"}"[..], Ok(())));
+        let (out, end) = check_document(Syntax::Json, &[b"{\"name\":", b" \"a\""]);
+        assert_eq!(out, b"{\"name\":", "the last chunk is held back");
+        assert!(end.is_err());
+        let (out, end) = check_document(Syntax::Yaml, &[b"entries: [1"]);
+        assert!(out.is_empty() && end.is_err());
     }
 
     #[test]

@@ -331,6 +331,7 @@ fn problem_row(p: &Problem, now: u64) -> (String, Vec<String>) {
         ProblemKind::ServedStale => ("served_stale", "served stale", "warn"),
         ProblemKind::ChecksumMismatch => ("checksum_mismatch", "checksum mismatch", "bad"),
         ProblemKind::DigestMismatch => ("digest_mismatch", "digest mismatch", "bad"),
+        ProblemKind::InvalidDocument => ("invalid_document", "invalid document", "bad"),
     };
     let attributes = format!(
         " class=\"problem\" data-kind=\"{kind}\" data-remote=\"{}\"",

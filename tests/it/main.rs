@@ -24,6 +24,9 @@
 //! - `security`: path validation before storage and upstream.
 //! - `clients`: abusive clients against the connection limits (slow and
 //!   oversized heads, idle connections by the hundred).
+//! - `hostile_upstream`: upstreams that answer garbage (huge headers,
+//!   endless bodies, resets, redirect loops, gzip bombs, documents that
+//!   are not well-formed): a clear error, nothing committed.
 //! - `storage_full`: the store on a small tmpfs: misses pass through whole,
 //!   caching resumes with space.
 //! - `admin`: `/config` redaction, `/metrics`, `/health`, flush.
@@ -60,6 +63,7 @@ mod fill;
 mod firewall;
 mod harness;
 mod helm;
+mod hostile_upstream;
 mod import;
 mod kubernetes;
 mod large;

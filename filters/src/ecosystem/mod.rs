@@ -478,6 +478,22 @@ impl Document {
         }
     }
 
+    /// The syntax a `200` of this document must be well-formed in, given
+    /// the media type it came with (PyPI's simple pages come as HTML,
+    /// which any bytes are, or as JSON). `None`: not checked.
+    pub fn syntax(&self, content_type: Option<&str>) -> Option<crate::syntax::Syntax> {
+        use crate::syntax::Syntax;
+        match self {
+            Document::PypiSimple { .. } => content_type
+                .is_some_and(pypi::is_json_type)
+                .then_some(Syntax::Json),
+            Document::PypiJsonApi | Document::NpmPackage { .. } => Some(Syntax::Json),
+            Document::HelmIndex => Some(Syntax::Yaml),
+            Document::RpmRepomd => Some(Syntax::Xml),
+            Document::NpmSearch | Document::AptRelease => None,
+        }
+    }
+
     /// The `Accept` asked of the upstream (`None`: the client's).
     pub fn upstream_accept(&self) -> Option<&'static str> {
         match self {
