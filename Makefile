@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release image run check-config test lint unit it it-cluster fuzz bench bench-audit bench-cluster bench-large bench-smoke install clean
+.PHONY: all deps bench-deps test-deps build release image run check-config test lint deny unit it it-cluster fuzz bench bench-audit bench-cluster bench-large bench-smoke chaos chaos-smoke soak install clean
 
 all: build
 
@@ -39,9 +39,10 @@ check-config: build
 	./target/debug/artifactd --config $(CONFIG) check-config
 
 ## Everything CI runs: formatting, lints, unit and integration tests, and
-## one QUICK pass of the benchmark harness (checks the harness, not ratios).
+## one QUICK pass of the benchmark harness (checks the harness, not ratios)
+## and of the chaos harness (fails on a wrong byte or a limit not held).
 ## The image is built first, so its test runs what `make image` makes.
-test: test-deps lint bench-smoke image
+test: test-deps lint deny bench-smoke chaos-smoke image
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory it-cluster
 
@@ -70,8 +71,31 @@ bench-large: bench-deps release
 bench-cluster: bench-deps release
 	python3 benches/run.py --cluster-only $(if $(QUICK),--quick)
 
+## Faults under a mixed load, every body checked: kill -9, a full disk,
+## broken upstreams, abusive clients, hostile configuration (needs root);
+## writes benches/results/chaos.*. QUICK=1: the short pass `make test` runs.
+chaos: bench-deps release
+	python3 benches/chaos.py $(if $(QUICK),--quick)
+
+chaos-smoke: bench-deps build
+	python3 benches/chaos.py --quick --binary target/debug/artifactd
+
+## 30 minutes of mixed load (MINUTES=N to change), sampling RSS,
+## descriptors and threads; writes benches/results/soak.*.
+soak: bench-deps release
+	python3 benches/soak.py $(if $(MINUTES),--minutes $(MINUTES))
+
 bench-smoke: bench-deps build
 	python3 benches/run.py --quick --binary target/debug/artifactd --out target/bench-smoke
+
+## Dependencies: banned crates, licenses and sources (deny.toml). The
+## advisories need a database these machines cannot fetch: checked only
+## when one is present (cargo deny fetch, elsewhere).
+deny: test-deps
+	$(CARGO) deny check bans licenses sources
+	@if [ -d "$${CARGO_HOME:-$$HOME/.cargo}/advisory-dbs" ]; then \
+		$(CARGO) deny check --disable-fetch advisories; \
+	else echo "cargo deny: no advisory database here; advisories not checked"; fi
 
 lint:
 	$(CARGO) fmt --all -- --check

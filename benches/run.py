@@ -46,7 +46,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from filler import herd as herd_clients
 from documents import bench_documents, render_documents
 from images import bench_images, render_images
 from large import bench_large, render_large
-from procs import stop_process
+from procs import CountingNginx, free_port, stop_process, wait_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -99,25 +98,6 @@ class Plan:
     def quick() -> "Plan":
         return Plan(1, 2, 200, 2000, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
                     128 * MiB, [100, 1000], [10, 100], 20_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
 
 
 def render(template: Path, out: Path, **fields: object) -> Path:
@@ -267,7 +247,7 @@ class SliceNginxProxy(TemplateNginxProxy):
     template = "nginx-proxy-slice.conf"
 
 
-class Origin:
+class Origin(CountingNginx):
     def __init__(self, workdir: Path, plan: Plan):
         self.port = free_port()
         files = workdir / "files"
@@ -281,23 +261,9 @@ class Origin:
                     f.write(os.urandom(MiB))
         with open(files / "huge.bin", "wb") as f:
             f.truncate(plan.huge_bytes)  # sparse: costs no disk on the origin side
-        self.log = workdir / "origin-access.log"
         conf = render(HERE / "nginx-origin.conf", workdir / "nginx-origin.conf", dir=workdir,
                       files=files, origin_port=self.port, slow_rate=plan.slow_rate)
-        self.proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-e",
-                                      str(workdir / "nginx-origin-error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc, "origin")
-
-    def fetches(self, uri: str) -> int:
-        time.sleep(0.3)  # the access log is flushed every 100 ms
-        if not self.log.exists():
-            return 0
-        return sum(1 for line in self.log.read_text().splitlines() if line.split(" ", 1)[0] == uri)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        self.launch(workdir, conf)
 
 
 # --- clients -----------------------------------------------------------------

@@ -18,6 +18,9 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # wrk: the load generator; docker-registry (upstream and, in proxy mode,
     # the peer for images), umoci and skopeo: the image scenarios and tests.
     packages+=(nginx-light wrk python3 docker-registry skopeo umoci)
+    # The chaos harness: python3-h2 speaks HTTP/2 for the rapid reset,
+    # openssl makes its listener's certificate.
+    packages+=(python3-h2 openssl)
     # The cluster shape (tests and benchmark): Redis and PostgreSQL servers
     # started by the tests and the harness themselves (the packages' own
     # services are not used).
@@ -118,6 +121,16 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
         cp tests/tools/npm/package.json "$tools/package.json"
         (cd "$tools" && PATH=$node_bin:$PATH npm install --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null)
         echo "$node_version" > "$tools/.node"
+    fi
+fi
+
+if [[ ${1:-} == test ]]; then
+    # cargo-deny: `make deny` checks banned crates, licenses and sources
+    # against deny.toml.
+    deny_version=0.20.2
+    if [[ $(cargo deny --version 2>/dev/null) != "cargo-deny $deny_version" ]]; then
+        echo "install-deps: installing cargo-deny $deny_version (a few minutes, once)"
+        cargo install --locked --quiet cargo-deny --version "$deny_version"
     fi
 fi
 

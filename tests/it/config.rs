@@ -80,8 +80,8 @@ fn hostile_configs_are_refused_within_a_second_naming_where() {
     let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     let cases = [
         (
-            format!("{}{remote}    immutable_patterns: *a9\n", alias_bomb()),
-            vec!["remotes.yaml"],
+            format!("{}{remote}    bomb: *a9\n", alias_bomb()),
+            vec!["remotes.yaml", "repetition limit exceeded"],
         ),
         (
             format!("{remote}    immutable_patterns:\n{many}"),

@@ -100,7 +100,7 @@ async fn answer(stream: TcpStream, hits: Arc<Mutex<HashMap<String, usize>>>) {
                 let _ = stream.write_all(&[b'r'; 300_000]).await;
                 let _ = stream.flush().await;
                 // SO_LINGER 0: the close is a reset.
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                let _ = stream.set_zero_linger();
                 return;
             }
             "/loop.bin" => {
