@@ -4,6 +4,10 @@
 //! remote, the range requests of fills included, so a parallel fill never
 //! trips an upstream's rate limit and a thin shared link stays usable.
 //!
+//! A remote without its own `max_upstream_connections` gets the server's
+//! `upstream.max_connections_per_remote`: a cold start of a whole fleet
+//! never opens thousands of connections to one upstream.
+//!
 //! A request takes a slot when it picks its upstream peer and holds it
 //! until it ends or stops using the upstream: the slot stands for the
 //! upstream connection. A request waits for a slot as long as it would
@@ -49,8 +53,7 @@ pub struct UpstreamSlot {
 impl UpstreamLimits {
     /// The remote's limits; new ones when a reload changed its bounds
     /// (requests holding the old slots finish on them).
-    fn of(&self, remote: &Remote) -> Arc<RemoteLimit> {
-        let bounds = remote.upstream_bounds;
+    fn of(&self, remote: &Remote, bounds: UpstreamBounds) -> Arc<RemoteLimit> {
         let mut remotes = self.remotes.lock();
         if let Some(limit) = remotes.get(&remote.name).filter(|l| l.bounds == bounds) {
             return limit.clone();
@@ -64,17 +67,23 @@ impl UpstreamLimits {
         limit
     }
 
-    /// A slot of `remote`'s upstream, waiting up to `wait` for one; `None`
-    /// for a remote without bounds.
+    /// A slot of `remote`'s upstream, waiting up to `wait` for one;
+    /// `default_connections` bounds a remote without a bound of its own.
+    /// `None` for a remote without bounds.
     pub async fn take(
         &self,
         remote: &Remote,
+        default_connections: Option<u32>,
         wait: Duration,
     ) -> Result<Option<UpstreamSlot>, String> {
-        if !remote.upstream_bounds.any() {
+        let bounds = UpstreamBounds {
+            connections: remote.upstream_bounds.connections.or(default_connections),
+            ..remote.upstream_bounds
+        };
+        if !bounds.any() {
             return Ok(None);
         }
-        let limit = self.of(remote);
+        let limit = self.of(remote, bounds);
         let permit = match &limit.slots {
             None => None,
             Some(slots) => match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
@@ -134,30 +143,47 @@ mod tests {
         let limits = UpstreamLimits::default();
         let r = remote(Some(2), None);
         let wait = Duration::from_millis(50);
-        let mut first = limits.take(&r, wait).await.unwrap().unwrap();
-        let _second = limits.take(&r, wait).await.unwrap().unwrap();
-        let third = limits.take(&r, wait).await;
+        let mut first = limits.take(&r, None, wait).await.unwrap().unwrap();
+        let _second = limits.take(&r, None, wait).await.unwrap().unwrap();
+        let third = limits.take(&r, None, wait).await;
         assert!(third
             .err()
             .unwrap()
             .contains("all 2 of its upstream connections"));
         first.release_connection();
-        assert!(limits.take(&r, wait).await.is_ok());
+        assert!(limits.take(&r, None, wait).await.is_ok());
         assert!(limits
-            .take(&remote(None, None), wait)
+            .take(&remote(None, None), None, wait)
             .await
             .unwrap()
             .is_none());
+        // The server's default bounds a remote without its own.
+        let unbounded = remote(None, None);
+        let _only = limits.take(&unbounded, Some(1), wait).await.unwrap();
+        assert!(limits.take(&unbounded, Some(1), wait).await.is_err());
+        assert!(
+            limits.take(&r, Some(1), wait).await.is_ok(),
+            "its own bound wins"
+        );
     }
 
     #[tokio::test]
     async fn a_reload_with_other_bounds_starts_afresh() {
         let limits = UpstreamLimits::default();
         let wait = Duration::from_millis(50);
-        let _held = limits.take(&remote(Some(1), None), wait).await.unwrap();
-        assert!(limits.take(&remote(Some(1), None), wait).await.is_err());
-        assert!(limits.take(&remote(Some(3), None), wait).await.is_ok());
-        let paced = limits.take(&remote(None, Some(1024)), wait).await;
+        let _held = limits
+            .take(&remote(Some(1), None), None, wait)
+            .await
+            .unwrap();
+        assert!(limits
+            .take(&remote(Some(1), None), None, wait)
+            .await
+            .is_err());
+        assert!(limits
+            .take(&remote(Some(3), None), None, wait)
+            .await
+            .is_ok());
+        let paced = limits.take(&remote(None, Some(1024)), None, wait).await;
         let paced = paced.unwrap().unwrap();
         assert_eq!(paced.pace(256), None, "within the burst");
         assert!(paced.pace(4096).unwrap() > Duration::from_secs(3));

@@ -189,6 +189,9 @@ pub struct RawUpstreamSettings {
     pub connect_timeout: Option<RawDuration>,
     /// Longest silence of an upstream (before the first byte or between chunks).
     pub read_timeout: Option<RawDuration>,
+    /// Upstream connections a remote without `max_upstream_connections`
+    /// may have open at once from this node (0: no bound).
+    pub max_connections_per_remote: Option<u32>,
     /// Consecutive upstream failures that mark a remote down (0: never).
     pub breaker_failures: Option<u32>,
     /// How long a remote stays marked down before one probe request tests it.
@@ -329,6 +332,8 @@ pub struct ServerConfig {
     pub clients: ClientLimits,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `upstream.max_connections_per_remote`; `None`: no bound.
+    pub max_connections_per_remote: Option<u32>,
     pub breaker: filters::breaker::Breaker,
     pub write_token: Option<Secret>,
     pub admin_token: Option<Secret>,
@@ -680,6 +685,8 @@ pub fn parse_server_config(
         clients: f.client_limits(limits)?,
         connect_timeout: f.positive("upstream.connect_timeout", &upstream.connect_timeout, 10)?,
         read_timeout: f.positive("upstream.read_timeout", &upstream.read_timeout, 60)?,
+        max_connections_per_remote: Some(upstream.max_connections_per_remote.unwrap_or(256))
+            .filter(|n| *n > 0),
         breaker: filters::breaker::Breaker {
             threshold: upstream.breaker_failures.unwrap_or(5),
             backoff_ms: (f.positive("upstream.breaker_backoff", &upstream.breaker_backoff, 30)?)

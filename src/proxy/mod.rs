@@ -373,8 +373,13 @@ impl ProxyHttp for ArtifactProxy {
             return Err(Failure::RemoteDown.error());
         }
         if ctx.upstream_slot.is_none() {
-            let wait = self.app.config().server.lock_timeout;
-            let slot = self.app.upstream_limits.take(&artifact.remote, wait).await;
+            let server = &self.app.config().server;
+            let (wait, default) = (server.lock_timeout, server.max_connections_per_remote);
+            let slot = self
+                .app
+                .upstream_limits
+                .take(&artifact.remote, default, wait)
+                .await;
             ctx.upstream_slot =
                 slot.map_err(|why| Error::explain(ErrorType::HTTPStatus(503), why))?;
         }
