@@ -258,6 +258,12 @@ class Chaos:
             self.row("4. abusive clients", f"smuggling: {name}", None,
                      refused=f"{statuses} then {'closed' if closed_after else 'open'}", reached_upstream=smuggled)
 
+        mismatch = abuse.h2_length_mismatch(node.tls_port, self.origin.fetches)
+        refused = mismatch["outcome"].startswith(("stream reset", "GOAWAY", "status 4"))
+        self.require(refused and not mismatch["reached_upstream"], f"h2 content-length mismatch: {mismatch}")
+        self.row("4. abusive clients", "smuggling: h2 content-length 10, DATA 20 bytes", None,
+                 refused=mismatch["outcome"], reached_upstream=mismatch["reached_upstream"])
+
         reset = abuse.rapid_reset(node.tls_port, plan.rapid_reset_streams, seconds=10)
         calmed = node.log_lines("remotely-reset pending-accept streams reached limit")
         self.require(reset["goaway"] or reset["closed"], f"rapid reset: {reset['streams']} streams, not stopped")

@@ -239,11 +239,8 @@ def closed_by_server(socks: list[socket.socket]) -> int:
     return closed
 
 
-def rapid_reset(port: int, streams: int, seconds: float) -> dict:
-    """HTTP/2 rapid reset (CVE-2023-44487) over TLS: HEADERS then RST_STREAM
-    for `streams` streams, as fast as the connection takes them, for at
-    most `seconds`. What happened: streams sent, and whether the server
-    sent GOAWAY or closed."""
+def h2_connect(port: int):
+    """An HTTP/2 connection over TLS (ALPN h2): the socket and its state."""
     try:
         import h2.connection
     except ImportError:
@@ -251,7 +248,6 @@ def rapid_reset(port: int, streams: int, seconds: float) -> dict:
         sys.path.append("/usr/lib/python3/dist-packages")
     import h2.config
     import h2.connection
-    import h2.events
 
     tls = ssl.create_default_context()
     tls.check_hostname = False
@@ -259,10 +255,55 @@ def rapid_reset(port: int, streams: int, seconds: float) -> dict:
     tls.set_alpn_protocols(["h2"])
     sock = tls.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
     if sock.selected_alpn_protocol() != "h2":
-        return {"streams": 0, "goaway": False, "closed": False, "error": "no h2"}
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        raise SystemExit("the TLS listener did not speak h2")
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                                                      normalize_outbound_headers=False))
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def h2_length_mismatch(port: int, origin_fetches) -> dict:
+    """A PUT whose `content-length` says 10 and whose DATA carries 20
+    bytes: the stream must be refused, and nothing reach an upstream."""
+    sock, conn = h2_connect(port)
+    import h2.events
+
+    headers = [(":method", "PUT"), (":scheme", "https"), (":authority", "localhost"),
+               (":path", "/api/v1/remote/gen/smuggled/h2"), ("content-length", "10")]
+    conn.send_headers(1, headers)
+    conn.send_data(1, b"x" * 20, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    outcome, deadline = "no answer", time.monotonic() + 5
+    sock.settimeout(1)
+    while time.monotonic() < deadline and outcome == "no answer":
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        if not data:
+            outcome = "connection closed"
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                outcome = "status " + dict(event.headers).get(b":status", b"?").decode()
+            elif isinstance(event, h2.events.StreamReset):
+                outcome = f"stream reset ({event.error_code.name})"
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                outcome = f"GOAWAY ({event.error_code.name})"
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    return {"outcome": outcome, "reached_upstream": origin_fetches("/smuggled/h2")}
+
+
+def rapid_reset(port: int, streams: int, seconds: float) -> dict:
+    """HTTP/2 rapid reset (CVE-2023-44487) over TLS: HEADERS then RST_STREAM
+    for `streams` streams, as fast as the connection takes them, for at
+    most `seconds`. What happened: streams sent, and whether the server
+    sent GOAWAY or closed."""
+    sock, conn = h2_connect(port)
+    import h2.events
+
     headers = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
                (":path", "/api/v1/remote/gen/small/1.bin")]
     sent, goaway, closed, error = 0, False, False, ""
