@@ -237,37 +237,49 @@ class Load:
         for _ in range(self.max_requests):
             if self.stop_event.is_set():
                 break
-            kind = rng.choice(kinds)
+            asked = self._choose(rng.choice(kinds), rng)
             started = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-                outcome = self._one(conn, kind, rng)
-            except (OSError, http.client.HTTPException) as e:
-                outcome = f"error:{type(e).__name__}"
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05)  # a node being restarted: do not spin
+            # As HTTP clients do, a request on a kept-alive connection the
+            # server closed before answering is sent again on a new one.
+            for attempt in (1, 2):
+                reused = conn is not None
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                    outcome = self._send(conn, asked)
+                    break
+                except (OSError, http.client.HTTPException) as e:
+                    outcome = f"error:{type(e).__name__}"
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    unanswered = isinstance(e, (http.client.RemoteDisconnected, ConnectionResetError,
+                                                BrokenPipeError))
+                    if not (reused and unanswered and attempt == 1):
+                        time.sleep(0.05)  # a node being restarted: do not spin
+                        break
             self.tally.add(outcome, time.monotonic() - started)
         if conn is not None:
             conn.close()
 
-    def _one(self, conn: http.client.HTTPConnection, kind: str, rng: random.Random) -> str:
-        headers = {}
+    def _choose(self, kind: str, rng: random.Random) -> tuple[str, str, str, dict]:
+        """What to ask: (kind, corpus path, URL path, headers)."""
         if kind == "doc":
             name = rng.choice(list(self.corpus.versions))
-            path = f"npm/{name}"
-            conn.request("GET", f"/api/v1/remote/npm/{name}")
-        else:
-            path = {"hit": lambda: rng.choice(self.hot), "miss": lambda: self._next_miss(rng),
-                    "large": lambda: rng.choice(self.corpus.large or self.hot)}[kind]()
-            if kind == "large" and rng.random() < 0.5:
-                size = self.corpus.size[path]
-                start = rng.randrange(size)
-                end = min(size - 1, start + rng.randrange(4 * MiB))
-                headers["Range"] = f"bytes={start}-{end}"
-            conn.request("GET", f"/api/v1/remote/gen/{path}", headers=headers)
+            return kind, f"npm/{name}", f"/api/v1/remote/npm/{name}", {}
+        path = {"hit": lambda: rng.choice(self.hot), "miss": lambda: self._next_miss(rng),
+                "large": lambda: rng.choice(self.corpus.large or self.hot)}[kind]()
+        headers = {}
+        if kind == "large" and rng.random() < 0.5:
+            size = self.corpus.size[path]
+            start = rng.randrange(size)
+            end = min(size - 1, start + rng.randrange(4 * MiB))
+            headers["Range"] = f"bytes={start}-{end}"
+        return kind, path, f"/api/v1/remote/gen/{path}", headers
+
+    def _send(self, conn: http.client.HTTPConnection, asked: tuple[str, str, str, dict]) -> str:
+        kind, path, url, headers = asked
+        conn.request("GET", url, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
         if resp.status not in (200, 206):

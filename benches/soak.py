@@ -46,7 +46,7 @@ def main() -> int:
     node = Node(args.binary.resolve(), work / "node", remotes(origin.port), extra)
     samples = []
     started = time.monotonic()
-    load = Load(node.port, corpus, clients=4, timeout=60).start()
+    load = Load(node.port, corpus, clients=4, max_requests=100_000_000, timeout=60).start()
     # Misses are never exhausted: once every file was asked, "miss" falls
     # back to evicted ones, which are misses again.
     load.misses = corpus.small[50:] * 200
