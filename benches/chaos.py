@@ -147,12 +147,12 @@ class Chaos:
             time.sleep(plan.phase_seconds)
             # Phase 2: full to the last byte.
             filler = store / "filler"
-            with open(filler, "wb") as f:
-                try:
+            try:
+                with open(filler, "wb") as f:
                     while True:
                         f.write(b"\0" * (1 << 16))
-                except OSError:
-                    pass
+            except OSError:
+                pass  # full; or so full already that not even its name fits
             free_at_full = shutil.disk_usage(store).free
             hot_before = self.origin_hits(load.hot)
             time.sleep(plan.phase_seconds)
@@ -160,7 +160,7 @@ class Chaos:
             summary_full = summary
             # Phase 3: space returns: the filler goes, and an operator flushes
             # the remote that filled the disk.
-            filler.unlink()
+            filler.unlink(missing_ok=True)
             flushed, _, _ = request(node.port, "PUT", "/cache/flush?remote=gen")
             self.require(flushed == 200, f"disk full: flush answered {flushed}")
             deadline = time.monotonic() + 30
