@@ -80,7 +80,9 @@ impl BodyMiss {
             path: path.clone(),
             expected: expected_size,
         };
-        let free = storage.bodies.free_bytes();
+        let free = storage
+            .room
+            .free_for_admission(|| storage.bodies.free_bytes());
         let incoming = expected_size.unwrap_or(0);
         let admit = |still_to_write| room::admits(free, still_to_write, incoming);
         let Some(fill) = storage
@@ -278,7 +280,7 @@ impl HandleMiss for BodyMiss {
         // A small body goes into its record; a spilled one is committed
         // under its own key first.
         let (body_key, inline_body) = match (self.held.take(), self.writer.take()) {
-            (Some(held), _) => (String::new(), Some(Bytes::from(held.concat()))),
+            (Some(held), _) => (String::new(), Some(held)),
             (None, Some((body_key, writer))) => {
                 if let Err(e) = writer.commit().await {
                     return self.finish_unstored(format!("completing cache body: {e}"));

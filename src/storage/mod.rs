@@ -305,7 +305,7 @@ impl CacheStorage {
     /// ([`room`]). A fill starting re-checks under the fills' lock.
     pub fn has_room(&self, incoming: u64) -> bool {
         room::admits(
-            self.bodies.free_bytes(),
+            self.room.free_for_admission(|| self.bodies.free_bytes()),
             self.fills.still_to_write(),
             incoming,
         )

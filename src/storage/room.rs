@@ -15,6 +15,13 @@
 //! Both are counted (`artifactd_cache_unstored_total`) and logged at most
 //! once a minute, so a full disk under load is one line, not one a request.
 //! A bucket has no free space to ask about: every fill is admitted.
+//!
+//! Asking the filesystem (`statvfs`) costs a miss a few microseconds, twice,
+//! so admission reuses a sample for [`SAMPLE_FOR`] while the sample shows
+//! at least [`PLENTY`] free: no fill can write that much in so short a
+//! time on any disk we run on. Below it every admission asks afresh, so a
+//! nearly full disk is judged by its exact figure. Eviction and the metrics
+//! always ask afresh: they watch the figure move.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +31,10 @@ use std::time::{Duration, Instant};
 pub const FLOOR: u64 = 2 << 20;
 /// At most one log line per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// How long an admission may reuse a sample of the free space.
+const SAMPLE_FOR: Duration = Duration::from_millis(100);
+/// Free space above which a sample may be reused.
+pub const PLENTY: u64 = 1 << 30;
 
 /// Whether a fill of `incoming` bytes fits: `free` on the filesystem (none
 /// known: a bucket), less what fills in flight have still to write.
@@ -58,6 +69,10 @@ pub struct Room {
     /// Milliseconds after `epoch` of the last log line, plus one (0: none yet).
     logged_at: AtomicU64,
     epoch: Instant,
+    /// Free bytes at the last sample worth reusing (0: none).
+    sampled_free: AtomicU64,
+    /// Milliseconds after `epoch` of that sample.
+    sampled_at: AtomicU64,
 }
 
 impl Default for Room {
@@ -68,6 +83,8 @@ impl Default for Room {
             unlogged: AtomicU64::new(0),
             logged_at: AtomicU64::new(0),
             epoch: Instant::now(),
+            sampled_free: AtomicU64::new(0),
+            sampled_at: AtomicU64::new(0),
         }
     }
 }
@@ -102,6 +119,24 @@ impl Room {
         }
     }
 
+    /// The free space to admit a fill against: a recent sample while it
+    /// shows [`PLENTY`], else `ask()` (a bucket's `None` included).
+    pub fn free_for_admission(&self, ask: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let sampled = self.sampled_free.load(Ordering::Relaxed);
+        if sampled != 0
+            && now.saturating_sub(self.sampled_at.load(Ordering::Relaxed))
+                < SAMPLE_FOR.as_millis() as u64
+        {
+            return Some(sampled);
+        }
+        let free = ask();
+        let reusable = free.filter(|free| *free >= PLENTY).unwrap_or(0);
+        self.sampled_at.store(now, Ordering::Relaxed);
+        self.sampled_free.store(reusable, Ordering::Relaxed);
+        free
+    }
+
     /// Misses served without being kept, since start: (no room, write failed).
     pub fn counts(&self) -> (u64, u64) {
         (
@@ -127,6 +162,41 @@ mod tests {
         assert!(!admits(Some(20 * mib), 10 * mib, 9 * mib));
         assert!(admits(Some(20 * mib), 10 * mib, 8 * mib));
         assert!(!admits(Some(mib), 2 * mib, 0), "reserved past what is free");
+    }
+
+    #[test]
+    fn plenty_of_free_space_is_sampled_and_little_is_asked_each_time() {
+        let room = Room::default();
+        let asked = std::cell::Cell::new(0);
+        let ask = |free: Option<u64>| {
+            asked.set(asked.get() + 1);
+            free
+        };
+        for _ in 0..3 {
+            assert_eq!(room.free_for_admission(|| ask(Some(PLENTY))), Some(PLENTY));
+        }
+        assert_eq!(asked.get(), 1, "a sample showing plenty is reused");
+
+        let room = Room::default();
+        asked.set(0);
+        for _ in 0..3 {
+            assert_eq!(
+                room.free_for_admission(|| ask(Some(PLENTY - 1))),
+                Some(PLENTY - 1)
+            );
+            assert_eq!(room.free_for_admission(|| ask(None)), None, "a bucket");
+        }
+        assert_eq!(asked.get(), 6, "little free space is asked every time");
+
+        let room = Room::default();
+        room.free_for_admission(|| Some(PLENTY));
+        room.sampled_at.store(0, Ordering::Relaxed);
+        std::thread::sleep(SAMPLE_FOR + Duration::from_millis(5));
+        assert_eq!(
+            room.free_for_admission(|| Some(3)),
+            Some(3),
+            "an old sample is taken again"
+        );
     }
 
     #[test]
