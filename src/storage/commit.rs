@@ -29,6 +29,15 @@ const STRIPES: usize = 64;
 /// The largest inline body a commit puts in the hot tier (one page).
 const HOT_AT_COMMIT_MAX_BODY: usize = 4096;
 
+/// One buffer of a fill's chunks; a body of one chunk is not copied.
+fn join(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => Bytes::from(chunks.concat()),
+    }
+}
+
 /// Per-entry mutual exclusion for record changes, striped by entry id.
 pub struct EntryLocks {
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -61,15 +70,31 @@ impl CacheStorage {
     /// Makes `record` the entry's current record: the commit record first
     /// (the body it names is already complete), then the index and memory.
     /// The body it replaces is deleted after a grace period.
+    ///
+    /// `inline_chunks` is the inline body as a fill received it, when
+    /// `record` leaves it out: a body the hot tier does not take at commit
+    /// ([`Self::remember_committed`]) is written from its chunks and never
+    /// joined; any other is joined into the record.
     pub(super) async fn commit(
         &'static self,
         location: &EntryLocation,
-        record: Record,
+        mut record: Record,
+        inline_chunks: Option<Vec<Bytes>>,
     ) -> Result<()> {
         let id = location.id();
         let flags = super::flags_of(&record.meta);
+        let detached = match inline_chunks {
+            Some(chunks) if self.keeps_out_of_hot_tier(chunks.iter().map(Bytes::len).sum()) => {
+                chunks
+            }
+            Some(chunks) => {
+                record.inline_body = Some(join(chunks));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         let _guard = self.entry_locks.lock(id).await;
-        let at = self.write_record(location, record.encode()).await?;
+        let at = self.write_record(location, &record, &detached).await?;
         let slot = Slot::new(
             layout::body_id(&record.body.body_key),
             record.body.size,
@@ -84,7 +109,11 @@ impl CacheStorage {
         self.recount(location, at, record.body.size, replaced);
         self.catalog.record(CatalogEvent::Entry(row));
         self.announce(Change::Entry(id)).await;
-        self.remember_committed(id, record);
+        if detached.is_empty() {
+            self.remember_committed(id, record);
+        } else {
+            self.hot.remove(id);
+        }
         if let Some(old) = replaced {
             if old.body != 0 && old.body != new_body {
                 self.delete_body_later(layout::body_key(location, old.body));
@@ -110,12 +139,16 @@ impl CacheStorage {
     /// ask for again (at 64 KiB, a tenth of a miss's CPU in page faults).
     fn remember_committed(&self, id: u128, record: Record) {
         let inline = record.inline_body.as_ref().map_or(0, |b| b.len());
-        if self.segments.is_some() && inline > HOT_AT_COMMIT_MAX_BODY {
+        if self.keeps_out_of_hot_tier(inline) {
             self.hot.remove(id);
         } else {
             let generation = self.flush_generation.load(Ordering::Acquire);
             self.hot.put(id, Arc::new(record), generation);
         }
+    }
+
+    fn keeps_out_of_hot_tier(&self, inline_body: usize) -> bool {
+        self.segments.is_some() && inline_body > HOT_AT_COMMIT_MAX_BODY
     }
 
     fn delete_body_later(&'static self, body_key: String) {

@@ -15,7 +15,8 @@ pub(super) struct NewBody {
     pub content_type: Option<String>,
     /// Empty when the body is inline.
     pub body_key: String,
-    pub inline_body: Option<Bytes>,
+    /// The inline body, as the chunks a fill received.
+    pub inline_body: Option<Vec<Bytes>>,
     pub size: u64,
     pub sha256: String,
 }
@@ -40,13 +41,13 @@ pub(super) async fn commit_body(
             path: path.to_string(),
             fetched_at,
         },
-        inline_body: body.inline_body,
+        inline_body: None,
         fast_head: Default::default(),
     };
     storage
         .make_room(super::evict::Incoming::Entry { bytes: body.size })
         .await;
-    if let Err(e) = storage.commit(location, record).await {
+    if let Err(e) = storage.commit(location, record, body.inline_body).await {
         if !body.body_key.is_empty() {
             // The body is complete but unreferenced: remove it.
             let _ = storage.bodies.delete(&body.body_key).await;

@@ -152,17 +152,28 @@ pub enum RecordError {
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
+        let inline = self.inline_body.as_deref();
+        let mut out = self.encode_head(inline.map(<[u8]>::len));
+        out.extend_from_slice(inline.unwrap_or_default());
+        out
+    }
+
+    /// The record's bytes up to its inline body of `inline_len` bytes
+    /// (`None`: no inline body), which follow them: a fill writes its
+    /// chunks after these instead of joining them first. The capacity
+    /// leaves room for the body, for [`Record::encode`].
+    pub fn encode_head(&self, inline_len: Option<usize>) -> Vec<u8> {
         let mut meta = Vec::with_capacity(256);
         self.meta.encode(&mut meta);
         let mut info = Vec::with_capacity(128);
         self.body.encode(&mut info);
-        let inline = self.inline_body.as_deref();
-        let mut out = Vec::with_capacity(
-            MAGIC.len() + 12 + meta.len() + info.len() + inline.map_or(0, |b| b.len() + 4),
-        );
+        let inline_here = self.inline_body.as_ref().map_or(0, |b| b.len());
+        let mut out = Vec::with_capacity(MAGIC.len() + 12 + meta.len() + info.len() + inline_here);
         out.extend_from_slice(MAGIC);
-        for section in [&meta[..], &info[..]].into_iter().chain(inline) {
-            put_section(&mut out, section);
+        put_section(&mut out, &meta);
+        put_section(&mut out, &info);
+        if let Some(len) = inline_len {
+            out.extend_from_slice(&(len as u32).to_le_bytes());
         }
         out
     }

@@ -33,33 +33,50 @@ impl CacheStorage {
     /// Writes entry `location`'s record: its location in the segments, or
     /// 0 when it went to an object of its own. With `cache.fsync` it is on
     /// stable storage when this returns.
+    ///
+    /// `detached` is the inline body's chunks when `record` leaves it out
+    /// ([`Self::commit`]); they follow the record's head in its frame.
     pub(super) async fn write_record(
         &self,
         location: &EntryLocation,
-        encoded: Vec<u8>,
+        record: &Record,
+        detached: &[Bytes],
     ) -> Result<u64> {
+        let inline_len = match detached {
+            [] => record.inline_body.as_ref().map(Bytes::len),
+            chunks => Some(chunks.iter().map(Bytes::len).sum()),
+        };
+        let mut encoded = record.encode_head(inline_len);
         let Some(segments) = &self.segments else {
+            for chunk in detached {
+                encoded.extend_from_slice(chunk);
+            }
+            encoded.extend_from_slice(record.inline_body.as_deref().unwrap_or_default());
             self.bodies
                 .put(&location.meta_key(), Bytes::from(encoded))
                 .await
                 .map_err(|e| internal("writing cache record", e))?;
             return Ok(0);
         };
-        self.append_record(segments, &location.remote, location.id(), &encoded)
+        let parts: Vec<&[u8]> = std::iter::once(&encoded[..])
+            .chain(detached.iter().map(|chunk| &chunk[..]))
+            .chain(record.inline_body.as_deref())
+            .collect();
+        self.append_record(segments, &location.remote, location.id(), &parts)
             .await
             .map_err(|e| internal("writing cache record", e))
     }
 
-    /// Appends entry `id`'s record to `remote`'s segment, synced to stable
-    /// storage with `cache.fsync`; its location.
+    /// Appends entry `id`'s record, made of `parts`, to `remote`'s segment,
+    /// synced to stable storage with `cache.fsync`; its location.
     async fn append_record(
         &self,
         segments: &Arc<Segments>,
         remote: &str,
         id: u128,
-        record: &[u8],
+        parts: &[&[u8]],
     ) -> std::io::Result<u64> {
-        let at = segments.append(remote, Kind::Record, id, record)?;
+        let at = segments.append_parts(remote, Kind::Record, id, parts)?;
         if self.settings.fsync {
             let segments = segments.clone();
             blocking(move || segments.sync(at)).await?;
@@ -295,7 +312,7 @@ impl CacheStorage {
             return false;
         };
         let appended = self
-            .append_record(segments, remote, frame.id, &frame.payload)
+            .append_record(segments, remote, frame.id, &[&frame.payload[..]])
             .await;
         let to = match appended {
             Ok(to) => to,

@@ -87,45 +87,52 @@ fn estimate(size: u64) -> u64 {
     HEADER as u64 + HEAD_ESTIMATE + size
 }
 
-/// A frame's header for `payload`: magic, kind, length, id and the CRC of
-/// all but the magic and the payload.
-fn frame_header(kind: Kind, id: u128, payload: &[u8]) -> [u8; HEADER] {
+/// A frame's header for the payload made of `parts`: magic, kind, length,
+/// id and the CRC of all but the magic and the payload.
+fn frame_header(kind: Kind, id: u128, parts: &[&[u8]]) -> [u8; HEADER] {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
     let mut header = [0u8; HEADER];
     header[..4].copy_from_slice(MAGIC);
     header[4] = kind as u8;
-    header[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
     header[12..28].copy_from_slice(&id.to_le_bytes());
-    let crc = checksum(&header[4..28], payload);
+    let crc = checksum(&header[4..28], parts);
     header[28..].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-/// Writes `header` then `payload` at `offset` with `pwritev`, so a record
-/// (a small body inside it) is not copied into one frame buffer first.
-fn write_frame_at(file: &File, header: &[u8], payload: &[u8], offset: u64) -> io::Result<()> {
+/// Writes `header` then the payload's `parts` at `offset` with `pwritev`,
+/// so neither a record nor the fill's chunks of a body inside it are
+/// copied into one frame buffer first.
+fn write_frame_at(file: &File, header: &[u8], parts: &[&[u8]], offset: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let total = header.len() + payload.len();
+    let all: Vec<&[u8]> = std::iter::once(header)
+        .chain(parts.iter().copied())
+        .filter(|part| !part.is_empty())
+        .collect();
+    let total: usize = all.iter().map(|part| part.len()).sum();
     let mut written = 0;
     while written < total {
-        let (head, tail) = match written.checked_sub(header.len()) {
-            None => (&header[written..], payload),
-            Some(into_payload) => (&[][..], &payload[into_payload..]),
-        };
-        let parts = [
-            libc::iovec {
-                iov_base: head.as_ptr() as *mut libc::c_void,
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: tail.as_ptr() as *mut libc::c_void,
-                iov_len: tail.len(),
-            },
-        ];
+        // The parts from `written` on: whole ones skipped, the first cut.
+        let mut skip = written;
+        let iovecs: Vec<libc::iovec> = all
+            .iter()
+            .filter_map(|part| {
+                let rest = part.get(skip.min(part.len())..).unwrap_or_default();
+                skip = skip.saturating_sub(part.len());
+                (!rest.is_empty()).then_some(libc::iovec {
+                    iov_base: rest.as_ptr() as *mut libc::c_void,
+                    iov_len: rest.len(),
+                })
+            })
+            .collect();
+        let count = libc::c_int::try_from(iovecs.len().min(libc::UIO_MAXIOV as usize))
+            .map_err(|_| io::Error::other("too many frame parts"))?;
         let at = libc::off_t::try_from(offset + written as u64)
             .map_err(|_| io::Error::other("segment offset out of range"))?;
-        // SAFETY: both iovecs point into slices that outlive the call, and
-        // the descriptor is `file`'s, open for as long as it lives.
-        let n = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr(), 2, at) };
+        // SAFETY: every iovec points into a slice that outlives the call,
+        // and the descriptor is `file`'s, open for as long as it lives.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iovecs.as_ptr(), count, at) };
         match n {
             n if n > 0 => written += n as usize,
             0 => return Err(io::ErrorKind::WriteZero.into()),
@@ -140,10 +147,12 @@ fn write_frame_at(file: &File, header: &[u8], payload: &[u8], offset: u64) -> io
     Ok(())
 }
 
-fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+fn checksum(header: &[u8], parts: &[&[u8]]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(header);
-    hasher.update(payload);
+    for part in parts {
+        hasher.update(part);
+    }
     hasher.finalize()
 }
 
@@ -168,7 +177,7 @@ fn whole(bytes: &[u8]) -> Option<(Kind, u128, std::ops::Range<usize>)> {
     let (kind, len, id) = header(bytes)?;
     let payload = bytes.get(HEADER..HEADER + len)?;
     let crc = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
-    (checksum(&bytes[4..28], payload) == crc).then_some((kind, id, HEADER..HEADER + len))
+    (checksum(&bytes[4..28], &[payload]) == crc).then_some((kind, id, HEADER..HEADER + len))
 }
 
 /// One segment file.
@@ -243,8 +252,20 @@ impl Segments {
     /// Appends a frame to `remote`'s segment; its location. The bytes are
     /// in the page cache, not necessarily on disk (see [`Self::sync`]).
     pub fn append(&self, remote: &str, kind: Kind, id: u128, payload: &[u8]) -> io::Result<u64> {
-        let header = frame_header(kind, id, payload);
-        let frame_len = (HEADER + payload.len()) as u64;
+        self.append_parts(remote, kind, id, &[payload])
+    }
+
+    /// [`Segments::append`] of the payload made of `parts` in turn.
+    pub fn append_parts(
+        &self,
+        remote: &str,
+        kind: Kind,
+        id: u128,
+        parts: &[&[u8]],
+    ) -> io::Result<u64> {
+        let header = frame_header(kind, id, parts);
+        let payload_len: usize = parts.iter().map(|part| part.len()).sum();
+        let frame_len = (HEADER + payload_len) as u64;
         let mut active = self.active.lock();
         let current = active.get(remote).filter(|segment| {
             let len = segment.len.load(Ordering::Relaxed);
@@ -263,7 +284,7 @@ impl Segments {
         let offset = segment.len.load(Ordering::Relaxed);
         // A failed write leaves `len` where it was: the next frame
         // overwrites whatever part of this one reached the file.
-        write_frame_at(&segment.file, &header, payload, offset)
+        write_frame_at(&segment.file, &header, parts, offset)
             .map_err(|e| with_path(&segment.path, e))?;
         segment.len.store(offset + frame_len, Ordering::Release);
         Ok(location(segment.number, offset))
@@ -625,6 +646,26 @@ mod tests {
         let other = segments.append("s", Kind::Record, 7, b"s").unwrap();
         assert_ne!(number_of(other), number_of(small), "one segment per remote");
         assert!(dir.path().join("cache/s/segments").is_dir());
+    }
+
+    #[test]
+    fn a_frame_written_from_parts_is_the_frame_of_their_concatenation() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 64 << 20).unwrap();
+        let parts: [&[u8]; 5] = [b"head", b"", &[1; 5000], b"x", &[2; 70_000]];
+        let whole = parts.concat();
+        let from_parts = segments.append_parts("r", Kind::Record, 3, &parts).unwrap();
+        let from_whole = segments.append("r", Kind::Record, 3, &whole).unwrap();
+        assert_eq!(blocking_read(&segments, from_parts, 3).unwrap(), whole);
+        let path = segments.get(number_of(from_parts)).unwrap().path.clone();
+        let file = std::fs::read(path).unwrap();
+        let frame_len = HEADER + whole.len();
+        let at = |location| offset_of(location) as usize;
+        assert_eq!(
+            file[at(from_parts)..at(from_parts) + frame_len],
+            file[at(from_whole)..at(from_whole) + frame_len],
+            "same header, same CRC, same bytes"
+        );
     }
 
     #[test]
