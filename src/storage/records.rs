@@ -42,23 +42,22 @@ impl CacheStorage {
         record: &Record,
         detached: &[Bytes],
     ) -> Result<u64> {
-        let inline_len = match detached {
-            [] => record.inline_body.as_ref().map(Bytes::len),
-            chunks => Some(chunks.iter().map(Bytes::len).sum()),
-        };
-        let mut encoded = record.encode_head(inline_len);
         let Some(segments) = &self.segments else {
-            for chunk in detached {
-                encoded.extend_from_slice(chunk);
-            }
-            encoded.extend_from_slice(record.inline_body.as_deref().unwrap_or_default());
+            // A record of its own is one object: `commit` detaches a body
+            // only into a segment frame.
+            debug_assert!(detached.is_empty());
             self.bodies
-                .put(&location.meta_key(), Bytes::from(encoded))
+                .put(&location.meta_key(), Bytes::from(record.encode()))
                 .await
                 .map_err(|e| internal("writing cache record", e))?;
             return Ok(0);
         };
-        let parts: Vec<&[u8]> = std::iter::once(&encoded[..])
+        let inline_len = match detached {
+            [] => record.inline_body.as_ref().map(Bytes::len),
+            chunks => Some(chunks.iter().map(Bytes::len).sum()),
+        };
+        let head = record.encode_head(inline_len);
+        let parts: Vec<&[u8]> = std::iter::once(&head[..])
             .chain(detached.iter().map(|chunk| &chunk[..]))
             .chain(record.inline_body.as_deref())
             .collect();

@@ -34,7 +34,7 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// How long an admission may reuse a sample of the free space.
 const SAMPLE_FOR: Duration = Duration::from_millis(100);
 /// Free space above which a sample may be reused.
-pub const PLENTY: u64 = 1 << 30;
+const PLENTY: u64 = 1 << 30;
 
 /// Whether a fill of `incoming` bytes fits: `free` on the filesystem (none
 /// known: a bucket), less what fills in flight have still to write.
@@ -190,7 +190,6 @@ mod tests {
 
         let room = Room::default();
         room.free_for_admission(|| Some(PLENTY));
-        room.sampled_at.store(0, Ordering::Relaxed);
         std::thread::sleep(SAMPLE_FOR + Duration::from_millis(5));
         assert_eq!(
             room.free_for_admission(|| Some(3)),
