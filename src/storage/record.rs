@@ -370,10 +370,16 @@ impl<'a> RecordView<'a> {
 /// A stored header pair is what `http` accepts: a token for a name, and
 /// a value without control characters other than tab. A pair that could
 /// not have been parsed is never written out as it lies.
+///
+/// Every hit on a record read from its segment checks its pairs, so the
+/// checks look bytes up in a table and fold without branching (a value
+/// then checks many bytes per instruction).
 fn check_pair(name: &[u8], value: &[u8]) -> Result<(), RecordError> {
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    let visible = |b: &u8| *b == b'\t' || (*b >= 0x20 && *b != 0x7f);
-    if name.is_empty() || !name.iter().all(token) || !value.iter().all(visible) {
+    let token = name.iter().fold(true, |ok, b| ok & TOKEN[*b as usize]);
+    let visible = value.iter().fold(true, |ok, b| {
+        ok & (((*b >= 0x20) & (*b != 0x7f)) | (*b == b'\t'))
+    });
+    if name.is_empty() || !token || !visible {
         return Err(RecordError::Meta(format!(
             "invalid header {:?}",
             String::from_utf8_lossy(name)
@@ -381,6 +387,35 @@ fn check_pair(name: &[u8], value: &[u8]) -> Result<(), RecordError> {
     }
     Ok(())
 }
+
+/// The bytes of a token (a header name), by value.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 impl BodyInfo {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -566,6 +601,18 @@ mod tests {
             }
             assert_eq!(wired, wire(&record.meta));
             assert_same(&view.to_record().unwrap(), &record);
+        }
+    }
+
+    #[test]
+    fn every_byte_is_judged_as_http_judges_it() {
+        for byte in 0..=255u8 {
+            let as_name = check_pair(&[b'x', byte], b"v").is_ok();
+            let http_name = http::HeaderName::from_bytes(&[b'x', byte]).is_ok();
+            assert_eq!(as_name, http_name, "name byte {byte:#04x}");
+            let as_value = check_pair(b"x", &[b'v', byte]).is_ok();
+            let http_value = http::HeaderValue::from_bytes(&[b'v', byte]).is_ok();
+            assert_eq!(as_value, http_value, "value byte {byte:#04x}");
         }
     }
 
