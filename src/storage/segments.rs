@@ -25,7 +25,7 @@
 //! live frames appended anew, the index pointed at the copies) until it
 //! empties.
 
-use super::body::fs::{create_new, read_cached};
+use super::body::fs::{create_new, open_for_reading, read_cached};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -230,7 +230,7 @@ impl Segments {
                 else {
                     continue;
                 };
-                let file = File::open(&path)?;
+                let file = open_for_reading(&path)?;
                 let len = file.metadata()?.len();
                 let segment = Segment::new(number, remote_name.clone(), path, file, len);
                 segment.sealed.store(true, Ordering::Relaxed);
@@ -582,19 +582,28 @@ fn read_frame_into(
     read: impl Fn(&File, &mut [u8], u64) -> Option<usize>,
 ) -> Option<std::ops::Range<usize>> {
     let offset = offset_of(location);
-    buf.clear();
-    buf.resize(HEADER + HEAD_ALLOWANCE + inline as usize, 0);
-    let mut got = read(file, buf, offset)?;
+    let first = HEADER + HEAD_ALLOWANCE + inline as usize;
+    // A reused buffer is grown but never cleared: zeroing it on every hit
+    // cost more than the rest of the read's user time, and nothing past
+    // what the reads return (an earlier record's bytes) is looked at.
+    grow(buf, first);
+    let mut got = read(file, &mut buf[..first], offset)?;
     let (kind, len, found) = header(&buf[..got])?;
     if kind != Kind::Record || found != id {
         return None;
     }
     if got < HEADER + len {
-        buf.resize(HEADER + len, 0);
-        got += read(file, &mut buf[got..], offset + got as u64)?;
+        grow(buf, HEADER + len);
+        got += read(file, &mut buf[got..HEADER + len], offset + got as u64)?;
     }
     let (_, _, payload) = whole(&buf[..got])?;
     Some(payload)
+}
+
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
 }
 
 thread_local! {
@@ -646,6 +655,22 @@ mod tests {
         let other = segments.append("s", Kind::Record, 7, b"s").unwrap();
         assert_ne!(number_of(other), number_of(small), "one segment per remote");
         assert!(dir.path().join("cache/s/segments").is_dir());
+    }
+
+    #[test]
+    fn a_record_read_into_a_reused_buffer_is_its_own_bytes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 64 << 20).unwrap();
+        let long = vec![9u8; HEAD_ALLOWANCE * 3];
+        let large = segments.append("r", Kind::Record, 8, &long).unwrap();
+        let small = segments.append("r", Kind::Record, 7, b"seven").unwrap();
+        // The last frame of its segment: its read returns less than asked.
+        let read = |location, id| segments.with_record_now(location, id, 0, |b| Some(b.to_vec()));
+        for _ in 0..2 {
+            assert_eq!(read(large, 8).unwrap(), long);
+            assert_eq!(read(small, 7).unwrap(), b"seven");
+        }
+        assert!(read(small, 8).is_none(), "another entry's");
     }
 
     #[test]
