@@ -87,6 +87,7 @@ mod reload;
 mod reply;
 mod request_id;
 mod rewrites;
+mod seen_again;
 mod served_from;
 mod server;
 mod state;

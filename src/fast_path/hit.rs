@@ -11,11 +11,11 @@
 
 use crate::app::App;
 use crate::config::Remote;
-use crate::one_in::{one_in, Calls};
 use crate::proxy::action::Action;
 use crate::proxy::request::{self, RequestView};
 use crate::proxy::{cache, documents, hooks};
 use crate::rewrites;
+use crate::seen_again::{seen_again, Recent};
 use crate::served_from::{self, ServedFrom};
 use crate::storage::layout::EntryLocation;
 use crate::storage::record::{Record, RecordView};
@@ -245,10 +245,11 @@ pub struct Audited {
 
 /// Decisions kept: the hot set of a busy mirror, at ~200 bytes each.
 const DECISIONS: usize = 32 * 1024;
-/// One new decision in this many is offered to the memo.
-const OFFER_EVERY: u32 = 4;
+/// Requests each thread remembers having decided: a request decided
+/// again while it is remembered is offered to the memo.
+const REMEMBERED: usize = 16 * 1024;
 
-thread_local!(static DECIDED: Calls = const { Calls::new(0) });
+thread_local!(static DECIDED: Recent<REMEMBERED> = const { Recent::new() });
 /// Longer targets (and `Accept` values) are decided each time rather than
 /// kept: the memo is bounded by count, so its memory is bounded by this.
 const KEPT_REQUEST_MAX: usize = 512;
@@ -273,11 +274,12 @@ impl Decisions {
         }
         let decided = Arc::new(decide(app, head, generation)?);
         let short = head.target.len() + head.accept.map_or(0, str::len) <= KEPT_REQUEST_MAX;
-        // Offered to the memo one time in a few: a target asked again and
-        // again gets in soon, and a spread of targets too wide for the
-        // memo (a million objects) costs a decision each, not also an
-        // insert the memo's filter would mostly turn away.
-        if short && one_in(&DECIDED, OFFER_EVERY) {
+        // Offered to the memo when decided again soon: a target asked
+        // again and again gets in from its second request, and a spread of
+        // targets too wide for the memo (a million objects) costs a
+        // decision each, not also an insert the memo's filter would mostly
+        // turn away.
+        if short && seen_again(&DECIDED, hash) {
             self.memo.put(&hash, decided.clone(), None);
         }
         Some(decided)
