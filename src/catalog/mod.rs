@@ -205,16 +205,33 @@ impl From<sqlx::Error> for CatalogError {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::WorkerCrashed => Retry::Later,
-            // SQLSTATE classes: connection exception, insufficient
-            // resources, operator intervention (a restart), transaction
-            // rollback (deadlock, serialization).
-            sqlx::Error::Database(db) => match db.code().as_deref().map(|c| c.get(..2)) {
-                Some(Some("08" | "53" | "57" | "40")) => Retry::Later,
-                _ => Retry::Never,
-            },
+            sqlx::Error::Database(db) => database_retry(db.as_ref()),
             _ => Retry::Never,
         };
         CatalogError(e.to_string(), retry)
+    }
+}
+
+/// Whether a database's refusal is one of its state rather than of the
+/// statements. A full disk is: the batch is written once eviction has made
+/// room, as PostgreSQL's `disk_full` already was, and not dropped.
+fn database_retry(db: &dyn sqlx::error::DatabaseError) -> Retry {
+    let code = db.code();
+    let code = code.as_deref().unwrap_or_default();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // An extended result code, in decimal; its low byte is the primary
+        // code: BUSY, LOCKED, IOERR, FULL.
+        return match code.parse::<i32>().map(|code| code & 0xff) {
+            Ok(5 | 6 | 10 | 13) => Retry::Later,
+            _ => Retry::Never,
+        };
+    }
+    // SQLSTATE classes: connection exception, insufficient resources
+    // (disk full among them), operator intervention (a restart),
+    // transaction rollback (deadlock, serialization).
+    match code.get(..2) {
+        Some("08" | "53" | "57" | "40") => Retry::Later,
+        _ => Retry::Never,
     }
 }
 
@@ -419,8 +436,8 @@ async fn run_batches(
 }
 
 /// Applies `batch`, retrying with backoff while the catalog is unreachable
-/// (events queue behind it meanwhile); a batch the catalog refuses for
-/// what it says is logged and dropped.
+/// or out of room (events queue behind it meanwhile); a batch the catalog
+/// refuses for what it says is logged and dropped.
 async fn apply_until_taken(catalog: &dyn Catalog, batch: &[CatalogEvent]) {
     let mut delay = Duration::from_millis(100);
     let mut last_log: Option<std::time::Instant> = None;
@@ -440,7 +457,7 @@ async fn apply_until_taken(catalog: &dyn Catalog, batch: &[CatalogEvent]) {
                 failures += 1;
                 if last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
                     log::warn!(
-                        "catalog unreachable ({message}); {} events wait and are retried",
+                        "catalog unreachable or full ({message}); {} events wait and are retried",
                         batch.len()
                     );
                     last_log = Some(std::time::Instant::now());
@@ -499,6 +516,50 @@ mod tests {
             path: path.into(),
             at,
         }
+    }
+
+    /// A real SQLite database, reached through the `Any` driver as the
+    /// catalog reaches it, whose size is capped so that a write fails the
+    /// way a full disk makes it fail (`SQLITE_FULL`).
+    async fn capped_sqlite() -> (tempfile::TempDir, sqlx::AnyConnection) {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for statement in [
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)",
+            "PRAGMA max_page_count = 8",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        (dir, conn)
+    }
+
+    #[tokio::test]
+    async fn a_full_sqlite_database_is_retried_and_a_bad_statement_is_not() {
+        let (_dir, mut conn) = capped_sqlite().await;
+        let full = sqlx::query("INSERT INTO t (id, data) VALUES (1, zeroblob(1000000))")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        let full = CatalogError::from(full);
+        assert!(full.0.contains("full"), "{full}");
+        assert_eq!(full.1, Retry::Later, "{full}");
+        sqlx::query("INSERT INTO t (id, data) VALUES (2, x'00')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let duplicate = sqlx::query("INSERT INTO t (id, data) VALUES (2, x'00')")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(CatalogError::from(duplicate).1, Retry::Never);
+        let missing = sqlx::query("SELECT * FROM nowhere")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(CatalogError::from(missing).1, Retry::Never);
     }
 
     #[test]
