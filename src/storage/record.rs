@@ -258,16 +258,23 @@ pub struct RecordView<'a> {
 
 impl<'a> RecordView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<RecordView<'a>, RecordError> {
-        let rest = bytes.strip_prefix(MAGIC).ok_or(RecordError::BadMagic)?;
+        // No `ok_or(error)` in here: it builds the error, and drops it, on
+        // every call, and every hit on a record in a segment parses it.
+        let Some(rest) = bytes.strip_prefix(MAGIC) else {
+            return Err(RecordError::BadMagic);
+        };
         let (mut meta, rest) = take_section(rest)?;
         let (mut info, rest) = take_section(rest)?;
         let inline_body = inline_section(rest)?;
         let mut time = || -> Result<SystemTime, RecordError> {
             let secs = u64::from_le_bytes(take_array(&mut meta)?);
             let nanos = u32::from_le_bytes(take_array(&mut meta)?);
-            UNIX_EPOCH
-                .checked_add(Duration::new(secs, nanos))
-                .ok_or(RecordError::Meta("time out of range".into()))
+            // Not `Duration::new`, which panics when the nanoseconds carry
+            // past the largest number of seconds.
+            Duration::from_secs(secs)
+                .checked_add(Duration::from_nanos(u64::from(nanos)))
+                .and_then(|since| UNIX_EPOCH.checked_add(since))
+                .ok_or_else(|| RecordError::Meta("time out of range".into()))
         };
         let (fresh_until, created, epoch) = (time()?, time()?, time()?);
         let stale_while_revalidate_sec = u32::from_le_bytes(take_array(&mut meta)?);
@@ -433,21 +440,22 @@ fn put_section(out: &mut Vec<u8>, section: &[u8]) {
 }
 
 fn take_array<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N], RecordError> {
-    let (head, rest) = bytes
-        .split_first_chunk::<N>()
-        .ok_or(RecordError::Truncated)?;
+    let Some((head, rest)) = bytes.split_first_chunk::<N>() else {
+        return Err(RecordError::Truncated);
+    };
     *bytes = rest;
     Ok(*head)
 }
 
 fn take_section(bytes: &[u8]) -> Result<(&[u8], &[u8]), RecordError> {
-    let len_bytes: [u8; 4] = bytes
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(RecordError::Truncated)?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let section = bytes.get(4..4 + len).ok_or(RecordError::Truncated)?;
-    Ok((section, &bytes[4 + len..]))
+    let Some((len, rest)) = bytes.split_first_chunk::<4>() else {
+        return Err(RecordError::Truncated);
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    match (rest.get(..len), rest.get(len..)) {
+        (Some(section), Some(after)) => Ok((section, after)),
+        _ => Err(RecordError::Truncated),
+    }
 }
 
 #[cfg(test)]
@@ -602,6 +610,22 @@ mod tests {
             assert_eq!(wired, wire(&record.meta));
             assert_same(&view.to_record().unwrap(), &record);
         }
+    }
+
+    #[test]
+    fn a_stored_time_past_the_last_second_is_an_error_not_a_panic() {
+        let record = sample();
+        let mut meta = vec![];
+        record.meta.encode(&mut meta);
+        meta[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        meta[8..12].copy_from_slice(&999_999_999u32.to_le_bytes());
+        let mut info = vec![];
+        record.body.encode(&mut info);
+        let mut bytes = MAGIC.to_vec();
+        put_section(&mut bytes, &meta);
+        put_section(&mut bytes, &info);
+        assert!(RecordView::parse(&bytes).is_err());
+        assert!(Record::decode(&bytes).is_err());
     }
 
     #[test]
