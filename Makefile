@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONFIG ?= conf/artifactd.yaml
 PREFIX ?= /usr/local
 
-.PHONY: all deps bench-deps test-deps build release image run check-config test lint deny unit it it-cluster fuzz bench bench-audit bench-cluster bench-large bench-smoke chaos chaos-smoke soak install clean
+.PHONY: all deps bench-deps test-deps build release image run check-config test lint deny unit it it-cluster fuzz bench bench-instructions bench-audit bench-cluster bench-large bench-smoke chaos chaos-smoke soak install clean
 
 all: build
 
@@ -62,6 +62,11 @@ bench: bench-deps release
 ## Only scenario 11, the audit trail on vs off; writes benches/results/audit.*.
 bench-audit: bench-deps release
 	python3 benches/run.py --audit-only $(if $(QUICK),--quick)
+
+## Instructions per fast-path hit under callgrind, at 1e3 and 1e6 objects:
+## a figure timing noise does not move; writes benches/results/instructions.*.
+bench-instructions: bench-deps release
+	python3 benches/instructions.py
 
 ## Only scenario 12, large objects; writes benches/results/large.*.
 bench-large: bench-deps release

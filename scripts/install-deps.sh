@@ -25,6 +25,8 @@ if [[ ${1:-} == bench || ${1:-} == test ]]; then
     # started by the tests and the harness themselves (the packages' own
     # services are not used).
     packages+=(redis-server postgresql)
+    # valgrind: callgrind counts instructions per hit (make bench-instructions).
+    packages+=(valgrind)
 fi
 if [[ ${1:-} == test ]]; then
     # The OCI tests also drive containerd + ctr as a stock runtime, and
