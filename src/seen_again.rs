@@ -23,6 +23,9 @@ pub struct Recent<const SLOTS: usize> {
 
 impl<const SLOTS: usize> Recent<SLOTS> {
     pub const fn new() -> Self {
+        // The slot is the key's low bits, masked: any other size would
+        // leave slots unused, silently.
+        const { assert!(SLOTS.is_power_of_two(), "a table of 2^n slots") };
         Recent {
             tags: [const { Cell::new(0) }; SLOTS],
         }
