@@ -15,6 +15,7 @@
 //! the store in the background ([`super::reconcile`]); until that completes
 //! it is not trusted to say "absent", and misses look at the store.
 
+use foldhash::fast::RandomState;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,8 +149,15 @@ pub struct Candidate {
     pub view: SlotView,
 }
 
+/// One shard's table. Ids are blake2 hashes of cache keys, but anyone
+/// who can name paths can search for ids that share a table's buckets, so
+/// the table hashes them again with a seed: foldhash, a multiply per id,
+/// where std's SipHash cost a hundred instructions or more per lookup, and
+/// a hit at a million entries looks an id up three times.
+type Shard = HashMap<u128, Stored, RandomState>;
+
 pub struct Index {
-    shards: Vec<RwLock<HashMap<u128, Stored>>>,
+    shards: Vec<RwLock<Shard>>,
     /// Body ids wider than 64 bits (fills of earlier versions), by entry.
     wide_bodies: RwLock<HashMap<u128, u128>>,
     entries: AtomicU64,
@@ -170,7 +178,7 @@ pub struct RemoteUsage {
 impl Default for Index {
     fn default() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             wide_bodies: RwLock::default(),
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -188,7 +196,7 @@ pub fn now_ms() -> u64 {
 }
 
 impl Index {
-    fn shard(&self, id: u128) -> &RwLock<HashMap<u128, Stored>> {
+    fn shard(&self, id: u128) -> &RwLock<Shard> {
         // The id is a hash already: its low bits spread evenly.
         &self.shards[(id as usize) % SHARDS]
     }
