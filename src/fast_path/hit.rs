@@ -17,7 +17,6 @@ use crate::proxy::{cache, documents, hooks};
 use crate::rewrites;
 use crate::seen_again::{seen_again, Recent};
 use crate::served_from::{self, ServedFrom};
-use crate::storage::layout::EntryLocation;
 use crate::storage::record::{Record, RecordView};
 use crate::storage::{AtHand, FreshBody, FreshHit, OpenFile};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -331,7 +330,7 @@ fn decide(app: &App, head: &Head<'_>, generation: u64) -> Option<Decided> {
     Some(Decided {
         target: head.target.into(),
         accept: head.accept.map(Into::into),
-        id: EntryLocation::from_key(&cache::key(&artifact)).id(),
+        id: cache::id(&artifact),
         key: crate::access_log::KeyPath::of(&artifact.key_parts),
         audited: (artifact.is_release() && config.server.audit.enabled).then(|| Audited {
             release: artifact.release(),
@@ -369,9 +368,9 @@ impl<'a> Tail<'a> {
 
     fn write(&self, out: &mut BytesMut) {
         let date = get_cached_date();
-        let age = self.age.to_string();
+        let mut age = itoa::Buffer::new();
         for (name, value) in [
-            ("age", age.as_bytes()),
+            ("age", age.format(self.age).as_bytes()),
             (crate::request_id::HEADER, self.request_id.as_bytes()),
             ("date", date.as_bytes()),
             ("connection", self.connection().as_bytes()),

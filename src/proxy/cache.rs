@@ -29,12 +29,38 @@ pub fn key(artifact: &Artifact) -> CacheKey {
     key_of(&artifact.remote.name, &artifact.key_parts)
 }
 
-/// The cache key of `parts` of `remote` (see [`key`]).
+/// The cache key of `parts` of `remote` (see [`key`]), its hash computed
+/// once: pingora-cache hashes a key again each time it asks for it.
 pub fn key_of(remote: &str, parts: &[String]) -> CacheKey {
+    let primary = primary_of(remote, parts);
+    let hash = primary_hash(primary.as_bytes());
+    let mut key = CacheKey::new(primary, remote.to_string());
+    key.set_primary_bin_override(hash);
+    key
+}
+
+/// The entry id of `artifact`: what [`key`]'s hash names, without the key.
+pub fn id(artifact: &Artifact) -> u128 {
+    let primary = primary_of(&artifact.remote.name, &artifact.key_parts);
+    u128::from_be_bytes(primary_hash(primary.as_bytes()))
+}
+
+fn primary_of(remote: &str, parts: &[String]) -> String {
     let mut all: Vec<&str> = Vec::with_capacity(parts.len() + 1);
     all.push(remote);
     all.extend(parts.iter().map(String::as_str));
-    CacheKey::new(filters::cache_key::encode(&all), remote.to_string())
+    filters::cache_key::encode(&all)
+}
+
+/// pingora-cache's hash of a primary key (blake2b of 128 bits), computed
+/// with the CPU's vector instructions: the portable blake2 that
+/// pingora-cache uses cost a tenth of a hit the decision memo missed
+/// (1,900 instructions, against 800 here).
+fn primary_hash(primary: &[u8]) -> [u8; 16] {
+    let hash = blake2b_simd::Params::new().hash_length(16).hash(primary);
+    let mut out = [0; 16];
+    out.copy_from_slice(hash.as_bytes());
+    out
 }
 
 /// How long a fresh response of this artifact may be served without asking.
@@ -201,4 +227,35 @@ pub fn request_whole_object(upstream_request: &mut RequestHeader) {
 pub fn leads_fill_partially(req: &RequestHeader, phase: CachePhase) -> bool {
     matches!(phase, CachePhase::Miss | CachePhase::Expired)
         && (req.method == http::Method::HEAD || req.headers.contains_key(http::header::RANGE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::cache::key::{hash_key, CacheHashKey};
+
+    #[test]
+    fn the_hash_is_pingora_caches_own() {
+        let mut primary = String::new();
+        // Empty, one block, past one block, and blocks' edges.
+        for len in [0, 1, 15, 16, 100, 127, 128, 129, 255, 256, 1000] {
+            primary.clear();
+            primary.extend((0..len).map(|i| char::from(b'a' + (i % 26) as u8)));
+            assert_eq!(
+                primary_hash(primary.as_bytes()),
+                hash_key(&primary),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_names_its_entry_as_pingora_would() {
+        let parts = ["pkg/a-1.0.tgz".to_string(), "json".to_string()];
+        let key = key_of("npm", &parts);
+        let unhashed = CacheKey::new(primary_of("npm", &parts), "npm");
+        assert_eq!(key.primary_bin(), unhashed.primary_bin());
+        assert_eq!(key.primary_key(), unhashed.primary_key());
+        assert_eq!(key.user_tag(), "npm");
+    }
 }
