@@ -12,7 +12,9 @@ pub fn encode(parts: &[&str]) -> String {
         if i > 0 {
             out.push('|');
         }
-        out.push_str(&part.len().to_string());
+        // A key is encoded for each request the decision memo does not
+        // hold: no `to_string` allocation per part.
+        out.push_str(itoa::Buffer::new().format(part.len()));
         out.push(':');
         out.push_str(part);
     }
@@ -72,5 +74,13 @@ mod tests {
     #[test]
     fn encoding_is_stable() {
         assert_eq!(encode(&["github", "x/y.tgz"]), "6:github|7:x/y.tgz");
+    }
+
+    #[test]
+    fn lengths_are_written_in_decimal() {
+        for len in [0, 9, 10, 99, 100, 1234, 65536] {
+            let part = "x".repeat(len);
+            assert_eq!(encode(&[&part]), format!("{len}:{part}"));
+        }
     }
 }

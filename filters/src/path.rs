@@ -80,6 +80,33 @@ pub fn validate_artifact_path(raw: &str, max_len: usize) -> Result<ArtifactPath<
     if raw.starts_with('/') {
         return Err(PathError::Absolute);
     }
+    let decoded = if decodes_to_itself(raw) {
+        raw.to_owned()
+    } else {
+        decode(raw)?
+    };
+    let body = decoded.strip_suffix('/').unwrap_or(&decoded);
+    for segment in body.split('/') {
+        match segment {
+            "" => return Err(PathError::EmptySegment),
+            "." | ".." => return Err(PathError::DotSegment(segment.to_string())),
+            _ => {}
+        }
+    }
+    Ok(ArtifactPath { raw, decoded })
+}
+
+/// Whether `raw` is printable ASCII without `%` or `\`: what nearly every
+/// request asks, which decodes to itself and holds no character that
+/// [`decode`] refuses, so it skips decoding.
+fn decodes_to_itself(raw: &str) -> bool {
+    raw.bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'%' && b != b'\\')
+}
+
+/// `raw` percent-decoded, refused if it holds an encoded separator or
+/// decodes to a backslash, a control character or not UTF-8.
+fn decode(raw: &str) -> Result<String, PathError> {
     if let Some(encoded) = find_encoded_separator(raw) {
         return Err(PathError::EncodedSeparator(encoded.to_string()));
     }
@@ -90,15 +117,7 @@ pub fn validate_artifact_path(raw: &str, max_len: usize) -> Result<ArtifactPath<
     if let Some(c) = decoded.chars().find(|c| *c == '\\' || c.is_control()) {
         return Err(PathError::ForbiddenChar(c));
     }
-    let body = decoded.strip_suffix('/').unwrap_or(&decoded);
-    for segment in body.split('/') {
-        match segment {
-            "" => return Err(PathError::EmptySegment),
-            "." | ".." => return Err(PathError::DotSegment(segment.to_string())),
-            _ => {}
-        }
-    }
-    Ok(ArtifactPath { raw, decoded })
+    Ok(decoded)
 }
 
 fn find_encoded_separator(raw: &str) -> Option<&str> {
@@ -188,6 +207,20 @@ mod tests {
         assert_eq!(check("a\\b"), Err(PathError::ForbiddenChar('\\')));
         assert_eq!(check("a%0Ab"), Err(PathError::ForbiddenChar('\n')));
         assert_eq!(check("a%FFb"), Err(PathError::NotUtf8));
+    }
+
+    #[test]
+    fn what_skips_decoding_decodes_to_itself() {
+        for byte in 0..=127u8 {
+            let raw = format!("a{}b", byte as char);
+            if decodes_to_itself(&raw) {
+                assert_eq!(decode(&raw), Ok(raw.clone()), "{raw:?}");
+            }
+        }
+        assert!(decodes_to_itself("pkg/a b~1.0.tgz"));
+        for raw in ["a%41", "a\\b", "a\tb", "a\u{7f}", "é"] {
+            assert!(!decodes_to_itself(raw), "{raw:?}");
+        }
     }
 
     #[test]
