@@ -67,6 +67,19 @@ impl Hasher for Prehashed {
     }
 }
 
+impl Shard {
+    /// The shard's rows, leaving it room for as many: a busy node's next
+    /// second looks like its last, and growing the tables again row by
+    /// row copied every row at each doubling.
+    fn take(&mut self) -> Shard {
+        let fresh = Shard {
+            counts: HashMap::with_capacity_and_hasher(self.counts.len(), Default::default()),
+            rows: Vec::with_capacity(self.rows.len()),
+        };
+        std::mem::replace(self, fresh)
+    }
+}
+
 pub struct Pending {
     shards: [Mutex<Shard>; SHARDS],
     seeds: [RandomState; 2],
@@ -132,7 +145,7 @@ impl Pending {
     fn take(&self) -> Vec<AuditRow> {
         let mut taken = Vec::new();
         for shard in &self.shards {
-            let Shard { counts, rows } = std::mem::take(&mut *shard.lock());
+            let Shard { counts, rows } = shard.lock().take();
             taken.extend(rows.into_iter().map(|(key, mut row)| {
                 row.deliveries = counts.get(&key).map_or(1, |&(_, count)| i64::from(count));
                 row
