@@ -34,7 +34,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bulk import run_import
@@ -77,14 +76,6 @@ def ask(port: int, keys: int, count: int, rng: random.Random) -> None:
             replies.read(length)
 
 
-def fast_path_hits(port: int) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120).read().decode()
-    found = re.search(r'artifactd_fast_path_hits_total\{remote="b"\} (\S+)', text)
-    if not found:
-        raise SystemExit("no fast-path hit counter in /metrics")
-    return int(float(found.group(1)))
-
-
 def annotate(out: Path, inclusive: bool) -> list[tuple[int, str]]:
     """(instructions, function) rows of callgrind_annotate, largest first."""
     text = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
@@ -117,7 +108,9 @@ def measure(binary: Path, workdir: Path, keys: int, requests: int) -> dict:
         rng = random.Random(SEED)
         ask(port, keys, WARM_UP, rng)
         ask(port, keys, requests, rng)
-        fast = fast_path_hits(port)
+        fast = run.fast_path_hits(port, "b")
+        if not fast:
+            raise SystemExit("no fast-path hit counted in /metrics")
     finally:
         proc.terminate()
         proc.wait(300)
