@@ -26,11 +26,11 @@ Writes benches/results/instructions.{md,json}.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -61,19 +61,15 @@ def serve_under_callgrind(binary: Path, workdir: Path, port: int, out: Path) -> 
 
 def ask(port: int, keys: int, count: int, rng: random.Random) -> None:
     """`count` GETs of seeded random keys over one connection, each answered 200."""
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        replies = conn.makefile("rb")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
         for _ in range(count):
             path = f"/api/v1/remote/b/small/bulk/k{rng.randrange(keys)}.bin"
-            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-            status = replies.readline()
-            if b" 200 " not in status:
-                raise SystemExit(f"{path}: {status!r}")
-            length = 0
-            while (line := replies.readline()) != b"\r\n":
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            replies.read(length)
+            status, _, _ = run.get(port, path, conn)
+            if status != 200:
+                raise SystemExit(f"{path}: {status}")
+    finally:
+        conn.close()
 
 
 def annotate(out: Path, inclusive: bool) -> list[tuple[int, str]]:
