@@ -6,9 +6,11 @@
 //! seconds, and at a stop, the rows (deliveries alike in all but time as one, with their
 //! count) go to the catalog writer, which writes them in batches and
 //! drops (and counts) them rather than grow without bound when the
-//! catalog falls behind; the row's sha256 is
-//! the catalog's for the path, filled in as it is written. Rows older
-//! than `audit.retain` are deleted hourly.
+//! catalog falls behind. A row's sha256 is that of the body the request
+//! delivered, read from the record it was served from; where the
+//! request's path does not carry it (the phases), it is the catalog's for
+//! the path, filled in as the row is written. Rows older than
+//! `audit.retain` are deleted hourly.
 
 pub mod pending;
 
@@ -32,6 +34,26 @@ pub struct Served<'a> {
     /// The request's `Authorization` value, to name the token it bore.
     pub authorization: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// The hex sha256 of the body delivered, when the request knows it.
+    pub sha256: Option<&'a str>,
+}
+
+/// A body's hex sha256, copied out of the record a hit was answered from
+/// (which lies in a buffer that is reused) without an allocation.
+#[derive(Clone, Copy)]
+pub struct BodyDigest([u8; 64]);
+
+impl BodyDigest {
+    /// `hex` if it is a sha256's length (a record written before digests
+    /// were kept has none).
+    pub fn of(hex: &str) -> Option<BodyDigest> {
+        Some(BodyDigest(hex.as_bytes().try_into().ok()?))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Whole 64 bytes of a `str`, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Whether a response delivered an artifact: a GET answered with its body
@@ -40,16 +62,9 @@ pub fn delivered(method: &str, status: u16) -> bool {
     method == "GET" && (status == 200 || status == 206)
 }
 
-/// Counts an artifact delivered (when the trail is on).
-pub fn record(app: &App, served: Served<'_>) {
-    if app.config().server.audit.enabled {
-        count(app, served);
-    }
-}
-
 /// Counts an artifact delivered, the trail known to be on (the fast path
 /// knows it from the decision it keeps, made under the configuration in
-/// force).
+/// force; the phases ask the configuration).
 pub fn count(app: &App, served: Served<'_>) {
     let token = served
         .authorization
@@ -60,6 +75,7 @@ pub fn count(app: &App, served: Served<'_>) {
         client: served.client,
         token,
         user_agent: served.user_agent,
+        sha256: served.sha256,
     };
     app.audit.add(&delivery, || AuditRow {
         at_ms: now_ms(),
@@ -67,7 +83,7 @@ pub fn count(app: &App, served: Served<'_>) {
         path: served.path.to_string(),
         package: served.release.map(|r| r.name.clone()),
         version: served.release.map(|r| r.version.clone()),
-        sha256: None,
+        sha256: served.sha256.map(str::to_string),
         client: served.client.map(address_text),
         token: delivery.token.map(str::to_string),
         user_agent: served.user_agent.map(str::to_string),
@@ -257,6 +273,14 @@ mod tests {
             .contains("unknown parameter"));
         assert!(parse_query(Some("limit=0"), now).is_err());
         assert!(parse_query(Some("since=soon"), now).is_err());
+    }
+
+    #[test]
+    fn body_digests_are_kept_whole_or_not_at_all() {
+        let hex = "ab".repeat(32);
+        assert_eq!(BodyDigest::of(&hex).unwrap().as_str(), hex);
+        assert!(BodyDigest::of("").is_none());
+        assert!(BodyDigest::of(&hex[1..]).is_none());
     }
 
     #[test]

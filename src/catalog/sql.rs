@@ -300,6 +300,7 @@ struct AuditKey<'a> {
     client: Option<&'a str>,
     token: Option<&'a str>,
     user_agent: Option<&'a str>,
+    sha256: Option<&'a str>,
 }
 
 impl<'a> AuditKey<'a> {
@@ -310,21 +311,25 @@ impl<'a> AuditKey<'a> {
             client: row.client.as_deref(),
             token: row.token.as_deref(),
             user_agent: row.user_agent.as_deref(),
+            sha256: row.sha256.as_deref(),
         }
     }
 }
 
-/// A multi-row insert of audit rows, each with the sha256 the catalog
-/// knows for its path now.
+/// A multi-row insert of audit rows. A row without the sha256 of what was
+/// delivered takes the one the catalog knows for its path now; one with
+/// it does not look (both databases evaluate `COALESCE` lazily), which
+/// at a million artifacts was two thirds of the catalog writer's work.
 fn insert_audit(rows: usize, params: Params) -> String {
     format!(
         "INSERT INTO audit (at_ms, remote, path, package, version, client, token, user_agent,
                             deliveries, sha256)
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7,
                 v.column8, v.column9,
-                (SELECT a.sha256 FROM artifacts a WHERE a.remote = v.column2 AND a.path = v.column3)
+                COALESCE(v.column10, (SELECT a.sha256 FROM artifacts a
+                                      WHERE a.remote = v.column2 AND a.path = v.column3))
          FROM (VALUES {}) AS v",
-        value_rows(rows, 9, params)
+        value_rows(rows, 10, params)
     )
 }
 
@@ -359,7 +364,8 @@ async fn write_audit(tx: &mut sqlx::AnyConnection, rows: &[&AuditRow]) -> Catalo
                 .bind(&row.client)
                 .bind(&row.token)
                 .bind(&row.user_agent)
-                .bind(row.deliveries);
+                .bind(row.deliveries)
+                .bind(&row.sha256);
         }
         query.execute(&mut *tx).await?;
     }

@@ -10,6 +10,7 @@
 //! applied when the request carries validators or a range.
 
 use crate::app::App;
+use crate::audit::BodyDigest;
 use crate::config::Remote;
 use crate::proxy::action::Action;
 use crate::proxy::request::{self, RequestView};
@@ -53,6 +54,8 @@ pub struct Answer {
     /// The remote and cache key it was decided as.
     pub decided: Arc<Decided>,
     pub request_id: String,
+    /// The sha256 of the body it delivers, for the audit trail.
+    pub sha256: Option<BodyDigest>,
 }
 
 /// The part of a body written after the head.
@@ -86,13 +89,15 @@ pub fn answer(
     let request_id = crate::request_id::pick(head.request_id);
     let at_hand = app.storage.fresh_at_hand(decided.id, now, |view| {
         let tail = Tail::new(view.epoch, now, &request_id, keep_alive);
-        (!head.conditional).then(|| from_view(view, &tail, head.is_head()))?
+        let response = (!head.conditional).then(|| from_view(view, &tail, head.is_head()))??;
+        Some((response, BodyDigest::of(view.sha256)))
     })?;
-    let response = match at_hand {
-        AtHand::Made(response) => response,
+    let (response, sha256) = match at_hand {
+        AtHand::Made(made) => made,
         AtHand::Parsed(hit) => {
             let tail = Tail::new(hit.record.meta.epoch, now, &request_id, keep_alive);
-            from_record(hit, head, &tail)?
+            let sha256 = BodyDigest::of(&hit.record.body.sha256);
+            (from_record(hit, head, &tail)?, sha256)
         }
     };
     Some(Answer {
@@ -102,6 +107,7 @@ pub fn answer(
         body_bytes: response.body_bytes,
         decided: decided.clone(),
         request_id,
+        sha256,
     })
 }
 
@@ -206,6 +212,7 @@ fn rewritten(
         body_bytes,
         decided: decided.clone(),
         request_id,
+        sha256: None,
     })
 }
 

@@ -78,8 +78,8 @@ pub async fn request_ended(
 
 /// Records an artifact delivered in the audit trail.
 fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
-    if ctx.fill_part {
-        // Part of a fill, not a delivery.
+    if ctx.fill_part || !app.config().server.audit.enabled {
+        // Part of a fill, not a delivery; or no trail kept.
         return;
     }
     let req = session.req_header();
@@ -90,7 +90,16 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
         return;
     }
     let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
-    crate::audit::record(
+    // What came from the cache is the record the hot tier holds now; a
+    // body fetched for this request leaves it to the catalog.
+    let from_cache = matches!(
+        ended.source,
+        ServedFrom::Hit | ServedFrom::Stale | ServedFrom::Revalidated
+    );
+    let held = from_cache
+        .then(|| app.storage.held_digest(super::cache::id(artifact)))
+        .flatten();
+    crate::audit::count(
         app,
         crate::audit::Served {
             remote: &artifact.remote.name,
@@ -99,6 +108,7 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
             client: session.client_addr().and_then(crate::audit::client_ip),
             authorization: header(http::header::AUTHORIZATION),
             user_agent: header(http::header::USER_AGENT),
+            sha256: held.as_deref(),
         },
     );
 }

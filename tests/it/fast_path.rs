@@ -471,3 +471,61 @@ async fn after_a_restart_the_first_hit_is_answered_on_the_fast_path() {
     assert_eq!(fast_hits(&ad).await, 2, "{}", ad.log_text());
     assert_eq!(origin.total_hits(), 2);
 }
+
+/// An audit row names the body its client received. A hot hit keeps the
+/// digest of the copy it served when another copy has replaced it before
+/// the rows are written (every 5 s), and the two copies are two rows.
+#[tokio::test]
+async fn the_audit_trail_names_the_copy_each_delivery_received() {
+    let origin = Origin::start().await;
+    let first = hot_file(&origin);
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, PATTERNS), "").await;
+    let url = ad.artifact("gen", PATH);
+    until_fast(&ad, &url).await;
+    let probe = reqwest::Client::builder()
+        .user_agent("audit-probe/1")
+        .no_proxy()
+        .build()
+        .unwrap();
+
+    let fast_before = fast_hits(&ad).await;
+    assert_eq!(get_bytes(&probe, &url).await, first);
+    assert_eq!(fast_hits(&ad).await, fast_before + 1, "a fast hit");
+    let second = pattern_bytes(1024, 26);
+    origin.put(&format!("/{PATH}"), OriginFile::new(second.clone()));
+    let deleted = probe
+        .delete(ad.url(&format!("/api/v1/cache/gen/{PATH}")))
+        .send()
+        .await;
+    assert_eq!(deleted.unwrap().status(), 200);
+    for _ in 0..2 {
+        assert_eq!(get_bytes(&probe, &url).await, second);
+    }
+
+    let by_digest = |rows: &[serde_json::Value], body: &[u8]| -> i64 {
+        let digest = crate::harness::sha256_hex(body);
+        rows.iter()
+            .filter(|row| row["sha256"] == digest.as_str())
+            .map(|row| row["deliveries"].as_i64().unwrap())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let listed = crate::harness::get_json(&client(), ad.url("/api/v1/audit?remote=gen")).await;
+        let rows: Vec<serde_json::Value> = (listed["records"].as_array().unwrap().iter())
+            .filter(|row| row["user_agent"] == "audit-probe/1")
+            .cloned()
+            .collect();
+        let delivered: i64 = rows.iter().map(|r| r["deliveries"].as_i64().unwrap()).sum();
+        if delivered >= 3 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(by_digest(&rows, &first), 1, "{rows:#?}");
+    assert_eq!(by_digest(&rows, &second), 2, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row["path"], PATH, "{row}");
+    }
+}
