@@ -104,9 +104,10 @@ pub struct Delivery<'a> {
     pub client: Option<IpAddr>,
     pub token: Option<&'static str>,
     pub user_agent: Option<&'a str>,
-    /// Two bodies served under one path (one replaced the other between
-    /// two hand-overs) are two rows.
-    pub sha256: Option<&'a str>,
+    /// Which copy of the path was delivered (a tag of its digest): two
+    /// bodies served under one path (one replaced the other between two
+    /// hand-overs) are two rows.
+    pub copy: Option<u128>,
 }
 
 impl Pending {
@@ -190,7 +191,7 @@ mod tests {
             client: Some([127, 0, 0, 1].into()),
             token: None,
             user_agent: Some(user_agent),
-            sha256: None,
+            copy: None,
         }
     }
 

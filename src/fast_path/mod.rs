@@ -259,7 +259,7 @@ fn record(
                 client: peer.and_then(crate::audit::client_ip),
                 authorization: head.authorization,
                 user_agent: head.user_agent,
-                sha256: answer.sha256.as_ref().map(crate::audit::BodyDigest::as_str),
+                sha256: answer.sha256,
             },
         );
     }

@@ -98,7 +98,8 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
     );
     let held = from_cache
         .then(|| app.storage.held_digest(super::cache::id(artifact)))
-        .flatten();
+        .flatten()
+        .and_then(|held| crate::audit::BodyDigest::of(&held));
     crate::audit::count(
         app,
         crate::audit::Served {
@@ -108,7 +109,7 @@ fn audit(app: &App, session: &Session, ctx: &RequestCtx, ended: &Ended) {
             client: session.client_addr().and_then(crate::audit::client_ip),
             authorization: header(http::header::AUTHORIZATION),
             user_agent: header(http::header::USER_AGENT),
-            sha256: held.as_deref(),
+            sha256: held,
         },
     );
 }
