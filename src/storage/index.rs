@@ -217,11 +217,7 @@ impl Index {
 
     /// Marks an access now. Returns whether it is due to be reported to
     /// the catalog: on the first access in each period of
-    /// `report_every_secs` (every access for 0). Each entry's periods
-    /// start at its own point (the id is a hash, so the points are spread
-    /// evenly): periods shared by all made every busy entry due in the
-    /// same minute, a burst of a million catalog updates at the top of
-    /// every hour on a large node.
+    /// `report_every_secs` (every access for 0).
     pub fn touch(&self, id: u128, report_every_secs: u32) -> bool {
         self.touch_at(id, now_ms(), report_every_secs)
     }
@@ -241,11 +237,7 @@ impl Index {
             return false;
         };
         let period = report_every_secs as u64 * 1000;
-        if period == 0 {
-            return true;
-        }
-        let phase = id as u64 % period;
-        ((old & TIME_MASK) + phase) / period != (now + phase) / period
+        period == 0 || (old & TIME_MASK) / period != now / period
     }
 
     /// The hits of `id` since they were last taken, now zero.
@@ -538,30 +530,6 @@ mod tests {
     }
 
     #[test]
-    fn entries_fall_due_spread_over_the_period() {
-        let index = Index::default();
-        let hour = 3_600_000;
-        let ids: Vec<u128> = (0..1000u128)
-            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
-            .collect();
-        for &id in &ids {
-            index.insert(id, Slot::new(10, 1, 0, 0, 5 * hour));
-        }
-        let due = |at| {
-            ids.iter()
-                .filter(|&&id| index.touch_at(id, at, 3600))
-                .count()
-        };
-        // A quarter of the hour later, about a quarter have begun a new
-        // period; the rest do over the next three quarters.
-        let first = due(5 * hour + hour / 4);
-        assert!((200..300).contains(&first), "{first}");
-        let rest = due(6 * hour);
-        assert_eq!(first + rest, ids.len());
-        assert_eq!(due(6 * hour + 1), 0, "each once");
-    }
-
-    #[test]
     fn accesses_are_due_for_the_catalog_once_per_period_and_count_hits() {
         let index = Index::default();
         let hour = 3_600_000;
@@ -573,17 +541,12 @@ mod tests {
         );
         assert!(!index.touch_at(1, 6 * hour + 2, 3600), "reported this hour");
         assert!(index.touch_at(1, 6 * hour + 3, 0), "period 0: every access");
-        assert!(
-            !index.touch_at(1, 7 * hour - 2, 3600),
-            "id 1's hour ends 1 ms early"
-        );
-        assert!(index.touch_at(1, 7 * hour - 1, 3600));
-        assert_eq!(index.get(1).unwrap().last_access, 7 * hour - 1);
-        assert_eq!(index.take_hits(1), 6);
+        assert_eq!(index.get(1).unwrap().last_access, 6 * hour + 3);
+        assert_eq!(index.take_hits(1), 4);
         assert_eq!(index.take_hits(1), 0);
         assert_eq!(
             index.get(1).unwrap().last_access,
-            7 * hour - 1,
+            6 * hour + 3,
             "taking hits keeps the time"
         );
         index.touch(1, 3600);
