@@ -90,13 +90,13 @@ pub fn answer(
     let at_hand = app.storage.fresh_at_hand(decided.id, now, |view| {
         let tail = Tail::new(view.epoch, now, &request_id, keep_alive);
         let response = (!head.conditional).then(|| from_view(view, &tail, head.is_head()))??;
-        Some((response, BodyDigest::of(view.sha256)))
+        Some((response, audited_digest(&decided, view.sha256)))
     })?;
     let (response, sha256) = match at_hand {
         AtHand::Made(made) => made,
         AtHand::Parsed(hit) => {
             let tail = Tail::new(hit.record.meta.epoch, now, &request_id, keep_alive);
-            let sha256 = BodyDigest::of(&hit.record.body.sha256);
+            let sha256 = audited_digest(&decided, &hit.record.body.sha256);
             (from_record(hit, head, &tail)?, sha256)
         }
     };
@@ -109,6 +109,12 @@ pub fn answer(
         request_id,
         sha256,
     })
+}
+
+/// The digest the audit trail records for a delivery, copied only when
+/// the trail records this request's deliveries.
+fn audited_digest(decided: &Decided, hex: &str) -> Option<BodyDigest> {
+    decided.audited.as_ref().and_then(|_| BodyDigest::of(hex))
 }
 
 /// What is written for a hit, before the request's log line is added.
