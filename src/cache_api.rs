@@ -64,7 +64,9 @@ where
 
 /// Makes the catalog current: hits counted in memory and queued events.
 pub async fn settle(app: &App) {
-    app.storage.report_pending_hits();
+    app.storage
+        .report_pending_hits(Duration::from_secs(2))
+        .await;
     app.catalog_writer.drain(Duration::from_secs(2)).await;
 }
 

@@ -229,6 +229,10 @@ async fn finish(supervised: &Supervised) {
     }
     supervised.in_flight.until_idle().await;
     supervised.audit.hand_over(&supervised.catalog_writer);
+    supervised
+        .storage
+        .report_pending_hits(Duration::from_secs(5))
+        .await;
     if !supervised
         .catalog_writer
         .drain(Duration::from_secs(5))

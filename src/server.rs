@@ -184,6 +184,7 @@ fn open_backends(config: &Config, background: &tokio::runtime::Handle) -> anyhow
     // Without the catalog's rows the walk of the store builds the index.
     storage.start_reconcile();
     storage.start_eviction();
+    storage.start_access_reports();
     storage.start_snapshots();
     let cache_lock: &'static CacheKeyLockImpl = Box::leak(Box::new(FillLock::new(
         config.server.lock_timeout,

@@ -160,11 +160,6 @@ pub enum CatalogEvent {
         targets: Vec<u128>,
     },
     Stored(ArtifactRow),
-    Accessed {
-        remote: String,
-        path: String,
-        at: i64,
-    },
     Removed {
         remote: String,
         path: String,
@@ -303,9 +298,7 @@ struct Progress {
 fn is_access(event: &CatalogEvent) -> bool {
     matches!(
         event,
-        CatalogEvent::Accessed { .. }
-            | CatalogEvent::EntryAccessed { .. }
-            | CatalogEvent::Served(_)
+        CatalogEvent::EntryAccessed { .. } | CatalogEvent::Served(_)
     )
 }
 
@@ -347,9 +340,20 @@ impl CatalogWriter {
     /// writer (`artifactd import`) keeps the queue from growing without
     /// bound while the catalog is slower than it.
     pub async fn wait_for_room(&self, most: u64) {
+        self.wait_below(&self.pending_changes, most).await;
+    }
+
+    /// Waits until `more` access events fit in their queue, so a bulk
+    /// reporter's events are not dropped.
+    pub async fn wait_for_access_room(&self, more: u64) {
+        let most = MAX_PENDING_ACCESSES.saturating_sub(more);
+        self.wait_below(&self.pending_accesses, most).await;
+    }
+
+    async fn wait_below(&self, queued: &AtomicU64, most: u64) {
         loop {
             let changed = self.progress.changed.notified();
-            if self.pending_changes.load(Ordering::Acquire) < most {
+            if queued.load(Ordering::Acquire) < most {
                 return;
             }
             changed.await;
@@ -473,32 +477,21 @@ async fn apply_until_taken(catalog: &dyn Catalog, batch: &[CatalogEvent]) {
     }
 }
 
-/// Keeps only the latest access per artifact (with the hits of all of
-/// them), in place of the first one, so a hot object costs one row update
-/// per batch.
+/// Keeps only the latest access per entry (with the hits of all of them),
+/// in place of the first one, so an entry reported twice in a batch costs
+/// one row update.
 fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
-    let mut latest: HashMap<(String, String), i64> = HashMap::new();
-    let mut latest_entry: HashMap<u128, (i64, u32)> = HashMap::new();
+    let mut latest: HashMap<u128, (i64, u32)> = HashMap::new();
     for event in &events {
-        match event {
-            CatalogEvent::Accessed { remote, path, at } => {
-                let entry = latest.entry((remote.clone(), path.clone())).or_insert(*at);
-                *entry = (*entry).max(*at);
-            }
-            CatalogEvent::EntryAccessed { id, at_ms, hits } => {
-                let entry = latest_entry.entry(*id).or_insert((*at_ms, 0));
-                *entry = (entry.0.max(*at_ms), entry.1.saturating_add(*hits));
-            }
-            _ => {}
+        if let CatalogEvent::EntryAccessed { id, at_ms, hits } = event {
+            let entry = latest.entry(*id).or_insert((*at_ms, 0));
+            *entry = (entry.0.max(*at_ms), entry.1.saturating_add(*hits));
         }
     }
     events
         .into_iter()
         .filter_map(|event| match event {
-            CatalogEvent::Accessed { remote, path, .. } => latest
-                .remove(&(remote.clone(), path.clone()))
-                .map(|at| CatalogEvent::Accessed { remote, path, at }),
-            CatalogEvent::EntryAccessed { id, .. } => latest_entry
+            CatalogEvent::EntryAccessed { id, .. } => latest
                 .remove(&id)
                 .map(|(at_ms, hits)| CatalogEvent::EntryAccessed { id, at_ms, hits }),
             other => Some(other),
@@ -510,12 +503,8 @@ fn coalesce_accesses(events: Vec<CatalogEvent>) -> Vec<CatalogEvent> {
 mod tests {
     use super::*;
 
-    fn access(path: &str, at: i64) -> CatalogEvent {
-        CatalogEvent::Accessed {
-            remote: "r".into(),
-            path: path.into(),
-            at,
-        }
+    fn access(id: u128, at_ms: i64, hits: u32) -> CatalogEvent {
+        CatalogEvent::EntryAccessed { id, at_ms, hits }
     }
 
     /// A real SQLite database, reached through the `Any` driver as the
@@ -563,16 +552,20 @@ mod tests {
     }
 
     #[test]
-    fn accesses_coalesce_to_the_latest_per_artifact() {
+    fn accesses_coalesce_to_the_latest_per_entry_with_every_hit() {
         let out = coalesce_accesses(vec![
-            access("a", 1),
-            access("b", 5),
-            access("a", 3),
+            access(1, 1, 2),
+            access(2, 5, 1),
+            access(1, 3, 4),
             CatalogEvent::Flushed(None),
         ]);
         assert_eq!(
             out,
-            vec![access("a", 3), access("b", 5), CatalogEvent::Flushed(None)]
+            vec![
+                access(1, 3, 6),
+                access(2, 5, 1),
+                CatalogEvent::Flushed(None)
+            ]
         );
     }
 }

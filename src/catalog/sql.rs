@@ -33,15 +33,6 @@ const UPSERT_CHUNK: usize = 256;
 /// The statements run for access reports and per eviction must find their
 /// rows through an index, never scan a table of a million rows (tested
 /// below with the query planner).
-fn access_artifacts(rows: usize, params: Params) -> String {
-    format!(
-        "UPDATE artifacts SET last_access = v.column3 FROM (VALUES {}) AS v
-         WHERE artifacts.remote = v.column1 AND artifacts.path = v.column2
-           AND artifacts.last_access < v.column3",
-        value_rows(rows, 3, params)
-    )
-}
-
 fn access_entries(rows: usize, params: Params) -> String {
     format!(
         "UPDATE entries SET last_access = CASE WHEN v.column2 > entries.last_access
@@ -87,12 +78,23 @@ fn value_rows(rows: usize, width: usize, params: Params) -> String {
     (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
 }
 
+/// An artifact's last use in seconds, grouped over its entries (`e`): a
+/// hit reaches the catalog as its entry's access ([`access_entries`]), the
+/// artifact's own column keeps the time it was stored.
+macro_rules! last_use {
+    () => {
+        "CASE WHEN coalesce(max(e.last_access), 0) / 1000 > a.last_access
+           THEN coalesce(max(e.last_access), 0) / 1000 ELSE a.last_access END AS last_access"
+    };
+}
+
 /// A page of the cache API: cached (not uploaded) artifacts in (remote,
 /// path) order after a cursor, with the hits of their entries.
-const CACHED_PAGE: &str = "
-    SELECT a.remote, a.path, a.size, a.sha256, a.content_type, a.fetched_at,
-           CASE WHEN coalesce(max(e.last_access), 0) / 1000 > a.last_access
-             THEN coalesce(max(e.last_access), 0) / 1000 ELSE a.last_access END AS last_access,
+const CACHED_PAGE: &str = concat!(
+    "
+    SELECT a.remote, a.path, a.size, a.sha256, a.content_type, a.fetched_at, ",
+    last_use!(),
+    ",
            CAST(coalesce(sum(e.hits), 0) AS BIGINT) AS hits
     FROM artifacts a LEFT JOIN entries e ON e.remote = a.remote AND e.path = a.path
     WHERE NOT a.local
@@ -101,7 +103,8 @@ const CACHED_PAGE: &str = "
       AND (a.remote, a.path) > ($3, $4)
     GROUP BY a.remote, a.path
     ORDER BY a.remote, a.path
-    LIMIT $5";
+    LIMIT $5"
+);
 
 const REMOVE_ENTRY: [&str; 3] = [
     "DELETE FROM artifacts WHERE NOT local AND (remote, path) IN
@@ -281,9 +284,7 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
             }
         }
         CatalogEvent::Flushed(remote) => flush(conn, remote.as_deref()).await?,
-        CatalogEvent::Accessed { .. }
-        | CatalogEvent::EntryAccessed { .. }
-        | CatalogEvent::Served(_) => {}
+        CatalogEvent::EntryAccessed { .. } | CatalogEvent::Served(_) => {}
     }
     Ok(())
 }
@@ -521,16 +522,12 @@ impl Catalog for SqlCatalog {
         let mut tx = self.pool.begin().await?;
         // Accesses only ever raise `last_access` of rows that exist, so
         // applying them after the batch's other events changes nothing.
-        let mut artifact_accesses = Vec::new();
         let mut entry_accesses = Vec::new();
         let mut served = Vec::new();
         let mut pending = PendingStores::default();
         for event in events {
             match event {
                 CatalogEvent::Served(row) => served.push(row),
-                CatalogEvent::Accessed { remote, path, at } => {
-                    artifact_accesses.push((remote, path, *at));
-                }
                 CatalogEvent::EntryAccessed { id, at_ms, hits } => {
                     entry_accesses.push((hex_id(*id), *at_ms, i64::from(*hits)));
                 }
@@ -542,14 +539,6 @@ impl Catalog for SqlCatalog {
             }
         }
         pending.write(&mut tx).await?;
-        for chunk in artifact_accesses.chunks(ACCESS_CHUNK) {
-            let statement = access_artifacts(chunk.len(), Params::of(&tx));
-            let mut query = sqlx::query(&statement);
-            for (remote, path, at) in chunk {
-                query = query.bind(*remote).bind(*path).bind(at);
-            }
-            query.execute(&mut *tx).await?;
-        }
         for chunk in entry_accesses.chunks(ACCESS_CHUNK) {
             let statement = access_entries(chunk.len(), Params::of(&tx));
             let mut query = sqlx::query(&statement);
@@ -565,11 +554,13 @@ impl Catalog for SqlCatalog {
 
     async fn list(&self, remote: &str) -> CatalogResult<Vec<ArtifactRow>> {
         // SQLite has no boolean type `Any` maps; both read `local` as 0 or 1.
-        let rows = sqlx::query(
-            "SELECT remote, path, size, sha256, content_type, fetched_at, last_access,
-                    CAST(local AS INTEGER) AS local
-             FROM artifacts WHERE remote = $1 ORDER BY path",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT a.remote, a.path, a.size, a.sha256, a.content_type, a.fetched_at, ",
+            last_use!(),
+            ", CAST(a.local AS INTEGER) AS local
+             FROM artifacts a LEFT JOIN entries e ON e.remote = a.remote AND e.path = a.path
+             WHERE a.remote = $1 GROUP BY a.remote, a.path ORDER BY a.path",
+        ))
         .bind(remote)
         .fetch_all(&self.pool)
         .await?;
@@ -827,11 +818,8 @@ mod tests {
     #[tokio::test]
     async fn per_hit_and_per_eviction_statements_use_an_index() {
         let (_dir, catalog) = temp_catalog().await;
-        let accesses = [
-            access_artifacts(3, Params::Anonymous),
-            access_entries(3, Params::Anonymous),
-        ];
-        for statement in accesses.iter().map(String::as_str).chain(REMOVE_ENTRY) {
+        let access = access_entries(3, Params::Anonymous);
+        for statement in [access.as_str()].into_iter().chain(REMOVE_ENTRY) {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
                 .fetch_all(&catalog.pool)
                 .await
@@ -860,17 +848,28 @@ mod tests {
             .apply(&[
                 CatalogEvent::Stored(row("a", false)),
                 CatalogEvent::Stored(row("up", true)),
-                CatalogEvent::Accessed {
+                CatalogEvent::Entry(EntryRow {
+                    id: 7,
                     remote: "r".into(),
                     path: "a".into(),
-                    at: 20,
+                    body: 7,
+                    size: 3,
+                    flags: 0,
+                    last_access: 10_000,
+                    record: 7,
+                }),
+                CatalogEvent::EntryAccessed {
+                    id: 7,
+                    at_ms: 20_500,
+                    hits: 1,
                 },
             ])
             .await
             .unwrap();
         let rows = catalog.list("r").await.unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].last_access, 20);
+        assert_eq!(rows[0].last_access, 20, "the entry's access, in seconds");
+        assert_eq!(rows[1].last_access, 10, "an upload's time stored");
         catalog
             .apply(&[CatalogEvent::Flushed(Some("r".into()))])
             .await

@@ -199,7 +199,7 @@ fn rewritten(
         // Made from an older meta: the phases make its header again.
         return None;
     }
-    app.storage.accessed(decided.id, &record);
+    app.storage.accessed(decided.id);
     let request_id = crate::request_id::pick(head.request_id);
     let tail = Tail::new(record.meta.epoch, now, &request_id, keep_alive);
     let prepared = copy.fast_head.get_or_init(|| wire(&copy.header));

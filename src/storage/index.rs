@@ -20,7 +20,8 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-const SHARDS: usize = 64;
+/// Independently locked parts of the table (an entry's by its id).
+pub const SHARDS: usize = 64;
 
 /// Flag: the entry expires (a mutable index file or a remembered 404),
 /// so it goes before immutable artifacts of the same age.
@@ -94,7 +95,7 @@ const FLAGS_SHIFT: u32 = SIZE_BITS + 16;
 /// Milliseconds since the Unix epoch up to the year 2109.
 const TIME_BITS: u32 = 42;
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
-/// Unreported hits saturate here (they are reported hourly at most).
+/// Unreported hits saturate here (each entry's are reported hourly).
 const HITS_MAX: u64 = (1 << (64 - TIME_BITS)) - 1;
 
 impl Stored {
@@ -215,48 +216,37 @@ impl Index {
         shard.get(&id).map(|stored| self.view(id, stored))
     }
 
-    /// Marks an access now. Returns whether it is due to be reported to
-    /// the catalog: on the first access in each period of
-    /// `report_every_secs` (every access for 0).
-    pub fn touch(&self, id: u128, report_every_secs: u32) -> bool {
-        self.touch_at(id, now_ms(), report_every_secs)
+    /// Marks an access now and counts it as a hit for the catalog's next
+    /// report of the entry's shard.
+    pub fn touch(&self, id: u128) {
+        self.touch_at(id, now_ms());
     }
 
-    fn touch_at(&self, id: u128, now: u64, report_every_secs: u32) -> bool {
+    fn touch_at(&self, id: u128, now: u64) {
         let shard = self.shard(id).read();
-        let Some(stored) = shard.get(&id) else {
-            return false;
-        };
-        let Ok(old) = stored
-            .access
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let hits = ((old >> TIME_BITS) + 1).min(HITS_MAX);
-                Some(hits << TIME_BITS | (now & TIME_MASK))
-            })
-        else {
-            return false;
-        };
-        let period = report_every_secs as u64 * 1000;
-        period == 0 || (old & TIME_MASK) / period != now / period
+        if let Some(stored) = shard.get(&id) {
+            // A plain add would carry a saturated hit count into the
+            // time bits; the loop stays uncontended as a slot is one
+            // entry's.
+            let _ = stored
+                .access
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    let hits = ((old >> TIME_BITS) + 1).min(HITS_MAX);
+                    Some(hits << TIME_BITS | (now & TIME_MASK))
+                });
+        }
     }
 
-    /// The hits of `id` since they were last taken, now zero.
-    pub fn take_hits(&self, id: u128) -> u32 {
-        let shard = self.shard(id).read();
-        shard.get(&id).map_or(0, Stored::take_hits)
-    }
-
-    /// Every entry with hits not yet reported: (id, last access in ms,
-    /// hits), which are taken.
-    pub fn take_all_hits(&self) -> Vec<(u128, u64, u32)> {
+    /// Every entry of one of the [`SHARDS`] shards with hits not yet
+    /// reported: (id, last access in ms, hits), which are taken. A shard at
+    /// a time, so a reporter can spread the work over a period.
+    pub fn take_hits_of_shard(&self, shard: usize) -> Vec<(u128, u64, u32)> {
         let mut out = Vec::new();
-        for shard in &self.shards {
-            for (id, stored) in shard.read().iter() {
-                let hits = stored.take_hits();
-                if hits > 0 {
-                    let at = stored.access.load(Ordering::Relaxed) & TIME_MASK;
-                    out.push((*id, at, hits));
-                }
+        for (id, stored) in self.shards[shard % SHARDS].read().iter() {
+            let hits = stored.take_hits();
+            if hits > 0 {
+                let at = stored.access.load(Ordering::Relaxed) & TIME_MASK;
+                out.push((*id, at, hits));
             }
         }
         out
@@ -529,30 +519,53 @@ mod tests {
         assert!(index.wide_bodies.read().is_empty());
     }
 
+    fn take_all(index: &Index) -> Vec<(u128, u64, u32)> {
+        (0..SHARDS)
+            .flat_map(|shard| index.take_hits_of_shard(shard))
+            .collect()
+    }
+
     #[test]
-    fn accesses_are_due_for_the_catalog_once_per_period_and_count_hits() {
+    fn accesses_keep_the_latest_time_and_count_hits_until_taken() {
         let index = Index::default();
         let hour = 3_600_000;
         index.insert(1, Slot::new(10, 1, 0, 0, 5 * hour + 10));
-        assert!(!index.touch_at(1, 5 * hour + 20, 3600), "stored this hour");
-        assert!(
-            index.touch_at(1, 6 * hour + 1, 3600),
-            "first access of the next hour"
-        );
-        assert!(!index.touch_at(1, 6 * hour + 2, 3600), "reported this hour");
-        assert!(index.touch_at(1, 6 * hour + 3, 0), "period 0: every access");
+        index.touch_at(1, 6 * hour + 1);
+        index.touch_at(1, 6 * hour + 3);
         assert_eq!(index.get(1).unwrap().last_access, 6 * hour + 3);
-        assert_eq!(index.take_hits(1), 4);
-        assert_eq!(index.take_hits(1), 0);
+        assert_eq!(take_all(&index), vec![(1, 6 * hour + 3, 2)]);
+        assert!(take_all(&index).is_empty(), "taken once");
         assert_eq!(
             index.get(1).unwrap().last_access,
             6 * hour + 3,
             "taking hits keeps the time"
         );
-        index.touch(1, 3600);
-        assert_eq!(index.take_all_hits().len(), 1);
-        assert!(index.take_all_hits().is_empty());
-        assert!(!index.touch(9, 0), "unknown entry");
+        index.touch(9);
+        assert!(index.get(9).is_none(), "an unknown entry stays unknown");
+    }
+
+    #[test]
+    fn a_shard_gives_up_the_hits_of_its_own_entries_only() {
+        let index = Index::default();
+        for id in 0..(3 * SHARDS as u128) {
+            index.insert(id, Slot::new(10, 1, 0, 0, 1));
+            // Every round of ids but the second.
+            if id / SHARDS as u128 != 1 {
+                index.touch_at(id, 7);
+            }
+        }
+        let taken = index.take_hits_of_shard(2);
+        let mut ids: Vec<u128> = taken.iter().map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        let (shard, size) = (2, SHARDS as u128);
+        assert_eq!(
+            ids,
+            vec![shard, shard + 2 * size],
+            "touched entries of shard 2"
+        );
+        assert!(taken.iter().all(|&(_, at, hits)| at == 7 && hits == 1));
+        assert!(index.take_hits_of_shard(2).is_empty(), "taken once");
+        assert_eq!(take_all(&index).len(), 2 * SHARDS - 2);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!   files that hold them on a local store; [`snapshot`]: the index in one
 //!   file, for a fast start.
 //!   [`index`]: every committed entry, compactly, for existence, accounting
-//!   and eviction order. [`hot`]: parsed records and small bodies of the
-//!   entries in use. [`open_bodies`]: body files kept open between hits.
+//!   and eviction order; [`access_reports`]: its uses, told to the catalog.
+//!   [`hot`]: parsed records and small bodies of the entries in use.
+//!   [`open_bodies`]: body files kept open between hits.
 //! - [`miss`]: streaming a fill and committing it. [`fills`]: fills in
 //!   progress and the followers reading them. [`large`]: fills that
 //!   resume after their upstream connection broke. [`hit`]: reading a body.
@@ -21,6 +22,7 @@
 //! Freshness updates (304 revalidations) go to the state store under
 //! `{remote}/{hash}` and take precedence over the commit record.
 
+pub mod access_reports;
 pub mod body;
 pub mod coherence;
 pub mod commit;
@@ -69,13 +71,6 @@ use std::sync::Arc;
 
 /// How many committed body files are kept open.
 const OPEN_BODIES: usize = 4096;
-/// An object's last access reaches the catalog at most this often. The
-/// in-memory index keeps it to the millisecond; the catalog's copy orders
-/// eviction after a restart and shows in listings, where an hour suffices.
-/// Each report dirties B-tree pages of a table of up to a million rows
-/// (~50 µs of CPU measured at that size): at a 60 s period a sweep over a
-/// million cached objects spent a fifth of its CPU on them.
-const ACCESS_REPORT_SECS: u32 = 3600;
 
 /// The cache storage. Built once at start and leaked: pingora needs `'static`.
 pub struct CacheStorage {
@@ -368,7 +363,7 @@ impl CacheStorage {
             Some(_) => return None,
             None => self.open_body_now(id, &record)?,
         };
-        self.accessed(id, &record);
+        self.accessed(id);
         Some(FreshHit { record, body })
     }
 
@@ -398,7 +393,7 @@ impl CacheStorage {
             let fresh = view.fresh_until >= now && view.inline_body.is_some();
             if fresh && !one_in(&FRAME_READS, ADMIT_EVERY) {
                 if let Some(made) = make(&view) {
-                    self.accessed_as(id, view.remote, view.path);
+                    self.accessed(id);
                     return Some(AtHand::Made(made));
                 }
             }
@@ -410,7 +405,7 @@ impl CacheStorage {
 
     /// Entry `id`'s record under the same conditions as [`Self::fresh_at_hand`]
     /// (its body is not looked at), for a hit that sends something made
-    /// from it; the caller reports the hit with [`Self::accessed`].
+    /// from it; the caller counts the hit with [`Self::accessed`].
     pub fn fresh_record_now(&self, id: u128, now: std::time::SystemTime) -> Option<Arc<Record>> {
         let slot = self.index.get(id)?;
         let generation = self.flush_generation.load(Ordering::Acquire);
@@ -420,16 +415,10 @@ impl CacheStorage {
         (record.meta.fresh_until >= now).then_some(record)
     }
 
-    /// Counts a hit on entry `id` served without a lookup.
-    pub fn accessed(&self, id: u128, record: &Record) {
-        self.accessed_as(id, &record.body.remote, &record.body.path);
-    }
-
-    /// [`Self::accessed`] for the entry of `remote`'s `path`.
-    fn accessed_as(&self, id: u128, remote: &str, path: &str) {
-        if self.index.touch(id, ACCESS_REPORT_SECS) {
-            self.report_access(id, remote, path);
-        }
+    /// Counts a hit on entry `id` served without a lookup. The catalog
+    /// hears of it from [`access_reports`].
+    pub fn accessed(&self, id: u128) {
+        self.index.touch(id);
     }
 
     /// The record's body file, open, when the store is local and the file
@@ -653,35 +642,6 @@ impl CacheStorage {
         opened
     }
 
-    /// Tells the catalog about an access the index says is due (at most
-    /// once per [`ACCESS_REPORT_SECS`] per entry).
-    fn report_access(&self, id: u128, remote: &str, path: &str) {
-        let at_ms = index::now_ms();
-        self.catalog.record(CatalogEvent::Accessed {
-            remote: remote.to_owned(),
-            path: path.to_owned(),
-            at: (at_ms / 1000) as i64,
-        });
-        self.catalog.record(CatalogEvent::EntryAccessed {
-            id,
-            at_ms: at_ms as i64,
-            hits: self.index.take_hits(id),
-        });
-    }
-
-    /// Reports every hit the catalog has not heard of yet (they are
-    /// otherwise reported with an entry's hourly access report), so a
-    /// listing right after shows them.
-    pub fn report_pending_hits(&self) {
-        for (id, at_ms, hits) in self.index.take_all_hits() {
-            self.catalog.record(CatalogEvent::EntryAccessed {
-                id,
-                at_ms: at_ms as i64,
-                hits,
-            });
-        }
-    }
-
     /// A hit on the committed entry, if there is one whose body is whole.
     async fn lookup_committed(
         &'static self,
@@ -690,7 +650,6 @@ impl CacheStorage {
         let Some(record) = self.load_record(location).await? else {
             return Ok(None);
         };
-        let report_due = self.index.touch(location.id(), ACCESS_REPORT_SECS);
         let handler = match &record.inline_body {
             Some(body) => hit::BodyHit::memory(body.clone()),
             None => {
@@ -719,9 +678,7 @@ impl CacheStorage {
                 }
             }
         };
-        if report_due {
-            self.report_access(location.id(), &record.body.remote, &record.body.path);
-        }
+        self.accessed(location.id());
         Ok(Some((record.meta.to_meta(), Box::new(handler))))
     }
 }

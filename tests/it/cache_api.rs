@@ -48,6 +48,42 @@ async fn get_body(ad: &Artifactd, path: &str) -> bytes::Bytes {
     resp.bytes().await.unwrap()
 }
 
+/// Hits are counted in memory and reach the catalog later (a walk over the
+/// index, once an hour per entry); a graceful stop reports what is still
+/// counted, so the catalog holds every hit and the last use after a
+/// restart, whose index starts with none pending.
+#[tokio::test]
+async fn hits_and_the_last_use_reach_the_catalog_before_a_graceful_stop() {
+    let origin = Origin::start().await;
+    origin.put("/a/1.tgz", OriginFile::new(pattern_bytes(4_000, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    get_body(&ad, "a/1.tgz").await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let before_hits = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for _ in 0..3 {
+        assert_eq!(get_body(&ad, "a/1.tgz").await, pattern_bytes(4_000, 1));
+    }
+    assert_eq!(origin.hits("/a/1.tgz"), 1, "three hits from the cache");
+    ad.signal(libc::SIGTERM);
+    assert!(ad.exited_within(Duration::from_secs(20)).await.is_some());
+
+    let ad = Artifactd::start(dir.path(), &generic_remote(&origin, ""), ADMIN).await;
+    let page = admin_json(&ad, reqwest::Method::GET, "/api/v1/cache?remote=gen").await;
+    let row = &page["artifacts"][0];
+    assert_eq!(row["path"], "a/1.tgz", "{page}");
+    assert_eq!(row["hits"], 3, "{page}");
+    let last_use = row["last_access"].as_u64().unwrap();
+    assert!(
+        last_use >= before_hits,
+        "{last_use} < {before_hits}: {page}"
+    );
+    assert!(row["fetched_at"].as_u64().unwrap() < before_hits, "{page}");
+}
+
 #[tokio::test]
 async fn lists_pages_inspects_deletes_and_flushes_by_pattern() {
     let origin = Origin::start().await;
