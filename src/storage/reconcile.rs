@@ -94,17 +94,20 @@ impl CacheStorage {
             }
         }
         // Entries the catalog listed but the store no longer has (and that
-        // nobody committed or used since the walk started).
-        let mut dropped = 0;
-        for candidate in self.index.candidates() {
+        // nobody committed or used since the walk started). Only those are
+        // collected: a list of every entry would be 640 MB at ten million.
+        let mut stale = Vec::new();
+        self.index.each(|id, slot| {
             // A record in a segment was checked when it was loaded.
-            let in_segment = candidate.view.record != 0;
-            if !in_segment && !seen.contains(&candidate.id) && candidate.view.last_access < started
-            {
-                self.index.remove(candidate.id, Some(candidate.view.body));
-                dropped += 1;
+            let in_segment = slot.record != 0;
+            if !in_segment && !seen.contains(&id) && slot.last_access < started {
+                stale.push((id, slot.body));
             }
-        }
+        });
+        let dropped = stale
+            .into_iter()
+            .filter(|(id, body)| self.index.remove(*id, Some(*body)).is_some())
+            .count();
         self.index.set_complete();
         log::info!(
             "index reconciled with the store: {} entries, {} bytes; {dropped} stale catalog entries dropped",

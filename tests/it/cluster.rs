@@ -159,6 +159,56 @@ async fn flushing_a_remote_clears_its_objects_keys_and_rows_and_nothing_else() {
     assert_eq!(source(&kept), "cache");
 }
 
+#[tokio::test]
+async fn a_record_deleted_from_the_bucket_while_down_leaves_the_index_at_start() {
+    let origin = Origin::start().await;
+    forty_objects(&origin);
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = two_remotes(&origin);
+    let backends = cluster_backends(dir.path());
+    let mut ad = start_node(dir.path(), &remotes, backends.clone(), "").await;
+    let http = client();
+    cache_objects(&http, &ad, 3).await;
+    assert_eq!(
+        remote_metric(&ad, "artifactd_cache_objects", "gen").await,
+        3
+    );
+    ad.signal(libc::SIGTERM);
+    assert!(ad.exited_within(Duration::from_secs(20)).await.is_some());
+
+    let shared = services::shared();
+    let prefix = format!("{}/cache/gen/", namespace(dir.path()));
+    let records: Vec<String> = (shared.s3.keys(SHARED_BUCKET, &prefix).into_iter())
+        .filter(|key| key.ends_with(".meta"))
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    shared.s3.delete(SHARED_BUCKET, &records[0]);
+
+    // The catalog still lists three entries; the walk of the bucket at
+    // start finds one without its record and drops it.
+    let ad = start_node(dir.path(), &remotes, backends, "").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let objects = remote_metric(&ad, "artifactd_cache_objects", "gen").await;
+        if objects == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index counts {objects} objects"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fetched = |i: usize| origin.hits(&format!("/gen/f{i}.tgz"));
+    let before: usize = (0..3).map(fetched).sum();
+    cache_objects(&http, &ad, 3).await;
+    assert_eq!(
+        (0..3).map(fetched).sum::<usize>(),
+        before + 1,
+        "one refetch"
+    );
+}
+
 /// Forty objects `gen/f{i}.tgz` and an expiring `gen/index.yaml`.
 fn forty_objects(origin: &Origin) {
     for i in 0..40 {

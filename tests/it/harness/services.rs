@@ -711,6 +711,16 @@ impl S3Server {
         }
     }
 
+    /// Deletes `key` from `bucket`, behind any node's back.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let status = Command::new("curl")
+            .args(["-sf", "-X", "DELETE"])
+            .arg(format!("{}/{bucket}/{key}", self.url()))
+            .status()
+            .expect("curl");
+        assert!(status.success(), "deleting {bucket}/{key}: {status}");
+    }
+
     /// Stops the server at once; [`S3Server::start_again`] resumes it with
     /// its data on the same ports.
     pub fn stop(&mut self) {
