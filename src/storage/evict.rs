@@ -40,6 +40,10 @@ use std::time::Duration;
 /// How often the background check runs.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
+/// Passes of one eviction: each looks at the least recently used entries
+/// that cover what is still to evict, plus what the pass before skipped.
+const MAX_PASSES: usize = 16;
+
 /// Entries read from the catalog per step of a shared eviction pass.
 const SHARED_BATCH: i64 = 256;
 /// Steps of one shared pass (the next check goes on).
@@ -207,13 +211,21 @@ impl CacheStorage {
     /// Evicts in LRU order until `target` is reached or nothing evictable
     /// is left.
     async fn evict(&self, target: Target) {
-        let mut candidates = self.index.candidates();
-        candidates.sort_unstable_by_key(order_key);
-        let mut passes_left = 2;
-        while passes_left > 0 && !self.reached(target) {
-            // A second pass picks up what the first one unpinned by
-            // evicting the manifests that named it.
-            passes_left -= 1;
+        // What the last pass skipped (in use, or named by a cached
+        // manifest): the next one asks for that much more, so it reaches
+        // further back, until it has looked at every entry.
+        let mut skipped = (0, 0);
+        for _ in 0..MAX_PASSES {
+            if self.reached(target) {
+                return;
+            }
+            let (entries, bytes) = self.still_to_evict(target);
+            let mut candidates = self
+                .index
+                .least_recently_used(entries + skipped.0, bytes + skipped.1);
+            candidates.sort_unstable_by_key(order_key);
+            let every_entry = candidates.len() as u64 >= self.index.entries();
+            skipped = (0, 0);
             let mut evicted_any = false;
             for candidate in &candidates {
                 if self.reached(target) {
@@ -221,17 +233,20 @@ impl CacheStorage {
                 }
                 if self.in_use.contains(candidate.id) || self.refs.pinned(candidate.id, &self.index)
                 {
+                    skipped.0 += 1;
+                    skipped.1 += candidate.view.size;
                     continue;
                 }
                 if self.evict_one(candidate).await {
                     evicted_any = true;
                 }
             }
-            if !evicted_any {
+            // Nothing more can go once a pass over every entry evicted
+            // nothing. Otherwise look again: the next pass reaches further
+            // back, and manifests evicted may have unpinned what they named.
+            if !evicted_any && every_entry {
                 break;
             }
-            candidates = self.index.candidates();
-            candidates.sort_unstable_by_key(order_key);
         }
         if !self.reached(target) {
             log::warn!(
@@ -240,6 +255,17 @@ impl CacheStorage {
                 self.index.entries()
             );
         }
+    }
+
+    /// Entries and bytes to evict before `target` is reached, as things
+    /// stand (freeing disk space counts as bytes).
+    fn still_to_evict(&self, target: Target) -> (u64, u64) {
+        let entries = (target.entries).map_or(0, |e| self.index.entries().saturating_sub(e));
+        let bytes = (target.bytes).map_or(0, |b| self.index.bytes().saturating_sub(b));
+        let free = (target.free).map_or(0, |f| {
+            f.saturating_sub(self.bodies.free_bytes().unwrap_or(f))
+        });
+        (entries, bytes.max(free))
     }
 
     async fn evict_one(&self, candidate: &Candidate) -> bool {

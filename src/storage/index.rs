@@ -23,6 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Independently locked parts of the table (an entry's by its id).
 pub const SHARDS: usize = 64;
 
+/// Spans of access time an eviction pass counts entries in, to find how
+/// far back it must look ([`Index::least_recently_used`]).
+const AGE_BUCKETS: usize = 1024;
+
 /// Flag: the entry expires (a mutable index file or a remembered 404),
 /// so it goes before immutable artifacts of the same age.
 pub const MUTABLE: u8 = 1;
@@ -364,10 +368,53 @@ impl Index {
         }
     }
 
-    /// Every entry, for eviction to order.
-    pub fn candidates(&self) -> Vec<Candidate> {
-        let mut out = Vec::with_capacity(self.entries() as usize);
-        self.each(|id, view| out.push(Candidate { id, view }));
+    /// The least recently used entries, for an eviction pass to order:
+    /// whole seconds of last access, oldest first, until they hold at
+    /// least `entries` entries and `bytes` bytes (every entry when the
+    /// index holds less). Whole seconds, so that the order within one
+    /// second (expiring entries first) is the whole index's.
+    ///
+    /// Three walks find them: the range of access times, a histogram of
+    /// [`AGE_BUCKETS`] over it, and the entries up to the bucket that
+    /// covers the request. A list of every entry would be 64 bytes an
+    /// entry, 640 MB at ten million, and the allocator keeps it.
+    pub fn least_recently_used(&self, entries: u64, bytes: u64) -> Vec<Candidate> {
+        let second = |slot: &Slot| slot.last_access / 1000;
+        let (mut first, mut last) = (u64::MAX, 0);
+        self.each(|_, slot| {
+            first = first.min(second(&slot));
+            last = last.max(second(&slot));
+        });
+        if first > last {
+            return Vec::new();
+        }
+        let width = (last - first) / AGE_BUCKETS as u64 + 1;
+        // Entries committed or used between the walks fall in the last
+        // bucket, or the first when an adopted record is older than all.
+        let bucket = |slot: &Slot| {
+            ((second(slot).saturating_sub(first) / width) as usize).min(AGE_BUCKETS - 1)
+        };
+        let mut histogram = [(0u64, 0u64); AGE_BUCKETS];
+        self.each(|_, slot| {
+            let (count, size) = &mut histogram[bucket(&slot)];
+            *count += 1;
+            *size += slot.size;
+        });
+        let (mut covered, mut count, mut size) = (AGE_BUCKETS - 1, 0, 0);
+        for (at, (bucket_count, bucket_size)) in histogram.iter().enumerate() {
+            count += bucket_count;
+            size += bucket_size;
+            if count >= entries && size >= bytes {
+                covered = at;
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        self.each(|id, view| {
+            if bucket(&view) <= covered {
+                out.push(Candidate { id, view });
+            }
+        });
         out
     }
 
@@ -504,7 +551,7 @@ mod tests {
         index.insert(2, Slot::new(u64::MAX as u128, 10, 0, 0, 1));
         assert_eq!(
             index
-                .candidates()
+                .least_recently_used(u64::MAX, 0)
                 .iter()
                 .find(|c| c.id == 2)
                 .unwrap()
@@ -517,6 +564,34 @@ mod tests {
             u64::MAX as u128
         );
         assert!(index.wide_bodies.read().is_empty());
+    }
+
+    #[test]
+    fn the_least_recently_used_cover_the_request_in_whole_seconds() {
+        let index = Index::default();
+        // Ten seconds apart, 100 bytes each, ids 0..1000; id 1000 in the
+        // same second as id 0, 999 ms later.
+        for id in 0..1000u128 {
+            let at = 1_000_000 + id as u64 * 10_000;
+            index.insert(id, Slot::new(id + 1, 100, 0, 0, at));
+        }
+        index.insert(1000, Slot::new(1001, 100, 0, 0, 1_000_999));
+        let ids = |entries, bytes| {
+            let mut ids: Vec<u128> = (index.least_recently_used(entries, bytes).iter())
+                .map(|c| c.id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let asked = ids(50, 0);
+        assert!(asked.len() >= 50 && asked.len() < 100, "{}", asked.len());
+        assert_eq!(asked.last(), Some(&1000), "the same second as the oldest");
+        let oldest: Vec<u128> = (0..asked.len() as u128 - 1).collect();
+        assert_eq!(asked[..asked.len() - 1], oldest[..]);
+        let by_bytes = ids(0, 30_000);
+        assert!(by_bytes.len() >= 300 && by_bytes.len() < 350);
+        assert_eq!(ids(2_000, 0).len(), 1001, "all when the index holds less");
+        assert!(Index::default().least_recently_used(1, 1).is_empty());
     }
 
     fn take_all(index: &Index) -> Vec<(u128, u64, u32)> {
