@@ -395,6 +395,7 @@ impl CacheStorage {
             return false;
         };
         let path = segments.root().join(snapshot::FILE);
+        snapshot::remove_abandoned(&path);
         let reader = match snapshot::open(&path) {
             Ok(Some(reader)) => reader,
             Ok(None) => return false,

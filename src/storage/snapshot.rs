@@ -41,9 +41,59 @@ pub fn write(
     remotes: &[(String, u32)],
     walk: impl FnOnce(&mut dyn FnMut(u128, &Slot)),
 ) -> io::Result<u64> {
-    // Per process: during a graceful upgrade two may write at once.
-    let temporary = path.with_extension(format!("snap.{}.tmp", std::process::id()));
-    let mut out = Hashed::new(BufWriter::with_capacity(1 << 20, File::create(&temporary)?));
+    let temporary = temporary_of(path, std::process::id());
+    let written = write_to(&temporary, remotes, walk).and_then(|count| {
+        std::fs::rename(&temporary, path)?;
+        Ok(count)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// Where process `pid` writes the snapshot that replaces `path`: one
+/// file per process, as during a graceful upgrade two may write at once.
+fn temporary_of(path: &Path, pid: u32) -> std::path::PathBuf {
+    path.with_extension(format!("snap.{pid}.tmp"))
+}
+
+/// Deletes the temporary snapshots beside `path` of processes that are
+/// gone (killed while writing): each is as large as a snapshot, 600 MB at
+/// ten million entries, and is named for a process that will never come
+/// back for it. A running process's file (a predecessor writing its last
+/// snapshot during a graceful upgrade) is left alone.
+pub fn remove_abandoned(path: &Path) {
+    let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Ok(listed) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listed.flatten() {
+        let name = entry.file_name();
+        let writer = (name.to_str())
+            .and_then(|name| name.strip_prefix(file.to_str()?))
+            .and_then(|rest| rest.strip_prefix('.')?.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = writer else {
+            continue;
+        };
+        if pid != std::process::id() && !super::body::fs::process_alive(pid) {
+            match std::fs::remove_file(temporary_of(path, pid)) {
+                Ok(()) => log::info!("removed an abandoned snapshot of process {pid}"),
+                Err(e) => log::warn!("removing an abandoned snapshot of process {pid}: {e}"),
+            }
+        }
+    }
+}
+
+fn write_to(
+    temporary: &Path,
+    remotes: &[(String, u32)],
+    walk: impl FnOnce(&mut dyn FnMut(u128, &Slot)),
+) -> io::Result<u64> {
+    let mut out = Hashed::new(BufWriter::with_capacity(1 << 20, File::create(temporary)?));
     out.write_all(MAGIC)?;
     out.write_all(&(remotes.len() as u32).to_le_bytes())?;
     for (name, floor) in remotes {
@@ -69,7 +119,6 @@ pub fn write(
     let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
     file.write_all(&crc.to_le_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
     Ok(count)
 }
 
@@ -297,6 +346,40 @@ mod tests {
             vec![std::ffi::OsString::from(FILE)],
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn only_the_temporaries_of_gone_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = written(dir.path());
+        // A process that has exited: a child, waited for.
+        let gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        let mut gone = gone;
+        gone.wait().unwrap();
+        let running = std::process::Command::new("sleep").arg("30").spawn();
+        let mut running = running.unwrap();
+        let ours = std::process::id();
+        for pid in [gone_pid, running.id(), ours] {
+            std::fs::write(temporary_of(&path, pid), b"partial").unwrap();
+        }
+        std::fs::write(dir.path().join("index.snap.x.tmp"), b"not ours").unwrap();
+        remove_abandoned(&path);
+        let _ = running.kill();
+        let _ = running.wait();
+        let mut left: Vec<String> = (std::fs::read_dir(dir.path()).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            FILE.to_string(),
+            format!("index.snap.{}.tmp", running.id()),
+            format!("index.snap.{ours}.tmp"),
+            "index.snap.x.tmp".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(open(&path).unwrap().is_some(), "the snapshot stays");
     }
 
     #[test]

@@ -349,7 +349,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Listed)>) -> io::Result
 }
 
 /// Whether a process with this pid exists.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
