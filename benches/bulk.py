@@ -5,7 +5,8 @@ names the origin's 1k.bin), not by ten million misses. Then the node is
 started again and the figures are what a mirror of that size costs: the
 import's rate, the start-up time (the index comes from its snapshot; no
 walk of the store), resident memory per cached object (RSS beyond the same
-node's empty RSS) and wrk hits spread uniformly over every key, with the
+node's empty RSS, the larger of right after start and after the hits, so
+that what start-up work keeps counts) and wrk hits spread uniformly over every key, with the
 server's CPU per request.
 
 nginx is not filled: it has no bulk loader, so its cache could only be
@@ -47,11 +48,15 @@ def bench_bulk(bench, artifactd_cls, generic_remotes: Callable[[int, int], dict]
     node = artifactd_cls(bench.binary, workdir, remotes, bench.plan, extra)
     start_s = time.monotonic() - started
     try:
-        rss_kib = node.memory_kib("VmRSS")
+        started_rss_kib = node.memory_kib("VmRSS")
         run = wrk(node.port, "", bench.plan.wrk_seconds, 16, bench.plan.threads,
                   [node.url("b", "small/bulk/"), str(count)], server=node)
         if run["errors"]:
             raise SystemExit(f"scenario 10: {run['errors']} errors among the hits")
+        # After the hits too: start-up work (the store's reconciliation)
+        # runs during the first seconds, and what it keeps counts.
+        served_rss_kib = node.memory_kib("VmRSS")
+        rss_kib = max(started_rss_kib, served_rss_kib)
     finally:
         node.stop()
     scen = f"10. {count:,} cached 1 KiB objects"
@@ -59,7 +64,8 @@ def bench_bulk(bench, artifactd_cls, generic_remotes: Callable[[int, int], dict]
         ("import rate", "objects/s", count / import_s, f"{import_s:.0f} s for the whole import"),
         ("start-up time", "s", start_s, "from exec to listening, index read from its snapshot"),
         ("memory per cached object", "B", (rss_kib - empty_rss_kib) * 1024 / count,
-         f"RSS {rss_kib / 1024:,.0f} MiB full, {empty_rss_kib / 1024:,.0f} MiB empty"),
+         f"RSS {started_rss_kib / 1024:,.0f} MiB full at start, {served_rss_kib / 1024:,.0f} MiB "
+         f"after the hits (the larger counts), {empty_rss_kib / 1024:,.0f} MiB empty"),
         ("hits, 16 connections, uniform over every key", "req/s", run["rps"],
          f"p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms"),
         ("server CPU per request", "µs", run["cpu_us"], "utime+stime over the wrk run's requests"),
