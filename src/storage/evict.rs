@@ -241,10 +241,11 @@ impl CacheStorage {
                     evicted_any = true;
                 }
             }
-            // Nothing more can go once a pass over every entry evicted
-            // nothing. Otherwise look again: the next pass reaches further
-            // back, and manifests evicted may have unpinned what they named.
-            if !evicted_any && every_entry {
+            // A pass that evicted nothing ends the eviction, unless it
+            // skipped entries and did not see them all: the next pass
+            // reaches further back. After one that evicted, look again:
+            // evicted manifests may have unpinned what they named.
+            if !evicted_any && (every_entry || skipped == (0, 0)) {
                 break;
             }
         }
