@@ -6,8 +6,8 @@ started again and the figures are what a mirror of that size costs: the
 import's rate, the start-up time (the index comes from its snapshot; no
 walk of the store), resident memory per cached object (RSS beyond the same
 node's empty RSS, the larger of right after start and after the hits, so
-that what start-up work keeps counts) and wrk hits spread uniformly over every key, with the
-server's CPU per request.
+that what start-up work keeps counts) and wrk hits spread uniformly over
+every key, with the server's CPU per request.
 
 nginx is not filled: it has no bulk loader, so its cache could only be
 filled by as many misses (hours at this scale on two cores) and its cache

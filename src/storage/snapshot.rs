@@ -80,7 +80,7 @@ pub fn remove_abandoned(path: &Path) {
             continue;
         };
         if pid != std::process::id() && !super::body::fs::process_alive(pid) {
-            match std::fs::remove_file(temporary_of(path, pid)) {
+            match std::fs::remove_file(entry.path()) {
                 Ok(()) => log::info!("removed an abandoned snapshot of process {pid}"),
                 Err(e) => log::warn!("removing an abandoned snapshot of process {pid}: {e}"),
             }
@@ -353,14 +353,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = written(dir.path());
         // A process that has exited: a child, waited for.
-        let gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        let mut gone = gone;
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
         gone.wait().unwrap();
-        let running = std::process::Command::new("sleep").arg("30").spawn();
-        let mut running = running.unwrap();
+        let mut running = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let ours = std::process::id();
-        for pid in [gone_pid, running.id(), ours] {
+        for pid in [gone.id(), running.id(), ours] {
             std::fs::write(temporary_of(&path, pid), b"partial").unwrap();
         }
         std::fs::write(dir.path().join("index.snap.x.tmp"), b"not ours").unwrap();
