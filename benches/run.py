@@ -10,7 +10,8 @@ in time. Results go to benches/results/latest.{md,json}.
 Scenarios:
   1. hit RPS and p50/p99 latency, 1 KiB objects, 64 connections, warmed keys
      (2,000 keys; 1c: 20,000 keys); then p99 again at an equal offered load
-     (each connection pausing between requests)
+     (each connection pausing between requests), and flat out with wrk and
+     a one-worker server each bound to a CPU of its own
   2. hit throughput for one big object, 8 connections
   3. cold miss latency overhead versus fetching from the origin directly
   4. thundering herd on one slow object: upstream fetches (origin log),
@@ -52,7 +53,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from audit import bench_audit, render_audit
@@ -179,8 +180,27 @@ def generic_remotes(origin_port: int, pattern_count: int) -> dict:
     }}
 
 
+def on_cpu(cpu: int | None):
+    """A `preexec_fn` binding a child, and every thread it starts, to one CPU."""
+    return None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+
+
+def own_cores() -> tuple[int, int] | None:
+    """(the load generator's CPU, the server's CPU) when there are two.
+
+    Flat out on shared cores, wrk's two threads and the server's threads
+    all stay runnable, and a request's tail is mostly the time one of them
+    waits for a CPU; a faster server keeps wrk busier and so lengthens its
+    own measured tail. With one wrk thread on one core and a one-worker
+    server on the other, nothing else competes for either, and the tail
+    is the server's."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
 class Artifactd(Proxy):
-    def __init__(self, binary: Path, workdir: Path, remotes: dict, plan: Plan, extra: str = ""):
+    def __init__(self, binary: Path, workdir: Path, remotes: dict, plan: Plan, extra: str = "",
+                 cpu: int | None = None):
         self.name = "artifactd"
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +211,7 @@ class Artifactd(Proxy):
         log = open(workdir / "artifactd.log", "ab")
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen([str(binary), "--config", str(workdir / "artifactd.yaml"), "serve"],
-                                     stdout=log, stderr=log, env=env)
+                                     stdout=log, stderr=log, env=env, preexec_fn=on_cpu(cpu))
         wait_port(self.port, self.proc, "artifactd")
 
     def fast_path_hits(self, remote: str = "b") -> int:
@@ -207,7 +227,8 @@ def fast_path_hits(port: int, remote: str) -> int:
 
 
 class NginxProxy(Proxy):
-    def __init__(self, workdir: Path, origin_port: int, plan: Plan, pattern_count: int):
+    def __init__(self, workdir: Path, origin_port: int, plan: Plan, pattern_count: int,
+                 cpu: int | None = None):
         self.name = "nginx"
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -219,12 +240,13 @@ class NginxProxy(Proxy):
         conf = render(HERE / "nginx-proxy.conf", workdir / "nginx-proxy.conf", dir=workdir,
                       workers=plan.threads, origin_port=origin_port, port=self.port,
                       pattern_map=pattern_map)
-        self.launch(workdir, conf)
+        self.launch(workdir, conf, cpu)
 
-    def launch(self, workdir: Path, conf: Path) -> None:
+    def launch(self, workdir: Path, conf: Path, cpu: int | None = None) -> None:
         self.proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(conf), "-e",
                                       str(workdir / "nginx-proxy-error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=on_cpu(cpu))
         wait_port(self.port, self.proc, "nginx proxy")
 
 
@@ -322,17 +344,19 @@ PACE_MS = 2
 
 def wrk(port: int, path_or_script: str, seconds: int, connections: int, threads: int,
         script_args: list[str] | None = None, server: "Proxy | None" = None,
-        script: str = "keys.lua") -> dict:
-    """Runs wrk for a bounded time; returns rps, p50/p99 ms, bytes/s, errors and,
-    given the server, its CPU time per request (µs): on a machine whose load
-    generator shares the cores, the figure that says what a request costs."""
+        script: str = "keys.lua", cpu: int | None = None) -> dict:
+    """Runs wrk for a bounded time (on `cpu` only, if given); returns rps,
+    p50/p99 ms, bytes/s, errors and, given the server, its CPU time per
+    request (µs): on a machine whose load generator shares the cores, the
+    figure that says what a request costs."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if script_args is not None:
         cmd += ["-s", str(HERE / script), f"http://127.0.0.1:{port}", "--"] + script_args
     else:
         cmd += [f"http://127.0.0.1:{port}{path_or_script}"]
     cpu_before = server.cpu_seconds() if server else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
+                         preexec_fn=on_cpu(cpu)).stdout
     cpu = server.cpu_seconds() - cpu_before if server else 0.0
     result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "bytes_per_s": 0.0, "errors": 0,
               "requests": 0, "cpu_us": None}
@@ -387,12 +411,14 @@ class Bench:
     def say(self, text: str) -> None:
         print(text, flush=True)
 
-    def start(self, which: str, tag: str, pattern_count: int = 10) -> Proxy:
+    def start(self, which: str, tag: str, pattern_count: int = 10, cpu: int | None = None) -> Proxy:
+        """artifactd or nginx; on `cpu` alone with one worker, if given."""
         workdir = self.work / f"{which}-{tag}"
+        plan = self.plan if cpu is None else replace(self.plan, threads=1)
         if which == "artifactd":
             return Artifactd(self.binary, workdir, generic_remotes(self.origin.port, pattern_count),
-                             self.plan)
-        return NginxProxy(workdir, self.origin.port, self.plan, pattern_count)
+                             plan, cpu=cpu)
+        return NginxProxy(workdir, self.origin.port, plan, pattern_count, cpu=cpu)
 
     def both(self, tag: str, pattern_count: int = 10) -> list[Proxy]:
         return [self.start("artifactd", tag, pattern_count), self.start("nginx", tag, pattern_count)]
@@ -430,9 +456,10 @@ class Bench:
                     "lower", CPU_NOTE)
 
     # 1. ----------------------------------------------------------------------
-    def hits_small(self, proxies: list[Proxy], keys: int, scen: str, prefix: str) -> None:
+    def hits_small(self, proxies: list[Proxy], keys: int, scen: str, prefix: str,
+                   own_core: list[Proxy] | None = None) -> None:
         self.say(f"{scen}: hit RPS, 1 KiB objects, {keys} keys, 64 connections")
-        for p in proxies:
+        for p in proxies + (own_core or []):
             fill_fast(p.port, [p.url("b", f"{prefix}/k{i}.bin") for i in range(keys)], 1024)
         runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
         for _ in range(self.plan.rounds):
@@ -446,6 +473,8 @@ class Bench:
         self.record(scen, "p99 latency", "ms", {k: v["p99_ms"] for k, v in med.items()}, "lower")
         self.record(scen, "errors", "count", {k: v["errors"] for k, v in med.items()}, "lower")
         self.paced_latency(proxies, scen, prefix, keys)
+        if own_core:
+            self.own_core_runs(own_core, scen, prefix, keys)
         if "nginx-light" in med:
             light = {"artifactd": med["artifactd"], "nginx": med["nginx-light"]}
             note = "against nginx-proxy-light.conf: no ACL map, no regex location, no added header"
@@ -472,6 +501,26 @@ class Bench:
                     {k: v["p99_ms"] for k, v in med.items()}, "lower", note)
         self.record(scen, "server CPU per request at equal paced load", "µs",
                     {k: v["cpu_us"] for k, v in med.items()}, "lower", CPU_NOTE)
+
+    def own_core_runs(self, proxies: list[Proxy], scen: str, prefix: str, keys: int) -> None:
+        """The flat-out run again with the load generator and the server each
+        on a core of its own (see `own_cores`): one wrk thread, one worker."""
+        client_cpu, server_cpu = own_cores()
+        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
+        for _ in range(self.plan.rounds):
+            for p in proxies:
+                runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, 1,
+                                        [p.url("b", f"{prefix}/"), str(keys)], server=p, cpu=client_cpu))
+        med = {name: median_of(r) for name, r in runs.items()}
+        note = (f"wrk (one thread) on CPU {client_cpu}, the server on CPU {server_cpu} with one worker "
+                f"(threads: 1, worker_processes 1)")
+        p50 = f"; p50 artifactd {fmt(med['artifactd']['p50_ms'])} ms, nginx {fmt(med['nginx']['p50_ms'])} ms"
+        self.record(scen, "requests/s, each on its own core", "req/s",
+                    {k: v["rps"] for k, v in med.items()}, "higher", note)
+        self.record(scen, "server CPU per request, each on its own core", "µs",
+                    {k: v["cpu_us"] for k, v in med.items()}, "lower", note)
+        self.record(scen, "p99 latency, each on its own core", "ms",
+                    {k: v["p99_ms"] for k, v in med.items()}, "lower", note + p50)
 
     # 2. ----------------------------------------------------------------------
     def hits_big(self, proxies: list[Proxy]) -> None:
@@ -790,16 +839,23 @@ def run_single_node_scenarios(bench: Bench) -> None:
     plan = bench.plan
     proxies = bench.both("main")
     light = LightNginxProxy(bench.work / "nginx-light-main", bench.origin.port, plan)
+    cores = own_cores()
+    own_core = [bench.start(which, "own-core", cpu=cores[1]) for which in ("artifactd", "nginx")
+                if cores]
+    if not cores:
+        bench.say("  one CPU only: no runs with each on its own core")
     try:
-        bench.hits_small(proxies + [light], plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit")
+        bench.hits_small(proxies + [light], plan.hit_keys, "1. hit, 1 KiB, 64 conns", "small/hit", own_core)
         bench.hits_small(proxies + [light], plan.many_hit_keys,
-                         f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many")
+                         f"1c. hit, 1 KiB, {plan.many_hit_keys:,} keys, 64 conns", "small/many", own_core)
         light.stop()
+        for p in own_core:
+            p.stop()
         bench.hits_big(proxies)
         bench.cold(proxies)
         bench.herd(proxies)
     finally:
-        for p in proxies + [light]:
+        for p in proxies + [light] + own_core:
             p.stop()
     # Fresh processes, so the peak belongs to the stream and not to the
     # load of the scenarios before it.
