@@ -106,7 +106,7 @@ impl CacheStorage {
         let new_body = slot.body;
         let row = self.entry_row(location, &record, &slot);
         let replaced = self.index.insert(id, slot);
-        self.recount(location, at, record.body.size, replaced);
+        self.recount(location, Some(slot), replaced);
         self.catalog.record(CatalogEvent::Entry(row));
         self.announce(Change::Entry(id)).await;
         if detached.is_empty() {

@@ -11,7 +11,10 @@
 //! remembered 404s) go before immutable artifacts. Never evicted: an entry
 //! being read from a file ([`InUse`]), a blob or child manifest named by a
 //! cached manifest ([`super::refs`]), anything a fill has not committed,
-//! and local repositories (they are not in the cache). Each eviction
+//! and local repositories (they are not in the cache). Free space is read
+//! from the filesystem, where an entry evicted from a record segment
+//! shows only once its segment is compacted: a pass counts what it
+//! evicted, and segments are compacted before the next pass. Each eviction
 //! removes the record first and then the body, comparing before deleting
 //! ([`super::commit`]), so a crash leaves at worst an unnamed body that the
 //! reconciliation deletes.
@@ -197,7 +200,7 @@ impl CacheStorage {
     }
 
     /// Makes room for what is about to commit.
-    pub(super) async fn make_room(&self, incoming: Incoming) {
+    pub(super) async fn make_room(&'static self, incoming: Incoming) {
         if self.target_for(incoming).is_none() {
             return;
         }
@@ -210,13 +213,14 @@ impl CacheStorage {
 
     /// Evicts in LRU order until `target` is reached or nothing evictable
     /// is left.
-    async fn evict(&self, target: Target) {
+    async fn evict(&'static self, target: Target) {
         // What the last pass skipped (in use, or named by a cached
         // manifest): the next one asks for that much more, so it reaches
         // further back, until it has looked at every entry.
         let mut skipped = (0, 0);
+        let mut nothing_left = false;
         for _ in 0..MAX_PASSES {
-            if self.reached(target) {
+            if self.reached_compacting(target).await {
                 return;
             }
             let (entries, bytes) = self.still_to_evict(target);
@@ -226,10 +230,13 @@ impl CacheStorage {
             candidates.sort_unstable_by_key(order_key);
             let every_entry = candidates.len() as u64 >= self.index.entries();
             skipped = (0, 0);
-            let mut evicted_any = false;
+            // Counted, not only re-read: an entry evicted from a segment
+            // frees no disk space until the segment is compacted, so free
+            // space alone would not show the pass its progress.
+            let mut evicted = (0, 0);
             for candidate in &candidates {
-                if self.reached(target) {
-                    return;
+                if self.reached(target) || (evicted.0 >= entries && evicted.1 >= bytes) {
+                    break;
                 }
                 if self.in_use.contains(candidate.id) || self.refs.pinned(candidate.id, &self.index)
                 {
@@ -238,24 +245,42 @@ impl CacheStorage {
                     continue;
                 }
                 if self.evict_one(candidate).await {
-                    evicted_any = true;
+                    evicted.0 += 1;
+                    evicted.1 += candidate.view.size;
                 }
             }
+            let evicted_any = evicted.0 > 0;
             // A pass that evicted nothing ends the eviction, unless it
             // skipped entries and did not see them all: the next pass
             // reaches further back. After one that evicted, look again:
             // evicted manifests may have unpinned what they named.
             if !evicted_any && (every_entry || skipped == (0, 0)) {
+                nothing_left = true;
                 break;
             }
         }
-        if !self.reached(target) {
+        if self.reached_compacting(target).await {
+            return;
+        }
+        if nothing_left {
             log::warn!(
                 "cache above its bounds with nothing left to evict: {} bytes in {} objects (in use or named by cached manifests)",
                 self.index.bytes(),
                 self.index.entries()
             );
+        } else {
+            // The next commit or check goes on from here.
+            log::debug!("eviction stopped after {MAX_PASSES} passes short of its target");
         }
+    }
+
+    /// Whether `target` is reached, after compacting segments if it asks
+    /// for free space ([`CacheStorage::compact_for_space`]).
+    async fn reached_compacting(&'static self, target: Target) -> bool {
+        if target.free.is_none() || self.reached(target) {
+            return self.reached(target);
+        }
+        self.compact_for_space(|| self.reached(target)).await
     }
 
     /// Entries and bytes to evict before `target` is reached, as things

@@ -56,7 +56,7 @@ impl CacheStorage {
             .in_segment(row.record);
             self.index.insert(row.id, slot);
             if let Some(segments) = self.segments.as_ref().filter(|_| row.record != 0) {
-                segments.count(row.record, size);
+                segments.count(row.record, super::records::inline_size(slot));
             }
         }
         if unreadable > 0 {

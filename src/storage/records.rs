@@ -128,7 +128,7 @@ impl CacheStorage {
                 {
                     log::warn!("recording the removal of {}: {e}", location.meta_key());
                 }
-                segments.release(slot.record, slot.size);
+                segments.release(slot.record, inline_size(slot));
                 Ok(())
             }
             (Some(_), None) => Ok(()),
@@ -141,26 +141,25 @@ impl CacheStorage {
         }
     }
 
-    /// Keeps the segments' counts right when entry `location` got a slot
-    /// with its record at `record` (0: its own object) that replaced
-    /// `replaced`. A record of its own that a segment frame replaced is
-    /// deleted.
+    /// Keeps the segments' counts right when entry `location` got slot
+    /// `new` (`None`: it was removed) in place of `replaced`. A record of
+    /// its own that a segment frame replaced is deleted.
     pub(super) fn recount(
         &'static self,
         location: &EntryLocation,
-        record: u64,
-        size: u64,
+        new: Option<SlotView>,
         replaced: Option<SlotView>,
     ) {
         let Some(segments) = &self.segments else {
             return;
         };
-        if record != 0 {
-            segments.count(record, size);
+        let new = new.filter(|slot| slot.record != 0);
+        if let Some(slot) = new {
+            segments.count(slot.record, inline_size(slot));
         }
         match replaced {
-            Some(old) if old.record != 0 => segments.release(old.record, old.size),
-            Some(_) if record != 0 => {
+            Some(old) if old.record != 0 => segments.release(old.record, inline_size(old)),
+            Some(_) if new.is_some() => {
                 let key = location.meta_key();
                 self.runtime.spawn(async move {
                     if let Err(e) = self.bodies.delete(&key).await {
@@ -228,7 +227,7 @@ impl CacheStorage {
             Kind::Removed => {
                 let slot = current?;
                 self.index.remove(frame.id, Some(slot.body));
-                self.recount(&location, 0, 0, Some(slot));
+                self.recount(&location, None, Some(slot));
                 self.catalog
                     .record(CatalogEvent::EntryRemoved { id: frame.id });
                 Some(false)
@@ -243,7 +242,7 @@ impl CacheStorage {
                 }
                 let row = self.entry_row(&location, &record, &slot);
                 let replaced = self.index.insert(frame.id, slot);
-                self.recount(&location, frame.location, record.body.size, replaced);
+                self.recount(&location, Some(slot), replaced);
                 self.catalog.record(CatalogEvent::Entry(row));
                 Some(true)
             }
@@ -277,20 +276,54 @@ impl CacheStorage {
             return;
         };
         for number in segments.sparse() {
-            let Some(remote) = segments.remote_of(number) else {
-                continue;
-            };
-            let Some(frames) = scan(segments, number, &remote).await else {
-                continue;
-            };
-            let mut moved = 0;
-            for frame in frames {
-                if frame.kind == Kind::Record && self.move_frame(&remote, &frame).await {
-                    moved += 1;
-                }
-            }
-            log::debug!("compacted segment {number:08x} of {remote}: {moved} records moved");
+            self.compact(segments, number).await;
         }
+    }
+
+    /// Compacts the segments with the most dead bytes until `enough`:
+    /// a record evicted from a segment gives no disk space back until its
+    /// segment is compacted, so a pass keeping `cache.min_free` would
+    /// otherwise see none of its own progress. Stops at a compaction that
+    /// gave back less than an eighth of its segment (the estimates were
+    /// off, or another writer took the space): evicting more is then what
+    /// frees space. Whether `enough` holds at the end.
+    pub(super) async fn compact_for_space(&'static self, enough: impl Fn() -> bool) -> bool {
+        let Some(segments) = &self.segments else {
+            return enough();
+        };
+        for segment in segments.reclaimable() {
+            if enough() {
+                return true;
+            }
+            let before = self.bodies.free_bytes();
+            self.compact(segments, segment.number).await;
+            let gained = match (before, self.bodies.free_bytes()) {
+                (Some(before), Some(after)) => after.saturating_sub(before),
+                _ => 0,
+            };
+            if segments.exists(segment.number) || gained < segment.len / 8 {
+                break;
+            }
+        }
+        enough()
+    }
+
+    /// Appends segment `number`'s live frames anew and points their
+    /// entries at the copies, after which it holds nothing and is deleted.
+    async fn compact(&'static self, segments: &Arc<Segments>, number: u32) {
+        let Some(remote) = segments.remote_of(number) else {
+            return;
+        };
+        let Some(frames) = scan(segments, number, &remote).await else {
+            return;
+        };
+        let mut moved = 0;
+        for frame in frames {
+            if frame.kind == Kind::Record && self.move_frame(&remote, &frame).await {
+                moved += 1;
+            }
+        }
+        log::debug!("compacted segment {number:08x} of {remote}: {moved} records moved");
     }
 
     /// Moves a live frame to the remote's current segment; whether it was
@@ -326,8 +359,8 @@ impl CacheStorage {
         if !self.index.relocate(frame.id, frame.location, to) {
             return false;
         }
-        segments.count(to, slot.size);
-        segments.release(frame.location, slot.size);
+        segments.count(to, inline_size(slot));
+        segments.release(frame.location, inline_size(slot));
         let location = EntryLocation::new(remote, frame.id);
         let moved = slot.in_segment(to);
         self.catalog.record(CatalogEvent::Entry(
@@ -419,7 +452,7 @@ impl CacheStorage {
                     slot.remote = remote;
                     self.index.insert(id, slot);
                     if slot.record != 0 {
-                        segments.count(slot.record, slot.size);
+                        segments.count(slot.record, inline_size(slot));
                     }
                 }
                 _ => dropped.push(id),

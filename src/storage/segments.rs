@@ -81,10 +81,11 @@ fn offset_of(location: u64) -> u64 {
     location & 0xffff_ffff
 }
 
-/// The bytes an entry of `size` is taken to occupy in its segment, for
-/// deciding when to compact (the exact length of a record is not kept).
-fn estimate(size: u64) -> u64 {
-    HEADER as u64 + HEAD_ESTIMATE + size
+/// The bytes an entry with `in_record` bytes of body in its record is
+/// taken to occupy in its segment, for deciding when to compact (the exact
+/// length of a record is not kept).
+fn estimate(in_record: u64) -> u64 {
+    HEADER as u64 + HEAD_ESTIMATE + in_record
 }
 
 /// A frame's header for the payload made of `parts`: magic, kind, length,
@@ -193,6 +194,20 @@ struct Segment {
     live_bytes: AtomicU64,
     /// No longer appended to.
     sealed: AtomicBool,
+}
+
+/// A sealed segment's length and its live bytes (estimated).
+#[derive(Debug, Clone, Copy)]
+pub struct SealedSegment {
+    pub number: u32,
+    pub len: u64,
+    live: u64,
+}
+
+impl SealedSegment {
+    fn dead(&self) -> u64 {
+        self.len.saturating_sub(self.live)
+    }
 }
 
 /// Every segment of the store, and the one each remote appends to.
@@ -412,19 +427,22 @@ impl Segments {
         }
     }
 
-    /// Counts an entry of `size` whose current record is at `location`.
-    pub fn count(&self, location: u64, size: u64) {
+    /// Counts an entry whose current record is at `location`, with
+    /// `in_record` bytes of its body inside the record (0 when the body
+    /// has a file of its own: the segment holds only the head).
+    pub fn count(&self, location: u64, in_record: u64) {
         if let Some(segment) = self.get(number_of(location)) {
             segment.live.fetch_add(1, Ordering::Relaxed);
             segment
                 .live_bytes
-                .fetch_add(estimate(size), Ordering::Relaxed);
+                .fetch_add(estimate(in_record), Ordering::Relaxed);
         }
     }
 
-    /// Uncounts an entry whose record was at `location`; a sealed segment
-    /// left with no entries is deleted.
-    pub fn release(&self, location: u64, size: u64) {
+    /// Uncounts an entry whose record was at `location` (`in_record` as
+    /// [`Segments::count`] was given it); a sealed segment left with no
+    /// entries is deleted.
+    pub fn release(&self, location: u64, in_record: u64) {
         let Some(segment) = self.get(number_of(location)) else {
             return;
         };
@@ -432,7 +450,7 @@ impl Segments {
         let _ = segment
             .live_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                dec(n, estimate(size))
+                dec(n, estimate(in_record))
             });
         let _ = segment
             .live
@@ -477,18 +495,45 @@ impl Segments {
     /// Sealed segments less than half live, worth compacting.
     pub fn sparse(&self) -> Vec<u32> {
         let mut sparse: Vec<_> = self
-            .all
-            .read()
-            .values()
-            .filter(|s| s.sealed.load(Ordering::Acquire))
-            .filter(|s| {
-                let live = s.live_bytes.load(Ordering::Relaxed);
-                live * 2 < s.len.load(Ordering::Relaxed)
-            })
+            .sealed()
+            .into_iter()
+            .filter(|s| s.live * 2 < s.len)
             .map(|s| s.number)
             .collect();
         sparse.sort_unstable();
         sparse
+    }
+
+    /// Sealed segments at least a quarter dead by their estimates, the
+    /// most dead bytes first: where compacting gives disk space back
+    /// soonest when free space is short.
+    pub fn reclaimable(&self) -> Vec<SealedSegment> {
+        let mut found: Vec<_> = self
+            .sealed()
+            .into_iter()
+            .filter(|s| s.dead() * 4 >= s.len && s.dead() > 0)
+            .collect();
+        found.sort_unstable_by_key(|s| (std::cmp::Reverse(s.dead()), s.number));
+        found
+    }
+
+    /// Whether segment `number` is still there (compaction deletes a
+    /// segment once nothing lives in it).
+    pub fn exists(&self, number: u32) -> bool {
+        self.get(number).is_some()
+    }
+
+    fn sealed(&self) -> Vec<SealedSegment> {
+        self.all
+            .read()
+            .values()
+            .filter(|s| s.sealed.load(Ordering::Acquire))
+            .map(|s| SealedSegment {
+                number: s.number,
+                len: s.len.load(Ordering::Relaxed),
+                live: s.live_bytes.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Remote and numbers of every segment, oldest first.
@@ -783,5 +828,37 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert_eq!(frames[3].location, first[3]);
+    }
+
+    #[test]
+    fn reclaimable_segments_are_a_quarter_dead_or_more_most_dead_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), 5000).unwrap();
+        // Counted so that each estimate is the frame's length exactly.
+        let in_record = 1000 - HEAD_ESTIMATE;
+        let mut frames = Vec::new();
+        for id in 0..12u128 {
+            let at = segments.append("r", Kind::Record, id, &[0; 1000]).unwrap();
+            segments.count(at, in_record);
+            frames.push(at);
+        }
+        let [a, b, c] = [0, 4, 8].map(|i| number_of(frames[i]));
+        assert!(a != b && b != c, "four frames a segment");
+        assert!(segments.reclaimable().is_empty(), "all live");
+        segments.release(frames[0], in_record);
+        for at in &frames[4..7] {
+            segments.release(*at, in_record);
+        }
+        // The active segment is never compacted, however dead.
+        for at in &frames[8..12] {
+            segments.release(*at, in_record);
+        }
+        let numbers: Vec<u32> = segments.reclaimable().iter().map(|s| s.number).collect();
+        assert_eq!(numbers, [b, a]);
+        assert_eq!(
+            segments.sparse(),
+            [b],
+            "the background compacts only the half dead"
+        );
     }
 }
