@@ -29,6 +29,8 @@ const ACCESS_CHUNK: usize = 256;
 /// Stored rows likewise (8 parameters each, far below either database's
 /// limit of parameters per statement).
 const UPSERT_CHUNK: usize = 256;
+/// Removed entries likewise (one parameter each).
+const REMOVE_CHUNK: usize = 512;
 
 /// The statements run for access reports and per eviction must find their
 /// rows through an index, never scan a table of a million rows (tested
@@ -61,6 +63,15 @@ impl Params {
             Params::Numbered
         }
     }
+}
+
+/// `$1, $2, …` (or `?, ?, …`): `count` parameters.
+fn param_list(count: usize, params: Params) -> String {
+    let name = |i: usize| match params {
+        Params::Numbered => format!("${i}"),
+        Params::Anonymous => "?".to_string(),
+    };
+    (1..=count).map(name).collect::<Vec<_>>().join(", ")
 }
 
 /// `($1, $2, $3), ($4, $5, $6), …` (or `(?, ?, ?), …`): `rows` tuples of
@@ -106,12 +117,21 @@ const CACHED_PAGE: &str = concat!(
     LIMIT $5"
 );
 
-const REMOVE_ENTRY: [&str; 3] = [
-    "DELETE FROM artifacts WHERE NOT local AND (remote, path) IN
-       (SELECT remote, path FROM entries WHERE id = $1)",
-    "DELETE FROM entries WHERE id = $1",
-    "DELETE FROM refs WHERE manifest = $1",
-];
+/// What removing entries deletes, for `ids` of them at once: their
+/// artifacts (not uploads), their rows and the references they made. An
+/// eviction of half a million entries is a few thousand statements, not
+/// a million and a half, so a stop drains it within its bound.
+fn remove_entries(ids: usize, params: Params) -> [String; 3] {
+    let list = param_list(ids, params);
+    [
+        format!(
+            "DELETE FROM artifacts WHERE NOT local AND (remote, path) IN
+               (SELECT remote, path FROM entries WHERE id IN ({list}))"
+        ),
+        format!("DELETE FROM entries WHERE id IN ({list})"),
+        format!("DELETE FROM refs WHERE manifest IN ({list})"),
+    ]
+}
 
 /// How long a statement may wait for a connection: a catalog that is down
 /// fails a batch (which the writer retries) instead of stalling it.
@@ -266,12 +286,7 @@ async fn write_change(conn: &mut sqlx::AnyConnection, change: &CatalogEvent) -> 
                 .await?;
         }
         CatalogEvent::Entry(row) => STORE_ENTRIES.write(conn, &[row]).await?,
-        CatalogEvent::EntryRemoved { id } => {
-            let id = hex_id(*id);
-            for statement in REMOVE_ENTRY {
-                sqlx::query(statement).bind(&id).execute(&mut *conn).await?;
-            }
-        }
+        CatalogEvent::EntryRemoved { id } => remove(conn, &[*id]).await?,
         CatalogEvent::References { manifest, targets } => {
             for target in targets {
                 sqlx::query(
@@ -444,21 +459,39 @@ const STORE_ENTRIES: Upsert<EntryRow> = Upsert {
     },
 };
 
-/// Consecutive stores of a batch, written as multi-row upserts. A row
-/// stored twice in one run keeps its last version only: PostgreSQL refuses
-/// an upsert that touches a row twice, and the last one wins anyway.
+/// Consecutive stores, or consecutive entry removals, of a batch: written
+/// as multi-row statements. A run ends where an event of another kind
+/// comes, so a row stored after its removal (or removed after its store)
+/// ends as the batch's order says. A row stored twice in one run keeps
+/// its last version only: PostgreSQL refuses an upsert that touches a row
+/// twice, and the last one wins anyway.
 #[derive(Default)]
-struct PendingStores<'a> {
+struct PendingRun<'a> {
     artifacts: Vec<&'a ArtifactRow>,
     entries: Vec<&'a EntryRow>,
+    removed: Vec<u128>,
 }
 
-impl<'a> PendingStores<'a> {
-    /// Takes `event` into the run if it is a store; `false` if it is not.
+impl<'a> PendingRun<'a> {
+    /// Whether the run must be written before `event`: it is not of the
+    /// run's kind.
+    fn ends_before(&self, event: &CatalogEvent) -> bool {
+        let storing = !self.artifacts.is_empty() || !self.entries.is_empty();
+        let removing = !self.removed.is_empty();
+        match event {
+            CatalogEvent::Stored(_) | CatalogEvent::Entry(_) => removing,
+            CatalogEvent::EntryRemoved { .. } => storing,
+            _ => storing || removing,
+        }
+    }
+
+    /// Takes `event` into the run if it is a store or an entry's removal;
+    /// `false` if it is neither.
     fn take(&mut self, event: &'a CatalogEvent) -> bool {
         match event {
             CatalogEvent::Stored(row) => self.artifacts.push(row),
             CatalogEvent::Entry(row) => self.entries.push(row),
+            CatalogEvent::EntryRemoved { id } => self.removed.push(*id),
             _ => return false,
         }
         true
@@ -470,8 +503,24 @@ impl<'a> PendingStores<'a> {
         });
         let entries = last_of_each(std::mem::take(&mut self.entries), |row| row.id);
         STORE_ARTIFACTS.write(conn, &artifacts).await?;
-        STORE_ENTRIES.write(conn, &entries).await
+        STORE_ENTRIES.write(conn, &entries).await?;
+        remove(conn, &std::mem::take(&mut self.removed)).await
     }
+}
+
+/// Removes the entries `ids` (see [`remove_entries`]).
+async fn remove(conn: &mut sqlx::AnyConnection, ids: &[u128]) -> CatalogResult<()> {
+    for chunk in ids.chunks(REMOVE_CHUNK) {
+        let hex: Vec<String> = chunk.iter().map(|id| hex_id(*id)).collect();
+        for statement in remove_entries(chunk.len(), Params::of(conn)) {
+            let mut query = sqlx::query(&statement);
+            for id in &hex {
+                query = query.bind(id);
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// `rows` without those a later row of the same key replaces, in order.
@@ -524,17 +573,20 @@ impl Catalog for SqlCatalog {
         // applying them after the batch's other events changes nothing.
         let mut entry_accesses = Vec::new();
         let mut served = Vec::new();
-        let mut pending = PendingStores::default();
+        let mut pending = PendingRun::default();
         for event in events {
             match event {
                 CatalogEvent::Served(row) => served.push(row),
                 CatalogEvent::EntryAccessed { id, at_ms, hits } => {
                     entry_accesses.push((hex_id(*id), *at_ms, i64::from(*hits)));
                 }
-                change if pending.take(change) => {}
                 change => {
-                    pending.write(&mut tx).await?;
-                    write_change(&mut tx, change).await?;
+                    if pending.ends_before(change) {
+                        pending.write(&mut tx).await?;
+                    }
+                    if !pending.take(change) {
+                        write_change(&mut tx, change).await?;
+                    }
                 }
             }
         }
@@ -819,7 +871,8 @@ mod tests {
     async fn per_hit_and_per_eviction_statements_use_an_index() {
         let (_dir, catalog) = temp_catalog().await;
         let access = access_entries(3, Params::Anonymous);
-        for statement in [access.as_str()].into_iter().chain(REMOVE_ENTRY) {
+        let removals = remove_entries(3, Params::Anonymous);
+        for statement in [&access].into_iter().chain(&removals) {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {statement}"))
                 .fetch_all(&catalog.pool)
                 .await
@@ -876,6 +929,54 @@ mod tests {
             .unwrap();
         let rows = catalog.list("r").await.unwrap();
         assert_eq!(rows, vec![row("up", true)]);
+    }
+
+    /// Removals in bulk: more than one statement takes, each taking its
+    /// artifact (not an upload) along, and the batch's order kept between
+    /// a row's removal and its store.
+    #[tokio::test]
+    async fn bulk_removals_keep_uploads_and_the_batch_order() {
+        let (_dir, catalog) = temp_catalog().await;
+        let count = REMOVE_CHUNK as u128 * 2 + 3;
+        let entry = |id: u128| {
+            CatalogEvent::Entry(EntryRow {
+                id,
+                remote: "r".into(),
+                path: format!("p{id}"),
+                body: 0,
+                size: 3,
+                flags: 0,
+                last_access: 10_000,
+                record: 0,
+            })
+        };
+        let stored = |id: u128| CatalogEvent::Stored(row(&format!("p{id}"), false));
+        let mut events: Vec<_> = (0..count).flat_map(|id| [stored(id), entry(id)]).collect();
+        events.push(CatalogEvent::Stored(row("up", true)));
+        catalog.apply(&events).await.unwrap();
+
+        let mut events: Vec<_> = (0..count)
+            .filter(|id| id % 3 != 0)
+            .map(|id| CatalogEvent::EntryRemoved { id })
+            .collect();
+        // Removed, then stored again; stored, then removed.
+        events.extend([stored(1), entry(1), stored(3), entry(3)]);
+        events.push(CatalogEvent::EntryRemoved { id: 3 });
+        catalog.apply(&events).await.unwrap();
+
+        let kept = |id: &u128| (id % 3 == 0 && *id != 3) || *id == 1;
+        let entries = catalog.entries().await.unwrap();
+        let mut ids: Vec<u128> = entries.iter().map(|e| e.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..count).filter(kept).collect::<Vec<_>>());
+        let listed = catalog.list("r").await.unwrap();
+        let mut paths: Vec<String> = listed.into_iter().map(|row| row.path).collect();
+        paths.sort_unstable();
+        let mut expected: Vec<String> =
+            (0..count).filter(kept).map(|id| format!("p{id}")).collect();
+        expected.push("up".into());
+        expected.sort_unstable();
+        assert_eq!(paths, expected);
     }
 
     #[tokio::test]
