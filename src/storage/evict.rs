@@ -277,10 +277,10 @@ impl CacheStorage {
     /// Whether `target` is reached, after compacting segments if it asks
     /// for free space ([`CacheStorage::compact_for_space`]).
     async fn reached_compacting(&'static self, target: Target) -> bool {
-        if target.free.is_none() || self.reached(target) {
-            return self.reached(target);
+        if self.reached(target) {
+            return true;
         }
-        self.compact_for_space(|| self.reached(target)).await
+        target.free.is_some() && self.compact_for_space(|| self.reached(target)).await
     }
 
     /// Entries and bytes to evict before `target` is reached, as things
