@@ -461,12 +461,7 @@ class Bench:
         self.say(f"{scen}: hit RPS, 1 KiB objects, {keys} keys, 64 connections")
         for p in proxies + (own_core or []):
             fill_fast(p.port, [p.url("b", f"{prefix}/k{i}.bin") for i in range(keys)], 1024)
-        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
-        for _ in range(self.plan.rounds):
-            for p in proxies:
-                runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, self.plan.threads,
-                                        [p.url("b", f"{prefix}/"), str(keys)], server=p))
-        med = {name: median_of(r) for name, r in runs.items()}
+        med = self.flat_out_rounds(proxies, prefix, keys, self.plan.threads)
         self.record(scen, "requests/s", "req/s", {k: v["rps"] for k, v in med.items()}, "higher")
         self.record_cpu(scen, med)
         self.record(scen, "p50 latency", "ms", {k: v["p50_ms"] for k, v in med.items()}, "lower")
@@ -502,16 +497,22 @@ class Bench:
         self.record(scen, "server CPU per request at equal paced load", "µs",
                     {k: v["cpu_us"] for k, v in med.items()}, "lower", CPU_NOTE)
 
+    def flat_out_rounds(self, proxies: list[Proxy], prefix: str, keys: int, threads: int,
+                        cpu: int | None = None) -> dict[str, dict]:
+        """Each proxy's median of `rounds` flat-out wrk runs (64 connections,
+        `threads` wrk threads, on `cpu` if given), the proxies alternating."""
+        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
+        for _ in range(self.plan.rounds):
+            for p in proxies:
+                runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, threads,
+                                        [p.url("b", f"{prefix}/"), str(keys)], server=p, cpu=cpu))
+        return {name: median_of(r) for name, r in runs.items()}
+
     def own_core_runs(self, proxies: list[Proxy], scen: str, prefix: str, keys: int) -> None:
         """The flat-out run again with the load generator and the server each
         on a core of its own (see `own_cores`): one wrk thread, one worker."""
         client_cpu, server_cpu = own_cores()
-        runs: dict[str, list[dict]] = {p.name: [] for p in proxies}
-        for _ in range(self.plan.rounds):
-            for p in proxies:
-                runs[p.name].append(wrk(p.port, "", self.plan.wrk_seconds, 64, 1,
-                                        [p.url("b", f"{prefix}/"), str(keys)], server=p, cpu=client_cpu))
-        med = {name: median_of(r) for name, r in runs.items()}
+        med = self.flat_out_rounds(proxies, prefix, keys, 1, client_cpu)
         note = (f"wrk (one thread) on CPU {client_cpu}, the server on CPU {server_cpu} with one worker "
                 f"(threads: 1, worker_processes 1)")
         p50 = f"; p50 artifactd {fmt(med['artifactd']['p50_ms'])} ms, nginx {fmt(med['nginx']['p50_ms'])} ms"
