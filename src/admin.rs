@@ -78,6 +78,9 @@ pub async fn answer(
     session: &mut Session,
     request: AdminRequest,
 ) -> pingora::Result<()> {
+    // What an admin asks about (or removes) includes every miss whose
+    // client already has it.
+    app.storage.all_committed().await;
     let reply = match request {
         AdminRequest::Route(AdminRoute::CacheArtifact) => cache_artifact(app, session).await?,
         AdminRequest::Route(route) => handle(app, route, session.req_header()).await,

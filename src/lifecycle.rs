@@ -8,7 +8,8 @@
 //! - readiness: `READY=1` to systemd once every listener accepts, and a
 //!   pid file, so `systemctl start` and scripts know when to proceed;
 //! - an early exit: once no request is in flight during the grace period,
-//!   the catalog queue and the index snapshot are written and the process
+//!   and no commit runs after its client got the body, the catalog queue
+//!   and the index snapshot are written and the process
 //!   exits, instead of idling until the period ends;
 //! - `serve -u` as one command: the new process finds the old one through
 //!   the pid file and sends it SIGQUIT once it is waiting for the sockets;
@@ -228,6 +229,7 @@ async fn finish(supervised: &Supervised) {
         log::info!("waiting for {waiting} open connection(s) and request(s) to finish");
     }
     supervised.in_flight.until_idle().await;
+    supervised.storage.all_committed().await;
     supervised.audit.hand_over(&supervised.catalog_writer);
     supervised
         .storage

@@ -111,6 +111,25 @@ pub fn answer(
     })
 }
 
+/// The answer to `head` once the commit of its entry has ended, when one
+/// was under way after its client got the body (a request right behind
+/// its miss): `None` when none was, or the entry is not at hand even so.
+pub async fn answer_once_committed(
+    app: &App,
+    decisions: &Decisions,
+    head: &Head<'_>,
+    keep_alive: bool,
+) -> Option<Answer> {
+    if !app.storage.committing() || !head.plain() {
+        return None;
+    }
+    let decided = decisions.decide(app, head)?;
+    if !app.storage.committed(decided.id).await {
+        return None;
+    }
+    answer(app, decisions, head, keep_alive)
+}
+
 /// The digest the audit trail records for a delivery, copied only when
 /// the trail records this request's deliveries.
 fn audited_digest(decided: &Decided, hex: &str) -> Option<BodyDigest> {

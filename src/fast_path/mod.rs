@@ -167,9 +167,18 @@ impl ServerApp for FastPath {
                     waits.head_started = None;
                     let started = Instant::now();
                     let keep_alive = head.keep_alive() && !*shutdown.borrow();
-                    let answer = fast_path
+                    let mut answer = fast_path
                         .then(|| hit::answer(&self.app, &self.decisions, &head, keep_alive))
                         .flatten();
+                    if fast_path && answer.is_none() {
+                        answer = hit::answer_once_committed(
+                            &self.app,
+                            &self.decisions,
+                            &head,
+                            keep_alive,
+                        )
+                        .await;
+                    }
                     if let Some(answer) = answer {
                         let sent = self.send(&mut stream, &head, answer, started).await;
                         if !sent || !keep_alive {

@@ -219,6 +219,8 @@ impl CacheStorage {
         edit: impl FnOnce(&mut ResponseHeader) -> Result<()>,
     ) -> Result<bool> {
         let location = EntryLocation::from_key(key);
+        // The edit may come from the request whose fill is committing.
+        self.commits.settled(location.id()).await;
         let Some(current) = self.load_record(&location).await? else {
             return Ok(false);
         };

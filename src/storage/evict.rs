@@ -30,12 +30,11 @@
 //! may exceed its bound by what arrives between two checks.
 
 use super::commit::Expect;
+use super::id_counts::IdCounts;
 use super::index::{Candidate, MUTABLE};
 use super::layout::{self, EntryLocation};
 use super::CacheStorage;
 use crate::catalog::{Catalog, CatalogEvent, EntryRow};
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,17 +78,17 @@ pub struct Bounds {
 /// Entries being read from a body file, by entry id.
 #[derive(Default)]
 pub struct InUse {
-    readers: Mutex<HashMap<u128, u32>>,
+    readers: IdCounts,
 }
 
 impl InUse {
     pub fn enter(&'static self, id: u128) -> InUseGuard {
-        *self.readers.lock().entry(id).or_default() += 1;
+        self.readers.add(id);
         InUseGuard { in_use: self, id }
     }
 
     fn contains(&self, id: u128) -> bool {
-        self.readers.lock().contains_key(&id)
+        self.readers.contains(id)
     }
 }
 
@@ -101,13 +100,7 @@ pub struct InUseGuard {
 
 impl Drop for InUseGuard {
     fn drop(&mut self) {
-        let mut readers = self.in_use.readers.lock();
-        if let Some(count) = readers.get_mut(&self.id) {
-            *count -= 1;
-            if *count == 0 {
-                readers.remove(&self.id);
-            }
-        }
+        self.in_use.readers.remove_one(self.id);
     }
 }
 

@@ -4,12 +4,17 @@
 //! `cache.memory_body_max` (most index files and manifests never touch a
 //! file until their record is written, with the body inside it); past that
 //! they go to a body-store writer, with what was held written first. Each
-//! write is announced to the fill's followers ([`super::fills`]) while the
-//! sha256 and length are computed. `finish` commits only a body whose
+//! write is announced to the fill's followers ([`super::fills`]) and
+//! counted; the sha256 is taken when the bytes leave memory (at the spill,
+//! or in the commit of a body that never did). `finish` commits only a body whose
 //! length matches the upstream's `Content-Length`; any other end (upstream
 //! cut, error, over-long body) drops the handler, which discards the write
 //! and fails the followers, so nothing partial is ever visible or served
 //! as whole.
+//!
+//! A miss's fill held in memory commits in a task of its own, so that
+//! pingora hands its client the last chunk without waiting for the commit
+//! ([`super::commits`] says who waits for it instead).
 //!
 //! A fill starts only with room for it ([`super::room`]). When storing
 //! fails anyway (the disk filled, a body store error), the fill stops
@@ -19,6 +24,7 @@
 //! cache cannot keep it.
 
 use super::body::BodyWrite;
+use super::commits::PendingCommit;
 use super::fills::FillHandle;
 use super::large::{LargeFill, LeaderFeed, Start};
 use super::layout::EntryLocation;
@@ -52,6 +58,7 @@ pub struct BodyMiss {
     /// A resumable fill's feed ([`super::large`]): every write goes there.
     large: Option<LeaderFeed>,
     tag: [u8; 8],
+    /// The sha256 of the bytes that left memory (see the module docs).
     hasher: Sha256,
     written: u64,
     /// Why storing stopped, once it failed: the body is served, not kept.
@@ -59,6 +66,20 @@ pub struct BodyMiss {
     /// Bytes held in memory since storing stopped.
     unstored_bytes: u64,
     committed: bool,
+    /// Commit a body held in memory after `finish` returns (a miss).
+    commit_later: bool,
+}
+
+/// A whole body about to be committed, with what its commit needs once
+/// the fill's handler is gone.
+struct Completed {
+    storage: &'static CacheStorage,
+    location: EntryLocation,
+    path: String,
+    body: NewBody,
+    /// Takes in the inline body before the commit.
+    hasher: Sha256,
+    fill: Option<FillHandle>,
 }
 
 impl BodyMiss {
@@ -132,8 +153,16 @@ impl BodyMiss {
             unstored: None,
             unstored_bytes: 0,
             committed: false,
+            commit_later: false,
             location,
         })
+    }
+
+    /// Commits a body held in memory after `finish` returns, as a miss
+    /// does: its client gets the last chunk without waiting for it.
+    pub fn committing_later(mut self) -> BodyMiss {
+        self.commit_later = true;
+        self
     }
 
     /// Moves the body from memory to a body-store writer. On an error the
@@ -143,6 +172,11 @@ impl BodyMiss {
         let mut writer = self.storage.bodies.create(&body_key).await?;
         for chunk in self.held.iter().flatten() {
             writer.write(chunk.clone()).await?;
+        }
+        // Hashed once it is written: a failed spill leaves it held, to be
+        // hashed by the commit.
+        for chunk in self.held.iter().flatten() {
+            self.hasher.update(chunk);
         }
         self.held = None;
         if let Some(fill) = &self.fill {
@@ -208,12 +242,7 @@ impl BodyMiss {
     fn finish_unstored(&mut self, why: String) -> Result<MissFinishType> {
         self.committed = true;
         let written = self.written;
-        self.storage.room.unstored(Unstored::WriteFailed, || {
-            format!(
-                "{}/{} ({written} bytes): {why}",
-                self.location.remote, self.path
-            )
-        });
+        not_kept(self.storage, &self.location, &self.path, written, why);
         if let Some(fill) = self.fill.take() {
             fill.done_unstored(written);
         }
@@ -232,7 +261,6 @@ impl HandleMiss for BodyMiss {
         if let Some(large) = self.large.as_mut() {
             return large.write(&data).await;
         }
-        self.hasher.update(&data);
         self.written += data.len() as u64;
         if self
             .expected_size
@@ -244,8 +272,11 @@ impl HandleMiss for BodyMiss {
             );
         }
         if self.unstored.is_none() {
-            if let Err(e) = self.store(&data).await {
-                self.stop_storing(e, data.len() as u64);
+            match self.store(&data).await {
+                // Held bytes are hashed once they leave memory.
+                Ok(()) if self.held.is_none() => self.hasher.update(&data),
+                Ok(()) => {}
+                Err(e) => self.stop_storing(e, data.len() as u64),
             }
         }
         if self.unstored.is_some() {
@@ -291,28 +322,78 @@ impl HandleMiss for BodyMiss {
                 return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
             }
         };
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         self.committed = true;
-        let body = NewBody {
-            meta: self.meta.take().expect("a fill commits once"),
-            content_type: self.content_type.clone(),
-            body_key,
-            inline_body,
-            size: self.written,
-            sha256,
+        let later = self.commit_later && inline_body.is_some();
+        let written = self.written;
+        let completed = Completed {
+            storage: self.storage,
+            location: self.location.clone(),
+            path: std::mem::take(&mut self.path),
+            body: NewBody {
+                meta: self.meta.take().expect("a fill commits once"),
+                content_type: self.content_type.take(),
+                body_key,
+                inline_body,
+                size: written,
+                sha256: String::new(),
+            },
+            hasher: std::mem::take(&mut self.hasher),
+            fill: self.fill.take(),
         };
-        if let Err(e) = commit_body(self.storage, &self.location, &self.path, body).await {
-            return self.finish_unstored(format!("committing: {e}"));
-        }
-        if let Some(fill) = self.fill.take() {
-            fill.done(self.written);
-        }
-        Ok(MissFinishType::Created(self.written as usize))
+        let committed = if later {
+            let pending = self.storage.commits.begin(self.location.id());
+            tokio::spawn(completed.commit(Some(pending)));
+            true
+        } else {
+            completed.commit(None).await
+        };
+        Ok(MissFinishType::Created(
+            if committed { written } else { 0 } as usize
+        ))
     }
 
     fn streaming_write_tag(&self) -> Option<&[u8]> {
         Some(&self.tag)
     }
+}
+
+impl Completed {
+    /// Commits the body; whether it was kept. Either way its readers read
+    /// it to its end: a body that cannot be kept was still whole.
+    async fn commit(mut self, pending: Option<PendingCommit>) -> bool {
+        for chunk in self.body.inline_body.iter().flatten() {
+            self.hasher.update(chunk);
+        }
+        self.body.sha256 = hex::encode(self.hasher.finalize());
+        let size = self.body.size;
+        let result = commit_body(self.storage, &self.location, &self.path, self.body).await;
+        if let Err(e) = &result {
+            let why = format!("committing: {e}");
+            not_kept(self.storage, &self.location, &self.path, size, why);
+        }
+        if let Some(fill) = self.fill.take() {
+            match result {
+                Ok(()) => fill.done(size),
+                Err(_) => fill.done_unstored(size),
+            }
+        }
+        // Waiters for the entry go on only once its readers have their end.
+        drop(pending);
+        result.is_ok()
+    }
+}
+
+/// Counts and logs a whole body its readers got but the cache did not keep.
+fn not_kept(
+    storage: &CacheStorage,
+    location: &EntryLocation,
+    path: &str,
+    size: u64,
+    why: impl std::fmt::Display,
+) {
+    storage.room.unstored(Unstored::WriteFailed, || {
+        format!("{}/{path} ({size} bytes): {why}", location.remote)
+    });
 }
 
 impl Drop for BodyMiss {
@@ -339,11 +420,9 @@ impl CacheStorage {
         meta: &CacheMeta,
         body: Bytes,
     ) -> Result<bool> {
-        if self
-            .load_record(&EntryLocation::from_key(key))
-            .await?
-            .is_some()
-        {
+        let location = EntryLocation::from_key(key);
+        self.commits.settled(location.id()).await;
+        if self.load_record(&location).await?.is_some() {
             return Ok(false);
         }
         let mut fill = self.start_fill(key, meta).await?;

@@ -14,10 +14,12 @@
 //!   progress and the followers reading them. [`large`]: fills that
 //!   resume after their upstream connection broke. [`hit`]: reading a body.
 //! - [`commit`]: record changes and compare-before-delete removal.
-//!   [`new_entry`]: a complete body committed as an entry.
+//!   [`new_entry`]: a complete body committed as an entry. [`commits`]:
+//!   the commits that run after their client has the body.
 //!   [`flush`]: flushes and their generations. [`sweep`]: staging cleanup.
 //! - [`evict`]: the size, count and free-space bounds. [`refs`]: what
 //!   cached manifests name. [`reconcile`]: the index at start.
+//!   [`id_counts`]: entries held by readers or commits.
 //!
 //! Freshness updates (304 revalidations) go to the state store under
 //! `{remote}/{hash}` and take precedence over the commit record.
@@ -26,11 +28,13 @@ pub mod access_reports;
 pub mod body;
 pub mod coherence;
 pub mod commit;
+pub mod commits;
 pub mod evict;
 pub mod fills;
 pub mod flush;
 pub mod hit;
 pub mod hot;
+pub mod id_counts;
 pub mod index;
 pub mod inspect;
 pub mod large;
@@ -81,6 +85,8 @@ pub struct CacheStorage {
     hot: HotEntries,
     open_bodies: OpenBodies,
     fills: Fills,
+    /// Commits that run after their client has the body.
+    commits: commits::PendingCommits,
     /// Misses served whole without being kept (no room, or storing failed).
     pub room: room::Room,
     /// Resumable fills the proxy offered, for their miss handlers.
@@ -237,6 +243,7 @@ impl CacheStorage {
             outages: outage::Outages::default(),
             open_bodies: OpenBodies::new(OPEN_BODIES),
             fills: Fills::default(),
+            commits: Default::default(),
             room: room::Room::default(),
             offers: large::Offers::default(),
             entry_locks: EntryLocks::default(),
@@ -453,6 +460,23 @@ impl CacheStorage {
     /// Why the lookup of `key` just failed, if it did (once).
     pub fn take_lookup_failure(&self, key: &CacheKey) -> Option<outage::LookupFailure> {
         self.outages.take(EntryLocation::from_key(key).id())
+    }
+
+    /// Whether any commit runs after its client got the body.
+    pub fn committing(&self) -> bool {
+        self.commits.any()
+    }
+
+    /// Waits until no commit of entry `id` runs after its client got the
+    /// body ([`commits`]); whether it waited.
+    pub async fn committed(&self, id: u128) -> bool {
+        self.commits.settled(id).await
+    }
+
+    /// Waits until no commit runs after its client got the body: what
+    /// follows sees every entry whose client has its last byte.
+    pub async fn all_committed(&self) {
+        self.commits.all_settled().await
     }
 
     /// Whether `key` is being filled or was filled moments ago (see
@@ -693,6 +717,9 @@ impl Storage for CacheStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let location = EntryLocation::from_key(key);
+        // A fill whose commit is under way is whole, but a hit is what the
+        // request gets once it is committed (its record in the hot tier).
+        self.commits.settled(location.id()).await;
         if let Some((meta, reader)) = self.fills.reader(location.id(), None) {
             return Ok(Some((meta, Box::new(reader))));
         }
@@ -732,7 +759,13 @@ impl Storage for CacheStorage {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(self.start_fill(key, meta).await?))
+        let fill = self.start_fill(key, meta).await?;
+        // Other nodes cannot wait for this node's commits: on a shared
+        // store, the client of a miss has its last byte once others see it.
+        if self.settings.shared_store {
+            return Ok(Box::new(fill));
+        }
+        Ok(Box::new(fill.committing_later()))
     }
 
     async fn purge(
@@ -742,6 +775,7 @@ impl Storage for CacheStorage {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let location = EntryLocation::from_compact(target.key());
+        self.commits.settled(location.id()).await;
         Ok(match self.remove(&location, Expect::Current).await? {
             Some(_) => PurgeOutcome::Purged(None),
             None => PurgeOutcome::NotFound,
@@ -755,6 +789,7 @@ impl Storage for CacheStorage {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let location = EntryLocation::from_key(key);
+        self.commits.settled(location.id()).await;
         let Some(current) = self.load_record(&location).await? else {
             return Ok(false);
         };

@@ -290,6 +290,7 @@ async fn a_restart_finds_every_entry_even_ones_the_catalog_missed() {
     for i in 3..6 {
         fetch(&ad, &format!("r/{i}.bin")).await;
     }
+    ad.committed().await;
     ad.kill();
     origin.stop();
     let ad = Artifactd::start(dir.path(), &remotes, "").await;

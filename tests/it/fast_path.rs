@@ -458,6 +458,7 @@ async fn after_a_restart_the_first_hit_is_answered_on_the_fast_path() {
     for (path, body) in [(PATH, &small), ("pkg/big-1.0.tgz", &big)] {
         assert_eq!(&get_bytes(&http, &ad.artifact("gen", path)).await, body);
     }
+    ad.committed().await;
     ad.kill();
 
     // Nothing is in the hot tier: the record is read from the page cache

@@ -287,3 +287,64 @@ async fn a_killed_fill_leaves_no_staging_bytes_after_restart() {
         assert_eq!(keys.len(), 1, "one whole body in the bucket: {keys:?}");
     }
 }
+
+/// A miss commits just after its client has the last byte. What comes
+/// right behind it still finds the entry: a hit on another connection is
+/// answered by the fast path from the committed entry, and a removal or a
+/// flush takes effect, never undone by a commit landing after it.
+#[tokio::test]
+async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // fsync makes each commit take a while after its client has the body.
+    let remotes = generic_remote(&origin, IMMUTABLE_TGZ);
+    let ad = Artifactd::start(dir.path(), &remotes, "cache:\n  fsync: true\n").await;
+    // Two clients, two connections: the one behind never shares the
+    // connection (or the task) that served the miss.
+    let (first, behind) = (client(), client());
+    let fast_hits = || crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
+    const ROUNDS: u64 = 10;
+    for round in 0..ROUNDS {
+        let body = pattern_bytes(64 * 1024, 300 + round);
+        for name in ["hit", "removed"] {
+            origin.put(
+                &format!("/b{round}/{name}.tgz"),
+                OriginFile::new(body.clone()),
+            );
+        }
+        let url = ad.artifact("gen", &format!("b{round}/hit.tgz"));
+        let missed = first.get(&url).send().await.unwrap();
+        assert_eq!(source(&missed), "remote");
+        assert!(missed.bytes().await.unwrap() == body);
+        let hit = behind.get(&url).send().await.unwrap();
+        assert_eq!(source(&hit), "cache", "round {round}");
+        assert!(hit.bytes().await.unwrap() == body);
+
+        let path = format!("b{round}/removed.tgz");
+        let url = ad.artifact("gen", &path);
+        assert!(crate::harness::get_bytes(&first, &url).await == body);
+        // By a removal of the entry, and by a flush of what matches it.
+        let removal = match round % 2 {
+            0 => behind.delete(ad.url(&format!("/api/v1/cache/gen/{path}"))),
+            _ => behind.put(ad.url(&format!(
+                "/cache/flush?remote=gen&pattern=^b{round}/removed"
+            ))),
+        };
+        let removed = removal.send().await.unwrap();
+        assert_eq!(removed.status(), 200, "round {round}");
+        let again = first.get(&url).send().await.unwrap();
+        assert_eq!(
+            source(&again),
+            "remote",
+            "removed in round {round}, yet cached"
+        );
+        assert!(again.bytes().await.unwrap() == body);
+        assert_eq!(origin.hits(&format!("/b{round}/hit.tgz")), 1);
+        assert_eq!(origin.hits(&format!("/{path}")), 2);
+    }
+    assert_eq!(
+        fast_hits().await,
+        ROUNDS,
+        "each hit behind a miss took the fast path"
+    );
+}

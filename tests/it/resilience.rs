@@ -173,6 +173,7 @@ async fn stale_through(failure: Failure, expected_status: u16, reason_part: &str
     };
     if let Some(url) = failing_url {
         // Same storage, same remote name, now pointing at a failing upstream.
+        ad.committed().await;
         ad.kill();
         ad = Artifactd::start(dir.path(), &remote_at(&url), "").await;
     }

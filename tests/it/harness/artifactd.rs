@@ -256,6 +256,14 @@ impl Artifactd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until every miss whose client has its body is committed (a
+    /// miss commits just after its client has the last byte, and an admin
+    /// request is answered only once those commits have ended).
+    pub async fn committed(&self) {
+        let health = super::client().get(self.url("/health")).send();
+        health.await.expect("an answer from /health");
+    }
+
     /// Stops the process at once (SIGKILL): nothing gets a chance to flush.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
