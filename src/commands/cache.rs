@@ -1,6 +1,6 @@
 //! `artifactd cache ls|du|rm|verify`: the cache API from a shell.
 
-use super::client::{Server, ServerArgs};
+use super::client::{Refused, Server, ServerArgs};
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use reqwest::Method;
@@ -174,7 +174,7 @@ async fn rm(
         let url = format!("/api/v1/cache/{remote}/{}", path.trim_start_matches('/'));
         match server.admin_json(Method::DELETE, &url).await {
             Ok(removed) => results.push(removed),
-            Err(e) if e.to_string().contains("404") => {
+            Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 404) => {
                 missing += 1;
                 results.push(json!({"not_cached": {"remote": remote, "path": path}}));
             }

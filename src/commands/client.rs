@@ -6,6 +6,16 @@ use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// An admin endpoint's answer other than success, kept typed so that a
+/// command can tell "not there" (404) from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {status}: {body}")]
+pub struct Refused {
+    pub path: String,
+    pub status: reqwest::StatusCode,
+    pub body: String,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// The running artifactd.
@@ -92,7 +102,12 @@ impl Server {
             bail!("{path}: the admin token is missing or wrong (ARTIFACTD_ADMIN_TOKEN or --token-file)");
         }
         if !status.is_success() {
-            bail!("{path}: {status}: {}", text.trim());
+            return Err(Refused {
+                path: path.to_string(),
+                status,
+                body: text.trim().to_string(),
+            }
+            .into());
         }
         serde_json::from_str(&text).with_context(|| format!("{path}: not JSON: {text}"))
     }
