@@ -83,29 +83,29 @@ async fn uploads_over_the_limit_get_413_and_leave_nothing() {
     let ad = Artifactd::start(dir.path(), LOCAL, TOKEN).await;
     let http = client();
     let url = ad.artifact("files", "big.bin");
-    let declared = http
-        .put(&url)
-        .bearer_auth("w-token")
-        .body(vec![1u8; 100_001])
-        .send()
-        .await;
-    // artifactd may answer before reading the body and close: either way a 413.
-    if let Ok(resp) = declared {
-        assert_eq!(resp.status(), 413);
+    // Raw requests: an HTTP client sending a body the server refuses may
+    // see its write fail before it reads the answer.
+    let head = |framing: &str| {
+        format!(
+            "PUT /api/v1/remote/files/big.bin HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer w-token\r\nConnection: close\r\n{framing}\r\n\r\n"
+        )
+    };
+    // A declared length over the limit is refused before any body byte.
+    let (status, response) = raw_request(ad.addr, head("Content-Length: 100001").as_bytes()).await;
+    assert_eq!(status, 413, "{response}");
+    // A chunked body has no declared length: the limit is enforced while
+    // streaming. Every byte sent is one the server reads, so its answer is
+    // not lost to a reset.
+    let mut chunked = head("Transfer-Encoding: chunked").into_bytes();
+    for _ in 0..10 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 10_000).as_bytes());
+        chunked.extend_from_slice(&[2u8; 10_000]);
+        chunked.extend_from_slice(b"\r\n");
     }
-    // A chunked body has no declared length: the limit is enforced while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..20).map(|_| Ok(vec![2u8; 10_000])).collect();
-    let stream = futures::stream::iter(chunks);
-    let chunked = http
-        .put(&url)
-        .bearer_auth("w-token")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await;
-    if let Ok(resp) = chunked {
-        assert_eq!(resp.status(), 413);
-    }
+    chunked.extend_from_slice(b"1\r\n\x02");
+    let (status, response) = raw_request(ad.addr, &chunked).await;
+    assert_eq!(status, 413, "{response}");
     assert_eq!(crate::harness::status(http.get(&url)).await, 404);
     let exact = http
         .put(&url)
