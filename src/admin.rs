@@ -79,8 +79,14 @@ pub async fn answer(
     request: AdminRequest,
 ) -> pingora::Result<()> {
     // What an admin asks about (or removes) includes every miss whose
-    // client already has it.
-    app.storage.all_committed().await;
+    // client already has it. Probes answer at once, whatever storage does.
+    let probe = matches!(
+        request,
+        AdminRequest::Route(AdminRoute::Health | AdminRoute::Live)
+    );
+    if !probe {
+        app.storage.all_committed().await;
+    }
     let reply = match request {
         AdminRequest::Route(AdminRoute::CacheArtifact) => cache_artifact(app, session).await?,
         AdminRequest::Route(route) => handle(app, route, session.req_header()).await,

@@ -11,14 +11,16 @@
 //! Everything else that must see the entry the moment the client has its
 //! last byte asks here first and waits, a few hundred microseconds at
 //! most: the fast path for that entry, edits of its stored header, the
-//! admin and cache API (removals, flushes, listings, metrics), and a
-//! stopping node before its snapshot. Other nodes cannot ask, so on a
+//! admin and cache API (removals, flushes, listings, metrics; not the
+//! probes), and a stopping node before its snapshot. Other nodes cannot ask, so on a
 //! store they share a miss commits before its client gets the last chunk.
 //!
 //! A node killed in that instant loses the entry (the next request fetches
 //! it again); what was committed is never partial either way.
 
 use super::id_counts::IdCounts;
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -35,8 +37,18 @@ pub struct PendingCommits {
     /// Per entry, how many of its commits are under way (two only when a
     /// lock timed out and a second writer filled it too).
     ids: IdCounts,
+    /// Commits under way by the order they began in, so that a waiter for
+    /// all of them waits only for those before it, not for every miss of a
+    /// busy node in turn.
+    order: Mutex<Begun>,
     /// Woken whenever a commit ends.
     ended: Notify,
+}
+
+#[derive(Default)]
+struct Begun {
+    next: u64,
+    under_way: BTreeSet<u64>,
 }
 
 /// A commit under way; its end is announced when this drops, whether the
@@ -44,14 +56,26 @@ pub struct PendingCommits {
 pub struct PendingCommit {
     commits: &'static PendingCommits,
     id: u128,
+    number: u64,
 }
 
 impl PendingCommits {
     /// Registers a commit of entry `id`, before its client can see its end.
     pub fn begin(&'static self, id: u128) -> PendingCommit {
+        let number = {
+            let mut order = self.order.lock();
+            let number = order.next;
+            order.next += 1;
+            order.under_way.insert(number);
+            number
+        };
         self.ids.add(id);
         self.count.fetch_add(1, Ordering::AcqRel);
-        PendingCommit { commits: self, id }
+        PendingCommit {
+            commits: self,
+            id,
+            number,
+        }
     }
 
     /// Whether any commit is under way.
@@ -69,11 +93,17 @@ impl PendingCommits {
         self.wait_until(|| !self.contains(id)).await
     }
 
-    /// Waits until every commit under way when called has ended (and any
-    /// begun meanwhile).
+    /// Waits until every commit under way when called has ended.
     pub async fn all_settled(&self) {
-        self.wait_until(|| self.count.load(Ordering::Acquire) == 0)
-            .await;
+        if !self.any() {
+            return;
+        }
+        let next = self.order.lock().next;
+        let ended_before = || {
+            let order = self.order.lock();
+            order.under_way.first().is_none_or(|first| *first >= next)
+        };
+        self.wait_until(ended_before).await;
     }
 
     async fn wait_until(&self, done: impl Fn() -> bool) -> bool {
@@ -102,6 +132,7 @@ impl PendingCommits {
 impl Drop for PendingCommit {
     fn drop(&mut self) {
         self.commits.ids.remove_one(self.id);
+        self.commits.order.lock().under_way.remove(&self.number);
         self.commits.count.fetch_sub(1, Ordering::AcqRel);
         self.commits.ended.notify_waiters();
     }
@@ -133,6 +164,23 @@ mod tests {
         drop(first);
         assert!(waiter.await.unwrap(), "it waited");
         assert!(!commits.contains(1));
+    }
+
+    #[tokio::test]
+    async fn all_settled_does_not_wait_for_commits_begun_after_it() {
+        let commits = commits();
+        let before = commits.begin(1);
+        let waiter = tokio::spawn(async move { commits.all_settled().await });
+        tokio::task::yield_now().await;
+        let after = commits.begin(2);
+        drop(before);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not held up by the commit begun after it")
+            .unwrap();
+        assert!(commits.any() && commits.contains(2));
+        drop(after);
+        assert!(!commits.any());
     }
 
     #[tokio::test]

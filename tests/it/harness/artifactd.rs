@@ -258,10 +258,11 @@ impl Artifactd {
 
     /// Waits until every miss whose client has its body is committed (a
     /// miss commits just after its client has the last byte, and an admin
-    /// request is answered only once those commits have ended).
+    /// request other than a probe is answered only once those commits have
+    /// ended).
     pub async fn committed(&self) {
-        let health = super::client().get(self.url("/health")).send();
-        health.await.expect("an answer from /health");
+        let metrics = super::client().get(self.url("/metrics")).send();
+        metrics.await.expect("an answer from /metrics");
     }
 
     /// Stops the process at once (SIGKILL): nothing gets a chance to flush.
