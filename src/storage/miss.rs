@@ -5,12 +5,12 @@
 //! file until their record is written, with the body inside it); past that
 //! they go to a body-store writer, with what was held written first. Each
 //! write is announced to the fill's followers ([`super::fills`]) and
-//! counted; the sha256 is taken when the bytes leave memory (at the spill,
-//! or in the commit of a body that never did). `finish` commits only a body whose
-//! length matches the upstream's `Content-Length`; any other end (upstream
-//! cut, error, over-long body) drops the handler, which discards the write
-//! and fails the followers, so nothing partial is ever visible or served
-//! as whole.
+//! counted; the sha256 is taken when the bytes leave memory (at the
+//! spill, or in the commit of a body that never did). `finish` commits
+//! only a body whose length matches the upstream's `Content-Length`; any
+//! other end (upstream cut, error, over-long body) drops the handler,
+//! which discards the write and fails the followers, so nothing partial is
+//! ever visible or served as whole.
 //!
 //! A miss's fill held in memory commits in a task of its own, so that
 //! pingora hands its client the last chunk without waiting for the commit
