@@ -288,11 +288,16 @@ pub struct CatalogWriter {
     progress: Arc<Progress>,
 }
 
-/// How many events the batching task has applied (or given up on).
+/// How many events the batching task has applied (or given up on), and
+/// the ask to stop gathering a trickle and write it now.
 #[derive(Default)]
 struct Progress {
     applied: AtomicU64,
     changed: tokio::sync::Notify,
+    /// Set by `drain`: whoever waits for the catalog (a listing, a
+    /// removal, eviction, the stop) should not also wait out
+    /// `FLUSH_INTERVAL`, which is there only to batch unasked writes.
+    write_now: tokio::sync::Notify,
 }
 
 fn is_access(event: &CatalogEvent) -> bool {
@@ -305,10 +310,24 @@ fn is_access(event: &CatalogEvent) -> bool {
 impl CatalogWriter {
     /// Starts the batching task on `runtime` and returns the submitting end.
     pub fn spawn(catalog: Arc<dyn Catalog>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+        Self::spawn_gathering(catalog, runtime, FLUSH_INTERVAL)
+    }
+
+    fn spawn_gathering(
+        catalog: Arc<dyn Catalog>,
+        runtime: &tokio::runtime::Handle,
+        gather: Duration,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Pending::default();
         let progress = Arc::new(Progress::default());
-        runtime.spawn(run_batches(catalog, rx, pending.clone(), progress.clone()));
+        let batches = Batches {
+            catalog,
+            pending: pending.clone(),
+            progress: progress.clone(),
+            gather,
+        };
+        runtime.spawn(batches.run(rx));
         Arc::new(CatalogWriter {
             tx,
             pending_accesses: pending.accesses,
@@ -321,9 +340,13 @@ impl CatalogWriter {
 
     /// Waits until every event queued before the call is written (or its
     /// batch failed), up to `limit`: the last step before the process
-    /// exits, so a graceful stop loses no catalog rows.
+    /// exits, so a graceful stop loses no catalog rows, and what a reader
+    /// of the catalog does first, so it sees its own node's changes.
     pub async fn drain(&self, limit: Duration) -> bool {
         let target = self.submitted.load(Ordering::Acquire);
+        if self.progress.applied.load(Ordering::Acquire) < target {
+            self.progress.write_now.notify_one();
+        }
         let written = async {
             loop {
                 let changed = self.progress.changed.notified();
@@ -406,36 +429,44 @@ struct Pending {
     changes: Arc<AtomicU64>,
 }
 
-async fn run_batches(
+/// The batching task: gathers events for up to `gather` so one
+/// transaction covers a trickle, unless a `drain` asks for them sooner.
+struct Batches {
     catalog: Arc<dyn Catalog>,
-    mut rx: mpsc::UnboundedReceiver<CatalogEvent>,
     pending: Pending,
     progress: Arc<Progress>,
-) {
-    let mut buffer = Vec::with_capacity(MAX_BATCH);
-    loop {
-        if rx.recv_many(&mut buffer, MAX_BATCH).await == 0 {
-            return;
+    gather: Duration,
+}
+
+impl Batches {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<CatalogEvent>) {
+        let mut buffer = Vec::with_capacity(MAX_BATCH);
+        loop {
+            if rx.recv_many(&mut buffer, MAX_BATCH).await == 0 {
+                return;
+            }
+            if buffer.len() < MAX_BATCH {
+                // A backlog is written at once, in full batches.
+                tokio::select! {
+                    _ = tokio::time::sleep(self.gather) => {}
+                    _ = self.progress.write_now.notified() => {}
+                }
+            }
+            while buffer.len() < MAX_BATCH && !rx.is_empty() {
+                let room = MAX_BATCH - buffer.len();
+                rx.recv_many(&mut buffer, room).await;
+            }
+            let accesses = buffer.iter().filter(|e| is_access(e)).count() as u64;
+            let received = buffer.len() as u64;
+            let batch = coalesce_accesses(std::mem::take(&mut buffer));
+            apply_until_taken(self.catalog.as_ref(), &batch).await;
+            self.pending.accesses.fetch_sub(accesses, Ordering::Relaxed);
+            self.pending
+                .changes
+                .fetch_sub(received - accesses, Ordering::Relaxed);
+            self.progress.applied.fetch_add(received, Ordering::AcqRel);
+            self.progress.changed.notify_waiters();
         }
-        if buffer.len() < MAX_BATCH {
-            // Let a trickle accumulate so one transaction covers it; a
-            // backlog is written at once, in full batches.
-            tokio::time::sleep(FLUSH_INTERVAL).await;
-        }
-        while buffer.len() < MAX_BATCH && !rx.is_empty() {
-            let room = MAX_BATCH - buffer.len();
-            rx.recv_many(&mut buffer, room).await;
-        }
-        let accesses = buffer.iter().filter(|e| is_access(e)).count() as u64;
-        let received = buffer.len() as u64;
-        let batch = coalesce_accesses(std::mem::take(&mut buffer));
-        apply_until_taken(catalog.as_ref(), &batch).await;
-        pending.accesses.fetch_sub(accesses, Ordering::Relaxed);
-        pending
-            .changes
-            .fetch_sub(received - accesses, Ordering::Relaxed);
-        progress.applied.fetch_add(received, Ordering::AcqRel);
-        progress.changed.notify_waiters();
     }
 }
 
@@ -567,5 +598,37 @@ mod tests {
                 CatalogEvent::Flushed(None)
             ]
         );
+    }
+
+    /// A reader's `drain` does not wait out the gathering of a trickle:
+    /// with an hour to gather, the row is written as soon as it is asked
+    /// for, and only then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_writes_a_gathering_trickle_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::CatalogUrl::Sqlite(dir.path().join("c.db"));
+        let catalog: Arc<dyn Catalog> = Arc::new(sql::SqlCatalog::open(&url).await.unwrap());
+        let writer = CatalogWriter::spawn_gathering(
+            catalog.clone(),
+            &tokio::runtime::Handle::current(),
+            Duration::from_secs(3600),
+        );
+        let row = ArtifactRow {
+            remote: "r".into(),
+            path: "a/b.tgz".into(),
+            size: 3,
+            sha256: "ab".into(),
+            content_type: None,
+            fetched_at: 10,
+            last_access: 10,
+            local: false,
+        };
+        writer.record(CatalogEvent::Stored(row.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(catalog.list("r").await.unwrap(), [], "written unasked");
+        assert!(writer.drain(Duration::from_secs(30)).await);
+        assert_eq!(catalog.list("r").await.unwrap(), [row]);
+        // Nothing queued: a drain returns without asking.
+        assert!(writer.drain(Duration::from_millis(1)).await);
     }
 }

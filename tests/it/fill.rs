@@ -303,7 +303,7 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
     // connection (or the task) that served the miss.
     let (first, behind) = (client(), client());
     let fast_hits = || crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
-    const ROUNDS: u64 = 10;
+    const ROUNDS: u64 = 20;
     for round in 0..ROUNDS {
         let body = pattern_bytes(64 * 1024, 300 + round);
         for name in ["hit", "removed"] {
