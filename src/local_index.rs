@@ -4,12 +4,15 @@
 //! npm install uploaded files (alone or as a member of a virtual
 //! repository) without any index being uploaded.
 //!
-//! The listing comes from the catalog, which records an upload within its
-//! flush interval (half a second) of the upload's answer. An npm document
+//! The listing comes from the catalog, after this node's queued catalog
+//! changes are written, so an upload is listed as soon as its `PUT` was
+//! answered (an upload through another node of a cluster shows within
+//! that node's catalog flush interval, half a second). An npm document
 //! reads each uploaded tarball's `package/package.json`: fine for the
 //! handful of private versions such a repository holds.
 
 use crate::app::App;
+use crate::catalog::ArtifactRow;
 use crate::config::Remote;
 use crate::reply::{self, Reply};
 use bytes::Bytes;
@@ -21,6 +24,7 @@ use http::StatusCode;
 use pingora::proxy::Session;
 use sha2::Digest as _;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Serves a generated index document if `path` names one; `false` leaves
 /// the request to the file handler.
@@ -42,7 +46,7 @@ pub async fn try_serve(
         Some(IndexDocument::PypiProject { name }) => pypi::Document::Project { name },
         Some(IndexDocument::HelmIndex) | None => return Ok(false),
     };
-    let reply = match app.catalog.list(&remote.name).await {
+    let reply = match listing(app, remote).await {
         Ok(rows) => {
             let files: Vec<(String, String)> = rows
                 .into_iter()
@@ -51,13 +55,27 @@ pub async fn try_serve(
                 .collect();
             page(app, session, remote, &document, &files)
         }
-        Err(e) => Reply::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("listing '{}': {e}", remote.name),
-        ),
+        Err(refused) => refused,
     };
     reply::send(session, reply).await?;
     Ok(true)
+}
+
+/// The longest a listing waits for this node's queued catalog changes; a
+/// catalog that is away answers the listing itself.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// The catalog's rows of `remote`, once this node's own queued changes
+/// (its uploads among them) are written; a 503 naming the remote when
+/// the catalog cannot list them.
+async fn listing(app: &App, remote: &Remote) -> Result<Vec<ArtifactRow>, Reply> {
+    app.catalog_writer.drain(CATCH_UP).await;
+    app.catalog.list(&remote.name).await.map_err(|e| {
+        Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("listing '{}': {e}", remote.name),
+        )
+    })
 }
 
 /// The simple-API document for uploaded `files` (path, sha256), in the
@@ -148,14 +166,10 @@ async fn npm_document(
     remote: &Remote,
     name: &str,
 ) -> pingora::Result<bool> {
-    let rows = match app.catalog.list(&remote.name).await {
+    let rows = match listing(app, remote).await {
         Ok(rows) => rows,
-        Err(e) => {
-            let reply = Reply::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("listing '{}': {e}", remote.name),
-            );
-            reply::send(session, reply).await?;
+        Err(refused) => {
+            reply::send(session, refused).await?;
             return Ok(true);
         }
     };
