@@ -5,15 +5,16 @@
 //! file until their record is written, with the body inside it); past that
 //! they go to a body-store writer, with what was held written first. Each
 //! write is announced to the fill's followers ([`super::fills`]) and
-//! counted; the sha256 is taken when the bytes leave memory (at the
-//! spill, or in the commit of a body that never did). `finish` commits
-//! only a body whose length matches the upstream's `Content-Length`; any
-//! other end (upstream cut, error, over-long body) drops the handler,
-//! which discards the write and fails the followers, so nothing partial is
-//! ever visible or served as whole.
+//! counted; the sha256 of a spilled body is taken beside the transfer
+//! ([`super::hash_beside`]), that of a body that never left memory in its
+//! commit. `finish` commits only a body whose length matches the
+//! upstream's `Content-Length`; any other end (upstream cut, error,
+//! over-long body) drops the handler, which discards the write and fails
+//! the followers, so nothing partial is ever visible or served as whole.
 //!
-//! A miss's fill held in memory commits in a task of its own, so that
-//! pingora hands its client the last chunk without waiting for the commit
+//! A miss's fill commits in a task of its own, so that pingora hands its
+//! client the last chunk without waiting for the commit: the rest of the
+//! hash, the body file's rename (and fsync), the record
 //! ([`super::commits`] says who waits for it instead).
 //!
 //! A fill starts only with room for it ([`super::room`]). When storing
@@ -26,6 +27,7 @@
 use super::body::BodyWrite;
 use super::commits::PendingCommit;
 use super::fills::FillHandle;
+use super::hash_beside::HashBeside;
 use super::large::{LargeFill, LeaderFeed, Start};
 use super::layout::EntryLocation;
 use super::new_entry::{commit_body, NewBody};
@@ -58,15 +60,15 @@ pub struct BodyMiss {
     /// A resumable fill's feed ([`super::large`]): every write goes there.
     large: Option<LeaderFeed>,
     tag: [u8; 8],
-    /// The sha256 of the bytes that left memory (see the module docs).
-    hasher: Sha256,
+    /// The sha256 of the body, once it left memory.
+    hashing: Option<HashBeside>,
     written: u64,
     /// Why storing stopped, once it failed: the body is served, not kept.
     unstored: Option<String>,
     /// Bytes held in memory since storing stopped.
     unstored_bytes: u64,
     committed: bool,
-    /// Commit a body held in memory after `finish` returns (a miss).
+    /// Commit after `finish` returns (a miss).
     commit_later: bool,
 }
 
@@ -77,8 +79,9 @@ struct Completed {
     location: EntryLocation,
     path: String,
     body: NewBody,
-    /// Takes in the inline body before the commit.
-    hasher: Sha256,
+    /// A spilled body: its writer, to commit under `body.body_key`, and
+    /// its hash. A body held in memory is hashed in the commit.
+    spilled: Option<(Box<dyn BodyWrite>, HashBeside)>,
     fill: Option<FillHandle>,
 }
 
@@ -148,7 +151,7 @@ impl BodyMiss {
             tag,
             fill,
             large,
-            hasher: Sha256::new(),
+            hashing: None,
             written: 0,
             unstored: None,
             unstored_bytes: 0,
@@ -158,8 +161,8 @@ impl BodyMiss {
         })
     }
 
-    /// Commits a body held in memory after `finish` returns, as a miss
-    /// does: its client gets the last chunk without waiting for it.
+    /// Commits the body after `finish` returns, as a miss does: its
+    /// client gets the last chunk without waiting for it.
     pub fn committing_later(mut self) -> BodyMiss {
         self.commit_later = true;
         self
@@ -175,10 +178,11 @@ impl BodyMiss {
         }
         // Hashed once it is written: a failed spill leaves it held, to be
         // hashed by the commit.
-        for chunk in self.held.iter().flatten() {
-            self.hasher.update(chunk);
+        let hashing = HashBeside::start();
+        for chunk in self.held.take().into_iter().flatten() {
+            hashing.update(chunk).await;
         }
-        self.held = None;
+        self.hashing = Some(hashing);
         if let Some(fill) = &self.fill {
             fill.spill(writer.local_file());
         }
@@ -273,9 +277,12 @@ impl HandleMiss for BodyMiss {
         }
         if self.unstored.is_none() {
             match self.store(&data).await {
-                // Held bytes are hashed once they leave memory.
-                Ok(()) if self.held.is_none() => self.hasher.update(&data),
-                Ok(()) => {}
+                // Held bytes are hashed in the commit, or at the spill.
+                Ok(()) => {
+                    if let Some(hashing) = &self.hashing {
+                        hashing.update(data.clone()).await;
+                    }
+                }
                 Err(e) => self.stop_storing(e, data.len() as u64),
             }
         }
@@ -310,20 +317,18 @@ impl HandleMiss for BodyMiss {
         }
         // A small body goes into its record; a spilled one is committed
         // under its own key first.
-        let (body_key, inline_body) = match (self.held.take(), self.writer.take()) {
-            (Some(held), _) => (String::new(), Some(held)),
-            (None, Some((body_key, writer))) => {
-                if let Err(e) = writer.commit().await {
-                    return self.finish_unstored(format!("completing cache body: {e}"));
+        let (body_key, inline_body, spilled) =
+            match (self.held.take(), self.writer.take(), self.hashing.take()) {
+                (Some(held), _, _) => (String::new(), Some(held), None),
+                (None, Some((body_key, writer)), Some(hashing)) => {
+                    (body_key, None, Some((writer, hashing)))
                 }
-                (body_key, None)
-            }
-            (None, None) => {
-                return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
-            }
-        };
+                _ => {
+                    return Error::e_explain(ErrorType::InternalError, "cache fill already closed")
+                }
+            };
         self.committed = true;
-        let later = self.commit_later && inline_body.is_some();
+        let later = self.commit_later;
         let written = self.written;
         let completed = Completed {
             storage: self.storage,
@@ -337,7 +342,7 @@ impl HandleMiss for BodyMiss {
                 size: written,
                 sha256: String::new(),
             },
-            hasher: std::mem::take(&mut self.hasher),
+            spilled,
             fill: self.fill.take(),
         };
         let committed = if later {
@@ -361,14 +366,14 @@ impl Completed {
     /// Commits the body; whether it was kept. Either way its readers read
     /// it to its end: a body that cannot be kept was still whole.
     async fn commit(mut self, pending: Option<PendingCommit>) -> bool {
-        for chunk in self.body.inline_body.iter().flatten() {
-            self.hasher.update(chunk);
-        }
-        self.body.sha256 = hex::encode(self.hasher.finalize());
         let size = self.body.size;
-        let result = commit_body(self.storage, &self.location, &self.path, self.body).await;
-        if let Err(e) = &result {
-            let why = format!("committing: {e}");
+        let result = match self.seal().await {
+            Ok(()) => commit_body(self.storage, &self.location, &self.path, self.body)
+                .await
+                .map_err(|e| format!("committing: {e}")),
+            Err(e) => Err(format!("completing cache body: {e}")),
+        };
+        if let Err(why) = &result {
             not_kept(self.storage, &self.location, &self.path, size, why);
         }
         if let Some(fill) = self.fill.take() {
@@ -380,6 +385,26 @@ impl Completed {
         // Waiters for the entry go on only once its readers have their end.
         drop(pending);
         result.is_ok()
+    }
+
+    /// Takes the body's sha256 and makes a spilled body visible under its
+    /// key (dropping its writer on a failure discards the file, which the
+    /// fill's readers still hold open).
+    async fn seal(&mut self) -> std::io::Result<()> {
+        match self.spilled.take() {
+            Some((writer, hashing)) => {
+                self.body.sha256 = hashing.finish().await?;
+                writer.commit().await
+            }
+            None => {
+                let mut hasher = Sha256::new();
+                for chunk in self.body.inline_body.iter().flatten() {
+                    hasher.update(chunk);
+                }
+                self.body.sha256 = hex::encode(hasher.finalize());
+                Ok(())
+            }
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //!   and eviction order; [`access_reports`]: its uses, told to the catalog.
 //!   [`hot`]: parsed records and small bodies of the entries in use.
 //!   [`open_bodies`]: body files kept open between hits.
-//! - [`miss`]: streaming a fill and committing it. [`fills`]: fills in
+//! - [`miss`]: streaming a fill and committing it; [`hash_beside`]: the
+//!   sha256 of a spilled body, on a thread of its own. [`fills`]: fills in
 //!   progress and the followers reading them. [`large`]: fills that
 //!   resume after their upstream connection broke. [`hit`]: reading a body.
 //! - [`commit`]: record changes and compare-before-delete removal.
@@ -32,6 +33,7 @@ pub mod commits;
 pub mod evict;
 pub mod fills;
 pub mod flush;
+pub mod hash_beside;
 pub mod hit;
 pub mod hot;
 pub mod id_counts;

@@ -288,8 +288,9 @@ async fn a_killed_fill_leaves_no_staging_bytes_after_restart() {
     }
 }
 
-/// A miss commits just after its client has the last byte. What comes
-/// right behind it still finds the entry: a hit on another connection is
+/// A miss commits just after its client has the last byte, whether its
+/// body was held in memory or spilled to a file. What comes right behind
+/// it still finds the entry: a hit on another connection is
 /// answered by the fast path from the committed entry, and a removal or a
 /// flush takes effect, never undone by a commit landing after it.
 #[tokio::test]
@@ -305,7 +306,14 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
     let fast_hits = || crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
     const ROUNDS: u64 = 20;
     for round in 0..ROUNDS {
-        let body = pattern_bytes(64 * 1024, 300 + round);
+        // Held in memory to its commit, or spilled to a body file; each
+        // with either kind of removal below.
+        let size = if round / 2 % 2 == 0 {
+            64 * 1024
+        } else {
+            300_000
+        };
+        let body = pattern_bytes(size, 300 + round);
         for name in ["hit", "removed"] {
             origin.put(
                 &format!("/b{round}/{name}.tgz"),

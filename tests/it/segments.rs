@@ -96,6 +96,7 @@ async fn a_node_killed_while_its_catalog_was_locked_recovers_from_its_segments()
         fetch(&ad, &format!("s{i}.bin")).await;
     }
     fetch(&ad, "l0.bin").await;
+    ad.committed().await;
     assert!(
         cache_files(dir.path(), ".meta").is_empty(),
         "no record files"
