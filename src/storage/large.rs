@@ -212,16 +212,20 @@ impl Sealer {
         let mut piece = vec![0u8; HASH_PIECE];
         loop {
             let to = *prefix.borrow_and_update();
-            while self.done < to {
-                let len = ((to - self.done) as usize).min(HASH_PIECE);
-                self.file.read_exact_at(&mut piece[..len], self.done)?;
-                self.sha256.update(&piece[..len]);
-                if let Some(check) = self.check.as_mut() {
-                    check.update(&piece[..len]);
-                }
-                self.done += len as u64;
+            // Whole pieces (or the end) at a time, on a thread of their
+            // own: hashed on a worker, they held up the very transfer they
+            // follow (a 32 MiB miss took twice nginx's time).
+            if self.done < to && (to - self.done >= HASH_PIECE as u64 || to >= length) {
+                let (sealer, buffer, hashed) = tokio::task::spawn_blocking(move || {
+                    let hashed = self.hash_to(&mut piece, to);
+                    (self, piece, hashed)
+                })
+                .await
+                .map_err(io::Error::other)?;
+                (self, piece) = (sealer, buffer);
+                hashed?;
+                self.writer.advance(self.done).await?;
             }
-            self.writer.advance(self.done).await?;
             if self.done >= length {
                 return Ok(self);
             }
@@ -229,6 +233,19 @@ impl Sealer {
                 return Err(io::Error::other("the fill ended"));
             }
         }
+    }
+
+    fn hash_to(&mut self, piece: &mut [u8], to: u64) -> io::Result<()> {
+        while self.done < to {
+            let len = ((to - self.done) as usize).min(piece.len());
+            self.file.read_exact_at(&mut piece[..len], self.done)?;
+            self.sha256.update(&piece[..len]);
+            if let Some(check) = self.check.as_mut() {
+                check.update(&piece[..len]);
+            }
+            self.done += len as u64;
+        }
+        Ok(())
     }
 }
 
