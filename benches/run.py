@@ -13,7 +13,9 @@ Scenarios:
      (each connection pausing between requests), and flat out with wrk and
      a one-worker server each bound to a CPU of its own
   2. hit throughput for one big object, 8 connections
-  3. cold miss latency overhead versus fetching from the origin directly
+  3. cold miss latency overhead versus fetching from the origin directly,
+     64 KiB objects (3b: 4 MiB, spilled to a body file; 3c: 32 MiB,
+     assembled from ranges)
   4. thundering herd on one slow object: upstream fetches (origin log),
      p100 client time relative to one cold fetch, and each follower's time
      to first byte relative to the first client's
@@ -81,6 +83,7 @@ class Plan:
     many_hit_keys: int
     big_bytes: int
     cold_objects: int
+    cold_large_objects: int
     herd_clients: int
     herd_bytes: int
     slow_rate: str
@@ -93,12 +96,12 @@ class Plan:
 
     @staticmethod
     def full() -> "Plan":
-        return Plan(3, 8, 2000, 20000, 100 * MiB, 1000, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
+        return Plan(3, 8, 2000, 20000, 100 * MiB, 1000, 40, 100, 50 * MiB, "25m", 25 * 1000 * 1000,
                     2048 * MiB, [1000, 10000, 100000, 1000000], [10, 100, 1000], 10_000_000)
 
     @staticmethod
     def quick() -> "Plan":
-        return Plan(1, 2, 200, 2000, 16 * MiB, 100, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
+        return Plan(1, 2, 200, 2000, 16 * MiB, 100, 8, 20, 8 * MiB, "25m", 25 * 1000 * 1000,
                     128 * MiB, [100, 1000], [10, 100], 20_000)
 
 
@@ -289,6 +292,8 @@ class Origin(CountingNginx):
         self.files = files
         (files / "1k.bin").write_bytes(os.urandom(1024))
         (files / "64k.bin").write_bytes(os.urandom(64 * 1024))
+        (files / "4m.bin").write_bytes(os.urandom(4 * MiB))
+        (files / "32m.bin").write_bytes(os.urandom(32 * MiB))
         for name, size in [("herd.bin", plan.herd_bytes), ("big.bin", plan.big_bytes)]:
             with open(files / name, "wb") as f:
                 for _ in range(size // MiB):
@@ -542,9 +547,10 @@ class Bench:
                      for k, v in med.items()}, "lower", CPU_NOTE)
 
     # 3. ----------------------------------------------------------------------
-    def cold(self, proxies: list[Proxy]) -> None:
-        n = self.plan.cold_objects
-        self.say(f"3. cold miss, {n} distinct 64 KiB objects, one client")
+    def cold(self, proxies: list[Proxy], scen: str = "3. cold miss, 64 KiB", prefix: str = "cold",
+             size: int = 64 * 1024, n: int | None = None) -> None:
+        n = n or self.plan.cold_objects
+        self.say(f"{scen}: {n} distinct objects, one client")
         medians: dict[str, float] = {}
 
         def timed(port: int, paths: list[str]) -> float:
@@ -552,9 +558,9 @@ class Bench:
             times = []
             for path in paths:
                 start = time.perf_counter()
-                status, size, _ = get(port, path, conn)
+                status, got, _ = get(port, path, conn)
                 times.append((time.perf_counter() - start) * 1000)
-                assert status == 200 and size == 64 * 1024, (path, status, size)
+                assert status == 200 and got == size, (path, status, got)
             conn.close()
             return statistics.median(times)
 
@@ -564,15 +570,20 @@ class Bench:
         acc: dict[str, list[float]] = {"origin": [], "artifactd": [], "nginx": []}
         for s in range(slices):
             keys = range(s * per, (s + 1) * per)
-            acc["origin"].append(timed(self.origin.port, [f"/cold/direct/c{i}.bin" for i in keys]))
+            acc["origin"].append(timed(self.origin.port, [f"/{prefix}/direct/c{i}.bin" for i in keys]))
             for p in proxies:
-                acc[p.name].append(timed(p.port, [p.url("b", f"cold/{p.name}/c{i}.bin") for i in keys]))
+                acc[p.name].append(timed(p.port, [p.url("b", f"{prefix}/{p.name}/c{i}.bin") for i in keys]))
         medians = {k: statistics.median(v) for k, v in acc.items()}
-        scen = "3. cold miss, 64 KiB"
         self.record(scen, "median latency", "ms", {"artifactd": medians["artifactd"], "nginx": medians["nginx"]},
                     "lower", f"origin direct {fmt(medians['origin'])} ms")
         self.record(scen, "overhead vs origin", "x",
                     {p: medians[p] / medians["origin"] for p in ("artifactd", "nginx")}, "lower")
+
+    def cold_large(self, proxies: list[Proxy]) -> None:
+        """Misses of bodies that spill to a file (3b) and of bodies
+        assembled from ranges (3c), where hashing and the commit weigh."""
+        self.cold(proxies, "3b. cold miss, 4 MiB", "cold4m", 4 * MiB, self.plan.cold_large_objects)
+        self.cold(proxies, "3c. cold miss, 32 MiB", "cold32m", 32 * MiB, self.plan.cold_large_objects)
 
     # 4. ----------------------------------------------------------------------
     def herd(self, proxies: list[Proxy]) -> None:
@@ -819,7 +830,7 @@ def main() -> int:
         print(f"results: {args.out / 'cluster.md'} ({elapsed:.0f} s)")
         return 0
     write_results(args.out, bench, facts, args.quick, elapsed)
-    expected = 6 + len(plan.object_counts) + len(plan.pattern_counts)
+    expected = 8 + len(plan.object_counts) + len(plan.pattern_counts)
     if len(bench.results) != expected:
         raise SystemExit(f"expected {expected} scenario groups, got {len(bench.results)}")
     if len(bench.image_results) != 2:
@@ -854,6 +865,7 @@ def run_single_node_scenarios(bench: Bench) -> None:
             p.stop()
         bench.hits_big(proxies)
         bench.cold(proxies)
+        bench.cold_large(proxies)
         bench.herd(proxies)
     finally:
         for p in proxies + [light] + own_core:
