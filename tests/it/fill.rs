@@ -305,6 +305,10 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
     let (first, behind) = (client(), client());
     let fast_hits = || crate::harness::remote_metric(&ad, "artifactd_fast_path_hits_total", "gen");
     const ROUNDS: u64 = 20;
+    // A body in a shared bucket is no local file, so a hit on a spilled
+    // one takes the phases there (still from the committed entry).
+    let cluster = crate::harness::artifactd::shape() == crate::harness::artifactd::Shape::Cluster;
+    let mut fast_expected = 0;
     for round in 0..ROUNDS {
         // Held in memory to its commit, or spilled to a body file; each
         // with either kind of removal below.
@@ -314,6 +318,9 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
             300_000
         };
         let body = pattern_bytes(size, 300 + round);
+        if !(cluster && size > 64 * 1024) {
+            fast_expected += 1;
+        }
         for name in ["hit", "removed"] {
             origin.put(
                 &format!("/b{round}/{name}.tgz"),
@@ -352,7 +359,7 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
     }
     assert_eq!(
         fast_hits().await,
-        ROUNDS,
-        "each hit behind a miss took the fast path"
+        fast_expected,
+        "each hit behind a miss the fast path can serve took it"
     );
 }
