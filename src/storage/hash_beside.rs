@@ -1,5 +1,5 @@
-//! The sha256 of a body that left memory for the body store, taken in a
-//! task of its own beside the transfer.
+//! The sha256 of a body that left memory for the body store, taken on a
+//! thread of its own beside the transfer.
 //!
 //! Hashed in line, a 4 MiB body made its client wait about 2.7 ms more
 //! for its last byte; beside the transfer, the hash runs on another core

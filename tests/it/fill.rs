@@ -312,13 +312,9 @@ async fn what_comes_right_behind_a_miss_finds_its_entry_committed() {
     for round in 0..ROUNDS {
         // Held in memory to its commit, or spilled to a body file; each
         // with either kind of removal below.
-        let size = if round / 2 % 2 == 0 {
-            64 * 1024
-        } else {
-            300_000
-        };
-        let body = pattern_bytes(size, 300 + round);
-        if !(cluster && size > 64 * 1024) {
+        let spilled = round / 2 % 2 == 1;
+        let body = pattern_bytes(if spilled { 300_000 } else { 64 * 1024 }, 300 + round);
+        if !(cluster && spilled) {
             fast_expected += 1;
         }
         for name in ["hit", "removed"] {
