@@ -15,13 +15,31 @@ pub struct Artifactd {
     dir: PathBuf,
 }
 
-/// A port that was free a moment ago. Pingora binds by address, so the
-/// listener is released for it; the window for a clash is tiny.
+/// The lowest port [`free_port`] hands out, and how many above it.
+const OWN_PORTS: (u16, u16) = (12_000, 20_000);
+
+/// A port for a server the test starts, free when probed.
+///
+/// Servers bind it after the probe released it, so a port the kernel
+/// hands out (a listener on port 0, any connection's source port) could
+/// take it in between: two tests once shared one artifactd that way, and
+/// one of them read the other's upstream. The kernel hands those out from
+/// `ip_local_port_range` (32768 and up here), so these come from below
+/// it, each once per test process, starting where the process id puts
+/// them so that two test processes rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let (low, count) = OWN_PORTS;
+    let start = (std::process::id() % u32::from(count)) as u16;
+    for _ in 0..count {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + ((u32::from(start) + u32::from(n)) % u32::from(count)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {low} to {}", low + count - 1);
 }
 
 /// How to start artifactd beyond the config lines.
