@@ -9,7 +9,10 @@
 //! timeout no longer bounds how large an object can be. A small fill (up to
 //! `cache.memory_body_max`) is held in memory and never gets a file; a
 //! larger one moves to its staging file once it outgrows that, and readers
-//! switch over at the same offsets.
+//! switch over at the same offsets. A spilled fill still keeps its newest
+//! chunks ([`RECENT_MAX`]): a reader at the head, as the miss's own client
+//! is, gets the chunk that just arrived instead of zeroing a buffer and
+//! reading it back from the file.
 //!
 //! A follower must tell a finished fill from an abandoned one (STYLE.md
 //! §7.15): [`Progress::Done`] ends a body, while [`Progress::Failed`] or a
@@ -22,7 +25,7 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::{Error, ErrorType, Result};
 use pingora_memory_cache::MemoryCache;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +35,10 @@ use tokio::sync::watch;
 
 /// Largest chunk handed to pingora per read.
 const READ_CHUNK: u64 = 256 * 1024;
+/// Bytes a spilled fill keeps in memory behind its newest write. A
+/// reader at the head trails the writer by about one chunk; a follower
+/// further behind reads the file.
+pub const RECENT_MAX: usize = 512 * 1024;
 /// How long a completed fill is remembered (see [`Fills::known`]).
 const RECENT: Duration = Duration::from_secs(5);
 const RECENT_FILLS: usize = 16_384;
@@ -115,8 +122,11 @@ pub struct FillView {
 enum FillData {
     /// The chunks received, in order.
     Memory(Vec<bytes::Bytes>),
-    /// The staging file, from offset 0.
-    File(Arc<std::fs::File>),
+    /// The staging file, from offset 0, and the newest chunks written to it.
+    File {
+        file: Arc<std::fs::File>,
+        recent: Recent,
+    },
     /// The staging file up to `stored`, and the chunks received after
     /// storing failed ([`FillHandle::keep_tail`]).
     Tail {
@@ -131,7 +141,10 @@ impl FillData {
     fn read(&self, position: u64, max: usize) -> std::io::Result<bytes::Bytes> {
         match self {
             FillData::Memory(chunks) => read_chunks(chunks, position, max),
-            FillData::File(file) => read_file(file, position, max),
+            FillData::File { file, recent } => match recent.read(position, max) {
+                Some(chunk) => Ok(chunk),
+                None => read_file(file, position, max),
+            },
             FillData::Tail { file, stored, .. } if position < *stored => {
                 read_file(file, position, max.min((stored - position) as usize))
             }
@@ -140,8 +153,49 @@ impl FillData {
     }
 }
 
-fn read_chunks(
-    chunks: &[bytes::Bytes],
+/// The newest chunks written to a spilled fill's file, contiguous from
+/// `start`, at most [`RECENT_MAX`] bytes of them (or one chunk).
+#[derive(Default)]
+struct Recent {
+    start: u64,
+    chunks: VecDeque<bytes::Bytes>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn end(&self) -> u64 {
+        self.start + self.bytes as u64
+    }
+
+    /// Keeps `chunk`, written at `at`; a chunk that does not follow the
+    /// ones kept starts the window anew.
+    fn push(&mut self, at: u64, chunk: bytes::Bytes) {
+        if at != self.end() {
+            self.chunks.clear();
+            self.start = at;
+            self.bytes = 0;
+        }
+        self.bytes += chunk.len();
+        self.chunks.push_back(chunk);
+        while self.bytes > RECENT_MAX && self.chunks.len() > 1 {
+            if let Some(oldest) = self.chunks.pop_front() {
+                self.start += oldest.len() as u64;
+                self.bytes -= oldest.len();
+            }
+        }
+    }
+
+    /// Up to `max` bytes at `position`, when the window holds it.
+    fn read(&self, position: u64, max: usize) -> Option<bytes::Bytes> {
+        if position < self.start || position >= self.end() {
+            return None;
+        }
+        read_chunks(&self.chunks, position - self.start, max).ok()
+    }
+}
+
+fn read_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a bytes::Bytes>,
     position: u64,
     max: usize,
 ) -> std::io::Result<bytes::Bytes> {
@@ -389,7 +443,15 @@ impl FillHandle {
     pub fn append(&self, chunk: bytes::Bytes) {
         match &mut *self.fill.data.lock() {
             FillData::Memory(chunks) | FillData::Tail { chunks, .. } => chunks.push(chunk),
-            FillData::File(_) => {}
+            FillData::File { .. } => {}
+        }
+    }
+
+    /// Keeps `chunk`, just written at `at` to the spilled fill's file, for
+    /// the readers at the head.
+    pub fn recent(&self, at: u64, chunk: bytes::Bytes) {
+        if let FillData::File { recent, .. } = &mut *self.fill.data.lock() {
+            recent.push(at, chunk);
         }
     }
 
@@ -397,7 +459,7 @@ impl FillHandle {
     /// staging file, and what [`Self::append`] keeps after them.
     pub fn keep_tail(&self, stored: u64) {
         let mut data = self.fill.data.lock();
-        if let FillData::File(file) = &*data {
+        if let FillData::File { file, .. } = &*data {
             let file = file.clone();
             *data = FillData::Tail {
                 file,
@@ -407,9 +469,14 @@ impl FillHandle {
         }
     }
 
-    /// From now on, readers read `file`, which holds every byte so far.
-    pub fn spill(&self, file: Arc<std::fs::File>) {
-        *self.fill.data.lock() = FillData::File(file);
+    /// From now on, readers read `file`, which holds every byte so far:
+    /// `held`, the chunks kept in memory until now, from offset 0.
+    pub fn spill(&self, file: Arc<std::fs::File>, held: &[bytes::Bytes]) {
+        let mut recent = Recent::default();
+        for chunk in held {
+            recent.push(recent.end(), chunk.clone());
+        }
+        *self.fill.data.lock() = FillData::File { file, recent };
     }
 
     /// Makes the fill one assembled from ranges: readers of a range may
@@ -659,7 +726,7 @@ mod tests {
         // The fill outgrows memory: readers continue from the file.
         let file = Arc::new(tempfile::tempfile().unwrap());
         (&*file).write_all(b"hello world").unwrap();
-        handle.spill(file);
+        handle.spill(file, &[bytes::Bytes::from_static(b"hello ")]);
         handle.written(11);
         handle.done(11);
         let (second, end) = next.await.unwrap();
@@ -667,6 +734,56 @@ mod tests {
         assert_eq!(end, None);
         assert!(fills.known(7), "remembered after the commit");
         assert!(fills.reader(7, None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reader_at_the_head_of_a_spilled_fill_gets_the_chunk_written_not_a_copy() {
+        let fills = fills();
+        let handle = fills.start(11, &meta(), about());
+        let chunks: Vec<bytes::Bytes> = (0..4u8)
+            .map(|i| bytes::Bytes::from(vec![i; 200 * 1024]))
+            .collect();
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        (&*file).write_all(&chunks[0]).unwrap();
+        handle.spill(file.clone(), &chunks[..1]);
+        let mut at = chunks[0].len() as u64;
+        for chunk in &chunks[1..] {
+            (&*file).write_all(chunk).unwrap();
+            handle.recent(at, chunk.clone());
+            at += chunk.len() as u64;
+        }
+        handle.written(at);
+
+        // The first two chunks left the window: read back from the file.
+        let (_, mut behind) = fills.reader(11, None).unwrap();
+        let read = behind.read_body().await.unwrap().unwrap();
+        assert_eq!(read.len() as u64, READ_CHUNK);
+        assert_eq!(&read[..200 * 1024], &chunks[0][..]);
+        assert_eq!(&read[200 * 1024..], &chunks[1][..read.len() - 200 * 1024]);
+
+        let (_, mut head) = fills.reader(11, None).unwrap();
+        head.continue_at(500 * 1024);
+        let read = head.read_body().await.unwrap().unwrap();
+        assert_eq!(&read[..], &chunks[2][100 * 1024..]);
+        assert_eq!(
+            read.as_ptr(),
+            chunks[2][100 * 1024..].as_ptr(),
+            "a slice, not a copy"
+        );
+        handle.done(at);
+    }
+
+    #[test]
+    fn the_window_of_recent_chunks_starts_anew_at_a_chunk_out_of_order() {
+        let mut recent = Recent::default();
+        recent.push(0, bytes::Bytes::from_static(b"0123"));
+        recent.push(4, bytes::Bytes::from_static(b"4567"));
+        assert_eq!(recent.read(2, 10).unwrap(), "23");
+        assert_eq!(recent.read(5, 2).unwrap(), "56");
+        recent.push(100, bytes::Bytes::from_static(b"abc"));
+        assert!(recent.read(2, 10).is_none());
+        assert!(recent.read(103, 10).is_none());
+        assert_eq!(recent.read(101, 10).unwrap(), "bc");
     }
 
     #[tokio::test]
@@ -715,7 +832,7 @@ mod tests {
         handle.make_sparse(Sparse::new(Box::new(move |at| asks.lock().push(at))));
         let file = Arc::new(tempfile::tempfile().unwrap());
         file.write_all_at(b"0123456789", 0).unwrap();
-        handle.spill(file);
+        handle.spill(file, &[]);
         // Bytes 0-1 and 6-9 are written, 2-5 are not.
         handle.written_sparse(2, vec![6..10]);
         let (_, mut footer) = fills.reader(11, None).unwrap();

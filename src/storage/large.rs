@@ -370,7 +370,7 @@ impl LargeFill {
             .await
             .map_err(|e| internal("starting cache body", e))?;
         let file = writer.local_file();
-        start.fill.spill(file.clone());
+        start.fill.spill(file.clone(), &[]);
         let _ = offer.taken.set(u64::from_be_bytes(start.fill.tag_bytes()));
         let check = offer
             .expected
@@ -454,7 +454,9 @@ impl LargeFill {
     }
 
     /// Writes `data` at `offset` and tells readers how far the body goes.
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), String> {
+    /// `recent` is `data` as a chunk the fill keeps for the readers at its
+    /// head: the leader's, whose bytes they read first.
+    fn write_at(&self, offset: u64, data: &[u8], recent: Option<Bytes>) -> Result<(), String> {
         let end = offset + data.len() as u64;
         if end > self.length {
             return Err(format!(
@@ -466,6 +468,9 @@ impl LargeFill {
             return Err("the fill has ended".to_string());
         }
         (self.file.write_all_at(data, offset)).map_err(|e| format!("writing cache body: {e}"))?;
+        if let (Some(chunk), Some(fill)) = (recent, self.fill.lock().as_ref()) {
+            fill.recent(offset, chunk);
+        }
         // Told in the order the spans were recorded, so that readers never
         // see the body shrink.
         let mut assembly = self.assembly.lock();
@@ -659,7 +664,7 @@ impl LargeFill {
     fn write_fetched(&self, fetch: &Fetch, data: &[u8]) -> bool {
         let (at, room) = fetch.room(data);
         if room > 0 {
-            if let Err(why) = self.write_at(at, &data[..room]) {
+            if let Err(why) = self.write_at(at, &data[..room], None) {
                 self.fail(why);
                 return false;
             }
@@ -741,11 +746,11 @@ impl LeaderFeed {
     /// Writes the next bytes of the response; an error once they are past
     /// where the plan stopped it, which ends the response (the request's
     /// client gets the rest from the fill: `proxy::large::continue_leader`).
-    pub async fn write(&mut self, data: &[u8]) -> pingora::Result<()> {
+    pub async fn write(&mut self, data: &Bytes) -> pingora::Result<()> {
         let (at, room) = self.fetch.room(data);
         if room > 0 {
             self.fill
-                .write_at(at, &data[..room])
+                .write_at(at, &data[..room], Some(data.slice(..room)))
                 .map_err(|why| internal("cache fill from ranges", why))?;
             self.fetch.at.store(at + room as u64, Ordering::Release);
         }

@@ -176,16 +176,17 @@ impl BodyMiss {
         for chunk in self.held.iter().flatten() {
             writer.write(chunk.clone()).await?;
         }
-        // Hashed once it is written: a failed spill leaves it held, to be
-        // hashed by the commit.
+        // Taken once it is written: a failed spill leaves it held, where
+        // readers read it and the commit hashes it.
+        let held = self.held.take().unwrap_or_default();
+        if let Some(fill) = &self.fill {
+            fill.spill(writer.local_file(), &held);
+        }
         let hashing = HashBeside::start();
-        for chunk in self.held.take().into_iter().flatten() {
+        for chunk in held {
             hashing.update(chunk).await;
         }
         self.hashing = Some(hashing);
-        if let Some(fill) = &self.fill {
-            fill.spill(writer.local_file());
-        }
         self.writer = Some((body_key, writer));
         Ok(())
     }
@@ -204,7 +205,13 @@ impl BodyMiss {
                 }
                 Ok(())
             }
-            (None, Some((_, writer))) => writer.write(data.clone()).await,
+            (None, Some((_, writer))) => {
+                writer.write(data.clone()).await?;
+                if let Some(fill) = &self.fill {
+                    fill.recent(self.written - data.len() as u64, data.clone());
+                }
+                Ok(())
+            }
             (None, None) => Err(std::io::Error::other("cache fill already closed")),
         }
     }
