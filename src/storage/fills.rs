@@ -38,7 +38,7 @@ const READ_CHUNK: u64 = 256 * 1024;
 /// Bytes a spilled fill keeps in memory behind its newest write. A
 /// reader at the head trails the writer by about one chunk; a follower
 /// further behind reads the file.
-pub const RECENT_MAX: usize = 512 * 1024;
+const RECENT_MAX: usize = 512 * 1024;
 /// How long a completed fill is remembered (see [`Fills::known`]).
 const RECENT: Duration = Duration::from_secs(5);
 const RECENT_FILLS: usize = 16_384;

@@ -468,9 +468,6 @@ impl LargeFill {
             return Err("the fill has ended".to_string());
         }
         (self.file.write_all_at(data, offset)).map_err(|e| format!("writing cache body: {e}"))?;
-        if let (Some(chunk), Some(fill)) = (recent, self.fill.lock().as_ref()) {
-            fill.recent(offset, chunk);
-        }
         // Told in the order the spans were recorded, so that readers never
         // see the body shrink.
         let mut assembly = self.assembly.lock();
@@ -487,6 +484,9 @@ impl LargeFill {
         let withheld = (visible < prefix).then_some(visible..prefix);
         let past_prefix = withheld.into_iter().chain(assembly.ahead.iter().cloned());
         if let Some(fill) = self.fill.lock().as_ref() {
+            if let Some(chunk) = recent {
+                fill.recent(offset, chunk);
+            }
             fill.written_sparse(visible, past_prefix.collect());
         }
         Ok(())
